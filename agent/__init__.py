@@ -1,0 +1,1 @@
+"""VAS node agent: supervises FFmpeg ingest for a host's cameras."""

@@ -1,0 +1,48 @@
+"""The restart-delay policy: a pure function of the attempt number and the policy.
+
+Exponential with jitter and a cap, never giving up: a camera that is down keeps
+being retried at ``max_delay`` because cameras come back.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How quickly a failed stream is retried (all durations in seconds)."""
+
+    initial_delay: float = 1.0
+    multiplier: float = 2.0
+    max_delay: float = 60.0
+    jitter: float = 0.2
+    stable_after: float = 60.0
+
+
+def restart_delay(policy: RestartPolicy, attempt: int, *, rand: float | None = None) -> float:
+    """Seconds to wait before restart number ``attempt`` (1 = first since the last stable run).
+
+    ``rand`` is a uniform sample in [0, 1) (drawn here when omitted) so tests can
+    pin the jitter.  The jittered delay never exceeds ``max_delay``.
+    """
+    if attempt < 1:
+        raise ValueError("attempt counts from 1")
+    r = random.random() if rand is None else rand
+    # Cap the exponent's growth before multiplying so huge attempt counts can't overflow.
+    base = policy.initial_delay
+    for _ in range(attempt - 1):
+        if base >= policy.max_delay:
+            break
+        base *= policy.multiplier
+    base = min(base, policy.max_delay)
+    jittered = base * (1.0 + policy.jitter * (2.0 * r - 1.0))
+    return max(0.0, min(policy.max_delay, jittered))
+
+
+def next_attempt(policy: RestartPolicy, attempt: int, uptime: float) -> int:
+    """The attempt number for the restart after a run that lasted ``uptime`` seconds.
+
+    The count resets only after the process stayed up ``stable_after``.
+    """
+    return 1 if uptime >= policy.stable_after else attempt + 1

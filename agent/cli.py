@@ -1,0 +1,79 @@
+"""Entry points: ``vas-agent`` and ``vasctl`` (argument parsing only)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "/etc/vas/streams.yaml"
+
+
+def agent_main(argv: list[str] | None = None) -> int:
+    """``vas-agent --config FILE [--check]``."""
+    parser = argparse.ArgumentParser(prog="vas-agent", description="Keep this host's cameras streaming and recording.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--check", action="store_true", help="validate the file, print errors, start nothing")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    from . import config
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.check:
+        enabled = sum(s.enabled for s in cfg.streams.values())
+        print(f"ok: {args.config}: {len(cfg.streams)} streams ({enabled} enabled)")
+        return 0
+    _setup_logging(args.log_level)
+    return asyncio.run(_run_agent(cfg))
+
+
+async def _run_agent(cfg) -> int:
+    from .agent import AlreadyRunning, Agent
+    agent = Agent(cfg)
+    try:
+        await agent.run()
+    except AlreadyRunning as exc:
+        logging.getLogger("vas.agent").error("%s", exc)
+        return 1
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    # Under systemd the journal stamps each line already.
+    fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+
+
+def vasctl_main(argv: list[str] | None = None) -> int:
+    """``vasctl [--config FILE | --socket PATH] status|reload|restart``."""
+    parser = argparse.ArgumentParser(prog="vasctl", description="Operate the VAS node agent.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--socket", help="control socket (default: {runtime_dir}/agent.sock from the config)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    st = sub.add_parser("status", help="every stream's state, uptime, restarts, fps, CPU, RSS, last error")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("reload", help="re-read the config and apply only what changed; waits for the outcome")
+    rs = sub.add_parser("restart", help="restart one stream now")
+    rs.add_argument("stream")
+    args = parser.parse_args(argv)
+
+    from . import snapshot, vasctl
+    from .config import runtime_dir_of
+
+    try:
+        runtime = Path(args.socket).parent if args.socket else runtime_dir_of(args.config)
+    except ValueError as exc:
+        print(f"vasctl: {exc}", file=sys.stderr)
+        return 1
+    sock = Path(args.socket) if args.socket else runtime / snapshot.SOCKET_NAME
+    if args.command == "status":
+        return vasctl.status(runtime, as_json=args.json)
+    if args.command == "reload":
+        return vasctl.reload(sock)
+    return vasctl.restart(sock, args.stream)

@@ -1,0 +1,362 @@
+"""``streams.yaml`` -> frozen dataclasses, with errors naming file, line, key and value.
+
+Every key under ``defaults`` can be overridden per stream; nested maps merge key
+by key.  Unknown keys are errors so typos are never silently ignored.  Relative
+paths are resolved against the config file's directory.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import yamlsrc
+from .backoff import RestartPolicy
+from .units import InterpolationError, interpolate, parse_duration
+
+STREAM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
+#: Placeholders a verbatim ``command:`` may use (see docs/configuration.md).
+COMMAND_PLACEHOLDERS = frozenset(
+    {"url", "stream_id", "recording_dir", "segment_pattern", "playlist",
+     "segment_duration", "rtsp_transport", "progress"})
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """HLS recording of one stream."""
+
+    enabled: bool = True
+    segment_duration: float = 10.0
+    retention: float = 7 * 86400.0  # seconds; 0 keeps recordings forever
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One camera's effective settings (defaults already merged in)."""
+
+    id: str
+    url: str | None
+    name: str = ""
+    enabled: bool = True
+    input_args: tuple[str, ...] = ()
+    command: tuple[str, ...] | None = None
+    restart: RestartPolicy = RestartPolicy()
+    stall_timeout: float = 20.0
+    stop_timeout: float = 10.0
+    rtsp_transport: str = "tcp"
+    recording: RecordingConfig = RecordingConfig()
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Host-wide settings of the agent."""
+
+    runtime_dir: Path = Path("/run/vas")
+    ffmpeg: str = "ffmpeg"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated ``streams.yaml``."""
+
+    path: Path
+    sha256: str
+    node: NodeConfig
+    recordings_root: Path
+    streams: Mapping[str, StreamConfig]
+    #: Values substituted from ``${...}``: redacted wherever text is shown.
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
+
+
+class ConfigError(Exception):
+    """An invalid config; ``errors`` holds one ``file:line: key: problem`` line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate ``path``; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        doc = yamlsrc.parse(raw)
+    except yamlsrc.SourceError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise ConfigError([f"{where}: {exc}"]) from None
+    return _Validator(path, doc, os.environ if env is None else env).config(raw)
+
+
+_SchemaFn = Callable[["_Validator", tuple, Any], Any]
+
+
+class _Validator:
+    """Walks the parsed document once, collecting every error before failing."""
+
+    def __init__(self, path: Path, doc: yamlsrc.Located, env: Mapping[str, str]) -> None:
+        self.path, self.doc, self.env = path, doc, env
+        self.errors: list[str] = []
+        self.secrets: set[str] = set()
+
+    # -- reporting ---------------------------------------------------------
+    def error(self, keypath: tuple, message: str) -> None:
+        line = self.doc.line(keypath)
+        key = ".".join(str(k) for k in keypath) or "(top level)"
+        self.errors.append(f"{self.path}:{line}: {key}: {message}")
+
+    def mapping(self, keypath: tuple, value: Any, allowed: frozenset[str]) -> dict:
+        """``value`` as a dict with only ``allowed`` keys (errors reported, {} on failure)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(keypath, f"expected a mapping, got {_show(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                near = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else f"; allowed: {', '.join(sorted(allowed))}"
+                self.error(keypath + (key,), f"unknown key{hint}")
+        return value
+
+    # -- scalar checks -------------------------------------------------------
+    def text(self, keypath: tuple, value: Any, *, secret: bool = False) -> str | None:
+        if not isinstance(value, str):
+            self.error(keypath, f"expected a string, got {_show(value)}")
+            return None
+        try:
+            return interpolate(value, self.env, self.secrets if secret else None)
+        except InterpolationError as exc:
+            self.error(keypath, str(exc))
+            return None
+
+    def duration(self, keypath: tuple, value: Any, *, positive: bool = False) -> float | None:
+        try:
+            seconds = parse_duration(value)
+        except (ValueError, TypeError):
+            self.error(keypath, f"expected a duration like 20s, got {_show(value)}")
+            return None
+        if positive and seconds <= 0:
+            self.error(keypath, f"must be greater than 0, got {_show(value)}")
+            return None
+        return seconds
+
+    def number(self, keypath: tuple, value: Any, lo: float, hi: float) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            self.error(keypath, f"expected a number from {lo:g} to {hi:g}, got {_show(value)}")
+            return None
+        return float(value)
+
+    def boolean(self, keypath: tuple, value: Any) -> bool | None:
+        if not isinstance(value, bool):
+            self.error(keypath, f"expected true or false, got {_show(value)}")
+            return None
+        return value
+
+    def strings(self, keypath: tuple, value: Any) -> tuple[str, ...] | None:
+        if not isinstance(value, list):
+            self.error(keypath, f"expected a list of strings, got {_show(value)}")
+            return None
+        items = [self.text(keypath + (i,), v, secret=True) for i, v in enumerate(value)]
+        return None if any(i is None for i in items) else tuple(items)  # type: ignore[arg-type]
+
+    def directory(self, keypath: tuple, value: Any) -> Path | None:
+        text = self.text(keypath, value)
+        if text is None:
+            return None
+        if not text:
+            self.error(keypath, "expected a directory path, got ''")
+            return None
+        return (self.path.parent / text).resolve() if not os.path.isabs(text) else Path(text)
+
+    # -- the document --------------------------------------------------------
+    def config(self, raw: bytes) -> Config:
+        top = self.mapping((), self.doc.value if self.doc.value is not None else {},
+                           frozenset({"version", "node", "recordings", "defaults", "streams"}))
+        if top.get("version") != 1:
+            self.error(("version",), f"expected 1, got {_show(top.get('version'))}"
+                       if "version" in top else "required key is missing (write 'version: 1')")
+        node = self.node(top.get("node"))
+        rec = self.mapping(("recordings",), top.get("recordings"), frozenset({"root"}))
+        root = self.directory(("recordings", "root"), rec.get("root", "/var/lib/vas/recordings"))
+        defaults = self.mapping(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
+        streams = self.streams(top.get("streams"), defaults)
+        if self.errors:
+            raise ConfigError(self.errors)
+        return Config(path=self.path.absolute(), sha256=hashlib.sha256(raw).hexdigest(), node=node,
+                      recordings_root=root, streams=streams, secrets=frozenset(self.secrets))  # type: ignore[arg-type]
+
+    def node(self, value: Any) -> NodeConfig:
+        node = self.mapping(("node",), value, frozenset({"runtime_dir", "ffmpeg"}))
+        runtime = self.directory(("node", "runtime_dir"), node.get("runtime_dir", "/run/vas"))
+        ffmpeg = self.text(("node", "ffmpeg"), node.get("ffmpeg", "ffmpeg"))
+        return NodeConfig(runtime_dir=runtime or Path("/run/vas"), ffmpeg=ffmpeg or "ffmpeg")
+
+    def streams(self, value: Any, defaults: dict) -> dict[str, StreamConfig]:
+        if value is None:
+            self.error(("streams",), "required key is missing (a mapping of stream id to settings)")
+            return {}
+        if not isinstance(value, dict):
+            self.error(("streams",), f"expected a mapping of stream id to settings, got {_show(value)}")
+            return {}
+        out = {}
+        for sid, settings in value.items():
+            if not isinstance(sid, str) or not STREAM_ID.match(sid):
+                self.error(("streams", sid), f"stream id must match {STREAM_ID.pattern}, got {_show(sid)}")
+                continue
+            stream = self.stream(sid, settings, defaults)
+            if stream is not None:
+                out[sid] = stream
+        return out
+
+    def stream(self, sid: str, value: Any, defaults: dict) -> StreamConfig | None:
+        base = ("streams", sid)
+        own = self.mapping(base, value, _STREAM_KEYS)
+        before = len(self.errors)
+        layers = ((own, base), (defaults, ("defaults",)))
+        fields: dict[str, Any] = {"id": sid}
+        for key, check in _FIELD_CHECKS.items():
+            for layer, prefix in layers:
+                if key in layer:
+                    fields[key] = check(self, prefix + (key,), layer[key])
+                    break
+        fields["restart"] = self.section(layers, "restart", RestartPolicy, _RESTART_CHECKS)
+        fields["recording"] = self.section(layers, "recording", RecordingConfig, _RECORDING_CHECKS)
+        self.stream_rules(base, fields)
+        fields.setdefault("url", None)
+        fields.setdefault("name", sid)
+        if len(self.errors) > before:
+            return None
+        return StreamConfig(**fields)
+
+    def section(self, layers, key: str, cls: type, checks: dict[str, _SchemaFn]) -> Any:
+        """A nested map merged key by key across the layers (stream over defaults)."""
+        maps = [(self.mapping(prefix + (key,), layer.get(key), frozenset(checks)), prefix + (key,))
+                for layer, prefix in layers]
+        values = {}
+        for sub, check in checks.items():
+            for layer, prefix in maps:
+                if sub in layer:
+                    values[sub] = check(self, prefix + (sub,), layer[sub])
+                    break
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def stream_rules(self, base: tuple, fields: dict) -> None:
+        policy: RestartPolicy = fields["restart"]
+        if policy.max_delay < policy.initial_delay:
+            self.error(base + ("restart", "max_delay"),
+                       f"must be at least initial_delay ({policy.initial_delay:g}s), got {policy.max_delay:g}s")
+        command = fields.get("command")
+        if command is not None:
+            self.command_rules(base + ("command",), command)
+        elif "url" not in fields:
+            self.error(base + ("url",), "required key is missing (the camera's rtsp:// URL)")
+        elif fields["url"] is not None and not fields["url"].startswith(("rtsp://", "rtsps://")):
+            self.error(base + ("url",), f"expected an rtsp:// or rtsps:// URL, got {_show(redact_url(fields['url']))}")
+
+    def command_rules(self, keypath: tuple, command: tuple[str, ...]) -> None:
+        import string  # local: only verbatim commands need it
+        used: set[str] = set()
+        for i, arg in enumerate(command):
+            try:
+                used.update(f for _, f, _, _ in string.Formatter().parse(arg) if f is not None)
+            except ValueError as exc:
+                self.error(keypath + (i,), f"bad placeholder in {_show(arg)}: {exc} (write {{{{ for a literal brace)")
+        unknown = sorted(used - COMMAND_PLACEHOLDERS)
+        if unknown:
+            self.error(keypath, f"unknown placeholder {{{unknown[0]}}}; known: "
+                       + ", ".join("{%s}" % p for p in sorted(COMMAND_PLACEHOLDERS)))
+        if "progress" not in used:
+            self.error(keypath, "must contain '-progress', '{progress}' so the agent can see media flowing")
+        if not command:
+            self.error(keypath, "expected a non-empty list of strings")
+
+
+def _checked_list(v: _Validator, keypath: tuple, value: Any) -> tuple[str, ...] | None:
+    return v.strings(keypath, value)
+
+
+def _transport(v: _Validator, keypath: tuple, value: Any) -> str | None:
+    if value not in RTSP_TRANSPORTS:
+        v.error(keypath, f"expected one of {', '.join(RTSP_TRANSPORTS)}, got {_show(value)}")
+        return None
+    return value
+
+
+_FIELD_CHECKS: dict[str, _SchemaFn] = {
+    "name": lambda v, k, x: v.text(k, x),
+    "url": lambda v, k, x: v.text(k, x, secret=True),
+    "enabled": _Validator.boolean,
+    "input_args": _checked_list,
+    "command": _checked_list,
+    "stall_timeout": _Validator.duration,
+    "stop_timeout": lambda v, k, x: v.duration(k, x, positive=True),
+    "rtsp_transport": _transport,
+}
+_RESTART_CHECKS: dict[str, _SchemaFn] = {
+    "initial_delay": _Validator.duration,
+    "multiplier": lambda v, k, x: v.number(k, x, 1, 100),
+    "max_delay": lambda v, k, x: v.duration(k, x, positive=True),
+    "jitter": lambda v, k, x: v.number(k, x, 0, 1),
+    "stable_after": _Validator.duration,
+}
+_RECORDING_CHECKS: dict[str, _SchemaFn] = {
+    "enabled": _Validator.boolean,
+    "segment_duration": lambda v, k, x: v.duration(k, x, positive=True),
+    "retention": _Validator.duration,
+}
+_DEFAULT_KEYS = frozenset({"enabled", "input_args", "stall_timeout", "stop_timeout",
+                           "rtsp_transport", "restart", "recording"})
+_STREAM_KEYS = _DEFAULT_KEYS | {"name", "url", "command"}
+
+
+def _show(value: Any) -> str:
+    """A value as an error message quotes it (short, repr-like)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """Hide URL passwords: ``rtsp://admin:pw@host`` -> ``rtsp://admin:***@host``."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
+
+def redact(text: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
+    """Hide URL passwords and every known secret value in ``text``."""
+    text = redact_url(text)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def runtime_dir_of(path: str | os.PathLike[str]) -> Path:
+    """Just ``node.runtime_dir`` of a config file, for vasctl.
+
+    vasctl must work without the agent's environment variables or secret files,
+    so this reads that one key and validates nothing else.  Raises ``ValueError``.
+    """
+    path = Path(path)
+    try:
+        doc = yamlsrc.parse(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}; pass --config FILE or --socket PATH") from None
+    except yamlsrc.SourceError as exc:
+        raise ValueError(f"{path}:{exc.line}: {exc}") from None
+    node = doc.value.get("node") if isinstance(doc.value, dict) else None
+    value = node.get("runtime_dir", "/run/vas") if isinstance(node, dict) else "/run/vas"
+    if not isinstance(value, str) or "${" in value:
+        raise ValueError(f"{path}: node.runtime_dir must be a plain path for vasctl; pass --socket PATH")
+    return Path(value) if os.path.isabs(value) else (path.parent / value).resolve()

@@ -1,0 +1,95 @@
+"""The control socket: HTTP over ``{runtime_dir}/agent.sock`` (mode 0660).
+
+The only way for vasctl and the exporter to change anything.  Errors are JSON
+``{"error": "..."}`` with a fitting status: 404 unknown stream, 409 busy or
+disabled, 422 invalid config.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+AGENT_KEY = web.AppKey("agent", object)
+
+
+def create_app(agent: "Agent") -> web.Application:
+    """The control API as an aiohttp application."""
+    app = web.Application()
+    app[AGENT_KEY] = agent
+    app.router.add_get("/status", _status)
+    app.router.add_post("/reload", _reload)
+    app.router.add_post("/streams/{id}/restart", _restart)
+    return app
+
+
+def _agent(request: web.Request) -> "Agent":
+    return request.app[AGENT_KEY]  # type: ignore[return-value]
+
+
+def _error(status: int, message: str, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(_agent(request).view())
+
+
+async def _reload(request: web.Request) -> web.Response:
+    from .agent import ReloadInProgress
+    try:
+        plan = await _agent(request).reload()
+    except ReloadInProgress:
+        return _error(409, "a reload is in progress; try again when it is done")
+    except ConfigError as exc:
+        return _error(422, "invalid config, nothing changed", details=exc.errors)
+    return web.json_response({
+        "ok": True, "summary": plan.summary(), "started": plan.start, "restarted": plan.restart,
+        "stopped": plan.stop + plan.remove, "updated": plan.update,
+        "unchanged": len(plan.unchanged), "needs_restart": plan.needs_restart})
+
+
+async def _restart(request: web.Request) -> web.Response:
+    agent, sid = _agent(request), request.match_info["id"]
+    stream = agent.streams.get(sid)
+    if stream is None:
+        return _error(404, f"unknown stream '{sid}'")
+    if not stream.cfg.enabled:
+        return _error(409, f"stream '{sid}' is disabled; enable it in the config and reload")
+    await agent.restart_stream(sid)
+    return web.json_response({"ok": True, "restarted": sid, "pid": stream.pid})
+
+
+class ControlServer:
+    """Serves :func:`create_app` on a unix socket; ``close()`` is safe twice."""
+
+    def __init__(self, agent: "Agent", path: Path) -> None:
+        self.path = path
+        self._runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False)
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        # The caller holds the runtime_dir lock, so a socket file here is a dead agent's.
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        old_umask = os.umask(0o117)  # created 0660: no window with a wider mode
+        try:
+            await web.UnixSite(self._runner, str(self.path)).start()
+        finally:
+            os.umask(old_umask)
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,163 @@
+"""Pure FFmpeg argv builders and the ``-progress`` parser.
+
+Templated mode pulls RTSP and copies video into HLS segments; verbatim mode
+(``command:``) fills documented placeholders into the operator's own argv.
+Progress always goes to the child's stdout (``-progress pipe:1``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import StreamConfig
+
+PROGRESS_TARGET = "pipe:1"
+#: How often FFmpeg reports progress.  Stall detection needs several reports per
+#: ``stall_timeout``; a slower rate keeps an agent with hundreds of streams idle.
+STATS_PERIOD = 2.0
+#: RTSP socket I/O timeout: a silent camera makes FFmpeg exit instead of hang.
+RTSP_TIMEOUT_US = 10_000_000
+LIVE_PLAYLIST_SIZE = 6
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where one FFmpeg run writes: fixed for the lifetime of that process."""
+
+    recording_dir: Path
+    start_stamp: str  # makes this run's segment names unique across restarts
+
+    @property
+    def segment_pattern(self) -> str:
+        return str(self.recording_dir / f"{self.recording_dir.name}_{self.start_stamp}_%06d.ts")
+
+    @property
+    def playlist(self) -> str:
+        return str(self.recording_dir / "index.m3u8")
+
+
+def start_stamp(epoch_ms: int) -> str:
+    """A UTC timestamp with milliseconds (``20261124T142613123Z``): sortable, safe in file names."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(epoch_ms // 1000)) + f"{epoch_ms % 1000:03d}Z"
+
+
+def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
+               extra_outputs: tuple[str, ...] = ()) -> list[str]:
+    """The argv for one run of ``stream``.
+
+    ``extra_outputs`` is the seam for more outputs of the same process (the SFU's
+    RTP feed): complete output option groups appended after the recording output.
+    """
+    if stream.command is not None:
+        return verbatim_argv(stream, launch)
+    argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
+            "-progress", PROGRESS_TARGET, "-stats_period", f"{STATS_PERIOD:g}"]
+    argv += input_args(stream)
+    outputs = list(extra_outputs)
+    if stream.recording.enabled:
+        outputs = hls_output(stream, launch) + outputs
+    # FFmpeg needs an output; without one, decode to nothing so the camera is still watched.
+    return argv + (outputs or ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"])
+
+
+def input_args(stream: StreamConfig) -> list[str]:
+    """RTSP input options: transport, socket timeout, the operator's extras, then ``-i``."""
+    args = ["-rtsp_transport", stream.rtsp_transport, "-timeout", str(RTSP_TIMEOUT_US)]
+    return args + list(stream.input_args) + ["-i", stream.url or ""]
+
+
+def hls_output(stream: StreamConfig, launch: Launch) -> list[str]:
+    """Video copied, audio (if any) to AAC, into uniquely named HLS segments."""
+    return [
+        "-map", "0:v:0", "-map", "0:a:0?", "-c:v", "copy", "-c:a", "aac",
+        "-f", "hls",
+        "-hls_time", f"{stream.recording.segment_duration:g}",
+        "-hls_list_size", str(LIVE_PLAYLIST_SIZE),
+        # temp_file: a segment appears under its final name only once complete.
+        "-hls_flags", "temp_file+program_date_time+independent_segments",
+        "-hls_segment_filename", launch.segment_pattern,
+        launch.playlist,
+    ]
+
+
+def verbatim_argv(stream: StreamConfig, launch: Launch) -> list[str]:
+    """The operator's ``command:`` with its ``{placeholders}`` filled in."""
+    values = {
+        "url": stream.url or "",
+        "stream_id": stream.id,
+        "recording_dir": str(launch.recording_dir),
+        "segment_pattern": launch.segment_pattern,
+        "playlist": launch.playlist,
+        "segment_duration": f"{stream.recording.segment_duration:g}",
+        "rtsp_transport": stream.rtsp_transport,
+        "progress": PROGRESS_TARGET,
+    }
+    return [arg.format_map(values) for arg in stream.command or ()]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One ``-progress`` report (counters are cumulative for the run)."""
+
+    frame: int = 0
+    fps: float = 0.0
+    total_size: int = 0
+    out_time_us: int = 0
+    ended: bool = False
+
+    def advanced_from(self, before: "Progress | None") -> bool:
+        """True when media moved since ``before`` (any counter grew)."""
+        if before is None:
+            return self.frame > 0 or self.total_size > 0 or self.out_time_us > 0
+        return (self.frame > before.frame or self.total_size > before.total_size
+                or self.out_time_us > before.out_time_us)
+
+
+class ProgressParser:
+    """Turns the ``key=value`` stream of ``-progress`` into :class:`Progress` reports.
+
+    Feed it raw bytes as they arrive; a report is complete at its
+    ``progress=continue|end`` line.  Unknown keys and junk lines are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._fields: dict[bytes, bytes] = {}
+
+    def feed(self, data: bytes) -> list[Progress]:
+        """All reports completed by ``data`` (usually zero or one)."""
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        reports = []
+        for line in lines:
+            key, sep, value = line.strip().partition(b"=")
+            if not sep:
+                continue
+            if key == b"progress":
+                reports.append(self._report(value == b"end"))
+                self._fields = {}
+            else:
+                self._fields[key] = value
+        return reports
+
+    def _report(self, ended: bool) -> Progress:
+        f = self._fields
+        return Progress(frame=_int(f.get(b"frame")), fps=_float(f.get(b"fps")),
+                        total_size=_int(f.get(b"total_size")),
+                        out_time_us=_int(f.get(b"out_time_us") or f.get(b"out_time_ms")),
+                        ended=ended)
+
+
+def _int(raw: bytes | None) -> int:
+    try:
+        return int(raw) if raw else 0
+    except ValueError:  # FFmpeg prints "N/A" before the first packet
+        return 0
+
+
+def _float(raw: bytes | None) -> float:
+    try:
+        return float(raw) if raw else 0.0
+    except ValueError:
+        return 0.0

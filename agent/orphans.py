@@ -1,0 +1,44 @@
+"""Kill stream processes a previous agent left behind.
+
+``PR_SET_PDEATHSIG`` normally takes children down with the agent; this is the
+second line of defence (e.g. a child that re-parented itself), so a restarted
+agent never runs a second FFmpeg for the same stream.  A PID is only trusted
+when its start time matches the one the old snapshot recorded (PID reuse).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from . import snapshot
+
+log = logging.getLogger("vas.agent")
+START_TIME_TOLERANCE = 1.0  # seconds; /proc start times have tick resolution
+
+
+def kill_orphans(snapshot_path: Path) -> list[int]:
+    """SIGKILL the process groups of streams recorded in an old snapshot that still run."""
+    try:
+        data, _ = snapshot.read(snapshot_path)
+    except snapshot.SnapshotUnavailable:
+        return []
+    killed = []
+    for entry in data.get("streams", []):
+        pid, started = entry.get("pid"), entry.get("pid_started_at")
+        if not pid or not started or pid == os.getpid():
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - started) > START_TIME_TOLERANCE:
+                continue  # a different process now has that PID
+            os.killpg(pid, signal.SIGKILL)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+        log.warning("killed: leftover process group %d of stream %s from a previous agent",
+                    pid, entry.get("id"))
+        killed.append(pid)
+    return killed

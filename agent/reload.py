@@ -1,0 +1,65 @@
+"""Reload planning: a pure diff of two configs by each stream's effective settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .config import Config, StreamConfig
+from .ffmpeg import Launch, build_argv
+
+
+def process_signature(cfg: Config, stream: StreamConfig) -> tuple[str, ...]:
+    """Everything that shapes the FFmpeg process: equal signatures keep the process."""
+    launch = Launch(Path(cfg.recordings_root) / stream.id, "")
+    return tuple(build_argv(stream, launch, ffmpeg=cfg.node.ffmpeg))
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """What a reload does, stream id by stream id."""
+
+    config: Config  # the config to adopt (node settings that need a restart kept as they were)
+    start: tuple[str, ...] = ()
+    restart: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()     # disabled: stopped, stays listed
+    remove: tuple[str, ...] = ()   # gone from the file
+    update: tuple[str, ...] = ()   # new settings that don't touch the process
+    unchanged: tuple[str, ...] = ()
+    needs_restart: tuple[str, ...] = field(default=())
+
+    def summary(self) -> str:
+        """``started: cam4; restarted: cam2; stopped: cam1; unchanged: 12``."""
+        parts = [f"{label}: {', '.join(ids)}" for label, ids in (
+            ("started", self.start), ("restarted", self.restart),
+            ("stopped", self.stop + self.remove), ("updated", self.update)) if ids]
+        parts.append(f"unchanged: {len(self.unchanged)}")
+        if self.needs_restart:
+            parts.append(f"needs agent restart: {', '.join(self.needs_restart)}")
+        return "; ".join(parts)
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """Diff ``old`` (running) against ``new`` (validated)."""
+    needs_restart = ()
+    if new.node.runtime_dir != old.node.runtime_dir:
+        needs_restart = ("node.runtime_dir",)
+        new = replace(new, node=replace(new.node, runtime_dir=old.node.runtime_dir))
+    buckets: dict[str, list[str]] = {k: [] for k in ("start", "restart", "stop", "remove", "update", "unchanged")}
+    for sid, was in old.streams.items():
+        if sid not in new.streams:
+            buckets["remove"].append(sid)
+    for sid, now in new.streams.items():
+        was = old.streams.get(sid)
+        buckets[_bucket(old, was, new, now)].append(sid)
+    return ReloadPlan(config=new, needs_restart=needs_restart,
+                      **{k: tuple(v) for k, v in buckets.items()})
+
+
+def _bucket(old: Config, was: StreamConfig | None, new: Config, now: StreamConfig) -> str:
+    if was is None or not was.enabled:
+        return "start" if now.enabled else ("unchanged" if was == now else "update")
+    if not now.enabled:
+        return "stop"
+    if process_signature(old, was) != process_signature(new, now):
+        return "restart"
+    return "unchanged" if was == now else "update"

@@ -1,0 +1,60 @@
+"""The agent's state snapshot: its file name, freshness rules, atomic writer and reader.
+
+The agent writes ``{runtime_dir}/state.json`` promptly after state changes and
+touches it every second so readers (vasctl, the exporter) can tell a hung agent
+from a quiet one by the file's age.  Stdlib only: the exporter imports this.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SNAPSHOT_NAME = "state.json"
+SOCKET_NAME = "agent.sock"
+LOCK_NAME = "agent.lock"
+SCHEMA_VERSION = 1
+#: The agent proves it is alive this often (touching an unchanged snapshot).
+HEARTBEAT_INTERVAL = 1.0
+#: A snapshot older than this means the agent is stopped or hung.
+STALE_AFTER = 5.0
+
+
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` as JSON: readers see the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, separators=(",", ":"))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def touch(path: Path) -> None:
+    """Refresh the snapshot's mtime without rewriting it (the liveness signal)."""
+    os.utime(path)
+
+
+class SnapshotUnavailable(Exception):
+    """No readable snapshot: the agent never ran with this runtime_dir, or the file is bad."""
+
+
+def read(path: Path, *, now: float | None = None) -> tuple[dict[str, Any], float]:
+    """The snapshot and its age in seconds (by mtime)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            age = (time.time() if now is None else now) - os.fstat(fh.fileno()).st_mtime
+            return json.load(fh), max(0.0, age)
+    except FileNotFoundError:
+        raise SnapshotUnavailable(f"no snapshot at {path}: is vas-agent running with this runtime_dir?") from None
+    except (OSError, ValueError) as exc:
+        raise SnapshotUnavailable(f"cannot read snapshot {path}: {exc}") from None

@@ -1,0 +1,81 @@
+"""Durations, sizes and ``${...}`` interpolation for config values (pure functions)."""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_REFERENCE = re.compile(r"\$\{([^}]*)\}|\$\$\{")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number of seconds or a string like ``500ms``, ``20s``, ``5m``, ``1h``, ``7d``."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a number of bytes or a string like ``500MiB`` or ``50GiB``."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+class InterpolationError(ValueError):
+    """A ``${...}`` reference that cannot be resolved; the message says which and why."""
+
+
+def interpolate(text: str, env: Mapping[str, str], secrets: set[str] | None = None) -> str:
+    """Replace ``${NAME}`` from ``env`` and ``${file:/path}`` with the file's contents.
+
+    ``$${`` stands for a literal ``${``.  Every substituted value is added to
+    ``secrets`` so logs and status can redact it.
+    """
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        ref = match.group(1)
+        if ref.startswith("file:"):
+            value = _read_secret_file(ref[5:])
+        elif _ENV_NAME.match(ref):
+            if ref not in env:
+                raise InterpolationError(f"environment variable {ref} is not set")
+            value = env[ref]
+        else:
+            raise InterpolationError(f"bad reference ${{{ref}}}: expected ${{NAME}} or ${{file:/path}}")
+        if secrets is not None and len(value) >= 3:
+            secrets.add(value)
+        return value
+
+    return _REFERENCE.sub(replace, text) if "$" in text else text
+
+
+def _read_secret_file(path: str) -> str:
+    if not os.path.isabs(path):
+        raise InterpolationError(f"secret file path must be absolute, got {path!r}")
+    try:
+        # A trailing newline is an editor artefact, never part of a password.
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise InterpolationError(f"cannot read secret file {path}: {exc.strerror}") from None

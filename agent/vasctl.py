@@ -1,0 +1,144 @@
+"""vasctl commands: status from the snapshot, everything else over the control socket.
+
+Exit codes: 0 ok, 1 refused/failed/agent down, 2 usage.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+
+from . import snapshot
+from .client import AgentUnreachable, request
+
+CPU_SAMPLE_SECONDS = 0.2
+RELOAD_BUSY_WAIT = 60.0
+
+
+def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int:
+    """Print every stream's state; exit 1 when the agent is down or hung."""
+    try:
+        data, age = snapshot.read(runtime_dir / snapshot.SNAPSHOT_NAME)
+    except snapshot.SnapshotUnavailable as exc:
+        print(f"vasctl: {exc}", file=sys.stderr)
+        return 1
+    alive = age <= snapshot.STALE_AFTER and data["agent"].get("status") != "stopped"
+    data["agent"].update(alive=alive, snapshot_age_seconds=round(age, 3))
+    _add_usage(data["streams"])
+    if as_json:
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    else:
+        _print_table(data, out)
+    if not alive:
+        print(f"vasctl: agent is not running or not responding (snapshot {age:.0f}s old, "
+              f"status {data['agent'].get('status')})", file=sys.stderr)
+    return 0 if alive else 1
+
+
+def _add_usage(streams: list[dict[str, Any]]) -> None:
+    """CPU % and RSS of each stream's process, read now (the agent samples nothing)."""
+    procs = {}
+    for s in streams:
+        s["cpu_percent"] = s["rss_bytes"] = None
+        try:
+            if s.get("pid"):
+                procs[s["id"]] = psutil.Process(s["pid"])
+                procs[s["id"]].cpu_percent(None)
+        except psutil.Error:
+            pass
+    if procs:
+        time.sleep(CPU_SAMPLE_SECONDS)
+    for s in streams:
+        proc = procs.get(s["id"])
+        try:
+            if proc:
+                s["cpu_percent"] = round(proc.cpu_percent(None), 1)
+                s["rss_bytes"] = proc.memory_info().rss
+        except psutil.Error:
+            pass
+
+
+def _print_table(data: dict[str, Any], out: TextIO) -> None:
+    now = time.time()
+    rows = [("ID", "STATE", "UPTIME", "RESTARTS", "FPS", "CPU", "RSS", "LAST ERROR")]
+    for s in data["streams"]:
+        prog = s.get("progress") or {}
+        if s["state"] == "error" and s.get("next_restart_at"):
+            uptime = f"retry {max(0, s['next_restart_at'] - now):.0f}s"
+        elif s.get("pid_started_at"):
+            uptime = _duration(now - s["pid_started_at"])
+        else:
+            uptime = "-"
+        rows.append((
+            s["id"], s["state"], uptime, str(s["restarts"]),
+            f"{prog['fps']:.1f}" if prog.get("fps") is not None and s.get("pid") else "-",
+            f"{s['cpu_percent']:.1f}%" if s.get("cpu_percent") is not None else "-",
+            f"{s['rss_bytes'] / 2**20:.0f}MiB" if s.get("rss_bytes") else "-",
+            _last_error(s)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] + "\n")
+    reload_info = data["config"].get("last_reload")
+    if reload_info and not reload_info.get("ok"):
+        out.write("last reload REFUSED: " + "; ".join(reload_info.get("error", [])) + "\n")
+    if data["config"].get("needs_restart"):
+        out.write("restart vas-agent to apply: " + ", ".join(data["config"]["needs_restart"]) + "\n")
+
+
+def _last_error(s: dict[str, Any]) -> str:
+    text = (s.get("last_error") or [""])[-1]
+    if not text and s.get("last_exit") and s["state"] == "error":
+        text = s["last_exit"]["description"]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h05m``, ``2d04h``: short enough for a table column."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def reload(socket_path: Path) -> int:
+    """Ask the agent to reload and wait for the outcome (waits out a reload in progress)."""
+    deadline = time.monotonic() + RELOAD_BUSY_WAIT
+    while True:
+        code, body = _call(socket_path, "POST", "/reload")
+        if code != 409 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if code == 200:
+        print(f"reloaded: {body['summary']}")
+        return 0
+    print(f"vasctl: reload refused: {body.get('error')}", file=sys.stderr)
+    for line in body.get("details", []):
+        print(f"  {line}", file=sys.stderr)
+    return 1
+
+
+def restart(socket_path: Path, stream_id: str) -> int:
+    """Restart one stream now."""
+    code, body = _call(socket_path, "POST", f"/streams/{stream_id}/restart")
+    if code == 200:
+        print(f"restarted: {stream_id} (pid {body.get('pid')})")
+        return 0
+    print(f"vasctl: {body.get('error')}", file=sys.stderr)
+    return 1
+
+
+def _call(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    try:
+        return request(str(socket_path), method, path)
+    except AgentUnreachable as exc:
+        print(f"vasctl: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

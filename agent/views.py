@@ -1,0 +1,57 @@
+"""The snapshot's shape: what the agent publishes about itself and each stream.
+
+Every text that may hold a camera URL is redacted before it gets here.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .config import redact
+from .snapshot import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .stream import Stream
+
+
+def stream_view(s: "Stream", secrets: frozenset[str]) -> dict[str, Any]:
+    """One stream as the snapshot shows it."""
+    p = s.progress
+    return {
+        "id": s.cfg.id,
+        "name": s.cfg.name,
+        "enabled": s.cfg.enabled,
+        "url": redact(s.cfg.url, secrets) if s.cfg.url else None,
+        "mode": "command" if s.cfg.command is not None else "rtsp",
+        "state": s.state.value,
+        "since": s.since,
+        "pid": s.pid,
+        "pid_started_at": s.child.wall_started_at if s.child else None,
+        "restarts": s.restarts,
+        "restart_reasons": dict(s.restart_reasons),
+        "last_exit": s.last_exit,
+        "last_error": list(s.stderr),
+        "next_restart_at": s.next_restart_at,
+        "progress": None if p is None else {
+            "fps": p.fps, "frames": p.frame, "bytes": p.total_size,
+            "out_time_seconds": p.out_time_us / 1e6, "last_progress_at": s.last_progress_at,
+        },
+        "recording": {"enabled": s.cfg.recording.enabled,
+                      "segment_duration_seconds": s.cfg.recording.segment_duration,
+                      "retention_seconds": s.cfg.recording.retention},
+    }
+
+
+def agent_view(a: "Agent") -> dict[str, Any]:
+    """The whole snapshot."""
+    cfg = a.cfg
+    return {
+        "version": SCHEMA_VERSION,
+        "agent": {"pid": os.getpid(), "started_at": a.started_at, "status": a.status,
+                  "runtime_dir": str(a.runtime_dir)},
+        "config": {"path": str(cfg.path), "sha256": cfg.sha256,
+                   "recordings_root": str(cfg.recordings_root),
+                   "last_reload": a.last_reload, "needs_restart": list(a.needs_restart)},
+        "streams": [stream_view(s, cfg.secrets) for s in a.streams.values()],
+    }
