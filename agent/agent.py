@@ -54,6 +54,7 @@ class Agent:
         self.snapshot_path = self.runtime_dir / snapshot.SNAPSHOT_NAME
         self._reload_lock = asyncio.Lock()
         self._hup_pending = False
+        self._hup_task: asyncio.Task[None] | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._progress_dirty = False
         self._written_at = 0.0
@@ -103,17 +104,15 @@ class Agent:
             os.close(self._lock_fd)
         log.info("stopped: all streams")
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop the agent; SIGHUP reloads the config file."""
+    async def run(self) -> None:
+        """Start, run until SIGTERM/SIGINT, then stop everything; SIGHUP reloads."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-
-    async def run(self) -> None:
-        """Start, run until SIGTERM/SIGINT, then stop everything."""
-        self.install_signal_handlers()
         await self.start()
+        if self._hup_pending:  # SIGHUP while starting: the file may have changed since we read it
+            self._on_sighup()
         try:
             await self._stopped.wait()
         finally:
@@ -126,20 +125,19 @@ class Agent:
     # -- reload --------------------------------------------------------------
     def _on_sighup(self) -> None:
         # A storm of SIGHUPs collapses into at most one more reload after the current one.
-        if self._reload_lock.locked():
-            self._hup_pending = True
-            return
-        asyncio.create_task(self._hup_reload())
+        self._hup_pending = True
+        if self.status != "starting" and (self._hup_task is None or self._hup_task.done()):
+            self._hup_task = asyncio.create_task(self._hup_reload())
 
     async def _hup_reload(self) -> None:
-        while True:
+        while self._hup_pending and not self._closed:
             self._hup_pending = False
             try:
                 await self.reload(wait=True)
-            except Exception:  # a bad file is reported by reload(); anything else is a bug
+            except config_mod.ConfigError:
+                pass  # reported by reload(): log, snapshot
+            except Exception:
                 log.exception("reload failed")
-            if not self._hup_pending:
-                return
 
     async def reload(self, *, wait: bool = False) -> ReloadPlan:
         """Re-read the config file and apply the difference.
@@ -205,10 +203,15 @@ class Agent:
 
     def _beat(self) -> None:
         """Once a second: prove liveness (touch), flush progress now and then, pet the watchdog."""
-        if self._progress_dirty and time.monotonic() - self._written_at >= PROGRESS_FLUSH_INTERVAL:
+        try:
+            if self._progress_dirty and time.monotonic() - self._written_at >= PROGRESS_FLUSH_INTERVAL:
+                self._write()
+            else:
+                snapshot.touch(self.snapshot_path)
+        except FileNotFoundError:  # someone removed it: put it back
             self._write()
-        else:
-            snapshot.touch(self.snapshot_path)
+        except OSError as exc:
+            log.error("cannot update snapshot %s: %s", self.snapshot_path, exc)
         if self.notifier.watchdog_interval:
             self.notifier.notify(WATCHDOG=1)
         interval = min(snapshot.HEARTBEAT_INTERVAL, self.notifier.watchdog_interval or 1e9)

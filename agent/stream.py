@@ -58,6 +58,7 @@ class Stream:
         self._pending: str | None = None  # reason of a requested restart
         self._closing = False
         self._wake = asyncio.Event()
+        self._spawn_waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
         self._last_start_ms = 0
 
@@ -81,16 +82,19 @@ class Stream:
         if self._task:
             await self._task
             self._task = None
+        self._spawn_done()
         self._set_state(StreamState.STOPPED)
 
     async def restart(self, reason: str) -> None:
         """Replace the process now, skipping any backoff; counted under ``reason``."""
         if self._task is None:
             return
+        spawned = self._next_spawn()
         self._pending = reason
         self._wake.set()
         if self.child:
             await self.child.stop(self.cfg.stop_timeout)
+        await spawned
 
     async def apply(self, cfg: StreamConfig, *, restart: bool) -> None:
         """Take new settings; ``restart`` when they change the FFmpeg command."""
@@ -98,14 +102,32 @@ class Stream:
         if not cfg.enabled:
             await self.close()
         elif self._task is None:
+            spawned = self._next_spawn()
             self.start()
+            await spawned
         elif restart:
             await self.restart("config")
+
+    def _next_spawn(self) -> asyncio.Future[None]:
+        """A future resolved once the next process has been started (or failed to)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._spawn_waiters.append(waiter)
+        return waiter
+
+    def _spawn_done(self) -> None:
+        for waiter in self._spawn_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._spawn_waiters.clear()
 
     # -- the supervision loop -------------------------------------------------
     async def _run(self) -> None:
         while not self._closing:
-            reason, uptime = await self._run_once()
+            try:
+                reason, uptime = await self._run_once()
+            except Exception:  # a bug must not leave the camera unsupervised
+                log.exception("internal error supervising %s; restarting it", self.cfg.id)
+                reason, uptime = "exit", 0.0
             if self._closing:
                 break
             self._count_restart(reason)
@@ -136,6 +158,8 @@ class Stream:
         except OSError as exc:
             self._failed(f"cannot start {argv[0]}: {exc.strerror or exc}", "exit")
             return self._pending or "exit", 0.0
+        finally:
+            self._spawn_done()
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
         self.host.on_change(True)
         if self._closing or self._pending:  # close()/restart() came while we were spawning
@@ -149,6 +173,8 @@ class Stream:
         if self._closing or self._pending:
             why = f"restart: {self._pending}" if self._pending else "stopping"
             log.info("stopped: %s (%s; %s)", self.cfg.id, describe_exit(status), why)
+            if self._pending:
+                self._set_state(StreamState.STOPPED)  # stopped on request; starts again at once
         else:
             detail = "no progress for %gs" % self.cfg.stall_timeout if stall.fired else describe_exit(status)
             self._failed(detail, reason, status)
@@ -171,7 +197,9 @@ class Stream:
     # -- events from the child -------------------------------------------------
     def _on_progress(self, reports: list[Progress], stall: "_StallWatch") -> None:
         for report in reports:
-            if report.advanced_from(self.progress):
+            # Compare within this run only: a new FFmpeg counts from zero again.
+            if report.advanced_from(stall.report):
+                stall.report = report
                 stall.touch()
                 self.last_progress_at = time.time()
                 if self.state is StreamState.INITIALIZING:
@@ -222,6 +250,7 @@ class _StallWatch:
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
         self.fired = False
+        self.report: Progress | None = None  # last report that advanced, this run
         self._last = time.monotonic()
         self._handle: asyncio.TimerHandle | None = None
 
