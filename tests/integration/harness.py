@@ -1,0 +1,124 @@
+"""Runs the real vas-agent and vasctl as processes for integration tests."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError) as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class AgentProcess:
+    """One vas-agent run on a config written into ``workdir``."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "streams.yaml"
+        self.runtime_dir = workdir / "run"
+        self.recordings = workdir / "recordings"
+        self.log_path = workdir / "agent.log"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.write_config(config)
+
+    # -- config ---------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        config = {"version": 1, **config}
+        config.setdefault("node", {}).setdefault("runtime_dir", str(self.runtime_dir))
+        config.setdefault("recordings", {}).setdefault("root", str(self.recordings))
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def write_raw(self, text: str) -> None:
+        self.config_path.write_text(text)
+
+    # -- process --------------------------------------------------------------
+    def start(self, extra_env: dict[str, str] | None = None) -> "AgentProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "vas-agent"), "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(extra_env or {})},
+            start_new_session=True)
+        log.close()
+        wait_for(lambda: self._running_snapshot(), 15, "the agent's first snapshot")
+        return self
+
+    def _running_snapshot(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(f"vas-agent exited with {self.proc.returncode}:\n{self.log()}")
+        return self.snapshot()["agent"]["pid"] == self.proc.pid
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- observation ------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return json.loads((self.runtime_dir / "state.json").read_text())
+
+    def streams(self) -> dict[str, dict[str, Any]]:
+        return {s["id"]: s for s in self.snapshot()["streams"]}
+
+    def pids(self) -> dict[str, int | None]:
+        return {sid: s["pid"] for sid, s in self.streams().items()}
+
+    def wait_state(self, sid: str, state: str, timeout: float = 30) -> dict[str, Any]:
+        return wait_for(lambda: (s := self.streams().get(sid)) and s["state"] == state and s,
+                        timeout, f"stream {sid} to be {state}")
+
+    def wait_all(self, state: str, ids: list[str], timeout: float = 30) -> dict[str, dict[str, Any]]:
+        def check() -> Any:
+            streams = self.streams()
+            return all(streams.get(i, {}).get("state") == state for i in ids) and streams
+        return wait_for(check, timeout, f"streams {ids} to be {state}")
+
+    def vasctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "vasctl"), "--config", str(self.config_path), *args],
+                              capture_output=True, text=True, timeout=timeout, env=self.env)
+
+    def segments(self, sid: str) -> list[Path]:
+        return sorted((self.recordings / sid).glob("*.ts"))
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
