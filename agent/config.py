@@ -354,7 +354,7 @@ def runtime_dir_of(path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}; pass --config FILE or --socket PATH") from None
     except yamlsrc.SourceError as exc:
-        raise ValueError(f"{path}:{exc.line}: {exc}") from None
+        raise ValueError(f"{path}:{exc.line}: {exc}; pass --socket PATH to reach the agent anyway") from None
     node = doc.value.get("node") if isinstance(doc.value, dict) else None
     value = node.get("runtime_dir", "/run/vas") if isinstance(node, dict) else "/run/vas"
     if not isinstance(value, str) or "${" in value:

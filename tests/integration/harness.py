@@ -107,8 +107,10 @@ class AgentProcess:
             return all(streams.get(i, {}).get("state") == state for i in ids) and streams
         return wait_for(check, timeout, f"streams {ids} to be {state}")
 
-    def vasctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "vasctl"), "--config", str(self.config_path), *args],
+    def vasctl(self, *args: str, timeout: float = 60, by_socket: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run vasctl finding the agent from the config, or (``by_socket``) as ExecReload does."""
+        where = ["--socket", str(self.runtime_dir / "agent.sock")] if by_socket else ["--config", str(self.config_path)]
+        return subprocess.run([str(BIN / "vasctl"), *where, *args],
                               capture_output=True, text=True, timeout=timeout, env=self.env)
 
     def segments(self, sid: str) -> list[Path]:
