@@ -1,0 +1,186 @@
+"""Control a real GStreamer RTSP test camera (tests/camera/rtsp_camera.py) from pytest.
+
+The camera script needs the GStreamer GObject bindings, which only the system
+interpreter can import, so it always runs as a separate ``/usr/bin/python3`` process.
+
+    with RtspCamera(paths=["cam1"]) as cam:
+        url = cam.url("cam1")            # rtsp://127.0.0.1:<port>/cam1
+        cam.restart()                    # same port, fresh process
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import quote
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+SCRIPT = Path(__file__).with_name("rtsp_camera.py")
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+EXIT_BIND_FAILED = 3  # rtsp_camera.py: could not bind the port
+BIND_RETRY_FOR = 10.0  # how long start() keeps retrying a port that is still in use
+
+
+class CameraError(RuntimeError):
+    """The camera process did not come up."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RtspCamera:
+    """A live H.264 RTSP server on 127.0.0.1 serving ``paths`` (one shared pipeline each)."""
+
+    def __init__(
+        self,
+        paths: Iterable[str] = ("cam1",),
+        port: int | None = None,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        fps: int = 25,
+        size: str = "320x240",
+        ready_timeout: float = READY_TIMEOUT,
+    ) -> None:
+        if (user is None) != (password is None):
+            raise ValueError("user and password must be given together")
+        self.paths = [p.strip("/") for p in paths]
+        if not self.paths:
+            raise ValueError("at least one path is required")
+        self._auto_port = port is None  # may move to another port until first start
+        self.port = port if port is not None else free_port()
+        self.user, self.password = user, password
+        self.fps, self.size = fps, size
+        self.ready_timeout = ready_timeout
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0  # number of successful start() calls
+        self._logdir = tempfile.TemporaryDirectory(prefix="rtsp-camera-")
+        self._stdout_path = Path(self._logdir.name, "stdout.log")
+        self._stderr_path = Path(self._logdir.name, "stderr.log")
+
+    # ----------------------------------------------------------------- API
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def base_url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}"
+
+    def url(self, path: str = "cam1", user: str | None = None, password: str | None = None) -> str:
+        """RTSP URL of ``path``; credentials (if given) are percent-encoded into it."""
+        auth = ""
+        if user is not None:
+            auth = quote(user, safe="")
+            if password is not None:
+                auth += ":" + quote(password, safe="")
+            auth += "@"
+        return f"rtsp://{auth}127.0.0.1:{self.port}/{path.strip('/')}"
+
+    def stderr_text(self) -> str:
+        """Everything the camera process wrote to stderr (GStreamer warnings etc.)."""
+        try:
+            return self._stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def start(self) -> "RtspCamera":
+        """Launch the camera and block until it prints READY (port is listening)."""
+        if self.running:
+            raise CameraError(f"camera already running (pid {self.proc.pid})")
+        deadline = time.monotonic() + BIND_RETRY_FOR
+        while True:
+            rc = self._launch_and_wait_ready()
+            if rc is None:
+                self.starts += 1
+                return self
+            if (rc == EXIT_BIND_FAILED and self._auto_port and self.starts == 0
+                    and time.monotonic() < deadline):
+                self.port = free_port()  # lost the race for a "free" port: pick another
+                continue
+            if rc == EXIT_BIND_FAILED and time.monotonic() < deadline:
+                time.sleep(0.2)  # port still held by someone else; retry
+                continue
+            raise CameraError(
+                f"RTSP camera on port {self.port} exited with code {rc} before READY.\n"
+                f"command: {' '.join(self._command())}\n"
+                f"stderr:\n{self.stderr_text() or '<empty>'}"
+            )
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 5 s. Idempotent; returns the exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT)
+        return proc.returncode
+
+    def restart(self) -> "RtspCamera":
+        """Stop and start again on the SAME port (clients see the server go away)."""
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """stop() and delete the log directory (the object cannot be started again)."""
+        self.stop()
+        self._logdir.cleanup()
+
+    def __enter__(self) -> "RtspCamera":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.proc.pid}" if self.running else "stopped"
+        return f"<RtspCamera {self.base_url} paths={self.paths} {state}>"
+
+    # ----------------------------------------------------------- internals
+    def _command(self) -> list[str]:
+        cmd = [SYSTEM_PYTHON, str(SCRIPT), "--port", str(self.port),
+               "--fps", str(self.fps), "--size", self.size]
+        for p in self.paths:
+            cmd += ["--path", p]
+        if self.user is not None:
+            cmd += ["--user", self.user, "--password", self.password]
+        return cmd
+
+    def _launch_and_wait_ready(self) -> int | None:
+        """Start the process; None once READY, else its exit code (killed on timeout)."""
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+        # Files, not pipes: nobody has to keep draining them while tests run.
+        with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err, env=env, close_fds=True)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if b"READY " in self._stdout_path.read_bytes():
+                return None
+            rc = self.proc.poll()
+            if rc is not None:
+                self.proc = None
+                return rc
+            time.sleep(0.05)
+        self.stop()
+        raise CameraError(
+            f"RTSP camera on port {self.port} printed no READY line within "
+            f"{self.ready_timeout:.0f} s.\ncommand: {' '.join(self._command())}\n"
+            f"stderr:\n{self.stderr_text() or '<empty>'}"
+        )

@@ -1,0 +1,68 @@
+"""Shared pytest fixtures.
+
+Real-camera fixtures: ``rtsp_camera`` / ``camera_factory`` run tests/camera/rtsp_camera.py
+(GStreamer RTSP server) under /usr/bin/python3; ``ffmpeg_bin`` locates ffmpeg.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:  # make `camera` importable under any --import-mode
+    sys.path.insert(0, _TESTS_DIR)
+
+from camera.fixture import RtspCamera, free_port  # noqa: E402
+
+__all__ = ["RtspCamera", "free_port"]
+
+DEFAULT_CAMERA_PATHS = ("cam1", "cam2", "cam3", "cam4")
+
+
+@pytest.fixture
+def camera_factory():
+    """Start extra cameras: ``camera_factory(paths=("cam1",), port=None, user=None,
+    password=None, fps=25, size="320x240", start=True) -> RtspCamera``.
+
+    Every camera created through the factory is stopped at teardown.
+    """
+    cameras: list[RtspCamera] = []
+
+    def make(paths=("cam1",), port=None, *, user=None, password=None,
+             fps=25, size="320x240", start=True) -> RtspCamera:
+        if isinstance(paths, str):
+            paths = (paths,)
+        cam = RtspCamera(paths, port, user=user, password=password, fps=fps, size=size)
+        cameras.append(cam)
+        if start:
+            cam.start()
+        return cam
+
+    yield make
+    errors = []
+    for cam in reversed(cameras):
+        try:
+            cam.close()
+        except Exception as exc:  # keep stopping the others
+            errors.append(f"{cam!r}: {exc!r}")
+    if errors:
+        pytest.fail("failed to stop cameras: " + "; ".join(errors))
+
+
+@pytest.fixture
+def rtsp_camera(camera_factory) -> RtspCamera:
+    """A started RtspCamera serving cam1..cam4 on a free port of 127.0.0.1."""
+    return camera_factory(DEFAULT_CAMERA_PATHS)
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_bin() -> str:
+    """Absolute path of ffmpeg; fails (not skips) when it is missing."""
+    path = shutil.which("ffmpeg")
+    if path is None:
+        pytest.fail("ffmpeg not found on PATH: integration tests need a real ffmpeg "
+                    "(apt-get install ffmpeg)", pytrace=False)
+    return path
