@@ -187,6 +187,22 @@ class Agent:
         """Restart one stream now (reason ``manual``); KeyError if unknown."""
         await self.streams[sid].restart("manual")
 
+    async def cleanup(self, sid: str | None, *, dry_run: bool) -> dict[str, dict[str, int]]:
+        """Delete recordings older than each stream's retention now; per stream: files, bytes."""
+        from .retention import cleanup_stream
+        ids = [sid] if sid else list(self.cfg.streams)
+        now, root, out = time.time(), self.cfg.recordings_root, {}
+        for stream_id in ids:
+            retention = self.cfg.streams[stream_id].recording.retention
+            # File system work off the event loop: streams must not wait on a slow disk.
+            doomed = await asyncio.to_thread(cleanup_stream, root, stream_id, now=now,
+                                             max_age=retention, dry_run=dry_run)
+            out[stream_id] = {"files": len(doomed), "bytes": sum(s.size for s in doomed)}
+            if doomed and not dry_run:
+                log.info("cleanup: %s: deleted %d segments (%d bytes) older than %gs",
+                         stream_id, len(doomed), out[stream_id]["bytes"], retention)
+        return out
+
     # -- snapshot & heartbeat ----------------------------------------------------
     def _changed(self, state_changed: bool) -> None:
         if not state_changed:

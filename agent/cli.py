@@ -51,7 +51,7 @@ def _setup_logging(level: str) -> None:
 
 
 def vasctl_main(argv: list[str] | None = None) -> int:
-    """``vasctl [--config FILE | --socket PATH] status|reload|restart``."""
+    """``vasctl [--config FILE | --socket PATH] status|reload|restart|cleanup``."""
     parser = argparse.ArgumentParser(prog="vasctl", description="Operate the VAS node agent.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--socket", help="control socket (default: {runtime_dir}/agent.sock from the config)")
@@ -61,6 +61,9 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     sub.add_parser("reload", help="re-read the config and apply only what changed; waits for the outcome")
     rs = sub.add_parser("restart", help="restart one stream now")
     rs.add_argument("stream")
+    cl = sub.add_parser("cleanup", help="delete recordings older than their retention now")
+    cl.add_argument("stream", nargs="?", help="only this stream (default: all)")
+    cl.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     args = parser.parse_args(argv)
 
     from . import snapshot, vasctl
@@ -76,4 +79,6 @@ def vasctl_main(argv: list[str] | None = None) -> int:
         return vasctl.status(runtime, as_json=args.json)
     if args.command == "reload":
         return vasctl.reload(sock)
+    if args.command == "cleanup":
+        return vasctl.cleanup(sock, args.stream, dry_run=args.dry_run)
     return vasctl.restart(sock, args.stream)

@@ -27,6 +27,7 @@ def create_app(agent: "Agent") -> web.Application:
     app.router.add_get("/status", _status)
     app.router.add_post("/reload", _reload)
     app.router.add_post("/streams/{id}/restart", _restart)
+    app.router.add_post("/recordings/cleanup", _cleanup)
     return app
 
 
@@ -65,6 +66,20 @@ async def _restart(request: web.Request) -> web.Response:
         return _error(409, f"stream '{sid}' is disabled; enable it in the config and reload")
     await agent.restart_stream(sid)
     return web.json_response({"ok": True, "restarted": sid, "pid": stream.pid})
+
+
+async def _cleanup(request: web.Request) -> web.Response:
+    """Apply each stream's ``recording.retention`` now (``?stream=ID``, ``?dry_run=1``)."""
+    from .retention import UnsafeDirectory
+    agent, sid = _agent(request), request.query.get("stream")
+    if sid is not None and sid not in agent.cfg.streams:
+        return _error(404, f"unknown stream '{sid}'")
+    dry_run = request.query.get("dry_run", "0") not in ("0", "false", "")
+    try:
+        result = await agent.cleanup(sid, dry_run=dry_run)
+    except UnsafeDirectory as exc:
+        return _error(409, str(exc))
+    return web.json_response({"ok": True, "dry_run": dry_run, "streams": result})
 
 
 class ControlServer:

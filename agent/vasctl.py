@@ -136,6 +136,19 @@ def restart(socket_path: Path, stream_id: str) -> int:
     return 1
 
 
+def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool) -> int:
+    """Apply recording retention now and report what went (or would go)."""
+    query = "&".join(q for q in (f"stream={stream_id}" if stream_id else "", "dry_run=1" if dry_run else "") if q)
+    code, body = _call(socket_path, "POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
+    if code != 200:
+        print(f"vasctl: {body.get('error')}", file=sys.stderr)
+        return 1
+    verb = "would delete" if dry_run else "deleted"
+    for sid, r in body["streams"].items():
+        print(f"{sid}: {verb} {r['files']} segments ({r['bytes'] / 2**20:.1f} MiB)")
+    return 0
+
+
 def _call(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, Any]]:
     try:
         return request(str(socket_path), method, path)

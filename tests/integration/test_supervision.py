@@ -193,6 +193,10 @@ def test_sd_notify_and_children_env(rtsp_camera, agent_factory, tmp_path):
         pid = agent.wait_state("cam1", "live")["pid"]
         environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
         assert not any(e.startswith(b"NOTIFY_SOCKET=") for e in environ)
+        agent.signal(signal.SIGHUP)
+        reload_msgs = [sock.recv(4096).decode(), sock.recv(4096).decode()]
+        assert reload_msgs[0].startswith("RELOADING=1\nMONOTONIC_USEC=")
+        assert reload_msgs[1].startswith("READY=1\nSTATUS=1 live")
         agent.stop()
         rest = []
         sock.settimeout(2)

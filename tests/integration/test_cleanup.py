@@ -1,0 +1,66 @@
+"""`vasctl cleanup`: retention applied on demand, safely."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from .harness import wait_for
+from .test_supervision import config
+
+pytestmark = pytest.mark.integration
+DAY = 86400
+
+
+def test_cleanup_deletes_only_old_segments_of_the_stream(rtsp_camera, agent_factory, tmp_path):
+    agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1"), "recording": {"retention": "1d"}}}))
+    seg_dir = agent.recordings / "cam1"
+    seg_dir.mkdir(parents=True)
+    old = time.time() - 3 * DAY
+    planted = {
+        "cam1_20200101T000000000Z_000001.ts": True,    # old segment: goes
+        "cam1_20200101T000000000Z_000002.ts": True,
+        "notes.txt": False,                              # not a segment
+        "cam2_20200101T000000000Z_000001.ts": False,    # another stream's name
+        "cam1_20200101T000000000Z_000003.ts.tmp": False,  # being written
+    }
+    for name in planted:
+        (seg_dir / name).write_bytes(b"x" * 1000)
+        os.utime(seg_dir / name, (old, old))
+    outside = tmp_path / "precious_20200101T000000000Z_000001.ts"
+    outside.write_bytes(b"keep")
+    os.utime(outside, (old, old))
+    (seg_dir / "cam1_20200101T000000000Z_000004.ts").symlink_to(outside)  # symlink: never followed
+
+    agent.start()
+    wait_for(lambda: len(agent.segments("cam1")) >= 5, 30, "fresh segments")
+    dry = agent.vasctl("cleanup", "--dry-run")
+    assert dry.returncode == 0 and "cam1: would delete 2 segments" in dry.stdout
+    assert all((seg_dir / n).exists() for n in planted)
+    done = agent.vasctl("cleanup", "cam1")
+    assert done.returncode == 0 and "cam1: deleted 2 segments" in done.stdout
+    for name, goes in planted.items():
+        assert (seg_dir / name).exists() != goes, name
+    assert outside.read_bytes() == b"keep" and (seg_dir / "cam1_20200101T000000000Z_000004.ts").is_symlink()
+    assert len(agent.segments("cam1")) >= 3, "fresh segments are kept"
+    assert agent.vasctl("cleanup", "nope").returncode == 1
+
+
+def test_cleanup_refuses_a_symlinked_stream_directory(rtsp_camera, agent_factory, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    old = time.time() - 3 * DAY
+    for i in (1, 2):
+        f = elsewhere / f"cam1_20200101T000000000Z_00000{i}.ts"
+        f.write_bytes(b"x")
+        os.utime(f, (old, old))
+    agent = agent_factory(config({"off": {"url": rtsp_camera.url("cam1"), "enabled": False}}))
+    agent.recordings.mkdir()
+    (agent.recordings / "off").symlink_to(elsewhere)
+    for f in elsewhere.iterdir():
+        f.rename(elsewhere / f.name.replace("cam1", "off"))
+    agent.start()
+    res = agent.vasctl("cleanup", "off")
+    assert res.returncode == 1 and "not a plain directory" in res.stderr
+    assert len(list(elsewhere.iterdir())) == 2
