@@ -21,6 +21,10 @@ from .units import InterpolationError, interpolate, parse_duration
 
 STREAM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
+#: How often templated FFmpeg reports progress (``-stats_period``), in seconds.
+PROGRESS_PERIOD = 2.0
+#: A shorter stall_timeout would fire between two healthy progress reports.
+MIN_STALL_TIMEOUT = 2 * PROGRESS_PERIOD
 #: Placeholders a verbatim ``command:`` may use (see docs/configuration.md).
 COMMAND_PLACEHOLDERS = frozenset(
     {"url", "stream_id", "recording_dir", "segment_pattern", "playlist",
@@ -147,6 +151,14 @@ class _Validator:
             return None
         if positive and seconds <= 0:
             self.error(keypath, f"must be greater than 0, got {_show(value)}")
+            return None
+        return seconds
+
+    def stall_timeout(self, keypath: tuple, value: Any) -> float | None:
+        seconds = self.duration(keypath, value)
+        if seconds is not None and 0 < seconds < MIN_STALL_TIMEOUT:
+            self.error(keypath, f"must be 0 (off) or at least {MIN_STALL_TIMEOUT:g}s (FFmpeg reports "
+                       f"progress every {PROGRESS_PERIOD:g}s), got {_show(value)}")
             return None
         return seconds
 
@@ -298,7 +310,7 @@ _FIELD_CHECKS: dict[str, _SchemaFn] = {
     "enabled": _Validator.boolean,
     "input_args": _checked_list,
     "command": _checked_list,
-    "stall_timeout": _Validator.duration,
+    "stall_timeout": lambda v, k, x: v.stall_timeout(k, x),
     "stop_timeout": lambda v, k, x: v.duration(k, x, positive=True),
     "rtsp_transport": _transport,
 }

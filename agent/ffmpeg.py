@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import StreamConfig
+from .config import PROGRESS_PERIOD, StreamConfig
 
 PROGRESS_TARGET = "pipe:1"
-#: How often FFmpeg reports progress.  Stall detection needs several reports per
+#: How often FFmpeg reports progress.  Stall detection needs two reports per
 #: ``stall_timeout``; a slower rate keeps an agent with hundreds of streams idle.
-STATS_PERIOD = 2.0
+STATS_PERIOD = PROGRESS_PERIOD
 #: RTSP socket I/O timeout: a silent camera makes FFmpeg exit instead of hang.
 RTSP_TIMEOUT_US = 10_000_000
 LIVE_PLAYLIST_SIZE = 6

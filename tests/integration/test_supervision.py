@@ -63,14 +63,14 @@ def test_ffmpeg_sigkill_recovers_to_live(rtsp_camera, agent_factory):
 
 
 def test_hung_ffmpeg_is_detected_as_stall_and_replaced(rtsp_camera, agent_factory):
-    agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}}, stall_timeout="3s")).start()
+    agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}}, stall_timeout="4s")).start()
     old = agent.wait_state("cam1", "live")["pid"]
     os.kill(old, signal.SIGSTOP)
     stream = wait_for(lambda: (s := agent.streams()["cam1"])["state"] == "live" and s["pid"] != old and s,
                       30, "the stalled FFmpeg to be replaced")
     assert stream["restart_reasons"].get("stall") == 1
     assert not alive(old)
-    assert "stalled: cam1 (no progress for 3s)" in agent.log()
+    assert "stalled: cam1 (no progress for 4s)" in agent.log()
 
 
 def test_camera_down_backs_off_and_recovers_by_itself(camera_factory, agent_factory):
@@ -79,10 +79,12 @@ def test_camera_down_backs_off_and_recovers_by_itself(camera_factory, agent_fact
     agent.wait_state("cam1", "live")
     camera.stop()
     # Retries while the camera is down: error with a pending restart, the count growing.
-    wait_for(lambda: agent.streams()["cam1"]["restarts"] >= 3, 40, "three failed restarts")
+    wait_for(lambda: agent.streams()["cam1"]["restarts"] >= 6, 40, "six failed restarts")
     down = agent.streams()["cam1"]
     assert down["state"] in ("error", "initializing")
-    assert down["restart_reasons"]["exit"] >= 3
+    assert down["restart_reasons"]["exit"] >= 6
+    # An offline camera must not flood the log: the first failures, then one line per interval.
+    assert agent.log().count("exited: cam1") <= 4
     camera.start()
     stream = agent.wait_state("cam1", "live", timeout=40)
     assert alive(stream["pid"])
