@@ -176,7 +176,7 @@ class Agent:
         self.host.ffmpeg, self.host.recordings_root, self.host.secrets = (
             new.node.ffmpeg, new.recordings_root, new.secrets)
         jobs = [self.streams.pop(sid).close() for sid in plan.remove]
-        for sid in plan.start:
+        for sid in plan.start + plan.stop:
             if sid not in self.streams:
                 self.streams[sid] = Stream(new.streams[sid], self.host)
         touched = plan.start + plan.restart + plan.stop + plan.update

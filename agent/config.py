@@ -17,6 +17,7 @@ from typing import Any
 
 from . import yamlsrc
 from .backoff import RestartPolicy
+from .redact import redact_url
 from .units import InterpolationError, interpolate, parse_duration
 
 STREAM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -114,7 +115,7 @@ class _Validator:
 
     # -- reporting ---------------------------------------------------------
     def error(self, keypath: tuple, message: str) -> None:
-        line = self.doc.line(keypath)
+        line = self.doc.line(keypath) or 1  # an empty file has no lines at all
         key = ".".join(str(k) for k in keypath) or "(top level)"
         self.errors.append(f"{self.path}:{line}: {key}: {message}")
 
@@ -194,13 +195,14 @@ class _Validator:
     def config(self, raw: bytes) -> Config:
         top = self.mapping((), self.doc.value if self.doc.value is not None else {},
                            frozenset({"version", "node", "recordings", "defaults", "streams"}))
-        if top.get("version") != 1:
+        version = top.get("version")
+        if type(version) is not int or version != 1:  # YAML's `true` must not pass as 1
             self.error(("version",), f"expected 1, got {_show(top.get('version'))}"
                        if "version" in top else "required key is missing (write 'version: 1')")
         node = self.node(top.get("node"))
         rec = self.mapping(("recordings",), top.get("recordings"), frozenset({"root"}))
         root = self.directory(("recordings", "root"), rec.get("root", "/var/lib/vas/recordings"))
-        defaults = self.mapping(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
+        defaults = self.layer(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
         streams = self.streams(top.get("streams"), defaults)
         if self.errors:
             raise ConfigError(self.errors)
@@ -222,7 +224,7 @@ class _Validator:
             return {}
         out = {}
         for sid, settings in value.items():
-            if not isinstance(sid, str) or not STREAM_ID.match(sid):
+            if not isinstance(sid, str) or not STREAM_ID.fullmatch(sid):
                 self.error(("streams", sid), f"stream id must match {STREAM_ID.pattern}, got {_show(sid)}")
                 continue
             stream = self.stream(sid, settings, defaults)
@@ -230,37 +232,32 @@ class _Validator:
                 out[sid] = stream
         return out
 
-    def stream(self, sid: str, value: Any, defaults: dict) -> StreamConfig | None:
+    def layer(self, prefix: tuple, value: Any, allowed: frozenset[str]) -> dict[str, Any]:
+        """Validate every key present in one settings map (the defaults, or one stream's)."""
+        raw = self.mapping(prefix, value, allowed)
+        out = {key: check(self, prefix + (key,), raw[key])
+               for key, check in _FIELD_CHECKS.items() if key in raw and key in allowed}
+        for key, checks in _SECTIONS.items():
+            sub = self.mapping(prefix + (key,), raw.get(key), frozenset(checks))
+            out[key] = {k: check(self, prefix + (key, k), sub[k]) for k, check in checks.items() if k in sub}
+        return out
+
+    def stream(self, sid: str, value: Any, defaults: dict[str, Any]) -> StreamConfig | None:
+        """One stream's settings over the (already validated) defaults, nested maps key by key."""
         base = ("streams", sid)
-        own = self.mapping(base, value, _STREAM_KEYS)
+        own = self.layer(base, value, _STREAM_KEYS)
+        fields: dict[str, Any] = {"id": sid, "name": sid, **defaults, **own}
+        restart = {**defaults["restart"], **own["restart"]}
+        recording = {**defaults["recording"], **own["recording"]}
+        if any(v is None for part in (fields, restart, recording) for v in part.values()):
+            return None  # already reported
+        fields["restart"], fields["recording"] = RestartPolicy(**restart), RecordingConfig(**recording)
         before = len(self.errors)
-        layers = ((own, base), (defaults, ("defaults",)))
-        fields: dict[str, Any] = {"id": sid}
-        for key, check in _FIELD_CHECKS.items():
-            for layer, prefix in layers:
-                if key in layer:
-                    fields[key] = check(self, prefix + (key,), layer[key])
-                    break
-        fields["restart"] = self.section(layers, "restart", RestartPolicy, _RESTART_CHECKS)
-        fields["recording"] = self.section(layers, "recording", RecordingConfig, _RECORDING_CHECKS)
         self.stream_rules(base, fields)
-        fields.setdefault("url", None)
-        fields.setdefault("name", sid)
         if len(self.errors) > before:
             return None
+        fields.setdefault("url", None)
         return StreamConfig(**fields)
-
-    def section(self, layers, key: str, cls: type, checks: dict[str, _SchemaFn]) -> Any:
-        """A nested map merged key by key across the layers (stream over defaults)."""
-        maps = [(self.mapping(prefix + (key,), layer.get(key), frozenset(checks)), prefix + (key,))
-                for layer, prefix in layers]
-        values = {}
-        for sub, check in checks.items():
-            for layer, prefix in maps:
-                if sub in layer:
-                    values[sub] = check(self, prefix + (sub,), layer[sub])
-                    break
-        return cls(**{k: v for k, v in values.items() if v is not None})
 
     def stream_rules(self, base: tuple, fields: dict) -> None:
         policy: RestartPolicy = fields["restart"]
@@ -315,7 +312,8 @@ _FIELD_CHECKS: dict[str, _SchemaFn] = {
     "rtsp_transport": _transport,
 }
 _RESTART_CHECKS: dict[str, _SchemaFn] = {
-    "initial_delay": _Validator.duration,
+    # 0 would stay 0 however often it is multiplied: a hot restart loop.
+    "initial_delay": lambda v, k, x: v.duration(k, x, positive=True),
     "multiplier": lambda v, k, x: v.number(k, x, 1, 100),
     "max_delay": lambda v, k, x: v.duration(k, x, positive=True),
     "jitter": lambda v, k, x: v.number(k, x, 0, 1),
@@ -326,32 +324,16 @@ _RECORDING_CHECKS: dict[str, _SchemaFn] = {
     "segment_duration": lambda v, k, x: v.duration(k, x, positive=True),
     "retention": _Validator.duration,
 }
+_SECTIONS: dict[str, dict[str, _SchemaFn]] = {"restart": _RESTART_CHECKS, "recording": _RECORDING_CHECKS}
 _DEFAULT_KEYS = frozenset({"enabled", "input_args", "stall_timeout", "stop_timeout",
                            "rtsp_transport", "restart", "recording"})
 _STREAM_KEYS = _DEFAULT_KEYS | {"name", "url", "command"}
 
 
 def _show(value: Any) -> str:
-    """A value as an error message quotes it (short, repr-like)."""
-    text = repr(value)
+    """A value as an error message quotes it (short, repr-like, URL passwords hidden)."""
+    text = redact_url(repr(value))
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
-
-
-def redact_url(text: str) -> str:
-    """Hide URL passwords: ``rtsp://admin:pw@host`` -> ``rtsp://admin:***@host``."""
-    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
-
-
-def redact(text: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
-    """Hide URL passwords and every known secret value in ``text``."""
-    text = redact_url(text)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
 
 
 def runtime_dir_of(path: str | os.PathLike[str]) -> Path:

@@ -56,7 +56,9 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
 
 
 def _bucket(old: Config, was: StreamConfig | None, new: Config, now: StreamConfig) -> str:
-    if was is None or not was.enabled:
+    if was is None:
+        return "start" if now.enabled else "stop"  # a new disabled stream is listed as stopped
+    if not was.enabled:
         return "start" if now.enabled else ("unchanged" if was == now else "update")
     if not now.enabled:
         return "stop"

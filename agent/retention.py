@@ -29,7 +29,7 @@ class Segment:
 
 def segment_key(stream_id: str, name: str) -> tuple[str, str] | None:
     """``(stamp, seq)`` when ``name`` is one of ``stream_id``'s segments, else None."""
-    match = _SEGMENT.match(name)
+    match = _SEGMENT.fullmatch(name)
     if not match or match["id"] != stream_id:
         return None
     return match["stamp"], match["seq"]

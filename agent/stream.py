@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import backoff
-from .config import StreamConfig, redact
+from .config import StreamConfig
+from .redact import redact
 from .ffmpeg import Launch, Progress, ProgressParser, build_argv, start_stamp
 from .process import Child, describe_exit
 from .states import StreamState, check_transition

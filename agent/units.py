@@ -1,6 +1,7 @@
 """Durations, sizes and ``${...}`` interpolation for config values (pure functions)."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, (int, float)):
-        if value < 0:
+        if not 0 <= value < math.inf:  # also refuses nan
             raise ValueError
         return float(value)
     match = _DURATION.match(value) if isinstance(value, str) else None
@@ -58,7 +59,7 @@ def interpolate(text: str, env: Mapping[str, str], secrets: set[str] | None = No
         ref = match.group(1)
         if ref.startswith("file:"):
             value = _read_secret_file(ref[5:])
-        elif _ENV_NAME.match(ref):
+        elif _ENV_NAME.fullmatch(ref):
             if ref not in env:
                 raise InterpolationError(f"environment variable {ref} is not set")
             value = env[ref]

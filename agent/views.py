@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .config import redact
+from .redact import redact
 from .snapshot import SCHEMA_VERSION
 
 if TYPE_CHECKING:
