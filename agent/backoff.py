@@ -5,6 +5,7 @@ being retried at ``max_delay`` because cameras come back.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -29,15 +30,18 @@ def restart_delay(policy: RestartPolicy, attempt: int, *, rand: float | None = N
     if attempt < 1:
         raise ValueError("attempt counts from 1")
     r = random.random() if rand is None else rand
-    # Cap the exponent's growth before multiplying so huge attempt counts can't overflow.
-    base = policy.initial_delay
-    for _ in range(attempt - 1):
-        if base >= policy.max_delay:
-            break
-        base *= policy.multiplier
-    base = min(base, policy.max_delay)
+    base = min(policy.max_delay, policy.initial_delay * _growth(policy, attempt - 1))
     jittered = base * (1.0 + policy.jitter * (2.0 * r - 1.0))
     return max(0.0, min(policy.max_delay, jittered))
+
+
+def _growth(policy: RestartPolicy, steps: int) -> float:
+    """``multiplier ** steps``, with ``steps`` capped where the delay has reached the cap
+    anyway, so a camera down for months (huge attempt counts) can't overflow it."""
+    if policy.multiplier <= 1.0 or policy.initial_delay >= policy.max_delay:
+        return 1.0
+    steps_to_cap = math.ceil(math.log(policy.max_delay / policy.initial_delay, policy.multiplier))
+    return policy.multiplier ** min(steps, steps_to_cap)
 
 
 def next_attempt(policy: RestartPolicy, attempt: int, uptime: float) -> int:

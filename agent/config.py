@@ -17,7 +17,7 @@ from typing import Any
 
 from . import yamlsrc
 from .backoff import RestartPolicy
-from .redact import redact_url
+from .redact import redact, redact_url
 from .units import InterpolationError, interpolate, parse_duration
 
 STREAM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -117,7 +117,7 @@ class _Validator:
     def error(self, keypath: tuple, message: str) -> None:
         line = self.doc.line(keypath) or 1  # an empty file has no lines at all
         key = ".".join(str(k) for k in keypath) or "(top level)"
-        self.errors.append(f"{self.path}:{line}: {key}: {message}")
+        self.errors.append(f"{self.path}:{line}: {key}: {redact(message, self.secrets)}")
 
     def mapping(self, keypath: tuple, value: Any, allowed: frozenset[str]) -> dict:
         """``value`` as a dict with only ``allowed`` keys (errors reported, {} on failure)."""
@@ -134,12 +134,12 @@ class _Validator:
         return value
 
     # -- scalar checks -------------------------------------------------------
-    def text(self, keypath: tuple, value: Any, *, secret: bool = False) -> str | None:
+    def text(self, keypath: tuple, value: Any, *, secret: bool = False, template: bool = False) -> str | None:
         if not isinstance(value, str):
             self.error(keypath, f"expected a string, got {_show(value)}")
             return None
         try:
-            return interpolate(value, self.env, self.secrets if secret else None)
+            return interpolate(value, self.env, self.secrets if secret else None, template=template)
         except InterpolationError as exc:
             self.error(keypath, str(exc))
             return None
@@ -175,11 +175,11 @@ class _Validator:
             return None
         return value
 
-    def strings(self, keypath: tuple, value: Any) -> tuple[str, ...] | None:
+    def strings(self, keypath: tuple, value: Any, *, template: bool = False) -> tuple[str, ...] | None:
         if not isinstance(value, list):
             self.error(keypath, f"expected a list of strings, got {_show(value)}")
             return None
-        items = [self.text(keypath + (i,), v, secret=True) for i, v in enumerate(value)]
+        items = [self.text(keypath + (i,), v, secret=True, template=template) for i, v in enumerate(value)]
         return None if any(i is None for i in items) else tuple(items)  # type: ignore[arg-type]
 
     def directory(self, keypath: tuple, value: Any) -> Path | None:
@@ -225,7 +225,9 @@ class _Validator:
         out = {}
         for sid, settings in value.items():
             if not isinstance(sid, str) or not STREAM_ID.fullmatch(sid):
-                self.error(("streams", sid), f"stream id must match {STREAM_ID.pattern}, got {_show(sid)}")
+                # YAML reads `101:` as a number (and `007:` as 7): ask for quotes.
+                hint = " (quote it: '...')" if not isinstance(sid, str) else ""
+                self.error(("streams", sid), f"stream id must match {STREAM_ID.pattern}, got {_show(sid)}{hint}")
                 continue
             stream = self.stream(sid, settings, defaults)
             if stream is not None:
@@ -290,10 +292,6 @@ class _Validator:
             self.error(keypath, "expected a non-empty list of strings")
 
 
-def _checked_list(v: _Validator, keypath: tuple, value: Any) -> tuple[str, ...] | None:
-    return v.strings(keypath, value)
-
-
 def _transport(v: _Validator, keypath: tuple, value: Any) -> str | None:
     if value not in RTSP_TRANSPORTS:
         v.error(keypath, f"expected one of {', '.join(RTSP_TRANSPORTS)}, got {_show(value)}")
@@ -305,8 +303,8 @@ _FIELD_CHECKS: dict[str, _SchemaFn] = {
     "name": lambda v, k, x: v.text(k, x),
     "url": lambda v, k, x: v.text(k, x, secret=True),
     "enabled": _Validator.boolean,
-    "input_args": _checked_list,
-    "command": _checked_list,
+    "input_args": _Validator.strings,
+    "command": lambda v, k, x: v.strings(k, x, template=True),
     "stall_timeout": lambda v, k, x: v.stall_timeout(k, x),
     "stop_timeout": lambda v, k, x: v.duration(k, x, positive=True),
     "rtsp_transport": _transport,

@@ -14,7 +14,8 @@ def redact_url(text: str) -> str:
 def redact(text: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
     """Hide URL passwords and every known secret value in ``text``."""
     text = redact_url(text)
-    for secret in secrets:
+    # Longest first: a secret that contains another must not be half-replaced.
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
     return text

@@ -136,8 +136,7 @@ class Stream:
                 continue  # asked for: no backoff
             self._attempt = backoff.next_attempt(self.cfg.restart, self._attempt, uptime)
             await self._back_off(backoff.restart_delay(self.cfg.restart, self._attempt))
-            if self._pending and not self._closing:  # asked for during the backoff
-                self._count_restart(self._pending)
+            self._pending = None  # a restart asked for during the backoff just ends it early
 
     def _count_restart(self, reason: str) -> None:
         self._pending = None
@@ -152,7 +151,8 @@ class Stream:
         self._wake.clear()
         self._set_state(StreamState.INITIALIZING)
         try:
-            launch.recording_dir.mkdir(parents=True, exist_ok=True)
+            if self.cfg.recording.enabled:
+                launch.recording_dir.mkdir(parents=True, exist_ok=True)
             self.child = await Child.spawn(
                 argv, on_stdout=lambda data: self._on_progress(parser.feed(data), stall),
                 on_stderr=self._on_stderr)

@@ -11,7 +11,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
 _SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
-_REFERENCE = re.compile(r"\$\{([^}]*)\}|\$\$\{")
+_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -47,16 +47,21 @@ class InterpolationError(ValueError):
     """A ``${...}`` reference that cannot be resolved; the message says which and why."""
 
 
-def interpolate(text: str, env: Mapping[str, str], secrets: set[str] | None = None) -> str:
+def interpolate(text: str, env: Mapping[str, str], secrets: set[str] | None = None,
+                *, template: bool = False) -> str:
     """Replace ``${NAME}`` from ``env`` and ``${file:/path}`` with the file's contents.
 
     ``$${`` stands for a literal ``${``.  Every substituted value is added to
-    ``secrets`` so logs and status can redact it.
+    ``secrets`` so logs and status can redact it.  With ``template`` the result
+    is a ``str.format`` template, so braces in substituted values are escaped
+    (a password may contain ``{``).
     """
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"
         ref = match.group(1)
+        if ref is None:
+            raise InterpolationError("unclosed ${ (write $${ for a literal ${)")
         if ref.startswith("file:"):
             value = _read_secret_file(ref[5:])
         elif _ENV_NAME.fullmatch(ref):
@@ -67,7 +72,7 @@ def interpolate(text: str, env: Mapping[str, str], secrets: set[str] | None = No
             raise InterpolationError(f"bad reference ${{{ref}}}: expected ${{NAME}} or ${{file:/path}}")
         if secrets is not None and len(value) >= 3:
             secrets.add(value)
-        return value
+        return value.replace("{", "{{").replace("}", "}}") if template else value
 
     return _REFERENCE.sub(replace, text) if "$" in text else text
 

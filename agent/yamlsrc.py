@@ -64,7 +64,8 @@ def _convert(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
                 raise SourceError("keys must be plain strings", key_node.start_mark.line + 1)
             key = _scalar(key_node)
             if key in out:
-                raise SourceError(f"duplicate key {key!r}", key_node.start_mark.line + 1)
+                where = ".".join(str(k) for k in path + (key,))
+                raise SourceError(f"{where}: duplicate key", key_node.start_mark.line + 1)
             # Errors about a key point at the key's own line, not at its value's.
             out[key] = _convert(value_node, path + (key,), lines)
             lines[path + (key,)] = key_node.start_mark.line + 1

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Set up (and optionally test or demo) the VAS node agent on Debian 12.
+#
+#   ./install.sh --dev                  system packages + .venv with test and bench extras
+#   ./install.sh --dev --test [ARGS]    the same, then the whole test suite (what CI runs)
+#   ./install.sh --demo                 runtime packages + .venv, then run the agent on config/demo.yaml
+#
+# Idempotent: packages are installed only when missing, the venv only when it is
+# missing or pyproject.toml changed since the last install.
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
+
+DEV_PACKAGES=(
+    ffmpeg python3 python3-venv
+    # The real RTSP camera the integration tests run (tests/camera/rtsp_camera.py).
+    python3-gi gir1.2-gst-rtsp-server-1.0
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+    gstreamer1.0-plugins-bad gstreamer1.0-tools
+)
+RUNTIME_PACKAGES=(ffmpeg python3 python3-venv)
+VENV=.venv
+STAMP="$VENV/.vas-install"
+DEMO_CONFIG=config/demo.yaml
+
+usage() {
+    cat <<'EOF'
+Usage: ./install.sh --dev [--test [PYTEST ARGS...]]
+       ./install.sh --demo
+       ./install.sh -h | --help
+
+  --dev     install the system packages (FFmpeg, GStreamer RTSP server for the
+            test camera) and create .venv with the agent plus its test and
+            bench extras (pip install -e '.[test,bench]')
+  --test    after --dev, run the test suite (.venv/bin/python -m pytest -q);
+            every argument after --test goes to pytest; exits with pytest's code
+  --demo    install the runtime only, then run vas-agent in the foreground on
+            config/demo.yaml (3 synthetic cameras + 1 offline one); Ctrl-C stops it
+
+Works as root or through sudo.  Safe to run again: it installs only what is missing.
+EOF
+}
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [[ $EUID -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run: $* (run as root or install sudo)"
+    fi
+}
+
+package_installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
+}
+
+apt_install() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        package_installed "$pkg" || missing+=("$pkg")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        log "system packages: all present"
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "missing packages (${missing[*]}) and no apt-get: this script targets Debian 12"
+    log "installing system packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# The interpreter for a new venv: Debian's own python3 when it is new enough.
+pick_python() {
+    local py
+    for py in /usr/bin/python3 python3; do
+        if command -v "$py" >/dev/null 2>&1 \
+            && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$py"
+            return
+        fi
+    done
+    die "no python3 >= 3.11 found (Debian 12 ships 3.11)"
+}
+
+# Extras already installed, per the stamp; fails when the stamp is stale.
+stamp_extras() {
+    [[ -f "$STAMP" ]] || return 1
+    local hash extras
+    { read -r hash; read -r extras || true; } <"$STAMP"
+    [[ "$hash" == "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]] || return 1
+    echo "$extras"
+}
+
+setup_venv() {
+    local extras="$1"  # comma separated, may be empty
+    if [[ -x "$VENV/bin/python" ]] && ! "$VENV/bin/python" -c '' 2>/dev/null; then
+        log "$VENV is broken (its interpreter does not run): recreating it"
+        rm -rf "$VENV"
+    fi
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        local py
+        py="$(pick_python)"
+        log "creating $VENV with $py ($("$py" --version 2>&1))"
+        "$py" -m venv "$VENV"
+        rm -f "$STAMP"
+    fi
+    # Skip pip when this checkout is already installed with (at least) these extras.
+    local have want ok=1
+    if have="$(stamp_extras)" && [[ -x "$VENV/bin/vas-agent" ]] \
+        && "$VENV/bin/python" -c 'import sys, agent; sys.exit(not agent.__file__.startswith(sys.argv[1]))' \
+            "$PWD/" 2>/dev/null; then
+        for want in ${extras//,/ }; do
+            [[ ",$have," == *",$want,"* ]] || ok=0
+        done
+    else
+        ok=0
+    fi
+    if [[ $ok -eq 1 ]]; then
+        log "$VENV: up to date"
+        return
+    fi
+    local spec="."
+    [[ -n "$extras" ]] && spec=".[$extras]"
+    log "installing the agent into $VENV: pip install -e '$spec'"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
+    printf '%s\n%s\n' "$(sha256sum pyproject.toml | cut -d' ' -f1)" "$extras" >"$STAMP"
+}
+
+mode=""
+test_after=0
+pytest_args=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; mode=dev; shift ;;
+        --demo) [[ "$mode" == dev ]] && die "--dev and --demo are exclusive"; mode=demo; shift ;;
+        --test) test_after=1; shift; pytest_args=("$@"); break ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+if [[ $test_after -eq 1 ]]; then
+    [[ "$mode" == demo ]] && die "--test goes with --dev, not --demo"
+    mode=dev
+fi
+[[ -n "$mode" ]] || { usage >&2; exit 2; }
+
+if [[ "$mode" == dev ]]; then
+    apt_install "${DEV_PACKAGES[@]}"
+    setup_venv "test,bench"
+    if [[ $test_after -eq 1 ]]; then
+        log "running the tests: $VENV/bin/python -m pytest -q ${pytest_args[*]}"
+        exec "$VENV/bin/python" -m pytest -q "${pytest_args[@]}"
+    fi
+    log "done; run the tests with: $VENV/bin/python -m pytest -q   (or ./install.sh --dev --test)"
+    exit 0
+fi
+
+# --demo
+apt_install "${RUNTIME_PACKAGES[@]}"
+setup_venv ""
+"$VENV/bin/vas-agent" --config "$DEMO_CONFIG" --check
+cat <<EOF
+
+The demo agent runs in the foreground now; Ctrl-C stops it (and every FFmpeg it started).
+  cameras:     3 synthetic FFmpeg test sources (live) + 1 offline RTSP camera (error, retried with backoff)
+  recordings:  $PWD/.demo/recordings/<stream id>/*.ts  (HLS playlist: index.m3u8)
+  status:      $VENV/bin/vasctl --config $DEMO_CONFIG status      (from another terminal, in $PWD)
+  snapshot:    $PWD/.demo/run/state.json
+  reload:      edit $DEMO_CONFIG, then: $VENV/bin/vasctl --config $DEMO_CONFIG reload
+
+EOF
+exec "$VENV/bin/vas-agent" --config "$DEMO_CONFIG"

@@ -1,0 +1,156 @@
+"""The snapshot file: atomic writes, age by mtime, the liveness touch."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent import snapshot
+from agent.snapshot import SnapshotUnavailable, read, touch, write_atomic
+
+DATA = {"version": 1, "agent": {"pid": 42, "status": "3 live"},
+        "streams": [{"id": "lobby", "state": "live", "url": "rtsp://admin:***@cam/"}]}
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / snapshot.SNAPSHOT_NAME
+    write_atomic(path, DATA)
+    data, age = read(path)
+    assert data == DATA
+    assert 0.0 <= age < 5.0
+    assert listing(tmp_path) == ["state.json"]
+
+
+def test_snapshot_is_world_readable(tmp_path):
+    path = tmp_path / "state.json"
+    write_atomic(path, DATA)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_rewrite_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "state.json"
+    write_atomic(path, {"streams": ["x" * 10_000]})
+    write_atomic(path, {"streams": []})
+    assert read(path)[0] == {"streams": []}
+    assert listing(tmp_path) == ["state.json"]
+
+
+def test_age_comes_from_the_mtime(tmp_path):
+    path = tmp_path / "state.json"
+    write_atomic(path, DATA)
+    os.utime(path, (1_000_000.0, 1_000_000.0))
+    assert read(path, now=1_000_007.5) == (DATA, 7.5)
+
+
+def test_age_is_never_negative(tmp_path):
+    path = tmp_path / "state.json"
+    write_atomic(path, DATA)
+    os.utime(path, (1_000_000.0, 1_000_000.0))
+    assert read(path, now=999_990.0)[1] == 0.0  # clock stepped back
+
+
+def test_touch_refreshes_the_mtime_but_not_the_content(tmp_path):
+    path = tmp_path / "state.json"
+    write_atomic(path, DATA)
+    before = path.read_bytes()
+    os.utime(path, (1_000_000.0, 1_000_000.0))
+    touch(path)
+    assert path.stat().st_mtime > 1_000_000.0 + 1e6
+    assert path.read_bytes() == before
+    assert read(path)[1] < 5.0
+
+
+def test_touch_of_a_missing_snapshot_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        touch(tmp_path / "state.json")
+
+
+def test_missing_snapshot(tmp_path):
+    path = tmp_path / "state.json"
+    with pytest.raises(SnapshotUnavailable) as info:
+        read(path)
+    assert str(info.value) == f"no snapshot at {path}: is vas-agent running with this runtime_dir?"
+
+
+def test_missing_runtime_dir(tmp_path):
+    path = tmp_path / "no-such-dir" / "state.json"
+    with pytest.raises(SnapshotUnavailable) as info:
+        read(path)
+    assert str(info.value).startswith(f"no snapshot at {path}")
+
+
+def test_corrupt_snapshot(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 1, "streams": [')
+    with pytest.raises(SnapshotUnavailable) as info:
+        read(path)
+    assert str(info.value).startswith(f"cannot read snapshot {path}: Expecting value")
+
+
+def test_snapshot_path_is_a_directory(tmp_path):
+    path = tmp_path / "state.json"
+    path.mkdir()
+    with pytest.raises(SnapshotUnavailable) as info:
+        read(path)
+    assert str(info.value).startswith(f"cannot read snapshot {path}: ")
+
+
+def test_failed_write_keeps_the_old_snapshot_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "state.json"
+    write_atomic(path, DATA)
+    with pytest.raises(TypeError):
+        write_atomic(path, {"streams": [object()]})  # not JSON-serializable, midway
+    assert read(path)[0] == DATA
+    assert listing(tmp_path) == ["state.json"]
+
+
+def test_write_into_a_missing_directory_fails_cleanly(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        write_atomic(tmp_path / "gone" / "state.json", DATA)
+    assert listing(tmp_path) == []
+
+
+def test_readers_never_see_a_partial_file(tmp_path):
+    path = tmp_path / "state.json"
+    write_atomic(path, {"n": -1, "pad": ""})
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for n in range(200):
+                # Sizes vary so a torn read would be caught as invalid JSON or a bad pad.
+                write_atomic(path, {"n": n, "pad": "x" * (n * 997 % 50_000)})
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reads, last = 0, -1
+    try:
+        while not done.is_set() or reads < 50:
+            data, _ = read(path)  # raises SnapshotUnavailable on a torn file
+            if data["n"] >= 0:
+                assert data["pad"] == "x" * (data["n"] * 997 % 50_000)
+            assert data["n"] >= last  # never goes back to an older snapshot
+            last, reads = data["n"], reads + 1
+    finally:
+        thread.join()
+    assert not errors
+    assert read(path)[0]["n"] == 199
+    assert listing(tmp_path) == ["state.json"]
+
+
+def test_snapshot_is_compact_json(tmp_path):
+    path = tmp_path / "state.json"
+    write_atomic(path, DATA)
+    assert path.read_text() == json.dumps(DATA, separators=(",", ":"))
