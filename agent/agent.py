@@ -91,7 +91,8 @@ class Agent:
         self.status = "stopping"
         self.notifier.notify(STOPPING=1, STATUS="stopping streams")
         self._write()
-        await asyncio.gather(*(s.close() for s in self.streams.values()))
+        async with self._reload_lock:  # let a reload finish applying, so no stream is missed
+            await asyncio.gather(*(s.close() for s in self.streams.values()))
         if self._heartbeat:
             self._heartbeat.cancel()
         if self._flush_handle:
@@ -145,9 +146,11 @@ class Agent:
         Raises :class:`config.ConfigError` (nothing changed) or
         :class:`ReloadInProgress` when ``wait`` is false and one is running.
         """
-        if self._reload_lock.locked() and not wait:
-            raise ReloadInProgress("a reload is in progress")
+        if (self._reload_lock.locked() and not wait) or self._closed:
+            raise ReloadInProgress("a reload is in progress" if not self._closed else "the agent is stopping")
         async with self._reload_lock:
+            if self._closed:
+                raise ReloadInProgress("the agent is stopping")
             self.notifier.notify(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
             try:
                 return await self._reload()

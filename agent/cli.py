@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from pathlib import Path
+
+# Heavy modules (asyncio, aiohttp, yaml, psutil) are imported where used:
+# `systemctl reload` runs vasctl, and its start-up time is the operator's wait.
 
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
 
@@ -30,6 +32,7 @@ def agent_main(argv: list[str] | None = None) -> int:
         print(f"ok: {args.config}: {len(cfg.streams)} streams ({enabled} enabled)")
         return 0
     _setup_logging(args.log_level)
+    import asyncio
     return asyncio.run(_run_agent(cfg))
 
 
@@ -67,10 +70,13 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import snapshot, vasctl
-    from .config import runtime_dir_of
 
     try:
-        runtime = Path(args.socket).parent if args.socket else runtime_dir_of(args.config)
+        if args.socket:
+            runtime = Path(args.socket).parent
+        else:
+            from .config import runtime_dir_of
+            runtime = runtime_dir_of(args.config)
     except ValueError as exc:
         print(f"vasctl: {exc}", file=sys.stderr)
         return 1

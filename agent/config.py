@@ -79,6 +79,11 @@ class Config:
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
 
+#: Validated streams by (id, source value, defaults source): see ``_Validator.stream``.
+_STREAM_CACHE: dict[tuple[str, str, str], "StreamConfig"] = {}
+_STREAM_CACHE_SIZE = 20_000
+
+
 class ConfigError(Exception):
     """An invalid config; ``errors`` holds one ``file:line: key: problem`` line each."""
 
@@ -203,6 +208,7 @@ class _Validator:
         rec = self.mapping(("recordings",), top.get("recordings"), frozenset({"root"}))
         root = self.directory(("recordings", "root"), rec.get("root", "/var/lib/vas/recordings"))
         defaults = self.layer(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
+        self.defaults_repr = repr(top.get("defaults"))
         streams = self.streams(top.get("streams"), defaults)
         if self.errors:
             raise ConfigError(self.errors)
@@ -245,6 +251,24 @@ class _Validator:
         return out
 
     def stream(self, sid: str, value: Any, defaults: dict[str, Any]) -> StreamConfig | None:
+        """One stream's settings over the validated defaults, remembered across loads.
+
+        A reload of a big file mostly re-reads streams that did not change;
+        their validated settings are reused when the source values are the same
+        and hold no ``${...}`` (whose environment or secret file may have changed).
+        """
+        key = (sid, repr(value), self.defaults_repr)
+        cacheable = "${" not in key[1] and "${" not in key[2]
+        if cacheable and key in _STREAM_CACHE:
+            return _STREAM_CACHE[key]
+        stream = self._stream(sid, value, defaults)
+        if cacheable and stream is not None:
+            if len(_STREAM_CACHE) >= _STREAM_CACHE_SIZE:
+                _STREAM_CACHE.clear()
+            _STREAM_CACHE[key] = stream
+        return stream
+
+    def _stream(self, sid: str, value: Any, defaults: dict[str, Any]) -> StreamConfig | None:
         """One stream's settings over the (already validated) defaults, nested maps key by key."""
         base = ("streams", sid)
         own = self.layer(base, value, _STREAM_KEYS)

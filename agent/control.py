@@ -47,8 +47,8 @@ async def _reload(request: web.Request) -> web.Response:
     from .agent import ReloadInProgress
     try:
         plan = await _agent(request).reload()
-    except ReloadInProgress:
-        return _error(409, "a reload is in progress; try again when it is done")
+    except ReloadInProgress as exc:
+        return _error(409, f"{exc}; try again when it is done")
     except ConfigError as exc:
         return _error(422, "invalid config, nothing changed", details=exc.errors)
     return web.json_response({

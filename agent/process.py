@@ -1,7 +1,8 @@
 """One child process: spawned in its own session, stopped TERM -> KILL, never
 signalled after it was reaped.
 
-Children get ``PR_SET_PDEATHSIG`` so they die with the agent even when it is
+Children get ``PR_SET_PDEATHSIG`` (through ``setpriv``, or a ``preexec_fn``
+where util-linux is missing) so they die with the agent even when it is
 SIGKILLed.  Signals go to the process group only while a pidfd proves the
 leader has not been reaped (its PID, and so the group id, cannot be reused).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import shutil
 import signal
 import sys
 import time
@@ -17,6 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+#: util-linux's setpriv sets PR_SET_PDEATHSIG and execs the command.  Prefixing
+#: it lets Python spawn with vfork; a ``preexec_fn`` forces a full fork of the
+#: agent (5-10 ms at 200 streams instead of ~2 ms).
+SETPRIV = shutil.which("setpriv")
 #: Variables that belong to the agent's own supervisor, not to its children.
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
@@ -101,11 +107,15 @@ class Child:
         """Start ``argv`` in a new session; raises ``OSError`` if it cannot be executed."""
         _ensure_child_watcher()
         loop = asyncio.get_running_loop()
+        if SETPRIV:
+            argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
+        else:
+            preexec = _die_with_parent(os.getpid())
         transport, pipes = await loop.subprocess_exec(
             lambda: _Pipes(on_stdout, on_stderr), *argv,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=child_env(env), start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()))
+            preexec_fn=preexec)
         try:
             pidfd = os.pidfd_open(transport.get_pid())
         except OSError:  # already reaped (exec failed fast) or no pidfd support

@@ -62,6 +62,9 @@ def _bucket(old: Config, was: StreamConfig | None, new: Config, now: StreamConfi
         return "start" if now.enabled else ("unchanged" if was == now else "update")
     if not now.enabled:
         return "stop"
+    same_host = (old.node.ffmpeg, old.recordings_root) == (new.node.ffmpeg, new.recordings_root)
+    if same_host and was == now:
+        return "unchanged"  # cheap: most streams of a big file, and no argv to build
     if process_signature(old, was) != process_signature(new, now):
         return "restart"
     return "unchanged" if was == now else "update"

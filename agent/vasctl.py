@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import psutil
-
 from . import snapshot
 from .client import AgentUnreachable, request
 
@@ -42,6 +40,8 @@ def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int
 
 def _add_usage(streams: list[dict[str, Any]]) -> None:
     """CPU % and RSS of each stream's process, read now (the agent samples nothing)."""
+    import psutil  # only status needs it; keep `vasctl reload` quick to start
+
     procs = {}
     for s in streams:
         s["cpu_percent"] = s["rss_bytes"] = None
