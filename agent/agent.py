@@ -20,7 +20,7 @@ from .reload import ReloadPlan, plan_reload
 from .sdnotify import Notifier
 from .states import StreamState
 from .stream import Host, Stream
-from .views import agent_view
+from .views import agent_view, snapshot_json
 
 log = logging.getLogger("vas.agent")
 #: State changes within this window are written as one snapshot.
@@ -190,6 +190,9 @@ class Agent:
 
     async def _apply(self, plan: ReloadPlan) -> None:
         new = plan.config
+        if new.secrets != self.cfg.secrets:  # redaction of any stream's entry may change
+            for stream in self.streams.values():
+                stream.view_json = None
         self.cfg, self.needs_restart = new, plan.needs_restart
         self.host.ffmpeg, self.host.recordings_root, self.host.secrets = (
             new.node.ffmpeg, new.recordings_root, new.secrets)
@@ -232,7 +235,7 @@ class Agent:
         if self._flush_handle:
             self._flush_handle.cancel()
             self._flush_handle = None
-        snapshot.write_atomic(self.snapshot_path, self.view())
+        snapshot.write_atomic(self.snapshot_path, snapshot_json(self))
         self._written_at, self._progress_dirty = time.monotonic(), False
 
     def _beat(self) -> None:

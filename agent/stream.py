@@ -53,6 +53,8 @@ class Stream:
         self.progress: Progress | None = None
         self.last_progress_at: float | None = None  # wall clock, for the snapshot
         self.child: Child | None = None
+        #: This stream's snapshot entry as JSON, kept until something shown changes.
+        self.view_json: str | None = None
         self._attempt = 0
         self._failures_logged_at = 0.0
         self._suppressed = 0
@@ -100,6 +102,7 @@ class Stream:
     async def apply(self, cfg: StreamConfig, *, restart: bool) -> None:
         """Take new settings; ``restart`` when they change the FFmpeg command."""
         self.cfg = cfg
+        self._changed(True)
         if not cfg.enabled:
             await self.close()
         elif self._task is None:
@@ -162,7 +165,7 @@ class Stream:
         finally:
             self._spawn_done()
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
-        self.host.on_change(True)
+        self._changed(True)
         if self._closing or self._pending:  # close()/restart() came while we were spawning
             await self.child.stop(self.cfg.stop_timeout)
         stall.arm()
@@ -188,12 +191,13 @@ class Stream:
 
     async def _back_off(self, delay: float) -> None:
         self.next_restart_at = time.time() + delay
-        self.host.on_change(True)
+        self._changed(True)
         try:
             await asyncio.wait_for(self._wake.wait(), delay)
         except asyncio.TimeoutError:
             pass
         self.next_restart_at = None
+        self._changed(False)
 
     # -- events from the child -------------------------------------------------
     def _on_progress(self, reports: list[Progress], stall: "_StallWatch") -> None:
@@ -209,10 +213,11 @@ class Stream:
                     self._set_state(StreamState.LIVE)
             self.progress = report
         if reports:
-            self.host.on_change(False)
+            self._changed(False)
 
     def _on_stderr(self, line: str) -> None:
         self.stderr.append(redact(line, self.host.secrets))
+        self._changed(False)
 
     def _failed(self, detail: str, reason: str, status: int | None = None) -> None:
         self.last_exit = {"at": time.time(), "status": status, "reason": reason,
@@ -238,7 +243,12 @@ class Stream:
             return
         check_transition(self.state, new)
         self.state, self.since = new, time.time()
-        self.host.on_change(True)
+        self._changed(True)
+
+    def _changed(self, state_changed: bool) -> None:
+        """Every change to what the snapshot shows of this stream comes through here."""
+        self.view_json = None
+        self.host.on_change(state_changed)
 
 
 class _StallWatch:

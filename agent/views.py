@@ -4,6 +4,7 @@ Every text that may hold a camera URL is redacted before it gets here.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -43,15 +44,32 @@ def stream_view(s: "Stream", secrets: frozenset[str]) -> dict[str, Any]:
     }
 
 
-def agent_view(a: "Agent") -> dict[str, Any]:
-    """The whole snapshot."""
+def snapshot_json(a: "Agent") -> str:
+    """The whole snapshot as JSON; unchanged streams reuse their cached entry.
+
+    Serialising 500 streams on every state change cost ~15 ms of event loop;
+    a restart or reload now re-serialises only the streams it touched.
+    """
+    head = json.dumps(agent_view(a, streams=False), separators=(",", ":"))
+    entries = []
+    for s in a.streams.values():
+        if s.view_json is None:
+            s.view_json = json.dumps(stream_view(s, a.cfg.secrets), separators=(",", ":"))
+        entries.append(s.view_json)
+    return head[:-1] + ',"streams":[' + ",".join(entries) + "]}"
+
+
+def agent_view(a: "Agent", *, streams: bool = True) -> dict[str, Any]:
+    """The whole snapshot (without the stream list when ``streams`` is false)."""
     cfg = a.cfg
-    return {
+    view = {
         "version": SCHEMA_VERSION,
         "agent": {"pid": os.getpid(), "started_at": a.started_at, "status": a.status,
                   "runtime_dir": str(a.runtime_dir)},
         "config": {"path": str(cfg.path), "sha256": cfg.sha256,
                    "recordings_root": str(cfg.recordings_root),
                    "last_reload": a.last_reload, "needs_restart": list(a.needs_restart)},
-        "streams": [stream_view(s, cfg.secrets) for s in a.streams.values()],
     }
+    if streams:
+        view["streams"] = [stream_view(s, cfg.secrets) for s in a.streams.values()]
+    return view
