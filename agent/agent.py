@@ -20,7 +20,7 @@ from .reload import ReloadPlan, plan_reload
 from .sdnotify import Notifier
 from .states import StreamState
 from .stream import Host, Stream
-from .views import agent_view, snapshot_json
+from .views import snapshot_json
 
 log = logging.getLogger("vas.agent")
 #: State changes within this window are written as one snapshot.
@@ -235,7 +235,7 @@ class Agent:
         if self._flush_handle:
             self._flush_handle.cancel()
             self._flush_handle = None
-        snapshot.write_atomic(self.snapshot_path, snapshot_json(self))
+        snapshot.write_atomic(self.snapshot_path, self.view_json())
         self._written_at, self._progress_dirty = time.monotonic(), False
 
     def _beat(self) -> None:
@@ -254,9 +254,9 @@ class Agent:
         interval = min(snapshot.HEARTBEAT_INTERVAL, self.notifier.watchdog_interval or 1e9)
         self._heartbeat = asyncio.get_running_loop().call_later(interval, self._beat)
 
-    def view(self) -> dict[str, Any]:
-        """The snapshot as it is right now."""
-        return agent_view(self)
+    def view_json(self) -> str:
+        """The snapshot as it is right now, as JSON text."""
+        return snapshot_json(self)
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=."""

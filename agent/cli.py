@@ -44,6 +44,9 @@ async def _run_agent(cfg) -> int:
     except AlreadyRunning as exc:
         logging.getLogger("vas.agent").error("%s", exc)
         return 1
+    except OSError as exc:  # e.g. runtime_dir not writable, socket path too long
+        logging.getLogger("vas.agent").error("cannot start: %s", exc)
+        return 1
     return 0
 
 

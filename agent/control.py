@@ -40,7 +40,7 @@ def _error(status: int, message: str, **extra: object) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(_agent(request).view())
+    return web.Response(text=_agent(request).view_json(), content_type="application/json")
 
 
 async def _reload(request: web.Request) -> web.Response:

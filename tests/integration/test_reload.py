@@ -159,6 +159,9 @@ def test_control_socket_errors_and_mode(rtsp_camera, agent_factory):
     from agent.client import request
     assert request(str(sock), "POST", "/streams/nope/restart")[0] == 404
     assert request(str(sock), "POST", "/streams/off/restart")[0] == 409
+    code, status = request(str(sock), "GET", "/status")
+    assert code == 200 and [s["id"] for s in status["streams"]] == ["cam1", "off"]
+    assert status["streams"][0]["state"] == "live" and status["agent"]["pid"] == agent.proc.pid
     usage = agent.vasctl("frobnicate")
     assert usage.returncode == 2
 

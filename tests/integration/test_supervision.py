@@ -223,3 +223,14 @@ def test_second_agent_on_same_runtime_dir_refuses(rtsp_camera, agent_factory):
     assert "another vas-agent" in second.stderr and str(agent.proc.pid) in second.stderr
     time.sleep(0.5)
     assert agent.streams()["cam1"]["pid"] == pid and alive(pid)
+
+
+def test_unusable_runtime_dir_is_one_clear_line(agent_factory, tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)  # a unix socket path must fit in 108 bytes
+    agent = agent_factory({"node": {"runtime_dir": str(deep)}, "streams": {}})
+    import subprocess
+    from .harness import BIN
+    run = subprocess.run([str(BIN / "vas-agent"), "--config", str(agent.config_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert "cannot start:" in run.stderr and "Traceback" not in run.stderr
