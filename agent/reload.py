@@ -45,9 +45,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         needs_restart = ("node.runtime_dir",)
         new = replace(new, node=replace(new.node, runtime_dir=old.node.runtime_dir))
     buckets: dict[str, list[str]] = {k: [] for k in ("start", "restart", "stop", "remove", "update", "unchanged")}
-    for sid, was in old.streams.items():
-        if sid not in new.streams:
-            buckets["remove"].append(sid)
+    buckets["remove"] = [sid for sid in old.streams if sid not in new.streams]
     for sid, now in new.streams.items():
         was = old.streams.get(sid)
         buckets[_bucket(old, was, new, now)].append(sid)

@@ -6,13 +6,16 @@ supervisord's RPC socket are unix sockets inside the bench's temp directory.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,3 +359,22 @@ def raise_on_sigterm() -> None:
     def handler(signum, frame):
         raise Interrupted(f"signal {signum}")
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def bench_tempdir(prefix: str, *, keep: bool) -> Iterator[Path]:
+    """One run's temp directory; on the way out, kill any child still tied to it and remove it."""
+    raise_on_sigterm()
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    print(machine_line())
+    print(f"temp dir: {base}")
+    try:
+        yield base
+    finally:
+        leftovers = sum(sweep(base / d / "announce.fifo") for d in os.listdir(base)) if base.exists() else 0
+        if leftovers:
+            print(f"warning: killed {leftovers} leftover children", file=sys.stderr)
+        if keep:
+            print(f"kept {base}")
+        else:
+            rmtree(base)

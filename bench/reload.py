@@ -37,11 +37,9 @@ process started is stopped at the end (also on Ctrl-C / SIGTERM / errors).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -341,34 +339,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs, configs)")
     args = p.parse_args(argv)
 
-    c.raise_on_sigterm()
-    base = Path(tempfile.mkdtemp(prefix="vas-bench-reload-"))
-    print(c.machine_line())
-    print(f"temp dir: {base}")
     rng = random.Random(args.seed)
     series: list[Series] = []
     notes: list[str] = []
     load_ms: list[float] = []
-    try:
-        load_ms = time_config_load(args, base)
-        api, cli, note = run_agent(args, base, rng)
-        series += [api, cli]
-        notes.append(note)
-        if not args.skip_supervisord:
-            sup, note = run_supervisord(args, base, rng)
-            series.append(sup)
+    with c.bench_tempdir("vas-bench-reload-", keep=args.keep_tmp) as base:
+        try:
+            load_ms = time_config_load(args, base)
+            api, cli, note = run_agent(args, base, rng)
+            series += [api, cli]
             notes.append(note)
-    except (KeyboardInterrupt, c.Interrupted):
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-        return 130
-    finally:
-        leftovers = sum(c.sweep(base / d / "announce.fifo") for d in os.listdir(base)) if base.exists() else 0
-        if leftovers:
-            print(f"warning: killed {leftovers} leftover children", file=sys.stderr)
-        if args.keep_tmp:
-            print(f"kept {base}")
-        else:
-            c.rmtree(base)
+            if not args.skip_supervisord:
+                sup, note = run_supervisord(args, base, rng)
+                series.append(sup)
+                notes.append(note)
+        except (KeyboardInterrupt, c.Interrupted):
+            print("\ninterrupted; stopping everything", file=sys.stderr)
+            return 130
     print()
     print(c.machine_line("end"))
     report(args, series, load_ms, notes)

@@ -43,7 +43,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,28 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(systems) - set(SYSTEMS):
         p.error(f"unknown system(s): {', '.join(sorted(unknown))}")
 
-    c.raise_on_sigterm()
-    base = Path(tempfile.mkdtemp(prefix="vas-bench-respawn-"))
-    print(c.machine_line())
-    print(f"temp dir: {base}")
     results: dict[str, Result] = {}
     rss500, rss500_note = None, ""
-    try:
-        for kind in systems:
-            results[kind] = run_system(kind, args, base)
-        if not args.skip_500:
-            rss500, rss500_note = agent_rss_at(args.rss_n, args, base)
-    except (KeyboardInterrupt, c.Interrupted):
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-        return 130
-    finally:
-        leftovers = sum(c.sweep(base / d / "announce.fifo") for d in os.listdir(base)) if base.exists() else 0
-        if leftovers:
-            print(f"warning: killed {leftovers} leftover children", file=sys.stderr)
-        if args.keep_tmp:
-            print(f"kept {base}")
-        else:
-            c.rmtree(base)
+    with c.bench_tempdir("vas-bench-respawn-", keep=args.keep_tmp) as base:
+        try:
+            for kind in systems:
+                results[kind] = run_system(kind, args, base)
+            if not args.skip_500:
+                rss500, rss500_note = agent_rss_at(args.rss_n, args, base)
+        except (KeyboardInterrupt, c.Interrupted):
+            print("\ninterrupted; stopping everything", file=sys.stderr)
+            return 130
     print()
     print(c.machine_line("end"))
     report(results, rss500, rss500_note, args)
