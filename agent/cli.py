@@ -29,11 +29,25 @@ def agent_main(argv: list[str] | None = None) -> int:
         return 1
     if args.check:
         enabled = sum(s.enabled for s in cfg.streams.values())
+        for warning in _missing_programs(cfg):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"ok: {args.config}: {len(cfg.streams)} streams ({enabled} enabled)")
         return 0
     _setup_logging(args.log_level)
     import asyncio
     return asyncio.run(_run_agent(cfg))
+
+
+def _missing_programs(cfg) -> list[str]:
+    """Programs the streams would run that are not on this host (valid file, broken host)."""
+    import shutil
+
+    wanted = {cfg.node.ffmpeg: "node.ffmpeg"} if any(s.command is None for s in cfg.streams.values()) else {}
+    for s in cfg.streams.values():
+        if s.command:
+            wanted.setdefault(s.command[0], f"streams.{s.id}.command")
+    return [f"{key}: {prog!r} not found; streams using it will fail to start"
+            for prog, key in wanted.items() if shutil.which(prog) is None]
 
 
 async def _run_agent(cfg) -> int:

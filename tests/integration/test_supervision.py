@@ -234,3 +234,14 @@ def test_unusable_runtime_dir_is_one_clear_line(agent_factory, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert "cannot start:" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_check_warns_about_programs_missing_on_this_host(agent_factory):
+    agent = agent_factory({"node": {"ffmpeg": "ffmpeg-not-installed"},
+                           "streams": {"cam1": {"url": "rtsp://127.0.0.1:1/x"}}})
+    import subprocess
+    from .harness import BIN
+    check = subprocess.run([str(BIN / "vas-agent"), "--config", str(agent.config_path), "--check"],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0 and check.stdout.startswith("ok:")
+    assert "warning: node.ffmpeg: 'ffmpeg-not-installed' not found" in check.stderr
