@@ -15,6 +15,20 @@ import yaml
 BIN = Path(sys.executable).parent
 
 
+#: Quick supervision settings so failures and restarts happen in seconds.
+FAST = {
+    "restart": {"initial_delay": "0.3s", "multiplier": 2, "max_delay": "2s", "jitter": 0.1, "stable_after": "60s"},
+    "stall_timeout": "4s",
+    "stop_timeout": "3s",
+    "recording": {"segment_duration": "1s"},
+}
+
+
+def config(streams: dict, **defaults) -> dict:
+    """A config dict for ``streams`` with the quick defaults (overridable per call)."""
+    return {"defaults": {**FAST, **defaults}, "streams": streams}
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` on timeout."""
     deadline = time.monotonic() + timeout

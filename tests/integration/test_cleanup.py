@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from .harness import wait_for
-from .test_supervision import config
+from .harness import config, wait_for
 
 pytestmark = pytest.mark.integration
 DAY = 86400

@@ -7,10 +7,12 @@ import signal
 import stat
 import time
 
+import psutil
 import pytest
 
-from .harness import alive, wait_for
-from .test_supervision import config
+from agent.client import request
+
+from .harness import alive, config, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +129,6 @@ def test_reload_storm_ends_consistent(rtsp_camera, agent_factory):
 
 
 def _children_of(pid: int) -> list[int]:
-    import psutil
     return [c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
 
 
@@ -156,7 +157,6 @@ def test_control_socket_errors_and_mode(rtsp_camera, agent_factory):
     assert unknown.returncode == 1 and "unknown stream 'nope'" in unknown.stderr
     disabled = agent.vasctl("restart", "off")
     assert disabled.returncode == 1 and "disabled" in disabled.stderr
-    from agent.client import request
     assert request(str(sock), "POST", "/streams/nope/restart")[0] == 404
     assert request(str(sock), "POST", "/streams/off/restart")[0] == 409
     code, status = request(str(sock), "GET", "/status")

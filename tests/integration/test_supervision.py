@@ -6,25 +6,15 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 
+import psutil
 import pytest
 
-from .harness import alive, wait_for
+from .harness import BIN, alive, config, wait_for
 
 pytestmark = pytest.mark.integration
-
-FAST = {
-    "restart": {"initial_delay": "0.3s", "multiplier": 2, "max_delay": "2s", "jitter": 0.1, "stable_after": "60s"},
-    "stall_timeout": "4s",
-    "stop_timeout": "3s",
-    "recording": {"segment_duration": "1s"},
-}
-
-
-def config(streams: dict, **defaults) -> dict:
-    return {"defaults": {**FAST, **defaults}, "streams": streams}
-
 
 def test_streams_go_live_and_record(rtsp_camera, agent_factory):
     agent = agent_factory(config({
@@ -103,7 +93,6 @@ def test_restarted_agent_kills_a_leftover_ffmpeg(rtsp_camera, agent_factory, tmp
     agent.wait_state("cam1", "live")
     agent.stop()
     # Forge the leftover: a process in its own group, recorded in the old snapshot as cam1.
-    import subprocess
     orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
     snap = agent.snapshot()
     snap["streams"][0].update(pid=orphan.pid, pid_started_at=_start_time(orphan.pid))
@@ -114,7 +103,6 @@ def test_restarted_agent_kills_a_leftover_ffmpeg(rtsp_camera, agent_factory, tmp
 
 
 def _start_time(pid: int) -> float:
-    import psutil
     return psutil.Process(pid).create_time()
 
 
@@ -167,8 +155,6 @@ def test_credentials_never_leak(camera_factory, agent_factory):
 
 def test_invalid_config_starts_nothing(agent_factory, tmp_path):
     agent = agent_factory({"streams": {"cam1": {"url": "rtsp://127.0.0.1:1/x", "stall_timeout": "fast"}}})
-    import subprocess
-    from .harness import BIN
     check = subprocess.run([str(BIN / "vas-agent"), "--config", str(agent.config_path), "--check"],
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 1
@@ -215,8 +201,6 @@ def test_sd_notify_and_children_env(rtsp_camera, agent_factory, tmp_path):
 def test_second_agent_on_same_runtime_dir_refuses(rtsp_camera, agent_factory):
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}})).start()
     pid = agent.wait_state("cam1", "live")["pid"]
-    import subprocess
-    from .harness import BIN
     second = subprocess.run([str(BIN / "vas-agent"), "--config", str(agent.config_path)],
                             capture_output=True, text=True, timeout=30)
     assert second.returncode == 1
@@ -228,8 +212,6 @@ def test_second_agent_on_same_runtime_dir_refuses(rtsp_camera, agent_factory):
 def test_unusable_runtime_dir_is_one_clear_line(agent_factory, tmp_path):
     deep = tmp_path / ("d" * 60) / ("e" * 60)  # a unix socket path must fit in 108 bytes
     agent = agent_factory({"node": {"runtime_dir": str(deep)}, "streams": {}})
-    import subprocess
-    from .harness import BIN
     run = subprocess.run([str(BIN / "vas-agent"), "--config", str(agent.config_path)],
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
@@ -239,8 +221,6 @@ def test_unusable_runtime_dir_is_one_clear_line(agent_factory, tmp_path):
 def test_check_warns_about_programs_missing_on_this_host(agent_factory):
     agent = agent_factory({"node": {"ffmpeg": "ffmpeg-not-installed"},
                            "streams": {"cam1": {"url": "rtsp://127.0.0.1:1/x"}}})
-    import subprocess
-    from .harness import BIN
     check = subprocess.run([str(BIN / "vas-agent"), "--config", str(agent.config_path), "--check"],
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0 and check.stdout.startswith("ok:")
