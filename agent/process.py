@@ -1,9 +1,14 @@
 """One child process: spawned in its own session, stopped TERM -> KILL, never
 signalled after it was reaped.
 
-Children get ``PR_SET_PDEATHSIG`` (through ``setpriv``, or a ``preexec_fn``
-where util-linux is missing) so they die with the agent even when it is
-SIGKILLed.  Signals go to the process group only while a pidfd proves the
+The child is a plain :class:`subprocess.Popen`; the event loop watches its
+pidfd (readable once it exits) and its stdout/stderr pipes directly, so a
+progress report costs one wakeup and no asyncio transport layers.  Reaping
+goes through ``Popen.wait`` only after the pidfd said the child exited.
+
+Children get ``PR_SET_PDEATHSIG`` (through util-linux's ``setpriv``, or a
+``preexec_fn`` where it is missing) so they die with the agent even when it is
+SIGKILLed.  Signals go to the process group only while the pidfd proves the
 leader has not been reaped (its PID, and so the group id, cannot be reused).
 """
 from __future__ import annotations
@@ -13,7 +18,7 @@ import ctypes
 import os
 import shutil
 import signal
-import sys
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -25,26 +30,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 SETPRIV = shutil.which("setpriv")
 #: Variables that belong to the agent's own supervisor, not to its children.
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
-
-
-_watched_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _ensure_child_watcher() -> None:
-    """Reap children through pidfds inside the running loop (3.12+ does this by default).
-
-    Python 3.11 otherwise starts one waiter thread per child, which costs a
-    thread per stream and reaps outside the loop.
-    """
-    global _watched_loop
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    loop = asyncio.get_running_loop()
-    if _watched_loop is not loop:
-        watcher = asyncio.PidfdChildWatcher()
-        watcher.attach_loop(loop)
-        asyncio.set_child_watcher(watcher)
-        _watched_loop = loop
+#: After the exit, how long to wait for the pipes' last bytes (a grandchild may hold them).
+DRAIN_TIMEOUT = 0.5
+_READ_SIZE = 65536
 
 
 def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -61,86 +49,73 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
-class _Pipes(asyncio.SubprocessProtocol):
-    """Routes stdout bytes and complete stderr lines to callbacks; notes the exit."""
+class _LineSplitter:
+    """Complete lines of a byte stream, with a bound on a line that never ends."""
 
-    def __init__(self, on_stdout: Callable[[bytes], None], on_stderr: Callable[[str], None]) -> None:
-        self.on_stdout, self.on_stderr = on_stdout, on_stderr
-        loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()  # exited and pipes at EOF
-        self._err = b""
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self._emit, self._partial = emit, b""
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            self.on_stdout(data)
-            return
-        lines = (self._err + data).split(b"\n")
-        self._err = lines.pop()[-4096:]  # bound a runaway line without newline
+    def feed(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-4096:]
         for line in lines:
             text = line.decode("utf-8", "replace").rstrip()
             if text:
-                self.on_stderr(text)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
+                self._emit(text)
 
 
 class Child:
     """A running child.  Create with :meth:`spawn`; ``wait()`` returns its exit status."""
 
-    def __init__(self, transport: asyncio.SubprocessTransport, pipes: _Pipes, pidfd: int | None) -> None:
-        self._transport, self._pipes, self._pidfd = transport, pipes, pidfd
-        self.pid: int = transport.get_pid()
+    def __init__(self, proc: subprocess.Popen[bytes], pidfd: int,
+                 on_stdout: Callable[[bytes], None], on_stderr: Callable[[str], None]) -> None:
+        self._proc, self._pidfd = proc, pidfd
+        self.pid: int = proc.pid
         self.started_at = time.monotonic()
         self.wall_started_at = time.time()
         self._termed = False
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[None] = self._loop.create_future()
+        self._drained: asyncio.Future[None] = self._loop.create_future()
+        assert proc.stdout is not None and proc.stderr is not None
+        self._open = {proc.stdout.fileno(): on_stdout, proc.stderr.fileno(): _LineSplitter(on_stderr).feed}
+        for fd in self._open:
+            os.set_blocking(fd, False)
+            self._loop.add_reader(fd, self._read, fd)
+        self._loop.add_reader(pidfd, self._on_exit)
 
     @classmethod
     async def spawn(cls, argv: Sequence[str], *, on_stdout: Callable[[bytes], None],
                     on_stderr: Callable[[str], None], env: Mapping[str, str] | None = None) -> "Child":
         """Start ``argv`` in a new session; raises ``OSError`` if it cannot be executed."""
-        _ensure_child_watcher()
-        loop = asyncio.get_running_loop()
         if SETPRIV:
             argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
         else:
             preexec = _die_with_parent(os.getpid())
-        transport, pipes = await loop.subprocess_exec(
-            lambda: _Pipes(on_stdout, on_stderr), *argv,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=child_env(env), start_new_session=True,
-            preexec_fn=preexec)
-        try:
-            pidfd = os.pidfd_open(transport.get_pid())
-        except OSError:  # already reaped (exec failed fast) or no pidfd support
-            pidfd = None
-        return cls(transport, pipes, pidfd)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=child_env(env), start_new_session=True,
+                                preexec_fn=preexec)
+        # Not reaped before this: only Popen.wait reaps, and only after the pidfd fires.
+        return cls(proc, os.pidfd_open(proc.pid), on_stdout, on_stderr)
 
     @property
     def returncode(self) -> int | None:
         """Exit status once reaped: negative for a signal, as in :mod:`subprocess`."""
-        return self._transport.get_returncode()
+        return self._proc.returncode
 
     async def wait(self) -> int:
-        """Wait for the exit and release the child's resources."""
-        await asyncio.shield(self._pipes.exited)
+        """Wait for the exit (and the pipes' last bytes); return the exit status."""
+        await asyncio.shield(self._exited)
         try:
-            # Let the last stderr lines arrive; a grandchild holding the pipe can't stall us.
-            await asyncio.wait_for(asyncio.shield(self._pipes.closed), 0.5)
+            await asyncio.wait_for(asyncio.shield(self._drained), DRAIN_TIMEOUT)
         except asyncio.TimeoutError:
-            pass
-        self._close()
-        return self.returncode if self.returncode is not None else -1
+            for fd in list(self._open):
+                self._close_pipe(fd)
+        return self._proc.returncode if self._proc.returncode is not None else -1
 
     def signal_group(self, sig: int) -> bool:
         """Send ``sig`` to the child's process group if its leader is not reaped yet."""
-        if self.returncode is not None or self._pidfd is None:
+        if self._proc.returncode is not None:
             return False
         try:
             signal.pidfd_send_signal(self._pidfd, 0)  # ESRCH once reaped: PID may be reused
@@ -165,11 +140,37 @@ class Child:
         """SIGKILL the whole group now (a hung child cannot be asked nicely)."""
         self.signal_group(signal.SIGKILL)
 
-    def _close(self) -> None:
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-        self._transport.close()
+    # -- event loop callbacks ----------------------------------------------------
+    def _read(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._open[fd](data)
+        else:
+            self._close_pipe(fd)
+
+    def _close_pipe(self, fd: int) -> None:
+        if self._open.pop(fd, None) is None:
+            return
+        self._loop.remove_reader(fd)
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            if pipe is not None and not pipe.closed and pipe.fileno() == fd:
+                pipe.close()
+        if not self._open and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _on_exit(self) -> None:
+        """The pidfd is readable: the child exited.  Reap it (instant now) through Popen."""
+        self._loop.remove_reader(self._pidfd)
+        self._proc.wait()
+        os.close(self._pidfd)  # after the reap: signal_group checks returncode first
+        self._pidfd = -1
+        if not self._exited.done():
+            self._exited.set_result(None)
 
 
 def describe_exit(returncode: int) -> str:

@@ -74,7 +74,7 @@ class Result:
 async def floor_main(n: int, fifo: Path, period: float) -> None:
     loop = asyncio.get_running_loop()
     if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
-        # Same reaping mechanism as the agent (3.11's default is a thread per child).
+        # Reap through pidfds, as the agent does (3.11's default is a thread per child).
         watcher = asyncio.PidfdChildWatcher()
         watcher.attach_loop(loop)
         asyncio.set_child_watcher(watcher)
