@@ -1,0 +1,274 @@
+"""The schema of ``streams.yaml``: one pass over the parsed document that checks
+every key, collects every error (``file:line: key.path: problem``) and builds the
+frozen dataclasses of ``config.py``.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import yamlsrc
+from .backoff import RestartPolicy
+from .config import (COMMAND_PLACEHOLDERS, MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RTSP_TRANSPORTS,
+                     STREAM_ID, Config, ConfigError, NodeConfig, RecordingConfig, StreamConfig)
+from .redact import redact, redact_url
+from .units import InterpolationError, interpolate, parse_duration
+
+#: Validated streams by (id, source value, defaults source): see ``Validator.stream``.
+_STREAM_CACHE: dict[tuple[str, str, str], "StreamConfig"] = {}
+_STREAM_CACHE_SIZE = 20_000
+
+
+_SchemaFn = Callable[["Validator", tuple, Any], Any]
+
+
+class Validator:
+    """Walks the parsed document once, collecting every error before failing."""
+
+    def __init__(self, path: Path, doc: yamlsrc.Located, env: Mapping[str, str]) -> None:
+        self.path, self.doc, self.env = path, doc, env
+        self.errors: list[str] = []
+        self.secrets: set[str] = set()
+
+    # -- reporting ---------------------------------------------------------
+    def error(self, keypath: tuple, message: str) -> None:
+        line = self.doc.line(keypath) or 1  # an empty file has no lines at all
+        key = ".".join(str(k) for k in keypath) or "(top level)"
+        self.errors.append(f"{self.path}:{line}: {key}: {redact(message, self.secrets)}")
+
+    def mapping(self, keypath: tuple, value: Any, allowed: frozenset[str]) -> dict:
+        """``value`` as a dict with only ``allowed`` keys (errors reported, {} on failure)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(keypath, f"expected a mapping, got {_show(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                near = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else f"; allowed: {', '.join(sorted(allowed))}"
+                self.error(keypath + (key,), f"unknown key{hint}")
+        return value
+
+    # -- scalar checks -------------------------------------------------------
+    def text(self, keypath: tuple, value: Any, *, secret: bool = False, template: bool = False) -> str | None:
+        if not isinstance(value, str):
+            self.error(keypath, f"expected a string, got {_show(value)}")
+            return None
+        try:
+            return interpolate(value, self.env, self.secrets if secret else None, template=template)
+        except InterpolationError as exc:
+            self.error(keypath, str(exc))
+            return None
+
+    def duration(self, keypath: tuple, value: Any, *, positive: bool = False) -> float | None:
+        try:
+            seconds = parse_duration(value)
+        except (ValueError, TypeError):
+            self.error(keypath, f"expected a duration like 20s, got {_show(value)}")
+            return None
+        if positive and seconds <= 0:
+            self.error(keypath, f"must be greater than 0, got {_show(value)}")
+            return None
+        return seconds
+
+    def stall_timeout(self, keypath: tuple, value: Any) -> float | None:
+        seconds = self.duration(keypath, value)
+        if seconds is not None and 0 < seconds < MIN_STALL_TIMEOUT:
+            self.error(keypath, f"must be 0 (off) or at least {MIN_STALL_TIMEOUT:g}s (FFmpeg reports "
+                       f"progress every {PROGRESS_PERIOD:g}s), got {_show(value)}")
+            return None
+        return seconds
+
+    def number(self, keypath: tuple, value: Any, lo: float, hi: float) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            self.error(keypath, f"expected a number from {lo:g} to {hi:g}, got {_show(value)}")
+            return None
+        return float(value)
+
+    def boolean(self, keypath: tuple, value: Any) -> bool | None:
+        if not isinstance(value, bool):
+            self.error(keypath, f"expected true or false, got {_show(value)}")
+            return None
+        return value
+
+    def strings(self, keypath: tuple, value: Any, *, template: bool = False) -> tuple[str, ...] | None:
+        if not isinstance(value, list):
+            self.error(keypath, f"expected a list of strings, got {_show(value)}")
+            return None
+        items = [self.text(keypath + (i,), v, secret=True, template=template) for i, v in enumerate(value)]
+        return None if any(i is None for i in items) else tuple(items)  # type: ignore[arg-type]
+
+    def directory(self, keypath: tuple, value: Any) -> Path | None:
+        text = self.text(keypath, value)
+        if text is None:
+            return None
+        if not text:
+            self.error(keypath, "expected a directory path, got ''")
+            return None
+        return (self.path.parent / text).resolve() if not os.path.isabs(text) else Path(text)
+
+    # -- the document --------------------------------------------------------
+    def config(self, raw: bytes) -> Config:
+        top = self.mapping((), self.doc.value if self.doc.value is not None else {},
+                           frozenset({"version", "node", "recordings", "defaults", "streams"}))
+        version = top.get("version")
+        if type(version) is not int or version != 1:  # YAML's `true` must not pass as 1
+            self.error(("version",), f"expected 1, got {_show(top.get('version'))}"
+                       if "version" in top else "required key is missing (write 'version: 1')")
+        node = self.node(top.get("node"))
+        rec = self.mapping(("recordings",), top.get("recordings"), frozenset({"root"}))
+        root = self.directory(("recordings", "root"), rec.get("root", "/var/lib/vas/recordings"))
+        defaults = self.layer(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
+        self.defaults_repr = repr(top.get("defaults"))
+        streams = self.streams(top.get("streams"), defaults)
+        if self.errors:
+            raise ConfigError(self.errors)
+        return Config(path=self.path.absolute(), sha256=hashlib.sha256(raw).hexdigest(), node=node,
+                      recordings_root=root, streams=streams, secrets=frozenset(self.secrets))  # type: ignore[arg-type]
+
+    def node(self, value: Any) -> NodeConfig:
+        node = self.mapping(("node",), value, frozenset({"runtime_dir", "ffmpeg"}))
+        runtime = self.directory(("node", "runtime_dir"), node.get("runtime_dir", "/run/vas"))
+        ffmpeg = self.text(("node", "ffmpeg"), node.get("ffmpeg", "ffmpeg"))
+        return NodeConfig(runtime_dir=runtime or Path("/run/vas"), ffmpeg=ffmpeg or "ffmpeg")
+
+    def streams(self, value: Any, defaults: dict) -> dict[str, StreamConfig]:
+        if value is None:
+            self.error(("streams",), "required key is missing (a mapping of stream id to settings)")
+            return {}
+        if not isinstance(value, dict):
+            self.error(("streams",), f"expected a mapping of stream id to settings, got {_show(value)}")
+            return {}
+        out = {}
+        for sid, settings in value.items():
+            if not isinstance(sid, str) or not STREAM_ID.fullmatch(sid):
+                # YAML reads `101:` as a number (and `007:` as 7): ask for quotes.
+                hint = " (quote it: '...')" if not isinstance(sid, str) else ""
+                self.error(("streams", sid), f"stream id must match {STREAM_ID.pattern}, got {_show(sid)}{hint}")
+                continue
+            stream = self.stream(sid, settings, defaults)
+            if stream is not None:
+                out[sid] = stream
+        return out
+
+    def layer(self, prefix: tuple, value: Any, allowed: frozenset[str]) -> dict[str, Any]:
+        """Validate every key present in one settings map (the defaults, or one stream's)."""
+        raw = self.mapping(prefix, value, allowed)
+        out = {key: check(self, prefix + (key,), raw[key])
+               for key, check in _FIELD_CHECKS.items() if key in raw and key in allowed}
+        for key, checks in _SECTIONS.items():
+            sub = self.mapping(prefix + (key,), raw.get(key), frozenset(checks))
+            out[key] = {k: check(self, prefix + (key, k), sub[k]) for k, check in checks.items() if k in sub}
+        return out
+
+    def stream(self, sid: str, value: Any, defaults: dict[str, Any]) -> StreamConfig | None:
+        """One stream's settings over the validated defaults, remembered across loads.
+
+        A reload of a big file mostly re-reads streams that did not change;
+        their validated settings are reused when the source values are the same
+        and hold no ``${...}`` (whose environment or secret file may have changed).
+        """
+        key = (sid, repr(value), self.defaults_repr)
+        cacheable = "${" not in key[1] and "${" not in key[2]
+        if cacheable and key in _STREAM_CACHE:
+            return _STREAM_CACHE[key]
+        stream = self._stream(sid, value, defaults)
+        if cacheable and stream is not None:
+            if len(_STREAM_CACHE) >= _STREAM_CACHE_SIZE:
+                _STREAM_CACHE.clear()
+            _STREAM_CACHE[key] = stream
+        return stream
+
+    def _stream(self, sid: str, value: Any, defaults: dict[str, Any]) -> StreamConfig | None:
+        """One stream's settings over the (already validated) defaults, nested maps key by key."""
+        base = ("streams", sid)
+        own = self.layer(base, value, _STREAM_KEYS)
+        fields: dict[str, Any] = {"id": sid, "name": sid, **defaults, **own}
+        restart = {**defaults["restart"], **own["restart"]}
+        recording = {**defaults["recording"], **own["recording"]}
+        if any(v is None for part in (fields, restart, recording) for v in part.values()):
+            return None  # already reported
+        fields["restart"], fields["recording"] = RestartPolicy(**restart), RecordingConfig(**recording)
+        before = len(self.errors)
+        self.stream_rules(base, fields)
+        if len(self.errors) > before:
+            return None
+        fields.setdefault("url", None)
+        return StreamConfig(**fields)
+
+    def stream_rules(self, base: tuple, fields: dict) -> None:
+        policy: RestartPolicy = fields["restart"]
+        if policy.max_delay < policy.initial_delay:
+            self.error(base + ("restart", "max_delay"),
+                       f"must be at least initial_delay ({policy.initial_delay:g}s), got {policy.max_delay:g}s")
+        command = fields.get("command")
+        if command is not None:
+            self.command_rules(base + ("command",), command)
+        elif "url" not in fields:
+            self.error(base + ("url",), "required key is missing (the camera's rtsp:// URL)")
+        elif fields["url"] is not None and not fields["url"].startswith(("rtsp://", "rtsps://")):
+            self.error(base + ("url",), f"expected an rtsp:// or rtsps:// URL, got {_show(redact_url(fields['url']))}")
+
+    def command_rules(self, keypath: tuple, command: tuple[str, ...]) -> None:
+        import string  # local: only verbatim commands need it
+        used: set[str] = set()
+        for i, arg in enumerate(command):
+            try:
+                used.update(f for _, f, _, _ in string.Formatter().parse(arg) if f is not None)
+            except ValueError as exc:
+                self.error(keypath + (i,), f"bad placeholder in {_show(arg)}: {exc} (write {{{{ for a literal brace)")
+        unknown = sorted(used - COMMAND_PLACEHOLDERS)
+        if unknown:
+            self.error(keypath, f"unknown placeholder {{{unknown[0]}}}; known: "
+                       + ", ".join("{%s}" % p for p in sorted(COMMAND_PLACEHOLDERS)))
+        if "progress" not in used:
+            self.error(keypath, "must contain '-progress', '{progress}' so the agent can see media flowing")
+        if not command:
+            self.error(keypath, "expected a non-empty list of strings")
+
+
+def _transport(v: Validator, keypath: tuple, value: Any) -> str | None:
+    if value not in RTSP_TRANSPORTS:
+        v.error(keypath, f"expected one of {', '.join(RTSP_TRANSPORTS)}, got {_show(value)}")
+        return None
+    return value
+
+
+_FIELD_CHECKS: dict[str, _SchemaFn] = {
+    "name": lambda v, k, x: v.text(k, x),
+    "url": lambda v, k, x: v.text(k, x, secret=True),
+    "enabled": Validator.boolean,
+    "input_args": Validator.strings,
+    "command": lambda v, k, x: v.strings(k, x, template=True),
+    "stall_timeout": lambda v, k, x: v.stall_timeout(k, x),
+    "stop_timeout": lambda v, k, x: v.duration(k, x, positive=True),
+    "rtsp_transport": _transport,
+}
+_RESTART_CHECKS: dict[str, _SchemaFn] = {
+    # 0 would stay 0 however often it is multiplied: a hot restart loop.
+    "initial_delay": lambda v, k, x: v.duration(k, x, positive=True),
+    "multiplier": lambda v, k, x: v.number(k, x, 1, 100),
+    "max_delay": lambda v, k, x: v.duration(k, x, positive=True),
+    "jitter": lambda v, k, x: v.number(k, x, 0, 1),
+    "stable_after": Validator.duration,
+}
+_RECORDING_CHECKS: dict[str, _SchemaFn] = {
+    "enabled": Validator.boolean,
+    "segment_duration": lambda v, k, x: v.duration(k, x, positive=True),
+    "retention": Validator.duration,
+}
+_SECTIONS: dict[str, dict[str, _SchemaFn]] = {"restart": _RESTART_CHECKS, "recording": _RECORDING_CHECKS}
+_DEFAULT_KEYS = frozenset({"enabled", "input_args", "stall_timeout", "stop_timeout",
+                           "rtsp_transport", "restart", "recording"})
+_STREAM_KEYS = _DEFAULT_KEYS | {"name", "url", "command"}
+
+
+def _show(value: Any) -> str:
+    """A value as an error message quotes it (short, repr-like, URL passwords hidden)."""
+    text = redact_url(repr(value))
+    return text if len(text) <= 60 else text[:57] + "..."
