@@ -210,3 +210,27 @@ def test_runtime_dir_change_needs_restart(rtsp_camera, agent_factory, tmp_path):
     assert snap["config"]["needs_restart"] == ["node.runtime_dir"]
     assert snap["streams"][0]["pid"] == pid
     assert not (tmp_path / "elsewhere").exists()
+
+
+STUBBORN = ('trap "" TERM; n=0; while :; do n=$((n+1)); '
+            'printf "frame=%d\\nprogress=continue\\n" $n; sleep 0.5; done')
+
+
+def test_second_reload_while_one_applies_gets_409(agent_factory):
+    """A child that ignores SIGTERM keeps a reload busy for stop_timeout: a second one is refused."""
+    def streams(tag: str) -> dict:
+        return {"stubborn": {"command": ["/bin/sh", "-c", STUBBORN, "{progress}", tag],
+                             "stop_timeout": "3s", "recording": {"enabled": False}}}
+    agent = agent_factory(config(streams("v1"))).start()
+    old = agent.wait_state("stubborn", "live")["pid"]
+    agent.write_config(config(streams("v2")))
+    sock = str(agent.runtime_dir / "agent.sock")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(request, sock, "POST", "/reload")
+        time.sleep(1)  # the first reload now waits out the 3 s stop_timeout
+        assert not first.done()
+        code, body = request(sock, "POST", "/reload")
+        assert code == 409 and "reload is in progress" in body["error"]
+        assert first.result(timeout=30)[0] == 200
+    stream = agent.wait_state("stubborn", "live")
+    assert stream["pid"] != old and not alive(old)  # SIGKILLed after stop_timeout
