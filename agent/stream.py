@@ -138,7 +138,10 @@ class Stream:
             if reason in ("config", "manual"):
                 continue  # asked for: no backoff
             self._attempt = backoff.next_attempt(self.cfg.restart, self._attempt, uptime)
-            await self._back_off(backoff.restart_delay(self.cfg.restart, self._attempt))
+            delay = backoff.restart_delay(self.cfg.restart, self._attempt)
+            if self.state is StreamState.ERROR and self.last_exit:
+                self._log_failure(self.last_exit["description"], delay)
+            await self._back_off(delay)
             self._pending = None  # a restart asked for during the backoff just ends it early
 
     def _count_restart(self, reason: str) -> None:
@@ -223,18 +226,17 @@ class Stream:
         self.last_exit = {"at": time.time(), "status": status, "reason": reason,
                           "description": detail}
         self._set_state(StreamState.ERROR)
-        self._log_failure(detail)
 
-    def _log_failure(self, detail: str) -> None:
+    def _log_failure(self, detail: str, delay: float) -> None:
         """Log every failure of a flapping stream at first, then one line per interval."""
         now = time.monotonic()
-        consecutive = self._attempt + 1
-        if consecutive > LOUD_FAILURES and now - self._failures_logged_at < QUIET_LOG_INTERVAL:
+        if self._attempt > LOUD_FAILURES and now - self._failures_logged_at < QUIET_LOG_INTERVAL:
             self._suppressed += 1
             return
         tail = f"; last error: {self.stderr[-1]}" if self.stderr else ""
         more = f" ({self._suppressed} similar failures not logged)" if self._suppressed else ""
-        log.warning("exited: %s (%s; not expected)%s%s", self.cfg.id, detail, tail, more)
+        log.warning("exited: %s (%s; not expected); retry %d in %.1fs%s%s",
+                    self.cfg.id, detail, self._attempt, delay, more, tail)
         self._failures_logged_at, self._suppressed = now, 0
 
     def _set_state(self, new: StreamState) -> None:
