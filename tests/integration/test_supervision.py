@@ -225,3 +225,23 @@ def test_check_warns_about_programs_missing_on_this_host(agent_factory):
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0 and check.stdout.startswith("ok:")
     assert "warning: node.ffmpeg: 'ffmpeg-not-installed' not found" in check.stderr
+
+
+def test_snapshot_heartbeat_tells_a_hung_agent_from_a_quiet_one(agent_factory):
+    agent = agent_factory({"streams": {}}).start()
+    path = agent.runtime_dir / "state.json"
+    first = os.stat(path)
+    time.sleep(2.5)
+    later = os.stat(path)
+    # Quiet: proven alive by touching (mtime moves), not by rewriting (same inode and content).
+    assert later.st_mtime > first.st_mtime and later.st_ino == first.st_ino
+    assert agent.vasctl("status").returncode == 0
+    agent.signal(signal.SIGSTOP)
+    try:
+        time.sleep(6)
+        hung = agent.vasctl("status")
+        assert hung.returncode == 1 and "not responding" in hung.stderr
+        assert json.loads(agent.vasctl("status", "--json").stdout)["agent"]["alive"] is False
+    finally:
+        agent.signal(signal.SIGCONT)
+    wait_for(lambda: agent.vasctl("status").returncode == 0, 10, "the agent to be seen alive again")
