@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -75,6 +76,9 @@ def test_camera_down_backs_off_and_recovers_by_itself(camera_factory, agent_fact
     assert down["restart_reasons"]["exit"] >= 6
     # An offline camera must not flood the log: the first failures, then one line per interval.
     assert agent.log().count("exited: cam1") <= 4
+    # ... and the logged retries back off exponentially (0.3 s, 0.6 s, 1.2 s, jitter 10 %).
+    delays = [float(d) for d in re.findall(r"exited: cam1 .*?; retry \d+ in ([\d.]+)s", agent.log())]
+    assert len(delays) >= 3 and delays[0] < delays[1] < delays[2], delays
     camera.start()
     stream = agent.wait_state("cam1", "live", timeout=40)
     assert alive(stream["pid"])
