@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 AGENT_KEY = web.AppKey("agent", object)
 
 
-def create_app(agent: "Agent") -> web.Application:
+def create_app(agent: Agent) -> web.Application:
     """The control API as an aiohttp application."""
     app = web.Application()
     app[AGENT_KEY] = agent
@@ -31,7 +31,7 @@ def create_app(agent: "Agent") -> web.Application:
     return app
 
 
-def _agent(request: web.Request) -> "Agent":
+def _agent(request: web.Request) -> Agent:
     return request.app[AGENT_KEY]  # type: ignore[return-value]
 
 
@@ -85,7 +85,7 @@ async def _cleanup(request: web.Request) -> web.Response:
 class ControlServer:
     """Serves :func:`create_app` on a unix socket; ``close()`` is safe twice."""
 
-    def __init__(self, agent: "Agent", path: Path) -> None:
+    def __init__(self, agent: Agent, path: Path) -> None:
         self.path = path
         self._runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False)
 

@@ -106,7 +106,7 @@ class Progress:
     out_time_us: int = 0
     ended: bool = False
 
-    def advanced_from(self, before: "Progress | None") -> bool:
+    def advanced_from(self, before: Progress | None) -> bool:
         """True when media moved since ``before`` (any counter grew)."""
         if before is None:
             return self.frame > 0 or self.total_size > 0 or self.out_time_us > 0

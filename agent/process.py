@@ -86,7 +86,7 @@ class Child:
 
     @classmethod
     async def spawn(cls, argv: Sequence[str], *, on_stdout: Callable[[bytes], None],
-                    on_stderr: Callable[[str], None], env: Mapping[str, str] | None = None) -> "Child":
+                    on_stderr: Callable[[str], None], env: Mapping[str, str] | None = None) -> Child:
         """Start ``argv`` in a new session; raises ``OSError`` if it cannot be executed."""
         if SETPRIV:
             argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
@@ -108,7 +108,7 @@ class Child:
         await asyncio.shield(self._exited)
         try:
             await asyncio.wait_for(asyncio.shield(self._drained), DRAIN_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             for fd in list(self._open):
                 self._close_pipe(fd)
         return self._proc.returncode if self._proc.returncode is not None else -1
@@ -132,7 +132,7 @@ class Child:
             self.signal_group(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.signal_group(signal.SIGKILL)
             return await self.wait()
 

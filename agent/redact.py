@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^/\s]*@")  # greedy: up to the last @ of the authority
+# The password part is greedy up to the last @ of the authority: "p@ss" must not leak "ss".
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^/\s]*@")
 
 
 def redact_url(text: str) -> str:

@@ -197,13 +197,13 @@ class Stream:
         self._changed(True)
         try:
             await asyncio.wait_for(self._wake.wait(), delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self.next_restart_at = None
         self._changed(False)
 
     # -- events from the child -------------------------------------------------
-    def _on_progress(self, reports: list[Progress], stall: "_StallWatch") -> None:
+    def _on_progress(self, reports: list[Progress], stall: _StallWatch) -> None:
         for report in reports:
             # Compare within this run only: a new FFmpeg counts from zero again.
             if report.advanced_from(stall.report):

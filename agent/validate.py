@@ -19,7 +19,7 @@ from .redact import redact, redact_url
 from .units import InterpolationError, interpolate, parse_duration
 
 #: Validated streams by (id, source value, defaults source): see ``Validator.stream``.
-_STREAM_CACHE: dict[tuple[str, str, str], "StreamConfig"] = {}
+_STREAM_CACHE: dict[tuple[str, str, str], StreamConfig] = {}
 _STREAM_CACHE_SIZE = 20_000
 
 

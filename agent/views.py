@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .stream import Stream
 
 
-def stream_view(s: "Stream", secrets: frozenset[str]) -> dict[str, Any]:
+def stream_view(s: Stream, secrets: frozenset[str]) -> dict[str, Any]:
     """One stream as the snapshot shows it."""
     p = s.progress
     return {
@@ -44,7 +44,7 @@ def stream_view(s: "Stream", secrets: frozenset[str]) -> dict[str, Any]:
     }
 
 
-def snapshot_json(a: "Agent") -> str:
+def snapshot_json(a: Agent) -> str:
     """The whole snapshot as JSON; unchanged streams reuse their cached entry.
 
     Serialising 500 streams on every state change cost ~15 ms of event loop;
@@ -59,7 +59,7 @@ def snapshot_json(a: "Agent") -> str:
     return head[:-1] + ',"streams":[' + ",".join(entries) + "]}"
 
 
-def agent_view(a: "Agent") -> dict[str, Any]:
+def agent_view(a: Agent) -> dict[str, Any]:
     """The snapshot without its stream list (see :func:`snapshot_json`)."""
     cfg = a.cfg
     return {
