@@ -92,10 +92,7 @@ class ControlServer:
     async def start(self) -> None:
         await self._runner.setup()
         # The caller holds the runtime_dir lock, so a socket file here is a dead agent's.
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
         old_umask = os.umask(0o117)  # created 0660: no window with a wider mode
         try:
             await web.UnixSite(self._runner, str(self.path)).start()
@@ -104,7 +101,4 @@ class ControlServer:
 
     async def close(self) -> None:
         await self._runner.cleanup()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)

@@ -89,7 +89,11 @@ class Stream:
         self._set_state(StreamState.STOPPED)
 
     async def restart(self, reason: str) -> None:
-        """Replace the process now, skipping any backoff; counted under ``reason``."""
+        """Replace the process now, skipping any backoff.
+
+        Counted under ``reason`` when a process was running; during a backoff it
+        only ends the wait (that restart is already counted as ``exit``/``stall``).
+        """
         if self._task is None:
             return
         spawned = self._next_spawn()

@@ -378,3 +378,12 @@ def bench_tempdir(prefix: str, *, keep: bool) -> Iterator[Path]:
             print(f"kept {base}")
         else:
             rmtree(base)
+
+
+def teardown(popen: subprocess.Popen, fifo: Path, ann: "Announcer", *, timeout: float) -> None:
+    """Stop a system under test, kill any child still tied to its FIFO, close the FIFO."""
+    try:
+        stop(popen, timeout=timeout)
+    finally:
+        sweep(fifo)
+        ann.close()

@@ -179,11 +179,7 @@ def run_agent(args: argparse.Namespace, base: Path, rng: random.Random) -> tuple
                 time.sleep(0.3)
         return api, cli, ""
     finally:
-        try:
-            c.stop(popen, timeout=30)
-        finally:
-            c.sweep(fifo)
-            ann.close()
+        c.teardown(popen, fifo, ann, timeout=30)
 
 
 # -- supervisord ---------------------------------------------------------------------------
@@ -251,11 +247,7 @@ def run_supervisord(args: argparse.Namespace, base: Path, rng: random.Random) ->
                 time.sleep(0.3)
         return series, ""
     finally:
-        try:
-            c.stop(popen, timeout=60)
-        finally:
-            c.sweep(fifo)
-            ann.close()
+        c.teardown(popen, fifo, ann, timeout=60)
 
 
 # -- config.load in-process -------------------------------------------------------------------
