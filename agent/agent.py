@@ -14,7 +14,10 @@ from typing import Any
 
 from . import config as config_mod
 from . import snapshot
+from .blocking import in_thread
+from .limits import fd_warning, raise_nofile_limit
 from .orphans import kill_orphans
+from .redact import LOG_FILTER
 from .reload import ReloadPlan, plan_reload
 from .sdnotify import Notifier
 from .states import StreamState
@@ -26,6 +29,10 @@ log = logging.getLogger("vas.agent")
 FLUSH_DELAY = 0.05
 #: Progress counters alone rewrite the snapshot at most this often.
 PROGRESS_FLUSH_INTERVAL = 5.0
+#: A reload whose file (or a ``${file:}`` secret) takes longer than this to read fails.
+LOAD_TIMEOUT = 30.0
+#: A snapshot that cannot be written is reported at most this often.
+WRITE_ERROR_LOG_INTERVAL = 60.0
 
 
 def _settle_gc(*, full: bool) -> None:
@@ -45,7 +52,11 @@ class AlreadyRunning(RuntimeError):
 
 
 class ReloadInProgress(RuntimeError):
-    """A reload is already being applied."""
+    """A reload is already being applied (or the agent is stopping)."""
+
+
+class ReloadFailed(RuntimeError):
+    """A reload failed for a reason other than an invalid file (recorded in ``last_reload``)."""
 
 
 class Agent:
@@ -60,11 +71,16 @@ class Agent:
         self.last_reload: dict[str, Any] | None = None
         self.needs_restart: tuple[str, ...] = ()
         self.notifier = Notifier(env)
+        LOG_FILTER.secrets = cfg.secrets
         self.host = Host(ffmpeg=cfg.node.ffmpeg, recordings_root=cfg.recordings_root,
                          secrets=cfg.secrets, on_change=self._changed)
         self.runtime_dir = cfg.node.runtime_dir
         self.snapshot_path = self.runtime_dir / snapshot.SNAPSHOT_NAME
         self._reload_lock = asyncio.Lock()
+        self._parsing: asyncio.Future[config_mod.Config] | None = None
+        self._skip_drain = asyncio.Event()
+        self._write_pending = False
+        self._write_error_logged_at = -WRITE_ERROR_LOG_INTERVAL
         self._hup_pending = False
         self._hup_task: asyncio.Task[None] | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -81,6 +97,7 @@ class Agent:
         """Take the runtime_dir, open the control socket, launch every stream."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        self._check_fd_limit(raise_limit=True)
         kill_orphans(self.snapshot_path)
         from .control import ControlServer  # aiohttp is only needed once running
         self._control = ControlServer(self, self.runtime_dir / snapshot.SOCKET_NAME)
@@ -96,18 +113,33 @@ class Agent:
         log.info("started: %d streams (%d enabled), runtime_dir %s", len(self.streams),
                  sum(s.cfg.enabled for s in self.streams.values()), self.runtime_dir)
 
-    async def close(self) -> None:
-        """Stop every stream (TERM, then KILL after its stop_timeout); safe to call twice."""
+    async def close(self, *, drain: bool = False) -> None:
+        """Stop every stream (TERM, then KILL after its stop_timeout); safe to call twice.
+
+        With ``drain``, first publish ``draining`` (not ready) for ``node.drain_period``.
+        Nothing here may skip stopping the streams: a snapshot that cannot be
+        written or a stream that fails to close does not spare the others.
+        """
         if self._closed:
             return
         self._closed = True
+        self.host.stopping = True  # from now on no stream starts a process
+        if self._parsing is not None:
+            self._parsing.cancel()  # a reload still reading its file is abandoned
+        if drain:
+            await self._drain()
         self.status = "stopping"
         self.notifier.notify(STOPPING=1, STATUS="stopping streams")
         self._write()
         async with self._reload_lock:  # let a reload finish applying, so no stream is missed
-            await asyncio.gather(*(s.close() for s in self.streams.values()))
+            results = await asyncio.gather(*(s.close() for s in self.streams.values()),
+                                           return_exceptions=True)
+        for sid, result in zip(list(self.streams), results):
+            if isinstance(result, BaseException):
+                log.error("stopping %s failed: %r", sid, result)
         if self._heartbeat:
             self._heartbeat.cancel()
+            self._heartbeat = None
         if self._flush_handle:
             self._flush_handle.cancel()
         if self._control:
@@ -122,7 +154,7 @@ class Agent:
         """Start, run until SIGTERM/SIGINT, then stop everything; SIGHUP reloads."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopped.set)
+            loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         await self.start()
         if self._hup_pending:  # SIGHUP while starting: the file may have changed since we read it
@@ -130,11 +162,27 @@ class Agent:
         try:
             await self._stopped.wait()
         finally:
-            await self.close()
+            await self.close(drain=True)
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish (what SIGTERM does)."""
+        """Ask :meth:`run` to finish (what SIGTERM does); asked twice, skip the drain."""
+        if self._stopped.is_set():
+            self._skip_drain.set()
         self._stopped.set()
+
+    async def _drain(self) -> None:
+        """Report not-ready for ``drain_period`` so load balancers move traffic first."""
+        period = self.cfg.node.drain_period
+        if period <= 0 or self._skip_drain.is_set():
+            return
+        self.status = "draining"
+        self._write()
+        self.notifier.notify(STATUS=f"draining: not ready; streams stop in {period:g}s")
+        log.info("draining: not ready for %gs, then stopping streams (SIGTERM again: stop now)", period)
+        try:
+            await asyncio.wait_for(self._skip_drain.wait(), period)
+        except TimeoutError:
+            pass
 
     # -- reload --------------------------------------------------------------
     def _on_sighup(self) -> None:
@@ -148,7 +196,7 @@ class Agent:
             self._hup_pending = False
             try:
                 await self.reload(wait=True)
-            except config_mod.ConfigError:
+            except (config_mod.ConfigError, ReloadFailed, ReloadInProgress):
                 pass  # reported by reload(): log, snapshot
             except Exception:
                 log.exception("reload failed")
@@ -156,7 +204,8 @@ class Agent:
     async def reload(self, *, wait: bool = False) -> ReloadPlan:
         """Re-read the config file and apply the difference.
 
-        Raises :class:`config.ConfigError` (nothing changed) or
+        Raises :class:`config.ConfigError` (nothing changed),
+        :class:`ReloadFailed` (any other failure, recorded in ``last_reload``) or
         :class:`ReloadInProgress` when ``wait`` is false and one is running.
         """
         if (self._reload_lock.locked() and not wait) or self._closed:
@@ -172,20 +221,56 @@ class Agent:
 
     async def _reload(self) -> ReloadPlan:
         try:
-            # Parsing a big file takes tens of ms: keep the event loop (and the streams) responsive.
-            new = await asyncio.to_thread(config_mod.load, self.cfg.path, self.env)
+            new = await self._load()
         except config_mod.ConfigError as exc:
-            self.last_reload = {"ok": False, "at": time.time(), "error": exc.errors}
+            self._reload_failed(exc.errors)
             log.error("reload refused, nothing changed:\n%s", exc)
-            self._write()
             raise
+        except (TimeoutError, OSError) as exc:
+            reason = (f"reading {self.cfg.path} took longer than {LOAD_TIMEOUT:g}s (a hung file system "
+                      "or secret file?)" if isinstance(exc, TimeoutError) else f"cannot load: {exc}")
+            self._reload_failed([reason])
+            log.error("reload failed, nothing changed: %s", reason)
+            raise ReloadFailed(reason) from None
+        if self._closed:  # SIGTERM came while the file was being read: start nothing
+            raise ReloadInProgress("the agent is stopping")
         plan = plan_reload(self.cfg, new)
-        await self._apply(plan)
+        try:
+            await self._apply(plan)
+        except Exception as exc:  # a bug; every stream still supervises itself
+            log.exception("reload failed while applying: %s", plan.summary())
+            self._reload_failed([f"internal error while applying: {exc!r}"])
+            raise ReloadFailed(f"internal error while applying the new config: {exc!r}") from None
         self.last_reload = {"ok": True, "at": time.time(), "summary": plan.summary()}
         log.info("reloaded: %s", plan.summary())
         self._write()
         _settle_gc(full=False)
         return plan
+
+    async def _load(self) -> config_mod.Config:
+        """Read and validate the file off the event loop; ``close()`` can abandon it."""
+        # Parsing a big file takes tens of ms: keep the event loop (and the streams) responsive.
+        # A daemon thread: a read stuck on a FIFO or hung mount must not block shutdown.
+        self._parsing = asyncio.ensure_future(in_thread(
+            lambda: config_mod.load(self.cfg.path, self.env), timeout=LOAD_TIMEOUT, name="vas-config"))
+        try:
+            return await self._parsing
+        except asyncio.CancelledError:
+            if self._closed and not self._cancelling():
+                raise ReloadInProgress("the agent is stopping; reload abandoned") from None
+            raise
+        finally:
+            self._parsing = None
+
+    @staticmethod
+    def _cancelling() -> bool:
+        """True when the current task itself is being cancelled (not just the load)."""
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
+    def _reload_failed(self, errors: list[str]) -> None:
+        self.last_reload = {"ok": False, "at": time.time(), "error": errors}
+        self._write()
 
     async def _apply(self, plan: ReloadPlan) -> None:
         new = plan.config
@@ -193,6 +278,7 @@ class Agent:
             for stream in self.streams.values():
                 stream.view_json = None
         self.cfg, self.needs_restart = new, plan.needs_restart
+        LOG_FILTER.secrets = new.secrets
         self.host.ffmpeg, self.host.recordings_root, self.host.secrets = (
             new.node.ffmpeg, new.recordings_root, new.secrets)
         jobs = [self.streams.pop(sid).close() for sid in plan.remove]
@@ -201,7 +287,12 @@ class Agent:
                 self.streams[sid] = Stream(new.streams[sid], self.host)
         touched = plan.start + plan.restart + plan.stop + plan.update
         jobs += [self.streams[sid].apply(new.streams[sid], restart=sid in plan.restart) for sid in touched]
-        await asyncio.gather(*jobs)
+        self._check_fd_limit(raise_limit=False)
+        # Every job runs to its end even if one fails: no stream is left half-applied.
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
 
     async def restart_stream(self, sid: str) -> None:
         """Restart one stream now (reason ``manual``); KeyError if unknown."""
@@ -230,28 +321,76 @@ class Agent:
         elif self._flush_handle is None and self.status != "stopped":
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._write)
 
-    def _write(self) -> None:
+    def _write(self) -> bool:
+        """Write the snapshot now; never raises (a full or vanished /run must not stop the agent)."""
         if self._flush_handle:
             self._flush_handle.cancel()
             self._flush_handle = None
-        snapshot.write_atomic(self.snapshot_path, self.view_json())
-        self._written_at, self._progress_dirty = time.monotonic(), False
+        try:
+            try:
+                snapshot.write_atomic(self.snapshot_path, self.view_json())
+            except FileNotFoundError:  # the runtime_dir was removed: put it back
+                self._restore_runtime_dir()
+                snapshot.write_atomic(self.snapshot_path, self.view_json())
+        except OSError as exc:
+            self._write_pending = True  # the heartbeat tries again
+            self._report_write_error(exc)
+            return False
+        self._written_at, self._progress_dirty, self._write_pending = time.monotonic(), False, False
+        return True
+
+    def _report_write_error(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._write_error_logged_at >= WRITE_ERROR_LOG_INTERVAL:
+            self._write_error_logged_at = now
+            log.error("cannot write snapshot %s: %s; retrying every second", self.snapshot_path, exc)
 
     def _beat(self) -> None:
         """Once a second: prove liveness (touch), flush progress now and then, pet the watchdog."""
         try:
-            if self._progress_dirty and time.monotonic() - self._written_at >= PROGRESS_FLUSH_INTERVAL:
-                self._write()
-            else:
-                snapshot.touch(self.snapshot_path)
-        except FileNotFoundError:  # someone removed it: put it back
+            self._refresh_snapshot()
+        except Exception:  # the heartbeat must outlive any error, or the agent looks dead
+            log.exception("heartbeat failed")
+        finally:
+            if self.notifier.watchdog_interval:
+                self.notifier.notify(WATCHDOG=1)
+            interval = min(snapshot.HEARTBEAT_INTERVAL, self.notifier.watchdog_interval or 1e9)
+            self._heartbeat = asyncio.get_running_loop().call_later(interval, self._beat)
+
+    def _refresh_snapshot(self) -> None:
+        progress_due = self._progress_dirty and time.monotonic() - self._written_at >= PROGRESS_FLUSH_INTERVAL
+        if self._write_pending or progress_due:
+            self._write()
+            return
+        try:
+            snapshot.touch(self.snapshot_path)
+        except FileNotFoundError:  # the file or the whole runtime_dir was removed
             self._write()
         except OSError as exc:
-            log.error("cannot update snapshot %s: %s", self.snapshot_path, exc)
-        if self.notifier.watchdog_interval:
-            self.notifier.notify(WATCHDOG=1)
-        interval = min(snapshot.HEARTBEAT_INTERVAL, self.notifier.watchdog_interval or 1e9)
-        self._heartbeat = asyncio.get_running_loop().call_later(interval, self._beat)
+            self._report_write_error(exc)
+
+    def _restore_runtime_dir(self) -> None:
+        """Recreate a removed runtime_dir with its lock and control socket."""
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        log.warning("runtime_dir %s was removed: recreated it", self.runtime_dir)
+        if not (self.runtime_dir / snapshot.LOCK_NAME).exists():
+            old = self._lock_fd
+            try:
+                self._take_lock()
+            except AlreadyRunning as exc:
+                log.error("%s", exc)
+            else:
+                if old is not None:
+                    os.close(old)
+        if self._control is not None and self.status != "stopped":
+            asyncio.get_running_loop().create_task(self._control.rebind())
+
+    def _check_fd_limit(self, *, raise_limit: bool) -> None:
+        import resource
+        soft = raise_nofile_limit()[0] if raise_limit else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        warning = fd_warning(sum(s.enabled for s in self.cfg.streams.values()), soft)
+        if warning:
+            log.warning("%s", warning)
 
     def view_json(self) -> str:
         """The snapshot as it is right now, as JSON text."""

@@ -31,6 +31,8 @@ def restart_delay(policy: RestartPolicy, attempt: int, *, rand: float | None = N
         raise ValueError("attempt counts from 1")
     r = random.random() if rand is None else rand
     base = min(policy.max_delay, policy.initial_delay * _growth(policy, attempt - 1))
+    if not math.isfinite(base):  # an infinite max_delay from code that skipped validation
+        base = policy.initial_delay
     jittered = base * (1.0 + policy.jitter * (2.0 * r - 1.0))
     return max(0.0, min(policy.max_delay, jittered))
 
@@ -40,8 +42,12 @@ def _growth(policy: RestartPolicy, steps: int) -> float:
     anyway, so a camera down for months (huge attempt counts) can't overflow it."""
     if policy.multiplier <= 1.0 or policy.initial_delay >= policy.max_delay:
         return 1.0
-    steps_to_cap = math.ceil(math.log(policy.max_delay / policy.initial_delay, policy.multiplier))
-    return policy.multiplier ** min(steps, steps_to_cap)
+    try:
+        steps_to_cap = math.ceil(math.log(policy.max_delay / policy.initial_delay, policy.multiplier))
+        return policy.multiplier ** min(steps, steps_to_cap)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        # Only reachable with extreme policies (config validation refuses them): the cap it is.
+        return math.inf
 
 
 def next_attempt(policy: RestartPolicy, attempt: int, uptime: float) -> int:

@@ -29,7 +29,7 @@ def agent_main(argv: list[str] | None = None) -> int:
         return 1
     if args.check:
         enabled = sum(s.enabled for s in cfg.streams.values())
-        for warning in _missing_programs(cfg):
+        for warning in _missing_programs(cfg) + _fd_limit(enabled):
             print(f"warning: {warning}", file=sys.stderr)
         print(f"ok: {args.config}: {len(cfg.streams)} streams ({enabled} enabled)")
         return 0
@@ -50,6 +50,16 @@ def _missing_programs(cfg) -> list[str]:
             for prog, key in wanted.items() if shutil.which(prog) is None]
 
 
+def _fd_limit(enabled: int) -> list[str]:
+    """The descriptor budget as the agent will have it (it raises soft to hard at start)."""
+    import resource
+
+    from .limits import fd_warning
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    warning = fd_warning(enabled, hard if hard != resource.RLIM_INFINITY else 1 << 30)
+    return [warning] if warning else []
+
+
 async def _run_agent(cfg) -> int:
     from .agent import AlreadyRunning, Agent
     agent = Agent(cfg)
@@ -65,9 +75,12 @@ async def _run_agent(cfg) -> int:
 
 
 def _setup_logging(level: str) -> None:
+    from .redact import LOG_FILTER
     # Under systemd the journal stamps each line already.
     fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s"
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # no record leaves unredacted
+        handler.addFilter(LOG_FILTER)
 
 
 def vasctl_main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,8 @@ class NodeConfig:
 
     runtime_dir: Path = Path("/run/vas")
     ffmpeg: str = "ffmpeg"
+    #: On SIGTERM, readiness goes 503 this long before streams stop (load balancers notice).
+    drain_period: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     """Read and validate ``path``; raise :class:`ConfigError` listing every problem."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = yamlsrc.read_source(path)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
@@ -108,7 +110,7 @@ def runtime_dir_of(path: str | os.PathLike[str]) -> Path:
     """
     path = Path(path)
     try:
-        doc = yamlsrc.parse(path.read_bytes())
+        doc = yamlsrc.parse(yamlsrc.read_source(path))
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}; pass --config FILE or --socket PATH") from None
     except yamlsrc.SourceError as exc:

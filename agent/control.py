@@ -6,6 +6,7 @@ disabled, 422 invalid config.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,17 +19,33 @@ if TYPE_CHECKING:
     from .agent import Agent
 
 AGENT_KEY = web.AppKey("agent", object)
+log = logging.getLogger("vas.control")
 
 
 def create_app(agent: Agent) -> web.Application:
     """The control API as an aiohttp application."""
-    app = web.Application()
+    app = web.Application(middlewares=[_json_errors])
     app[AGENT_KEY] = agent
     app.router.add_get("/status", _status)
     app.router.add_post("/reload", _reload)
     app.router.add_post("/streams/{id}/restart", _restart)
     app.router.add_post("/recordings/cleanup", _cleanup)
     return app
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every failure answers JSON with a reason, never aiohttp's bare text 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json":
+            raise
+        return _error(exc.status, exc.reason)
+    except Exception as exc:
+        from .redact import redact
+        log.exception("control: %s %s failed", request.method, request.path)
+        return _error(500, f"internal error: {redact(repr(exc), _agent(request).cfg.secrets)}")
 
 
 def _agent(request: web.Request) -> Agent:
@@ -44,13 +61,15 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _reload(request: web.Request) -> web.Response:
-    from .agent import ReloadInProgress
+    from .agent import ReloadFailed, ReloadInProgress
     try:
         plan = await _agent(request).reload()
     except ReloadInProgress as exc:
         return _error(409, f"{exc}; try again when it is done")
     except ConfigError as exc:
         return _error(422, "invalid config, nothing changed", details=exc.errors)
+    except ReloadFailed as exc:
+        return _error(500, f"reload failed: {exc}", details=[str(exc)])
     return web.json_response({
         "ok": True, "summary": plan.summary(), "started": plan.start, "restarted": plan.restart,
         "stopped": plan.stop + plan.remove, "updated": plan.update,
@@ -88,16 +107,31 @@ class ControlServer:
     def __init__(self, agent: Agent, path: Path) -> None:
         self.path = path
         self._runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False)
+        self._site: web.UnixSite | None = None
 
     async def start(self) -> None:
         await self._runner.setup()
+        await self._bind()
+
+    async def _bind(self) -> None:
         # The caller holds the runtime_dir lock, so a socket file here is a dead agent's.
         self.path.unlink(missing_ok=True)
         old_umask = os.umask(0o117)  # created 0660: no window with a wider mode
         try:
-            await web.UnixSite(self._runner, str(self.path)).start()
+            self._site = web.UnixSite(self._runner, str(self.path))
+            await self._site.start()
         finally:
             os.umask(old_umask)
+
+    async def rebind(self) -> None:
+        """Listen again at ``path`` (its file was removed with the runtime_dir)."""
+        try:
+            if self._site is not None:
+                await self._site.stop()
+            await self._bind()
+            log.warning("control socket %s recreated", self.path)
+        except OSError as exc:
+            log.error("cannot recreate control socket %s: %s", self.path, exc)
 
     async def close(self) -> None:
         await self._runner.cleanup()

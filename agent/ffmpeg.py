@@ -6,6 +6,7 @@ Progress always goes to the child's stdout (``-progress pipe:1``).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ STATS_PERIOD = PROGRESS_PERIOD
 #: RTSP socket I/O timeout: a silent camera makes FFmpeg exit instead of hang.
 RTSP_TIMEOUT_US = 10_000_000
 LIVE_PLAYLIST_SIZE = 6
+#: A report is a dozen short lines: a longer unfinished line, or more keys, is junk.
+PROGRESS_LINE_MAX = 4096
+PROGRESS_KEYS_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,8 @@ class ProgressParser:
     """Turns the ``key=value`` stream of ``-progress`` into :class:`Progress` reports.
 
     Feed it raw bytes as they arrive; a report is complete at its
-    ``progress=continue|end`` line.  Unknown keys and junk lines are ignored.
+    ``progress=continue|end`` line.  Unknown keys and junk lines are ignored,
+    and memory stays bounded whatever the child writes.
     """
 
     def __init__(self) -> None:
@@ -128,7 +133,8 @@ class ProgressParser:
     def feed(self, data: bytes) -> list[Progress]:
         """All reports completed by ``data`` (usually zero or one)."""
         lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
+        # The tail of an endless line is junk either way: keep only what a real line could be.
+        self._partial = lines.pop()[-PROGRESS_LINE_MAX:]
         reports = []
         for line in lines:
             key, sep, value = line.strip().partition(b"=")
@@ -137,8 +143,8 @@ class ProgressParser:
             if key == b"progress":
                 reports.append(self._report(value == b"end"))
                 self._fields = {}
-            else:
-                self._fields[key] = value
+            elif key in self._fields or len(self._fields) < PROGRESS_KEYS_MAX:
+                self._fields[key] = value[:64]
         return reports
 
     def _report(self, ended: bool) -> Progress:
@@ -158,6 +164,7 @@ def _int(raw: bytes | None) -> int:
 
 def _float(raw: bytes | None) -> float:
     try:
-        return float(raw) if raw else 0.0
+        value = float(raw) if raw else 0.0
     except ValueError:
         return 0.0
+    return value if math.isfinite(value) else 0.0  # "nan" would make the snapshot invalid JSON

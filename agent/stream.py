@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import backoff
+from .blocking import in_thread
 from .config import StreamConfig
 from .redact import redact
 from .ffmpeg import Launch, Progress, ProgressParser, build_argv, start_stamp
@@ -20,6 +22,12 @@ from .states import StreamState, check_transition
 
 log = logging.getLogger("vas.stream")
 STDERR_LINES = 20
+#: Longer stderr lines are cut (after redaction): 20 lines of 64 KiB per stream add up.
+STDERR_LINE_MAX = 1000
+#: Creating the recording directory longer than this (a hung NFS root) fails the start.
+MKDIR_TIMEOUT = 5.0
+#: The retry delay after an internal error when the policy's own cap is unusable.
+FALLBACK_DELAY = 60.0
 #: After this many consecutive failures, failures are logged at most every QUIET_LOG_INTERVAL.
 LOUD_FAILURES = 3
 QUIET_LOG_INTERVAL = 300.0
@@ -36,6 +44,8 @@ class Host:
     recordings_root: Path
     secrets: frozenset[str]
     on_change: Callable[[bool], None]  # True: state changed (write now); False: counters only
+    #: Set once the agent is shutting down: no stream starts a process after that.
+    stopping: bool = False
 
 
 class Stream:
@@ -63,6 +73,8 @@ class Stream:
         self._wake = asyncio.Event()
         self._spawn_waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stall: _StallWatch | None = None
+        self._mkdir_busy = False  # a mkdir thread has not returned yet (hung file system)
         self._last_start_ms = 0
 
     @property
@@ -83,7 +95,7 @@ class Stream:
         if self.child:
             await self.child.stop(self.cfg.stop_timeout)
         if self._task:
-            await self._task
+            await asyncio.wait([self._task])  # never raises: a crashed loop must not stop close()
             self._task = None
         self._spawn_done()
         self._set_state(StreamState.STOPPED)
@@ -96,6 +108,7 @@ class Stream:
         """
         if self._task is None:
             return
+        self._revive()
         spawned = self._next_spawn()
         self._pending = reason
         self._wake.set()
@@ -115,6 +128,17 @@ class Stream:
             await spawned
         elif restart:
             await self.restart("config")
+        else:
+            self._revive()
+            if self._stall is not None:
+                self._stall.reconfigure()  # e.g. stall_timeout 0 -> 20s on a running process
+
+    def _revive(self) -> None:
+        """Start the supervision loop again if it ended (a bug): never leave a camera unwatched."""
+        if self._task is not None and self._task.done() and not self._closing:
+            log.error("supervision of %s had ended; starting it again", self.cfg.id)
+            self._task = None
+            self.start()
 
     def _next_spawn(self) -> asyncio.Future[None]:
         """A future resolved once the next process has been started (or failed to)."""
@@ -130,23 +154,47 @@ class Stream:
 
     # -- the supervision loop -------------------------------------------------
     async def _run(self) -> None:
-        while not self._closing:
-            try:
-                reason, uptime = await self._run_once()
-            except Exception:  # a bug must not leave the camera unsupervised
-                log.exception("internal error supervising %s; restarting it", self.cfg.id)
-                reason, uptime = "exit", 0.0
-            if self._closing:
-                break
-            self._count_restart(reason)
-            if reason in ("config", "manual"):
-                continue  # asked for: no backoff
-            self._attempt = backoff.next_attempt(self.cfg.restart, self._attempt, uptime)
-            delay = backoff.restart_delay(self.cfg.restart, self._attempt)
-            if self.state is StreamState.ERROR and self.last_exit:
-                self._log_failure(self.last_exit["description"], delay)
-            await self._back_off(delay)
-            self._pending = None  # a restart asked for during the backoff just ends it early
+        try:
+            while not (self._closing or self.host.stopping):
+                try:
+                    delay = await self._supervise_once()
+                except Exception as exc:  # a bug must not leave the camera unsupervised
+                    delay = await self._internal_error(exc)
+                if delay is not None:
+                    await self._back_off(delay)
+                    self._pending = None  # a restart asked for during the backoff just ends it early
+        finally:
+            self._spawn_done()  # nobody may wait forever on a loop that has ended
+
+    async def _supervise_once(self) -> float | None:
+        """One run and its aftermath: the backoff delay, or None to start again at once."""
+        reason, uptime = await self._run_once()
+        if self._closing or self.host.stopping:
+            return None
+        self._count_restart(reason)
+        if reason in ("config", "manual"):
+            return None  # asked for: no backoff
+        self._attempt = backoff.next_attempt(self.cfg.restart, self._attempt, uptime)
+        delay = backoff.restart_delay(self.cfg.restart, self._attempt)
+        if self.state is StreamState.ERROR and self.last_exit:
+            self._log_failure(self.last_exit["description"], delay)
+        return delay
+
+    async def _internal_error(self, exc: Exception) -> float | None:
+        """Log a bug, show ``error``, stop any child, and retry at the backoff cap."""
+        cap = self.cfg.restart.max_delay
+        delay = cap if math.isfinite(cap) and cap > 0 else FALLBACK_DELAY
+        log.exception("internal error supervising %s (%r); retrying in %gs", self.cfg.id, exc, delay)
+        try:
+            if self.child is not None:
+                await self.child.stop(self.cfg.stop_timeout)
+                self.child = None
+            self._pending = None
+            if self.state is not StreamState.STOPPED:
+                self._failed(f"internal error: {exc!r}", "exit")
+        except Exception:
+            log.exception("cleaning up after the internal error in %s failed", self.cfg.id)
+        return None if self._closing else delay
 
     def _count_restart(self, reason: str) -> None:
         self._pending = None
@@ -155,29 +203,38 @@ class Stream:
 
     async def _run_once(self) -> tuple[str, float]:
         """Spawn and supervise one process; return the restart reason and its uptime."""
-        launch = self._launch()
-        argv = build_argv(self.cfg, launch, ffmpeg=self.host.ffmpeg)
-        parser, stall = ProgressParser(), _StallWatch(self)
-        self._wake.clear()
         self._set_state(StreamState.INITIALIZING)
+        self._wake.clear()
+        launch = self._launch()
+        parser, stall = ProgressParser(), _StallWatch(self)
         try:
+            argv = build_argv(self.cfg, launch, ffmpeg=self.host.ffmpeg)
             if self.cfg.recording.enabled:
-                launch.recording_dir.mkdir(parents=True, exist_ok=True)
+                await self._make_dir(launch.recording_dir)
+            if self._closing or self.host.stopping:
+                return self._pending or "exit", 0.0
             self.child = await Child.spawn(
                 argv, on_stdout=lambda data: self._on_progress(parser.feed(data), stall),
                 on_stderr=self._on_stderr)
+        except _CannotStart as exc:
+            self._failed(str(exc), "exit")
+            return self._pending or "exit", 0.0
         except OSError as exc:
             self._failed(f"cannot start {argv[0]}: {exc.strerror or exc}", "exit")
             return self._pending or "exit", 0.0
         finally:
             self._spawn_done()
+        self._stall = stall
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
         self._changed(True)
         if self._closing or self._pending:  # close()/restart() came while we were spawning
             await self.child.stop(self.cfg.stop_timeout)
         stall.arm()
-        status = await self.child.wait()
-        stall.cancel()
+        try:
+            status = await self.child.wait()
+        finally:
+            stall.cancel()
+            self._stall = None
         uptime = time.monotonic() - self.child.started_at
         self.child = None
         reason = self._pending or ("stall" if stall.fired else "exit")
@@ -190,6 +247,26 @@ class Stream:
             detail = "no progress for %gs" % self.cfg.stall_timeout if stall.fired else describe_exit(status)
             self._failed(detail, reason, status)
         return reason, uptime
+
+    async def _make_dir(self, path: Path) -> None:
+        """Create the recording directory off the event loop, within MKDIR_TIMEOUT."""
+        if self._mkdir_busy:  # one hung thread per stream at most
+            raise _CannotStart(f"recording directory {path}: an earlier mkdir still hangs")
+        self._mkdir_busy = True
+
+        def mkdir() -> None:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            finally:
+                self._mkdir_busy = False
+
+        try:
+            await in_thread(mkdir, timeout=MKDIR_TIMEOUT, name=f"mkdir:{self.cfg.id}")
+        except TimeoutError:
+            raise _CannotStart(f"recording directory {path}: no answer in {MKDIR_TIMEOUT:g}s "
+                               "(hung file system?)") from None
+        except OSError as exc:
+            raise _CannotStart(f"cannot create recording directory {path}: {exc.strerror or exc}") from None
 
     def _launch(self) -> Launch:
         # Strictly increasing per stream, so two starts in one millisecond can't share names.
@@ -223,7 +300,7 @@ class Stream:
             self._changed(False)
 
     def _on_stderr(self, line: str) -> None:
-        self.stderr.append(redact(line, self.host.secrets))
+        self.stderr.append(redact(line, self.host.secrets)[:STDERR_LINE_MAX])
         self._changed(False)
 
     def _failed(self, detail: str, reason: str, status: int | None = None) -> None:
@@ -257,6 +334,10 @@ class Stream:
         self.host.on_change(state_changed)
 
 
+class _CannotStart(Exception):
+    """The process could not be started; the message says why (shown as the failure)."""
+
+
 class _StallWatch:
     """Kills the child when progress stops advancing for ``stall_timeout``.
 
@@ -277,18 +358,30 @@ class _StallWatch:
             self._last = time.monotonic()
             self._schedule(self._last + timeout)
 
+    def reconfigure(self) -> None:
+        """Follow a changed ``stall_timeout`` on the running process (armed, moved or off)."""
+        was_armed = self._handle is not None
+        self.cancel()
+        timeout = self.stream.cfg.stall_timeout
+        if timeout > 0 and not self.fired:
+            if not was_armed:  # was off: a stream quiet until now gets a full timeout
+                self._last = time.monotonic()
+            self._schedule(self._last + timeout)
+
     def touch(self) -> None:
         self._last = time.monotonic()
 
     def cancel(self) -> None:
         if self._handle:
             self._handle.cancel()
+            self._handle = None
 
     def _schedule(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         self._handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._check)
 
     def _check(self) -> None:
+        self._handle = None
         timeout = self.stream.cfg.stall_timeout
         if timeout <= 0:
             return

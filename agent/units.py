@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Mapping
-from pathlib import Path
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -13,6 +13,10 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
 _SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: No duration in the file may exceed this (100 years): beyond it, time arithmetic overflows.
+MAX_DURATION = 100 * 365 * 86400.0
+#: A ``${file:}`` secret larger than this is refused (``/dev/zero`` must not fill memory).
+SECRET_FILE_MAX = 64 * 1024
 
 
 def parse_duration(value: object) -> float:
@@ -20,13 +24,15 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, (int, float)):
-        if not 0 <= value < math.inf:  # also refuses nan
+        seconds = float(value) if not isinstance(value, int) or value <= MAX_DURATION else math.inf
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) and len(value) < 64 else None
+        if not match:
             raise ValueError
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not 0 <= seconds <= MAX_DURATION:  # also refuses nan and inf (a 400-digit number)
         raise ValueError
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return seconds
 
 
 def parse_size(value: object) -> int:
@@ -34,13 +40,16 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, int):
-        if value < 0:
+        if not 0 <= value < 1 << 62:
             raise ValueError
         return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
+    match = _SIZE.match(value) if isinstance(value, str) and len(value) < 64 else None
     if not match:
         raise ValueError
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if not size < 1 << 62:  # also refuses inf
+        raise ValueError
+    return int(size)
 
 
 class InterpolationError(ValueError):
@@ -78,10 +87,31 @@ def interpolate(text: str, env: Mapping[str, str], secrets: set[str] | None = No
 
 
 def _read_secret_file(path: str) -> str:
+    """A secret file's text: a regular file of at most SECRET_FILE_MAX bytes, UTF-8, no NUL."""
     if not os.path.isabs(path):
         raise InterpolationError(f"secret file path must be absolute, got {path!r}")
     try:
-        # A trailing newline is an editor artefact, never part of a password.
-        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except (OSError, ValueError) as exc:
+        raise InterpolationError(f"cannot read secret file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InterpolationError(f"secret file {path} is not a regular file")
+        data = b""
+        while len(data) <= SECRET_FILE_MAX and (chunk := os.read(fd, SECRET_FILE_MAX + 1 - len(data))):
+            data += chunk
     except OSError as exc:
         raise InterpolationError(f"cannot read secret file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > SECRET_FILE_MAX:
+        raise InterpolationError(f"secret file {path} is larger than {SECRET_FILE_MAX // 1024} KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InterpolationError(f"secret file {path} is not UTF-8 text") from None
+    if "\0" in text:
+        raise InterpolationError(f"secret file {path} contains a NUL byte")
+    # A trailing newline is an editor artefact, never part of a password.
+    return text.rstrip("\r\n")

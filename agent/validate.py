@@ -37,15 +37,23 @@ class Validator:
     # -- reporting ---------------------------------------------------------
     def error(self, keypath: tuple, message: str) -> None:
         line = self.doc.line(keypath) or 1  # an empty file has no lines at all
-        key = ".".join(str(k) for k in keypath) or "(top level)"
+        # Key paths too: a URL pasted as a stream id carries its password.
+        key = redact(".".join(str(k) for k in keypath), self.secrets) or "(top level)"
         self.errors.append(f"{self.path}:{line}: {key}: {redact(message, self.secrets)}")
+
+    def show(self, value: Any) -> str:
+        """A value as an error message quotes it: short, repr-like, secrets hidden.
+
+        Redacted before it is cut: a secret cut in half would no longer match.
+        """
+        return _clip(redact(repr(value), self.secrets))
 
     def mapping(self, keypath: tuple, value: Any, allowed: frozenset[str]) -> dict:
         """``value`` as a dict with only ``allowed`` keys (errors reported, {} on failure)."""
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.error(keypath, f"expected a mapping, got {_show(value)}")
+            self.error(keypath, f"expected a mapping, got {self.show(value)}")
             return {}
         for key in value:
             if key not in allowed:
@@ -57,48 +65,60 @@ class Validator:
     # -- scalar checks -------------------------------------------------------
     def text(self, keypath: tuple, value: Any, *, secret: bool = False, template: bool = False) -> str | None:
         if not isinstance(value, str):
-            self.error(keypath, f"expected a string, got {_show(value)}")
+            self.error(keypath, f"expected a string, got {self.show(value)}")
             return None
         try:
-            return interpolate(value, self.env, self.secrets if secret else None, template=template)
+            text = interpolate(value, self.env, self.secrets if secret else None, template=template)
         except InterpolationError as exc:
             self.error(keypath, str(exc))
             return None
+        if "\0" in text:  # no program argument or path can carry one
+            self.error(keypath, f"contains a NUL byte: {self.show(value)}")
+            return None
+        return text
 
-    def duration(self, keypath: tuple, value: Any, *, positive: bool = False) -> float | None:
+    def duration(self, keypath: tuple, value: Any, *, positive: bool = False,
+                 lo: float = 0.0, hi: float | None = None) -> float | None:
+        """Seconds; with ``positive`` more than 0; within ``lo``..``hi`` unless 0 is allowed."""
         try:
             seconds = parse_duration(value)
         except (ValueError, TypeError):
-            self.error(keypath, f"expected a duration like 20s, got {_show(value)}")
+            self.error(keypath, f"expected a duration like 20s, got {self.show(value)}")
             return None
         if positive and seconds <= 0:
-            self.error(keypath, f"must be greater than 0, got {_show(value)}")
+            self.error(keypath, f"must be greater than 0, got {self.show(value)}")
+            return None
+        if seconds and seconds < lo:
+            self.error(keypath, f"must be at least {_human(lo)}, got {self.show(value)}")
+            return None
+        if hi is not None and seconds > hi:
+            self.error(keypath, f"must be at most {_human(hi)}, got {self.show(value)}")
             return None
         return seconds
 
     def stall_timeout(self, keypath: tuple, value: Any) -> float | None:
-        seconds = self.duration(keypath, value)
+        seconds = self.duration(keypath, value, hi=DAY)
         if seconds is not None and 0 < seconds < MIN_STALL_TIMEOUT:
             self.error(keypath, f"must be 0 (off) or at least {MIN_STALL_TIMEOUT:g}s (FFmpeg reports "
-                       f"progress every {PROGRESS_PERIOD:g}s), got {_show(value)}")
+                       f"progress every {PROGRESS_PERIOD:g}s), got {self.show(value)}")
             return None
         return seconds
 
     def number(self, keypath: tuple, value: Any, lo: float, hi: float) -> float | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            self.error(keypath, f"expected a number from {lo:g} to {hi:g}, got {_show(value)}")
+            self.error(keypath, f"expected a number from {lo:g} to {hi:g}, got {self.show(value)}")
             return None
         return float(value)
 
     def boolean(self, keypath: tuple, value: Any) -> bool | None:
         if not isinstance(value, bool):
-            self.error(keypath, f"expected true or false, got {_show(value)}")
+            self.error(keypath, f"expected true or false, got {self.show(value)}")
             return None
         return value
 
     def strings(self, keypath: tuple, value: Any, *, template: bool = False) -> tuple[str, ...] | None:
         if not isinstance(value, list):
-            self.error(keypath, f"expected a list of strings, got {_show(value)}")
+            self.error(keypath, f"expected a list of strings, got {self.show(value)}")
             return None
         items = [self.text(keypath + (i,), v, secret=True, template=template) for i, v in enumerate(value)]
         return None if any(i is None for i in items) else tuple(items)  # type: ignore[arg-type]
@@ -115,12 +135,15 @@ class Validator:
     # -- the document --------------------------------------------------------
     def config(self, raw: bytes) -> Config:
         top = self.mapping((), self.doc.value if self.doc.value is not None else {},
-                           frozenset({"version", "node", "recordings", "defaults", "streams"}))
+                           frozenset({"version", "node", "recordings", "defaults", "streams", "exporter"}))
         version = top.get("version")
         if type(version) is not int or version != 1:  # YAML's `true` must not pass as 1
-            self.error(("version",), f"expected 1, got {_show(top.get('version'))}"
+            self.error(("version",), f"expected 1, got {self.show(top.get('version'))}"
                        if "version" in top else "required key is missing (write 'version: 1')")
         node = self.node(top.get("node"))
+        exporter = top.get("exporter")  # its keys are vas-exporter's: `vas-exporter --check`
+        if exporter is not None and not isinstance(exporter, dict):
+            self.error(("exporter",), f"expected a mapping, got {self.show(exporter)}")
         rec = self.mapping(("recordings",), top.get("recordings"), frozenset({"root"}))
         root = self.directory(("recordings", "root"), rec.get("root", "/var/lib/vas/recordings"))
         defaults = self.layer(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
@@ -132,24 +155,26 @@ class Validator:
                       recordings_root=root, streams=streams, secrets=frozenset(self.secrets))  # type: ignore[arg-type]
 
     def node(self, value: Any) -> NodeConfig:
-        node = self.mapping(("node",), value, frozenset({"runtime_dir", "ffmpeg"}))
+        node = self.mapping(("node",), value, frozenset({"runtime_dir", "ffmpeg", "drain_period"}))
         runtime = self.directory(("node", "runtime_dir"), node.get("runtime_dir", "/run/vas"))
         ffmpeg = self.text(("node", "ffmpeg"), node.get("ffmpeg", "ffmpeg"))
-        return NodeConfig(runtime_dir=runtime or Path("/run/vas"), ffmpeg=ffmpeg or "ffmpeg")
+        drain = self.duration(("node", "drain_period"), node.get("drain_period", 5.0), hi=600)
+        return NodeConfig(runtime_dir=runtime or Path("/run/vas"), ffmpeg=ffmpeg or "ffmpeg",
+                          drain_period=5.0 if drain is None else drain)
 
     def streams(self, value: Any, defaults: dict) -> dict[str, StreamConfig]:
         if value is None:
             self.error(("streams",), "required key is missing (a mapping of stream id to settings)")
             return {}
         if not isinstance(value, dict):
-            self.error(("streams",), f"expected a mapping of stream id to settings, got {_show(value)}")
+            self.error(("streams",), f"expected a mapping of stream id to settings, got {self.show(value)}")
             return {}
         out = {}
         for sid, settings in value.items():
             if not isinstance(sid, str) or not STREAM_ID.fullmatch(sid):
                 # YAML reads `101:` as a number (and `007:` as 7): ask for quotes.
                 hint = " (quote it: '...')" if not isinstance(sid, str) else ""
-                self.error(("streams", sid), f"stream id must match {STREAM_ID.pattern}, got {_show(sid)}{hint}")
+                self.error(("streams", sid), f"stream id must match {STREAM_ID.pattern}, got {self.show(sid)}{hint}")
                 continue
             stream = self.stream(sid, settings, defaults)
             if stream is not None:
@@ -206,22 +231,30 @@ class Validator:
         if policy.max_delay < policy.initial_delay:
             self.error(base + ("restart", "max_delay"),
                        f"must be at least initial_delay ({policy.initial_delay:g}s), got {policy.max_delay:g}s")
+        if policy.multiplier == 1 and policy.initial_delay < 1:
+            self.error(base + ("restart", "initial_delay"), "with multiplier 1 the delay never grows: "
+                       f"must be at least 1s, got {policy.initial_delay:g}s")
         command = fields.get("command")
         if command is not None:
             self.command_rules(base + ("command",), command)
         elif "url" not in fields:
             self.error(base + ("url",), "required key is missing (the camera's rtsp:// URL)")
         elif fields["url"] is not None and not fields["url"].startswith(("rtsp://", "rtsps://")):
-            self.error(base + ("url",), f"expected an rtsp:// or rtsps:// URL, got {_show(redact_url(fields['url']))}")
+            self.error(base + ("url",), f"expected an rtsp:// or rtsps:// URL, got {self.show(redact_url(fields['url']))}")
 
     def command_rules(self, keypath: tuple, command: tuple[str, ...]) -> None:
         import string  # local: only verbatim commands need it
         used: set[str] = set()
         for i, arg in enumerate(command):
             try:
-                used.update(f for _, f, _, _ in string.Formatter().parse(arg) if f is not None)
+                fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(arg) if f is not None]
             except ValueError as exc:
-                self.error(keypath + (i,), f"bad placeholder in {_show(arg)}: {exc} (write {{{{ for a literal brace)")
+                self.error(keypath + (i,), f"bad placeholder in {self.show(arg)}: {exc} (write {{{{ for a literal brace)")
+                continue
+            used.update(f for f, _, _ in fields)
+            if any(spec or conv for _, spec, conv in fields):
+                # {url!r} or {url:>9} would be applied by str.format: only plain names are filled in.
+                self.error(keypath + (i,), f"placeholders take no conversion or format spec, got {self.show(arg)}")
         unknown = sorted(used - COMMAND_PLACEHOLDERS)
         if unknown:
             self.error(keypath, f"unknown placeholder {{{unknown[0]}}}; known: "
@@ -234,7 +267,7 @@ class Validator:
 
 def _transport(v: Validator, keypath: tuple, value: Any) -> str | None:
     if value not in RTSP_TRANSPORTS:
-        v.error(keypath, f"expected one of {', '.join(RTSP_TRANSPORTS)}, got {_show(value)}")
+        v.error(keypath, f"expected one of {', '.join(RTSP_TRANSPORTS)}, got {v.show(value)}")
         return None
     return value
 
@@ -246,20 +279,22 @@ _FIELD_CHECKS: dict[str, _SchemaFn] = {
     "input_args": Validator.strings,
     "command": lambda v, k, x: v.strings(k, x, template=True),
     "stall_timeout": lambda v, k, x: v.stall_timeout(k, x),
-    "stop_timeout": lambda v, k, x: v.duration(k, x, positive=True),
+    "stop_timeout": lambda v, k, x: v.duration(k, x, positive=True, lo=0.1, hi=600),
     "rtsp_transport": _transport,
 }
+DAY = 86400.0
 _RESTART_CHECKS: dict[str, _SchemaFn] = {
-    # 0 would stay 0 however often it is multiplied: a hot restart loop.
-    "initial_delay": lambda v, k, x: v.duration(k, x, positive=True),
+    # 0 (or 1e-250) would stay tiny however often it is multiplied: a hot restart loop.
+    "initial_delay": lambda v, k, x: v.duration(k, x, positive=True, lo=0.001, hi=3600),
     "multiplier": lambda v, k, x: v.number(k, x, 1, 100),
-    "max_delay": lambda v, k, x: v.duration(k, x, positive=True),
+    # At least 1s: a camera that stays down is retried at the cap, forever.
+    "max_delay": lambda v, k, x: v.duration(k, x, positive=True, lo=1, hi=DAY),
     "jitter": lambda v, k, x: v.number(k, x, 0, 1),
-    "stable_after": Validator.duration,
+    "stable_after": lambda v, k, x: v.duration(k, x, hi=DAY),
 }
 _RECORDING_CHECKS: dict[str, _SchemaFn] = {
     "enabled": Validator.boolean,
-    "segment_duration": lambda v, k, x: v.duration(k, x, positive=True),
+    "segment_duration": lambda v, k, x: v.duration(k, x, positive=True, lo=0.1, hi=3600),
     "retention": Validator.duration,
 }
 _SECTIONS: dict[str, dict[str, _SchemaFn]] = {"restart": _RESTART_CHECKS, "recording": _RECORDING_CHECKS}
@@ -268,7 +303,13 @@ _DEFAULT_KEYS = frozenset({"enabled", "input_args", "stall_timeout", "stop_timeo
 _STREAM_KEYS = _DEFAULT_KEYS | {"name", "url", "command"}
 
 
-def _show(value: Any) -> str:
-    """A value as an error message quotes it (short, repr-like, URL passwords hidden)."""
-    text = redact_url(repr(value))
-    return text if len(text) <= 60 else text[:57] + "..."
+def _human(seconds: float) -> str:
+    """``1ms``, ``0.1s``, ``10m``, ``1d``: a bound as an operator would write it."""
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -61,6 +61,7 @@ class AgentProcess:
     def write_config(self, config: dict[str, Any]) -> None:
         config = {"version": 1, **config}
         config.setdefault("node", {}).setdefault("runtime_dir", str(self.runtime_dir))
+        config["node"].setdefault("drain_period", "0s")  # tests that drain set their own
         config.setdefault("recordings", {}).setdefault("root", str(self.recordings))
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 

@@ -343,7 +343,7 @@ def test_unreadable_secret_file(tmp_path):
     secret.mkdir()
     path = one_stream(tmp_path, f"url: rtsp://admin:${{file:{secret}}}@cam/\n")
     assert errors(path) == [
-        f"{path}:4: streams.lobby.url: cannot read secret file {secret}: Is a directory"]
+        f"{path}:4: streams.lobby.url: secret file {secret} is not a regular file"]
 
 
 def test_relative_secret_file_path(tmp_path):

@@ -112,7 +112,7 @@ def test_secret_file_errors(tmp_path):
     assert str(info.value) == f"cannot read secret file {tmp_path}/nope: No such file or directory"
     with pytest.raises(InterpolationError) as info:
         interpolate(f"${{file:{tmp_path}}}", {})
-    assert str(info.value) == f"cannot read secret file {tmp_path}: Is a directory"
+    assert str(info.value) == f"secret file {tmp_path} is not a regular file"
 
 
 def test_unclosed_reference_is_an_error_not_literal_text():
