@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import config as config_mod
@@ -62,9 +63,11 @@ class ReloadFailed(RuntimeError):
 class Agent:
     """Keeps every configured stream running.  ``start()``, then ``close()`` once done."""
 
-    def __init__(self, cfg: config_mod.Config, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, cfg: config_mod.Config, *, env: dict[str, str] | None = None,
+                 loader: Callable[..., config_mod.Config] = config_mod.load) -> None:
         self.cfg = cfg
         self.env = env
+        self._loader = loader  # config_mod.load; tests pass one that blocks like a hung mount
         self.started_at = time.time()
         self.streams: dict[str, Stream] = {}
         self.status = "starting"
@@ -252,7 +255,7 @@ class Agent:
         # Parsing a big file takes tens of ms: keep the event loop (and the streams) responsive.
         # A daemon thread: a read stuck on a FIFO or hung mount must not block shutdown.
         self._parsing = asyncio.ensure_future(in_thread(
-            lambda: config_mod.load(self.cfg.path, self.env), timeout=LOAD_TIMEOUT, name="vas-config"))
+            lambda: self._loader(self.cfg.path, self.env), timeout=LOAD_TIMEOUT, name="vas-config"))
         try:
             return await self._parsing
         except asyncio.CancelledError:

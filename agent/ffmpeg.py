@@ -20,9 +20,9 @@ STATS_PERIOD = PROGRESS_PERIOD
 #: RTSP socket I/O timeout: a silent camera makes FFmpeg exit instead of hang.
 RTSP_TIMEOUT_US = 10_000_000
 LIVE_PLAYLIST_SIZE = 6
-#: A report is a dozen short lines: a longer unfinished line, or more keys, is junk.
+#: A report is a dozen short lines: a longer unfinished line is junk.
 PROGRESS_LINE_MAX = 4096
-PROGRESS_KEYS_MAX = 64
+_PROGRESS_KEYS = frozenset({b"frame", b"fps", b"total_size", b"out_time_us", b"out_time_ms"})
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class ProgressParser:
             if key == b"progress":
                 reports.append(self._report(value == b"end"))
                 self._fields = {}
-            elif key in self._fields or len(self._fields) < PROGRESS_KEYS_MAX:
+            elif key in _PROGRESS_KEYS:  # only what a report uses: junk keys cannot pile up
                 self._fields[key] = value[:64]
         return reports
 

@@ -24,15 +24,23 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError  # .inf and .nan are not durations
         seconds = float(value) if not isinstance(value, int) or value <= MAX_DURATION else math.inf
     else:
-        match = _DURATION.match(value) if isinstance(value, str) and len(value) < 64 else None
+        match = _DURATION.match(value) if isinstance(value, str) else None
         if not match:
             raise ValueError
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if not 0 <= seconds <= MAX_DURATION:  # also refuses nan and inf (a 400-digit number)
+    if seconds > MAX_DURATION:  # also a 400-digit number (inf)
+        raise DurationTooLarge
+    if not 0 <= seconds:  # also refuses nan
         raise ValueError
     return seconds
+
+
+class DurationTooLarge(ValueError):
+    """A well-formed duration above :data:`MAX_DURATION`."""
 
 
 def parse_size(value: object) -> int:

@@ -16,7 +16,7 @@ from .backoff import RestartPolicy
 from .config import (COMMAND_PLACEHOLDERS, MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RTSP_TRANSPORTS,
                      STREAM_ID, Config, ConfigError, NodeConfig, RecordingConfig, StreamConfig)
 from .redact import redact, redact_url
-from .units import InterpolationError, interpolate, parse_duration
+from .units import MAX_DURATION, DurationTooLarge, InterpolationError, interpolate, parse_duration
 
 #: Validated streams by (id, source value, defaults source): see ``Validator.stream``.
 _STREAM_CACHE: dict[tuple[str, str, str], StreamConfig] = {}
@@ -82,6 +82,9 @@ class Validator:
         """Seconds; with ``positive`` more than 0; within ``lo``..``hi`` unless 0 is allowed."""
         try:
             seconds = parse_duration(value)
+        except DurationTooLarge:
+            self.error(keypath, f"must be at most {_human(hi or MAX_DURATION)}, got {self.show(value)}")
+            return None
         except (ValueError, TypeError):
             self.error(keypath, f"expected a duration like 20s, got {self.show(value)}")
             return None

@@ -69,10 +69,11 @@ class AgentProcess:
         self.config_path.write_text(text)
 
     # -- process --------------------------------------------------------------
-    def start(self, extra_env: dict[str, str] | None = None) -> "AgentProcess":
+    def start(self, extra_env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> "AgentProcess":
+        """Run the agent (``prefix``: a command in front, e.g. ``prlimit --nofile=...``)."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(BIN / "vas-agent"), "--config", str(self.config_path)],
+            [*prefix, str(BIN / "vas-agent"), "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(extra_env or {})},
             start_new_session=True)
         log.close()

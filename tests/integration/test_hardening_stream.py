@@ -1,0 +1,134 @@
+"""Regressions from the core review with real child processes, in-process: a
+supervision loop that died silently, waiters that waited forever, a stall_timeout
+not applied in place, and a shutdown held up (or undone) by a reload."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agent import config as config_mod
+from agent.agent import Agent, ReloadInProgress
+from agent.backoff import RestartPolicy
+from agent.config import RecordingConfig, StreamConfig
+from agent.states import StreamState
+from agent.stream import Host, Stream
+
+from .harness import alive
+
+pytestmark = pytest.mark.integration
+
+#: One progress report, then silence: a process that stalls at once.
+REPORT_THEN_HANG = ("/bin/sh", "-c", "printf 'frame=1\\nprogress=continue\\n'; exec sleep 600", "{progress}")
+QUICK = RestartPolicy(initial_delay=0.05, multiplier=2, max_delay=0.5, jitter=0, stable_after=60)
+
+
+def stream_config(command: tuple[str, ...], **kw) -> StreamConfig:
+    return StreamConfig(id="cam", url="rtsp://admin:pw@cam/", command=command, restart=QUICK,
+                        stall_timeout=0, stop_timeout=2, recording=RecordingConfig(enabled=False), **kw)
+
+
+def host(tmp_path: Path) -> Host:
+    return Host(ffmpeg="ffmpeg", recordings_root=tmp_path, secrets=frozenset(), on_change=lambda _: None)
+
+
+async def wait_until(check, timeout: float, what: str) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_a_command_that_cannot_be_built_shows_error_and_restart_still_answers(tmp_path, caplog):
+    # "{url!x}" passed validation before the fix and raised inside format_map.
+    stream = Stream(stream_config(("/bin/true", "{url!x}", "{progress}")), host(tmp_path))
+    stream.start()
+    await wait_until(lambda: stream.state is StreamState.ERROR, 5, "error state")
+    assert "internal error" in stream.last_exit["description"]
+    assert "internal error supervising cam" in caplog.text
+    await asyncio.wait_for(stream.restart("manual"), 5)  # used to wait forever
+    await asyncio.wait_for(stream.apply(stream.cfg, restart=True), 5)
+    await asyncio.wait_for(stream.close(), 5)
+    assert stream.state is StreamState.STOPPED
+
+
+async def test_a_loop_that_ended_is_revived_by_restart(tmp_path):
+    stream = Stream(stream_config(REPORT_THEN_HANG), host(tmp_path))
+    stream.start()
+    await wait_until(lambda: stream.state is StreamState.LIVE, 5, "live")
+    first = stream.pid
+    stream._task.cancel()  # the loop ends, as an unexpected BaseException would end it
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(stream.restart("manual"), 5)
+    await wait_until(lambda: stream.pid not in (None, first), 5, "a new process")
+    await asyncio.wait_for(stream.close(), 5)
+    assert not alive(first)
+
+
+async def test_stall_timeout_from_0_to_positive_arms_the_running_process(tmp_path):
+    stream = Stream(stream_config(REPORT_THEN_HANG), host(tmp_path))
+    stream.start()
+    await wait_until(lambda: stream.state is StreamState.LIVE, 5, "live")
+    pid = stream.pid
+    await stream.apply(dataclasses.replace(stream.cfg, stall_timeout=1.0), restart=False)
+    await wait_until(lambda: stream.restart_reasons["stall"] == 1, 6, "a stall restart")
+    assert stream.pid != pid and not alive(pid)
+    # And back to 0: the new process is left alone.
+    await stream.apply(dataclasses.replace(stream.cfg, stall_timeout=0), restart=False)
+    await wait_until(lambda: stream.state is StreamState.LIVE, 5, "live again")
+    await asyncio.sleep(1.5)
+    assert stream.restart_reasons["stall"] == 1
+    await stream.close()
+
+
+def agent_config(tmp_path: Path, streams: dict[str, StreamConfig]) -> config_mod.Config:
+    return config_mod.Config(path=tmp_path / "streams.yaml", sha256="x",
+                             node=config_mod.NodeConfig(runtime_dir=tmp_path / "run", drain_period=0),
+                             recordings_root=tmp_path / "rec", streams=streams)
+
+
+async def test_close_abandons_a_reload_stuck_reading_and_starts_nothing(tmp_path):
+    entered, release = threading.Event(), threading.Event()
+    cam = stream_config(REPORT_THEN_HANG)
+    newer = agent_config(tmp_path, {"cam": cam, "extra": dataclasses.replace(cam, id="extra")})
+
+    def hung_loader(path, env):  # a ${file:} secret on a hung mount
+        entered.set()
+        release.wait(30)
+        return newer
+
+    agent = Agent(agent_config(tmp_path, {"cam": cam}), loader=hung_loader)
+    await agent.start()
+    try:
+        await wait_until(lambda: agent.streams["cam"].state is StreamState.LIVE, 5, "live")
+        reload = asyncio.create_task(agent.reload())
+        await wait_until(entered.is_set, 5, "the reload to start reading")
+        await asyncio.wait_for(agent.close(), 10)  # used to wait for the reader forever
+        with pytest.raises(ReloadInProgress):
+            await reload
+    finally:
+        release.set()
+        await agent.close()
+    await asyncio.sleep(0.3)
+    assert "extra" not in agent.streams
+    assert [p for p in psutil.Process().children(recursive=True) if p.status() != "zombie"] == []
+
+
+async def test_close_stops_streams_gracefully_when_the_snapshot_cannot_be_written(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    trap = ("/bin/sh", "-c", "trap 'exit 7' TERM; printf 'frame=1\\nprogress=continue\\n'; "
+            "while :; do sleep 0.1; done", "{progress}")
+    agent = Agent(agent_config(tmp_path, {"cam": stream_config(trap)}))
+    await agent.start()
+    await wait_until(lambda: agent.streams["cam"].state is StreamState.LIVE, 5, "live")
+    agent.snapshot_path.unlink()
+    agent.snapshot_path.mkdir()  # every write now fails (EISDIR on the rename)
+    await asyncio.wait_for(agent.close(), 10)
+    assert "stopped: cam (exit status 7; stopping)" in caplog.text  # SIGTERM, not PDEATHSIG
+    assert "cannot write snapshot" in caplog.text
