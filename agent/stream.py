@@ -18,6 +18,7 @@ from .config import StreamConfig
 from .redact import redact
 from .ffmpeg import Launch, Progress, ProgressParser, build_argv, start_stamp
 from .process import Child, describe_exit
+from .stall import StallWatch
 from .states import StreamState, check_transition
 
 log = logging.getLogger("vas.stream")
@@ -73,7 +74,7 @@ class Stream:
         self._wake = asyncio.Event()
         self._spawn_waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
-        self._stall: _StallWatch | None = None
+        self._stall: StallWatch | None = None
         self._mkdir_busy = False  # a mkdir thread has not returned yet (hung file system)
         self._last_start_ms = 0
 
@@ -206,7 +207,7 @@ class Stream:
         self._set_state(StreamState.INITIALIZING)
         self._wake.clear()
         launch = self._launch()
-        parser, stall = ProgressParser(), _StallWatch(self)
+        parser, stall = ProgressParser(), StallWatch(self)
         try:
             argv = build_argv(self.cfg, launch, ffmpeg=self.host.ffmpeg)
             if self.cfg.recording.enabled:
@@ -284,7 +285,7 @@ class Stream:
         self._changed(False)
 
     # -- events from the child -------------------------------------------------
-    def _on_progress(self, reports: list[Progress], stall: _StallWatch) -> None:
+    def _on_progress(self, reports: list[Progress], stall: StallWatch) -> None:
         for report in reports:
             # Compare within this run only: a new FFmpeg counts from zero again.
             if report.advanced_from(stall.report):
@@ -336,62 +337,3 @@ class Stream:
 
 class _CannotStart(Exception):
     """The process could not be started; the message says why (shown as the failure)."""
-
-
-class _StallWatch:
-    """Kills the child when progress stops advancing for ``stall_timeout``.
-
-    One timer per child that re-arms itself lazily: progress only records a
-    timestamp, so a busy stream costs no timer churn.
-    """
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.fired = False
-        self.report: Progress | None = None  # last report that advanced, this run
-        self._last = time.monotonic()
-        self._handle: asyncio.TimerHandle | None = None
-
-    def arm(self) -> None:
-        timeout = self.stream.cfg.stall_timeout
-        if timeout > 0:
-            self._last = time.monotonic()
-            self._schedule(self._last + timeout)
-
-    def reconfigure(self) -> None:
-        """Follow a changed ``stall_timeout`` on the running process (armed, moved or off)."""
-        was_armed = self._handle is not None
-        self.cancel()
-        timeout = self.stream.cfg.stall_timeout
-        if timeout > 0 and not self.fired:
-            if not was_armed:  # was off: a stream quiet until now gets a full timeout
-                self._last = time.monotonic()
-            self._schedule(self._last + timeout)
-
-    def touch(self) -> None:
-        self._last = time.monotonic()
-
-    def cancel(self) -> None:
-        if self._handle:
-            self._handle.cancel()
-            self._handle = None
-
-    def _schedule(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._check)
-
-    def _check(self) -> None:
-        self._handle = None
-        timeout = self.stream.cfg.stall_timeout
-        if timeout <= 0:
-            return
-        deadline = self._last + timeout
-        if time.monotonic() < deadline:
-            self._schedule(deadline)
-            return
-        child = self.stream.child
-        if child is not None:
-            log.warning("stalled: %s (no progress for %gs), killing pid %d",
-                        self.stream.cfg.id, timeout, child.pid)
-            self.fired = True
-            child.kill()
