@@ -27,9 +27,12 @@ def kill_orphans(snapshot_path: Path) -> list[int]:
     except snapshot.SnapshotUnavailable:
         return []
     killed = []
-    for entry in data.get("streams", []):
-        pid, started = entry.get("pid"), entry.get("pid_started_at")
-        if not pid or not started or pid == os.getpid():
+    streams = data.get("streams") if isinstance(data, dict) else None
+    for entry in streams if isinstance(streams, list) else []:
+        # A damaged snapshot must not stop the agent from starting: skip what is not a PID.
+        pid = entry.get("pid") if isinstance(entry, dict) else None
+        started = entry.get("pid_started_at") if isinstance(entry, dict) else None
+        if type(pid) is not int or pid <= 1 or not isinstance(started, (int, float)) or pid == os.getpid():
             continue
         try:
             proc = psutil.Process(pid)

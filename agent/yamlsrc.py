@@ -192,4 +192,6 @@ _REFUSED_TAGS = frozenset({"tag:yaml.org,2002:binary", "tag:yaml.org,2002:set",
 
 
 def _clip(text: str) -> str:
+    from .redact import redact_url  # redacted before cut: a cut password would not match
+    text = redact_url(text)
     return repr(text if len(text) <= 40 else text[:37] + "...")

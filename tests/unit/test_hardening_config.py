@@ -164,3 +164,9 @@ def test_userinfo_with_at_signs_is_redacted_in_errors(tmp_path):
     body = 'url: "http://user@corp:p@ss/w#rd x@cam/"\n'
     [error] = load_errors(one_stream(tmp_path, body))
     assert "p@ss" not in error and "rd x" not in error and "http://user@corp:***@cam/" in error
+
+
+def test_values_quoted_from_bad_tags_are_redacted(tmp_path):
+    path = one_stream(tmp_path, "url: !!int rtsp://admin:s3cret@cam/\n")
+    [error] = load_errors(path)
+    assert "s3cret" not in error and "rtsp://admin:***@cam/" in error
