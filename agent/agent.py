@@ -18,6 +18,7 @@ from . import snapshot
 from .blocking import in_thread
 from .limits import fd_warning, raise_nofile_limit
 from .orphans import kill_orphans
+from .publisher import Publisher
 from .redact import LOG_FILTER
 from .reload import ReloadPlan, plan_reload
 from .sdnotify import Notifier
@@ -26,14 +27,8 @@ from .stream import Host, Stream
 from .views import snapshot_json
 
 log = logging.getLogger("vas.agent")
-#: State changes within this window are written as one snapshot.
-FLUSH_DELAY = 0.05
-#: Progress counters alone rewrite the snapshot at most this often.
-PROGRESS_FLUSH_INTERVAL = 5.0
 #: A reload whose file (or a ``${file:}`` secret) takes longer than this to read fails.
 LOAD_TIMEOUT = 30.0
-#: A snapshot that cannot be written is reported at most this often.
-WRITE_ERROR_LOG_INTERVAL = 60.0
 
 
 def _settle_gc(*, full: bool) -> None:
@@ -82,14 +77,10 @@ class Agent:
         self._reload_lock = asyncio.Lock()
         self._parsing: asyncio.Future[config_mod.Config] | None = None
         self._skip_drain = asyncio.Event()
-        self._write_pending = False
-        self._write_error_logged_at = -WRITE_ERROR_LOG_INTERVAL
         self._hup_pending = False
         self._hup_task: asyncio.Task[None] | None = None
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._progress_dirty = False
-        self._written_at = 0.0
-        self._heartbeat: asyncio.TimerHandle | None = None
+        self.publisher = Publisher(self.snapshot_path, self.view_json, self.notifier,
+                                   on_restored=self._runtime_dir_restored)
         self._lock_fd: int | None = None
         self._control: Any = None
         self._stopped = asyncio.Event()
@@ -109,9 +100,8 @@ class Agent:
             self.streams[sid] = Stream(scfg, self.host)
             self.streams[sid].start()
         self.status = "running"
-        self._write()
+        self.publisher.start()
         _settle_gc(full=True)
-        self._beat()
         self.notifier.notify(READY=1, STATUS=self.status_line())
         log.info("started: %d streams (%d enabled), runtime_dir %s", len(self.streams),
                  sum(s.cfg.enabled for s in self.streams.values()), self.runtime_dir)
@@ -140,11 +130,7 @@ class Agent:
         for sid, result in zip(list(self.streams), results):
             if isinstance(result, BaseException):
                 log.error("stopping %s failed: %r", sid, result)
-        if self._heartbeat:
-            self._heartbeat.cancel()
-            self._heartbeat = None
-        if self._flush_handle:
-            self._flush_handle.cancel()
+        self.publisher.close()
         if self._control:
             await self._control.close()
         self.status = "stopped"
@@ -319,63 +305,13 @@ class Agent:
 
     # -- snapshot & heartbeat ----------------------------------------------------
     def _changed(self, state_changed: bool) -> None:
-        if not state_changed:
-            self._progress_dirty = True
-        elif self._flush_handle is None and self.status != "stopped":
-            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._write)
+        self.publisher.changed(state_changed)
 
     def _write(self) -> bool:
-        """Write the snapshot now; never raises (a full or vanished /run must not stop the agent)."""
-        if self._flush_handle:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        try:
-            try:
-                snapshot.write_atomic(self.snapshot_path, self.view_json())
-            except FileNotFoundError:  # the runtime_dir was removed: put it back
-                self._restore_runtime_dir()
-                snapshot.write_atomic(self.snapshot_path, self.view_json())
-        except OSError as exc:
-            self._write_pending = True  # the heartbeat tries again
-            self._report_write_error(exc)
-            return False
-        self._written_at, self._progress_dirty, self._write_pending = time.monotonic(), False, False
-        return True
+        return self.publisher.write()
 
-    def _report_write_error(self, exc: OSError) -> None:
-        now = time.monotonic()
-        if now - self._write_error_logged_at >= WRITE_ERROR_LOG_INTERVAL:
-            self._write_error_logged_at = now
-            log.error("cannot write snapshot %s: %s; retrying every second", self.snapshot_path, exc)
-
-    def _beat(self) -> None:
-        """Once a second: prove liveness (touch), flush progress now and then, pet the watchdog."""
-        try:
-            self._refresh_snapshot()
-        except Exception:  # the heartbeat must outlive any error, or the agent looks dead
-            log.exception("heartbeat failed")
-        finally:
-            if self.notifier.watchdog_interval:
-                self.notifier.notify(WATCHDOG=1)
-            interval = min(snapshot.HEARTBEAT_INTERVAL, self.notifier.watchdog_interval or 1e9)
-            self._heartbeat = asyncio.get_running_loop().call_later(interval, self._beat)
-
-    def _refresh_snapshot(self) -> None:
-        progress_due = self._progress_dirty and time.monotonic() - self._written_at >= PROGRESS_FLUSH_INTERVAL
-        if self._write_pending or progress_due:
-            self._write()
-            return
-        try:
-            snapshot.touch(self.snapshot_path)
-        except FileNotFoundError:  # the file or the whole runtime_dir was removed
-            self._write()
-        except OSError as exc:
-            self._report_write_error(exc)
-
-    def _restore_runtime_dir(self) -> None:
-        """Recreate a removed runtime_dir with its lock and control socket."""
-        self.runtime_dir.mkdir(parents=True, exist_ok=True)
-        log.warning("runtime_dir %s was removed: recreated it", self.runtime_dir)
+    def _runtime_dir_restored(self) -> None:
+        """The runtime_dir was recreated: take the lock again and listen on the socket again."""
         if not (self.runtime_dir / snapshot.LOCK_NAME).exists():
             old = self._lock_fd
             try:
@@ -385,7 +321,7 @@ class Agent:
             else:
                 if old is not None:
                     os.close(old)
-        if self._control is not None and self.status != "stopped":
+        if self._control is not None:
             asyncio.get_running_loop().create_task(self._control.rebind())
 
     def _check_fd_limit(self, *, raise_limit: bool) -> None:

@@ -1,0 +1,117 @@
+"""Keeps ``{runtime_dir}/state.json`` true and fresh.
+
+State changes are written within FLUSH_DELAY (several changes, one write);
+progress counters alone at most every PROGRESS_FLUSH_INTERVAL.  Every second
+the file is touched (the liveness proof readers go by) and systemd's watchdog
+is petted, from the event loop itself.  Nothing here raises: a removed
+runtime_dir is recreated, a full one is reported and retried, and the
+heartbeat outlives any error, because supervision matters more than the file.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import snapshot
+from .sdnotify import Notifier
+
+log = logging.getLogger("vas.agent")
+#: State changes within this window are written as one snapshot.
+FLUSH_DELAY = 0.05
+#: Progress counters alone rewrite the snapshot at most this often.
+PROGRESS_FLUSH_INTERVAL = 5.0
+#: A snapshot that cannot be written is reported at most this often.
+WRITE_ERROR_LOG_INTERVAL = 60.0
+
+
+class Publisher:
+    """Writes the snapshot rendered by ``render``; ``start()`` the heartbeat, ``close()`` it."""
+
+    def __init__(self, path: Path, render: Callable[[], str], notifier: Notifier, *,
+                 on_restored: Callable[[], None]) -> None:
+        self.path = path
+        self._render, self._notifier, self._on_restored = render, notifier, on_restored
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._progress_dirty = False
+        self._pending = False  # the last write failed: the heartbeat writes instead of touching
+        self._written_at = 0.0
+        self._error_logged_at = -WRITE_ERROR_LOG_INTERVAL
+        self._closed = False
+
+    def start(self) -> None:
+        """Write now and start the once-a-second heartbeat."""
+        self.write()
+        self._beat()
+
+    def close(self) -> None:
+        """Stop the heartbeat and pending flushes (the caller writes the final snapshot)."""
+        self._closed = True
+        for handle in (self._heartbeat, self._flush_handle):
+            if handle is not None:
+                handle.cancel()
+        self._heartbeat = self._flush_handle = None
+
+    def changed(self, state_changed: bool) -> None:
+        """Something shown changed: a state (write soon) or only counters (write eventually)."""
+        if not state_changed:
+            self._progress_dirty = True
+        elif self._flush_handle is None and not self._closed:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.write)
+
+    def write(self) -> bool:
+        """Write the snapshot now; never raises.  False when it could not be written."""
+        if self._flush_handle:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        try:
+            try:
+                snapshot.write_atomic(self.path, self._render())
+            except FileNotFoundError:  # the runtime_dir was removed: put it back
+                self._restore()
+                snapshot.write_atomic(self.path, self._render())
+        except OSError as exc:
+            self._pending = True
+            self._report(exc)
+            return False
+        self._written_at, self._progress_dirty, self._pending = time.monotonic(), False, False
+        return True
+
+    def _report(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._error_logged_at >= WRITE_ERROR_LOG_INTERVAL:
+            self._error_logged_at = now
+            log.error("cannot write snapshot %s: %s; retrying every second", self.path, exc)
+
+    def _restore(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        log.warning("runtime_dir %s was removed: recreated it", self.path.parent)
+        if not self._closed:
+            self._on_restored()
+
+    def _beat(self) -> None:
+        try:
+            self._refresh()
+        except Exception:  # the heartbeat must outlive any error, or the agent looks dead
+            log.exception("heartbeat failed")
+        finally:
+            if self._notifier.watchdog_interval:
+                self._notifier.notify(WATCHDOG=1)
+            if not self._closed:
+                interval = min(snapshot.HEARTBEAT_INTERVAL, self._notifier.watchdog_interval or 1e9)
+                self._heartbeat = asyncio.get_running_loop().call_later(interval, self._beat)
+
+    def _refresh(self) -> None:
+        progress_due = self._progress_dirty and time.monotonic() - self._written_at >= PROGRESS_FLUSH_INTERVAL
+        if self._pending or progress_due:
+            self.write()
+            return
+        try:
+            snapshot.touch(self.path)
+        except FileNotFoundError:  # the file or the whole runtime_dir was removed
+            self.write()
+        except OSError as exc:
+            self._report(exc)
