@@ -109,8 +109,10 @@ class Stream:
         """
         if self._task is None:
             return
-        self._revive()
         spawned = self._next_spawn()
+        if self._revive():  # the loop had ended: its new first run is the restart
+            await spawned
+            return
         self._pending = reason
         self._wake.set()
         if self.child:
@@ -134,12 +136,14 @@ class Stream:
             if self._stall is not None:
                 self._stall.reconfigure()  # e.g. stall_timeout 0 -> 20s on a running process
 
-    def _revive(self) -> None:
+    def _revive(self) -> bool:
         """Start the supervision loop again if it ended (a bug): never leave a camera unwatched."""
         if self._task is not None and self._task.done() and not self._closing:
             log.error("supervision of %s had ended; starting it again", self.cfg.id)
             self._task = None
             self.start()
+            return True
+        return False
 
     def _next_spawn(self) -> asyncio.Future[None]:
         """A future resolved once the next process has been started (or failed to)."""
