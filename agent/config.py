@@ -26,6 +26,16 @@ MIN_STALL_TIMEOUT = 2 * PROGRESS_PERIOD
 COMMAND_PLACEHOLDERS = frozenset(
     {"url", "stream_id", "recording_dir", "segment_pattern", "playlist",
      "segment_duration", "rtsp_transport", "progress"})
+#: Placeholders for the SFU's RTP input: a verbatim command using one gets a producer.
+RTP_PLACEHOLDERS = frozenset({"rtp_url", "rtp_host", "rtp_port", "ssrc", "payload_type"})
+
+
+@dataclass(frozen=True)
+class RtpConfig:
+    """How a stream's RTP reaches the SFU (the SFU's producer must match it)."""
+
+    payload_type: int = 96
+    ssrc: int | None = None  # None: derived from the stream id (see ``stream_ssrc``)
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,25 @@ class StreamConfig:
     stop_timeout: float = 10.0
     rtsp_transport: str = "tcp"
     recording: RecordingConfig = RecordingConfig()
+    rtp: RtpConfig = RtpConfig()
+    #: Verbatim commands without {progress}: ready once up this long (or a new segment).
+    ready_after: float = 5.0
+
+    @property
+    def reports_progress(self) -> bool:
+        """True when the agent can read FFmpeg's progress (templated, or ``{progress}`` used)."""
+        return self.command is None or "progress" in command_fields(self.command)
+
+    @property
+    def sends_rtp(self) -> bool:
+        """True when the process feeds the SFU (templated, or an RTP placeholder used)."""
+        return self.command is None or bool(command_fields(self.command) & RTP_PLACEHOLDERS)
+
+
+def command_fields(command: tuple[str, ...]) -> frozenset[str]:
+    """The placeholder names a verbatim command uses (it is validated: parsing succeeds)."""
+    import string
+    return frozenset(f for arg in command for _, f, _, _ in string.Formatter().parse(arg) if f)
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,35 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class MediasoupConfig:
+    """The operator's MediaSoup server: a black box the agent runs and talks HTTP to."""
+
+    command: tuple[str, ...]
+    api_url: str = "http://127.0.0.1:3000"
+    cwd: Path | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    ready_timeout: float = 30.0
+    restart: RestartPolicy = RestartPolicy()
+    stop_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ConsumersConfig:
+    """Viewer sessions: closed when no heartbeat came for ``heartbeat_timeout``."""
+
+    heartbeat_timeout: float = 60.0
+    sweep_interval: float = 30.0
+
+
+def stream_ssrc(stream: StreamConfig) -> int:
+    """The stream's SSRC: ``rtp.ssrc``, or one derived from its id (stable across restarts)."""
+    if stream.rtp.ssrc is not None:
+        return stream.rtp.ssrc
+    import hashlib
+    return int.from_bytes(hashlib.sha256(stream.id.encode()).digest()[:4], "big") or 1
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole validated ``streams.yaml``."""
 
@@ -75,6 +133,8 @@ class Config:
     streams: Mapping[str, StreamConfig]
     #: Values substituted from ``${...}``: redacted wherever text is shown.
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    mediasoup: MediasoupConfig | None = None
+    consumers: ConsumersConfig = ConsumersConfig()
 
 
 class ConfigError(Exception):

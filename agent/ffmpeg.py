@@ -46,23 +46,66 @@ def start_stamp(epoch_ms: int) -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(epoch_ms // 1000)) + f"{epoch_ms % 1000:03d}Z"
 
 
-def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
-               extra_outputs: tuple[str, ...] = ()) -> list[str]:
-    """The argv for one run of ``stream``.
+@dataclass(frozen=True)
+class RtpTarget:
+    """Where the SFU's producer for a stream listens, and what it expects."""
 
-    ``extra_outputs`` is the seam for more outputs of the same process (the SFU's
-    RTP feed): complete output option groups appended after the recording output.
+    host: str
+    port: int
+    ssrc: int
+    payload_type: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"rtp://{host}:{self.port}"
+
+
+def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
+               rtp: RtpTarget | None = None) -> list[str]:
+    """The argv for one run of ``stream``; ``rtp`` adds the SFU's RTP output.
+
+    Recording and RTP are two slaves of one ``tee`` output with ``onfail=ignore``:
+    a full disk drops the recording slave, not the viewers' feed, and a vanished
+    SFU (UDP: nothing to fail on) never stops the recording.
     """
     if stream.command is not None:
-        return verbatim_argv(stream, launch)
+        return verbatim_argv(stream, launch, rtp)
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
             "-progress", PROGRESS_TARGET, "-stats_period", f"{STATS_PERIOD:g}"]
     argv += input_args(stream)
-    outputs = list(extra_outputs)
+    if stream.recording.enabled and rtp is not None:
+        return argv + tee_output(stream, launch, rtp)
     if stream.recording.enabled:
-        outputs = hls_output(stream, launch) + outputs
+        return argv + hls_output(stream, launch)
+    if rtp is not None:
+        return argv + ["-map", "0:v:0", "-c:v", "copy"] + rtp_options(rtp) + [rtp.url]
     # FFmpeg needs an output; without one, decode to nothing so the camera is still watched.
-    return argv + (outputs or ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"])
+    return argv + ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+
+
+def rtp_options(rtp: RtpTarget) -> list[str]:
+    """The RTP muxer's options: the SSRC and payload type the producer was made with."""
+    return ["-f", "rtp", "-ssrc", str(rtp.ssrc), "-payload_type", str(rtp.payload_type)]
+
+
+def tee_output(stream: StreamConfig, launch: Launch, rtp: RtpTarget) -> list[str]:
+    """One ``tee`` output: HLS segments (video + audio) and RTP (video only), independent."""
+    hls = ":".join([
+        "f=hls", f"hls_time={stream.recording.segment_duration:g}", f"hls_list_size={LIVE_PLAYLIST_SIZE}",
+        "hls_flags=temp_file+program_date_time+independent_segments",
+        # Option values are unescaped twice (slave list, then options), the file name once.
+        f"hls_segment_filename={_tee_escape(_tee_escape(launch.segment_pattern))}", "onfail=ignore"])
+    send = f"select=v:f=rtp:ssrc={rtp.ssrc}:payload_type={rtp.payload_type}:onfail=ignore"
+    return ["-map", "0:v:0", "-map", "0:a:0?", "-c:v", "copy", "-c:a", "aac", "-f", "tee",
+            f"[{hls}]{_tee_escape(launch.playlist)}|[{send}]{rtp.url}"]
+
+
+def _tee_escape(text: str) -> str:
+    """Backslash the characters the tee muxer's slave syntax gives a meaning to."""
+    for char in "\\:|[]=,'":
+        text = text.replace(char, "\\" + char)
+    return text
 
 
 def input_args(stream: StreamConfig) -> list[str]:
@@ -85,7 +128,7 @@ def hls_output(stream: StreamConfig, launch: Launch) -> list[str]:
     ]
 
 
-def verbatim_argv(stream: StreamConfig, launch: Launch) -> list[str]:
+def verbatim_argv(stream: StreamConfig, launch: Launch, rtp: RtpTarget | None = None) -> list[str]:
     """The operator's ``command:`` with its ``{placeholders}`` filled in."""
     values = {
         "url": stream.url or "",
@@ -96,6 +139,10 @@ def verbatim_argv(stream: StreamConfig, launch: Launch) -> list[str]:
         "segment_duration": f"{stream.recording.segment_duration:g}",
         "rtsp_transport": stream.rtsp_transport,
         "progress": PROGRESS_TARGET,
+        # Only a stream with its producer runs with RTP placeholders (see Stream).
+        "rtp_url": rtp.url if rtp else "", "rtp_host": rtp.host if rtp else "",
+        "rtp_port": str(rtp.port) if rtp else "", "ssrc": str(rtp.ssrc) if rtp else "",
+        "payload_type": str(rtp.payload_type) if rtp else "",
     }
     return [arg.format_map(values) for arg in stream.command or ()]
 

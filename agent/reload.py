@@ -4,14 +4,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import Config, StreamConfig
-from .ffmpeg import Launch, build_argv
+from .config import Config, StreamConfig, stream_ssrc
+from .ffmpeg import Launch, RtpTarget, build_argv
 
 
 def process_signature(cfg: Config, stream: StreamConfig) -> tuple[str, ...]:
-    """Everything that shapes the FFmpeg process: equal signatures keep the process."""
+    """Everything that shapes the FFmpeg process: equal signatures keep the process.
+
+    The SFU's address is not known here; a stand-in with the stream's SSRC and
+    payload type makes RTP settings (and an SFU appearing or going) count.
+    """
     launch = Launch(Path(cfg.recordings_root) / stream.id, "")
-    return tuple(build_argv(stream, launch, ffmpeg=cfg.node.ffmpeg))
+    rtp = None
+    if cfg.mediasoup is not None and stream.sends_rtp:
+        rtp = RtpTarget("sfu", 1, stream_ssrc(stream), stream.rtp.payload_type)
+    return tuple(build_argv(stream, launch, ffmpeg=cfg.node.ffmpeg, rtp=rtp))
 
 
 @dataclass(frozen=True)

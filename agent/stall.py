@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .ffmpeg import Progress
@@ -71,3 +74,33 @@ class StallWatch:
                         self.stream.cfg.id, timeout, child.pid)
             self.fired = True
             child.kill()
+
+
+#: How often a command without progress reports has its recording directory checked.
+GROWTH_CHECK_INTERVAL = 2.0
+
+
+async def watch_growth(directory: Path, stall: StallWatch, on_growth: Callable[[], None]) -> None:
+    """Progress for commands that report none: a newer file in the recording directory."""
+    from .blocking import in_thread
+    newest = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="growth")
+    while True:
+        await asyncio.sleep(GROWTH_CHECK_INTERVAL)
+        try:
+            now = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="growth")
+        except (TimeoutError, OSError):
+            continue  # a slow disk is no progress: the stall timer decides
+        if now > newest:
+            newest = now
+            stall.touch()
+            on_growth()
+
+
+def _newest_mtime(directory: Path) -> float:
+    """The newest modification time of a file directly in ``directory`` (0 when none)."""
+    try:
+        with os.scandir(directory) as entries:
+            return max((e.stat(follow_symlinks=False).st_mtime for e in entries if e.is_file(follow_symlinks=False)),
+                       default=0.0)
+    except FileNotFoundError:
+        return 0.0

@@ -16,9 +16,9 @@ from . import backoff
 from .blocking import in_thread
 from .config import StreamConfig
 from .redact import redact
-from .ffmpeg import Launch, Progress, ProgressParser, build_argv, start_stamp
+from .ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
 from .process import Child, describe_exit
-from .stall import StallWatch
+from .stall import StallWatch, watch_growth
 from .states import StreamState, check_transition
 
 log = logging.getLogger("vas.stream")
@@ -47,6 +47,8 @@ class Host:
     on_change: Callable[[bool], None]  # True: state changed (write now); False: counters only
     #: Set once the agent is shutting down: no stream starts a process after that.
     stopping: bool = False
+    #: An SFU is configured: streams that feed it are ``live`` only once their producer is.
+    sfu: bool = False
 
 
 class Stream:
@@ -77,10 +79,52 @@ class Stream:
         self._stall: StallWatch | None = None
         self._mkdir_busy = False  # a mkdir thread has not returned yet (hung file system)
         self._last_start_ms = 0
+        #: The SFU producer's address (set by the producer manager) and what the process uses.
+        self.rtp: RtpTarget | None = None
+        self.rtp_running: RtpTarget | None = None
+        self.producer_confirmed = False
 
     @property
     def pid(self) -> int | None:
         return self.child.pid if self.child else None
+
+    @property
+    def feeds_sfu(self) -> bool:
+        """True when this stream's process should send RTP to an SFU producer."""
+        return self.host.sfu and self.cfg.enabled and self.cfg.sends_rtp
+
+    # -- the SFU side (driven by the producer manager) -----------------------
+    async def use_producer(self, target: RtpTarget | None) -> None:
+        """Point the stream at its producer; a running process is restarted (reason ``sfu``)."""
+        if target == self.rtp:
+            return
+        self.rtp, self.producer_confirmed = target, False
+        self._changed(True)
+        if target is None:
+            return  # SFU gone: keep recording; RTP goes nowhere until a new producer exists
+        self._wake.set()  # a verbatim command waiting for the address, or a backoff
+        if self.child is not None and self.rtp_running != target:
+            await self.restart("sfu")
+
+    def confirm_producer(self, confirmed: bool) -> None:
+        """The SFU receives (or stopped receiving) this stream's packets."""
+        self.producer_confirmed = confirmed
+        if confirmed and self.state is StreamState.READY and self._live_now():
+            self._set_state(StreamState.LIVE)
+        elif not confirmed and self.state is StreamState.LIVE and self.feeds_sfu:
+            log.warning("degraded: %s (the SFU receives no packets while FFmpeg makes progress)", self.cfg.id)
+            self._set_state(StreamState.READY)
+
+    def _live_now(self) -> bool:
+        if not self.feeds_sfu:
+            return True  # no SFU: media flowing is all "live" needs
+        return self.rtp_running is not None and self.rtp_running == self.rtp and self.producer_confirmed
+
+    def _media_flowing(self) -> None:
+        if self.state is StreamState.INITIALIZING:
+            self._set_state(StreamState.READY)
+        if self.state is StreamState.READY and self._live_now():
+            self._set_state(StreamState.LIVE)
 
     # -- control -------------------------------------------------------------
     def start(self) -> None:
@@ -212,8 +256,11 @@ class Stream:
         self._wake.clear()
         launch = self._launch()
         parser, stall = ProgressParser(), StallWatch(self)
+        if self.feeds_sfu and self.cfg.command is not None and not await self._wait_for_producer():
+            return self._pending or "exit", 0.0
+        rtp = self.rtp if self.feeds_sfu else None
         try:
-            argv = build_argv(self.cfg, launch, ffmpeg=self.host.ffmpeg)
+            argv = build_argv(self.cfg, launch, ffmpeg=self.host.ffmpeg, rtp=rtp)
             if self.cfg.recording.enabled:
                 await self._make_dir(launch.recording_dir)
             if self._closing or self.host.stopping:
@@ -229,17 +276,21 @@ class Stream:
             return self._pending or "exit", 0.0
         finally:
             self._spawn_done()
-        self._stall = stall
+        self._stall, self.rtp_running = stall, rtp
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
         self._changed(True)
         if self._closing or self._pending:  # close()/restart() came while we were spawning
             await self.child.stop(self.cfg.stop_timeout)
-        stall.arm()
+        watchers = self._watch_without_progress(launch, stall)
+        if self.cfg.reports_progress or self.cfg.recording.enabled:
+            stall.arm()  # without progress reports: stalls by recording growth
         try:
             status = await self.child.wait()
         finally:
             stall.cancel()
-            self._stall = None
+            for watcher in watchers:
+                watcher.cancel()
+            self._stall, self.rtp_running = None, None
         uptime = time.monotonic() - self.child.started_at
         self.child = None
         reason = self._pending or ("stall" if stall.fired else "exit")
@@ -252,6 +303,25 @@ class Stream:
             detail = "no progress for %gs" % self.cfg.stall_timeout if stall.fired else describe_exit(status)
             self._failed(detail, reason, status)
         return reason, uptime
+
+    async def _wait_for_producer(self) -> bool:
+        """A verbatim command with RTP placeholders needs its producer's address first."""
+        while self.rtp is None:
+            if self._closing or self.host.stopping or self._pending:
+                return False
+            self._wake.clear()
+            await self._wake.wait()
+        return True
+
+    def _watch_without_progress(self, launch: Launch, stall: StallWatch) -> list[asyncio.Handle | asyncio.Task]:
+        """A command without ``{progress}``: ready after ``ready_after`` up or a new segment."""
+        if self.cfg.reports_progress:
+            return []
+        loop = asyncio.get_running_loop()
+        watchers: list[asyncio.Handle | asyncio.Task] = [loop.call_later(self.cfg.ready_after, self._media_flowing)]
+        if self.cfg.recording.enabled:
+            watchers.append(loop.create_task(watch_growth(launch.recording_dir, stall, self._media_flowing)))
+        return watchers
 
     async def _make_dir(self, path: Path) -> None:
         """Create the recording directory off the event loop, within MKDIR_TIMEOUT."""
@@ -297,9 +367,7 @@ class Stream:
                 stall.touch()
                 self.last_progress_at = time.time()
                 if self.state is StreamState.INITIALIZING:
-                    self._set_state(StreamState.READY)
-                    # No SFU configured (yet): media flowing is all "live" needs.
-                    self._set_state(StreamState.LIVE)
+                    self._media_flowing()
             self.progress = report
         if reports:
             self._changed(False)

@@ -13,8 +13,9 @@ from typing import Any
 
 from . import yamlsrc
 from .backoff import RestartPolicy
-from .config import (COMMAND_PLACEHOLDERS, MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RTSP_TRANSPORTS,
-                     STREAM_ID, Config, ConfigError, NodeConfig, RecordingConfig, StreamConfig)
+from .config import (COMMAND_PLACEHOLDERS, MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RTP_PLACEHOLDERS,
+                     RTSP_TRANSPORTS, STREAM_ID, Config, ConfigError, ConsumersConfig, MediasoupConfig,
+                     NodeConfig, RecordingConfig, RtpConfig, StreamConfig)
 from .redact import redact, redact_url
 from .units import MAX_DURATION, DurationTooLarge, InterpolationError, interpolate, parse_duration
 
@@ -138,7 +139,8 @@ class Validator:
     # -- the document --------------------------------------------------------
     def config(self, raw: bytes) -> Config:
         top = self.mapping((), self.doc.value if self.doc.value is not None else {},
-                           frozenset({"version", "node", "recordings", "defaults", "streams", "exporter"}))
+                           frozenset({"version", "node", "recordings", "defaults", "streams", "exporter",
+                                      "mediasoup", "consumers"}))
         version = top.get("version")
         if type(version) is not int or version != 1:  # YAML's `true` must not pass as 1
             self.error(("version",), f"expected 1, got {self.show(top.get('version'))}"
@@ -149,13 +151,16 @@ class Validator:
             self.error(("exporter",), f"expected a mapping, got {self.show(exporter)}")
         rec = self.mapping(("recordings",), top.get("recordings"), frozenset({"root"}))
         root = self.directory(("recordings", "root"), rec.get("root", "/var/lib/vas/recordings"))
+        mediasoup = self.mediasoup(top.get("mediasoup"))
+        consumers = self.consumers(top.get("consumers"))
         defaults = self.layer(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
         self.defaults_repr = repr(top.get("defaults"))
         streams = self.streams(top.get("streams"), defaults)
         if self.errors:
             raise ConfigError(self.errors)
         return Config(path=self.path.absolute(), sha256=hashlib.sha256(raw).hexdigest(), node=node,
-                      recordings_root=root, streams=streams, secrets=frozenset(self.secrets))  # type: ignore[arg-type]
+                      recordings_root=root, streams=streams, secrets=frozenset(self.secrets),  # type: ignore[arg-type]
+                      mediasoup=mediasoup, consumers=consumers)
 
     def node(self, value: Any) -> NodeConfig:
         node = self.mapping(("node",), value, frozenset({"runtime_dir", "ffmpeg", "drain_period"}))
@@ -164,6 +169,52 @@ class Validator:
         drain = self.duration(("node", "drain_period"), node.get("drain_period", 5.0), hi=600)
         return NodeConfig(runtime_dir=runtime or Path("/run/vas"), ffmpeg=ffmpeg or "ffmpeg",
                           drain_period=5.0 if drain is None else drain)
+
+    def mediasoup(self, value: Any) -> MediasoupConfig | None:
+        """The SFU section: the operator's own server, run directly (never via npm or a shell)."""
+        if value is None:
+            return None
+        m = self.mapping(("mediasoup",), value, frozenset(
+            {"command", "cwd", "env", "api_url", "ready_timeout", "restart", "stop_timeout"}))
+        key = ("mediasoup",)
+        if "command" not in m:
+            self.error(key + ("command",), "required key is missing (e.g. [node, /opt/vas/mediasoup/server.js])")
+        command = self.strings(key + ("command",), m.get("command", ["node"]))
+        if command is not None and (not command or Path(command[0]).name in _WRAPPERS):
+            self.error(key + ("command",), "must run the server directly, e.g. [node, server.js]: through "
+                       f"npm or a shell, signals and the exit status do not reach it; got {self.show(list(command))}")
+        url = self.text(key + ("api_url",), m.get("api_url", "http://127.0.0.1:3000"), secret=True)
+        if url is not None and not url.startswith(("http://", "https://")):
+            self.error(key + ("api_url",), f"expected an http:// or https:// URL, got {self.show(url)}")
+        env = self.mapping(key + ("env",), m.get("env"), frozenset(m.get("env") or ()) if isinstance(m.get("env"), dict) else frozenset())
+        env_items = tuple((str(k), self.text(key + ("env", k), v, secret=True)) for k, v in env.items())
+        policy = {k: check(self, key + ("restart", k), x) for k, x in
+                  self.mapping(key + ("restart",), m.get("restart"), frozenset(_RESTART_CHECKS)).items()
+                  for check in (_RESTART_CHECKS[k],)}
+        fields = {
+            "ready_timeout": self.duration(key + ("ready_timeout",), m.get("ready_timeout", 30.0), positive=True, hi=3600),
+            "stop_timeout": self.duration(key + ("stop_timeout",), m.get("stop_timeout", 10.0), positive=True, lo=0.1, hi=600),
+            "cwd": self.directory(key + ("cwd",), m["cwd"]) if "cwd" in m else None,
+        }
+        if command is None or url is None or any(v is None for _, v in env_items) or None in policy.values() \
+                or fields["ready_timeout"] is None or fields["stop_timeout"] is None:
+            return None
+        return MediasoupConfig(command=command, api_url=url, env=env_items,  # type: ignore[arg-type]
+                               restart=RestartPolicy(**policy), **fields)
+
+    def consumers(self, value: Any) -> ConsumersConfig:
+        c = self.mapping(("consumers",), value, frozenset({"heartbeat_timeout", "sweep_interval"}))
+        timeout = self.duration(("consumers", "heartbeat_timeout"), c.get("heartbeat_timeout", 60.0),
+                                positive=True, lo=1, hi=86400)
+        sweep = self.duration(("consumers", "sweep_interval"), c.get("sweep_interval", 30.0),
+                              positive=True, lo=1, hi=3600)
+        return ConsumersConfig(heartbeat_timeout=timeout or 60.0, sweep_interval=sweep or 30.0)
+
+    def integer(self, keypath: tuple, value: Any, lo: int, hi: int) -> int | None:
+        if type(value) is not int or not lo <= value <= hi:
+            self.error(keypath, f"expected a whole number from {lo} to {hi}, got {self.show(value)}")
+            return None
+        return value
 
     def streams(self, value: Any, defaults: dict) -> dict[str, StreamConfig]:
         if value is None:
@@ -219,9 +270,11 @@ class Validator:
         fields: dict[str, Any] = {"id": sid, "name": sid, **defaults, **own}
         restart = {**defaults["restart"], **own["restart"]}
         recording = {**defaults["recording"], **own["recording"]}
-        if any(v is None for part in (fields, restart, recording) for v in part.values()):
+        rtp = {**defaults["rtp"], **own["rtp"]}
+        if any(v is None for part in (fields, restart, recording, rtp) for v in part.values()):
             return None  # already reported
         fields["restart"], fields["recording"] = RestartPolicy(**restart), RecordingConfig(**recording)
+        fields["rtp"] = RtpConfig(**rtp)
         before = len(self.errors)
         self.stream_rules(base, fields)
         if len(self.errors) > before:
@@ -258,12 +311,10 @@ class Validator:
             if any(spec or conv for _, spec, conv in fields):
                 # {url!r} or {url:>9} would be applied by str.format: only plain names are filled in.
                 self.error(keypath + (i,), f"placeholders take no conversion or format spec, got {self.show(arg)}")
-        unknown = sorted(used - COMMAND_PLACEHOLDERS)
+        unknown = sorted(used - COMMAND_PLACEHOLDERS - RTP_PLACEHOLDERS)
         if unknown:
             self.error(keypath, f"unknown placeholder {{{unknown[0]}}}; known: "
-                       + ", ".join("{%s}" % p for p in sorted(COMMAND_PLACEHOLDERS)))
-        if "progress" not in used:
-            self.error(keypath, "must contain '-progress', '{progress}' so the agent can see media flowing")
+                       + ", ".join("{%s}" % p for p in sorted(COMMAND_PLACEHOLDERS | RTP_PLACEHOLDERS)))
         if not command:
             self.error(keypath, "expected a non-empty list of strings")
 
@@ -284,6 +335,7 @@ _FIELD_CHECKS: dict[str, _SchemaFn] = {
     "stall_timeout": lambda v, k, x: v.stall_timeout(k, x),
     "stop_timeout": lambda v, k, x: v.duration(k, x, positive=True, lo=0.1, hi=600),
     "rtsp_transport": _transport,
+    "ready_after": lambda v, k, x: v.duration(k, x, positive=True, lo=0.1, hi=3600),
 }
 DAY = 86400.0
 _RESTART_CHECKS: dict[str, _SchemaFn] = {
@@ -300,9 +352,16 @@ _RECORDING_CHECKS: dict[str, _SchemaFn] = {
     "segment_duration": lambda v, k, x: v.duration(k, x, positive=True, lo=0.1, hi=3600),
     "retention": Validator.duration,
 }
-_SECTIONS: dict[str, dict[str, _SchemaFn]] = {"restart": _RESTART_CHECKS, "recording": _RECORDING_CHECKS}
+_RTP_CHECKS: dict[str, _SchemaFn] = {
+    "payload_type": lambda v, k, x: v.integer(k, x, 96, 127),  # the dynamic range
+    "ssrc": lambda v, k, x: v.integer(k, x, 1, 2**32 - 1),
+}
+_SECTIONS: dict[str, dict[str, _SchemaFn]] = {"restart": _RESTART_CHECKS, "recording": _RECORDING_CHECKS,
+                                              "rtp": _RTP_CHECKS}
 _DEFAULT_KEYS = frozenset({"enabled", "input_args", "stall_timeout", "stop_timeout",
-                           "rtsp_transport", "restart", "recording"})
+                           "rtsp_transport", "restart", "recording", "rtp", "ready_after"})
+#: Launchers that would stand between the agent and the SFU's own process.
+_WRAPPERS = frozenset({"npm", "npx", "yarn", "pnpm", "sh", "bash", "dash", "zsh", "env"})
 _STREAM_KEYS = _DEFAULT_KEYS | {"name", "url", "command"}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RecordingConfig, StreamConfig
-from agent.ffmpeg import Launch, Progress, ProgressParser, build_argv, start_stamp
+from agent.ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
 
 ROOT = Path("/var/lib/vas/recordings")
 URL = "rtsp://admin:hunter22@10.0.0.5:554/Streaming/101"
@@ -90,18 +90,34 @@ def test_no_recording_decodes_to_null():
     assert "hls" not in argv and "-hls_segment_filename" not in argv
 
 
-def test_extra_outputs_are_appended_after_the_recording():
-    rtp = ("-map", "0:v:0", "-c:v", "copy", "-f", "rtp", "rtp://127.0.0.1:40000")
-    argv = build_argv(stream(), launch(), extra_outputs=rtp)
-    assert tuple(argv[-len(rtp):]) == rtp
-    assert argv.index("hls") < len(argv) - len(rtp)
+TARGET = RtpTarget("127.0.0.1", 40000, 1234, 96)
 
 
-def test_extra_outputs_replace_the_null_output_without_recording():
-    rtp = ("-f", "rtp", "rtp://127.0.0.1:40000")
-    argv = build_argv(stream(recording=RecordingConfig(enabled=False)), launch(), extra_outputs=rtp)
-    assert tuple(argv[-3:]) == rtp
-    assert "null" not in argv
+def test_recording_and_rtp_are_independent_slaves_of_one_tee():
+    argv = build_argv(stream(), launch(), rtp=TARGET)
+    assert value_after(argv, "-f") == "tee"
+    hls, rtp = argv[-1].split("|")
+    assert hls.startswith("[f=hls:") and "onfail=ignore]" in hls and hls.endswith(f"{ROOT}/lobby/index.m3u8")
+    assert rtp == "[select=v:f=rtp:ssrc=1234:payload_type=96:onfail=ignore]rtp://127.0.0.1:40000"
+
+
+def test_rtp_alone_replaces_the_null_output_without_recording():
+    argv = build_argv(stream(recording=RecordingConfig(enabled=False)), launch(), rtp=TARGET)
+    assert argv[-7:] == ["-f", "rtp", "-ssrc", "1234", "-payload_type", "96", "rtp://127.0.0.1:40000"]
+    assert "null" not in argv and "tee" not in argv
+
+
+def test_tee_paths_are_escaped_for_both_levels():
+    argv = build_argv(stream(), Launch(Path("/rec/a:b"), STAMP), rtp=TARGET)
+    assert "hls_segment_filename=/rec/a\\\\\\:b/" in argv[-1]  # unescaped twice
+    assert "]/rec/a\\:b/index.m3u8|" in argv[-1]                  # unescaped once
+
+
+def test_verbatim_rtp_placeholders():
+    s = stream(command=("ffmpeg", "-i", "{url}", "-f", "rtp", "-ssrc", "{ssrc}", "-payload_type",
+                        "{payload_type}", "{rtp_url}", "{rtp_host}:{rtp_port}"))
+    assert build_argv(s, launch(), rtp=RtpTarget("::1", 5004, 7, 100))[-6:] == [
+        "-ssrc", "7", "-payload_type", "100", "rtp://[::1]:5004", "::1:5004"]
 
 
 def test_restarts_never_reuse_segment_names():
@@ -124,7 +140,7 @@ def test_verbatim_command_fills_every_placeholder():
                "-hls_segment_filename", "{segment_pattern}", "-metadata", "title={stream_id}",
                "-hls_base_url", "{recording_dir}/", "{playlist}")
     s = stream(command=command, rtsp_transport="udp", recording=RecordingConfig(segment_duration=4))
-    assert build_argv(s, launch(), ffmpeg="/ignored/ffmpeg", extra_outputs=()) == [
+    assert build_argv(s, launch(), ffmpeg="/ignored/ffmpeg") == [
         "ffmpeg", "-rtsp_transport", "udp", "-i", URL,
         "-progress", "pipe:1", "-f", "hls", "-hls_time", "4",
         "-hls_segment_filename", f"{ROOT}/lobby/lobby_{STAMP}_%06d.ts", "-metadata", "title=lobby",
