@@ -83,6 +83,11 @@ class Agent:
                                    on_restored=self._runtime_dir_restored)
         self._lock_fd: int | None = None
         self._control: Any = None
+        self.sfu: Any = None        # SfuProcess when mediasoup: is configured
+        self.producers: Any = None  # ProducerManager, likewise
+        self._sfu_client: Any = None
+        if cfg.mediasoup is not None:
+            self._setup_sfu(cfg)
         self._stopped = asyncio.Event()
         self._closed = False
 
@@ -99,6 +104,8 @@ class Agent:
         for sid, scfg in self.cfg.streams.items():
             self.streams[sid] = Stream(scfg, self.host)
             self.streams[sid].start()
+        if self.sfu is not None:
+            self.sfu.start()
         self.status = "running"
         self.publisher.start()
         _settle_gc(full=True)
@@ -124,12 +131,17 @@ class Agent:
         self.status = "stopping"
         self.notifier.notify(STOPPING=1, STATUS="stopping streams")
         self._write()
+        if self.producers is not None:
+            await self.producers.close()
         async with self._reload_lock:  # let a reload finish applying, so no stream is missed
             results = await asyncio.gather(*(s.close() for s in self.streams.values()),
                                            return_exceptions=True)
         for sid, result in zip(list(self.streams), results):
             if isinstance(result, BaseException):
                 log.error("stopping %s failed: %r", sid, result)
+        if self.sfu is not None:  # after the streams: viewers keep their video to the end
+            await self.sfu.close()
+            await self._sfu_client.close()
         self.publisher.close()
         if self._control:
             await self._control.close()
@@ -236,6 +248,17 @@ class Agent:
         _settle_gc(full=False)
         return plan
 
+    def _setup_sfu(self, cfg: config_mod.Config) -> None:
+        from .producers import ProducerManager
+        from .sfu import SfuProcess
+        from .sfu_client import SfuClient
+        self._sfu_client = SfuClient(cfg.mediasoup.api_url)
+        self.producers = ProducerManager(self._sfu_client, lambda: self.streams, on_change=self._changed)
+        self.sfu = SfuProcess(cfg.mediasoup, self._sfu_client, secrets=cfg.secrets,
+                              on_up=self.producers.sfu_up, on_down=self.producers.sfu_down,
+                              on_change=self._changed)
+        self.host.sfu = True
+
     async def _load(self) -> config_mod.Config:
         """Read and validate the file off the event loop; ``close()`` can abandon it."""
         # Parsing a big file takes tens of ms: keep the event loop (and the streams) responsive.
@@ -282,6 +305,8 @@ class Agent:
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
             raise failed
+        if self.producers is not None:  # new streams get producers, removed ones lose theirs
+            await self.producers.reconcile()
 
     async def restart_stream(self, sid: str) -> None:
         """Restart one stream now (reason ``manual``); KeyError if unknown."""

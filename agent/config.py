@@ -97,7 +97,8 @@ class NodeConfig:
 class MediasoupConfig:
     """The operator's MediaSoup server: a black box the agent runs and talks HTTP to."""
 
-    command: tuple[str, ...]
+    #: None: the SFU runs on its own (another unit); the agent only talks to ``api_url``.
+    command: tuple[str, ...] | None = None
     api_url: str = "http://127.0.0.1:3000"
     cwd: Path | None = None
     env: tuple[tuple[str, str], ...] = ()

@@ -28,7 +28,10 @@ def kill_orphans(snapshot_path: Path) -> list[int]:
         return []
     killed = []
     streams = data.get("streams") if isinstance(data, dict) else None
-    for entry in streams if isinstance(streams, list) else []:
+    entries = list(streams) if isinstance(streams, list) else []
+    if isinstance(data, dict) and isinstance(data.get("sfu"), dict):
+        entries.append({**data["sfu"], "id": "sfu"})  # the SFU server, same rules
+    for entry in entries:
         # A damaged snapshot must not stop the agent from starting: skip what is not a PID.
         pid = entry.get("pid") if isinstance(entry, dict) else None
         started = entry.get("pid_started_at") if isinstance(entry, dict) else None

@@ -86,7 +86,8 @@ class Child:
 
     @classmethod
     async def spawn(cls, argv: Sequence[str], *, on_stdout: Callable[[bytes], None],
-                    on_stderr: Callable[[str], None], env: Mapping[str, str] | None = None) -> Child:
+                    on_stderr: Callable[[str], None], env: Mapping[str, str] | None = None,
+                    cwd: str | os.PathLike[str] | None = None) -> Child:
         """Start ``argv`` in a new session; raises ``OSError`` if it cannot be executed."""
         if SETPRIV:
             argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
@@ -94,7 +95,7 @@ class Child:
             preexec = _die_with_parent(os.getpid())
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=child_env(env), start_new_session=True,
-                                preexec_fn=preexec)
+                                preexec_fn=preexec, cwd=cwd)
         # Not reaped before this: only Popen.wait reaps, and only after the pidfd fires.
         return cls(proc, os.pidfd_open(proc.pid), on_stdout, on_stderr)
 

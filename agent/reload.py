@@ -47,10 +47,13 @@ class ReloadPlan:
 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:
     """Diff ``old`` (running) against ``new`` (validated)."""
-    needs_restart = ()
+    needs_restart: tuple[str, ...] = ()
     if new.node.runtime_dir != old.node.runtime_dir:
-        needs_restart = ("node.runtime_dir",)
+        needs_restart += ("node.runtime_dir",)
         new = replace(new, node=replace(new.node, runtime_dir=old.node.runtime_dir))
+    if new.mediasoup != old.mediasoup:  # the SFU and every producer would go: not on a reload
+        needs_restart += ("mediasoup",)
+        new = replace(new, mediasoup=old.mediasoup)
     buckets: dict[str, list[str]] = {k: [] for k in ("start", "restart", "stop", "remove", "update", "unchanged")}
     buckets["remove"] = [sid for sid in old.streams if sid not in new.streams]
     for sid, now in new.streams.items():

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import backoff
 from .blocking import in_thread
@@ -83,6 +84,7 @@ class Stream:
         self.rtp: RtpTarget | None = None
         self.rtp_running: RtpTarget | None = None
         self.producer_confirmed = False
+        self.producer: Any = None  # producers.Producer, kept by the producer manager
 
     @property
     def pid(self) -> int | None:
@@ -400,6 +402,10 @@ class Stream:
         check_transition(self.state, new)
         self.state, self.since = new, time.time()
         self._changed(True)
+
+    def mark_changed(self) -> None:
+        """Something shown of this stream changed outside it (producer counters)."""
+        self._changed(False)
 
     def _changed(self, state_changed: bool) -> None:
         """Every change to what the snapshot shows of this stream comes through here."""

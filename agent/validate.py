@@ -177,30 +177,37 @@ class Validator:
         m = self.mapping(("mediasoup",), value, frozenset(
             {"command", "cwd", "env", "api_url", "ready_timeout", "restart", "stop_timeout"}))
         key = ("mediasoup",)
-        if "command" not in m:
-            self.error(key + ("command",), "required key is missing (e.g. [node, /opt/vas/mediasoup/server.js])")
-        command = self.strings(key + ("command",), m.get("command", ["node"]))
-        if command is not None and (not command or Path(command[0]).name in _WRAPPERS):
+        command = self.strings(key + ("command",), m["command"]) if "command" in m else ()
+        if "command" in m and command is not None and (not command or Path(command[0]).name in _WRAPPERS):
             self.error(key + ("command",), "must run the server directly, e.g. [node, server.js]: through "
                        f"npm or a shell, signals and the exit status do not reach it; got {self.show(list(command))}")
         url = self.text(key + ("api_url",), m.get("api_url", "http://127.0.0.1:3000"), secret=True)
         if url is not None and not url.startswith(("http://", "https://")):
             self.error(key + ("api_url",), f"expected an http:// or https:// URL, got {self.show(url)}")
-        env = self.mapping(key + ("env",), m.get("env"), frozenset(m.get("env") or ()) if isinstance(m.get("env"), dict) else frozenset())
-        env_items = tuple((str(k), self.text(key + ("env", k), v, secret=True)) for k, v in env.items())
-        policy = {k: check(self, key + ("restart", k), x) for k, x in
-                  self.mapping(key + ("restart",), m.get("restart"), frozenset(_RESTART_CHECKS)).items()
-                  for check in (_RESTART_CHECKS[k],)}
+        env_items = self.string_map(key + ("env",), m.get("env"))
+        restart = self.mapping(key + ("restart",), m.get("restart"), frozenset(_RESTART_CHECKS))
+        policy = {k: _RESTART_CHECKS[k](self, key + ("restart", k), x) for k, x in restart.items()
+                  if k in _RESTART_CHECKS}
         fields = {
             "ready_timeout": self.duration(key + ("ready_timeout",), m.get("ready_timeout", 30.0), positive=True, hi=3600),
             "stop_timeout": self.duration(key + ("stop_timeout",), m.get("stop_timeout", 10.0), positive=True, lo=0.1, hi=600),
             "cwd": self.directory(key + ("cwd",), m["cwd"]) if "cwd" in m else None,
         }
-        if command is None or url is None or any(v is None for _, v in env_items) or None in policy.values() \
+        if command is None or url is None or env_items is None or None in policy.values() \
                 or fields["ready_timeout"] is None or fields["stop_timeout"] is None:
             return None
-        return MediasoupConfig(command=command, api_url=url, env=env_items,  # type: ignore[arg-type]
+        return MediasoupConfig(command=command or None, api_url=url, env=env_items,  # type: ignore[arg-type]
                                restart=RestartPolicy(**policy), **fields)
+
+    def string_map(self, keypath: tuple, value: Any) -> tuple[tuple[str, str], ...] | None:
+        """A mapping of names to strings (an environment), values interpolated as secrets."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.error(keypath, f"expected a mapping of names to strings, got {self.show(value)}")
+            return None
+        items = [(str(k), self.text(keypath + (k,), v, secret=True)) for k, v in value.items()]
+        return None if any(v is None for _, v in items) else tuple(items)  # type: ignore[misc]
 
     def consumers(self, value: Any) -> ConsumersConfig:
         c = self.mapping(("consumers",), value, frozenset({"heartbeat_timeout", "sweep_interval"}))

@@ -38,6 +38,7 @@ def stream_view(s: Stream, secrets: frozenset[str]) -> dict[str, Any]:
             "fps": p.fps, "frames": p.frame, "bytes": p.total_size,
             "out_time_seconds": p.out_time_us / 1e6, "last_progress_at": s.last_progress_at,
         },
+        "producer": None if s.producer is None else s.producer.view(),
         "recording": {"enabled": s.cfg.recording.enabled,
                       "segment_duration_seconds": s.cfg.recording.segment_duration,
                       "retention_seconds": s.cfg.recording.retention},
@@ -62,7 +63,7 @@ def snapshot_json(a: Agent) -> str:
 def agent_view(a: Agent) -> dict[str, Any]:
     """The snapshot without its stream list (see :func:`snapshot_json`)."""
     cfg = a.cfg
-    return {
+    view = {
         "version": SCHEMA_VERSION,
         "agent": {"pid": os.getpid(), "started_at": a.started_at, "status": a.status,
                   "runtime_dir": str(a.runtime_dir)},
@@ -70,3 +71,6 @@ def agent_view(a: Agent) -> dict[str, Any]:
                    "recordings_root": str(cfg.recordings_root),
                    "last_reload": a.last_reload, "needs_restart": list(a.needs_restart)},
     }
+    if a.sfu is not None:  # absent: no SFU configured
+        view["sfu"] = a.sfu.view()
+    return view

@@ -1,0 +1,215 @@
+"""One SFU producer per stream that feeds the SFU, and each stream pointed at it.
+
+When the SFU becomes ready (first start or a restart) the manager reconciles:
+it lists the SFU's producers, adopts the one that matches a stream (same
+SSRC and payload type: after an agent restart nothing is duplicated), creates
+the missing ones, closes duplicates and those of streams removed or disabled,
+and tells every stream where to send (a running FFmpeg whose target changed
+restarts, reason ``sfu``).  While the SFU is up it polls ``GET /producers``:
+packets increasing confirm a stream (``ready`` -> ``live``); packets standing
+still while FFmpeg makes progress mark it degraded, and a few polls later the
+producer is re-created and the stream restarted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .config import stream_ssrc
+from .ffmpeg import RtpTarget
+
+if TYPE_CHECKING:
+    from .stream import Stream
+
+log = logging.getLogger("vas.sfu")
+POLL_INTERVAL = 2.0
+#: Polls without new packets (while FFmpeg progresses) before the producer is re-created.
+REPAIR_AFTER_POLLS = 3
+
+
+class ProducerApi(Protocol):
+    """The part of the SFU contract producers need (agent/sfu_client.py)."""
+
+    async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int) -> Any: ...
+    async def producers(self) -> list[Any]: ...
+    async def delete_producer(self, producer_id: str) -> bool: ...
+
+
+@dataclass
+class Producer:
+    """What the agent knows of one stream's producer."""
+
+    producer_id: str
+    target: RtpTarget
+    since: float = field(default_factory=time.time)
+    packets: int = 0
+    bytes: int = 0
+    score: float | None = None
+    confirmed: bool = False
+    quiet_polls: int = 0
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.producer_id, "rtp_host": self.target.host, "rtp_port": self.target.port,
+                "ssrc": self.target.ssrc, "payload_type": self.target.payload_type, "since": self.since,
+                "packets": self.packets, "bytes": self.bytes, "score": self.score, "confirmed": self.confirmed}
+
+
+class ProducerManager:
+    """Keeps producers in step with the streams; ``sfu_up()`` / ``sfu_down()`` / ``close()``."""
+
+    def __init__(self, api: ProducerApi, streams: Callable[[], Mapping[str, Stream]], *,
+                 on_change: Callable[[bool], None], poll_interval: float = POLL_INTERVAL) -> None:
+        self.api, self._streams, self._on_change = api, streams, on_change
+        self.poll_interval = poll_interval
+        self.producers: dict[str, Producer] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one reconcile at a time
+        self._repairs: dict[str, int] = {}  # re-creations per stream since it last received
+        self.up = False
+
+    async def sfu_up(self) -> None:
+        """The SFU (re)started and is ready: reconcile, then watch packets."""
+        self.up = True
+        self.producers.clear()  # a new SFU life: whatever we knew is gone
+        await self.reconcile()
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll(), name="producers")
+
+    def sfu_down(self) -> None:
+        """The SFU is gone: its producers with it.  Streams keep running (recording goes on)."""
+        self.up = False
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        self.producers.clear()
+        for stream in self._streams().values():
+            stream.rtp, stream.producer = None, None  # no restart: FFmpeg keeps recording
+            stream.confirm_producer(False)
+            stream.mark_changed()
+        self._on_change(True)
+
+    async def close(self) -> None:
+        """Stop polling (producers are left to the SFU: an agent restart adopts them)."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.wait([self._poller])
+            self._poller = None
+
+    async def reconcile(self) -> None:
+        """Make the SFU's producers match the streams; point every stream at its own."""
+        if not self.up:
+            return
+        async with self._lock:
+            try:
+                listed = await self.api.producers()
+            except Exception as exc:  # SfuError and anything odd: logged, retried next poll
+                log.warning("producers: cannot list: %s", exc)
+                return
+            wanted = {sid: s for sid, s in self._streams().items() if s.feeds_sfu}
+            await self._drop_unwanted(listed, wanted)
+            jobs = [self._ensure(stream, [p for p in listed if p.stream_id == sid]) for sid, stream in wanted.items()]
+            await asyncio.gather(*jobs)
+            self._on_change(True)
+
+    async def _drop_unwanted(self, listed: list[Any], wanted: Mapping[str, Stream]) -> None:
+        keep = {sid: _expected(s) for sid, s in wanted.items()}
+        seen: set[str] = set()
+        for p in listed:
+            want = keep.get(p.stream_id)
+            if want is not None and (p.ssrc, p.payload_type) == want and p.stream_id not in seen:
+                seen.add(p.stream_id)
+                continue  # the first match is adopted; later ones are duplicates
+            await self._delete(p.producer_id, p.stream_id)
+        for sid in set(self.producers) - set(wanted):
+            self.producers.pop(sid, None)
+            if (stream := self._streams().get(sid)) is not None:
+                stream.producer = None
+                stream.mark_changed()
+
+    async def _ensure(self, stream: Stream, listed: list[Any]) -> None:
+        sid, (ssrc, pt) = stream.cfg.id, _expected(stream)
+        match = next((p for p in listed if (p.ssrc, p.payload_type) == (ssrc, pt)), None)
+        try:
+            if match is not None:
+                target = RtpTarget(match.rtp_host, match.rtp_port, ssrc, pt)
+                producer = Producer(match.producer_id, target, packets=match.packets, bytes=match.bytes)
+                log.info("producers: %s adopted %s", sid, match.producer_id)
+            else:
+                made = await self.api.create_producer(sid, ssrc=ssrc, payload_type=pt)
+                producer = Producer(made.producer_id, RtpTarget(made.rtp_host, made.rtp_port, ssrc, pt))
+                log.info("producers: %s created %s (rtp %s)", sid, made.producer_id, producer.target.url)
+        except Exception as exc:
+            log.warning("producers: %s: %s; retrying", sid, exc)
+            return
+        self.producers[sid] = stream.producer = producer
+        await stream.use_producer(producer.target)
+
+    async def _delete(self, producer_id: str, stream_id: str) -> None:
+        try:
+            await self.api.delete_producer(producer_id)
+            log.info("producers: closed %s of %s", producer_id, stream_id)
+        except Exception as exc:
+            log.warning("producers: cannot close %s of %s: %s", producer_id, stream_id, exc)
+
+    async def _poll(self) -> None:
+        while self.up:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                stats = {p.producer_id: p for p in await self.api.producers()}
+            except Exception as exc:
+                log.warning("producers: cannot read stats: %s", exc)
+                continue
+            repair = self._check(stats)
+            for sid in repair:  # closed first: reconcile would adopt it again
+                self._repairs[sid] = self._repairs.get(sid, 0) + 1
+                await self._delete(self.producers.pop(sid).producer_id, sid)
+            missing = [sid for sid, p in self.producers.items() if p.producer_id not in stats]
+            for sid in missing:  # the SFU lost it (or someone closed it): make a new one
+                self.producers.pop(sid)
+            wanted = {sid for sid, s in self._streams().items() if s.feeds_sfu}
+            if repair or missing or wanted - set(self.producers):
+                await self.reconcile()
+
+    def _check(self, stats: Mapping[str, Any]) -> list[str]:
+        """Update counters; confirm or degrade streams; the ones to repair."""
+        streams, repair, changed = self._streams(), [], False
+        for sid, producer in self.producers.items():
+            current, stream = stats.get(producer.producer_id), streams.get(sid)
+            if current is None or stream is None:
+                continue
+            flowing = current.packets > producer.packets
+            producer.packets, producer.bytes, producer.score = current.packets, current.bytes, current.score
+            stream.mark_changed()
+            changed = True
+            running = stream.rtp_running == producer.target
+            if flowing and running:
+                producer.confirmed, producer.quiet_polls = True, 0
+                self._repairs.pop(sid, None)
+                stream.confirm_producer(True)
+            elif running and _progressing(stream, self.poll_interval):
+                producer.quiet_polls += 1
+                if producer.confirmed:
+                    producer.confirmed = False
+                    stream.confirm_producer(False)
+                # Spaced out: a producer that never receives is not re-made every few seconds.
+                if producer.quiet_polls >= REPAIR_AFTER_POLLS * 2 ** min(self._repairs.get(sid, 0), 5):
+                    log.warning("producers: %s receives nothing; re-creating its producer", sid)
+                    repair.append(sid)
+        if changed:
+            self._on_change(False)
+        return repair
+
+
+def _expected(stream: Stream) -> tuple[int, int]:
+    return stream_ssrc(stream.cfg), stream.cfg.rtp.payload_type
+
+
+def _progressing(stream: Stream, window: float) -> bool:
+    """FFmpeg reported progress lately (without progress reports: assume it does)."""
+    if not stream.cfg.reports_progress:
+        return stream.child is not None
+    return stream.last_progress_at is not None and time.time() - stream.last_progress_at < 3 * window + 2
