@@ -85,6 +85,7 @@ class Agent:
         self._control: Any = None
         self.sfu: Any = None        # SfuProcess when mediasoup: is configured
         self.producers: Any = None  # ProducerManager, likewise
+        self.consumers: Any = None  # ConsumerTracker, likewise
         self._sfu_client: Any = None
         if cfg.mediasoup is not None:
             self._setup_sfu(cfg)
@@ -133,6 +134,7 @@ class Agent:
         self._write()
         if self.producers is not None:
             await self.producers.close()
+            await self.consumers.close()
         async with self._reload_lock:  # let a reload finish applying, so no stream is missed
             results = await asyncio.gather(*(s.close() for s in self.streams.values()),
                                            return_exceptions=True)
@@ -249,13 +251,23 @@ class Agent:
         return plan
 
     def _setup_sfu(self, cfg: config_mod.Config) -> None:
+        from .consumers import ConsumerTracker
         from .producers import ProducerManager
         from .sfu import SfuProcess
         from .sfu_client import SfuClient
-        self._sfu_client = SfuClient(cfg.mediasoup.api_url)
-        self.producers = ProducerManager(self._sfu_client, lambda: self.streams, on_change=self._changed)
-        self.sfu = SfuProcess(cfg.mediasoup, self._sfu_client, secrets=cfg.secrets,
-                              on_up=self.producers.sfu_up, on_down=self.producers.sfu_down,
+        self._sfu_client = client = SfuClient(cfg.mediasoup.api_url)
+        self.producers = ProducerManager(client, lambda: self.streams, on_change=self._changed)
+        self.consumers = ConsumerTracker(client, cfg.consumers, on_change=self._changed)
+
+        async def up() -> None:
+            self.consumers.sfu_up()
+            await self.producers.sfu_up()
+
+        def down() -> None:
+            self.producers.sfu_down()
+            self.consumers.sfu_down()
+
+        self.sfu = SfuProcess(cfg.mediasoup, client, secrets=cfg.secrets, on_up=up, on_down=down,
                               on_change=self._changed)
         self.host.sfu = True
 
@@ -306,7 +318,24 @@ class Agent:
         if failed is not None:
             raise failed
         if self.producers is not None:  # new streams get producers, removed ones lose theirs
+            self.consumers.cfg = new.consumers
             await self.producers.reconcile()
+
+    async def consumer_heartbeat(self, consumer_id: str) -> bool:
+        """A viewer's heartbeat; False when the SFU has no such consumer (or no SFU is configured)."""
+        return self.consumers is not None and await self.consumers.heartbeat(consumer_id)
+
+    async def close_consumer(self, stream_id: str, consumer_id: str) -> bool:
+        """Force-close one consumer of ``stream_id`` (reason ``admin``); False when unknown."""
+        if self.consumers is None:
+            return False
+        session = self.consumers.sessions.get(consumer_id)
+        if session is None:
+            await self.consumers.refresh()
+            session = self.consumers.sessions.get(consumer_id)
+        if session is None or session.stream_id != stream_id:
+            return False
+        return await self.consumers.close_consumer(consumer_id, "admin")
 
     async def restart_stream(self, sid: str) -> None:
         """Restart one stream now (reason ``manual``); KeyError if unknown."""

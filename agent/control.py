@@ -30,6 +30,8 @@ def create_app(agent: Agent) -> web.Application:
     app.router.add_post("/reload", _reload)
     app.router.add_post("/streams/{id}/restart", _restart)
     app.router.add_post("/recordings/cleanup", _cleanup)
+    app.router.add_post("/consumers/{id}/heartbeat", _heartbeat)
+    app.router.add_delete("/streams/{sid}/consumers/{cid}", _close_consumer)
     return app
 
 
@@ -99,6 +101,27 @@ async def _cleanup(request: web.Request) -> web.Response:
     except UnsafeDirectory as exc:
         return _error(409, str(exc))
     return web.json_response({"ok": True, "dry_run": dry_run, "streams": result})
+
+
+async def _heartbeat(request: web.Request) -> web.Response:
+    cid = request.match_info["id"]
+    if not await _agent(request).consumer_heartbeat(cid):
+        return _error(404, f"unknown consumer '{cid}'")
+    return web.json_response({"ok": True, "consumer_id": cid})
+
+
+async def _close_consumer(request: web.Request) -> web.Response:
+    """Force-close a viewer (reason ``admin``): 204, 404 unknown stream or consumer, 502 SFU error."""
+    agent, sid, cid = _agent(request), request.match_info["sid"], request.match_info["cid"]
+    if sid not in agent.streams:
+        return _error(404, f"unknown stream '{sid}'")
+    try:
+        closed = await agent.close_consumer(sid, cid)
+    except Exception as exc:  # the SFU refused or failed: say so, it is not our 500
+        return _error(502, f"the SFU could not close consumer '{cid}': {exc}")
+    if not closed:
+        return _error(404, f"unknown consumer '{cid}' of stream '{sid}'")
+    return web.Response(status=204)
 
 
 class ControlServer:

@@ -73,4 +73,5 @@ def agent_view(a: Agent) -> dict[str, Any]:
     }
     if a.sfu is not None:  # absent: no SFU configured
         view["sfu"] = a.sfu.view()
+        view["consumers"] = a.consumers.view()
     return view
