@@ -83,6 +83,12 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] + "\n")
+    sfu = data.get("sfu")
+    if sfu:
+        viewers = sum((data.get("consumers") or {}).get("per_stream", {}).values())
+        why = f"; last: {sfu['last_exit']['description']}" if sfu.get("last_exit") and sfu["state"] != "up" else ""
+        out.write(f"sfu: {sfu['state']} ({sfu['api_url']}, pid {sfu.get('pid') or '-'}, restarts {sfu['restarts']}, "
+                  f"viewers {viewers}){why}\n")
     reload_info = data["config"].get("last_reload")
     if reload_info and not reload_info.get("ok"):
         out.write("last reload REFUSED: " + "; ".join(reload_info.get("error", [])) + "\n")
