@@ -192,3 +192,32 @@ def test_contract_errors_are_logged_and_retried_without_a_crash(rtsp_camera, age
     # Recording goes on while the SFU misbehaves; live needs a confirmed producer.
     assert agent.wait_state("cam1", "ready", timeout=20)["producer"] is None
     assert agent.stop() == 0
+
+
+def test_a_full_recording_disk_does_not_stop_rtp(rtsp_camera, agent_factory, tmp_path):
+    from camera.fixture import free_port
+    port = free_port()
+    agent = agent_factory(sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port))
+    agent.recordings.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(agent.recordings)], check=True)
+    try:
+        agent.start()
+        agent.wait_state("cam1", "live", timeout=45)
+        pid = agent.streams()["cam1"]["pid"]
+        fd = os.open(agent.recordings / "filler", os.O_WRONLY | os.O_CREAT)
+        try:  # the disk is full from here on
+            while os.write(fd, b"\0" * 65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        time.sleep(3)  # FFmpeg meets ENOSPC and drops the recording slave
+        before = packets(port, "cam1")
+        time.sleep(5)
+        assert packets(port, "cam1") > before + 50  # the viewers' feed kept flowing
+        stream = agent.streams()["cam1"]
+        assert stream["pid"] == pid and stream["state"] == "live"
+    finally:
+        agent.stop()
+        subprocess.run(["umount", "-l", str(agent.recordings)], check=False)
