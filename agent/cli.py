@@ -31,6 +31,8 @@ def agent_main(argv: list[str] | None = None) -> int:
         enabled = sum(s.enabled for s in cfg.streams.values())
         for warning in _missing_programs(cfg) + _fd_limit(enabled):
             print(f"warning: {warning}", file=sys.stderr)
+        for note in _verbatim_notes(cfg):
+            print(f"note: {note}", file=sys.stderr)
         print(f"ok: {args.config}: {len(cfg.streams)} streams ({enabled} enabled)")
         return 0
     _setup_logging(args.log_level)
@@ -48,6 +50,23 @@ def _missing_programs(cfg) -> list[str]:
             wanted.setdefault(s.command[0], f"streams.{s.id}.command")
     return [f"{key}: {prog!r} not found; streams using it will fail to start"
             for prog, key in wanted.items() if shutil.which(prog) is None]
+
+
+def _verbatim_notes(cfg) -> list[str]:
+    """How the agent will watch verbatim commands it cannot read progress from or feed the SFU with."""
+    notes = []
+    for s in cfg.streams.values():
+        if s.command is None:
+            continue
+        if not s.reports_progress:
+            watch = ("stalls by recording growth (no new file for stall_timeout)"
+                     if s.recording.enabled and s.stall_timeout else "no stall detection")
+            notes.append(f"streams.{s.id}.command: no {{progress}}: ready after {s.ready_after:g}s up "
+                         f"or a new recording file; {watch}")
+        if cfg.mediasoup is not None and not s.sends_rtp:
+            notes.append(f"streams.{s.id}.command: no {{rtp_url}} (or other RTP placeholder): "
+                         "no SFU producer; live on ingest alone")
+    return notes
 
 
 def _fd_limit(enabled: int) -> list[str]:
