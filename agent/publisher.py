@@ -25,6 +25,31 @@ FLUSH_DELAY = 0.05
 PROGRESS_FLUSH_INTERVAL = 5.0
 #: A snapshot that cannot be written is reported at most this often.
 WRITE_ERROR_LOG_INTERVAL = 60.0
+#: Upper bounds (seconds) of the event-loop lag histogram.
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class LoopLag:
+    """How late the heartbeat runs: a free sample of event-loop lag every second."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LAG_BUCKETS) + 1)
+        self.sum = 0.0
+        self.max = 0.0
+
+    def observe(self, lag: float) -> None:
+        lag = max(0.0, lag)
+        self.counts[next((i for i, b in enumerate(LAG_BUCKETS) if lag <= b), len(LAG_BUCKETS))] += 1
+        self.sum += lag
+        self.max = max(self.max, lag)
+
+    def view(self) -> dict:
+        """Cumulative buckets, as a Prometheus histogram counts them."""
+        total, buckets = 0, []
+        for bound, n in zip([*LAG_BUCKETS, "+Inf"], self.counts):
+            total += n
+            buckets.append([bound, total])
+        return {"buckets": buckets, "sum": self.sum, "count": total, "max": self.max}
 
 
 class Publisher:
@@ -41,6 +66,8 @@ class Publisher:
         self._written_at = 0.0
         self._error_logged_at = -WRITE_ERROR_LOG_INTERVAL
         self._closed = False
+        self.lag = LoopLag()
+        self._due: float | None = None  # loop time the next beat is scheduled for
 
     def start(self) -> None:
         """Write now and start the once-a-second heartbeat."""
@@ -93,6 +120,11 @@ class Publisher:
             self._on_restored()
 
     def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._due is not None:
+            # Published with the next write (progress flushes every 5 s while streams run);
+            # on its own it is no reason to rewrite the file.
+            self.lag.observe(loop.time() - self._due)
         try:
             self._refresh()
         except Exception:  # the heartbeat must outlive any error, or the agent looks dead
@@ -102,7 +134,8 @@ class Publisher:
                 self._notifier.notify(WATCHDOG=1)
             if not self._closed:
                 interval = min(snapshot.HEARTBEAT_INTERVAL, self._notifier.watchdog_interval or 1e9)
-                self._heartbeat = asyncio.get_running_loop().call_later(interval, self._beat)
+                self._due = loop.time() + interval
+                self._heartbeat = loop.call_at(self._due, self._beat)
 
     def _refresh(self) -> None:
         progress_due = self._progress_dirty and time.monotonic() - self._written_at >= PROGRESS_FLUSH_INTERVAL

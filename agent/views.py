@@ -66,7 +66,8 @@ def agent_view(a: Agent) -> dict[str, Any]:
     view = {
         "version": SCHEMA_VERSION,
         "agent": {"pid": os.getpid(), "started_at": a.started_at, "status": a.status,
-                  "runtime_dir": str(a.runtime_dir)},
+                  "runtime_dir": str(a.runtime_dir),
+                  "event_loop_lag_seconds": a.publisher.lag.view()},
         "config": {"path": str(cfg.path), "sha256": cfg.sha256,
                    "recordings_root": str(cfg.recordings_root),
                    "last_reload": a.last_reload, "needs_restart": list(a.needs_restart)},
