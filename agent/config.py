@@ -120,7 +120,8 @@ def stream_ssrc(stream: StreamConfig) -> int:
     if stream.rtp.ssrc is not None:
         return stream.rtp.ssrc
     import hashlib
-    return int.from_bytes(hashlib.sha256(stream.id.encode()).digest()[:4], "big") or 1
+    # 31 bits: FFmpeg's -ssrc is a signed 32-bit option.
+    return int.from_bytes(hashlib.sha256(stream.id.encode()).digest()[:4], "big") >> 1 or 1
 
 
 @dataclass(frozen=True)

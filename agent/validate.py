@@ -361,7 +361,7 @@ _RECORDING_CHECKS: dict[str, _SchemaFn] = {
 }
 _RTP_CHECKS: dict[str, _SchemaFn] = {
     "payload_type": lambda v, k, x: v.integer(k, x, 96, 127),  # the dynamic range
-    "ssrc": lambda v, k, x: v.integer(k, x, 1, 2**32 - 1),
+    "ssrc": lambda v, k, x: v.integer(k, x, 1, 2**31 - 1),  # FFmpeg's -ssrc is a signed int
 }
 _SECTIONS: dict[str, dict[str, _SchemaFn]] = {"restart": _RESTART_CHECKS, "recording": _RECORDING_CHECKS,
                                               "rtp": _RTP_CHECKS}

@@ -1,0 +1,161 @@
+"""TEST STAND-IN for the operator's MediaSoup app (which cannot be built here).
+
+It implements the agent's HTTP contract (docs/mediasoup-contract.md) on
+127.0.0.1 and, for each producer, a real UDP socket that receives the RTP
+FFmpeg sends and parses every packet's header: version, payload type,
+sequence number and SSRC.  Only packets with the producer's SSRC and payload
+type count; mismatches and sequence gaps (lost packets) are counted apart.
+
+    python standin_sfu.py --port PORT [--chaos 500|slow|badjson|wrongshape|hugebody]
+
+Test-only extras: ``POST /_test/consumers`` {stream_id, client_id} makes a
+consumer record; ``GET /_test/stats`` shows per-producer RTP counters and what
+was deleted.  Never used by product code.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import signal
+import struct
+import time
+
+from aiohttp import web
+
+_ids = itertools.count(1)
+
+
+class RtpCounter(asyncio.DatagramProtocol):
+    """Counts one producer's RTP: matching packets, mismatches and sequence gaps."""
+
+    def __init__(self, ssrc: int, payload_type: int) -> None:
+        self.ssrc, self.payload_type = ssrc, payload_type
+        self.packets = self.bytes = self.lost = self.mismatched_ssrc = self.mismatched_pt = self.malformed = 0
+        self.last_seq: int | None = None
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            self.malformed += 1
+            return
+        pt, (seq,), (ssrc,) = data[1] & 0x7F, struct.unpack("!H", data[2:4]), struct.unpack("!I", data[8:12])
+        if ssrc != self.ssrc:
+            self.mismatched_ssrc += 1
+            return
+        if pt != self.payload_type:
+            self.mismatched_pt += 1
+            return
+        if self.last_seq is not None:
+            gap = (seq - self.last_seq - 1) & 0xFFFF
+            if gap < 0x8000:  # forward jump (a restarted sender starts elsewhere: counted too)
+                self.lost += gap
+        self.last_seq = seq
+        self.packets += 1
+        self.bytes += len(data)
+
+
+class StandinSfu:
+    def __init__(self, chaos: str | None) -> None:
+        self.chaos = chaos
+        self.producers: dict[str, dict] = {}
+        self.consumers: dict[str, dict] = {}
+        self.deleted: list[dict] = []
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._misbehave])
+        app.router.add_get("/health", lambda r: web.json_response({"ok": True}))
+        app.router.add_post("/producers", self.create_producer)
+        app.router.add_get("/producers", self.list_producers)
+        app.router.add_delete("/producers/{id}", self.delete_producer)
+        app.router.add_get("/consumers", self.list_consumers)
+        app.router.add_delete("/consumers/{id}", self.delete_consumer)
+        app.router.add_post("/_test/consumers", self.add_consumer)
+        app.router.add_get("/_test/stats", self.stats)
+        return app
+
+    @web.middleware
+    async def _misbehave(self, request: web.Request, handler):
+        if self.chaos is None or request.path.startswith("/_test"):
+            return await handler(request)
+        if self.chaos == "500":
+            return web.Response(status=500, text="boom")
+        if self.chaos == "slow":
+            await asyncio.sleep(30)
+        if self.chaos == "badjson":
+            return web.Response(status=200 if request.method == "GET" else 201, text="{not json")
+        if self.chaos == "wrongshape":
+            return web.json_response({"producers": "no"} if request.method == "GET" else [1, 2], status=200)
+        if self.chaos == "hugebody":
+            return web.Response(status=200, body=b"[" + b" " * (2 << 20) + b"]")
+        return await handler(request)
+
+    async def create_producer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        loop = asyncio.get_running_loop()
+        counter = RtpCounter(int(body["ssrc"]), int(body["payload_type"]))
+        transport, _ = await loop.create_datagram_endpoint(lambda: counter, local_addr=("127.0.0.1", 0))
+        pid = f"p{next(_ids)}"
+        self.producers[pid] = {"stream_id": body["stream_id"], "counter": counter, "transport": transport,
+                               "port": transport.get_extra_info("sockname")[1], "created_at": time.time()}
+        return web.json_response({"producer_id": pid, "rtp_host": "127.0.0.1",
+                                  "rtp_port": self.producers[pid]["port"]}, status=201)
+
+    async def list_producers(self, request: web.Request) -> web.Response:
+        return web.json_response([
+            {"producer_id": pid, "stream_id": p["stream_id"], "ssrc": p["counter"].ssrc,
+             "payload_type": p["counter"].payload_type, "packets": p["counter"].packets,
+             "bytes": p["counter"].bytes, "score": 10 if p["counter"].packets else 0,
+             "rtp_host": "127.0.0.1", "rtp_port": p["port"]} for pid, p in self.producers.items()])
+
+    async def delete_producer(self, request: web.Request) -> web.Response:
+        p = self.producers.pop(request.match_info["id"], None)
+        if p is None:
+            return web.json_response({"error": "no such producer"}, status=404)
+        p["transport"].close()
+        self.deleted.append({"producer_id": request.match_info["id"], "at": time.time()})
+        return web.Response(status=204)
+
+    async def list_consumers(self, request: web.Request) -> web.Response:
+        return web.json_response([{"consumer_id": cid, **c} for cid, c in self.consumers.items()])
+
+    async def delete_consumer(self, request: web.Request) -> web.Response:
+        if self.consumers.pop(request.match_info["id"], None) is None:
+            return web.json_response({"error": "no such consumer"}, status=404)
+        self.deleted.append({"consumer_id": request.match_info["id"], "at": time.time()})
+        return web.Response(status=204)
+
+    async def add_consumer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        cid = f"c{next(_ids)}"
+        self.consumers[cid] = {"stream_id": body["stream_id"], "client_id": body.get("client_id", ""),
+                               "created_at": time.time()}
+        return web.json_response({"consumer_id": cid}, status=201)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        out = []
+        for pid, p in self.producers.items():
+            c = p["counter"]
+            out.append({"producer_id": pid, "stream_id": p["stream_id"], "packets": c.packets, "bytes": c.bytes,
+                        "lost": c.lost, "mismatched_ssrc": c.mismatched_ssrc, "mismatched_pt": c.mismatched_pt,
+                        "malformed": c.malformed, "last_seq": c.last_seq, "ssrc": c.ssrc,
+                        "payload_type": c.payload_type})
+        return web.json_response({"producers": out, "deleted": self.deleted})
+
+
+async def main(port: int, chaos: str | None) -> None:
+    runner = web.AppRunner(StandinSfu(chaos).app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Test stand-in for the operator's MediaSoup app.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--chaos", choices=["500", "slow", "badjson", "wrongshape", "hugebody"])
+    args = parser.parse_args()
+    asyncio.run(main(args.port, args.chaos))
