@@ -149,8 +149,9 @@ def test_stale_consumers_are_closed_heartbeated_ones_kept_and_force_close_works(
     assert request(sock, "DELETE", f"/streams/cam1/consumers/{ids[0]}")[0] == 204
     assert request(sock, "POST", f"/consumers/{ids[0]}/heartbeat")[0] == 404
     assert request(sock, "POST", "/consumers/nope/heartbeat")[0] == 404
-    ended = agent.snapshot()["consumers"]["ended"]
-    assert ended.get("stale", 0) >= 1 and ended.get("admin") == 1
+    ended = wait_for(lambda: (e := agent.snapshot()["consumers"]["ended"]).get("admin") == 1 and e, 5,
+                     "the admin close in the snapshot")
+    assert ended.get("stale", 0) >= 1
     assert "viewer" not in json.dumps(agent.snapshot()["streams"])
 
 
