@@ -341,21 +341,36 @@ class Agent:
         """Restart one stream now (reason ``manual``); KeyError if unknown."""
         await self.streams[sid].restart("manual")
 
-    async def cleanup(self, sid: str | None, *, dry_run: bool) -> dict[str, dict[str, int]]:
-        """Delete recordings older than each stream's retention now; per stream: files, bytes."""
-        from .retention import cleanup_stream
-        ids = [sid] if sid else list(self.cfg.streams)
-        now, root, out = time.time(), self.cfg.recordings_root, {}
-        for stream_id in ids:
-            retention = self.cfg.streams[stream_id].recording.retention
-            # File system work off the event loop: streams must not wait on a slow disk.
-            doomed = await asyncio.to_thread(cleanup_stream, root, stream_id, now=now,
-                                             max_age=retention, dry_run=dry_run)
-            out[stream_id] = {"files": len(doomed), "bytes": sum(s.size for s in doomed)}
-            if doomed and not dry_run:
-                log.info("cleanup: %s: deleted %d segments (%d bytes) older than %gs",
-                         stream_id, len(doomed), out[stream_id]["bytes"], retention)
-        return out
+    async def cleanup(self, sid: str | None, *, dry_run: bool,
+                      retention_days: float | None = None) -> dict[str, Any]:
+        """Delete recordings older than each stream's retention (or ``retention_days``) now.
+
+        The seed's result shape per stream (``stream_id``, ``retention_days``,
+        ``deleted_count``, ``deleted_size_mb``, ``cutoff_time``), plus totals.
+        """
+        from .retention import UnsafeDirectory, cleanup_stream
+        now, root, results = time.time(), self.cfg.recordings_root, {}
+        for stream_id in [sid] if sid else list(self.cfg.streams):
+            cfg = self.cfg.streams.get(stream_id)
+            if cfg is None:
+                continue  # removed by a reload meanwhile
+            max_age = cfg.recording.retention if retention_days is None else retention_days * 86400
+            try:
+                # File system work off the event loop: streams must not wait on a slow disk.
+                outcome = await asyncio.to_thread(cleanup_stream, root, stream_id, now=now, max_age=max_age,
+                                                  dry_run=dry_run)
+            except UnsafeDirectory as exc:
+                if sid:
+                    raise
+                results[stream_id] = _cleanup_result(stream_id, max_age, now, [], 0, str(exc))
+                continue
+            results[stream_id] = _cleanup_result(stream_id, max_age, now, outcome.deleted, outcome.errors)
+            if outcome.deleted and not dry_run:
+                log.info("cleanup: %s: deleted %d segments (%d bytes) older than %gs", stream_id,
+                         len(outcome.deleted), results[stream_id]["deleted_bytes"], max_age)
+        return {"dry_run": dry_run, "retention_days": retention_days, **_totals(results.values()),
+                "cutoff_time": _iso(now - retention_days * 86400) if retention_days is not None else None,
+                "streams": results}
 
     # -- snapshot & heartbeat ----------------------------------------------------
     def _changed(self, state_changed: bool) -> None:
@@ -410,3 +425,23 @@ class Agent:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _cleanup_result(stream_id: str, max_age: float, now: float, deleted: list, errors: int,
+                    refused: str | None = None) -> dict[str, Any]:
+    size = sum(seg.size for seg in deleted)
+    return {"stream_id": stream_id, "retention_days": max_age / 86400 if max_age > 0 else None,
+            "deleted_count": len(deleted), "deleted_size_mb": round(size / 2**20, 3), "deleted_bytes": size,
+            "cutoff_time": _iso(now - max_age) if max_age > 0 else None, "errors": errors,
+            **({"refused": refused} if refused else {})}
+
+
+def _totals(results: Any) -> dict[str, Any]:
+    results = list(results)
+    size = sum(r["deleted_bytes"] for r in results)
+    return {"deleted_count": sum(r["deleted_count"] for r in results), "deleted_size_mb": round(size / 2**20, 3),
+            "deleted_bytes": size, "errors": sum(r["errors"] for r in results)}

@@ -151,7 +151,9 @@ def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool) -> int:
         return 1
     verb = "would delete" if dry_run else "deleted"
     for sid, r in body["streams"].items():
-        print(f"{sid}: {verb} {r['files']} segments ({r['bytes'] / 2**20:.1f} MiB)")
+        note = f"; {r['errors']} could not be deleted" if r.get("errors") else ""
+        note += f"; refused: {r['refused']}" if r.get("refused") else ""
+        print(f"{sid}: {verb} {r['deleted_count']} segments ({r['deleted_bytes'] / 2**20:.1f} MiB){note}")
     return 0
 
 
