@@ -116,7 +116,20 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     cl = sub.add_parser("cleanup", help="delete recordings older than their retention now")
     cl.add_argument("stream", nargs="?", help="only this stream (default: all)")
     cl.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    cl.add_argument("--retention-days", type=float, help="delete what is older than this instead")
+    cl.add_argument("--json", action="store_true", help="the result as JSON (the seed's cleanup shape)")
+    tk = sub.add_parser("token", help="bearer tokens for the exporter's mutating endpoints")
+    tk.add_argument("--tokens-file", help="default: exporter.tokens_file of --config, else /etc/vas/tokens")
+    tks = tk.add_subparsers(dest="token_command", required=True, metavar="add|list|remove")
+    ta = tks.add_parser("add", help="create a token, print it once, store only its hash")
+    ta.add_argument("name")
+    ta.add_argument("--scope", required=True, choices=["heartbeat", "admin"])
+    tks.add_parser("list", help="names and scopes (never the tokens)")
+    tr = tks.add_parser("remove", help="revoke a token")
+    tr.add_argument("name")
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return _token(args)
 
     from . import snapshot, vasctl
 
@@ -135,5 +148,34 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     if args.command == "reload":
         return vasctl.reload(sock)
     if args.command == "cleanup":
-        return vasctl.cleanup(sock, args.stream, dry_run=args.dry_run)
+        return vasctl.cleanup(sock, args.stream, dry_run=args.dry_run, retention_days=args.retention_days,
+                              as_json=args.json)
     return vasctl.restart(sock, args.stream)
+
+
+def _token(args) -> int:
+    """``vasctl token add|list|remove``: the tokens file holds only SHA-256 hashes."""
+    from . import tokens
+    path = Path(args.tokens_file) if args.tokens_file else _tokens_file_of(args.config)
+    try:
+        if args.token_command == "add":
+            token = tokens.add(path, args.name, args.scope)
+            print(f"token {args.name} ({args.scope}) added to {path}; it is shown only now:\n{token}")
+        elif args.token_command == "remove":
+            tokens.remove(path, args.name)
+            print(f"token {args.name} removed from {path}; send SIGHUP to vas-exporter (systemctl reload vas-exporter)")
+        else:
+            for t in tokens.read(path):
+                print(f"{t.name}\t{t.scope}")
+    except (tokens.TokenError, OSError) as exc:
+        print(f"vasctl: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tokens_file_of(config: str) -> Path:
+    try:
+        from exporter.settings import SettingsError, load
+        return load(config).tokens_file
+    except (ImportError, SettingsError):
+        return Path("/etc/vas/tokens")

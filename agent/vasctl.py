@@ -142,13 +142,19 @@ def restart(socket_path: Path, stream_id: str) -> int:
     return 1
 
 
-def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool) -> int:
+def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool, retention_days: float | None = None,
+            as_json: bool = False) -> int:
     """Apply recording retention now and report what went (or would go)."""
-    query = "&".join(q for q in (f"stream={stream_id}" if stream_id else "", "dry_run=1" if dry_run else "") if q)
+    query = "&".join(q for q in (f"stream={stream_id}" if stream_id else "", "dry_run=1" if dry_run else "",
+                                 f"retention_days={retention_days:g}" if retention_days is not None else "") if q)
     code, body = _call(socket_path, "POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
     if code != 200:
         print(f"vasctl: {body.get('error')}", file=sys.stderr)
         return 1
+    if as_json:
+        json.dump(body["streams"][stream_id] if stream_id else body, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     verb = "would delete" if dry_run else "deleted"
     for sid, r in body["streams"].items():
         note = f"; {r['errors']} could not be deleted" if r.get("errors") else ""

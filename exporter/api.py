@@ -1,0 +1,191 @@
+"""The seed's API under /v2: health of the system, streams, ingestion, producers,
+consumers and recordings; heartbeats, cleanup and force-close go to the agent.
+
+Everything read comes from the cached snapshot (and the psutil samples);
+nothing here signals a process or deletes a file.  Unknown ids: 404 JSON;
+bad parameters: 400 naming the parameter; agent unreachable: 503 JSON.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from .control import AgentUnreachable
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers={"Cache-Control": "no-store"})
+
+
+class Api:
+    """Route handlers; ``ctx`` gives the snapshot view, settings, metrics, auth and agent control."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/v2/health/system", self.system)
+        r.add_get("/v2/health/streams/{stream_id}", self.stream)
+        r.add_get("/v2/health/ingestion", self.ingestion)
+        r.add_get("/v2/health/producers", self.producers)
+        r.add_get("/v2/health/consumers", self.consumers)
+        r.add_get("/v2/health/consumers/{consumer_id}", self.consumer)
+        r.add_post("/v2/health/consumers/{consumer_id}/heartbeat", self.heartbeat)
+        r.add_get("/v2/health/recordings", self.recordings)
+        r.add_get("/v2/health/recordings/{stream_id}", self.recording)
+        r.add_post("/v2/health/recordings/cleanup", self.cleanup_all)
+        r.add_post("/v2/health/recordings/{stream_id}/cleanup", self.cleanup_stream)
+        r.add_delete("/v2/streams/{stream_id}/consumers/{consumer_id}", self.close_consumer)
+
+    # -- reads ------------------------------------------------------------------
+    def _streams(self) -> dict[str, dict[str, Any]]:
+        return {s["id"]: s for s in self.ctx.view().streams}
+
+    async def system(self, request: web.Request) -> web.Response:
+        import os
+
+        import psutil
+        view, settings = self.ctx.view(), self.ctx.settings
+        data, ready = view.data or {}, self.ctx.readiness(view)
+        up = ready["checks"][0]["ok"] and (data.get("agent") or {}).get("status") not in (None, "stopped")
+        by_state: dict[str, int] = {}
+        for s in view.streams:
+            by_state[s["state"]] = by_state.get(s["state"], 0) + 1
+        fs = self.ctx.recordings.filesystem()
+        return web.json_response({
+            "status": "healthy" if not ready["failing"] else ("degraded" if up else "down"),
+            "timestamp": time.time(), "failing": ready["failing"],
+            "agent": {**(data.get("agent") or {}), "up": up,
+                      "snapshot_age_seconds": None if view.age is None else round(view.age, 3)},
+            "streams": {"total": len(view.streams), "enabled": sum(bool(s.get("enabled")) for s in view.streams),
+                        "by_state": by_state},
+            "sfu": data.get("sfu"), "config": data.get("config"),
+            "host": {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
+                     "load_average": list(os.getloadavg())},
+            "recordings": {"filesystem": None if fs is None else {"free_bytes": fs[0], "size_bytes": fs[1]}},
+            "readiness": {"min_live_ratio": settings.min_live_ratio, "require_sfu": settings.require_sfu}})
+
+    async def stream(self, request: web.Request) -> web.Response:
+        sid = request.match_info["stream_id"]
+        stream = self._streams().get(sid)
+        if stream is None:
+            return json_error(404, f"unknown stream '{sid}'")
+        return web.json_response({**stream, "up": stream.get("state") == "live"})
+
+    async def ingestion(self, request: web.Request) -> web.Response:
+        view = self.ctx.view()
+        self.ctx.metrics.sampler.sample(view.streams)
+        samples, now, out = self.ctx.metrics.sampler.samples, time.time(), []
+        for s in view.streams:
+            cpu, rss = samples.get(s["id"], (None, None))
+            out.append({"stream_id": s["id"], "state": s.get("state"), "pid": s.get("pid"),
+                        "cpu_seconds": cpu, "rss_bytes": rss,
+                        "uptime_seconds": round(now - s["pid_started_at"], 3) if s.get("pid_started_at") else None,
+                        "restarts": s.get("restarts", 0), "fps": (s.get("progress") or {}).get("fps"),
+                        "last_error": (s.get("last_error") or [])[-5:]})
+        return web.json_response({"processes": out, "count": len(out)})
+
+    async def producers(self, request: web.Request) -> web.Response:
+        items = [{"stream_id": s["id"], **s["producer"]} for s in self.ctx.view().streams if s.get("producer")]
+        return web.json_response({"producers": items, "count": len(items)})
+
+    def _consumers(self) -> dict[str, Any]:
+        return (self.ctx.view().data or {}).get("consumers") or {}
+
+    async def consumers(self, request: web.Request) -> web.Response:
+        c = self._consumers()
+        active = c.get("active") or []
+        return web.json_response({"consumers": active, "count": len(active), "per_stream": c.get("per_stream", {}),
+                                  "ended": c.get("ended", {})})
+
+    async def consumer(self, request: web.Request) -> web.Response:
+        cid = request.match_info["consumer_id"]
+        match = next((c for c in self._consumers().get("active") or [] if c["consumer_id"] == cid), None)
+        return web.json_response(match) if match else json_error(404, f"unknown consumer '{cid}'")
+
+    async def recordings(self, request: web.Request) -> web.Response:
+        streams = self.ctx.view().streams
+        return web.json_response({"filesystem": self._filesystem(),
+                                  "streams": [self._recording(s) for s in streams]})
+
+    async def recording(self, request: web.Request) -> web.Response:
+        sid = request.match_info["stream_id"]
+        stream = self._streams().get(sid)
+        if stream is None:
+            return json_error(404, f"unknown stream '{sid}'")
+        return web.json_response(self._recording(stream))
+
+    def _filesystem(self) -> dict[str, Any] | None:
+        fs = self.ctx.recordings.filesystem()
+        if fs is None:
+            return None
+        free, size = fs
+        return {"root": str(self.ctx.recordings.root), "free_bytes": free, "size_bytes": size,
+                "used_percent": round(100 * (size - free) / size, 2) if size else None}
+
+    def _recording(self, s: dict[str, Any]) -> dict[str, Any]:
+        count, total, oldest = self.ctx.recordings.per_stream([s]).get(s["id"], (None, None, None))
+        rec = s.get("recording") or {}
+        retention = rec.get("retention_seconds")
+        return {"stream_id": s["id"], "enabled": rec.get("enabled"), "segment_count": count, "total_bytes": total,
+                "total_size_mb": None if total is None else round(total / 2**20, 3), "oldest_segment_at": oldest,
+                "retention_days": retention / 86400 if retention else None}
+
+    # -- changes (token required; the agent does the work) -------------------------
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        self.ctx.auth.check(request, "heartbeat")
+        cid = request.match_info["consumer_id"]
+        return await self._forward("POST", f"/consumers/{quote(cid, safe='')}/heartbeat")
+
+    async def close_consumer(self, request: web.Request) -> web.Response:
+        self.ctx.auth.check(request, "admin")
+        sid, cid = request.match_info["stream_id"], request.match_info["consumer_id"]
+        return await self._forward("DELETE", f"/streams/{quote(sid, safe='')}/consumers/{quote(cid, safe='')}")
+
+    async def cleanup_all(self, request: web.Request) -> web.Response:
+        self.ctx.auth.check(request, "admin")
+        return await self._cleanup(request, None)
+
+    async def cleanup_stream(self, request: web.Request) -> web.Response:
+        self.ctx.auth.check(request, "admin")
+        sid = request.match_info["stream_id"]
+        if sid not in self._streams():
+            return json_error(404, f"unknown stream '{sid}'")
+        return await self._cleanup(request, sid)
+
+    async def _cleanup(self, request: web.Request, sid: str | None) -> web.Response:
+        days = request.query.get("retention_days")
+        try:
+            value = None if days is None else float(days)
+            if value is not None and not 0 < value <= 36500:
+                raise ValueError
+        except ValueError:
+            return json_error(400, f"retention_days must be a number of days above 0 (at most 36500), got {days!r}",
+                              parameter="retention_days")
+        query = "&".join(q for q in (f"stream={quote(sid)}" if sid else "",
+                                     f"retention_days={value:g}" if value is not None else "") if q)
+        status, body = await self._call("POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
+        if status != 200:
+            return json_error(status, body.get("error", "cleanup failed"))
+        if sid:
+            return web.json_response(body["streams"].get(sid, {}))
+        return web.json_response({k: body.get(k) for k in ("retention_days", "deleted_count", "deleted_size_mb",
+                                                          "cutoff_time")} | {"streams": list(body["streams"].values())})
+
+    async def _forward(self, method: str, path: str) -> web.Response:
+        status, body = await self._call(method, path)
+        if status == 204:
+            return web.Response(status=204)
+        return web.json_response(body, status=status)
+
+    async def _call(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            return await self.ctx.control.call(method, path)
+        except AgentUnreachable as exc:
+            raise web.HTTPServiceUnavailable(text=json.dumps({"error": str(exc)}),
+                                             content_type="application/json") from None

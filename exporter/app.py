@@ -1,0 +1,127 @@
+"""``create_app(settings) -> web.Application``: health, the /v2 API and /v2/metrics.
+
+The exporter is the only network-facing part of the node.  It reads the
+agent's snapshot (cached until the file is replaced), samples processes with
+psutil at scrape time, and sends every change to the agent's control socket.
+No response carries a stack trace: a middleware turns any failure into JSON.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from typing import Any
+
+from aiohttp import web
+
+from .api import Api, json_error
+from .auth import Auth
+from .control import AgentControl
+from .health import Health, readiness
+from .metrics import Metrics
+from .openapi import spec
+from .recordings import RecordingStats
+from .settings import Settings
+from .source import SnapshotSource, View
+
+log = logging.getLogger("vas.exporter")
+CONTEXT = web.AppKey("context", object)
+
+
+class Context:
+    """What the handlers share: settings, the snapshot, metrics, auth and the agent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.source = SnapshotSource(settings.snapshot_path)
+        self.recordings = RecordingStats()
+        self.metrics = Metrics(self.recordings)
+        self.auth = Auth(settings.tokens_file)
+        self.control = AgentControl(settings.socket_path)
+        self.health: Health | None = None
+
+    def apply(self, settings: Settings) -> None:
+        """New settings on SIGHUP: readiness thresholds and tokens (listen needs a restart)."""
+        self.settings = settings
+        if self.health is not None:
+            self.health.settings, self.health._cache = settings, None
+        self.auth.path = settings.tokens_file
+        self.auth.reload()
+
+    def view(self) -> View:
+        return self.source.read()
+
+    def readiness(self, view: View) -> dict[str, Any]:
+        return readiness(view, self.settings)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The exporter's application (served by ``vas-exporter``, or by tests)."""
+    ctx = Context(settings)
+    app = web.Application(middlewares=[_observe(ctx), _json_errors])
+    app[CONTEXT] = ctx
+    ctx.health = Health(settings, ctx.view)
+    ctx.health.routes(app)
+    Api(ctx).routes(app)
+    app.router.add_get("/v2/metrics", _metrics)
+    openapi = json.dumps(spec()).encode()
+    app.router.add_get("/v2/openapi.json",
+                       lambda r: web.Response(body=openapi, content_type="application/json"))
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The recording scan while the app runs; the agent session closed at the end."""
+    import asyncio
+    ctx: Context = app[CONTEXT]  # type: ignore[assignment]
+    task = asyncio.create_task(ctx.recordings.run(ctx.view), name="recording-scan")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)  # cancelled on purpose
+    await ctx.control.close()
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    ctx: Context = request.app[CONTEXT]  # type: ignore[assignment]
+    body = ctx.metrics.render(ctx.view(), stale_after=ctx.settings.stale_after)
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+                                            "Cache-Control": "no-store"})
+
+
+def _observe(ctx: Context) -> Any:
+    @web.middleware
+    async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
+        """vas_api_request_duration_seconds by route template (never the raw path)."""
+        started, status = time.perf_counter(), 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = request.match_info.route.resource
+            template = route.canonical if route is not None else "unmatched"
+            ctx.metrics.observe_request(template, request.method, status, time.perf_counter() - started)
+    return observe
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Errors answer JSON; an unexpected one is logged here, never sent as a trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason, **({"allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}))
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal error (logged by vas-exporter)")
+
+
+__all__ = ["create_app", "CONTEXT", "Context"]

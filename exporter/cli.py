@@ -1,0 +1,76 @@
+"""``vas-exporter --config FILE [--check]``: serve health, the /v2 API and metrics."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+DEFAULT_CONFIG = "/etc/vas/streams.yaml"
+log = logging.getLogger("vas.exporter")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vas-exporter", description="Health JSON, the /v2 API and metrics of this node.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--check", action="store_true", help="validate the exporter: section and exit")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    from .settings import SettingsError, load
+    try:
+        settings = load(args.config)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"ok: {args.config}: listen {settings.host}:{settings.port}, snapshot {settings.snapshot_path}, "
+              f"tokens {settings.tokens_file}")
+        return 0
+    _setup_logging(args.log_level)
+    try:
+        asyncio.run(_serve(args.config, settings))
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        return 1
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    from agent.redact import LOG_FILTER
+    fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LOG_FILTER)
+
+
+async def _serve(config: str, settings) -> None:
+    from aiohttp import web
+
+    from .app import CONTEXT, create_app
+    from .settings import SettingsError, load
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+    log.info("serving on %s:%d (snapshot %s)", settings.host, settings.port, settings.snapshot_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:  # SIGHUP: the tokens (the listen address needs a restart)
+        try:
+            new = load(config)
+        except SettingsError as exc:
+            log.error("reload refused, keeping the running settings:\n%s", exc)
+            return
+        if (new.host, new.port) != (settings.host, settings.port):
+            log.warning("exporter.listen changed: restart vas-exporter to apply it")
+        app[CONTEXT].apply(new)  # type: ignore[attr-defined]
+        log.info("reloaded settings and tokens")
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await stop.wait()
+    await runner.cleanup()

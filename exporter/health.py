@@ -1,0 +1,70 @@
+"""Load-balancer health: /livez, /readyz, /healthz (GET, HEAD, OPTIONS).
+
+Readiness is a pure function of the snapshot and the settings; its JSON is
+rendered once per (snapshot version, freshness) and served from that cache,
+so a load balancer's check costs one ``stat`` and a dict lookup.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .settings import Settings
+from .source import View
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def readiness(view: View, settings: Settings) -> dict[str, Any]:
+    """Every check with its value; ``ready`` only when all pass."""
+    data = view.data or {}
+    status = (data.get("agent") or {}).get("status")
+    enabled = [s for s in view.streams if s.get("enabled")]
+    live = sum(s.get("state") == "live" for s in enabled)
+    ratio = live / len(enabled) if enabled else None
+    sfu = data.get("sfu")
+    checks = [
+        {"check": "snapshot_fresh", "ok": view.fresh(settings.stale_after),
+         "value": None if view.age is None else round(view.age, 3), "want": f"<= {settings.stale_after:g}s",
+         **({"error": view.error} if view.error else {})},
+        {"check": "agent_running", "ok": status == "running", "value": status, "want": "running"},
+        {"check": "sfu_up", "ok": not (settings.require_sfu and sfu) or sfu.get("state") == "up",
+         "value": sfu.get("state") if sfu else "not configured",
+         "want": "up" if settings.require_sfu else "not required"},
+        {"check": "live_ratio", "ok": ratio is None or ratio >= settings.min_live_ratio,
+         "value": None if ratio is None else round(ratio, 4), "want": f">= {settings.min_live_ratio:g}",
+         "live": live, "enabled": len(enabled)},
+    ]
+    failing = [c["check"] for c in checks if not c["ok"]]
+    return {"status": "ready" if not failing else "not ready", "failing": failing, "checks": checks}
+
+
+class Health:
+    """The three health routes over one snapshot source."""
+
+    def __init__(self, settings: Settings, read: Any) -> None:
+        self.settings, self._read = settings, read
+        self._cache: tuple[tuple[int, bool], bytes, int] | None = None
+
+    def routes(self, app: web.Application) -> None:
+        for path in ("/livez", "/readyz", "/healthz"):
+            handler = self.livez if path == "/livez" else self.readyz
+            app.router.add_get(path, handler)  # HEAD too
+            app.router.add_route("OPTIONS", path, handler)  # HAProxy's default check
+
+    async def livez(self, request: web.Request) -> web.Response:
+        body = b"" if request.method == "HEAD" else b'{"status":"ok"}'
+        return web.Response(body=body, status=200, content_type="application/json", headers=NO_STORE)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        view = self._read()
+        key = (view.version, view.fresh(self.settings.stale_after))
+        if self._cache is None or self._cache[0] != key:
+            result = readiness(view, self.settings)
+            body = json.dumps(result, separators=(",", ":")).encode()
+            self._cache = (key, body, 200 if not result["failing"] else 503)
+        _, body, status = self._cache
+        return web.Response(body=b"" if request.method == "HEAD" else body, status=status,
+                            content_type="application/json", headers=NO_STORE)

@@ -1,0 +1,246 @@
+"""Prometheus metrics at /v2/metrics: one collector over the cached snapshot.
+
+Families are built fresh from data in ``collect()`` (client_python's custom
+collector pattern) on a private registry.  Rendering ~15,000 samples for 500
+streams takes tens of ms, so the rendered text is kept until the snapshot
+changes or the psutil samples (taken here at scrape time, never by the agent)
+are older than PSUTIL_TTL; the few samples that change on every scrape (agent
+up, snapshot age, API request metrics) live in a second, small registry.
+Label values are bounded: stream ids, states, reasons, route templates.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from agent.states import StreamState
+
+from .recordings import RecordingStats
+from .source import View
+
+PSUTIL_TTL = 2.0
+STATES = [s.value for s in StreamState]
+VERSION = "0.1.0"
+
+
+class ProcessSampler:
+    """CPU seconds and RSS of the streams' processes, sampled at most every PSUTIL_TTL."""
+
+    def __init__(self) -> None:
+        self._procs: dict[tuple[int, float], psutil.Process] = {}
+        self.samples: dict[str, tuple[float, int]] = {}  # stream -> (cpu seconds, rss bytes)
+        self.taken_at = -PSUTIL_TTL
+
+    def sample(self, streams: list[dict[str, Any]]) -> None:
+        if time.monotonic() - self.taken_at < PSUTIL_TTL:
+            return
+        self.taken_at, samples, procs = time.monotonic(), {}, {}
+        for s in streams:
+            key = (s.get("pid") or 0, s.get("pid_started_at") or 0.0)
+            if not key[0]:
+                continue
+            try:
+                proc = self._procs.get(key) or psutil.Process(key[0])
+                with proc.oneshot():
+                    cpu, rss = proc.cpu_times(), proc.memory_info().rss
+                samples[s["id"]], procs[key] = (cpu.user + cpu.system, rss), proc
+            except psutil.Error:
+                continue
+        self._procs, self.samples = procs, samples
+
+
+class SnapshotCollector:
+    """Everything that comes from the snapshot (and the psutil samples)."""
+
+    def __init__(self, owner: Metrics) -> None:
+        self.owner = owner
+
+    def collect(self) -> Iterator[Metric]:
+        view, streams = self.owner.view, self.owner.view.streams if self.owner.view else []
+        yield from _stream_families(streams)
+        yield from _process_families(streams, self.owner.sampler.samples)
+        yield from _sfu_families(view.data or {} if view else {}, streams)
+        yield from _recording_families(streams, self.owner.recordings)
+        yield from _config_families(view.data or {} if view else {})
+
+
+class Metrics:
+    """Renders /v2/metrics; ``observe_request`` records the API's own latency."""
+
+    def __init__(self, recordings: RecordingStats) -> None:
+        self.recordings = recordings
+        self.sampler = ProcessSampler()
+        self.view: View | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(self))
+        self.live = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("vas_api_requests", "API requests served.", ["handler", "method", "code"],
+                                registry=self.live)
+        self.latency = Histogram("vas_api_request_duration_seconds", "API request latency.",
+                                 ["handler", "method", "code"], registry=self.live,
+                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self._cached: tuple[tuple[int, float, int], bytes] | None = None
+
+    def observe_request(self, handler: str, method: str, code: int, seconds: float) -> None:
+        self.requests.labels(handler, method, str(code)).inc()
+        self.latency.labels(handler, method, str(code)).observe(seconds)
+
+    def render(self, view: View, *, stale_after: float) -> bytes:
+        self.sampler.sample(view.streams)
+        key = (view.version, self.sampler.taken_at, self.recordings.version)
+        if self._cached is None or self._cached[0] != key:
+            self.view = view
+            self._cached = (key, generate_latest(self.registry))
+        return self._cached[1] + generate_latest(_LiveCollector(view, stale_after, self.recordings).registry()) \
+            + generate_latest(self.live)
+
+
+class _LiveCollector:
+    """The samples that change on every scrape: cheap, never cached."""
+
+    def __init__(self, view: View, stale_after: float, recordings: RecordingStats) -> None:
+        self.view, self.stale_after, self.recordings = view, stale_after, recordings
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return registry
+
+    def collect(self) -> Iterator[Metric]:
+        status = ((self.view.data or {}).get("agent") or {}).get("status")
+        up = self.view.fresh(self.stale_after) and status not in (None, "stopped")
+        yield _gauge("vas_agent_up", "1 while the agent's snapshot is fresh and it is not stopped.", value=float(up))
+        yield _gauge("vas_agent_snapshot_age_seconds", "Seconds since the agent last proved it is alive.",
+                     value=self.view.age if self.view.age is not None else float("nan"))
+        fs = self.recordings.filesystem()
+        if fs is not None:
+            yield _gauge("vas_recording_filesystem_free_bytes", "Free bytes on the recordings filesystem.", value=fs[0])
+            yield _gauge("vas_recording_filesystem_size_bytes", "Size of the recordings filesystem.", value=fs[1])
+        info = GaugeMetricFamily("vas_build_info", "The exporter's version.", labels=["version"])
+        info.add_metric([VERSION], 1.0)
+        yield info
+
+
+def _gauge(name: str, doc: str, *, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _stream_families(streams: list[dict[str, Any]]) -> Iterator[Metric]:
+    now = time.time()
+    counts = {state: 0 for state in STATES}
+    up = GaugeMetricFamily("vas_stream_up", "1 when the stream is live.", labels=["stream"])
+    state = GaugeMetricFamily("vas_stream_state", "1 for the stream's current state.", labels=["stream", "state"])
+    uptime = GaugeMetricFamily("vas_stream_uptime_seconds", "Seconds the current process has run.", labels=["stream"])
+    restarts = CounterMetricFamily("vas_stream_restarts", "Restarts by reason.", labels=["stream", "reason"])
+    frames = CounterMetricFamily("vas_stream_frames", "Frames of the current process.", labels=["stream"])
+    fps = GaugeMetricFamily("vas_stream_fps", "Frames per second FFmpeg reports.", labels=["stream"])
+    out = CounterMetricFamily("vas_stream_output_bytes", "Bytes written by the current process.", labels=["stream"])
+    last = GaugeMetricFamily("vas_stream_last_progress_timestamp_seconds", "When media last advanced.",
+                             labels=["stream"])
+    for s in streams:
+        sid, current = s["id"], s.get("state")
+        counts[current] = counts.get(current, 0) + 1
+        up.add_metric([sid], float(current == "live"))
+        for name in STATES:
+            state.add_metric([sid, name], float(name == current))
+        if s.get("pid_started_at"):
+            uptime.add_metric([sid], max(0.0, now - s["pid_started_at"]))
+        for reason, n in (s.get("restart_reasons") or {}).items():
+            restarts.add_metric([sid, reason], n)
+        progress = s.get("progress") or {}
+        if progress:
+            frames.add_metric([sid], progress.get("frames", 0))
+            fps.add_metric([sid], progress.get("fps", 0.0))
+            out.add_metric([sid], progress.get("bytes", 0))
+            if progress.get("last_progress_at"):
+                last.add_metric([sid], progress["last_progress_at"])
+    total = GaugeMetricFamily("vas_streams", "Streams by state.", labels=["state"])
+    for name, n in counts.items():
+        total.add_metric([name], n)
+    yield from (total, up, state, uptime, restarts, frames, fps, out, last)
+
+
+def _process_families(streams: list[dict[str, Any]], samples: dict[str, tuple[float, int]]) -> Iterator[Metric]:
+    cpu = CounterMetricFamily("vas_ffmpeg_cpu_seconds", "CPU time of the stream's FFmpeg.", labels=["stream"])
+    rss = GaugeMetricFamily("vas_ffmpeg_resident_memory_bytes", "RSS of the stream's FFmpeg.", labels=["stream"])
+    for sid, (seconds, resident) in samples.items():
+        cpu.add_metric([sid], seconds)
+        rss.add_metric([sid], resident)
+    yield cpu
+    yield rss
+    yield _gauge("vas_ffmpeg_processes_healthy", "Stream processes running and sampled.", value=len(samples))
+
+
+def _sfu_families(data: dict[str, Any], streams: list[dict[str, Any]]) -> Iterator[Metric]:
+    sfu = data.get("sfu")
+    if sfu:
+        yield _gauge("vas_sfu_up", "1 when the SFU answers its health check.", value=float(sfu.get("state") == "up"))
+        restarts = CounterMetricFamily("vas_sfu_restarts", "SFU restarts by reason.", labels=["reason"])
+        for reason, n in (sfu.get("restart_reasons") or {}).items():
+            restarts.add_metric([reason], n)
+        yield restarts
+    producers = GaugeMetricFamily("vas_producers", "SFU producers by state.", labels=["state"])
+    p_uptime = GaugeMetricFamily("vas_producer_uptime_seconds", "Seconds since the producer was made.",
+                                 labels=["stream"])
+    states = {"confirmed": 0, "unconfirmed": 0}
+    for s in streams:
+        p = s.get("producer")
+        if p:
+            states["confirmed" if p.get("confirmed") else "unconfirmed"] += 1
+            p_uptime.add_metric([s["id"]], max(0.0, time.time() - p.get("since", time.time())))
+    for name, n in states.items():
+        producers.add_metric([name], n)
+    yield producers
+    yield p_uptime
+    yield from _consumer_families(data.get("consumers") or {})
+
+
+def _consumer_families(consumers: dict[str, Any]) -> Iterator[Metric]:
+    active = consumers.get("active") or []
+    states = GaugeMetricFamily("vas_consumers", "Viewer sessions by state.", labels=["state"])
+    states.add_metric(["active"], len(active))
+    yield states
+    per = GaugeMetricFamily("vas_active_consumers", "Active viewer sessions.", labels=["stream"])
+    for sid, n in (consumers.get("per_stream") or {}).items():
+        per.add_metric([sid], n)
+    yield per
+    hist = consumers.get("session_duration_seconds")
+    if hist:
+        family = HistogramMetricFamily("vas_consumer_session_duration_seconds", "Durations of ended sessions.")
+        family.add_metric([], [(str(float(b)) if b != "+Inf" else "+Inf", n) for b, n in hist["buckets"]],
+                          sum_value=hist["sum"])
+        yield family
+
+
+def _recording_families(streams: list[dict[str, Any]], stats: RecordingStats) -> Iterator[Metric]:
+    size = GaugeMetricFamily("vas_recording_bytes", "Bytes of recorded segments.", labels=["stream"])
+    count = GaugeMetricFamily("vas_recording_segments", "Recorded segments.", labels=["stream"])
+    oldest = GaugeMetricFamily("vas_recording_oldest_segment_timestamp_seconds", "mtime of the oldest segment.",
+                               labels=["stream"])
+    for sid, (n, total, first) in stats.per_stream(streams).items():
+        size.add_metric([sid], total)
+        count.add_metric([sid], n)
+        if first is not None:
+            oldest.add_metric([sid], first)
+    yield from (size, count, oldest)
+
+
+def _config_families(data: dict[str, Any]) -> Iterator[Metric]:
+    last = (data.get("config") or {}).get("last_reload")
+    yield _gauge("vas_config_last_reload_successful", "0 when the last reload was refused.",
+                 value=float(last is None or bool(last.get("ok"))))
+    started = (data.get("agent") or {}).get("started_at")
+    success_at = last.get("at") if last and last.get("ok") else started
+    if success_at:
+        yield _gauge("vas_config_last_reload_success_timestamp_seconds",
+                     "When the config was last loaded successfully.", value=success_at)
+    lag = (data.get("agent") or {}).get("event_loop_lag_seconds")
+    if lag:
+        family = HistogramMetricFamily("vas_agent_event_loop_lag_seconds", "How late the agent's heartbeat ran.")
+        family.add_metric([], [(str(float(b)) if b != "+Inf" else "+Inf", n) for b, n in lag["buckets"]],
+                          sum_value=lag["sum"])
+        yield family

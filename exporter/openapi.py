@@ -1,0 +1,98 @@
+"""The OpenAPI 3 document served at /v2/openapi.json (kept true by tests/exporter)."""
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_NUM = {"type": ["number", "null"]}
+_STR = {"type": ["string", "null"]}
+_STREAM = {"type": "object", "required": ["id", "state", "enabled", "restarts"], "properties": {
+    "id": {"type": "string"}, "name": {"type": "string"}, "enabled": {"type": "boolean"},
+    "url": _STR, "state": {"enum": ["initializing", "ready", "live", "error", "stopped"]},
+    "pid": {"type": ["integer", "null"]}, "restarts": {"type": "integer"}, "up": {"type": "boolean"},
+    "last_error": {"type": "array", "items": {"type": "string"}}}}
+_CLEANUP = {"type": "object", "required": ["stream_id", "retention_days", "deleted_count", "deleted_size_mb",
+                                           "cutoff_time"], "properties": {
+    "stream_id": {"type": "string"}, "retention_days": _NUM, "deleted_count": {"type": "integer"},
+    "deleted_size_mb": {"type": "number"}, "cutoff_time": _STR}}
+_RECORDING = {"type": "object", "required": ["stream_id", "segment_count", "total_bytes", "oldest_segment_at"],
+              "properties": {"stream_id": {"type": "string"}, "segment_count": {"type": ["integer", "null"]},
+                             "total_bytes": {"type": ["integer", "null"]}, "oldest_segment_at": _NUM,
+                             "retention_days": _NUM}}
+_HEALTH = {"type": "object", "required": ["status"], "properties": {
+    "status": {"enum": ["ok", "ready", "not ready"]}, "failing": {"type": "array", "items": {"type": "string"}},
+    "checks": {"type": "array", "items": {"type": "object", "required": ["check", "ok"]}}}}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {400: "bad parameter (named)", 401: "missing or unknown bearer token", 403: "token scope too small",
+             404: "unknown id", 409: "refused by the agent", 503: "the agent is unreachable"}
+    return {str(c): _json(_ERROR, texts[c]) for c in codes}
+
+
+def _param(name: str, where: str = "path", schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path",
+            "schema": schema or {"type": "string", "minLength": 1}}
+
+
+def _get(summary: str, schema: dict[str, Any], params: list | None = None, codes: tuple = ()) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": params or [],
+                    "responses": {"200": _json(schema), **_errors(*codes)}}}
+
+
+def _health_path(summary: str) -> dict[str, Any]:
+    ops = {"summary": summary, "responses": {"200": _json(_HEALTH), "503": _json(_HEALTH, "not ready")}}
+    return {"get": ops, "head": {"summary": summary, "responses": {"200": {"description": "OK"},
+                                                                    "503": {"description": "not ready"}}},
+            "options": ops}
+
+
+def spec() -> dict[str, Any]:
+    """The whole document."""
+    days = _param("retention_days", "query", {"type": "number", "exclusiveMinimum": 0, "maximum": 36500})
+    secured = [{"bearer": []}]
+    obj = {"type": "object"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "VAS node exporter", "version": "2",
+                 "description": "Health, the /v2/health API and metrics of one VAS node (docs/api.md)."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/livez": _health_path("the exporter answers"),
+            "/readyz": _health_path("this node should get traffic"),
+            "/healthz": _health_path("alias of /readyz"),
+            "/v2/health/system": _get("node summary", {**obj, "required": ["status", "agent", "streams"]}),
+            "/v2/health/streams/{stream_id}": _get("one stream", _STREAM, [_param("stream_id")], (404,)),
+            "/v2/health/ingestion": _get("FFmpeg processes", {**obj, "required": ["processes"]}),
+            "/v2/health/producers": _get("SFU producers", {**obj, "required": ["producers"]}),
+            "/v2/health/consumers": _get("viewer sessions", {**obj, "required": ["consumers"]}),
+            "/v2/health/consumers/{consumer_id}": _get("one session", obj, [_param("consumer_id")], (404,)),
+            "/v2/health/consumers/{consumer_id}/heartbeat": {"post": {
+                "summary": "a viewer's heartbeat (scope heartbeat or admin)", "security": secured,
+                "parameters": [_param("consumer_id")],
+                "responses": {"200": _json(obj), **_errors(401, 403, 404, 503)}}},
+            "/v2/health/recordings": _get("recordings per stream", {**obj, "required": ["streams"]}),
+            "/v2/health/recordings/{stream_id}": _get("one stream's recordings", _RECORDING,
+                                                      [_param("stream_id")], (404,)),
+            "/v2/health/recordings/cleanup": {"post": {
+                "summary": "apply retention to every stream now (admin)", "security": secured,
+                "parameters": [days], "responses": {"200": _json({**obj, "required": ["deleted_count", "streams"]}),
+                                                    **_errors(400, 401, 403, 503)}}},
+            "/v2/health/recordings/{stream_id}/cleanup": {"post": {
+                "summary": "apply retention to one stream now (admin)", "security": secured,
+                "parameters": [_param("stream_id"), days],
+                "responses": {"200": _json(_CLEANUP), **_errors(400, 401, 403, 404, 409, 503)}}},
+            "/v2/streams/{stream_id}/consumers/{consumer_id}": {"delete": {
+                "summary": "force-close a viewer (admin)", "security": secured,
+                "parameters": [_param("stream_id"), _param("consumer_id")],
+                "responses": {"204": {"description": "closed"}, **_errors(401, 403, 404, 503)}}},
+            "/v2/metrics": {"get": {"summary": "Prometheus metrics (docs/metrics.md)", "responses": {
+                "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {
+                    "type": "string"}}}}}}},
+            "/v2/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json(obj)}}},
+        },
+    }

@@ -1,0 +1,85 @@
+"""Recording figures for /v2/health/recordings and the vas_recording_* metrics.
+
+The agent's retention index, when its snapshot carries one, is the source
+(``recording.segment_count``, ``total_bytes``, ``oldest_segment_at``).
+Otherwise the exporter walks the stream directories itself, in a thread,
+once per SCAN_INTERVAL, never at request time.  A segment is a regular file
+with a media extension anywhere under ``{root}/{stream}``; symlinks are not
+followed.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+from typing import Any, Callable
+
+MEDIA_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
+SCAN_INTERVAL = 60.0
+#: A walk stops counting a stream after this many entries (the figure is then a floor).
+SCAN_LIMIT = 500_000
+
+
+def scan_stream(directory: Path) -> tuple[int, int, float | None]:
+    """``(segments, bytes, oldest mtime)`` under ``directory``, without following symlinks."""
+    count = total = seen = 0
+    oldest: float | None = None
+    stack = [str(directory)]
+    while stack and seen < SCAN_LIMIT:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(entry.path)
+                    elif stat.S_ISREG(st.st_mode) and entry.name.endswith(MEDIA_EXTENSIONS):
+                        count, total = count + 1, total + st.st_size
+                        oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
+        except OSError:
+            continue  # vanished or unreadable: the next pass sees it again
+    return count, total, oldest
+
+
+class RecordingStats:
+    """Per-stream figures and the filesystem's free space."""
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+        self.version = 0
+        self._scanned: dict[str, tuple[int, int, float | None]] = {}
+
+    def filesystem(self) -> tuple[int, int] | None:
+        """``(free bytes, size bytes)`` of the filesystem holding the root."""
+        if self.root is None:
+            return None
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def per_stream(self, streams: list[dict[str, Any]]) -> dict[str, tuple[int, int, float | None]]:
+        out = {}
+        for s in streams:
+            rec = s.get("recording") or {}
+            if "segment_count" in rec:  # the agent's index
+                out[s["id"]] = (rec["segment_count"], rec.get("total_bytes", 0), rec.get("oldest_segment_at"))
+            elif s["id"] in self._scanned:
+                out[s["id"]] = self._scanned[s["id"]]
+        return out
+
+    async def run(self, read_view: Callable[[], Any]) -> None:
+        """Keep the fallback figures fresh (a background task of the app)."""
+        while True:
+            view = read_view()
+            data = view.data or {}
+            root = (data.get("config") or {}).get("recordings_root")
+            self.root = Path(root) if root else None
+            ids = [s["id"] for s in view.streams if "segment_count" not in (s.get("recording") or {})]
+            if self.root is not None and ids:
+                root_dir = self.root
+                self._scanned = await asyncio.to_thread(lambda: {i: scan_stream(root_dir / i) for i in ids})
+                self.version += 1
+            await asyncio.sleep(SCAN_INTERVAL if ids else 5.0)
