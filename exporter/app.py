@@ -67,8 +67,11 @@ def create_app(settings: Settings) -> web.Application:
     Api(ctx).routes(app)
     app.router.add_get("/v2/metrics", _metrics)
     openapi = json.dumps(spec()).encode()
-    app.router.add_get("/v2/openapi.json",
-                       lambda r: web.Response(body=openapi, content_type="application/json"))
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=openapi, content_type="application/json")
+
+    app.router.add_get("/v2/openapi.json", openapi_json)
     app.cleanup_ctx.append(_background)
     return app
 

@@ -1,0 +1,56 @@
+"""Load-balancer health: every check, every method, no caching by proxies."""
+from __future__ import annotations
+
+import pytest
+
+from .conftest import snapshot_dict, stream
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz"])
+async def test_get_head_and_options_with_no_store(client, path):
+    for method in ("GET", "HEAD", "OPTIONS"):
+        resp = await client.request(method, path)
+        assert resp.status == 200, (method, path)
+        assert resp.headers["Cache-Control"] == "no-store"
+        if method == "HEAD":
+            assert await resp.read() == b""
+
+
+async def test_ready_lists_every_check(client):
+    body = await (await client.get("/readyz")).json()
+    assert body["status"] == "ready" and body["failing"] == []
+    assert [c["check"] for c in body["checks"]] == ["snapshot_fresh", "agent_running", "sfu_up", "live_ratio"]
+
+
+@pytest.mark.parametrize("change,failing", [
+    (lambda n: n.age(6), ["snapshot_fresh"]),
+    (lambda n: n.write(snapshot_dict([stream("a")], status="draining")), ["agent_running"]),
+    (lambda n: n.write(snapshot_dict([stream("a")], status="stopped")), ["agent_running"]),
+    (lambda n: n.write(snapshot_dict([stream("a"), stream("b", "error"), stream("c", "error")])), ["live_ratio"]),
+    (lambda n: n.write(snapshot_dict([stream("a")], sfu={"state": "error"})), ["sfu_up"]),
+    (lambda n: (n.runtime / "state.json").unlink(), ["snapshot_fresh", "agent_running"]),
+])
+async def test_each_failing_check_is_named_with_its_value(client, node, change, failing):
+    change(node)
+    resp = await client.get("/healthz")
+    body = await resp.json()
+    assert resp.status == 503 and body["failing"] == failing
+    failed = {c["check"]: c for c in body["checks"] if not c["ok"]}
+    assert all("value" in c and "want" in c for c in failed.values())
+    assert (await client.get("/livez")).status == 200  # the exporter itself is fine
+
+
+async def test_back_to_ready_when_the_agent_recovers(client, node):
+    node.age(10)
+    assert (await client.get("/readyz")).status == 503
+    node.write(snapshot_dict([stream("a")]))
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_sfu_not_required_and_disabled_streams_do_not_count(aiohttp_client, node):
+    from dataclasses import replace
+
+    from exporter.app import create_app
+    node.write(snapshot_dict([stream("a"), stream("off", "stopped")], sfu={"state": "error"}))
+    client = await aiohttp_client(create_app(replace(node.settings, require_sfu=False, min_live_ratio=1.0)))
+    assert (await client.get("/readyz")).status == 200
