@@ -17,8 +17,14 @@ DEV_PACKAGES=(
     python3-gi gir1.2-gst-rtsp-server-1.0
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
     gstreamer1.0-plugins-bad gstreamer1.0-tools
+    # A real Prometheus (and promtool) the exporter tests scrape with and check against.
+    prometheus
+    # systemd-analyze checks the units; prlimit/setpriv (util-linux) run the agent as systemd would.
+    systemd util-linux
+    # bench/exporter.py drives the exporter with wrk.
+    wrk
 )
-RUNTIME_PACKAGES=(ffmpeg python3 python3-venv)
+RUNTIME_PACKAGES=(ffmpeg python3 python3-venv util-linux)
 VENV=.venv
 STAMP="$VENV/.vas-install"
 DEMO_CONFIG=config/demo.yaml
@@ -163,14 +169,22 @@ fi
 apt_install "${RUNTIME_PACKAGES[@]}"
 setup_venv ""
 "$VENV/bin/vas-agent" --config "$DEMO_CONFIG" --check
+"$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" --check
 cat <<EOF
 
-The demo agent runs in the foreground now; Ctrl-C stops it (and every FFmpeg it started).
+The demo agent runs in the foreground now, its exporter beside it; Ctrl-C stops both
+(and every FFmpeg the agent started).
   cameras:     3 synthetic FFmpeg test sources (live) + 1 offline RTSP camera (error, retried with backoff)
   recordings:  $PWD/.demo/recordings/<stream id>/*.ts  (HLS playlist: index.m3u8)
   status:      $VENV/bin/vasctl --config $DEMO_CONFIG status      (from another terminal, in $PWD)
+  health:      curl localhost:8080/readyz        (503 naming the failing checks when not ready)
+  metrics:     curl localhost:8080/v2/metrics
+  API:         curl localhost:8080/v2/health/system      (all routes: docs/api.md)
   snapshot:    $PWD/.demo/run/state.json
   reload:      edit $DEMO_CONFIG, then: $VENV/bin/vasctl --config $DEMO_CONFIG reload
 
 EOF
-exec "$VENV/bin/vas-agent" --config "$DEMO_CONFIG"
+"$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" &
+exporter_pid=$!
+trap 'kill "$exporter_pid" 2>/dev/null; wait "$exporter_pid" 2>/dev/null' EXIT
+"$VENV/bin/vas-agent" --config "$DEMO_CONFIG"

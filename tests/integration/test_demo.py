@@ -1,12 +1,17 @@
 """The README's demo (config/demo.yaml) really runs: synthetic cameras live and recording."""
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .harness import AgentProcess, wait_for
+from camera.fixture import free_port
+
+from .harness import BIN, AgentProcess, wait_for
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
@@ -18,7 +23,9 @@ def test_demo_config_goes_live_and_records(tmp_path):
     conf_dir.mkdir()
     shutil.copy(DEMO, conf_dir / "streams.yaml")
     agent = AgentProcess(conf_dir, {})
-    agent.config_path.write_text(DEMO.read_text())
+    port = free_port()  # the demo's 8080 may be taken where tests run
+    agent.config_path.write_text(DEMO.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    exporter = None
     agent.runtime_dir = tmp_path / ".demo" / "run"
     agent.recordings = tmp_path / ".demo" / "recordings"
     try:
@@ -32,5 +39,19 @@ def test_demo_config_goes_live_and_records(tmp_path):
             wait_for(lambda: agent.segments(sid), 30, f"a segment of {sid}")
         status = agent.vasctl("status")
         assert status.returncode == 0 and status.stdout.count(" live ") == 3
+        # What the quick start prints: the exporter beside it.
+        exporter = subprocess.Popen([str(BIN / "vas-exporter"), "--config", str(agent.config_path)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ready = wait_for(lambda: _get(port, "/readyz"), 15, "the demo exporter")
+        assert json.loads(ready)["status"] == "ready"  # 3 of 4 live, no SFU in the demo
+        assert 'vas_streams{state="live"} 3.0' in _get(port, "/v2/metrics")
     finally:
+        if exporter is not None:
+            exporter.terminate()
+            exporter.wait(10)
         assert agent.stop() == 0
+
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return resp.read().decode()
