@@ -62,7 +62,6 @@ class SnapshotCollector:
     def collect(self) -> Iterator[Metric]:
         view, streams = self.owner.view, self.owner.view.streams if self.owner.view else []
         yield from _stream_families(streams)
-        yield from _process_families(streams, self.owner.sampler.samples)
         yield from _sfu_families(view.data or {} if view else {}, streams)
         yield from _recording_families(streams, self.owner.recordings)
         yield from _config_families(view.data or {} if view else {})
@@ -77,26 +76,42 @@ class Metrics:
         self.view: View | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(self))
+        self.processes = CollectorRegistry(auto_describe=False)
+        self.processes.register(_ProcessCollector(self.sampler))
         self.live = CollectorRegistry(auto_describe=False)
         self.requests = Counter("vas_api_requests", "API requests served.", ["handler", "method", "code"],
                                 registry=self.live)
         self.latency = Histogram("vas_api_request_duration_seconds", "API request latency.",
                                  ["handler", "method", "code"], registry=self.live,
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
-        self._cached: tuple[tuple[int, float, int], bytes] | None = None
+        self._cached: tuple[tuple[int, int], bytes] | None = None
+        self._cached_processes: tuple[float, bytes] | None = None
 
     def observe_request(self, handler: str, method: str, code: int, seconds: float) -> None:
         self.requests.labels(handler, method, str(code)).inc()
         self.latency.labels(handler, method, str(code)).observe(seconds)
 
     def render(self, view: View, *, stale_after: float) -> bytes:
-        self.sampler.sample(view.streams)
-        key = (view.version, self.sampler.taken_at, self.recordings.version)
+        """Three parts, each rendered only when its data changed: snapshot, processes, per-scrape."""
+        key = (view.version, self.recordings.version)
         if self._cached is None or self._cached[0] != key:
             self.view = view
             self._cached = (key, generate_latest(self.registry))
-        return self._cached[1] + generate_latest(_LiveCollector(view, stale_after, self.recordings).registry()) \
-            + generate_latest(self.live)
+        self.sampler.sample(view.streams)
+        if self._cached_processes is None or self._cached_processes[0] != self.sampler.taken_at:
+            self._cached_processes = (self.sampler.taken_at, generate_latest(self.processes))
+        live = _LiveCollector(view, stale_after, self.recordings).registry()
+        return self._cached[1] + self._cached_processes[1] + generate_latest(live) + generate_latest(self.live)
+
+
+class _ProcessCollector:
+    """CPU and RSS of the streams' processes, from the latest psutil sample."""
+
+    def __init__(self, sampler: ProcessSampler) -> None:
+        self.sampler = sampler
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _process_families(self.sampler.samples)
 
 
 class _LiveCollector:
@@ -164,7 +179,7 @@ def _stream_families(streams: list[dict[str, Any]]) -> Iterator[Metric]:
     yield from (total, up, state, uptime, restarts, frames, fps, out, last)
 
 
-def _process_families(streams: list[dict[str, Any]], samples: dict[str, tuple[float, int]]) -> Iterator[Metric]:
+def _process_families(samples: dict[str, tuple[float, int]]) -> Iterator[Metric]:
     cpu = CounterMetricFamily("vas_ffmpeg_cpu_seconds", "CPU time of the stream's FFmpeg.", labels=["stream"])
     rss = GaugeMetricFamily("vas_ffmpeg_resident_memory_bytes", "RSS of the stream's FFmpeg.", labels=["stream"])
     for sid, (seconds, resident) in samples.items():

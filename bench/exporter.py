@@ -1,0 +1,163 @@
+"""Exporter throughput and latency with a 500-stream snapshot, against a bare aiohttp floor.
+
+What it measures
+    A synthetic snapshot of --n streams (the agent's shape: every stream live,
+    with progress, producer and recording fields) is written to a temp
+    runtime dir and touched every second like the agent does; vas-exporter
+    serves it on 127.0.0.1.  wrk (Debian) then drives, each for --duration s:
+      /readyz       --connections connections, --threads threads
+      /v2/metrics   one connection (one scraper), as Prometheus does
+    and, in the same run, a bare aiohttp app answering a fixed JSON body (the
+    floor).  For each: requests/s, p50/p99 latency (wrk's --latency), errors
+    (socket errors and non-2xx), and the exporter's CPU (psutil, % of one core)
+    and RSS after the run.  /readyz answers 200 (the snapshot is fresh).
+
+Anchors (the issue): /readyz >= 10,000 req/s with p99 <= 5 ms (bare aiohttp
+about 23,000 req/s there); /v2/metrics p99 <= 25 ms for one scraper; 0 errors.
+
+How to run
+    .venv/bin/python bench/exporter.py                  # --n 500 --duration 10
+    .venv/bin/python bench/exporter.py --duration 3     # quick check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import _common as c  # noqa: E402
+from camera.fixture import free_port  # noqa: E402
+
+from agent import snapshot  # noqa: E402
+
+FLOOR = '''
+import sys
+from aiohttp import web
+BODY = b'{"status":"ready","failing":[]}'
+async def ok(request):
+    return web.Response(body=BODY, content_type="application/json")
+app = web.Application()
+app.router.add_get("/readyz", ok)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+
+def fake_snapshot(n: int) -> dict:
+    now = time.time()
+    streams = [{
+        "id": f"cam{i:03d}", "name": f"Camera {i}", "enabled": True, "url": f"rtsp://admin:***@10.0.{i // 250}.{i % 250}/s",
+        "mode": "rtsp", "state": "live", "since": now, "pid": None, "pid_started_at": now - 3600, "restarts": 2,
+        "restart_reasons": {"exit": 1, "stall": 1}, "last_exit": None, "last_error": ["[rtsp] timeout"],
+        "next_restart_at": None,
+        "progress": {"fps": 25.0, "frames": 90000 + i, "bytes": 10**9 + i, "out_time_seconds": 3600.0,
+                     "last_progress_at": now},
+        "producer": {"id": f"p{i}", "rtp_host": "127.0.0.1", "rtp_port": 40000 + i, "ssrc": 1000 + i,
+                     "payload_type": 96, "since": now - 3600, "packets": 10**6, "bytes": 10**9, "score": 10,
+                     "confirmed": True},
+        "recording": {"enabled": True, "segment_duration_seconds": 10.0, "retention_seconds": 604800.0,
+                      "segment_count": 60480, "total_bytes": 60 * 10**9, "oldest_segment_at": now - 604800}}
+        for i in range(n)]
+    return {"version": 1, "agent": {"pid": os.getpid(), "started_at": now - 86400, "status": "running",
+                                    "runtime_dir": "/run/vas"},
+            "config": {"path": "/etc/vas/streams.yaml", "sha256": "x", "recordings_root": "/tmp",
+                       "last_reload": None, "needs_restart": []},
+            "sfu": {"configured": True, "state": "up", "restarts": 0, "restart_reasons": {}},
+            "consumers": {"active": [], "per_stream": {}, "ended": {},
+                          "session_duration_seconds": {"buckets": [["+Inf", 0]], "sum": 0.0, "count": 0}},
+            "streams": streams}
+
+
+def wrk(url: str, *, connections: int, threads: int, duration: float) -> dict:
+    out = subprocess.run(["wrk", "--latency", f"-c{connections}", f"-t{threads}", f"-d{duration:g}s", url],
+                         capture_output=True, text=True, check=True).stdout
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
+            "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep-tmp", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk (./install.sh --dev installs it)")
+    with c.bench_tempdir("vas-bench-exporter-", keep=args.keep_tmp) as tmp:
+        run(tmp, args)
+
+
+def run(tmp: Path, args: argparse.Namespace) -> None:
+    runtime = tmp / "run"
+    runtime.mkdir()
+    snapshot.write_atomic(runtime / "state.json", fake_snapshot(args.n))
+    stop = threading.Event()
+    threading.Thread(target=lambda: [os.utime(runtime / "state.json") or stop.wait(1) for _ in iter(stop.is_set, True)],
+                     daemon=True).start()
+    port, floor_port = free_port(), free_port()
+    conf = tmp / "streams.yaml"
+    conf.write_text(json.dumps({"version": 1, "node": {"runtime_dir": str(runtime)}, "streams": {},
+                                "exporter": {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp / "tokens")}}))
+    exporter = c.spawn([str(c.BIN / "vas-exporter"), "--config", str(conf), "--log-level", "warning"], tmp / "exporter.log")
+    floor = c.spawn([sys.executable, "-c", FLOOR, str(floor_port)], tmp / "floor.log")
+    try:
+        for p in (port, floor_port):
+            for _ in range(100):
+                try:
+                    import urllib.request
+                    urllib.request.urlopen(f"http://127.0.0.1:{p}/readyz", timeout=1).read()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        results = []
+        for label, url, conns, threads, pid in (
+                ("bare aiohttp JSON (floor)", f"http://127.0.0.1:{floor_port}/readyz", args.connections, args.threads, floor.pid),
+                ("vas-exporter /readyz", f"http://127.0.0.1:{port}/readyz", args.connections, args.threads, exporter.pid),
+                ("vas-exporter /v2/metrics", f"http://127.0.0.1:{port}/v2/metrics", 1, 1, exporter.pid)):
+            target = psutil.Process(pid)
+            cpu0, t0 = c.cpu_seconds(target), time.monotonic()
+            r = wrk(url, connections=conns, threads=threads, duration=args.duration)
+            r["cpu"] = (c.cpu_seconds(target) - cpu0) / (time.monotonic() - t0) * 100
+            r["rss"] = target.memory_info().rss / 2**20
+            results.append((label, conns, r))
+        report(args, results)
+    finally:
+        stop.set()
+        c.stop(exporter)
+        c.stop(floor)
+
+
+def report(args: argparse.Namespace, results: list) -> None:
+    print(f"\nexporter with a {args.n}-stream snapshot; wrk {args.duration:g}s per row; {c.machine_line('end')}")
+    print(f"{'target':32} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU %':>7} {'RSS MB':>7}")
+    for label, conns, r in results:
+        print(f"{label:32} {conns:>5} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>7} "
+              f"{r['cpu']:>7.1f} {r['rss']:>7.1f}")
+    floor, ready, metrics = (r for _, _, r in results)
+    print("\ntargets (issue anchors; the floor measured in this run):")
+    print(f"  /readyz >= 10000 req/s: {ready['rps']:.0f}  {c.verdict(ready['rps'] >= 10000)}"
+          f"  ({ready['rps'] / floor['rps']:.0%} of the bare aiohttp floor, {floor['rps']:.0f} req/s)")
+    print(f"  /readyz p99 <= 5 ms: {ready['p99']:.2f} ms  {c.verdict(ready['p99'] <= 5)}")
+    print(f"  /v2/metrics p99 <= 25 ms (one scraper): {metrics['p99']:.2f} ms  {c.verdict(metrics['p99'] <= 25)}")
+    print(f"  0 errors: {ready['errors'] + metrics['errors']}  {c.verdict(ready['errors'] + metrics['errors'] == 0)}")
+
+
+if __name__ == "__main__":
+    main()
