@@ -28,6 +28,7 @@ Everything binds 127.0.0.1; every process is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -138,7 +139,10 @@ def idle_cpu(tmp: Path, n: int, idle: float, with_sfu: bool) -> float:
     if not with_sfu:
         argv = ["/bin/bash", "-c", CHEAP.replace('>&3', '>/dev/null').replace("exec 3>/dev/udp/$2/$3; ", ""),
                 "cheap", "{progress}"]
-    streams = {f"c{i:03d}": {"command": argv, "recording": {"enabled": False}} for i in range(n)}
+    # bash writes through a line buffer: an SSRC with a 0x0a byte would split the datagram.
+    ssrcs = (x for x in itertools.count(0x10000000) if b"\n" not in x.to_bytes(4, "big"))
+    streams = {f"c{i:03d}": {"command": argv, "recording": {"enabled": False}, "rtp": {"ssrc": next(ssrcs)}}
+               for i in range(n)}
     write_config(run / "streams.yaml", run, streams, port)
     agent = c.spawn([str(c.BIN / "vas-agent"), "--config", str(run / "streams.yaml")], run / "agent.log")
     try:
