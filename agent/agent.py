@@ -91,6 +91,7 @@ class Agent:
             self._setup_sfu(cfg)
         self._stopped = asyncio.Event()
         self._closed = False
+        self.retention: Any = None  # retention_service.Retention once started
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -102,6 +103,7 @@ class Agent:
         from .control import ControlServer  # aiohttp is only needed once running
         self._control = ControlServer(self, self.runtime_dir / snapshot.SOCKET_NAME)
         await self._control.start()
+        await self._start_retention()
         for sid, scfg in self.cfg.streams.items():
             self.streams[sid] = Stream(scfg, self.host)
             self.streams[sid].start()
@@ -144,6 +146,8 @@ class Agent:
         if self.sfu is not None:  # after the streams: viewers keep their video to the end
             await self.sfu.close()
             await self._sfu_client.close()
+        if self.retention is not None:
+            await self.retention.close()
         self.publisher.close()
         if self._control:
             await self._control.close()
@@ -305,6 +309,8 @@ class Agent:
         LOG_FILTER.secrets = new.secrets
         self.host.ffmpeg, self.host.recordings_root, self.host.secrets = (
             new.node.ffmpeg, new.recordings_root, new.secrets)
+        if self.retention is not None:  # policies change in place; FFmpeg is not restarted
+            self.retention.update(new)
         jobs = [self.streams.pop(sid).close() for sid in plan.remove]
         for sid in plan.start + plan.stop:
             if sid not in self.streams:
@@ -348,29 +354,27 @@ class Agent:
         The seed's result shape per stream (``stream_id``, ``retention_days``,
         ``deleted_count``, ``deleted_size_mb``, ``cutoff_time``), plus totals.
         """
-        from .retention import UnsafeDirectory, cleanup_stream
-        now, root, results = time.time(), self.cfg.recordings_root, {}
-        for stream_id in [sid] if sid else list(self.cfg.streams):
-            cfg = self.cfg.streams.get(stream_id)
-            if cfg is None:
-                continue  # removed by a reload meanwhile
-            max_age = cfg.recording.retention if retention_days is None else retention_days * 86400
-            try:
-                # File system work off the event loop: streams must not wait on a slow disk.
-                outcome = await asyncio.to_thread(cleanup_stream, root, stream_id, now=now, max_age=max_age,
-                                                  dry_run=dry_run)
-            except UnsafeDirectory as exc:
-                if sid:
-                    raise
-                results[stream_id] = _cleanup_result(stream_id, max_age, now, [], 0, str(exc))
-                continue
-            results[stream_id] = _cleanup_result(stream_id, max_age, now, outcome.deleted, outcome.errors)
-            if outcome.deleted and not dry_run:
-                log.info("cleanup: %s: deleted %d segments (%d bytes) older than %gs", stream_id,
-                         len(outcome.deleted), results[stream_id]["deleted_bytes"], max_age)
-        return {"dry_run": dry_run, "retention_days": retention_days, **_totals(results.values()),
-                "cutoff_time": _iso(now - retention_days * 86400) if retention_days is not None else None,
-                "streams": results}
+        from .retention_service import cleanup_result
+        now = time.time()
+        outcomes = await self.retention.cleanup(sid, retention_days=retention_days, dry_run=dry_run)
+        return cleanup_result(outcomes, now=now, dry_run=dry_run, retention_days=retention_days)
+
+    async def _start_retention(self) -> None:
+        """Index the recordings root (in the background) and enforce retention from then on."""
+        from .retention_service import Retention
+
+        def running(sid: str) -> bool:
+            stream = self.streams.get(sid)
+            return stream is not None and stream.child is not None
+
+        def changed(sid: str) -> None:
+            stream = self.streams.get(sid)
+            if stream is not None:
+                stream.view_json = None
+            self.publisher.changed(False)  # figures: flushed with progress, not at once
+
+        self.retention = Retention(self.cfg, is_running=running, on_change=changed)
+        await self.retention.start()
 
     # -- snapshot & heartbeat ----------------------------------------------------
     def _changed(self, state_changed: bool) -> None:
@@ -426,22 +430,3 @@ class Agent:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def _cleanup_result(stream_id: str, max_age: float, now: float, deleted: list, errors: int,
-                    refused: str | None = None) -> dict[str, Any]:
-    size = sum(seg.size for seg in deleted)
-    return {"stream_id": stream_id, "retention_days": max_age / 86400 if max_age > 0 else None,
-            "deleted_count": len(deleted), "deleted_size_mb": round(size / 2**20, 3), "deleted_bytes": size,
-            "cutoff_time": _iso(now - max_age) if max_age > 0 else None, "errors": errors,
-            **({"refused": refused} if refused else {})}
-
-
-def _totals(results: Any) -> dict[str, Any]:
-    results = list(results)
-    size = sum(r["deleted_bytes"] for r in results)
-    return {"deleted_count": sum(r["deleted_count"] for r in results), "deleted_size_mb": round(size / 2**20, 3),
-            "deleted_bytes": size, "errors": sum(r["errors"] for r in results)}

@@ -45,6 +45,7 @@ class RecordingConfig:
     enabled: bool = True
     segment_duration: float = 10.0
     retention: float = 7 * 86400.0  # seconds; 0 keeps recordings forever
+    max_size: int = 0  # bytes; 0 (``null`` in the file): no cap
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,28 @@ def command_fields(command: tuple[str, ...]) -> frozenset[str]:
     """The placeholder names a verbatim command uses (it is validated: parsing succeeds)."""
     import string
     return frozenset(f for arg in command for _, f, _, _ in string.Formatter().parse(arg) if f)
+
+
+@dataclass(frozen=True)
+class SpaceAmount:
+    """Free space as a share of the filesystem (``10%``) or a size (``20GiB``)."""
+
+    percent: float | None = None
+    bytes: int | None = None
+
+    def of(self, total: int) -> int:
+        """Bytes, for a filesystem of ``total`` bytes."""
+        return int(total * self.percent / 100) if self.percent is not None else int(self.bytes or 0)
+
+
+@dataclass(frozen=True)
+class RecordingsConfig:
+    """Host-wide retention: the free-space floor, the sweep, streams no longer configured."""
+
+    sweep_interval: float = 3600.0
+    min_free: SpaceAmount = SpaceAmount(percent=10.0)
+    min_free_hysteresis: SpaceAmount = SpaceAmount(percent=5.0)
+    orphan_retention: float = 7 * 86400.0  # 0 keeps orphaned recordings forever
 
 
 @dataclass(frozen=True)
@@ -137,6 +160,7 @@ class Config:
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     mediasoup: MediasoupConfig | None = None
     consumers: ConsumersConfig = ConsumersConfig()
+    recordings: RecordingsConfig = RecordingsConfig()
 
 
 class ConfigError(Exception):

@@ -1,129 +1,275 @@
-"""Recording cleanup by age: a pure plan plus a careful executor.
+"""Retention's pure parts and its careful executor: the only code that deletes data.
 
-Deletes only regular files named like the agent's own segments
-(``{id}_{stamp}_{seq}.ts``), directly inside ``{root}/{id}``, never through a
-symlink, never the newest segment of a stream (FFmpeg's live playlist still
-points at it).  The event-driven retention with size limits and a free-space
-floor builds on these pieces (retention issue).
+A *segment* is a regular file (checked with lstat) whose name ends in ``.ts``,
+``.m4s``, ``.mp4`` or ``.mkv``, anywhere under ``{root}/{stream_id}/`` (verbatim
+commands and older installs choose their own names and date folders).  Never a
+playlist, FFmpeg's ``.tmp`` file, a symlink or anything reached through one, a
+file outside ``root``, or the file being written (anything modified in the last
+``RECENT_GRACE`` seconds and the newest segment of a running stream).
+
+Planners are pure: given candidates oldest first and a policy, which go, in
+which order.  :func:`delete_segments` executes a plan through directory file
+descriptors opened with ``O_NOFOLLOW`` and ``unlink(dir_fd=)``, so a directory
+swapped for a symlink meanwhile cannot redirect a deletion.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import re
 import stat
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 log = logging.getLogger("vas.retention")
-# Six digits or more: a run of 1 s segments passes 999999 after 11.6 days.
-_SEGMENT = re.compile(r"^(?P<id>.+)_(?P<stamp>\d{8}T\d{6}\d{3}Z)_(?P<seq>\d{6,})\.ts$")
+SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
+#: A file modified this recently may still be written: never deleted.
+RECENT_GRACE = 5.0
 #: Deletion errors are logged at most this often (they are all counted).
 ERROR_LOG_INTERVAL = 60.0
-_last_error_log = [0.0]
+REASONS = ("age", "size", "disk", "manual", "orphan")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIGITS = re.compile(r"(\d+)")
+_last_error_log = [-ERROR_LOG_INTERVAL]
+
+
+def is_segment_name(name: str) -> bool:
+    """True for a media file name (``x.ts.tmp`` and ``index.m3u8`` are not)."""
+    return name.endswith(SEGMENT_EXTENSIONS) and not name.startswith(".")
+
+
+def natural_key(name: str) -> tuple:
+    """Orders ``..._999999.ts`` before ``..._1000000.ts`` (numbers compare as numbers)."""
+    parts = _DIGITS.split(name)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
 
 
 @dataclass(frozen=True, order=True)
-class Segment:
-    """One finished recording segment (ordered by name = by start, then sequence)."""
+class Candidate:
+    """One indexed segment, ordered oldest first (mtime, then natural name order)."""
 
-    sort_key: tuple[str, int]
-    name: str
     mtime: float
-    size: int
+    key: tuple
+    stream: str = field(compare=False)
+    dir: str = field(compare=False)  # relative to the stream's directory, "" for itself
+    name: str = field(compare=False)
+    size: int = field(compare=False)
+
+    @property
+    def rel(self) -> str:
+        """The path relative to the stream's directory."""
+        return f"{self.dir}/{self.name}" if self.dir else self.name
 
 
-def segment_key(stream_id: str, name: str) -> tuple[str, int] | None:
-    """``(stamp, seq)`` when ``name`` is one of ``stream_id``'s segments, else None."""
-    match = _SEGMENT.fullmatch(name)
-    if not match or match["id"] != stream_id:
-        return None
-    return match["stamp"], int(match["seq"])  # numeric: 1000000 comes after 999999
+def candidate(stream: str, dir_rel: str, name: str, mtime: float, size: int) -> Candidate:
+    """A :class:`Candidate` with its ordering key filled in."""
+    return Candidate(mtime, natural_key(name), stream, dir_rel, name, size)
 
 
-def plan_age_cleanup(segments: list[Segment], *, now: float, max_age: float) -> list[Segment]:
-    """The segments older than ``max_age``, oldest first, never the newest one.
-
-    ``max_age`` 0 keeps everything.
-    """
-    if max_age <= 0 or len(segments) < 2:
-        return []
-    ordered = sorted(segments)
-    return [s for s in ordered[:-1] if now - s.mtime > max_age]
+def keeper(*, now: float, newest: Candidate | None) -> Callable[[Candidate], bool]:
+    """The files no policy may take: recently modified ones and ``newest`` (being written)."""
+    fresh = now - RECENT_GRACE
+    return lambda c: c.mtime > fresh or (newest is not None and c == newest and c.rel == newest.rel)
 
 
-class UnsafeDirectory(Exception):
-    """The stream's recording directory is a symlink or not a directory."""
+def plan_age(oldest_first: Iterable[Candidate], *, cutoff: float,
+             keep: Callable[[Candidate], bool]) -> list[Candidate]:
+    """Every segment modified before ``cutoff`` (oldest first), except kept ones."""
+    out = []
+    for c in oldest_first:
+        if c.mtime >= cutoff:
+            break
+        if not keep(c):
+            out.append(c)
+    return out
 
 
-def _open_stream_dir(root: Path, stream_id: str) -> int | None:
-    try:
-        return os.open(root / stream_id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise UnsafeDirectory(f"{root / stream_id}: not a plain directory ({exc.strerror}); nothing deleted") from None
+def plan_size(oldest_first: Iterable[Candidate], *, total: int, max_size: int,
+              keep: Callable[[Candidate], bool]) -> list[Candidate]:
+    """The oldest segments to delete until ``total`` is at most ``max_size`` (0: no cap)."""
+    out, excess = [], total - max_size
+    if max_size <= 0:
+        return out
+    for c in oldest_first:
+        if excess <= 0:
+            break
+        if not keep(c):
+            out.append(c)
+            excess -= c.size
+    return out
 
 
-def scan(dir_fd: int, stream_id: str) -> list[Segment]:
-    """The stream's segments in an open directory: regular files with segment names only."""
-    found = []
-    for entry in os.scandir(dir_fd):
-        key = segment_key(stream_id, entry.name)
-        if key is None:
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # deleted meanwhile (a concurrent cleanup, FFmpeg's rename)
-        if stat.S_ISREG(st.st_mode):
-            found.append(Segment(key, entry.name, st.st_mtime, st.st_size))
-    return found
+def plan_free(streams: Iterable[Iterable[Candidate]], *, need: int,
+              keep: Callable[[Candidate], bool]) -> list[Candidate]:
+    """The oldest segments across all streams until ``need`` bytes are freed."""
+    out, freed = [], 0
+    if need <= 0:
+        return out
+    for c in heapq.merge(*streams):
+        if freed >= need:
+            break
+        if not keep(c):
+            out.append(c)
+            freed += c.size
+    return out
 
 
 @dataclass
 class Outcome:
-    """What a cleanup of one stream did: deleted segments and per-file errors."""
+    """What executing a plan did: deleted segments, files already gone, per-file errors."""
 
-    deleted: list[Segment] = field(default_factory=list)
+    deleted: list[Candidate] = field(default_factory=list)
+    gone: list[Candidate] = field(default_factory=list)
     errors: int = 0
 
+    @property
+    def bytes(self) -> int:
+        return sum(c.size for c in self.deleted)
 
-def cleanup_stream(root: Path, stream_id: str, *, now: float, max_age: float,
-                   dry_run: bool = False) -> Outcome:
-    """Delete (or with ``dry_run`` only list) the segments ``plan_age_cleanup`` picks.
 
-    Errors are per file: counted, logged (rate-limited) and skipped, so one
-    undeletable file never stops the rest (nor the other streams).
+class UnsafeDirectory(Exception):
+    """A stream's recording directory is a symlink or not a directory."""
+
+
+def open_below(root_fd: int, parts: Iterable[str]) -> int:
+    """An fd of ``root/parts...``, no component followed if it is a symlink (OSError: ELOOP)."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part:
+                raise OSError(22, f"bad path component {part!r}")
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def delete_segments(root: str | os.PathLike[str], doomed: list[Candidate], *, now: float,
+                    before_unlink: Callable[[Candidate], None] = lambda c: None) -> Outcome:
+    """Delete ``doomed`` (from one or more streams) safely; errors are per file, never raised.
+
+    Each file is checked again right before it goes (lstat through the open
+    directory): only a regular segment not modified in the last RECENT_GRACE
+    seconds is unlinked.  Directories emptied below a stream's own are removed.
     """
-    outcome = Outcome()
-    fd = _open_stream_dir(root, stream_id)
-    if fd is None:
+    outcome, fds = Outcome(), {}
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        outcome.errors += len(doomed)
+        log_error(f"cannot open recordings root {root}: {exc.strerror}")
         return outcome
     try:
-        doomed = plan_age_cleanup(scan(fd, stream_id), now=now, max_age=max_age)
-        if dry_run:
-            outcome.deleted = doomed
-            return outcome
-        for seg in doomed:
-            try:
-                # Relative to the directory we opened without following links: a
-                # directory swapped for a symlink meanwhile cannot redirect this.
-                os.unlink(seg.name, dir_fd=fd)
-                outcome.deleted.append(seg)
-            except FileNotFoundError:
-                pass  # someone else deleted it: not ours to count
-            except OSError as exc:
-                outcome.errors += 1
-                _log_error(f"cannot delete {root / stream_id / seg.name}: {exc.strerror}")
-        return outcome
+        for c in doomed:
+            _delete_one(root_fd, fds, c, now, outcome, before_unlink)
+        _remove_empty_dirs(root_fd, fds, {(c.stream, c.dir) for c in outcome.deleted if c.dir})
     finally:
-        os.close(fd)
+        for fd in fds.values():
+            if fd is not None:
+                os.close(fd)
+        os.close(root_fd)
+    return outcome
 
 
-def _log_error(message: str) -> None:
+def _dir_fd(root_fd: int, fds: dict, stream: str, dir_rel: str) -> int | None:
+    key = (stream, dir_rel)
+    if key not in fds:
+        try:
+            fds[key] = open_below(root_fd, [stream, *(dir_rel.split("/") if dir_rel else [])])
+        except FileNotFoundError:
+            fds[key] = None
+        except OSError as exc:
+            fds[key] = None
+            log_error(f"{stream}/{dir_rel}: not a plain directory ({exc.strerror}); nothing deleted there")
+    return fds[key]
+
+
+def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outcome,
+                before_unlink: Callable[[Candidate], None]) -> None:
+    fd = _dir_fd(root_fd, fds, c.stream, c.dir)
+    if fd is None:
+        outcome.gone.append(c)
+        return
+    try:
+        st = os.stat(c.name, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or not is_segment_name(c.name):
+            return  # replaced by a symlink or something else meanwhile: never ours
+        if st.st_mtime > now - RECENT_GRACE:
+            return  # written to again: it may be the live file
+        before_unlink(c)
+        os.unlink(c.name, dir_fd=fd)
+        outcome.deleted.append(Candidate(c.mtime, c.key, c.stream, c.dir, c.name, st.st_size))
+    except FileNotFoundError:
+        outcome.gone.append(c)  # someone else deleted it: not ours to count
+    except OSError as exc:
+        outcome.errors += 1
+        log_error(f"cannot delete {c.stream}/{c.rel}: {exc.strerror}")
+
+
+def _remove_empty_dirs(root_fd: int, fds: dict, dirs: set[tuple[str, str]]) -> None:
+    """Remove emptied directories below a stream's own, deepest first; never the stream's."""
+    for stream, dir_rel in sorted(dirs, key=lambda d: -d[1].count("/")):
+        parts = dir_rel.split("/")
+        while parts:
+            try:
+                parent = open_below(root_fd, [stream, *parts[:-1]])
+            except OSError:
+                break
+            try:
+                os.rmdir(parts[-1], dir_fd=parent)  # fails unless empty: a playlist keeps it
+            except OSError:
+                break
+            finally:
+                os.close(parent)
+            parts.pop()
+
+
+def walk_stream(root_fd: int, stream: str) -> Iterator[tuple[str, list[tuple[float, int, str]]]]:
+    """``(dir_rel, [(mtime, size, name)...])`` for every directory of one stream's tree.
+
+    Never follows a symlink; unreadable directories are logged and skipped.
+    """
+    stack = [""]
+    while stack:
+        dir_rel = stack.pop()
+        try:
+            fd = open_below(root_fd, [stream, *(dir_rel.split("/") if dir_rel else [])])
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")
+            continue
+        files: list[tuple[float, int, str]] = []
+        try:
+            with os.scandir(fd) as entries:
+                for e in entries:
+                    _classify(e, dir_rel, files, stack)
+        except OSError as exc:
+            log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")
+        finally:
+            os.close(fd)
+        yield dir_rel, files
+
+
+def _classify(e: os.DirEntry, dir_rel: str, files: list, stack: list) -> None:
+    try:
+        if e.is_dir(follow_symlinks=False):
+            stack.append(f"{dir_rel}/{e.name}" if dir_rel else e.name)
+        elif is_segment_name(e.name):
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                files.append((st.st_mtime, st.st_size, e.name))
+    except FileNotFoundError:
+        pass  # deleted while we looked
+
+
+def log_error(message: str) -> None:
+    """Log a retention error, at most once per ERROR_LOG_INTERVAL (callers count them)."""
     now = time.monotonic()
     if now - _last_error_log[0] >= ERROR_LOG_INTERVAL:
         _last_error_log[0] = now
-        log.error("cleanup: %s (further errors counted, logged at most once a minute)", message)
+        log.error("retention: %s (further errors counted, logged at most once a minute)", message)

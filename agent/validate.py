@@ -17,6 +17,7 @@ from .config import (COMMAND_PLACEHOLDERS, MIN_STALL_TIMEOUT, PROGRESS_PERIOD, R
                      RTSP_TRANSPORTS, STREAM_ID, Config, ConfigError, ConsumersConfig, MediasoupConfig,
                      NodeConfig, RecordingConfig, RtpConfig, StreamConfig)
 from .redact import redact, redact_url
+from .retention_config import RECORDINGS_KEYS, max_size_check, recordings_section
 from .units import MAX_DURATION, DurationTooLarge, InterpolationError, interpolate, parse_duration
 
 #: Validated streams by (id, source value, defaults source): see ``Validator.stream``.
@@ -149,8 +150,9 @@ class Validator:
         exporter = top.get("exporter")  # its keys are vas-exporter's: `vas-exporter --check`
         if exporter is not None and not isinstance(exporter, dict):
             self.error(("exporter",), f"expected a mapping, got {self.show(exporter)}")
-        rec = self.mapping(("recordings",), top.get("recordings"), frozenset({"root"}))
+        rec = self.mapping(("recordings",), top.get("recordings"), RECORDINGS_KEYS)
         root = self.directory(("recordings", "root"), rec.get("root", "/var/lib/vas/recordings"))
+        recordings = recordings_section(self, rec)
         mediasoup = self.mediasoup(top.get("mediasoup"))
         consumers = self.consumers(top.get("consumers"))
         defaults = self.layer(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
@@ -160,7 +162,7 @@ class Validator:
             raise ConfigError(self.errors)
         return Config(path=self.path.absolute(), sha256=hashlib.sha256(raw).hexdigest(), node=node,
                       recordings_root=root, streams=streams, secrets=frozenset(self.secrets),  # type: ignore[arg-type]
-                      mediasoup=mediasoup, consumers=consumers)
+                      mediasoup=mediasoup, consumers=consumers, recordings=recordings)
 
     def node(self, value: Any) -> NodeConfig:
         node = self.mapping(("node",), value, frozenset({"runtime_dir", "ffmpeg", "drain_period"}))
@@ -358,6 +360,7 @@ _RECORDING_CHECKS: dict[str, _SchemaFn] = {
     "enabled": Validator.boolean,
     "segment_duration": lambda v, k, x: v.duration(k, x, positive=True, lo=0.1, hi=3600),
     "retention": Validator.duration,
+    "max_size": max_size_check,
 }
 _RTP_CHECKS: dict[str, _SchemaFn] = {
     "payload_type": lambda v, k, x: v.integer(k, x, 96, 127),  # the dynamic range

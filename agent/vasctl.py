@@ -65,7 +65,7 @@ def _add_usage(streams: list[dict[str, Any]]) -> None:
 
 def _print_table(data: dict[str, Any], out: TextIO) -> None:
     now = time.time()
-    rows = [("ID", "STATE", "UPTIME", "RESTARTS", "FPS", "CPU", "RSS", "LAST ERROR")]
+    rows = [("ID", "STATE", "UPTIME", "RESTARTS", "FPS", "CPU", "RSS", "REC", "OLDEST", "LAST ERROR")]
     for s in data["streams"]:
         prog = s.get("progress") or {}
         if s["state"] == "error" and s.get("next_restart_at"):
@@ -79,7 +79,7 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
             f"{prog['fps']:.1f}" if prog.get("fps") is not None and s.get("pid") else "-",
             f"{s['cpu_percent']:.1f}%" if s.get("cpu_percent") is not None else "-",
             f"{s['rss_bytes'] / 2**20:.0f}MiB" if s.get("rss_bytes") else "-",
-            _last_error(s)))
+            *_recording(s.get("recording") or {}, now), _last_error(s)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] + "\n")
@@ -94,6 +94,13 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
         out.write("last reload REFUSED: " + "; ".join(reload_info.get("error", [])) + "\n")
     if data["config"].get("needs_restart"):
         out.write("restart vas-agent to apply: " + ", ".join(data["config"]["needs_restart"]) + "\n")
+
+
+def _recording(rec: dict[str, Any], now: float) -> tuple[str, str]:
+    """Recording size and the age of the oldest segment (from retention's index)."""
+    size = f"{rec['total_bytes'] / 2**30:.1f}GiB" if rec.get("total_bytes") is not None else "-"
+    oldest = _duration(max(0.0, now - rec["oldest_segment_at"])) if rec.get("oldest_segment_at") else "-"
+    return size, oldest
 
 
 def _last_error(s: dict[str, Any]) -> str:

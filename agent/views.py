@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .stream import Stream
 
 
-def stream_view(s: Stream, secrets: frozenset[str]) -> dict[str, Any]:
+def stream_view(s: Stream, secrets: frozenset[str], retention: Any = None) -> dict[str, Any]:
     """One stream as the snapshot shows it."""
     p = s.progress
     return {
@@ -41,7 +41,9 @@ def stream_view(s: Stream, secrets: frozenset[str]) -> dict[str, Any]:
         "producer": None if s.producer is None else s.producer.view(),
         "recording": {"enabled": s.cfg.recording.enabled,
                       "segment_duration_seconds": s.cfg.recording.segment_duration,
-                      "retention_seconds": s.cfg.recording.retention},
+                      "retention_seconds": s.cfg.recording.retention,
+                      "max_size_bytes": s.cfg.recording.max_size or None,
+                      **(retention.stream_view(s.cfg.id) if retention is not None else {})},
     }
 
 
@@ -55,7 +57,7 @@ def snapshot_json(a: Agent) -> str:
     entries = []
     for s in a.streams.values():
         if s.view_json is None:
-            s.view_json = json.dumps(stream_view(s, a.cfg.secrets), separators=(",", ":"))
+            s.view_json = json.dumps(stream_view(s, a.cfg.secrets, getattr(a, "retention", None)), separators=(",", ":"))
         entries.append(s.view_json)
     return head[:-1] + ',"streams":[' + ",".join(entries) + "]}"
 
@@ -72,6 +74,8 @@ def agent_view(a: Agent) -> dict[str, Any]:
                    "recordings_root": str(cfg.recordings_root),
                    "last_reload": a.last_reload, "needs_restart": list(a.needs_restart)},
     }
+    if getattr(a, "retention", None) is not None:
+        view["recordings"] = a.retention.view()
     if a.sfu is not None:  # absent: no SFU configured
         view["sfu"] = a.sfu.view()
         view["consumers"] = a.consumers.view()

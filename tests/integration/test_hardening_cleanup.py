@@ -1,5 +1,6 @@
-"""Regressions from the core review for cleanup: long runs' segment numbers, errors per
-file (EROFS), concurrent cleanups, and a reload that removes a stream mid-cleanup."""
+"""Regressions from the core review (issue 6, defects 8 and 9) for cleanup: long runs'
+segment numbers, errors per file (EROFS), concurrent cleanups, and a reload that removes
+a stream mid-cleanup."""
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from agent import config as config_mod
-from agent.agent import Agent
 from agent.config import RecordingConfig, StreamConfig
-from agent.retention import cleanup_stream, plan_age_cleanup, scan, segment_key
+from agent.retention import candidate, delete_segments, keeper, plan_age
+from agent.retention_service import Retention
+from agent.segment_index import SegmentIndex
 
 pytestmark = pytest.mark.integration
 DAY = 86400.0
@@ -30,38 +32,54 @@ def plant(directory: Path, sid: str, seqs: range, mtime: float = OLD) -> None:
         os.utime(path, (mtime, mtime))
 
 
+def age_plan(index: SegmentIndex, sid: str, *, running: bool) -> list:
+    import heapq
+    with index.lock:
+        newest = index.newest(sid) if running else None
+        return plan_age(heapq.merge(*index.oldest_first(sid)), cutoff=time.time() - DAY,
+                        keep=keeper(now=time.time(), newest=newest))
+
+
 def test_segments_past_999999_are_segments_and_sort_after_it(tmp_path):
-    assert segment_key("cam1", "cam1_20200101T000000000Z_1000000.ts") == ("20200101T000000000Z", 1000000)
+    """Defect 8: 7-digit sequence numbers are segments, ordered numerically, and the
+    newest (being written) is kept."""
     plant(tmp_path / "cam1", "cam1", range(999_998, 1_000_002))
-    fd = os.open(tmp_path / "cam1", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        doomed = plan_age_cleanup(scan(fd, "cam1"), now=time.time(), max_age=DAY)
-    finally:
-        os.close(fd)
-    # Oldest first, numerically; the newest (1000001) is never deleted.
-    assert [s.sort_key[1] for s in doomed] == [999_998, 999_999, 1_000_000]
+    index = SegmentIndex(tmp_path)
+    index.scan_all()
+    doomed = age_plan(index, "cam1", running=True)
+    assert [c.name.split("_")[-1] for c in doomed] == ["999998.ts", "999999.ts", "1000000.ts"]
 
 
 def test_an_undeletable_directory_does_not_stop_the_others(tmp_path):
+    """Defect 9: EROFS on every file is counted per file and skipped; other streams still go."""
     stuck = tmp_path / "stuck"
-    plant(stuck, "stuck", range(5))
+    stuck.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(stuck)], check=True)
     try:
         plant(stuck, "stuck", range(5))
+        plant(tmp_path / "fine", "fine", range(5))
         subprocess.run(["mount", "-o", "remount,ro", str(stuck)], check=True)
-        outcome = cleanup_stream(tmp_path, "stuck", now=time.time(), max_age=DAY)
-        assert outcome.errors == 4 and outcome.deleted == []  # EROFS for each, counted, skipped
+        index = SegmentIndex(tmp_path)
+        index.scan_all()
+        doomed = age_plan(index, "stuck", running=False) + age_plan(index, "fine", running=False)
+        outcome = delete_segments(tmp_path, doomed, now=time.time())
+        assert outcome.errors == 5 and {c.stream for c in outcome.deleted} == {"fine"}
+        assert len(outcome.deleted) == 5 and len(list(stuck.iterdir())) == 5
     finally:
         subprocess.run(["umount", "-l", str(stuck)], check=False)
 
 
-def test_concurrent_cleanups_of_one_directory_do_not_crash(tmp_path):
+def test_concurrent_deletions_of_one_directory_do_not_crash(tmp_path):
+    """Defect 9: files vanishing between listing and deletion are neither errors nor counted twice."""
     plant(tmp_path / "cam1", "cam1", range(2000))
+    index = SegmentIndex(tmp_path)
+    index.scan_all()
+    doomed = age_plan(index, "cam1", running=True)
     outcomes, errors = [], []
 
     def run() -> None:
         try:
-            outcomes.append(cleanup_stream(tmp_path, "cam1", now=time.time(), max_age=DAY))
+            outcomes.append(delete_segments(tmp_path, doomed, now=time.time()))
         except Exception as exc:  # the old code: FileNotFoundError from stat
             errors.append(exc)
 
@@ -70,21 +88,38 @@ def test_concurrent_cleanups_of_one_directory_do_not_crash(tmp_path):
         t.start()
     for t in threads:
         t.join(30)
-    assert errors == []
+    assert errors == [] and sum(o.errors for o in outcomes) == 0
     assert sum(len(o.deleted) for o in outcomes) == 1999  # each file counted once; the newest kept
     assert len(list((tmp_path / "cam1").iterdir())) == 1
 
 
-async def test_a_reload_removing_a_stream_during_a_cleanup(tmp_path):
-    streams = {sid: StreamConfig(id=sid, url="rtsp://h/", recording=RecordingConfig(retention=DAY))
-               for sid in ("a", "b")}
-    for sid in streams:
+def _config(tmp_path: Path, ids: tuple[str, ...]) -> config_mod.Config:
+    streams = {sid: StreamConfig(id=sid, url="rtsp://h/", recording=RecordingConfig(retention=DAY)) for sid in ids}
+    return config_mod.Config(path=tmp_path / "s.yaml", sha256="x", node=config_mod.NodeConfig(runtime_dir=tmp_path),
+                             recordings_root=tmp_path / "rec", streams=streams,
+                             recordings=config_mod.RecordingsConfig(orphan_retention=0))
+
+
+async def test_concurrent_cleanups_and_a_reload_removing_a_stream(tmp_path):
+    """Defect 9: two cleanups at once, and a reload dropping a stream meanwhile: no KeyError,
+    every file deleted once."""
+    for sid in ("a", "b"):
         plant(tmp_path / "rec" / sid, sid, range(3000))
-    cfg = config_mod.Config(path=tmp_path / "s.yaml", sha256="x", node=config_mod.NodeConfig(runtime_dir=tmp_path),
-                            recordings_root=tmp_path / "rec", streams=streams)
-    agent = Agent(cfg)
-    task = asyncio.create_task(agent.cleanup(None, dry_run=False))
-    await asyncio.sleep(0)  # cleanup of "a" is now running in its thread
-    agent.cfg = dataclasses.replace(cfg, streams={"a": streams["a"]})  # what a reload's _apply does
-    result = await asyncio.wait_for(task, 30)
-    assert list(result["streams"]) == ["a"] and result["deleted_count"] == 2999
+    cfg = _config(tmp_path, ("a", "b"))
+    retention = Retention(cfg, is_running=lambda sid: False, on_change=lambda sid: None)
+    retention.cfg = dataclasses.replace(cfg, streams={})  # no automatic pass: the cleanups race alone
+    await retention.start()
+    try:
+        await asyncio.wait_for(retention.ready.wait(), 30)
+        retention.cfg = cfg
+        first = asyncio.create_task(retention.cleanup(None, retention_days=None, dry_run=False))
+        second = asyncio.create_task(retention.cleanup(None, retention_days=None, dry_run=False))
+        await asyncio.sleep(0)
+        retention.update(dataclasses.replace(cfg, streams={"a": cfg.streams["a"]}))  # what a reload does
+        results = await asyncio.wait_for(asyncio.gather(first, second), 60)
+    finally:
+        await retention.close()
+    deleted = sum(len(o.deleted) for r in results for _, o in r.values())
+    assert deleted + retention.deleted.get("b", {}).get("orphan", [0])[0] >= 3000
+    assert sum(o.errors for r in results for _, o in r.values()) == 0
+    assert not list((tmp_path / "rec" / "a").iterdir())

@@ -1,0 +1,68 @@
+"""The policies applied to the index: which segments each pass deletes, and why.
+
+Call these with ``index.lock`` held; they read the index and touch no file.
+"""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+
+from .config import Config
+from .retention import Candidate, keeper, plan_age, plan_free, plan_size
+from .segment_index import SegmentIndex
+
+
+def _keep(index: SegmentIndex, sid: str, now: float, is_running: Callable[[str], bool]) -> Callable[[Candidate], bool]:
+    # The newest segment of a running stream may be the file FFmpeg is writing.
+    return keeper(now=now, newest=index.newest(sid) if is_running(sid) else None)
+
+
+def _oldest_first(index: SegmentIndex, sid: str) -> Iterable[Candidate]:
+    return heapq.merge(*index.oldest_first(sid))
+
+
+def plan_stream(index: SegmentIndex, cfg: Config, now: float,
+                is_running: Callable[[str], bool]) -> list[tuple[str, list[Candidate]]]:
+    """Per stream directory: age (or orphan) first, then the size cap on what remains."""
+    plans: list[tuple[str, list[Candidate]]] = []
+    for sid in list(index.streams):
+        scfg = cfg.streams.get(sid)
+        keep = _keep(index, sid, now, is_running)
+        max_age = scfg.recording.retention if scfg else cfg.recordings.orphan_retention
+        aged = plan_age(_oldest_first(index, sid), cutoff=now - max_age, keep=keep) if max_age > 0 else []
+        if aged:
+            plans.append(("age" if scfg else "orphan", aged))
+        if scfg and scfg.recording.max_size > 0:
+            total = sum(d.total for d in index.streams[sid].values()) - sum(c.size for c in aged)
+            gone = {c.rel for c in aged}
+            rest = (c for c in _oldest_first(index, sid) if c.rel not in gone)
+            capped = plan_size(rest, total=total, max_size=scfg.recording.max_size, keep=keep)
+            if capped:
+                plans.append(("size", capped))
+    return plans
+
+
+def plan_disk(index: SegmentIndex, now: float, is_running: Callable[[str], bool], *, need: int,
+              exclude: set[tuple[str, str]]) -> list[Candidate]:
+    """The oldest segments of every stream directory until ``need`` more bytes are freed."""
+    keeps = {sid: _keep(index, sid, now, is_running) for sid in index.streams}
+    return plan_free([_oldest_first(index, sid) for sid in list(index.streams)], need=need,
+                     keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+
+
+def plan_manual(index: SegmentIndex, cfg: Config, ids: list[str], now: float, is_running: Callable[[str], bool],
+                retention_days: float | None) -> dict[str, tuple[float, list[Candidate]]]:
+    """``vasctl cleanup``: per stream, its max age and the segments older than that.
+
+    Streams gone from ``cfg`` meanwhile (a reload) are skipped, never a KeyError.
+    """
+    out = {}
+    for sid in ids:
+        scfg = cfg.streams.get(sid)
+        if scfg is None:
+            continue
+        max_age = scfg.recording.retention if retention_days is None else retention_days * 86400.0
+        doomed = (plan_age(_oldest_first(index, sid), cutoff=now - max_age, keep=_keep(index, sid, now, is_running))
+                  if max_age > 0 else [])
+        out[sid] = (max_age, doomed)
+    return out

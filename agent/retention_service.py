@@ -1,0 +1,290 @@
+"""Retention inside the agent: keeps the index current and runs the policies.
+
+* **age**: a timer set for when the oldest segment expires (not a poll of every stream);
+* **size**: a stream above ``recording.max_size`` loses its oldest segments;
+* **disk**: below ``recordings.min_free``, the oldest segments of all streams go until
+  free space reaches the floor plus ``min_free_hysteresis`` (statvfs every TICK seconds);
+* **orphan**: directories of streams no longer configured, after ``orphan_retention``;
+* **manual**: ``vasctl cleanup`` / the control route.
+
+Every pass holds one asyncio lock (passes, manual cleanups and rescans never
+overlap) and does its file system work in a thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .config import Config
+from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments, log_error
+from .retention_plans import plan_stream, plan_disk
+from .segment_index import SegmentIndex
+from .segment_watch import Watch
+
+log = logging.getLogger("vas.retention")
+#: statvfs, pending snapshot updates and overflow checks run this often.
+TICK = 2.0
+#: Age passes run at most this often: segments of a few seconds expire in batches.
+AGE_BATCH = 10.0
+#: A cleanup result names at most this many files per stream.
+FILES_LISTED = 1000
+
+
+class Retention:
+    """Retention for the whole recordings root.  ``start()``, then ``close()``."""
+
+    def __init__(self, cfg: Config, *, is_running: Callable[[str], bool],
+                 on_change: Callable[[str], None]) -> None:
+        self.cfg, self.root = cfg, cfg.recordings_root
+        self._is_running, self._on_change = is_running, on_change
+        self.index = SegmentIndex(self.root)
+        self.ready = asyncio.Event()
+        self.deleted: dict[str, dict[str, list[int]]] = {}  # stream -> reason -> [segments, bytes]
+        self.errors = 0
+        self.filesystem: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+        self._watch: Watch | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._age_handle: asyncio.TimerHandle | None = None
+        self._last_age = 0.0
+        self._next_sweep = time.monotonic() + cfg.recordings.sweep_interval
+        self._closed = False
+        self.failed: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        """Watch the root, then index it in the background (streams start meanwhile)."""
+        try:
+            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+            self._watch = Watch(self.root, self.index)
+            await asyncio.to_thread(self._watch.start)  # adding watches walks the directories
+        except OSError as exc:  # recording may still work later; retention says why it cannot
+            self.failed = f"cannot watch recordings root {self.root}: {exc.strerror or exc}"
+            log.error("retention disabled: %s", self.failed)
+            return
+        self._spawn(self._rescan("start"))
+        self._tick_handle = asyncio.get_running_loop().call_later(TICK, self._tick)
+
+    async def close(self) -> None:
+        """Stop watching and timers; a pass in progress finishes first.  Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in (self._tick_handle, self._age_handle):
+            if handle is not None:
+                handle.cancel()
+        async with self._lock:
+            if self._watch is not None:
+                await asyncio.to_thread(self._watch.stop)
+
+    def update(self, cfg: Config) -> None:
+        """A reload: new policies apply in place (a new root needs an agent restart)."""
+        self.cfg = cfg
+        self._schedule_age(0.0)
+        self._spawn(self.enforce())
+
+    # -- passes -------------------------------------------------------------------
+    async def _rescan(self, why: str) -> None:
+        async with self._lock:
+            started = time.monotonic()
+            await asyncio.to_thread(self.index.scan_all)
+            n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
+            log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
+            self.ready.set()
+            for sid in list(self.index.streams) + list(self.cfg.streams):
+                self._on_change(sid)
+        await self.enforce()
+
+    async def enforce(self) -> None:
+        """Run every policy now (age, orphan, size, then the free-space floor)."""
+        await self.ready.wait()
+        async with self._lock:
+            now = time.time()
+            fs = await asyncio.to_thread(self._statvfs)
+            plans = await asyncio.to_thread(self._plan_all, now, fs)
+            for reason, doomed in plans:
+                await asyncio.to_thread(self._execute, doomed, reason, now)
+            self._last_age = time.monotonic()
+            self._schedule_age(now)
+
+    def _plan_all(self, now: float, fs: dict | None) -> list[tuple[str, list[Candidate]]]:
+        with self.index.lock:
+            plans = plan_stream(self.index, self.cfg, now, self._is_running)
+            if fs is not None:
+                floor = self.cfg.recordings.min_free.of(fs["total_bytes"])
+                target = floor + self.cfg.recordings.min_free_hysteresis.of(fs["total_bytes"])
+                if fs["free_bytes"] < floor:
+                    planned = sum(c.size for _, doomed in plans for c in doomed)
+                    plans.append(("disk", plan_disk(self.index, now, self._is_running,
+                                                    need=target - fs["free_bytes"] - planned,
+                                                    exclude={(c.stream, c.rel) for _, d in plans for c in d})))
+        return plans
+
+    def _execute(self, doomed: list[Candidate], reason: str, now: float) -> Outcome:
+        if not doomed:
+            return Outcome()
+        outcome = delete_segments(self.root, doomed, now=now, before_unlink=self._watch_ignore)
+        self.index.forget(outcome.deleted + outcome.gone)
+        self.errors += outcome.errors
+        for c in outcome.deleted:
+            counts = self.deleted.setdefault(c.stream, {}).setdefault(reason, [0, 0])
+            counts[0] += 1
+            counts[1] += c.size
+        for sid in {c.stream for c in outcome.deleted + outcome.gone}:
+            self._on_change(sid)
+        if outcome.deleted:
+            log.info("retention (%s): deleted %d segments (%d bytes) of %s", reason, len(outcome.deleted),
+                     outcome.bytes, ", ".join(sorted({c.stream for c in outcome.deleted})))
+        return outcome
+
+    def _watch_ignore(self, c: Candidate) -> None:
+        if self._watch is not None:
+            self._watch.ignore(c)
+
+    # -- timers -------------------------------------------------------------------
+    def _schedule_age(self, now: float) -> None:
+        """Arm the age timer for the moment the oldest segment of any stream expires."""
+        if self._closed:
+            return
+        if self._age_handle is not None:
+            self._age_handle.cancel()
+        due = self._next_expiry()
+        if due is None:
+            return
+        delay = max(due - time.time(), AGE_BATCH - (time.monotonic() - self._last_age), 0.0)
+        self._age_handle = asyncio.get_running_loop().call_later(min(delay, 86400.0),
+                                                                 lambda: self._spawn(self.enforce()))
+
+    def _next_expiry(self) -> float | None:
+        due = None
+        for sid in list(self.index.streams):
+            cfg = self.cfg.streams.get(sid)
+            keep = cfg.recording.retention if cfg is not None else self.cfg.recordings.orphan_retention
+            oldest = self.index.stats(sid)[2]
+            if keep > 0 and oldest is not None:
+                due = oldest + keep if due is None else min(due, oldest + keep)
+        return due
+
+    def _tick(self) -> None:
+        if self._closed:
+            return
+        self._tick_handle = asyncio.get_running_loop().call_later(TICK, self._tick)
+        self._spawn(self._check())
+
+    async def _check(self) -> None:
+        if self._lock.locked() or not self.ready.is_set():
+            return  # a pass is running: it looks at the disk itself
+        if self._watch is not None and self._watch.take_overflow():
+            log.warning("recordings: inotify queue overflowed; rescanning the whole root")
+            await self._rescan("inotify overflow")
+            return
+        for sid in self._watch.take_rescans() if self._watch else ():
+            async with self._lock:
+                await asyncio.to_thread(self.index.scan_stream, sid)
+        for sid in self._watch.take_changed() if self._watch else ():
+            self._on_change(sid)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.cfg.recordings.sweep_interval
+            await self._rescan("sweep")
+            return
+        fs = await asyncio.to_thread(self._statvfs)
+        if fs is not None and fs["free_bytes"] < self.cfg.recordings.min_free.of(fs["total_bytes"]):
+            await self.enforce()
+
+    def _statvfs(self) -> dict | None:
+        try:
+            st = os.statvfs(self.root)
+        except OSError as exc:
+            log_error(f"cannot read free space of {self.root}: {exc.strerror}")
+            return None
+        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        used = total - st.f_bfree * st.f_frsize
+        self.filesystem = {"total_bytes": total, "used_bytes": used, "free_bytes": free,
+                           "used_percent": round(100.0 * used / total, 2) if total else 0.0}
+        return self.filesystem
+
+    def _spawn(self, coro: Any) -> None:
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("retention pass failed: %r", task.exception(), exc_info=task.exception())
+
+    # -- on demand and reports ------------------------------------------------------
+    async def cleanup(self, sid: str | None, *, retention_days: float | None, dry_run: bool) -> dict[str, Any]:
+        """Apply age retention now (reason ``manual``); per stream: deleted segments and errors."""
+        from .retention_plans import plan_manual
+        if sid is not None and self._unsafe(sid):
+            raise UnsafeDirectory(f"{self.root / sid}: not a plain directory; nothing deleted")
+        if self.failed:
+            raise UnsafeDirectory(self.failed)
+        await self.ready.wait()
+        async with self._lock:
+            now = time.time()
+            ids = [sid] if sid else list(self.cfg.streams)
+            with self.index.lock:
+                plans = plan_manual(self.index, self.cfg, ids, now, self._is_running, retention_days)
+            out = {}
+            for stream_id, (max_age, doomed) in plans.items():
+                outcome = (Outcome(deleted=doomed) if dry_run
+                           else await asyncio.to_thread(self._execute, doomed, "manual", now))
+                out[stream_id] = (max_age, outcome)
+            return out
+
+    def _unsafe(self, sid: str) -> bool:
+        """The stream's directory exists but is a symlink or not a directory."""
+        import stat
+        try:
+            return not stat.S_ISDIR(os.lstat(self.root / sid).st_mode)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+
+    def stream_view(self, sid: str) -> dict[str, Any]:
+        """The snapshot's per-stream recording figures."""
+        count, size, oldest, newest = self.index.stats(sid)
+        return {"segment_count": count, "total_bytes": size, "oldest_segment_at": oldest,
+                "newest_segment_at": newest,
+                "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
+
+    def view(self) -> dict[str, Any]:
+        """The snapshot's top-level ``recordings`` entry."""
+        return {"root": str(self.root), "filesystem": self.filesystem, "indexed": self.ready.is_set(),
+                "deletion_errors": self.errors,
+                "orphans": sorted(set(self.index.streams) - set(self.cfg.streams))}
+
+
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def cleanup_result(outcomes: dict[str, tuple[float, Outcome]], *, now: float, dry_run: bool,
+                   retention_days: float | None) -> dict[str, Any]:
+    """The cleanup route's answer: totals plus the seed's shape per stream."""
+    streams = {}
+    for sid, (max_age, o) in outcomes.items():
+        streams[sid] = {"stream_id": sid, "retention_days": max_age / 86400 if max_age > 0 else None,
+                        "deleted_count": len(o.deleted), "deleted_size_mb": round(o.bytes / 2**20, 3),
+                        "deleted_bytes": o.bytes, "cutoff_time": _iso(now - max_age) if max_age > 0 else None,
+                        "errors": o.errors, "files": [c.rel for c in o.deleted[:FILES_LISTED]]}
+    size = sum(r["deleted_bytes"] for r in streams.values())
+    return {"dry_run": dry_run, "retention_days": retention_days,
+            "deleted_count": sum(r["deleted_count"] for r in streams.values()),
+            "deleted_size_mb": round(size / 2**20, 3), "deleted_bytes": size,
+            "errors": sum(r["errors"] for r in streams.values()),
+            "cutoff_time": _iso(now - retention_days * 86400) if retention_days is not None else None,
+            "streams": streams}

@@ -1,0 +1,163 @@
+"""Keeps the index current from inotify (watchdog) events, on watchdog's thread.
+
+A segment appearing (FFmpeg's rename of its ``.tmp``, or a file closed after
+writing) is looked up through ``O_NOFOLLOW`` directory fds and indexed; one
+deleted behind the index's back is forgotten.  Events for files retention
+itself deletes are ignored.  watchdog rebuilds its watches after an inotify
+queue overflow but tells handlers nothing, so its log record is the signal:
+the owner rescans when :meth:`Watch.take_overflow` says so.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .retention import Candidate, is_segment_name, log_error, open_below
+from .segment_index import SegmentIndex
+
+log = logging.getLogger("vas.retention")
+#: Names retention deleted whose events have not come yet; beyond this, forget them.
+IGNORE_MAX = 100_000
+
+
+class _OverflowSpy(logging.Handler):
+    def __init__(self, flag: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.flag = flag
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.flag.set()
+
+
+class Watch(FileSystemEventHandler):
+    """inotify on the recordings root, feeding a :class:`SegmentIndex`.  ``start()``/``stop()``."""
+
+    def __init__(self, root: Path, index: SegmentIndex) -> None:
+        self.root, self.index = root, index
+        self._prefix = str(root).rstrip("/") + "/"
+        self._observer = Observer()
+        self._overflow = threading.Event()
+        self._spy = _OverflowSpy(self._overflow)
+        self._ignored: set[tuple[str, str, str]] = set()
+        self._changed: set[str] = set()
+        self._rescan: set[str] = set()
+        self._root_fd: int | None = None
+
+    def start(self) -> None:
+        """Open the root and watch it recursively (blocking: adds a watch per directory)."""
+        self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._spy)
+        logging.getLogger("watchdog.observers.inotify").addHandler(self._spy)
+        self._observer.schedule(self, str(self.root), recursive=True)
+        self._observer.start()
+
+    def stop(self) -> None:
+        """Stop watching (blocking, bounded)."""
+        self._observer.stop()
+        self._observer.join(10)
+        for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
+            logging.getLogger(name).removeHandler(self._spy)
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+
+    def ignore(self, c: Candidate) -> None:
+        """Retention is about to delete ``c``: its deletion event is not news."""
+        if len(self._ignored) >= IGNORE_MAX:
+            self._ignored.clear()  # lost events (overflow): at worst a lookup each
+        self._ignored.add((c.stream, c.dir, c.name))
+
+    def take_overflow(self) -> bool:
+        """True once after an inotify queue overflow (events were lost: rescan)."""
+        if self._overflow.is_set():
+            self._overflow.clear()
+            return True
+        return False
+
+    def take_changed(self) -> set[str]:
+        """Streams whose index changed since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def take_rescans(self) -> set[str]:
+        """Streams into which a directory was moved (to be scanned again)."""
+        rescan, self._rescan = self._rescan, set()
+        return rescan
+
+    def force_overflow(self) -> None:
+        """Act as if events were lost (the next check rescans)."""
+        self._overflow.set()
+
+    # -- watchdog's thread ------------------------------------------------------------
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self._handle(event)
+        except Exception:  # the observer thread must never die: the sweep repairs the index
+            log.exception("recordings: cannot handle %s", event.event_type)
+
+    def _handle(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind in ("deleted", "moved"):
+            self._gone(os.fsdecode(event.src_path), event.is_directory)
+        if kind == "moved":
+            self._appeared(os.fsdecode(event.dest_path), event.is_directory, moved=True)
+        elif kind in ("created", "closed"):
+            self._appeared(os.fsdecode(event.src_path), event.is_directory)
+
+    def _split(self, path: str) -> tuple[str, str, str] | None:
+        if not path.startswith(self._prefix):
+            return None
+        parts = path[len(self._prefix):].split("/")
+        if len(parts) < 2:
+            return (parts[0], "", "") if parts[0] else None
+        return parts[0], "/".join(parts[1:-1]), parts[-1]
+
+    def _gone(self, path: str, is_dir: bool) -> None:
+        where = self._split(path)
+        if where is None:
+            return
+        sid, dir_rel, name = where
+        if is_dir or not name:
+            self.index.discard_tree(sid, f"{dir_rel}/{name}".strip("/") if name else "")
+            self._changed.add(sid)
+        elif is_segment_name(name):
+            key = (sid, dir_rel, name)
+            if key in self._ignored:
+                self._ignored.discard(key)
+            elif self.index.discard(sid, dir_rel, name):
+                self._changed.add(sid)
+
+    def _appeared(self, path: str, is_dir: bool, moved: bool = False) -> None:
+        where = self._split(path)
+        if where is None:
+            return
+        sid, dir_rel, name = where
+        if is_dir or not name:
+            if moved:  # a tree moved in: its files bring no events of their own
+                self._rescan.add(sid)
+            return  # a new directory: watchdog reports the files created in it
+        if not is_segment_name(name) or self._root_fd is None:
+            return
+        try:
+            fd = open_below(self._root_fd, [sid, *(dir_rel.split("/") if dir_rel else [])])
+        except OSError:
+            return  # a symlinked or vanished directory: nothing to index
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log_error(f"cannot index {sid}/{dir_rel}/{name}: {exc.strerror}")
+            return
+        finally:
+            os.close(fd)
+        if stat.S_ISREG(st.st_mode):
+            self.index.upsert(sid, dir_rel, name, st.st_mtime, st.st_size)
+            self._changed.add(sid)
