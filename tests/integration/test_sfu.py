@@ -222,3 +222,31 @@ def test_a_full_recording_disk_does_not_stop_rtp(rtsp_camera, agent_factory, tmp
     finally:
         agent.stop()
         subprocess.run(["umount", "-l", str(agent.recordings)], check=False)
+
+
+def test_a_producer_that_stops_receiving_is_degraded_then_repaired(rtsp_camera, agent_factory):
+    from camera.fixture import free_port
+    port = free_port()
+    agent = agent_factory(sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()
+    first = agent.wait_state("cam1", "live", timeout=45)["producer"]["id"]
+    post(port, f"/_test/producers/{first}/mute", {})
+    wait_for(lambda: agent.streams()["cam1"]["state"] == "ready", 15, "the stream degraded to ready")
+    assert "degraded: cam1" in agent.log()
+    stream = wait_for(lambda: (s := agent.streams()["cam1"])["state"] == "live" and s["producer"]["id"] != first
+                      and s, 30, "a new producer, live again")
+    assert stream["restart_reasons"].get("sfu", 0) >= 2  # pointed at the first, then at the new one
+    assert [p["producer_id"] for p in get(port, "/producers")] == [stream["producer"]["id"]]
+
+
+def test_a_verbatim_command_with_rtp_placeholders_gets_a_producer(agent_factory):
+    from camera.fixture import free_port
+    port = free_port()
+    command = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
+               "-progress", "{progress}", "-stats_period", "1", "-re", "-f", "lavfi",
+               "-i", "testsrc2=size=160x120:rate=10", "-c:v", "libx264", "-preset", "ultrafast", "-g", "10",
+               "-f", "rtp", "-ssrc", "{ssrc}", "-payload_type", "{payload_type}", "{rtp_url}"]
+    agent = agent_factory(sfu_config({"synthetic": {"command": command, "recording": {"enabled": False}}},
+                                     port)).start()
+    stream = agent.wait_state("synthetic", "live", timeout=45)
+    [stats] = get(port, "/_test/stats")["producers"]
+    assert stats["packets"] > 0 and stats["ssrc"] == stream["producer"]["ssrc"]

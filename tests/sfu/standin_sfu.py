@@ -9,8 +9,9 @@ type count; mismatches and sequence gaps (lost packets) are counted apart.
     python standin_sfu.py --port PORT [--chaos 500|slow|badjson|wrongshape|hugebody]
 
 Test-only extras: ``POST /_test/consumers`` {stream_id, client_id} makes a
-consumer record; ``GET /_test/stats`` shows per-producer RTP counters and what
-was deleted.  Never used by product code.
+consumer record; ``POST /_test/producers/{id}/mute`` makes a producer stop
+counting (as if the SFU stopped receiving); ``GET /_test/stats`` shows
+per-producer RTP counters and what was deleted.  Never used by product code.
 """
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ class RtpCounter(asyncio.DatagramProtocol):
         self.ssrc, self.payload_type = ssrc, payload_type
         self.packets = self.bytes = self.lost = self.mismatched_ssrc = self.mismatched_pt = self.malformed = 0
         self.last_seq: int | None = None
+        self.muted = False  # a test switch: the SFU stops receiving (packets stand still)
 
     def datagram_received(self, data: bytes, addr) -> None:
+        if self.muted:
+            return
         if len(data) < 12 or data[0] >> 6 != 2:
             self.malformed += 1
             return
@@ -71,6 +75,7 @@ class StandinSfu:
         app.router.add_delete("/consumers/{id}", self.delete_consumer)
         app.router.add_post("/_test/consumers", self.add_consumer)
         app.router.add_get("/_test/stats", self.stats)
+        app.router.add_post("/_test/producers/{id}/mute", self.mute)
         return app
 
     @web.middleware
@@ -130,6 +135,13 @@ class StandinSfu:
         self.consumers[cid] = {"stream_id": body["stream_id"], "client_id": body.get("client_id", ""),
                                "created_at": time.time()}
         return web.json_response({"consumer_id": cid}, status=201)
+
+    async def mute(self, request: web.Request) -> web.Response:
+        producer = self.producers.get(request.match_info["id"])
+        if producer is None:
+            return web.json_response({"error": "no such producer"}, status=404)
+        producer["counter"].muted = True
+        return web.json_response({"muted": request.match_info["id"]})
 
     async def stats(self, request: web.Request) -> web.Response:
         out = []
