@@ -113,6 +113,12 @@ class DirSegments:
         return pos + 1
 
 
+def _candidates(sid: str, dir_rel: str, d: DirSegments) -> Iterator[Candidate]:
+    # A function, not a generator expression in a loop: each binds its own dir_rel.
+    for mtime, size, name in d.iter():
+        yield candidate(sid, dir_rel, name, mtime, size)
+
+
 def _enc(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
@@ -212,8 +218,7 @@ class SegmentIndex:
 
         Call with ``lock`` held and consume before releasing it.
         """
-        return [(candidate(sid, dir_rel, name, m, s) for m, s, name in d.iter())
-                for dir_rel, d in self.streams.get(sid, {}).items()]
+        return [_candidates(sid, dir_rel, d) for dir_rel, d in self.streams.get(sid, {}).items()]
 
     def newest(self, sid: str) -> Candidate | None:
         """The stream's newest segment (call with ``lock`` held)."""
