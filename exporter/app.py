@@ -27,7 +27,6 @@ from .settings import Settings
 from .source import SnapshotSource, View
 
 log = logging.getLogger("vas.exporter")
-CONTEXT = web.AppKey("context", object)
 
 
 class Context:
@@ -57,6 +56,9 @@ class Context:
         return readiness(view, self.settings)
 
 
+CONTEXT = web.AppKey("context", Context)
+
+
 def create_app(settings: Settings) -> web.Application:
     """The exporter's application (served by ``vas-exporter``, or by tests)."""
     ctx = Context(settings)
@@ -79,7 +81,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     """The recording scan while the app runs; the agent session closed at the end."""
     import asyncio
-    ctx: Context = app[CONTEXT]  # type: ignore[assignment]
+    ctx = app[CONTEXT]
     task = asyncio.create_task(ctx.recordings.run(ctx.view), name="recording-scan")
     yield
     task.cancel()
@@ -88,7 +90,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    ctx: Context = request.app[CONTEXT]  # type: ignore[assignment]
+    ctx = request.app[CONTEXT]
     body = ctx.metrics.render(ctx.view(), stale_after=ctx.settings.stale_after)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
                                             "Cache-Control": "no-store"})
