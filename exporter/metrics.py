@@ -241,7 +241,15 @@ def _recording_families(streams: list[dict[str, Any]], stats: RecordingStats) ->
         count.add_metric([sid], n)
         if first is not None:
             oldest.add_metric([sid], first)
-    yield from (size, count, oldest)
+    deleted = CounterMetricFamily("vas_recording_deleted_segments", "Segments retention deleted, by reason.",
+                                  labels=["stream", "reason"])
+    freed = CounterMetricFamily("vas_recording_deleted_bytes", "Bytes retention deleted, by reason.",
+                                labels=["stream", "reason"])
+    for s in streams:  # from the agent's retention (reasons: age, size, disk, manual, orphan)
+        for reason, counts in ((s.get("recording") or {}).get("deleted") or {}).items():
+            deleted.add_metric([s["id"], reason], counts.get("segments", 0))
+            freed.add_metric([s["id"], reason], counts.get("bytes", 0))
+    yield from (size, count, oldest, deleted, freed)
 
 
 def _config_families(data: dict[str, Any]) -> Iterator[Metric]:
