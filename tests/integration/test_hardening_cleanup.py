@@ -117,6 +117,10 @@ async def test_concurrent_cleanups_and_a_reload_removing_a_stream(tmp_path):
     await retention.start()  # with no stream configured (orphans kept forever): no automatic pass deletes
     try:
         await asyncio.wait_for(retention.ready.wait(), 30)
+        for _ in range(100):  # the start's own pass (nothing configured: deletes nothing) is over
+            if not retention._lock.locked() and all(t.done() for t in retention._tasks):
+                break
+            await asyncio.sleep(0.05)
         retention.cfg = cfg
         first = asyncio.create_task(retention.cleanup(None, retention_days=None, dry_run=False))
         second = asyncio.create_task(retention.cleanup(None, retention_days=None, dry_run=False))
