@@ -140,8 +140,7 @@ class Validator:
     # -- the document --------------------------------------------------------
     def config(self, raw: bytes) -> Config:
         top = self.mapping((), self.doc.value if self.doc.value is not None else {},
-                           frozenset({"version", "node", "recordings", "defaults", "streams", "exporter",
-                                      "mediasoup", "consumers"}))
+                           TOP_KEYS)
         version = top.get("version")
         if type(version) is not int or version != 1:  # YAML's `true` must not pass as 1
             self.error(("version",), f"expected 1, got {self.show(top.get('version'))}"
@@ -165,7 +164,7 @@ class Validator:
                       mediasoup=mediasoup, consumers=consumers, recordings=recordings)
 
     def node(self, value: Any) -> NodeConfig:
-        node = self.mapping(("node",), value, frozenset({"runtime_dir", "ffmpeg", "drain_period"}))
+        node = self.mapping(("node",), value, NODE_KEYS)
         runtime = self.directory(("node", "runtime_dir"), node.get("runtime_dir", "/run/vas"))
         ffmpeg = self.text(("node", "ffmpeg"), node.get("ffmpeg", "ffmpeg"))
         drain = self.duration(("node", "drain_period"), node.get("drain_period", 5.0), hi=600)
@@ -176,8 +175,7 @@ class Validator:
         """The SFU section: the operator's own server, run directly (never via npm or a shell)."""
         if value is None:
             return None
-        m = self.mapping(("mediasoup",), value, frozenset(
-            {"command", "cwd", "env", "api_url", "ready_timeout", "restart", "stop_timeout"}))
+        m = self.mapping(("mediasoup",), value, MEDIASOUP_KEYS)
         key = ("mediasoup",)
         command = self.strings(key + ("command",), m["command"]) if "command" in m else ()
         if "command" in m and command is not None and (not command or Path(command[0]).name in _WRAPPERS):
@@ -212,7 +210,7 @@ class Validator:
         return None if any(v is None for _, v in items) else tuple(items)  # type: ignore[misc]
 
     def consumers(self, value: Any) -> ConsumersConfig:
-        c = self.mapping(("consumers",), value, frozenset({"heartbeat_timeout", "sweep_interval"}))
+        c = self.mapping(("consumers",), value, CONSUMERS_KEYS)
         timeout = self.duration(("consumers", "heartbeat_timeout"), c.get("heartbeat_timeout", 60.0),
                                 positive=True, lo=1, hi=86400)
         sweep = self.duration(("consumers", "sweep_interval"), c.get("sweep_interval", 30.0),
@@ -368,6 +366,10 @@ _RTP_CHECKS: dict[str, _SchemaFn] = {
 }
 _SECTIONS: dict[str, dict[str, _SchemaFn]] = {"restart": _RESTART_CHECKS, "recording": _RECORDING_CHECKS,
                                               "rtp": _RTP_CHECKS}
+TOP_KEYS = frozenset({"version", "node", "recordings", "defaults", "streams", "exporter", "mediasoup", "consumers"})
+NODE_KEYS = frozenset({"runtime_dir", "ffmpeg", "drain_period"})
+MEDIASOUP_KEYS = frozenset({"command", "cwd", "env", "api_url", "ready_timeout", "restart", "stop_timeout"})
+CONSUMERS_KEYS = frozenset({"heartbeat_timeout", "sweep_interval"})
 _DEFAULT_KEYS = frozenset({"enabled", "input_args", "stall_timeout", "stop_timeout",
                            "rtsp_transport", "restart", "recording", "rtp", "ready_after"})
 #: Launchers that would stand between the agent and the SFU's own process.
@@ -385,3 +387,15 @@ def _human(seconds: float) -> str:
 
 def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def accepted_keys() -> dict[str, frozenset[str]]:
+    """Every key the loader accepts, by section (the JSON Schema is tested against this)."""
+    from exporter.settings import KEYS as EXPORTER_KEYS, READINESS_KEYS
+    sections = {"": TOP_KEYS, "node": NODE_KEYS, "recordings": RECORDINGS_KEYS, "mediasoup": MEDIASOUP_KEYS,
+                "mediasoup.restart": frozenset(_RESTART_CHECKS), "consumers": CONSUMERS_KEYS,
+                "exporter": EXPORTER_KEYS, "exporter.readiness": READINESS_KEYS,
+                "defaults": _DEFAULT_KEYS, "stream": _STREAM_KEYS}
+    for name, checks in _SECTIONS.items():
+        sections[f"defaults.{name}"] = sections[f"stream.{name}"] = frozenset(checks)
+    return sections
