@@ -13,9 +13,18 @@ from pathlib import Path
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("vas-node-agent")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def agent_main(argv: list[str] | None = None) -> int:
     """``vas-agent --config FILE [--check]``."""
     parser = argparse.ArgumentParser(prog="vas-agent", description="Keep this host's cameras streaming and recording.")
+    parser.add_argument("--version", action="version", version=f"vas-agent {_version()}")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--check", action="store_true", help="validate the file, print errors, start nothing")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -105,6 +114,7 @@ def _setup_logging(level: str) -> None:
 def vasctl_main(argv: list[str] | None = None) -> int:
     """``vasctl [--config FILE | --socket PATH] status|reload|restart|cleanup``."""
     parser = argparse.ArgumentParser(prog="vasctl", description="Operate the VAS node agent.")
+    parser.add_argument("--version", action="version", version=f"vasctl {_version()}")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--socket", help="control socket (default: {runtime_dir}/agent.sock from the config)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -137,8 +147,10 @@ def vasctl_main(argv: list[str] | None = None) -> int:
         if args.socket:
             runtime = Path(args.socket).parent
         else:
-            from .config import runtime_dir_of
-            runtime = runtime_dir_of(args.config)
+            from .config import runtime_dir_for_vasctl
+            runtime, note = runtime_dir_for_vasctl(args.config)
+            if note:
+                print(f"vasctl: {note}", file=sys.stderr)
     except ValueError as exc:
         print(f"vasctl: {exc}", file=sys.stderr)
         return 1

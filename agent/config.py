@@ -206,3 +206,30 @@ def runtime_dir_of(path: str | os.PathLike[str]) -> Path:
     if not isinstance(value, str) or "${" in value:
         raise ValueError(f"{path}: node.runtime_dir must be a plain path for vasctl; pass --socket PATH")
     return Path(value) if os.path.isabs(value) else (path.parent / value).resolve()
+
+
+_RUNTIME_LINE = re.compile(r"^\s+runtime_dir:\s*['\"]?([^'\"#\s]+)['\"]?\s*(#.*)?$")
+
+
+def runtime_dir_for_vasctl(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``node.runtime_dir`` for vasctl, even from a broken file: right after a failed
+    edit is when an operator needs ``vasctl status`` most.
+
+    Returns the directory and, when it had to guess, a note saying how.
+    """
+    try:
+        return runtime_dir_of(path), None
+    except ValueError as exc:
+        problem = str(exc).split("; pass")[0]
+    path = Path(path)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for i, line in enumerate(lines):  # the first indented runtime_dir: under a top-level node:
+        match = _RUNTIME_LINE.match(line)
+        if match and any(l.startswith("node:") for l in lines[:i]) and "${" not in match.group(1):
+            value = match.group(1)
+            found = Path(value) if os.path.isabs(value) else (path.parent / value).resolve()
+            return found, f"{problem}; using runtime_dir {found} from line {i + 1}"
+    return Path("/run/vas"), f"{problem}; using the default runtime_dir /run/vas"

@@ -170,3 +170,12 @@ def test_a_second_sigterm_skips_the_drain(agent_factory):
     started = time.monotonic()
     agent.signal(signal.SIGTERM)
     assert agent.proc.wait(15) == 0 and time.monotonic() - started < 10
+
+
+def test_vasctl_status_works_while_the_file_is_broken(agent_factory):
+    agent = agent_factory(config({"cam": {"command": IDLE}}, **NO_RECORDING)).start()
+    agent.wait_state("cam", "live")
+    agent.write_raw(agent.config_path.read_text() + "streams: [broken\n")
+    status = agent.vasctl("status")
+    assert status.returncode == 0 and "live" in status.stdout
+    assert "invalid YAML" in status.stderr and f"using runtime_dir {agent.runtime_dir}" in status.stderr

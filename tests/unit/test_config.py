@@ -602,3 +602,19 @@ def test_a_secret_with_braces_works_in_a_command_and_never_shows_in_errors(tmp_p
     bad = one_stream(tmp_path, body.replace('"{progress}"]', '"{progress}", "{oops}"]'))
     (err,) = errors(bad, env)
     assert "s3cr}e{t" not in err and "unknown placeholder {oops}" in err
+
+
+@pytest.mark.parametrize("text,expected,how", [
+    ("node:\n  runtime_dir: /run/vas-x\n x: [\n", "/run/vas-x", "from line 2"),
+    ("node:\n  runtime_dir: '/run/vas-q'  # quoted\nstreams: [\n", "/run/vas-q", "from line 2"),
+    ("streams:\n  a: {url: [\n", "/run/vas", "the default runtime_dir"),
+])
+def test_vasctl_finds_the_runtime_dir_of_a_broken_file(tmp_path, text, expected, how):
+    path = write(tmp_path, text)
+    found, note = config.runtime_dir_for_vasctl(path)
+    assert found == Path(expected) and note.startswith(f"{path}:") and how in note
+
+
+def test_vasctl_uses_a_valid_file_without_a_note(tmp_path):
+    path = write(tmp_path, "version: 1\nnode:\n  runtime_dir: /run/vas-ok\nstreams: {}\n")
+    assert config.runtime_dir_for_vasctl(path) == (Path("/run/vas-ok"), None)
