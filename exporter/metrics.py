@@ -24,6 +24,7 @@ from .source import View
 
 PSUTIL_TTL = 2.0
 STATES = [s.value for s in StreamState]
+RESTART_REASONS = ("exit", "stall", "config", "manual", "sfu")
 VERSION = "0.1.0"
 
 
@@ -164,8 +165,9 @@ def _stream_families(streams: list[dict[str, Any]]) -> Iterator[Metric]:
             state.add_metric([sid, name], float(name == current))
         if s.get("pid_started_at"):
             uptime.add_metric([sid], max(0.0, now - s["pid_started_at"]))
-        for reason, n in (s.get("restart_reasons") or {}).items():
-            restarts.add_metric([sid, reason], n)
+        counted = s.get("restart_reasons") or {}
+        for reason in sorted(set(RESTART_REASONS) | set(counted)):  # 0s too: increase() works from the start
+            restarts.add_metric([sid, reason], counted.get(reason, 0))
         progress = s.get("progress") or {}
         if progress:
             frames.add_metric([sid], progress.get("frames", 0))
