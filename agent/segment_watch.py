@@ -15,13 +15,17 @@ import stat
 import threading
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (DirDeletedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
+                             FileDeletedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
 
 from .retention import Candidate, is_segment_name, log_error, open_below
 from .segment_index import SegmentIndex
 
 log = logging.getLogger("vas.retention")
+#: What the index needs.  Not IN_MODIFY or IN_OPEN: every write of every FFmpeg would
+#: wake watchdog's threads (the inotify mask is built from this list).
+EVENTS = [FileCreatedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent, FileDeletedEvent, DirDeletedEvent]
 #: Names retention deleted whose events have not come yet; beyond this, forget them.
 IGNORE_MAX = 100_000
 
@@ -55,7 +59,7 @@ class Watch(FileSystemEventHandler):
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         logging.getLogger("watchdog.observers.inotify_c").addHandler(self._spy)
         logging.getLogger("watchdog.observers.inotify").addHandler(self._spy)
-        self._observer.schedule(self, str(self.root), recursive=True)
+        self._observer.schedule(self, str(self.root), recursive=True, event_filter=EVENTS)
         self._observer.start()
 
     def stop(self) -> None:
