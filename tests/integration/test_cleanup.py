@@ -63,3 +63,34 @@ def test_cleanup_refuses_a_symlinked_stream_directory(rtsp_camera, agent_factory
     res = agent.vasctl("cleanup", "off")
     assert res.returncode == 1 and "not a plain directory" in res.stderr
     assert len(list(elsewhere.iterdir())) == 2
+
+
+def test_cleanup_json_contract_and_status_figures(rtsp_camera, agent_factory):
+    import json
+    agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1"), "recording": {"retention": "30d"}}}))
+    old = time.time() - 3 * DAY
+    for i in range(3):
+        seg = agent.recordings / "cam1" / "2020-01-01" / f"clip{i}.mp4"
+        seg.parent.mkdir(parents=True, exist_ok=True)
+        seg.write_bytes(b"x" * 2**20)
+        os.utime(seg, (old + i, old + i))
+    agent.start()
+    # Fresh segments first: until FFmpeg wrote one, clip2 is the running stream's newest (kept).
+    wait_for(lambda: agent.streams()["cam1"]["recording"].get("segment_count", 0) >= 5, 30, "indexed")
+    res = agent.vasctl("cleanup", "--retention-days", "2", "--dry-run", "--json")
+    body = json.loads(res.stdout)
+    assert body["ok"] and body["dry_run"] is True and body["retention_days"] == 2
+    assert body["deleted_count"] == 3 and body["deleted_size_mb"] == 3.0 and body["cutoff_time"].endswith("Z")
+    one = body["streams"]["cam1"]
+    assert {"stream_id", "retention_days", "deleted_count", "deleted_size_mb", "cutoff_time"} <= set(one)
+    assert one["files"] == [f"2020-01-01/clip{i}.mp4" for i in range(3)]
+    real = json.loads(agent.vasctl("cleanup", "cam1", "--retention-days", "2", "--json").stdout)
+    assert real["files"] == one["files"] and not (agent.recordings / "cam1" / "2020-01-01").exists()
+    assert agent.vasctl("cleanup", "--retention-days", "-1").returncode == 1
+    snap = wait_for(lambda: (s := agent.snapshot())["streams"][0]["recording"].get("deleted", {}).get("manual") and s,
+                    15, "manual deletions in the snapshot")
+    assert snap["streams"][0]["recording"]["deleted"]["manual"] == {"segments": 3, "bytes": 3 * 2**20}
+    fs = snap["recordings"]["filesystem"]
+    assert set(fs) == {"total_bytes", "used_bytes", "free_bytes", "used_percent"} and fs["total_bytes"] > 0
+    table = agent.vasctl("status").stdout
+    assert "REC" in table.splitlines()[0] and "OLDEST" in table.splitlines()[0]
