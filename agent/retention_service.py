@@ -13,6 +13,7 @@ overlap) and does its file system work in a thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -84,6 +85,10 @@ class Retention:
 
     def update(self, cfg: Config) -> None:
         """A reload: new policies apply in place (a new root needs an agent restart)."""
+        if cfg.recordings_root != self.root:
+            log.warning("recordings.root changed to %s: retention keeps watching %s until the agent restarts",
+                        cfg.recordings_root, self.root)
+            cfg = dataclasses.replace(cfg, recordings_root=self.root)
         self.cfg = cfg
         self._schedule_age(0.0)
         self._spawn(self.enforce())
