@@ -186,3 +186,29 @@ async def test_a_file_vanishing_before_deletion_is_not_an_error(tmp_path):
         _, outcome = result["cam1"]
         assert len(outcome.deleted) == 5 and len(outcome.gone) == 5 and outcome.errors == 0
         assert r.index.stats("cam1")[0] == 0
+
+
+def test_an_unreadable_directory_is_skipped_not_fatal():
+    """Root reads everything, so the scan runs as nobody: the unreadable folder is logged and
+    skipped, the rest indexed."""
+    import subprocess
+    import sys
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="vas-unreadable-"))
+    try:
+        base.chmod(0o755)
+        for rel in ("cam1/open/a.ts", "cam1/open/b.ts", "cam1/closed/c.ts", "cam2/d.ts"):
+            plant(base / rel)
+        for d in (base, base / "cam1", base / "cam1" / "open", base / "cam2"):
+            d.chmod(0o755)
+        (base / "cam1" / "closed").chmod(0o000)
+        code = ("import sys; from pathlib import Path; from agent.segment_index import SegmentIndex; "
+                "i = SegmentIndex(Path(sys.argv[1])); i.scan_all(); print(i.stats('cam1')[0], i.stats('cam2')[0])")
+        res = subprocess.run([sys.executable, "-c", code, str(base)], capture_output=True, text=True, timeout=60,
+                             user=65534, group=65534, cwd=Path(__file__).resolve().parents[2])
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["2", "1"] and "cannot index cam1/closed" in res.stderr
+    finally:
+        (base / "cam1" / "closed").chmod(0o755)
+        import shutil
+        shutil.rmtree(base)
