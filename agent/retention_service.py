@@ -198,8 +198,16 @@ class Retention:
             await self._rescan("sweep")
             return
         fs = await asyncio.to_thread(self._statvfs)
-        if fs is not None and fs["free_bytes"] < self.cfg.recordings.min_free.of(fs["total_bytes"]):
+        if (fs is not None and fs["free_bytes"] < self.cfg.recordings.min_free.of(fs["total_bytes"])) \
+                or self._over_cap():
             await self.enforce()
+
+    def _over_cap(self) -> bool:
+        """A stream's recordings grew past its ``max_size`` (from the index's totals)."""
+        for sid, scfg in self.cfg.streams.items():
+            if scfg.recording.max_size > 0 and self.index.stats(sid)[1] > scfg.recording.max_size:
+                return True
+        return False
 
     def _statvfs(self) -> dict | None:
         try:

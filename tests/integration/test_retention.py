@@ -116,13 +116,17 @@ async def test_index_follows_new_files_and_deletions_behind_its_back(tmp_path):
         tmp = plant(root / "cam1" / "next.ts.tmp", size=20, mtime=time.time())
         tmp.rename(root / "cam1" / "next.ts")  # FFmpeg's temp_file rename
         await until(lambda: r.index.stats("cam1")[:2] == (2, 30))
-        (root / "cam1" / "new.ts").unlink()    # behind the index's back
-        await until(lambda: r.index.stats("cam1")[:2] == (1, 20))
+        (root / "cam1" / "new.ts").unlink()    # behind the index's back: found by the sweep
         plant(root / "cam1" / "d" / "e" / "f.ts", size=5, mtime=time.time())
-        await until(lambda: r.index.stats("cam1")[:2] == (2, 25))
+        await until(lambda: r.index.stats("cam1")[:2] == (3, 35))
         import shutil
         shutil.rmtree(root / "cam1" / "d")       # a whole directory removed
+        r._next_sweep = 0.0                      # the sweep is due
         await until(lambda: r.index.stats("cam1")[:2] == (1, 20))
+        (root / "cam1" / "moved").mkdir()
+        await asyncio.sleep(0.3)                 # watchdog watches the new folder
+        (root / "cam1" / "next.ts").rename(root / "cam1" / "moved" / "next.ts")  # moves are events
+        await until(lambda: r.index.streams["cam1"].keys() == {"moved"})
 
 
 async def test_a_removed_streams_directory_is_an_orphan(tmp_path):
