@@ -354,7 +354,7 @@ class Agent:
         The seed's result shape per stream (``stream_id``, ``retention_days``,
         ``deleted_count``, ``deleted_size_mb``, ``cutoff_time``), plus totals.
         """
-        from .retention_service import cleanup_result
+        from .retention_report import cleanup_result
         now = time.time()
         outcomes = await self.retention.cleanup(sid, retention_days=retention_days, dry_run=dry_run)
         return cleanup_result(outcomes, now=now, dry_run=dry_run, retention_days=retention_days)
