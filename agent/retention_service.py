@@ -159,16 +159,11 @@ class Retention:
         for c in doomed:
             groups.setdefault(c.stream, []).append(c)
         if len(groups) == 1:
-            return delete_segments(self.root, doomed, now=now, before_unlink=self._watch_ignore)
+            return delete_segments(self.root, doomed, now=now)
         with ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="vas-delete") as pool:
-            parts = list(pool.map(lambda g: delete_segments(self.root, g, now=now, before_unlink=self._watch_ignore),
-                                  groups.values()))
+            parts = list(pool.map(lambda g: delete_segments(self.root, g, now=now), groups.values()))
         return Outcome(deleted=[c for p in parts for c in p.deleted], gone=[c for p in parts for c in p.gone],
                        errors=sum(p.errors for p in parts))
-
-    def _watch_ignore(self, c: Candidate) -> None:
-        if self._watch is not None:
-            self._watch.ignore(c)
 
     # -- timers -------------------------------------------------------------------
     def _schedule_age(self, now: float) -> None:

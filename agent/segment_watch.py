@@ -2,10 +2,11 @@
 
 A segment appearing (FFmpeg's rename of its ``.tmp``, or a file closed after
 writing) is looked up through ``O_NOFOLLOW`` directory fds and indexed; one
-deleted behind the index's back is forgotten.  Events for files retention
-itself deletes are ignored.  watchdog rebuilds its watches after an inotify
-queue overflow but tells handlers nothing, so its log record is the signal:
-the owner rescans when :meth:`Watch.take_overflow` says so.
+moved away is forgotten.  Deletions are not watched (see EVENTS): retention's
+own are accounted by the executor, other tools' by the executor or the sweep.
+watchdog rebuilds its watches after an inotify queue overflow but tells
+handlers nothing, so its log record is the signal: the owner rescans when
+:meth:`Watch.take_overflow` says so.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from watchdog.events import (DirMovedEvent, FileClosedEvent, FileCreatedEvent, F
                              FileSystemEventHandler)
 from watchdog.observers import Observer
 
-from .retention import Candidate, is_segment_name, log_error, open_below
+from .retention import is_segment_name, log_error, open_below
 from .segment_index import SegmentIndex
 
 log = logging.getLogger("vas.retention")
@@ -29,8 +30,6 @@ log = logging.getLogger("vas.retention")
 #: to 6,900/s (38,000/s without).  A file deleted by another tool is found by the
 #: executor (counted as gone, not deleted) or by the periodic sweep.
 EVENTS = [FileCreatedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent]
-#: Names retention deleted whose events have not come yet; beyond this, forget them.
-IGNORE_MAX = 100_000
 
 
 class _OverflowSpy(logging.Handler):
@@ -52,7 +51,6 @@ class Watch(FileSystemEventHandler):
         self._observer = Observer()
         self._overflow = threading.Event()
         self._spy = _OverflowSpy(self._overflow)
-        self._ignored: set[tuple[str, str, str]] = set()
         self._changed: set[str] = set()
         self._rescan: set[str] = set()
         self._root_fd: int | None = None
@@ -74,12 +72,6 @@ class Watch(FileSystemEventHandler):
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None
-
-    def ignore(self, c: Candidate) -> None:
-        """Retention is about to delete ``c``: its deletion event is not news."""
-        if len(self._ignored) >= IGNORE_MAX:
-            self._ignored.clear()  # lost events (overflow): at worst a lookup each
-        self._ignored.add((c.stream, c.dir, c.name))
 
     def take_overflow(self) -> bool:
         """True once after an inotify queue overflow (events were lost: rescan)."""
@@ -134,12 +126,8 @@ class Watch(FileSystemEventHandler):
         if is_dir or not name:
             self.index.discard_tree(sid, f"{dir_rel}/{name}".strip("/") if name else "")
             self._changed.add(sid)
-        elif is_segment_name(name):
-            key = (sid, dir_rel, name)
-            if key in self._ignored:
-                self._ignored.discard(key)
-            elif self.index.discard(sid, dir_rel, name):
-                self._changed.add(sid)
+        elif is_segment_name(name) and self.index.discard(sid, dir_rel, name):
+            self._changed.add(sid)
 
     def _appeared(self, path: str, is_dir: bool, moved: bool = False) -> None:
         where = self._split(path)
