@@ -15,7 +15,7 @@ import pytest
 
 from agent import config as config_mod
 from agent.config import RecordingConfig, StreamConfig
-from agent.retention import candidate, delete_segments, keeper, plan_age
+from agent.retention import delete_segments, keeper, plan_age
 from agent.retention_service import Retention
 from agent.segment_index import SegmentIndex
 
