@@ -24,6 +24,8 @@ from .retention import is_segment_name, log_error, open_below
 from .segment_index import SegmentIndex
 
 log = logging.getLogger("vas.retention")
+#: watchdog's threads wake this often when nothing happens (its default, 1 s, shows as idle CPU).
+OBSERVER_TIMEOUT = 5.0
 #: What the index needs (the inotify mask is built from this list).  Not IN_MODIFY or
 #: IN_OPEN: every write of every FFmpeg would wake watchdog's threads.  Not IN_DELETE:
 #: watchdog spends ~70 us of Python per event, which held retention's own deletions
@@ -48,7 +50,7 @@ class Watch(FileSystemEventHandler):
     def __init__(self, root: Path, index: SegmentIndex) -> None:
         self.root, self.index = root, index
         self._prefix = str(root).rstrip("/") + "/"
-        self._observer = Observer()
+        self._observer = Observer(timeout=OBSERVER_TIMEOUT)
         self._overflow = threading.Event()
         self._spy = _OverflowSpy(self._overflow)
         self._changed: set[str] = set()
