@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Set up (and optionally test or demo) the VAS node agent on Debian 12.
+# Install the VAS node agent on a Debian 12 host, or set up a checkout to develop, test or demo it.
 #
+#   ./install.sh                        install on this host (as root): user vas, /opt/vas, /etc/vas,
+#                                       /var/lib/vas/recordings, systemd units (started when systemd runs)
+#   ./install.sh --root DIR             the same into a staging root (no units started)
+#   ./install.sh --uninstall            remove the units and /opt/vas; keep /etc/vas and the recordings
 #   ./install.sh --dev                  system packages + .venv with test and bench extras
 #   ./install.sh --dev --test [ARGS]    the same, then the whole test suite (what CI runs)
 #   ./install.sh --demo                 runtime packages + .venv, then run the agent on config/demo.yaml
@@ -21,8 +25,8 @@ DEV_PACKAGES=(
     prometheus
     # systemd-analyze checks the units; prlimit/setpriv (util-linux) run the agent as systemd would.
     systemd util-linux
-    # bench/exporter.py drives the exporter with wrk.
-    wrk
+    # bench/exporter.py drives the exporter with wrk; shellcheck checks the shell scripts.
+    wrk shellcheck
 )
 RUNTIME_PACKAGES=(ffmpeg python3 python3-venv util-linux)
 VENV=.venv
@@ -31,9 +35,25 @@ DEMO_CONFIG=config/demo.yaml
 
 usage() {
     cat <<'EOF'
-Usage: ./install.sh --dev [--test [PYTEST ARGS...]]
+Usage: ./install.sh [--root DIR]
+       ./install.sh --uninstall [--root DIR]
+       ./install.sh --dev [--test [PYTEST ARGS...]]
        ./install.sh --demo
        ./install.sh -h | --help
+
+  (none)    install on this host, as root: FFmpeg if missing, the system user
+            and group vas, a venv in /opt/vas with this checkout's code, the
+            commands in /usr/local/bin, /etc/vas/streams.yaml (a starter file,
+            only when absent: yours is never overwritten, only checked),
+            /etc/vas/tokens (0640 root:vas, a first admin token printed once),
+            /var/lib/vas/recordings, the systemd units, then daemon-reload and
+            enable --now when systemd runs.  Run it again: it changes only what
+            differs and says so; a newer checkout upgrades the code and keeps
+            config, tokens and recordings.
+  --root D  install into the staging root D (units installed, nothing started)
+  --uninstall
+            remove the units, the commands and /opt/vas; keep /etc/vas and
+            /var/lib/vas
 
   --dev     install the system packages (FFmpeg, GStreamer RTSP server for the
             test camera) and create .venv with the agent plus its test and
@@ -139,9 +159,12 @@ setup_venv() {
 mode=""
 test_after=0
 pytest_args=()
+PREFIX=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
+        --root) [[ $# -ge 2 ]] || die "--root needs a directory"; PREFIX="$(realpath -m "$2")"; shift 2 ;;
+        --uninstall) mode=uninstall; shift ;;
         --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; mode=dev; shift ;;
         --demo) [[ "$mode" == dev ]] && die "--dev and --demo are exclusive"; mode=demo; shift ;;
         --test) test_after=1; shift; pytest_args=("$@"); break ;;
@@ -152,7 +175,13 @@ if [[ $test_after -eq 1 ]]; then
     [[ "$mode" == demo ]] && die "--test goes with --dev, not --demo"
     mode=dev
 fi
-[[ -n "$mode" ]] || { usage >&2; exit 2; }
+[[ -n "$mode" ]] || mode=host
+if [[ "$mode" == host || "$mode" == uninstall ]]; then
+    # shellcheck source=config/install-host.sh
+    source "$PWD/config/install-host.sh"
+    if [[ "$mode" == host ]]; then host_install; else host_uninstall; fi
+    exit 0
+fi
 
 if [[ "$mode" == dev ]]; then
     apt_install "${DEV_PACKAGES[@]}"

@@ -1,0 +1,173 @@
+# Sourced by install.sh: the host install (production) and uninstall.
+# Everything is idempotent: each step says what it changed, or nothing.
+# shellcheck shell=bash
+
+OPT=/opt/vas
+ETC=/etc/vas
+STATE=/var/lib/vas
+UNITDIR=/etc/systemd/system
+BINDIR=/usr/local/bin
+COMMANDS=(vas-agent vasctl vas-exporter)
+UNITS=(vas-agent.service vas-exporter.service)
+changed=0
+
+change() { changed=1; log "$*"; }
+
+systemd_running() { [[ -z "$PREFIX" && -d /run/systemd/system ]]; }
+
+host_install() {
+    [[ $EUID -eq 0 ]] || die "installing on a host needs root: sudo ./install.sh"
+    local missing=() pkg
+    for pkg in "${RUNTIME_PACKAGES[@]}"; do package_installed "$pkg" || missing+=("$pkg"); done
+    if [[ ${#missing[@]} -gt 0 ]]; then apt_install "${missing[@]}"; changed=1; fi
+    ensure_user
+    install_code
+    install_config
+    install_dirs
+    install_units
+    start_units
+    if [[ $changed -eq 0 ]]; then
+        log "nothing to do: vas is installed and up to date${PREFIX:+ in $PREFIX}"
+    fi
+}
+
+ensure_user() {
+    if ! getent group vas >/dev/null; then
+        groupadd --system vas
+        change "created the system group vas"
+    fi
+    if ! getent passwd vas >/dev/null; then
+        useradd --system --gid vas --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin vas
+        change "created the system user vas"
+    fi
+}
+
+# The checkout's code, as one hash: a newer checkout means an upgrade.
+code_hash() {
+    find agent exporter config/streams.schema.json config/streams.example.yaml pyproject.toml -type f \
+        ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+}
+
+install_code() {
+    local dest="$PREFIX$OPT" hash
+    hash="$(code_hash)"
+    if [[ -x "$dest/venv/bin/vas-agent" && "$(cat "$dest/.installed" 2>/dev/null)" == "$hash" ]]; then
+        log "code: up to date in $dest"
+    else
+        install -d -m 0755 "$dest" "$dest/config"
+        rm -rf "$dest/src"
+        mkdir -p "$dest/src"
+        cp -r agent exporter pyproject.toml README.md "$dest/src/"
+        find "$dest/src" -name __pycache__ -prune -exec rm -rf {} +
+        install -m 0644 config/streams.schema.json config/streams.example.yaml "$dest/config/"
+        [[ -x "$dest/venv/bin/python" ]] || "$(pick_python)" -m venv "$dest/venv"
+        "$dest/venv/bin/python" -m pip install -q --disable-pip-version-check "$dest/src"
+        # Same version number, new code: replace the package itself too.
+        "$dest/venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$dest/src"
+        echo "$hash" >"$dest/.installed"
+        change "code: installed into $dest/venv"
+    fi
+    install -d -m 0755 "$PREFIX$BINDIR"
+    local cmd
+    for cmd in "${COMMANDS[@]}"; do
+        if [[ "$(readlink "$PREFIX$BINDIR/$cmd" 2>/dev/null)" != "$OPT/venv/bin/$cmd" ]]; then
+            ln -sfn "$OPT/venv/bin/$cmd" "$PREFIX$BINDIR/$cmd"
+            change "linked $BINDIR/$cmd"
+        fi
+    done
+}
+
+install_config() {
+    local etc="$PREFIX$ETC"
+    install -d -m 0750 -o root -g vas "$etc"
+    if [[ ! -e "$etc/streams.yaml" ]]; then
+        install -m 0640 -o root -g vas /dev/null "$etc/streams.yaml"
+        starter_config >"$etc/streams.yaml"
+        change "wrote a starter $ETC/streams.yaml (no cameras yet; every key: $ETC/streams.example.yaml)"
+    else
+        log "kept your $ETC/streams.yaml; checking it:"
+        "$PREFIX$OPT/venv/bin/vas-agent" --config "$etc/streams.yaml" --check || \
+            log "fix the errors above, then: systemctl reload vas-agent"
+    fi
+    if ! cmp -s config/streams.example.yaml "$etc/streams.example.yaml"; then
+        install -m 0644 config/streams.example.yaml "$etc/streams.example.yaml"
+        change "updated $ETC/streams.example.yaml (reference, every key)"
+    fi
+    if [[ ! -e "$etc/tokens" ]]; then
+        install -m 0640 -o root -g vas /dev/null "$etc/tokens"
+        local token
+        token="$("$PREFIX$OPT/venv/bin/vasctl" token --tokens-file "$etc/tokens" add admin --scope admin | tail -1)"
+        change "created $ETC/tokens (0640 root:vas) with a first admin token, shown only now:"
+        printf '    %s\n' "$token"
+    fi
+}
+
+starter_config() {
+    cat <<YAML
+# yaml-language-server: \$schema=$OPT/config/streams.schema.json
+# The cameras of this host.  Every key, commented: $ETC/streams.example.yaml
+# After editing: vas-agent --check, then systemctl reload vas-agent.
+version: 1
+recordings:
+  root: $STATE/recordings
+exporter:
+  listen: 0.0.0.0:8080
+  tokens_file: $ETC/tokens
+streams: {}
+YAML
+}
+
+install_dirs() {
+    local dir
+    for dir in "$PREFIX$STATE" "$PREFIX$STATE/recordings"; do
+        if [[ ! -d "$dir" ]]; then
+            install -d -m 0750 -o vas -g vas "$dir"
+            change "created ${dir#"$PREFIX"} (vas:vas 0750)"
+        fi
+    done
+}
+
+install_units() {
+    install -d -m 0755 "$PREFIX$UNITDIR"
+    local unit
+    units_changed=0
+    for unit in "${UNITS[@]}"; do
+        if ! cmp -s "systemd/$unit" "$PREFIX$UNITDIR/$unit"; then
+            install -m 0644 "systemd/$unit" "$PREFIX$UNITDIR/$unit"
+            units_changed=1
+            change "installed $UNITDIR/$unit"
+        fi
+    done
+}
+
+start_units() {
+    if ! systemd_running; then
+        log "systemd is not running here${PREFIX:+ (staging root $PREFIX)}: units installed, not started;" \
+            "on the host: systemctl daemon-reload && systemctl enable --now ${UNITS[*]}"
+        return
+    fi
+    [[ $units_changed -eq 1 ]] && systemctl daemon-reload
+    local unit
+    for unit in "${UNITS[@]}"; do
+        if ! systemctl is-enabled --quiet "$unit" || ! systemctl is-active --quiet "$unit"; then
+            systemctl enable --now "$unit"
+            change "enabled and started $unit"
+        elif [[ $changed -eq 1 ]]; then
+            systemctl restart "$unit"
+            log "restarted $unit (new code or unit)"
+        fi
+    done
+}
+
+host_uninstall() {
+    [[ $EUID -eq 0 ]] || die "uninstalling needs root: sudo ./install.sh --uninstall"
+    if systemd_running; then
+        systemctl disable --now "${UNITS[@]}" 2>/dev/null || true
+    fi
+    local unit cmd
+    for unit in "${UNITS[@]}"; do rm -f "$PREFIX$UNITDIR/$unit"; done
+    systemd_running && systemctl daemon-reload
+    for cmd in "${COMMANDS[@]}"; do rm -f "$PREFIX$BINDIR/$cmd"; done
+    rm -rf "${PREFIX:?}$OPT"
+    log "removed the units, the commands and $OPT; kept $ETC (config, tokens) and $STATE (recordings)"
+}

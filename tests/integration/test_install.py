@@ -1,0 +1,77 @@
+"""install.sh on a host, into a staging root: the tree, modes and owners; a second run
+changes nothing; an upgrade keeps the operator's files; uninstall keeps config and recordings."""
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+CHECKOUT = Path(__file__).resolve().parents[2]
+PARTS = ("agent", "exporter", "config", "systemd", "pyproject.toml", "README.md", "install.sh")
+
+
+def run(checkout: Path, *args: str) -> str:
+    result = subprocess.run(["bash", str(checkout / "install.sh"), *args], cwd=checkout, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def owner(path: Path) -> tuple[str, str, str]:
+    st = path.lstat()
+    return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, oct(stat.S_IMODE(st.st_mode))
+
+
+def test_install_second_run_upgrade_and_uninstall(tmp_path):
+    root = tmp_path / "root"
+    out = run(CHECKOUT, "--root", str(root))
+    assert "created" in out and "first admin token, shown only now" in out
+    assert owner(root / "etc/vas") == ("root", "vas", "0o750")
+    assert owner(root / "etc/vas/streams.yaml") == ("root", "vas", "0o640")
+    assert owner(root / "etc/vas/tokens") == ("root", "vas", "0o640")
+    assert owner(root / "var/lib/vas/recordings") == ("vas", "vas", "0o750")
+    for unit in ("vas-agent.service", "vas-exporter.service"):
+        assert (root / "etc/systemd/system" / unit).read_text() == (CHECKOUT / "systemd" / unit).read_text()
+    for cmd in ("vas-agent", "vasctl", "vas-exporter"):
+        assert os.readlink(root / "usr/local/bin" / cmd) == f"/opt/vas/venv/bin/{cmd}"
+    check = subprocess.run([str(root / "opt/vas/venv/bin/vas-agent"), "--config", str(root / "etc/vas/streams.yaml"),
+                            "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert "not started" in out  # no systemd for a staging root
+
+    again = run(CHECKOUT, "--root", str(root))
+    assert "nothing to do" in again and "changed" not in again.lower().replace("nothing to do", "")
+
+    # The operator's files, then a newer checkout.
+    mine = "version: 1\nstreams: {cam: {url: 'rtsp://10.0.0.9/x'}}\n"
+    (root / "etc/vas/streams.yaml").write_text(mine)
+    tokens = (root / "etc/vas/tokens").read_text()
+    (root / "var/lib/vas/recordings/cam").mkdir()
+    (root / "var/lib/vas/recordings/cam/x.ts").write_bytes(b"keep")
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    for part in PARTS:
+        src = CHECKOUT / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, newer / part)
+    with open(newer / "agent/__init__.py", "a") as fh:
+        fh.write("# a newer checkout\n")
+    upgraded = run(newer, "--root", str(root))
+    assert "code: installed" in upgraded and "kept your /etc/vas/streams.yaml" in upgraded
+    assert "a newer checkout" in next((root / "opt/vas/venv/lib").glob("python3*/site-packages/agent/__init__.py")).read_text()
+    assert (root / "etc/vas/streams.yaml").read_text() == mine
+    assert (root / "etc/vas/tokens").read_text() == tokens
+    assert (root / "var/lib/vas/recordings/cam/x.ts").read_bytes() == b"keep"
+
+    gone = run(CHECKOUT, "--uninstall", "--root", str(root))
+    assert "kept /etc/vas" in gone
+    assert not (root / "opt/vas").exists() and not (root / "etc/systemd/system/vas-agent.service").exists()
+    assert not (root / "usr/local/bin/vasctl").is_symlink()
+    assert (root / "etc/vas/streams.yaml").read_text() == mine
+    assert (root / "var/lib/vas/recordings/cam/x.ts").exists()
