@@ -31,5 +31,6 @@ while :; do
     n=$((n + 1))
     printf 'frame=%d\nfps=25.00\ntotal_size=%d\nout_time_us=%d\nprogress=continue\n' \
         $((n * 25)) $((n * 48128)) $((n * 1000000))
+    # shellcheck disable=SC2217  # on purpose: see above, sleep must not hold our pipes
     sleep "$PERIOD" </dev/null >/dev/null 2>&1
 done
