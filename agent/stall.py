@@ -104,3 +104,34 @@ def _newest_mtime(directory: Path) -> float:
                        default=0.0)
     except FileNotFoundError:
         return 0.0
+
+
+#: Free bytes the recording filesystem needs before a dropped recording output is reopened.
+REOPEN_FREE_BYTES = 64 << 20
+
+
+async def watch_recording(directory: Path, segment_duration: float, *, media_flowing: Callable[[], bool],
+                          reopen: Callable[[], None]) -> None:
+    """The recording half of a tee output (HLS + RTP) stays dropped after a failure (disk
+    full): when no segment appears for a while although media flows, and the disk has
+    room again, ask for the process to be restarted so recording resumes by itself."""
+    from .blocking import in_thread
+    quiet_after = max(3 * segment_duration, 10.0)
+    newest, since = 0.0, time.monotonic()
+    while True:
+        await asyncio.sleep(GROWTH_CHECK_INTERVAL)
+        try:
+            now = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="recording-watch")
+            free = await in_thread(lambda: _free_bytes(directory), timeout=10, name="recording-watch")
+        except (TimeoutError, OSError):
+            continue
+        if now > newest:
+            newest, since = now, time.monotonic()
+        elif time.monotonic() - since > quiet_after and media_flowing() and free >= REOPEN_FREE_BYTES:
+            reopen()
+            return
+
+
+def _free_bytes(directory: Path) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize

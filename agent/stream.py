@@ -19,7 +19,7 @@ from .config import StreamConfig
 from .redact import redact
 from .ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
 from .process import Child, describe_exit
-from .stall import StallWatch, watch_growth
+from .stall import StallWatch, watch_growth, watch_recording
 from .states import StreamState, check_transition
 
 log = logging.getLogger("vas.stream")
@@ -306,6 +306,11 @@ class Stream:
             self._failed(detail, reason, status)
         return reason, uptime
 
+    def _reopen_recording(self) -> None:
+        log.warning("recording stopped: %s (no new segment while media flows, disk has room again); "
+                    "restarting to reopen it", self.cfg.id)
+        asyncio.get_running_loop().create_task(self.restart("stall"))
+
     async def _wait_for_producer(self) -> bool:
         """A verbatim command with RTP placeholders needs its producer's address first."""
         while self.rtp is None:
@@ -316,8 +321,17 @@ class Stream:
         return True
 
     def _watch_without_progress(self, launch: Launch, stall: StallWatch) -> list[asyncio.Handle | asyncio.Task]:
-        """A command without ``{progress}``: ready after ``ready_after`` up or a new segment."""
+        """A command without ``{progress}``: ready after ``ready_after`` up or a new segment.
+
+        A templated stream with a tee output (recording + RTP) gets a recording
+        watch instead, which reopens a recording output a full disk dropped.
+        """
         if self.cfg.reports_progress:
+            if self.cfg.command is None and self.cfg.recording.enabled and self.rtp_running is not None:
+                return [asyncio.get_running_loop().create_task(watch_recording(
+                    launch.recording_dir, self.cfg.recording.segment_duration,
+                    media_flowing=lambda: self.state in (StreamState.READY, StreamState.LIVE),
+                    reopen=self._reopen_recording))]
             return []
         loop = asyncio.get_running_loop()
         watchers: list[asyncio.Handle | asyncio.Task] = [loop.call_later(self.cfg.ready_after, self._media_flowing)]

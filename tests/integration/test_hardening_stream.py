@@ -132,3 +132,23 @@ async def test_close_stops_streams_gracefully_when_the_snapshot_cannot_be_writte
     await asyncio.wait_for(agent.close(), 10)
     assert "stopped: cam (exit status 7; stopping)" in caplog.text  # SIGTERM, not PDEATHSIG
     assert "cannot write snapshot" in caplog.text
+
+
+async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tmp_path):
+    from agent.stall import watch_recording
+    reopened = asyncio.Event()
+    (tmp_path / "old.ts").write_bytes(b"x")
+    task = asyncio.create_task(watch_recording(tmp_path, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    await asyncio.wait_for(reopened.wait(), 20)  # no new segment for 10 s while media flows
+    await task
+
+
+async def test_a_growing_recording_is_left_alone(tmp_path):
+    from agent.stall import watch_recording
+    reopened = asyncio.Event()
+    task = asyncio.create_task(watch_recording(tmp_path, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    for i in range(7):  # a new segment every 2 s for 14 s
+        (tmp_path / f"{i}.ts").write_bytes(b"x")
+        await asyncio.sleep(2)
+    assert not reopened.is_set()
+    task.cancel()

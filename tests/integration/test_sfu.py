@@ -219,6 +219,10 @@ def test_a_full_recording_disk_does_not_stop_rtp(rtsp_camera, agent_factory, tmp
         assert packets(port, "cam1") > before + 50  # the viewers' feed kept flowing
         stream = agent.streams()["cam1"]
         assert stream["pid"] == pid and stream["state"] == "live"
+        # Space again: recording resumes by itself (the recording output is reopened).
+        (agent.recordings / "filler").unlink()
+        count = len(agent.segments("cam1"))
+        wait_for(lambda: len(agent.segments("cam1")) > count + 2, 45, "recording to resume")
     finally:
         agent.stop()
         subprocess.run(["umount", "-l", str(agent.recordings)], check=False)
