@@ -255,6 +255,7 @@ class Agent:
         return plan
 
     def _setup_sfu(self, cfg: config_mod.Config) -> None:
+        assert cfg.mediasoup is not None
         from .consumers import ConsumerTracker
         from .producers import ProducerManager
         from .sfu import SfuProcess

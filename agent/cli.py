@@ -89,7 +89,7 @@ def _fd_limit(enabled: int) -> list[str]:
 
 
 async def _run_agent(cfg) -> int:
-    from .agent import AlreadyRunning, Agent
+    from .agent import Agent, AlreadyRunning
     agent = Agent(cfg)
     try:
         await agent.run()

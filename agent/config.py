@@ -228,7 +228,7 @@ def runtime_dir_for_vasctl(path: str | os.PathLike[str]) -> tuple[Path, str | No
         lines = []
     for i, line in enumerate(lines):  # the first indented runtime_dir: under a top-level node:
         match = _RUNTIME_LINE.match(line)
-        if match and any(l.startswith("node:") for l in lines[:i]) and "${" not in match.group(1):
+        if match and any(prior.startswith("node:") for prior in lines[:i]) and "${" not in match.group(1):
             value = match.group(1)
             found = Path(value) if os.path.isabs(value) else (path.parent / value).resolve()
             return found, f"{problem}; using runtime_dir {found} from line {i + 1}"

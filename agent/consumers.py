@@ -153,6 +153,7 @@ class ConsumerTracker:
                 "ended": dict(self.ended),
                 "session_duration_seconds": {
                     # Cumulative, as Prometheus histograms count: [upper bound, sessions <= it].
-                    "buckets": [[b, n] for b, n in zip([*DURATION_BUCKETS, "+Inf"], itertools.accumulate(self.buckets))],
+                    "buckets": [[b, n] for b, n in zip([*DURATION_BUCKETS, "+Inf"],
+                                                       itertools.accumulate(self.buckets))],
                     "sum": self.duration_sum, "count": sum(self.buckets)},
                 "heartbeat_timeout_seconds": self.cfg.heartbeat_timeout}

@@ -22,6 +22,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("vas.retention")
 SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
@@ -89,7 +90,8 @@ def plan_age(oldest_first: Iterable[Candidate], *, cutoff: float,
 def plan_size(oldest_first: Iterable[Candidate], *, total: int, max_size: int,
               keep: Callable[[Candidate], bool]) -> list[Candidate]:
     """The oldest segments to delete until ``total`` is at most ``max_size`` (0: no cap)."""
-    out, excess = [], total - max_size
+    out: list[Any] = []
+    excess = total - max_size
     if max_size <= 0:
         return out
     for c in oldest_first:
@@ -104,7 +106,8 @@ def plan_size(oldest_first: Iterable[Candidate], *, total: int, max_size: int,
 def plan_free(streams: Iterable[Iterable[Candidate]], *, need: int,
               keep: Callable[[Candidate], bool]) -> list[Candidate]:
     """The oldest segments across all streams until ``need`` bytes are freed."""
-    out, freed = [], 0
+    out: list[Any] = []
+    freed = 0
     if need <= 0:
         return out
     for c in heapq.merge(*streams):
@@ -157,7 +160,7 @@ def delete_segments(root: str | os.PathLike[str], doomed: list[Candidate], *, no
     directory): only a regular segment not modified in the last RECENT_GRACE
     seconds is unlinked.  Directories emptied below a stream's own are removed.
     """
-    outcome, fds = Outcome(), {}
+    outcome, fds = Outcome(), dict[Any, Any]()
     try:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:

@@ -17,7 +17,7 @@ def _iso(epoch: float) -> str:
 def cleanup_result(outcomes: dict[str, tuple[float, Outcome]], *, now: float, dry_run: bool,
                    retention_days: float | None) -> dict[str, Any]:
     """The cleanup route's answer: totals plus the seed's shape per stream."""
-    streams = {}
+    streams: dict[str, dict[str, Any]] = {}
     for sid, (max_age, o) in outcomes.items():
         streams[sid] = {"stream_id": sid, "retention_days": max_age / 86400 if max_age > 0 else None,
                         "deleted_count": len(o.deleted), "deleted_size_mb": round(o.bytes / 2**20, 3),

@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import Config
 from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments, log_error
-from .retention_plans import plan_stream, plan_disk
+from .retention_plans import plan_disk, plan_stream
 from .segment_index import SegmentIndex
 from .segment_watch import Watch
 

@@ -92,7 +92,8 @@ class DirSegments:
                 wanted.discard(name)
                 self.total -= self.sizes[i]
             else:
-                keep_m.append(self.mtimes[i]), keep_s.append(self.sizes[i])
+                keep_m.append(self.mtimes[i])
+                keep_s.append(self.sizes[i])
                 keep_b += name + b"\0"
             pos, i = end + 1, i + 1
         self.blob = keep_b + self.blob[pos:]

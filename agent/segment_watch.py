@@ -16,8 +16,14 @@ import stat
 import threading
 from pathlib import Path
 
-from watchdog.events import (DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileSystemEvent,
-                             FileSystemEventHandler)
+from watchdog.events import (
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from .retention import is_segment_name, log_error, open_below

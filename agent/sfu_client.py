@@ -67,13 +67,13 @@ def _field(item: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
     value = item.get(key)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise SfuError(f"{where}: {key!r} must be {_kind_name(kind)}, got {value!r:.40}")
-    if kind is int and value < 0 or (key == "rtp_port" and not 1 <= value <= 65535):
+    if isinstance(value, int) and (value < 0 or (key == "rtp_port" and not 1 <= value <= 65535)):
         raise SfuError(f"{where}: {key!r} out of range: {value!r}")
     return value
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    return {str: "a string", int: "an integer"}.get(kind, "a number")  # type: ignore[call-overload]
+    return "a string" if kind is str else "an integer" if kind is int else "a number"
 
 
 def _items(body: Any, where: str) -> list[dict[str, Any]]:

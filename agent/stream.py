@@ -16,9 +16,9 @@ from typing import Any
 from . import backoff
 from .blocking import in_thread
 from .config import StreamConfig
-from .redact import redact
 from .ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
 from .process import Child, describe_exit
+from .redact import redact
 from .stall import StallWatch, watch_growth, watch_recording
 from .states import StreamState, check_transition
 
@@ -302,7 +302,7 @@ class Stream:
             if self._pending:
                 self._set_state(StreamState.STOPPED)  # stopped on request; starts again at once
         else:
-            detail = "no progress for %gs" % self.cfg.stall_timeout if stall.fired else describe_exit(status)
+            detail = f"no progress for {self.cfg.stall_timeout:g}s" if stall.fired else describe_exit(status)
             self._failed(detail, reason, status)
         return reason, uptime
 

@@ -13,9 +13,22 @@ from typing import Any
 
 from . import yamlsrc
 from .backoff import RestartPolicy
-from .config import (COMMAND_PLACEHOLDERS, MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RTP_PLACEHOLDERS,
-                     RTSP_TRANSPORTS, STREAM_ID, Config, ConfigError, ConsumersConfig, MediasoupConfig,
-                     NodeConfig, RecordingConfig, RtpConfig, StreamConfig)
+from .config import (
+    COMMAND_PLACEHOLDERS,
+    MIN_STALL_TIMEOUT,
+    PROGRESS_PERIOD,
+    RTP_PLACEHOLDERS,
+    RTSP_TRANSPORTS,
+    STREAM_ID,
+    Config,
+    ConfigError,
+    ConsumersConfig,
+    MediasoupConfig,
+    NodeConfig,
+    RecordingConfig,
+    RtpConfig,
+    StreamConfig,
+)
 from .redact import redact, redact_url
 from .retention_config import RECORDINGS_KEYS, max_size_check, recordings_section
 from .units import MAX_DURATION, DurationTooLarge, InterpolationError, interpolate, parse_duration
@@ -188,15 +201,17 @@ class Validator:
         restart = self.mapping(key + ("restart",), m.get("restart"), frozenset(_RESTART_CHECKS))
         policy = {k: _RESTART_CHECKS[k](self, key + ("restart", k), x) for k, x in restart.items()
                   if k in _RESTART_CHECKS}
-        fields = {
-            "ready_timeout": self.duration(key + ("ready_timeout",), m.get("ready_timeout", 30.0), positive=True, hi=3600),
-            "stop_timeout": self.duration(key + ("stop_timeout",), m.get("stop_timeout", 10.0), positive=True, lo=0.1, hi=600),
+        fields: dict[str, Any] = {
+            "ready_timeout": self.duration(key + ("ready_timeout",), m.get("ready_timeout", 30.0),
+                                           positive=True, hi=3600),
+            "stop_timeout": self.duration(key + ("stop_timeout",), m.get("stop_timeout", 10.0),
+                                          positive=True, lo=0.1, hi=600),
             "cwd": self.directory(key + ("cwd",), m["cwd"]) if "cwd" in m else None,
         }
         if command is None or url is None or env_items is None or None in policy.values() \
                 or fields["ready_timeout"] is None or fields["stop_timeout"] is None:
             return None
-        return MediasoupConfig(command=command or None, api_url=url, env=env_items,  # type: ignore[arg-type]
+        return MediasoupConfig(command=command or None, api_url=url, env=env_items,
                                restart=RestartPolicy(**policy), **fields)
 
     def string_map(self, keypath: tuple, value: Any) -> tuple[tuple[str, str], ...] | None:
@@ -207,7 +222,8 @@ class Validator:
             self.error(keypath, f"expected a mapping of names to strings, got {self.show(value)}")
             return None
         items = [(str(k), self.text(keypath + (k,), v, secret=True)) for k, v in value.items()]
-        return None if any(v is None for _, v in items) else tuple(items)  # type: ignore[misc]
+        pairs = [(k, v) for k, v in items if v is not None]
+        return tuple(pairs) if len(pairs) == len(items) else None
 
     def consumers(self, value: Any) -> ConsumersConfig:
         c = self.mapping(("consumers",), value, CONSUMERS_KEYS)
@@ -303,7 +319,8 @@ class Validator:
         elif "url" not in fields:
             self.error(base + ("url",), "required key is missing (the camera's rtsp:// URL)")
         elif fields["url"] is not None and not fields["url"].startswith(("rtsp://", "rtsps://")):
-            self.error(base + ("url",), f"expected an rtsp:// or rtsps:// URL, got {self.show(redact_url(fields['url']))}")
+            shown = self.show(redact_url(fields["url"]))
+            self.error(base + ("url",), f"expected an rtsp:// or rtsps:// URL, got {shown}")
 
     def command_rules(self, keypath: tuple, command: tuple[str, ...]) -> None:
         import string  # local: only verbatim commands need it
@@ -312,7 +329,8 @@ class Validator:
             try:
                 fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(arg) if f is not None]
             except ValueError as exc:
-                self.error(keypath + (i,), f"bad placeholder in {self.show(arg)}: {exc} (write {{{{ for a literal brace)")
+                self.error(keypath + (i,),
+                           f"bad placeholder in {self.show(arg)}: {exc} (write {{{{ for a literal brace)")
                 continue
             used.update(f for f, _, _ in fields)
             if any(spec or conv for _, spec, conv in fields):
@@ -321,7 +339,7 @@ class Validator:
         unknown = sorted(used - COMMAND_PLACEHOLDERS - RTP_PLACEHOLDERS)
         if unknown:
             self.error(keypath, f"unknown placeholder {{{unknown[0]}}}; known: "
-                       + ", ".join("{%s}" % p for p in sorted(COMMAND_PLACEHOLDERS | RTP_PLACEHOLDERS)))
+                       + ", ".join(f"{{{p}}}" for p in sorted(COMMAND_PLACEHOLDERS | RTP_PLACEHOLDERS)))
         if not command:
             self.error(keypath, "expected a non-empty list of strings")
 
@@ -391,7 +409,8 @@ def _clip(text: str, limit: int = 60) -> str:
 
 def accepted_keys() -> dict[str, frozenset[str]]:
     """Every key the loader accepts, by section (the JSON Schema is tested against this)."""
-    from exporter.settings import KEYS as EXPORTER_KEYS, READINESS_KEYS
+    from exporter.settings import KEYS as EXPORTER_KEYS
+    from exporter.settings import READINESS_KEYS
     sections = {"": TOP_KEYS, "node": NODE_KEYS, "recordings": RECORDINGS_KEYS, "mediasoup": MEDIASOUP_KEYS,
                 "mediasoup.restart": frozenset(_RESTART_CHECKS), "consumers": CONSUMERS_KEYS,
                 "exporter": EXPORTER_KEYS, "exporter.readiness": READINESS_KEYS,

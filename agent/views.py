@@ -57,7 +57,8 @@ def snapshot_json(a: Agent) -> str:
     entries = []
     for s in a.streams.values():
         if s.view_json is None:
-            s.view_json = json.dumps(stream_view(s, a.cfg.secrets, getattr(a, "retention", None)), separators=(",", ":"))
+            view = stream_view(s, a.cfg.secrets, getattr(a, "retention", None))
+            s.view_json = json.dumps(view, separators=(",", ":"))
         entries.append(s.view_json)
     return head[:-1] + ',"streams":[' + ",".join(entries) + "]}"
 

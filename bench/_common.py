@@ -380,7 +380,7 @@ def bench_tempdir(prefix: str, *, keep: bool) -> Iterator[Path]:
             rmtree(base)
 
 
-def teardown(popen: subprocess.Popen, fifo: Path, ann: "Announcer", *, timeout: float) -> None:
+def teardown(popen: subprocess.Popen, fifo: Path, ann: Announcer, *, timeout: float) -> None:
     """Stop a system under test, kill any child still tied to its FIFO, close the FIFO."""
     try:
         stop(popen, timeout=timeout)

@@ -37,9 +37,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import _common as c  # noqa: E402
-from camera.fixture import free_port  # noqa: E402
 
 from agent import snapshot  # noqa: E402
+from camera.fixture import free_port  # noqa: E402
 
 FLOOR = '''
 import sys

@@ -44,6 +44,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import _common as c  # noqa: E402
+
 from camera.fixture import RtspCamera, free_port  # noqa: E402
 
 STANDIN = c.ROOT / "tests" / "sfu" / "standin_sfu.py"

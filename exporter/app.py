@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-
 from typing import Any
 
 from aiohttp import web

@@ -11,7 +11,8 @@ Label values are bounded: stream ids, states, reasons, route templates.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -158,7 +159,7 @@ def _stream_families(streams: list[dict[str, Any]]) -> Iterator[Metric]:
     last = GaugeMetricFamily("vas_stream_last_progress_timestamp_seconds", "When media last advanced.",
                              labels=["stream"])
     for s in streams:
-        sid, current = s["id"], s.get("state")
+        sid, current = s["id"], str(s.get("state"))
         counts[current] = counts.get(current, 0) + 1
         up.add_metric([sid], float(current == "live"))
         for name in STATES:

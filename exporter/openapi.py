@@ -54,7 +54,7 @@ def _health_path(summary: str) -> dict[str, Any]:
 def spec() -> dict[str, Any]:
     """The whole document."""
     days = _param("retention_days", "query", {"type": "number", "exclusiveMinimum": 0, "maximum": 36500})
-    secured = [{"bearer": []}]
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
     obj = {"type": "object"}
     return {
         "openapi": "3.0.3",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MEDIA_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
 SCAN_INTERVAL = 60.0
@@ -79,7 +80,10 @@ class RecordingStats:
             self.root = Path(root) if root else None
             ids = [s["id"] for s in view.streams if "segment_count" not in (s.get("recording") or {})]
             if self.root is not None and ids:
-                root_dir = self.root
-                self._scanned = await asyncio.to_thread(lambda: {i: scan_stream(root_dir / i) for i in ids})
+                self._scanned = await asyncio.to_thread(_scan_all, self.root, ids)
                 self.version += 1
             await asyncio.sleep(SCAN_INTERVAL if ids else 5.0)
+
+
+def _scan_all(root: Path, ids: list[str]) -> dict[str, tuple[int, int, float | None]]:
+    return {sid: scan_stream(root / sid) for sid in ids}

@@ -65,7 +65,8 @@ def load(path: str | os.PathLike[str]) -> Settings:
 
 class _Checker:
     def __init__(self, path: Path, doc: yamlsrc.Located) -> None:
-        self.path, self.doc, self.errors = path, doc, []
+        self.path, self.doc = path, doc
+        self.errors: list[str] = []
 
     def error(self, keypath: tuple, message: str) -> None:
         self.errors.append(f"{self.path}:{self.doc.line(keypath) or 1}: {'.'.join(map(str, keypath))}: {message}")
@@ -86,7 +87,7 @@ class _Checker:
         ex = self.section(("exporter",), top.get("exporter"), KEYS)
         ready = self.section(("exporter", "readiness"), ex.get("readiness"), READINESS_KEYS)
         host, port = self.listen(ex.get("listen", DEFAULT_LISTEN))
-        fields = dict(runtime_dir=self.runtime_dir(top), host=host, port=port,
+        fields: dict[str, Any] = dict(runtime_dir=self.runtime_dir(top), host=host, port=port,
                       tokens_file=self.file(ex.get("tokens_file", str(DEFAULT_TOKENS))),
                       stale_after=self.seconds(("exporter", "stale_after"), ex.get("stale_after", 5.0)),
                       min_live_ratio=self.ratio(ready.get("min_live_ratio", 0.5)),
@@ -96,7 +97,7 @@ class _Checker:
         return Settings(config_path=self.path.absolute(), **fields)
 
     def runtime_dir(self, top: dict) -> Path:
-        node = top.get("node") if isinstance(top.get("node"), dict) else {}
+        node: dict = top["node"] if isinstance(top.get("node"), dict) else {}
         value = node.get("runtime_dir", "/run/vas")
         if not isinstance(value, str) or "${" in value or not value:
             self.error(("node", "runtime_dir"), "must be a plain path for the exporter")

@@ -15,8 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import quote
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -94,10 +94,10 @@ class RtspCamera:
         except FileNotFoundError:
             return ""
 
-    def start(self) -> "RtspCamera":
+    def start(self) -> RtspCamera:
         """Launch the camera and block until it prints READY (port is listening)."""
         if self.running:
-            raise CameraError(f"camera already running (pid {self.proc.pid})")
+            raise CameraError(f"camera already running (pid {self.proc.pid if self.proc else '?'})")
         deadline = time.monotonic() + BIND_RETRY_FOR
         while True:
             rc = self._launch_and_wait_ready()
@@ -131,7 +131,7 @@ class RtspCamera:
                 proc.wait(timeout=STOP_TIMEOUT)
         return proc.returncode
 
-    def restart(self) -> "RtspCamera":
+    def restart(self) -> RtspCamera:
         """Stop and start again on the SAME port (clients see the server go away)."""
         self.stop()
         return self.start()
@@ -141,14 +141,14 @@ class RtspCamera:
         self.stop()
         self._logdir.cleanup()
 
-    def __enter__(self) -> "RtspCamera":
+    def __enter__(self) -> RtspCamera:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def __repr__(self) -> str:
-        state = f"pid {self.proc.pid}" if self.running else "stopped"
+        state = f"pid {self.proc.pid}" if self.running and self.proc else "stopped"
         return f"<RtspCamera {self.base_url} paths={self.paths} {state}>"
 
     # ----------------------------------------------------------- internals
@@ -158,7 +158,7 @@ class RtspCamera:
         for p in self.paths:
             cmd += ["--path", p]
         if self.user is not None:
-            cmd += ["--user", self.user, "--password", self.password]
+            cmd += ["--user", self.user, "--password", self.password or ""]
         return cmd
 
     def _launch_and_wait_ready(self) -> int | None:

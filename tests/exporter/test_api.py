@@ -139,7 +139,6 @@ async def test_metrics_are_clean_for_promtool_and_bounded(client, node):
 
 async def test_the_openapi_document_covers_every_route(client):
     doc = await (await client.get("/v2/openapi.json")).json()
-    from exporter.app import create_app
     routes = {r.resource.canonical for r in client.server.app.router.routes() if r.resource is not None}
     assert routes == set(doc["paths"])
     assert doc["openapi"].startswith("3.")

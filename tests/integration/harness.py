@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -41,7 +42,8 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
         except (OSError, ValueError, KeyError) as exc:
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    detail = f" (last error: {last_exc})" if last_exc else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
 
 
 class AgentProcess:
@@ -69,7 +71,7 @@ class AgentProcess:
         self.config_path.write_text(text)
 
     # -- process --------------------------------------------------------------
-    def start(self, extra_env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> "AgentProcess":
+    def start(self, extra_env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> AgentProcess:
         """Run the agent (``prefix``: a command in front, e.g. ``prlimit --nofile=...``)."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -83,7 +85,7 @@ class AgentProcess:
     def _running_snapshot(self) -> bool:
         if self.proc and self.proc.poll() is not None:
             raise AssertionError(f"vas-agent exited with {self.proc.returncode}:\n{self.log()}")
-        return self.snapshot()["agent"]["pid"] == self.proc.pid
+        return self.proc is not None and self.snapshot()["agent"]["pid"] == self.proc.pid
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc is None or self.proc.poll() is not None:

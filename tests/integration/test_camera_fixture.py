@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from camera.fixture import free_port
 
 pytestmark = pytest.mark.integration

@@ -48,7 +48,7 @@ def test_every_panel_query_runs_and_returns_data(rtsp_camera, agent_factory, tmp
                 status, result = query(expr)
                 assert status == "success", (panel["title"], expr)
                 if panel["description"] == "expects data":
-                    assert wait_for(lambda: query(expr)[1], 20, f"data for {panel['title']}"), expr
+                    assert wait_for(lambda expr=expr: query(expr)[1], 20, f"data for {panel['title']}"), expr
     finally:
         prom.terminate()
         prom.wait(15)

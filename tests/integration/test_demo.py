@@ -36,7 +36,7 @@ def test_demo_config_goes_live_and_records(tmp_path):
                            "the offline demo camera to fail")
         assert offline["url"].startswith("rtsp://demo:***@")
         for sid in synthetic:
-            wait_for(lambda: agent.segments(sid), 30, f"a segment of {sid}")
+            wait_for(lambda sid=sid: agent.segments(sid), 30, f"a segment of {sid}")
         status = agent.vasctl("status")
         assert status.returncode == 0 and status.stdout.count(" live ") == 3
         # What the quick start prints: the exporter beside it.

@@ -10,9 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
-import psutil
 import pytest
 
 from camera.fixture import free_port
@@ -162,7 +160,7 @@ def test_prometheus_scrapes_the_exporter(node, tmp_path):
         assert up[0]["value"][1] == "1"
         for q in ('vas_streams{state="live"}', "vas_stream_up", "vas_ffmpeg_resident_memory_bytes",
                   "vas_agent_up", "vas_api_requests_total", "vas_stream_restarts_total or vas_stream_frames_total"):
-            assert wait_for(lambda: query(q), 15, f"data for {q}"), q
+            assert wait_for(lambda q=q: query(q), 15, f"data for {q}"), q
         live = query('sum(vas_stream_up)')
         assert float(live[0]["value"][1]) == 2
     finally:

@@ -64,7 +64,8 @@ def test_install_second_run_upgrade_and_uninstall(tmp_path):
         fh.write("# a newer checkout\n")
     upgraded = run(newer, "--root", str(root))
     assert "code: installed" in upgraded and "kept your /etc/vas/streams.yaml" in upgraded
-    assert "a newer checkout" in next((root / "opt/vas/venv/lib").glob("python3*/site-packages/agent/__init__.py")).read_text()
+    installed = next((root / "opt/vas/venv/lib").glob("python3*/site-packages/agent/__init__.py"))
+    assert "a newer checkout" in installed.read_text()
     assert (root / "etc/vas/streams.yaml").read_text() == mine
     assert (root / "etc/vas/tokens").read_text() == tokens
     assert (root / "var/lib/vas/recordings/cam/x.ts").read_bytes() == b"keep"

@@ -54,7 +54,8 @@ def sfu_config(streams: dict, port: int, **kw) -> dict:
 
 def producers_by_stream(port: int) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for p in get(port, "/producers"):
+    listed: list[dict] = get(port, "/producers")  # type: ignore[assignment]
+    for p in listed:
         out.setdefault(p["stream_id"], []).append(p)
     return out
 

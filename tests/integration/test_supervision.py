@@ -26,7 +26,7 @@ def test_streams_go_live_and_record(rtsp_camera, agent_factory):
     assert streams["gate"]["state"] == "stopped" and streams["gate"]["pid"] is None
     for sid in ("cam1", "cam2", "cam3"):
         assert alive(streams[sid]["pid"])
-        wait_for(lambda: len(agent.segments(sid)) >= 2, 20, f"two segments of {sid}")
+        wait_for(lambda sid=sid: len(agent.segments(sid)) >= 2, 20, f"two segments of {sid}")
         assert streams[sid]["progress"]["frames"] > 0
     snap = agent.snapshot()
     assert snap["agent"]["pid"] == agent.proc.pid
@@ -118,7 +118,8 @@ def test_segments_are_never_overwritten_across_restarts(rtsp_camera, agent_facto
     for _ in range(2):
         pid = agent.streams()["cam1"]["pid"]
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: (s := agent.streams()["cam1"])["state"] == "live" and s["pid"] != pid, 30, "restart")
+        wait_for(lambda pid=pid: (s := agent.streams()["cam1"])["state"] == "live" and s["pid"] != pid, 30,
+                 "restart")
     wait_for(lambda: len(agent.segments("cam1")) >= len(before) + 2, 20, "segments of later runs")
     after = {p.name: p for p in agent.segments("cam1")}
     for name, digest in before.items():
@@ -195,7 +196,7 @@ def test_sd_notify_and_children_env(rtsp_camera, agent_factory, tmp_path):
         try:
             while True:
                 rest.append(sock.recv(4096).decode())
-        except socket.timeout:
+        except TimeoutError:
             pass
         assert any("STOPPING=1" in m for m in rest)
     finally:

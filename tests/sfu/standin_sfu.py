@@ -67,7 +67,7 @@ class StandinSfu:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._misbehave])
-        app.router.add_get("/health", lambda r: web.json_response({"ok": True}))
+        app.router.add_get("/health", self.health)
         app.router.add_post("/producers", self.create_producer)
         app.router.add_get("/producers", self.list_producers)
         app.router.add_delete("/producers/{id}", self.delete_producer)
@@ -93,6 +93,9 @@ class StandinSfu:
         if self.chaos == "hugebody":
             return web.Response(status=200, body=b"[" + b" " * (2 << 20) + b"]")
         return await handler(request)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
 
     async def create_producer(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -112,7 +112,8 @@ async def test_a_call_that_hangs_on_a_fifo_times_out_and_leaves_the_loop_free(tm
         pass  # release the thread
 
 
-@pytest.mark.parametrize("content", ['[1, 2]', '{"streams": 5}', '{"streams": [7, {"pid": "x"}, {"pid": 1, "pid_started_at": 0}]}'])
+@pytest.mark.parametrize("content", [
+    '[1, 2]', '{"streams": 5}', '{"streams": [7, {"pid": "x"}, {"pid": 1, "pid_started_at": 0}]}'])
 def test_a_damaged_snapshot_does_not_stop_the_agent_from_starting(tmp_path, content):
     from agent.orphans import kill_orphans
     path = tmp_path / "state.json"

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import heapq
 
-from agent.retention import (candidate, is_segment_name, keeper, natural_key, plan_age, plan_free,
-                             plan_size)
+from agent.retention import candidate, is_segment_name, keeper, natural_key, plan_age, plan_free, plan_size
 from agent.segment_index import DirSegments
 
 NOW = 1_000_000.0
@@ -101,6 +100,7 @@ def _load(tmp_path, text: str):
 
 def test_retention_keys_and_their_errors(tmp_path):
     import pytest
+
     from agent import config as C
     cfg = _load(tmp_path, "version: 1\nrecordings: {min_free: 20GiB, min_free_hysteresis: 2%, sweep_interval: 5m,"
                           " orphan_retention: 0}\ndefaults: {recording: {max_size: 50GiB}}\n"
