@@ -51,6 +51,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     if new.node.runtime_dir != old.node.runtime_dir:
         needs_restart += ("node.runtime_dir",)
         new = replace(new, node=replace(new.node, runtime_dir=old.node.runtime_dir))
+    if new.recordings_root != old.recordings_root:  # streams move at once; retention's watch needs a restart
+        needs_restart += ("recordings.root (retention)",)
     if new.mediasoup != old.mediasoup:  # the SFU and every producer would go: not on a reload
         needs_restart += ("mediasoup",)
         new = replace(new, mediasoup=old.mediasoup)

@@ -199,3 +199,15 @@ def test_summary_lists_stops_removals_and_updates(tmp_path):
 def test_summary_never_shows_passwords(tmp_path):
     new = {**BASE_STREAMS, "cam2": "url: rtsp://admin:${PW}@10.0.0.22/s"}
     assert "hunter22" not in plan(tmp_path, BASE_STREAMS, new).summary()
+
+
+def test_a_new_recordings_root_moves_streams_and_asks_for_a_restart_for_retention():
+    import dataclasses
+    from pathlib import Path
+
+    from agent.config import Config, NodeConfig, StreamConfig
+    from agent.reload import plan_reload
+    streams = {"a": StreamConfig(id="a", url="rtsp://h/")}
+    old = Config(path=Path("/x.yaml"), sha256="1", node=NodeConfig(), recordings_root=Path("/rec"), streams=streams)
+    plan = plan_reload(old, dataclasses.replace(old, recordings_root=Path("/elsewhere")))
+    assert plan.restart == ("a",) and plan.needs_restart == ("recordings.root (retention)",)
