@@ -142,3 +142,15 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def fill(directory: Path, name: str = "filler") -> None:
+    """Write zeros into ``directory/name`` until its filesystem is full (ENOSPC)."""
+    fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

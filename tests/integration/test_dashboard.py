@@ -3,9 +3,7 @@ that scraped a running exporter; panels that expect data get it."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from camera.fixture import free_port
 
 from .harness import config, wait_for
+from .prometheus import scraping
 from .test_exporter import Exporter, http
 
 pytestmark = pytest.mark.integration
@@ -20,24 +19,14 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "config" / "grafana" / "vas-ov
 
 
 def test_every_panel_query_runs_and_returns_data(rtsp_camera, agent_factory, tmp_path):
-    port, prom_port = free_port(), free_port()
+    port = free_port()
     cfg = config({"cam1": {"url": rtsp_camera.url("cam1")}, "cam2": {"url": rtsp_camera.url("cam2")}})
     cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp_path / "tokens")}
     agent = agent_factory(cfg).start()
     agent.wait_all("live", ["cam1", "cam2"])
     exporter = Exporter(agent, port)
-    (tmp_path / "prom.yml").write_text(json.dumps({
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "vas", "metrics_path": "/v2/metrics",
-                            "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
-    prom = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prom.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def query(expr: str) -> tuple[str, list]:
-            status, body = http(prom_port, "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-            data = json.loads(body)
-            return data["status"], data.get("data", {}).get("result", [])
+    with scraping(port, tmp_path) as prom:
+        query = prom.query
         wait_for(lambda: query("up")[1], 30, "the first scrape")
         for _ in range(20):  # rates need a few samples; exercise the API for its latency panel
             http(port, "/v2/health/system")
@@ -49,7 +38,4 @@ def test_every_panel_query_runs_and_returns_data(rtsp_camera, agent_factory, tmp
                 assert status == "success", (panel["title"], expr)
                 if panel["description"] == "expects data":
                     assert wait_for(lambda expr=expr: query(expr)[1], 20, f"data for {panel['title']}"), expr
-    finally:
-        prom.terminate()
-        prom.wait(15)
-        exporter.stop()
+    exporter.stop()  # (the agent_factory fixture stops the agent)

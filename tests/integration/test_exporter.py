@@ -143,19 +143,11 @@ def test_no_response_or_log_shows_a_camera_password(node):
 
 
 def test_prometheus_scrapes_the_exporter(node, tmp_path):
+    from .prometheus import scraping
     agent, exporter = node
-    port = free_port()
-    (tmp_path / "prom.yml").write_text(json.dumps({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "vas", "metrics_path": "/v2/metrics",
-                            "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}]}))
-    prom = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prom.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with scraping(exporter.port, tmp_path) as prom:
         def query(q: str) -> list:
-            status, body = http(port, "/api/v1/query?" + urllib.parse.urlencode({"query": q}))
-            return json.loads(body)["data"]["result"] if status == 200 else []
+            return prom.query(q)[1]
         up = wait_for(lambda: query('up{job="vas"}'), 30, "a first scrape")
         assert up[0]["value"][1] == "1"
         for q in ('vas_streams{state="live"}', "vas_stream_up", "vas_ffmpeg_resident_memory_bytes",
@@ -163,6 +155,3 @@ def test_prometheus_scrapes_the_exporter(node, tmp_path):
             assert wait_for(lambda q=q: query(q), 15, f"data for {q}"), q
         live = query('sum(vas_stream_up)')
         assert float(live[0]["value"][1]) == 2
-    finally:
-        prom.terminate()
-        prom.wait(15)

@@ -16,7 +16,7 @@ import pytest
 
 from agent.client import request
 
-from .harness import BIN, alive, config, wait_for
+from .harness import BIN, alive, config, fill, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -84,14 +84,7 @@ def test_a_full_runtime_filesystem_does_not_skip_the_graceful_stop(agent_factory
     try:
         agent.start()
         agent.wait_state("cam", "live")
-        fd = os.open(agent.runtime_dir / "filler", os.O_WRONLY | os.O_CREAT)
-        try:  # ENOSPC from here on
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fill(agent.runtime_dir)  # ENOSPC from here on
         assert agent.stop() == 0
         assert "stopped: cam (exit status 7; stopping)" in agent.log()
         assert "cannot write snapshot" in agent.log()

@@ -17,7 +17,7 @@ import pytest
 from agent.client import request
 from agent.config import StreamConfig, stream_ssrc
 
-from .harness import alive, config, wait_for
+from .harness import alive, config, fill, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -206,14 +206,7 @@ def test_a_full_recording_disk_does_not_stop_rtp(rtsp_camera, agent_factory, tmp
         agent.start()
         agent.wait_state("cam1", "live", timeout=45)
         pid = agent.streams()["cam1"]["pid"]
-        fd = os.open(agent.recordings / "filler", os.O_WRONLY | os.O_CREAT)
-        try:  # the disk is full from here on
-            while os.write(fd, b"\0" * 65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fill(agent.recordings)  # ENOSPC from here on
         time.sleep(3)  # FFmpeg meets ENOSPC and drops the recording slave
         before = packets(port, "cam1")
         time.sleep(5)
