@@ -27,6 +27,11 @@ DEV_PACKAGES=(
     systemd util-linux
     # bench/exporter.py drives the exporter with wrk; shellcheck checks the shell scripts.
     wrk shellcheck
+    # Fault tests: wall-clock jumps (faketime), exporter TLS certificates (openssl),
+    # and cutting an agent off from etcd (iptables).
+    faketime openssl iptables
+    # The fleet tests run a real etcd (one member and a three-member cluster).
+    etcd-server etcd-client
 )
 RUNTIME_PACKAGES=(ffmpeg python3 python3-venv util-linux)
 VENV=.venv
