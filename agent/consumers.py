@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import ConsumersConfig
@@ -42,6 +42,8 @@ class Session:
     client_id: str
     created_at: float
     last_heartbeat: float  # the first sighting counts as one: a new viewer gets a full timeout
+    #: The same moment on the monotonic clock: staleness never follows a wall-clock step.
+    heartbeat_mono: float = field(default_factory=time.monotonic)
 
     def view(self) -> dict[str, Any]:
         return {"consumer_id": self.consumer_id, "stream_id": self.stream_id, "client_id": self.client_id,
@@ -87,7 +89,7 @@ class ConsumerTracker:
         session = self.sessions.get(consumer_id)
         if session is None:
             return False
-        session.last_heartbeat = time.time()
+        session.last_heartbeat, session.heartbeat_mono = time.time(), time.monotonic()
         self._on_change(False)
         return True
 
@@ -120,8 +122,8 @@ class ConsumerTracker:
 
     async def sweep(self) -> None:
         """Close every consumer without a heartbeat for ``heartbeat_timeout``."""
-        cutoff = time.time() - self.cfg.heartbeat_timeout
-        for session in [s for s in self.sessions.values() if s.last_heartbeat < cutoff]:
+        cutoff = time.monotonic() - self.cfg.heartbeat_timeout
+        for session in [s for s in self.sessions.values() if s.heartbeat_mono < cutoff]:
             try:
                 await self.close_consumer(session.consumer_id, "stale")
             except Exception as exc:

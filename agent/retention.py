@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .wallclock import same
+
 log = logging.getLogger("vas.retention")
 SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
 #: A file modified this recently may still be written: never deleted.
@@ -69,18 +71,27 @@ def candidate(stream: str, dir_rel: str, name: str, mtime: float, size: int) -> 
     return Candidate(mtime, natural_key(name), stream, dir_rel, name, size)
 
 
-def keeper(*, now: float, newest: Candidate | None) -> Callable[[Candidate], bool]:
+def is_fresh(mtime: float, now: float, shift: Callable[[float], float] = same) -> bool:
+    """Modified in the last RECENT_GRACE seconds (a file dated in the future by more than
+    that was written before the wall clock stepped back, not just now)."""
+    return now - RECENT_GRACE < shift(mtime) <= now + RECENT_GRACE
+
+
+def keeper(*, now: float, newest: Candidate | None,
+           shift: Callable[[float], float] = same) -> Callable[[Candidate], bool]:
     """The files no policy may take: recently modified ones and ``newest`` (being written)."""
-    fresh = now - RECENT_GRACE
-    return lambda c: c.mtime > fresh or (newest is not None and c == newest and c.rel == newest.rel)
+    return lambda c: is_fresh(c.mtime, now, shift) or (newest is not None and c == newest and c.rel == newest.rel)
 
 
 def plan_age(oldest_first: Iterable[Candidate], *, cutoff: float,
-             keep: Callable[[Candidate], bool]) -> list[Candidate]:
-    """Every segment modified before ``cutoff`` (oldest first), except kept ones."""
+             keep: Callable[[Candidate], bool], shift: Callable[[float], float] = same) -> list[Candidate]:
+    """Every segment modified before ``cutoff`` (oldest first), except kept ones.
+
+    ``shift`` moves an mtime across wall-clock steps (agent/wallclock.py).
+    """
     out = []
     for c in oldest_first:
-        if c.mtime >= cutoff:
+        if shift(c.mtime) >= cutoff:
             break
         if not keep(c):
             out.append(c)
@@ -153,7 +164,8 @@ def open_below(root_fd: int, parts: Iterable[str]) -> int:
 
 
 def delete_segments(root: str | os.PathLike[str], doomed: list[Candidate], *, now: float,
-                    before_unlink: Callable[[Candidate], None] = lambda c: None) -> Outcome:
+                    before_unlink: Callable[[Candidate], None] = lambda c: None,
+                    shift: Callable[[float], float] = same) -> Outcome:
     """Delete ``doomed`` (from one or more streams) safely; errors are per file, never raised.
 
     Each file is checked again right before it goes (lstat through the open
@@ -169,7 +181,7 @@ def delete_segments(root: str | os.PathLike[str], doomed: list[Candidate], *, no
         return outcome
     try:
         for c in doomed:
-            _delete_one(root_fd, fds, c, now, outcome, before_unlink)
+            _delete_one(root_fd, fds, c, now, outcome, before_unlink, shift)
         _remove_empty_dirs(root_fd, fds, {(c.stream, c.dir) for c in outcome.deleted if c.dir})
     finally:
         for fd in fds.values():
@@ -193,7 +205,7 @@ def _dir_fd(root_fd: int, fds: dict, stream: str, dir_rel: str) -> int | None:
 
 
 def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outcome,
-                before_unlink: Callable[[Candidate], None]) -> None:
+                before_unlink: Callable[[Candidate], None], shift: Callable[[float], float]) -> None:
     fd = _dir_fd(root_fd, fds, c.stream, c.dir)
     if fd is None:
         outcome.gone.append(c)
@@ -202,7 +214,7 @@ def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outc
         st = os.stat(c.name, dir_fd=fd, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode) or not is_segment_name(c.name):
             return  # replaced by a symlink or something else meanwhile: never ours
-        if st.st_mtime > now - RECENT_GRACE:
+        if is_fresh(st.st_mtime, now, shift):
             return  # written to again: it may be the live file
         before_unlink(c)
         os.unlink(c.name, dir_fd=fd)

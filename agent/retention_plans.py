@@ -10,26 +10,31 @@ from collections.abc import Callable, Iterable
 from .config import Config
 from .retention import Candidate, keeper, plan_age, plan_free, plan_size
 from .segment_index import SegmentIndex
+from .wallclock import same
+
+Shift = Callable[[float], float]
 
 
-def _keep(index: SegmentIndex, sid: str, now: float, is_running: Callable[[str], bool]) -> Callable[[Candidate], bool]:
+def _keep(index: SegmentIndex, sid: str, now: float, is_running: Callable[[str], bool],
+          shift: Shift) -> Callable[[Candidate], bool]:
     # The newest segment of a running stream may be the file FFmpeg is writing.
-    return keeper(now=now, newest=index.newest(sid) if is_running(sid) else None)
+    return keeper(now=now, newest=index.newest(sid) if is_running(sid) else None, shift=shift)
 
 
 def _oldest_first(index: SegmentIndex, sid: str) -> Iterable[Candidate]:
     return heapq.merge(*index.oldest_first(sid))
 
 
-def plan_stream(index: SegmentIndex, cfg: Config, now: float,
-                is_running: Callable[[str], bool]) -> list[tuple[str, list[Candidate]]]:
+def plan_stream(index: SegmentIndex, cfg: Config, now: float, is_running: Callable[[str], bool],
+                shift: Shift = same) -> list[tuple[str, list[Candidate]]]:
     """Per stream directory: age (or orphan) first, then the size cap on what remains."""
     plans: list[tuple[str, list[Candidate]]] = []
     for sid in list(index.streams):
         scfg = cfg.streams.get(sid)
-        keep = _keep(index, sid, now, is_running)
+        keep = _keep(index, sid, now, is_running, shift)
         max_age = scfg.recording.retention if scfg else cfg.recordings.orphan_retention
-        aged = plan_age(_oldest_first(index, sid), cutoff=now - max_age, keep=keep) if max_age > 0 else []
+        aged = (plan_age(_oldest_first(index, sid), cutoff=now - max_age, keep=keep, shift=shift)
+                if max_age > 0 else [])
         if aged:
             plans.append(("age" if scfg else "orphan", aged))
         if scfg and scfg.recording.max_size > 0:
@@ -43,15 +48,15 @@ def plan_stream(index: SegmentIndex, cfg: Config, now: float,
 
 
 def plan_disk(index: SegmentIndex, now: float, is_running: Callable[[str], bool], *, need: int,
-              exclude: set[tuple[str, str]]) -> list[Candidate]:
+              exclude: set[tuple[str, str]], shift: Shift = same) -> list[Candidate]:
     """The oldest segments of every stream directory until ``need`` more bytes are freed."""
-    keeps = {sid: _keep(index, sid, now, is_running) for sid in index.streams}
+    keeps = {sid: _keep(index, sid, now, is_running, shift) for sid in index.streams}
     return plan_free([_oldest_first(index, sid) for sid in list(index.streams)], need=need,
                      keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
 
 
 def plan_manual(index: SegmentIndex, cfg: Config, ids: list[str], now: float, is_running: Callable[[str], bool],
-                retention_days: float | None) -> dict[str, tuple[float, list[Candidate]]]:
+                retention_days: float | None, shift: Shift = same) -> dict[str, tuple[float, list[Candidate]]]:
     """``vasctl cleanup``: per stream, its max age and the segments older than that.
 
     Streams gone from ``cfg`` meanwhile (a reload) are skipped, never a KeyError.
@@ -62,7 +67,8 @@ def plan_manual(index: SegmentIndex, cfg: Config, ids: list[str], now: float, is
         if scfg is None:
             continue
         max_age = scfg.recording.retention if retention_days is None else retention_days * 86400.0
-        doomed = (plan_age(_oldest_first(index, sid), cutoff=now - max_age, keep=_keep(index, sid, now, is_running))
+        doomed = (plan_age(_oldest_first(index, sid), cutoff=now - max_age,
+                           keep=_keep(index, sid, now, is_running, shift), shift=shift)
                   if max_age > 0 else [])
         out[sid] = (max_age, doomed)
     return out

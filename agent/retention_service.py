@@ -25,6 +25,7 @@ from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments, log
 from .retention_plans import plan_disk, plan_stream
 from .segment_index import SegmentIndex
 from .segment_watch import Watch
+from .wallclock import ClockSteps
 
 log = logging.getLogger("vas.retention")
 #: statvfs, pending snapshot updates and overflow checks run this often.
@@ -56,6 +57,7 @@ class Retention:
         self._next_sweep = time.monotonic() + cfg.recordings.sweep_interval
         self._closed = False
         self.failed: str | None = None
+        self.clock = ClockSteps()  # ages stay true across wall-clock steps
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -109,6 +111,7 @@ class Retention:
         """Run every policy now (age, orphan, size, then the free-space floor)."""
         await self.ready.wait()
         async with self._lock:
+            self.clock.check()
             now = time.time()
             fs = await asyncio.to_thread(self._statvfs)
             plans = await asyncio.to_thread(self._plan_all, now, fs)
@@ -122,7 +125,7 @@ class Retention:
 
     def _plan_all(self, now: float, fs: dict | None) -> list[tuple[str, list[Candidate]]]:
         with self.index.lock:
-            plans = plan_stream(self.index, self.cfg, now, self._is_running)
+            plans = plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift)
             if fs is not None:
                 floor = self.cfg.recordings.min_free.of(fs["total_bytes"])
                 target = floor + self.cfg.recordings.min_free_hysteresis.of(fs["total_bytes"])
@@ -130,7 +133,8 @@ class Retention:
                     planned = sum(c.size for _, doomed in plans for c in doomed)
                     plans.append(("disk", plan_disk(self.index, now, self._is_running,
                                                     need=target - fs["free_bytes"] - planned,
-                                                    exclude={(c.stream, c.rel) for _, d in plans for c in d})))
+                                                    exclude={(c.stream, c.rel) for _, d in plans for c in d},
+                                                    shift=self.clock.shift)))
         return plans
 
     def _execute(self, doomed: list[Candidate], reason: str, now: float) -> Outcome:
@@ -159,9 +163,10 @@ class Retention:
         for c in doomed:
             groups.setdefault(c.stream, []).append(c)
         if len(groups) == 1:
-            return delete_segments(self.root, doomed, now=now)
+            return delete_segments(self.root, doomed, now=now, shift=self.clock.shift)
         with ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="vas-delete") as pool:
-            parts = list(pool.map(lambda g: delete_segments(self.root, g, now=now), groups.values()))
+            parts = list(pool.map(lambda g: delete_segments(self.root, g, now=now, shift=self.clock.shift),
+                                  groups.values()))
         return Outcome(deleted=[c for p in parts for c in p.deleted], gone=[c for p in parts for c in p.gone],
                        errors=sum(p.errors for p in parts))
 
@@ -186,7 +191,8 @@ class Retention:
             keep = cfg.recording.retention if cfg is not None else self.cfg.recordings.orphan_retention
             oldest = self.index.stats(sid)[2]
             if keep > 0 and oldest is not None:
-                due = oldest + keep if due is None else min(due, oldest + keep)
+                expires = self.clock.shift(oldest) + keep
+                due = expires if due is None else min(due, expires)
         return due
 
     def _tick(self) -> None:
@@ -258,10 +264,12 @@ class Retention:
             raise UnsafeDirectory(self.failed)
         await self.ready.wait()
         async with self._lock:
+            self.clock.check()
             now = time.time()
             ids = [sid] if sid else list(self.cfg.streams)
             with self.index.lock:
-                plans = plan_manual(self.index, self.cfg, ids, now, self._is_running, retention_days)
+                plans = plan_manual(self.index, self.cfg, ids, now, self._is_running, retention_days,
+                                    self.clock.shift)
             out = {}
             for stream_id, (max_age, doomed) in plans.items():
                 outcome = (Outcome(deleted=doomed) if dry_run
@@ -289,7 +297,7 @@ class Retention:
     def view(self) -> dict[str, Any]:
         """The snapshot's top-level ``recordings`` entry."""
         return {"root": str(self.root), "filesystem": self.filesystem, "indexed": self.ready.is_set(),
-                "deletion_errors": self.errors,
+                "deletion_errors": self.errors, "clock_steps": len(self.clock.steps),
                 "orphans": sorted(set(self.index.streams) - set(self.cfg.streams))}
 
 
