@@ -71,6 +71,8 @@ class Publisher:
 
     def start(self) -> None:
         """Write now and start the once-a-second heartbeat."""
+        if snapshot.remove_leftovers(self.path.parent):
+            log.info("removed a half-written snapshot left by a killed agent")
         self.write()
         self._beat()
 

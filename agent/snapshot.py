@@ -37,6 +37,22 @@ def write_atomic(path: Path, data: dict[str, Any] | str) -> None:
         raise
 
 
+def remove_leftovers(directory: Path) -> int:
+    """Delete temporary snapshots a killed agent left half-written (call with the lock held)."""
+    removed = 0
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(".state-") and n.endswith(".tmp")]
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            os.unlink(directory / name)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def touch(path: Path) -> None:
     """Refresh the snapshot's mtime without rewriting it (the liveness signal)."""
     os.utime(path)
