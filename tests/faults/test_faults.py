@@ -208,7 +208,7 @@ def test_disk_filled_by_something_else(rtsp_camera, agent_factory, tmp_path):
     from camera.fixture import free_port
     from tests.integration.test_sfu import packets
     port = free_port()
-    streams = {"cam1": {"url": rtsp_camera.url("cam1")}, "cam2": {"url": rtsp_camera.url("cam2")}}
+    streams = {sid: {"url": rtsp_camera.url(sid), "recording": {"retention": "30d"}} for sid in ("cam1", "cam2")}
     cfg = sfu_config(streams, port)
     cfg["recordings"] = {"min_free": "25%", "min_free_hysteresis": "15%"}
     agent = agent_factory(cfg)
@@ -216,7 +216,7 @@ def test_disk_filled_by_something_else(rtsp_camera, agent_factory, tmp_path):
     root.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(root)], check=True)
     try:
-        old = time.time() - 7 * 86400
+        old = time.time() - 3 * 86400  # well inside the 30-day age policy: only the floor may take them
         (root / "cam1" / "2026-01-01").mkdir(parents=True)
         olds = []
         for i in range(20):  # the policy's fodder: a week old
@@ -256,8 +256,8 @@ def test_disk_filled_by_something_else(rtsp_camera, agent_factory, tmp_path):
         assert all(_digest(p) == d for p, d in digests.items()), "a file outside the policy changed"
         assert (root / "cam1" / "link.ts").is_symlink() and filler.exists()
         assert all(s["state"] == "live" for s in agent.streams().values())
-        wait_for(lambda: agent.streams()["cam1"]["recording"]["deleted"].get("disk", {}).get("segments", 0)
-                 >= len(gone), 15, "the deletions counted in the snapshot")
+        wait_for(lambda: agent.streams()["cam1"]["recording"]["deleted"] == {
+            "disk": {"segments": len(gone), "bytes": len(gone) * MiB}}, 15, "the deletions counted in the snapshot")
     finally:
         agent.stop()
         subprocess.run(["umount", "-l", str(root)], check=False)
