@@ -17,7 +17,7 @@ import pytest
 
 from agent.client import request
 from tests.faults import scenarios as sc
-from tests.integration.harness import alive, config, wait_for
+from tests.integration.harness import alive, config, fill, wait_for
 from tests.integration.test_sfu import producers_by_stream, sfu_config, start_standin
 
 pytestmark = pytest.mark.integration
@@ -243,7 +243,7 @@ def test_disk_filled_by_something_else(rtsp_camera, agent_factory, tmp_path):
         agent.start()
         agent.wait_all("live", list(streams), timeout=60)
         filler = root / "filler.bin"  # somebody else's file, at the root: not a segment
-        sc_fill(filler)
+        fill(root, filler.name)
         before = {sid: packets(port, sid) for sid in streams}
         st = os.statvfs(root)
         floor = st.f_blocks * st.f_frsize * 25 // 100
@@ -266,17 +266,6 @@ def test_disk_filled_by_something_else(rtsp_camera, agent_factory, tmp_path):
 def _free(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-def sc_fill(path: Path) -> None:
-    """Fill the file system of ``path`` to the last byte (ENOSPC)."""
-    with open(path, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * MiB)
-                fh.flush()
-        except OSError:
-            pass
 
 
 # -- clock jumps ----------------------------------------------------------------------------------
