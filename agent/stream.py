@@ -80,6 +80,8 @@ class Stream:
         self._stall: StallWatch | None = None
         self._mkdir_busy = False  # a mkdir thread has not returned yet (hung file system)
         self._last_start_ms = 0
+        #: Fleet mode: the ownership epoch (etcd revision), a fencing token in segment names; 0 otherwise.
+        self.epoch = 0
         #: The SFU producer's address (set by the producer manager) and what the process uses.
         self.rtp: RtpTarget | None = None
         self.rtp_running: RtpTarget | None = None
@@ -362,7 +364,8 @@ class Stream:
     def _launch(self) -> Launch:
         # Strictly increasing per stream, so two starts in one millisecond can't share names.
         self._last_start_ms = max(int(time.time() * 1000), self._last_start_ms + 1)
-        return Launch(self.host.recordings_root / self.cfg.id, start_stamp(self._last_start_ms))
+        stamp = start_stamp(self._last_start_ms) + (f"-e{self.epoch}" if self.epoch else "")
+        return Launch(self.host.recordings_root / self.cfg.id, stamp)
 
     async def _back_off(self, delay: float) -> None:
         self.next_restart_at = time.time() + delay

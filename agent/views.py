@@ -77,6 +77,8 @@ def agent_view(a: Agent) -> dict[str, Any]:
     }
     if getattr(a, "retention", None) is not None:
         view["recordings"] = a.retention.view()
+    if getattr(a, "fleet", None) is not None:  # absent: single-host mode
+        view["fleet"] = a.fleet.view()
     if a.sfu is not None:  # absent: no SFU configured
         view["sfu"] = a.sfu.view()
         view["consumers"] = a.consumers.view()

@@ -38,6 +38,7 @@ class Api:
         r.add_post("/v2/health/consumers/{consumer_id}/heartbeat", self.heartbeat)
         r.add_get("/v2/health/recordings", self.recordings)
         r.add_get("/v2/health/recordings/{stream_id}", self.recording)
+        r.add_get("/v2/fleet/targets", self.fleet_targets)
         r.add_post("/v2/health/recordings/cleanup", self.cleanup_all)
         r.add_post("/v2/health/recordings/{stream_id}/cleanup", self.cleanup_stream)
         r.add_delete("/v2/streams/{stream_id}/consumers/{consumer_id}", self.close_consumer)
@@ -74,8 +75,38 @@ class Api:
         sid = request.match_info["stream_id"]
         stream = self._streams().get(sid)
         if stream is None:
+            owner = self._owner_elsewhere(sid)
+            if owner is not None:  # fleet mode: another node runs it; say which, and send the client there
+                headers = {"Location": owner["url"]} if owner.get("url") else None
+                return web.json_response({"id": sid, "state": "elsewhere", "up": None, "owner": owner},
+                                         status=307 if headers else 200, headers=headers)
             return json_error(404, f"unknown stream '{sid}'")
         return web.json_response({**stream, "up": stream.get("state") == "live"})
+
+    def _owner_elsewhere(self, sid: str) -> dict[str, Any] | None:
+        """The node that owns ``sid`` per this node's view of etcd, when it is not this one."""
+        fleet = (self.ctx.view().data or {}).get("fleet") or {}
+        owner = (fleet.get("owners") or {}).get(sid)
+        if not owner or owner.get("node") == fleet.get("node"):
+            return None
+        base = ((fleet.get("nodes") or {}).get(owner["node"]) or {}).get("url")
+        return {"node": owner["node"], "epoch": owner.get("epoch"),
+                "url": f"{base.rstrip('/')}/v2/health/streams/{sid}" if base else None}
+
+    async def fleet_targets(self, request: web.Request) -> web.Response:
+        """Prometheus http_sd: every live node's exporter (this node's view of etcd)."""
+        from urllib.parse import urlsplit
+        fleet = (self.ctx.view().data or {}).get("fleet") or {}
+        groups = []
+        for name, node in sorted((fleet.get("nodes") or {}).items()):
+            url = urlsplit(node.get("url") or "")
+            if url.hostname:
+                port = url.port or (443 if url.scheme == "https" else 80)
+                host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+                groups.append({"targets": [f"{host}:{port}"],
+                               "labels": {"vas_node": name, "__scheme__": url.scheme or "http",
+                                          "__metrics_path__": "/v2/metrics"}})
+        return web.json_response(groups, headers={"Cache-Control": "no-store"})
 
     async def ingestion(self, request: web.Request) -> web.Response:
         view = self.ctx.view()

@@ -37,6 +37,10 @@ def readiness(view: View, settings: Settings) -> dict[str, Any]:
          "value": None if ratio is None else round(ratio, 4), "want": f">= {settings.min_live_ratio:g}",
          "live": live, "enabled": len(enabled)},
     ]
+    fleet = data.get("fleet")
+    if fleet is not None:  # fleet mode: a node cut off from etcd keeps recording but takes no traffic
+        checks.append({"check": "etcd_up", "ok": bool(fleet.get("etcd_up")), "value": bool(fleet.get("etcd_up")),
+                       "want": True, **({"error": fleet["last_error"]} if fleet.get("last_error") else {})})
     failing = [c["check"] for c in checks if not c["ok"]]
     return {"status": "ready" if not failing else "not ready", "failing": failing, "checks": checks}
 

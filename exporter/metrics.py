@@ -264,9 +264,28 @@ def _config_families(data: dict[str, Any]) -> Iterator[Metric]:
     if success_at:
         yield _gauge("vas_config_last_reload_success_timestamp_seconds",
                      "When the config was last loaded successfully.", value=success_at)
+    yield from _fleet_families(data.get("fleet"))
     lag = (data.get("agent") or {}).get("event_loop_lag_seconds")
     if lag:
         family = HistogramMetricFamily("vas_agent_event_loop_lag_seconds", "How late the agent's heartbeat ran.")
         family.add_metric([], [(str(float(b)) if b != "+Inf" else "+Inf", n) for b, n in lag["buckets"]],
                           sum_value=lag["sum"])
+        yield family
+
+
+def _fleet_families(fleet: dict[str, Any] | None) -> Iterator[Metric]:
+    if fleet is None:  # single-host mode
+        return
+    yield _gauge("vas_fleet_etcd_up", "1 while this node reaches etcd and holds its lease.",
+                 value=float(bool(fleet.get("etcd_up"))))
+    yield _gauge("vas_fleet_owned_streams", "Streams this node owns on etcd.", value=float(len(fleet.get("owned", []))))
+    takeovers = CounterMetricFamily("vas_fleet_takeovers", "Streams this node claimed, by reason.", labels=["reason"])
+    for reason, n in sorted((fleet.get("takeovers") or {}).items()):
+        takeovers.add_metric([reason], n)
+    yield takeovers
+    renewal = fleet.get("lease_renewal_seconds")
+    if renewal:
+        family = HistogramMetricFamily("vas_fleet_lease_renewal_seconds", "Round trips of lease keepalives.")
+        family.add_metric([], [(str(float(b)) if b != "+Inf" else "+Inf", n) for b, n in renewal["buckets"]],
+                          sum_value=renewal["sum"])
         yield family

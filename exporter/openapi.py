@@ -11,6 +11,10 @@ _STREAM = {"type": "object", "required": ["id", "state", "enabled", "restarts"],
     "url": _STR, "state": {"enum": ["initializing", "ready", "live", "error", "stopped"]},
     "pid": {"type": ["integer", "null"]}, "restarts": {"type": "integer"}, "up": {"type": "boolean"},
     "last_error": {"type": "array", "items": {"type": "string"}}}}
+_ELSEWHERE = {"type": "object", "required": ["id", "state", "owner"], "properties": {
+    "id": {"type": "string"}, "state": {"enum": ["elsewhere"]}, "owner": {"type": "object", "required": ["node"]}}}
+_TARGETS = {"type": "object", "required": ["targets", "labels"], "properties": {
+    "targets": {"type": "array", "items": {"type": "string"}}, "labels": {"type": "object"}}}
 _CLEANUP = {"type": "object", "required": ["stream_id", "retention_days", "deleted_count", "deleted_size_mb",
                                            "cutoff_time"], "properties": {
     "stream_id": {"type": "string"}, "retention_days": _NUM, "deleted_count": {"type": "integer"},
@@ -66,7 +70,13 @@ def spec() -> dict[str, Any]:
             "/readyz": _health_path("this node should get traffic"),
             "/healthz": _health_path("alias of /readyz"),
             "/v2/health/system": _get("node summary", {**obj, "required": ["status", "agent", "streams"]}),
-            "/v2/health/streams/{stream_id}": _get("one stream", _STREAM, [_param("stream_id")], (404,)),
+            "/v2/health/streams/{stream_id}": {"get": {
+                "summary": "one stream (fleet mode: a stream owned by another node answers 307 to it)",
+                "parameters": [_param("stream_id")],
+                "responses": {"200": _json(_STREAM), "307": _json(_ELSEWHERE, "owned by another node (Location)"),
+                              **_errors(404)}}},
+            "/v2/fleet/targets": _get("Prometheus http_sd targets: every live node's exporter (fleet mode)",
+                                      {"type": "array", "items": _TARGETS}),
             "/v2/health/ingestion": _get("FFmpeg processes", {**obj, "required": ["processes"]}),
             "/v2/health/producers": _get("SFU producers", {**obj, "required": ["producers"]}),
             "/v2/health/consumers": _get("viewer sessions", {**obj, "required": ["consumers"]}),
