@@ -128,6 +128,10 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     cl.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     cl.add_argument("--retention-days", type=float, help="delete what is older than this instead")
     cl.add_argument("--json", action="store_true", help="the result as JSON (the seed's cleanup shape)")
+    fl = sub.add_parser("fleet", help="fleet mode: nodes and stream owners, as this node sees etcd")
+    fls = fl.add_subparsers(dest="fleet_command", required=True, metavar="status")
+    fst = fls.add_parser("status", help="nodes (alive, ready, owned/capacity) and each stream's owner and epoch")
+    fst.add_argument("--json", action="store_true", help="machine-readable output")
     tk = sub.add_parser("token", help="bearer tokens for the exporter's mutating endpoints")
     tk.add_argument("--tokens-file", help="default: exporter.tokens_file of --config, else /etc/vas/tokens")
     tks = tk.add_subparsers(dest="token_command", required=True, metavar="add|list|remove")
@@ -157,6 +161,8 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     sock = Path(args.socket) if args.socket else runtime / snapshot.SOCKET_NAME
     if args.command == "status":
         return vasctl.status(runtime, as_json=args.json)
+    if args.command == "fleet":
+        return vasctl.fleet_status(runtime, as_json=args.json)
     if args.command == "reload":
         return vasctl.reload(sock)
     if args.command == "cleanup":

@@ -49,6 +49,14 @@ class RecordingConfig:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Fleet mode: the nodes a stream prefers (in order) and may run on (empty: any)."""
+
+    prefer: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StreamConfig:
     """One camera's effective settings (defaults already merged in)."""
 
@@ -66,6 +74,7 @@ class StreamConfig:
     rtp: RtpConfig = RtpConfig()
     #: Verbatim commands without {progress}: ready once up this long (or a new segment).
     ready_after: float = 5.0
+    placement: Placement = Placement()
 
     @property
     def reports_progress(self) -> bool:
@@ -138,6 +147,27 @@ class ConsumersConfig:
     sweep_interval: float = 30.0
 
 
+@dataclass(frozen=True)
+class EtcdConfig:
+    """How a fleet node reaches etcd (its JSON gateway)."""
+
+    endpoints: tuple[str, ...]
+    prefix: str = "/vas"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Fleet mode: this node's name, etcd, and how many streams it may own."""
+
+    node_name: str
+    etcd: EtcdConfig
+    lease_ttl: float = 3.0
+    max_streams: int = 64
+    advertise_url: str | None = None
+
+
 def stream_ssrc(stream: StreamConfig) -> int:
     """The stream's SSRC: ``rtp.ssrc``, or one derived from its id (stable across restarts)."""
     if stream.rtp.ssrc is not None:
@@ -161,6 +191,8 @@ class Config:
     mediasoup: MediasoupConfig | None = None
     consumers: ConsumersConfig = ConsumersConfig()
     recordings: RecordingsConfig = RecordingsConfig()
+    #: Fleet mode (None: this host runs every stream of the file).
+    cluster: ClusterConfig | None = None
 
 
 class ConfigError(Exception):

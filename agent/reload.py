@@ -56,6 +56,9 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     if new.mediasoup != old.mediasoup:  # the SFU and every producer would go: not on a reload
         needs_restart += ("mediasoup",)
         new = replace(new, mediasoup=old.mediasoup)
+    if new.cluster != old.cluster:  # a new name, etcd or lease: leave the fleet and join again
+        needs_restart += ("cluster",)
+        new = replace(new, cluster=old.cluster)
     buckets: dict[str, list[str]] = {k: [] for k in ("start", "restart", "stop", "remove", "update", "unchanged")}
     buckets["remove"] = [sid for sid in old.streams if sid not in new.streams]
     for sid, now in new.streams.items():

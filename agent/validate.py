@@ -25,10 +25,12 @@ from .config import (
     ConsumersConfig,
     MediasoupConfig,
     NodeConfig,
+    Placement,
     RecordingConfig,
     RtpConfig,
     StreamConfig,
 )
+from .fleet_config import CLUSTER_KEYS, ETCD_KEYS, cluster_section, node_names, placement_rules
 from .redact import redact, redact_url
 from .retention_config import RECORDINGS_KEYS, max_size_check, recordings_section
 from .units import MAX_DURATION, DurationTooLarge, InterpolationError, interpolate, parse_duration
@@ -167,14 +169,16 @@ class Validator:
         recordings = recordings_section(self, rec)
         mediasoup = self.mediasoup(top.get("mediasoup"))
         consumers = self.consumers(top.get("consumers"))
+        cluster = cluster_section(self, top.get("cluster"))
+        self.in_fleet = "cluster" in top and top["cluster"] is not None
         defaults = self.layer(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
-        self.defaults_repr = repr(top.get("defaults"))
+        self.defaults_repr = repr(top.get("defaults")) + ("|fleet" if self.in_fleet else "")  # placement rules differ
         streams = self.streams(top.get("streams"), defaults)
         if self.errors:
             raise ConfigError(self.errors)
         return Config(path=self.path.absolute(), sha256=hashlib.sha256(raw).hexdigest(), node=node,
                       recordings_root=root, streams=streams, secrets=frozenset(self.secrets),  # type: ignore[arg-type]
-                      mediasoup=mediasoup, consumers=consumers, recordings=recordings)
+                      mediasoup=mediasoup, consumers=consumers, recordings=recordings, cluster=cluster)
 
     def node(self, value: Any) -> NodeConfig:
         node = self.mapping(("node",), value, NODE_KEYS)
@@ -294,12 +298,14 @@ class Validator:
         restart = {**defaults["restart"], **own["restart"]}
         recording = {**defaults["recording"], **own["recording"]}
         rtp = {**defaults["rtp"], **own["rtp"]}
-        if any(v is None for part in (fields, restart, recording, rtp) for v in part.values()):
+        placement = {**defaults["placement"], **own["placement"]}
+        if any(v is None for part in (fields, restart, recording, rtp, placement) for v in part.values()):
             return None  # already reported
         fields["restart"], fields["recording"] = RestartPolicy(**restart), RecordingConfig(**recording)
-        fields["rtp"] = RtpConfig(**rtp)
+        fields["rtp"], fields["placement"] = RtpConfig(**rtp), Placement(**placement)
         before = len(self.errors)
         self.stream_rules(base, fields)
+        placement_rules(self, base + ("placement",), fields["placement"], self.in_fleet)
         if len(self.errors) > before:
             return None
         fields.setdefault("url", None)
@@ -382,14 +388,16 @@ _RTP_CHECKS: dict[str, _SchemaFn] = {
     "payload_type": lambda v, k, x: v.integer(k, x, 96, 127),  # the dynamic range
     "ssrc": lambda v, k, x: v.integer(k, x, 1, 2**31 - 1),  # FFmpeg's -ssrc is a signed int
 }
+_PLACEMENT_CHECKS: dict[str, _SchemaFn] = {"prefer": node_names, "allow": node_names}
 _SECTIONS: dict[str, dict[str, _SchemaFn]] = {"restart": _RESTART_CHECKS, "recording": _RECORDING_CHECKS,
-                                              "rtp": _RTP_CHECKS}
-TOP_KEYS = frozenset({"version", "node", "recordings", "defaults", "streams", "exporter", "mediasoup", "consumers"})
+                                              "rtp": _RTP_CHECKS, "placement": _PLACEMENT_CHECKS}
+TOP_KEYS = frozenset({"version", "node", "recordings", "defaults", "streams", "exporter", "mediasoup", "consumers",
+                      "cluster"})
 NODE_KEYS = frozenset({"runtime_dir", "ffmpeg", "drain_period"})
 MEDIASOUP_KEYS = frozenset({"command", "cwd", "env", "api_url", "ready_timeout", "restart", "stop_timeout"})
 CONSUMERS_KEYS = frozenset({"heartbeat_timeout", "sweep_interval"})
 _DEFAULT_KEYS = frozenset({"enabled", "input_args", "stall_timeout", "stop_timeout",
-                           "rtsp_transport", "restart", "recording", "rtp", "ready_after"})
+                           "rtsp_transport", "restart", "recording", "rtp", "ready_after", "placement"})
 #: Launchers that would stand between the agent and the SFU's own process.
 _WRAPPERS = frozenset({"npm", "npx", "yarn", "pnpm", "sh", "bash", "dash", "zsh", "env"})
 _STREAM_KEYS = _DEFAULT_KEYS | {"name", "url", "command"}
@@ -414,6 +422,7 @@ def accepted_keys() -> dict[str, frozenset[str]]:
     sections = {"": TOP_KEYS, "node": NODE_KEYS, "recordings": RECORDINGS_KEYS, "mediasoup": MEDIASOUP_KEYS,
                 "mediasoup.restart": frozenset(_RESTART_CHECKS), "consumers": CONSUMERS_KEYS,
                 "exporter": EXPORTER_KEYS, "exporter.readiness": READINESS_KEYS,
+                "cluster": CLUSTER_KEYS, "cluster.etcd": ETCD_KEYS,
                 "defaults": _DEFAULT_KEYS, "stream": _STREAM_KEYS}
     for name, checks in _SECTIONS.items():
         sections[f"defaults.{name}"] = sections[f"stream.{name}"] = frozenset(checks)

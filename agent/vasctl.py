@@ -38,6 +38,48 @@ def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int
     return 0 if alive else 1
 
 
+def fleet_status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int:
+    """Nodes and owners from the agent's cache of etcd; exit 1 when it is stale, cut off or not in a fleet."""
+    try:
+        data, age = snapshot.read(runtime_dir / snapshot.SNAPSHOT_NAME)
+    except snapshot.SnapshotUnavailable as exc:
+        print(f"vasctl: {exc}", file=sys.stderr)
+        return 1
+    fleet = data.get("fleet")
+    if fleet is None:
+        print("vasctl: this agent is not in a fleet (no cluster: section)", file=sys.stderr)
+        return 1
+    fresh = age <= snapshot.STALE_AFTER and data["agent"].get("status") != "stopped"
+    if as_json:
+        json.dump({**fleet, "snapshot_age_seconds": round(age, 3)}, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"node {fleet['node']}: etcd {'up' if fleet['etcd_up'] else 'DOWN'}, "
+                  f"owns {len(fleet['owned'])}" + (f", kept without a key {len(fleet['kept_without_key'])}"
+                                                   if fleet["kept_without_key"] else "") + "\n\n")
+        nodes = [["NODE", "READY", "OWNED/CAPACITY", "URL"]]
+        nodes += [[name, "yes" if n["ready"] else "no", f"{n['owned']}/{n['capacity']}", n.get("url") or "-"]
+                  for name, n in fleet["nodes"].items()]
+        _columns(nodes, out)
+        out.write("\n")
+        streams = [["STREAM", "OWNER", "EPOCH"]]
+        streams += [[sid, o["node"], str(o["epoch"])] for sid, o in fleet["owners"].items()]
+        unowned = sorted(set(fleet.get("streams", [])) - set(fleet["owners"]))
+        streams += [[sid, "-", "-"] for sid in unowned]
+        _columns(streams, out)
+    if not fresh or not fleet["etcd_up"]:
+        print("vasctl: " + ("agent is not running or not responding" if not fresh
+                            else f"cut off from etcd: {fleet.get('last_error') or 'unknown error'}"), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _columns(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+
+
 def _add_usage(streams: list[dict[str, Any]]) -> None:
     """CPU % and RSS of each stream's process, read now (the agent samples nothing)."""
     import psutil  # only status needs it; keep `vasctl reload` quick to start

@@ -172,8 +172,10 @@ def sfu_crashes(agent: AgentProcess, sids: list[str], crashes: int, *,
         old = agent.snapshot()["sfu"]["pid"]
         killed_at = time.monotonic()
         os.killpg(old, signal.SIGKILL)
-        wait_for(lambda old=old: (s := agent.snapshot()["sfu"])["pid"] not in (None, old) and s["state"] == "up",
-                 limit, "a new SFU up")
+        def new_sfu_up(old: int = old) -> bool:
+            sfu = agent.snapshot()["sfu"]
+            return sfu["pid"] not in (None, old) and sfu["state"] == "up"
+        wait_for(new_sfu_up, limit, "a new SFU up")
         wait_for(lambda: all(s["state"] == "live" for sid, s in agent.streams().items() if sid in sids),
                  limit, "every stream live on the new SFU", interval=0.05)
         out.recoveries.append(time.monotonic() - killed_at)

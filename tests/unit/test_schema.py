@@ -18,11 +18,12 @@ def schema_keys() -> dict[str, frozenset[str]]:
     props = SCHEMA["properties"]
     stream = props["streams"]["additionalProperties"]["properties"]
     out = {"": frozenset(props), "defaults": frozenset(props["defaults"]["properties"]), "stream": frozenset(stream)}
-    for section in ("node", "recordings", "mediasoup", "consumers", "exporter"):
+    for section in ("node", "recordings", "mediasoup", "consumers", "exporter", "cluster"):
         out[section] = frozenset(props[section]["properties"])
+    out["cluster.etcd"] = frozenset(props["cluster"]["properties"]["etcd"]["properties"])
     out["mediasoup.restart"] = frozenset(props["mediasoup"]["properties"]["restart"]["properties"])
     out["exporter.readiness"] = frozenset(props["exporter"]["properties"]["readiness"]["properties"])
-    for name in ("restart", "recording", "rtp"):
+    for name in ("restart", "recording", "rtp", "placement"):
         out[f"defaults.{name}"] = frozenset(props["defaults"]["properties"][name]["properties"])
         out[f"stream.{name}"] = frozenset(stream[name]["properties"])
     return out
@@ -32,7 +33,7 @@ def test_every_key_the_loader_accepts_is_in_the_schema_and_the_reverse():
     assert schema_keys() == accepted_keys()
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "streams.example.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "streams.example.yaml", "fleet.example.yaml"])
 def test_shipped_files_validate(name):
     jsonschema.validate(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
 
