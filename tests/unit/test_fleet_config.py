@@ -84,9 +84,10 @@ def test_without_a_cluster_nothing_changes(tmp_path):
     ("etcd: {endpoints: [http://e:2379], endpoint: x}", "5: cluster.etcd.endpoint: unknown key (did you mean"),
 ])
 def test_cluster_errors_name_line_key_and_value(tmp_path, change, expected):
-    text = f"version: 1\nstreams: {{a: {{url: rtsp://h/}}}}\ncluster:\n  etcd: {{endpoints: [http://e:2379]}}\n  {change}\n"
+    head = "version: 1\nstreams: {a: {url: rtsp://h/}}\ncluster:\n"
+    text = f"{head}  etcd: {{endpoints: [http://e:2379]}}\n  {change}\n"
     if change.startswith("etcd:"):
-        text = f"version: 1\nstreams: {{a: {{url: rtsp://h/}}}}\ncluster:\n  node_name: a\n  {change}\n"
+        text = f"{head}  node_name: a\n  {change}\n"
     found = errors(tmp_path, text)
     assert any(e.endswith(expected) or expected in e for e in found), found
     assert all(e.startswith(str(tmp_path / "streams.yaml") + ":") for e in found)
