@@ -4,6 +4,7 @@ signals, sd_notify and reloads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import gc
 import logging
@@ -92,6 +93,8 @@ class Agent:
         self._stopped = asyncio.Event()
         self._closed = False
         self.retention: Any = None  # retention_service.Retention once started
+        self.fleet: Any = None  # fleet.Fleet when cluster: is configured (runs only the streams it owns)
+        self.running: dict[str, int] | None = None  # fleet mode: stream -> epoch this node runs
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -104,11 +107,15 @@ class Agent:
         self._control = ControlServer(self, self.runtime_dir / snapshot.SOCKET_NAME)
         await self._control.start()
         await self._start_retention()
-        for sid, scfg in self.cfg.streams.items():
+        if self.cfg.cluster is not None:
+            self.running = {}  # nothing until etcd says this node owns it
+        for sid, scfg in self._effective(self.cfg).streams.items():
             self.streams[sid] = Stream(scfg, self.host)
             self.streams[sid].start()
         if self.sfu is not None:
             self.sfu.start()
+        if self.cfg.cluster is not None:
+            self._start_fleet(self.cfg.cluster)
         self.status = "running"
         self.publisher.start()
         _settle_gc(full=True)
@@ -131,6 +138,8 @@ class Agent:
             self._parsing.cancel()  # a reload still reading its file is abandoned
         if drain:
             await self._drain()
+        if self.fleet is not None:  # revoking the lease hands the streams over now; ours stop after
+            await self.fleet.close()
         self.status = "stopping"
         self.notifier.notify(STOPPING=1, STATUS="stopping streams")
         self._write()
@@ -241,15 +250,17 @@ class Agent:
             raise ReloadFailed(reason) from None
         if self._closed:  # SIGTERM came while the file was being read: start nothing
             raise ReloadInProgress("the agent is stopping")
-        plan = plan_reload(self.cfg, new)
+        plan = plan_reload(self._effective(self.cfg), self._effective(new))
         try:
-            await self._apply(plan)
+            await self._apply(plan, full=new)
         except Exception as exc:  # a bug; every stream still supervises itself
             log.exception("reload failed while applying: %s", plan.summary())
             self._reload_failed([f"internal error while applying: {exc!r}"])
             raise ReloadFailed(f"internal error while applying the new config: {exc!r}") from None
         self.last_reload = {"ok": True, "at": time.time(), "summary": plan.summary()}
         log.info("reloaded: %s", plan.summary())
+        if self.fleet is not None:
+            self.fleet.poke()  # new or removed streams, placement: the fleet decides who runs them
         self._write()
         _settle_gc(full=False)
         return plan
@@ -301,8 +312,45 @@ class Agent:
         self.last_reload = {"ok": False, "at": time.time(), "error": errors}
         self._write()
 
-    async def _apply(self, plan: ReloadPlan) -> None:
-        new = plan.config
+    def _effective(self, cfg: config_mod.Config) -> config_mod.Config:
+        """``cfg`` with only the streams this node runs (all of them outside fleet mode)."""
+        if self.running is None:
+            return cfg
+        return dataclasses.replace(cfg, streams={sid: s for sid, s in cfg.streams.items() if sid in self.running})
+
+    def _start_fleet(self, cluster: config_mod.ClusterConfig) -> None:
+        from .fleet import Fleet
+
+        def live(sid: str) -> bool:
+            stream = self.streams.get(sid)
+            return stream is not None and stream.state is StreamState.LIVE
+
+        self.fleet = Fleet(cluster, lambda: self.cfg, apply=self.set_running, live=live,
+                           ready=lambda: self.status == "running", on_change=lambda: self._changed(True))
+        self.fleet.start()
+
+    async def set_running(self, running: dict[str, int]) -> None:
+        """Fleet mode: run exactly ``running`` (stream -> epoch) of the configured streams."""
+        async with self._reload_lock:
+            if self._closed:
+                return
+            before = self._effective(self.cfg)
+            self.running = dict(running)
+            for sid, epoch in running.items():
+                if sid in self.streams and epoch:
+                    self.streams[sid].epoch = epoch  # names of its next segments; no restart for that
+            plan = plan_reload(before, self._effective(self.cfg))
+            await self._apply(plan, full=self.cfg)
+            for sid, epoch in running.items():
+                if sid in self.streams:
+                    self.streams[sid].epoch = epoch
+            if plan.start or plan.remove:
+                log.info("fleet: running %d streams (started %s; stopped %s)", len(self.streams),
+                         ", ".join(plan.start) or "none", ", ".join(plan.remove) or "none")
+
+    async def _apply(self, plan: ReloadPlan, *, full: config_mod.Config) -> None:
+        """Apply ``plan``; ``full`` is the whole new file (in fleet mode the plan only covers what runs here)."""
+        new = dataclasses.replace(plan.config, streams=full.streams)
         if new.secrets != self.cfg.secrets:  # redaction of any stream's entry may change
             for stream in self.streams.values():
                 stream.view_json = None
@@ -316,6 +364,7 @@ class Agent:
         for sid in plan.start + plan.stop:
             if sid not in self.streams:
                 self.streams[sid] = Stream(new.streams[sid], self.host)
+                self.streams[sid].epoch = (self.running or {}).get(sid, 0)  # fleet: names its first segments
         touched = plan.start + plan.restart + plan.stop + plan.update
         jobs += [self.streams[sid].apply(new.streams[sid], restart=sid in plan.restart) for sid in touched]
         self._check_fd_limit(raise_limit=False)
