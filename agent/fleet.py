@@ -182,7 +182,13 @@ class Fleet:
         self._on_change()
 
     async def _session(self) -> None:
-        self.lease = await self.client.grant(self.ttl)
+        if self.lease:  # a blip (a leader election, one member gone): keep the lease, and so the epochs
+            try:
+                await self.client.keepalive(self.lease)
+            except LeaseLost:
+                self.lease = 0
+        if not self.lease:
+            self.lease = await self.client.grant(self.ttl)
         kvs, revision = await self.client.get_prefix(self.prefix + "/")
         self._load(kvs)
         self.connected, self.last_error = True, None
@@ -252,7 +258,7 @@ class Fleet:
 
     # -- loops ----------------------------------------------------------------------------
     async def _keepalive(self) -> None:
-        period = self.ttl / 3
+        period, renewed = self.ttl / 3, time.monotonic()
         while True:
             await asyncio.sleep(period)
             started = time.monotonic()
@@ -260,8 +266,14 @@ class Fleet:
                 await self.client.keepalive(self.lease)
             except LeaseLost:
                 log.error("fleet: lease %x expired (etcd unreachable for %ds?): rejoining", self.lease, self.ttl)
+                self.lease = 0
                 raise
-            self.stats.renewed(time.monotonic() - started)
+            except EtcdError:
+                if started - renewed < self.ttl:
+                    continue  # an election or one member down: retry while the lease still lives
+                raise
+            renewed = time.monotonic()
+            self.stats.renewed(renewed - started)
 
     async def _watch(self, revision: int) -> None:
         while True:

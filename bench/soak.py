@@ -59,7 +59,7 @@ from tests.integration.test_sfu import sfu_config  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 import _common as c  # noqa: E402
 
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s"}
+CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 FAULTS = ("ffmpeg_kill", "ffmpeg_stall", "camera_restart", "sfu_kill", "reload_change", "reload_bad",
           "disk_full", "agent_kill")
 

@@ -25,7 +25,7 @@ MiB = 1 << 20
 MAX_DELAY = 2.0  # harness.FAST restart.max_delay
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 #: A cheap child for many-stream cases: one process, its recording dir in its argv, no CPU.
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s"}
+CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 
 
 def camera_streams(camera, n: int) -> dict:

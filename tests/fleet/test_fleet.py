@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import threading
 import time
 import urllib.request
@@ -18,7 +19,7 @@ from tests.integration.harness import FAST, AgentProcess, alive, wait_for
 pytestmark = pytest.mark.integration
 TTL = 2.0
 #: A cheap child: one process per stream, its recording dir in its argv, no camera needed.
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s"}
+CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 
 
 def fleet_config(endpoints: list[str], name: str, streams: dict, *, max_streams: int = 64,
@@ -140,3 +141,79 @@ def test_a_killed_agent_streams_move_to_survivors_in_time_and_once(etcd, fleet):
     assert all(r[0] != victim for r in etcd_owners(etcd.endpoints[0]).values())
     reasons = [a.snapshot()["fleet"]["takeovers"]["failover"] for a in survivors.values()]
     assert sum(reasons) == len(lost)
+
+
+def test_a_preferred_node_that_returns_gets_its_stream_back_without_a_gap(etcd, rtsp_camera, agent_factory):
+    streams = {"cam1": {"url": rtsp_camera.url("cam1"), "placement": {"prefer": ["a", "b"]}}}
+    b = agent_factory(fleet_config(etcd.endpoints, "b", streams), name="b").start()
+    wait_for(lambda: live(b) == {"cam1"}, 30, "cam1 live on b while a is away")
+    a = agent_factory(fleet_config(etcd.endpoints, "a", streams), name="a").start()
+    a_live_at = b_stopped_at = None
+    deadline = time.monotonic() + 10 * TTL + 30  # the hold-down is 10 x lease_ttl
+    while time.monotonic() < deadline and (a_live_at is None or b_stopped_at is None):
+        now = time.monotonic()
+        if a_live_at is None and "cam1" in live(a):
+            a_live_at = now
+        if b_stopped_at is None and "cam1" not in running(b):
+            b_stopped_at = now
+        time.sleep(0.05)
+    assert a_live_at is not None and b_stopped_at is not None, (a.log()[-2000:], b.log()[-2000:])
+    assert a_live_at <= b_stopped_at, "b stopped recording before a was live: a gap"
+    assert etcd_owners(etcd.endpoints[0])["cam1"][0] == "a"
+    assert "handing cam1 back to a" in b.log() and a.snapshot()["fleet"]["takeovers"]["handback"] == 1
+    # The recordings overlap: a's first segment began before b's last one ended.
+    wait_for(lambda: a.segments("cam1"), 20, "a's first segment")
+    assert min(p.stat().st_mtime for p in a.segments("cam1")) <= max(p.stat().st_mtime for p in b.segments("cam1"))
+    assert_one_owner_each({"a": a, "b": b}, ["cam1"])
+
+
+def test_losing_the_etcd_leader_moves_no_stream(etcd_cluster, fleet):
+    streams = {f"s{i}": CHEAP for i in range(9)}
+    agents = fleet(streams, endpoints={n: etcd_cluster.endpoints for n in ("a", "b", "c")})
+    wait_for(lambda: sum(len(live(a)) for a in agents.values()) == len(streams), 30, "every stream live")
+    before = etcd_owners(etcd_cluster.endpoints[0])
+    pids = {n: a.pids() for n, a in agents.items()}
+    leader = etcd_cluster.leader()
+    leader.kill()
+    time.sleep(3 * TTL)
+    other = next(m for m in etcd_cluster.members if m is not leader)
+    assert etcd_owners(other.url) == before  # same owners, same epochs
+    assert {n: a.pids() for n, a in agents.items()} == pids  # no process restarted
+    wait_for(lambda: all(a.snapshot()["fleet"]["etcd_up"] for a in agents.values()), 10, "every node on etcd")
+
+
+def _firewall(port: int, on: bool) -> None:
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    subprocess.run(["iptables", "-I" if on else "-D", *rule], check=True)
+
+
+def test_a_node_cut_off_from_etcd_keeps_recording_then_yields(etcd, fleet):
+    """The agent's etcd port firewalled: it keeps its streams (a duplicate beats a gap) and
+    turns not-ready; the others take them over; back on etcd it stops its copies."""
+    cut_port = etcd.members[0].extra_ports[0]
+    streams = {f"s{i}": {**CHEAP, "placement": {"prefer": ["a"]}} for i in range(4)}
+    agents = fleet(streams, names=("a", "b"), endpoints={"a": [f"http://127.0.0.1:{cut_port}"]})
+    a, b = agents["a"], agents["b"]
+    wait_for(lambda: live(a) == set(streams), 30, "a running its preferred streams")
+    pids = a.pids()
+    _firewall(cut_port, True)
+    try:
+        wait_for(lambda: not a.snapshot()["fleet"]["etcd_up"], 3 * TTL + 10, "a seeing itself cut off")
+        wait_for(lambda: live(b) == set(streams), TTL + 10, "b taking the streams over")
+        assert a.pids() == pids and running(a) == set(streams), "a stopped recording while cut off"
+        out = a.vasctl("fleet", "status")
+        assert out.returncode == 1 and "cut off from etcd" in out.stderr
+    finally:
+        _firewall(cut_port, False)
+    wait_for(lambda: a.snapshot()["fleet"]["etcd_up"], 30, "a back on etcd")
+    wait_for(lambda: not running(a), 15, "a stopping the copies b owns now")
+    assert_one_owner_each(agents, list(streams))
+    assert {node for node, _ in etcd_owners(etcd.endpoints[0]).values()} == {"b"}
+
+
+def test_capacity_is_never_exceeded(etcd, fleet):
+    streams = {f"s{i}": {**CHEAP, "placement": {"prefer": ["a"]}} for i in range(6)}
+    agents = fleet(streams, names=("a", "b"), max_streams=3)
+    wait_for(lambda: sum(len(live(a)) for a in agents.values()) == len(streams), 30, "every stream live")
+    assert len(running(agents["a"])) == 3 and len(running(agents["b"])) == 3
+    assert_one_owner_each(agents, list(streams))
