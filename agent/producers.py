@@ -34,7 +34,8 @@ REPAIR_AFTER_POLLS = 3
 class ProducerApi(Protocol):
     """The part of the SFU contract producers need (agent/sfu_client.py)."""
 
-    async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int) -> Any: ...
+    async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int,
+                              epoch: int | None = None) -> Any: ...
     async def producers(self) -> list[Any]: ...
     async def delete_producer(self, producer_id: str) -> bool: ...
 
@@ -139,7 +140,7 @@ class ProducerManager:
                 producer = Producer(match.producer_id, target, packets=match.packets, bytes=match.bytes)
                 log.info("producers: %s adopted %s", sid, match.producer_id)
             else:
-                made = await self.api.create_producer(sid, ssrc=ssrc, payload_type=pt)
+                made = await self.api.create_producer(sid, ssrc=ssrc, payload_type=pt, epoch=stream.epoch or None)
                 producer = Producer(made.producer_id, RtpTarget(made.rtp_host, made.rtp_port, ssrc, pt))
                 log.info("producers: %s created %s (rtp %s)", sid, made.producer_id, producer.target.url)
         except Exception as exc:

@@ -136,8 +136,12 @@ class SfuClient:
             return False
         return status == 200
 
-    async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int) -> ProducerAddress:
-        body = {"stream_id": stream_id, "kind": "video", "codec": "H264", "payload_type": payload_type, "ssrc": ssrc}
+    async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int,
+                              epoch: int | None = None) -> ProducerAddress:
+        body: dict[str, Any] = {"stream_id": stream_id, "kind": "video", "codec": "H264",
+                                "payload_type": payload_type, "ssrc": ssrc}
+        if epoch:  # fleet mode: the ownership epoch, so a stale owner cannot replace the new owner's producer
+            body["epoch"] = epoch
         _, answer = await self._call("POST", "/producers", json_body=body, expect=(200, 201))
         return parse_address(answer)
 

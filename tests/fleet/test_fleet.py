@@ -7,7 +7,9 @@ import json
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
+from http.client import HTTPConnection
 from typing import Any
 
 import pytest
@@ -217,3 +219,73 @@ def test_capacity_is_never_exceeded(etcd, fleet):
     wait_for(lambda: sum(len(live(a)) for a in agents.values()) == len(streams), 30, "every stream live")
     assert len(running(agents["a"])) == 3 and len(running(agents["b"])) == 3
     assert_one_owner_each(agents, list(streams))
+
+
+def test_producers_carry_the_epoch_and_a_stale_owner_is_refused(etcd, rtsp_camera, agent_factory):
+    """The SFU registration is fenced by the ownership epoch (the stand-in SFU applies the
+    contract's rule: a producer of a lower epoch than the stream's current one is refused)."""
+    from camera.fixture import free_port
+    from tests.integration.test_sfu import get, post, sfu_section, start_standin
+    port = free_port()
+    sfu = start_standin(port)
+    try:
+        cfg = fleet_config(etcd.endpoints, "a", {"cam1": {"url": rtsp_camera.url("cam1")}})
+        cfg["mediasoup"] = sfu_section(port, managed=False)
+        a = agent_factory(cfg, name="a").start()
+        wait_for(lambda: live(a) == {"cam1"}, 45, "cam1 live through the SFU")
+        epoch = etcd_owners(etcd.endpoints[0])["cam1"][1]
+        [producer] = get(port, "/producers")  # type: ignore[misc]
+        assert producer["epoch"] == epoch
+        wait_for(lambda: any(f"-e{epoch}_" in p.name for p in a.segments("cam1")), 20, "segments named by epoch")
+        try:
+            post(port, "/producers", {"stream_id": "cam1", "ssrc": 1, "payload_type": 96, "epoch": epoch - 1})
+            raise AssertionError("a stale epoch was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 409
+    finally:
+        sfu.kill()
+        sfu.wait(5)
+
+
+def test_prometheus_discovers_every_live_node_through_http_sd(etcd, agent_factory, tmp_path):
+    """A real Prometheus with http_sd_configs on one node's /v2/fleet/targets scrapes both
+    nodes' exporters; each node's metrics say it reaches etcd and what it owns."""
+    from camera.fixture import free_port
+    from tests.integration.prometheus import scraping
+    from tests.integration.test_exporter import Exporter, http
+    streams = {f"s{i}": CHEAP for i in range(4)}
+    ports = {"a": free_port(), "b": free_port()}
+    agents = {}
+    for name in ("a", "b"):
+        cfg = fleet_config(etcd.endpoints, name, streams)
+        cfg["cluster"]["advertise_url"] = f"http://127.0.0.1:{ports[name]}"
+        cfg["exporter"] = {"listen": f"127.0.0.1:{ports[name]}", "tokens_file": str(tmp_path / "tokens")}
+        agents[name] = agent_factory(cfg, name=name)
+    start_all(list(agents.values()))
+    exporters = [Exporter(agents[n], ports[n]) for n in ("a", "b")]
+    try:
+        wait_for(lambda: sum(len(live(a)) for a in agents.values()) == 4, 30, "every stream live")
+        code, body = http(ports["a"], "/v2/fleet/targets")
+        assert code == 200
+        targets = sorted(t for group in json.loads(body) for t in group["targets"])
+        assert targets == sorted(f"127.0.0.1:{p}" for p in ports.values())
+        # A stream owned by b, asked of a: a says who owns it and where (307 to b's exporter).
+        elsewhere = next(iter(running(agents["b"])))
+        conn = HTTPConnection("127.0.0.1", ports["a"], timeout=5)
+        conn.request("GET", f"/v2/health/streams/{elsewhere}")
+        resp = conn.getresponse()
+        assert resp.status == 307 and json.loads(resp.read())["owner"]["node"] == "b"
+        assert resp.getheader("Location") == f"http://127.0.0.1:{ports['b']}/v2/health/streams/{elsewhere}"
+        conn.close()
+        code, body = http(ports["a"], f"/v2/health/streams/{elsewhere}")  # followed: b answers
+        assert code == 200 and json.loads(body)["state"] == "live"
+        with scraping(ports["a"], tmp_path, http_sd=True) as prom:
+            def up_both() -> list:
+                status, result = prom.query('vas_fleet_etcd_up == 1')
+                return sorted(r["metric"].get("vas_node") for r in result) == ["a", "b"] and result
+            wait_for(up_both, 60, "Prometheus scraping both nodes found by http_sd")
+            _, owned = prom.query("sum(vas_fleet_owned_streams)")
+            assert float(owned[0]["value"][1]) == 4
+    finally:
+        for e in exporters:
+            e.stop()

@@ -28,13 +28,18 @@ class Prometheus:
 
 
 @contextmanager
-def scraping(exporter_port: int, workdir: Path) -> Iterator[Prometheus]:
-    """Prometheus scraping ``/v2/metrics`` every second; stopped on the way out."""
+def scraping(exporter_port: int, workdir: Path, *, http_sd: bool = False) -> Iterator[Prometheus]:
+    """Prometheus scraping ``/v2/metrics`` every second (with ``http_sd``: every target the
+    exporter's ``/v2/fleet/targets`` lists); stopped on the way out."""
     port = free_port()
+    job: dict = {"job_name": "vas", "metrics_path": "/v2/metrics"}
+    if http_sd:
+        job["http_sd_configs"] = [{"url": f"http://127.0.0.1:{exporter_port}/v2/fleet/targets",
+                                   "refresh_interval": "1s"}]
+    else:
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{exporter_port}"]}]
     (workdir / "prom.yml").write_text(json.dumps({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "vas", "metrics_path": "/v2/metrics",
-                            "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}]}))
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": [job]}))
     proc = subprocess.Popen(["prometheus", f"--config.file={workdir / 'prom.yml'}",
                              f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

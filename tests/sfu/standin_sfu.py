@@ -99,12 +99,19 @@ class StandinSfu:
 
     async def create_producer(self, request: web.Request) -> web.Response:
         body = await request.json()
+        epoch = body.get("epoch")
+        newer = [p for p in self.producers.values() if p["stream_id"] == body["stream_id"]
+                 and (p.get("epoch") or 0) > (epoch or 0)]
+        if epoch is not None and newer:  # the contract's fencing rule: a stale owner is refused
+            return web.json_response({"error": f"stream {body['stream_id']} has a producer of epoch "
+                                               f"{newer[0]['epoch']}"}, status=409)
         loop = asyncio.get_running_loop()
         counter = RtpCounter(int(body["ssrc"]), int(body["payload_type"]))
         transport, _ = await loop.create_datagram_endpoint(lambda: counter, local_addr=("127.0.0.1", 0))
         pid = f"p{next(_ids)}"
         self.producers[pid] = {"stream_id": body["stream_id"], "counter": counter, "transport": transport,
-                               "port": transport.get_extra_info("sockname")[1], "created_at": time.time()}
+                               "port": transport.get_extra_info("sockname")[1], "created_at": time.time(),
+                               "epoch": epoch}
         return web.json_response({"producer_id": pid, "rtp_host": "127.0.0.1",
                                   "rtp_port": self.producers[pid]["port"]}, status=201)
 
@@ -113,7 +120,8 @@ class StandinSfu:
             {"producer_id": pid, "stream_id": p["stream_id"], "ssrc": p["counter"].ssrc,
              "payload_type": p["counter"].payload_type, "packets": p["counter"].packets,
              "bytes": p["counter"].bytes, "score": 10 if p["counter"].packets else 0,
-             "rtp_host": "127.0.0.1", "rtp_port": p["port"]} for pid, p in self.producers.items()])
+             "rtp_host": "127.0.0.1", "rtp_port": p["port"], "epoch": p["epoch"]}
+            for pid, p in self.producers.items()])
 
     async def delete_producer(self, request: web.Request) -> web.Response:
         p = self.producers.pop(request.match_info["id"], None)
