@@ -280,7 +280,7 @@ def test_prometheus_discovers_every_live_node_through_http_sd(etcd, agent_factor
         code, body = http(ports["a"], f"/v2/health/streams/{elsewhere}")  # followed: b answers
         assert code == 200 and json.loads(body)["state"] == "live"
         with scraping(ports["a"], tmp_path, http_sd=True) as prom:
-            def up_both() -> list:
+            def up_both() -> Any:
                 status, result = prom.query('vas_fleet_etcd_up == 1')
                 return sorted(r["metric"].get("vas_node") for r in result) == ["a", "b"] and result
             wait_for(up_both, 60, "Prometheus scraping both nodes found by http_sd")
