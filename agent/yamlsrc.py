@@ -108,6 +108,12 @@ def parse(text: str | bytes) -> Located:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise SourceError(f"invalid YAML: {exc.problem or exc.context}", line) from None
+    except yaml.reader.ReaderError as exc:  # a control character or bytes that are not UTF-8
+        before = text[:exc.position]
+        line = (before.count(b"\n") if isinstance(before, bytes) else before.count("\n")) + 1
+        what = (f"not valid {exc.encoding} (byte #x{exc.character:02x})" if isinstance(exc.character, int)
+                else f"control character #x{ord(exc.character):04x} is not allowed")
+        raise SourceError(f"invalid YAML: {what}", line) from None
     except yaml.YAMLError as exc:
         raise SourceError(f"invalid YAML: {exc}") from None
     if node is None:
