@@ -61,7 +61,7 @@ def spec() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     obj = {"type": "object"}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "VAS node exporter", "version": "2",
                  "description": "Health, the /v2/health API and metrics of one VAS node (docs/api.md)."},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
