@@ -27,6 +27,9 @@ PROGRESS_FLUSH_INTERVAL = 5.0
 WRITE_ERROR_LOG_INTERVAL = 60.0
 #: Upper bounds (seconds) of the event-loop lag histogram.
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: A heartbeat this late is published with the next progress flush; quiet ones once a minute.
+LAG_PUBLISH_ABOVE = 0.025
+LAG_PUBLISH_EVERY = 60
 
 
 class LoopLag:
@@ -67,6 +70,7 @@ class Publisher:
         self._error_logged_at = -WRITE_ERROR_LOG_INTERVAL
         self._closed = False
         self.lag = LoopLag()
+        self._lag_published = 0  # samples the last written snapshot holds
         self._due: float | None = None  # loop time the next beat is scheduled for
 
     def start(self) -> None:
@@ -107,6 +111,7 @@ class Publisher:
             self._report(exc)
             return False
         self._written_at, self._progress_dirty, self._pending = time.monotonic(), False, False
+        self._lag_published = sum(self.lag.counts)
         return True
 
     def _report(self, exc: OSError) -> None:
@@ -124,9 +129,12 @@ class Publisher:
     def _beat(self) -> None:
         loop = asyncio.get_running_loop()
         if self._due is not None:
-            # Published with the next write (progress flushes every 5 s while streams run);
-            # on its own it is no reason to rewrite the file.
-            self.lag.observe(loop.time() - self._due)
+            # Published with the next progress flush (at most every 5 s): at once when the loop
+            # was late, else once a minute; on its own a quiet beat is no reason to rewrite the file.
+            late = loop.time() - self._due
+            self.lag.observe(late)
+            if late > LAG_PUBLISH_ABOVE or sum(self.lag.counts) - self._lag_published >= LAG_PUBLISH_EVERY:
+                self._progress_dirty = True
         try:
             self._refresh()
         except Exception:  # the heartbeat must outlive any error, or the agent looks dead

@@ -49,8 +49,11 @@ def _setup_logging(level: str) -> None:
 async def _serve(config: str, settings) -> None:
     from aiohttp import web
 
+    from agent.control import quiet_protocol_errors
+
     from .app import CONTEXT, create_app
     from .settings import SettingsError, load
+    quiet_protocol_errors()  # scanners and broken clients: one debug line each, not a traceback
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
