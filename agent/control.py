@@ -159,7 +159,9 @@ class ControlServer:
     def __init__(self, agent: Agent, path: Path) -> None:
         self.path = path
         quiet_protocol_errors()
-        self._runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False)
+        # keepalive_timeout: a client that connects and sends nothing is dropped after 30 s.
+        self._runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False,
+                                     keepalive_timeout=30.0)
         self._site: web.UnixSite | None = None
 
     async def start(self) -> None:

@@ -8,6 +8,7 @@ raise itself to.
 """
 from __future__ import annotations
 
+import os
 import resource
 
 #: Descriptors per enabled stream, with room for the ones a spawn holds briefly.
@@ -42,3 +43,29 @@ def fd_warning(enabled_streams: int, limit: int) -> str | None:
     return (f"{enabled_streams} enabled streams need about {need} file descriptors but the limit "
             f"is {limit}: some streams will fail with 'Too many open files'; raise LimitNOFILE= "
             f"in the unit (or ulimit -Hn)")
+
+
+#: Descriptors a spawn always leaves free: the snapshot, the control socket's clients,
+#: retention and the SFU API must keep working when streams alone would fill the table.
+FD_RESERVE = 24
+#: Children running now (agent/process.py counts them): the cheap estimate before a precise look.
+children = 0
+
+
+def spawn_refusal() -> str | None:
+    """Why a new child must not start now (the descriptor table is nearly full), or None.
+
+    Cheap while far from the limit: ``/proc/self/fd`` is only listed when an estimate
+    from the number of running children comes within reach of it.
+    """
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or fds_needed(children + 1) + FD_RESERVE < soft:
+        return None
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+    if used + FDS_PER_STREAM + FD_RESERVE <= soft:
+        return None
+    return (f"descriptor limit reached ({used} of {soft} in use, {FD_RESERVE} kept for the agent); "
+            "raise LimitNOFILE= in the unit")

@@ -22,6 +22,8 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from . import limits
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 #: util-linux's setpriv sets PR_SET_PDEATHSIG and execs the command.  Prefixing
@@ -70,6 +72,7 @@ class Child:
     def __init__(self, proc: subprocess.Popen[bytes], pidfd: int,
                  on_stdout: Callable[[bytes], None], on_stderr: Callable[[str], None]) -> None:
         self._proc, self._pidfd = proc, pidfd
+        limits.children += 1
         self.pid: int = proc.pid
         self.started_at = time.monotonic()
         self.wall_started_at = time.time()
@@ -170,6 +173,7 @@ class Child:
         self._proc.wait()
         os.close(self._pidfd)  # after the reap: signal_group checks returncode first
         self._pidfd = -1
+        limits.children -= 1
         if not self._exited.done():
             self._exited.set_result(None)
 

@@ -17,6 +17,7 @@ from . import backoff
 from .blocking import in_thread
 from .config import StreamConfig
 from .ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
+from .limits import spawn_refusal
 from .process import Child, describe_exit
 from .redact import redact
 from .stall import StallWatch, watch_growth, watch_recording
@@ -269,6 +270,9 @@ class Stream:
                 await self._make_dir(launch.recording_dir)
             if self._closing or self.host.stopping:
                 return self._pending or "exit", 0.0
+            refusal = spawn_refusal()
+            if refusal:
+                raise _CannotStart(refusal)
             self.child = await Child.spawn(
                 argv, on_stdout=lambda data: self._on_progress(parser.feed(data), stall),
                 on_stderr=self._on_stderr)

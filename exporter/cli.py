@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: Seconds an idle or incomplete client connection is kept.
+IDLE_TIMEOUT = 15.0
+
+
 def _setup_logging(level: str) -> None:
     from agent.redact import LOG_FILTER
     fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s"
@@ -50,15 +54,20 @@ async def _serve(config: str, settings) -> None:
     from aiohttp import web
 
     from agent.control import quiet_protocol_errors
+    from agent.limits import raise_nofile_limit
 
     from .app import CONTEXT, create_app
     from .settings import SettingsError, load
+
     quiet_protocol_errors()  # scanners and broken clients: one debug line each, not a traceback
+    soft, _ = raise_nofile_limit()  # thousands of idle clients must not starve the load balancer's checks
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A connection that sends nothing (or dribbles a request) is closed after this long.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
-    log.info("serving on %s:%d (snapshot %s)", settings.host, settings.port, settings.snapshot_path)
+    log.info("serving on %s:%d (snapshot %s; up to %d descriptors)", settings.host, settings.port,
+             settings.snapshot_path, soft)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -75,7 +75,7 @@ def fuzz(node: Node, check: Any) -> int:
     schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{node.port}/v2/openapi.json")
     calls = 0
     for result in schema.get_all_operations():
-        operation = result.ok()
+        operation = result.ok()  # type: ignore[union-attr]
 
         @FUZZ
         @given(operation.as_strategy())
