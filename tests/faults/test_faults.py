@@ -47,10 +47,10 @@ def test_kill_storm_every_kill_recovered_never_two_no_orphans(rtsp_camera, agent
     assert "Traceback" not in agent.log()
 
 
-def test_camera_flaps_streams_return_each_time_and_the_log_stays_quiet(camera_factory, agent_factory):
+def test_camera_flaps_streams_return_each_time_and_the_log_stays_quiet(secure_camera_factory, agent_factory):
     """The camera stopped and started 20 times at random: after each return every stream runs
     within max_delay + 5 s, and failures are logged at most 3 times, then once per 5 minutes."""
-    camera = camera_factory(("cam1", "cam2", "cam3", "cam4"))
+    camera = secure_camera_factory()
     streams = camera_streams(camera, 4)
     agent = agent_factory(config(streams)).start()
     agent.wait_all("live", list(streams), timeout=60)
