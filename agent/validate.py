@@ -418,10 +418,10 @@ def _clip(text: str, limit: int = 60) -> str:
 def accepted_keys() -> dict[str, frozenset[str]]:
     """Every key the loader accepts, by section (the JSON Schema is tested against this)."""
     from exporter.settings import KEYS as EXPORTER_KEYS
-    from exporter.settings import READINESS_KEYS
+    from exporter.settings import READINESS_KEYS, TLS_KEYS
     sections = {"": TOP_KEYS, "node": NODE_KEYS, "recordings": RECORDINGS_KEYS, "mediasoup": MEDIASOUP_KEYS,
                 "mediasoup.restart": frozenset(_RESTART_CHECKS), "consumers": CONSUMERS_KEYS,
-                "exporter": EXPORTER_KEYS, "exporter.readiness": READINESS_KEYS,
+                "exporter": EXPORTER_KEYS, "exporter.readiness": READINESS_KEYS, "exporter.tls": TLS_KEYS,
                 "cluster": CLUSTER_KEYS, "cluster.etcd": ETCD_KEYS,
                 "defaults": _DEFAULT_KEYS, "stream": _STREAM_KEYS}
     for name, checks in _SECTIONS.items():

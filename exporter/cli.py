@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     if args.check:
-        print(f"ok: {args.config}: listen {settings.host}:{settings.port}, snapshot {settings.snapshot_path}, "
-              f"tokens {settings.tokens_file}")
+        print(f"ok: {args.config}: listen {settings.host}:{settings.port}"
+              f"{' (https: ' + str(settings.tls_cert) + ')' if settings.tls_cert else ''}, "
+              f"snapshot {settings.snapshot_path}, tokens {settings.tokens_file}")
         return 0
     _setup_logging(args.log_level)
     try:
@@ -65,9 +66,10 @@ async def _serve(config: str, settings) -> None:
     # A connection that sends nothing (or dribbles a request) is closed after this long.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT)
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
-    log.info("serving on %s:%d (snapshot %s; up to %d descriptors)", settings.host, settings.port,
-             settings.snapshot_path, soft)
+    tls = settings.ssl_context()  # checked by load(): a broken pair never gets this far
+    await web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=tls).start()
+    log.info("serving %s on %s:%d (snapshot %s; up to %d descriptors)", "https" if tls else "http", settings.host,
+             settings.port, settings.snapshot_path, soft)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,6 +83,14 @@ async def _serve(config: str, settings) -> None:
             return
         if (new.host, new.port) != (settings.host, settings.port):
             log.warning("exporter.listen changed: restart vas-exporter to apply it")
+        if (new.tls_cert is None) != (tls is None):
+            log.warning("exporter.tls turned on or off: restart vas-exporter to apply it")
+        elif tls is not None and new.tls_cert and new.tls_key:
+            try:  # a renewed certificate: new handshakes use it, open connections keep theirs
+                tls.load_cert_chain(new.tls_cert, new.tls_key)
+                log.info("reloaded the TLS certificate %s", new.tls_cert)
+            except (OSError, ValueError) as exc:
+                log.error("cannot load the renewed certificate (%s); still serving the previous one", exc)
         app[CONTEXT].apply(new)  # type: ignore[attr-defined]
         log.info("reloaded settings and tokens")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from agent.units import parse_duration
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
 DEFAULT_TOKENS = Path("/etc/vas/tokens")
-KEYS = frozenset({"listen", "tokens_file", "stale_after", "readiness"})
+KEYS = frozenset({"listen", "tokens_file", "stale_after", "readiness", "tls"})
 READINESS_KEYS = frozenset({"min_live_ratio", "require_sfu"})
+TLS_KEYS = frozenset({"cert_file", "key_file"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,18 @@ class Settings:
     stale_after: float = 5.0
     min_live_ratio: float = 0.5
     require_sfu: bool = True
+    #: HTTPS: the certificate chain and its key (PEM); None serves plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A server context (TLS 1.2 or later) with the certificate loaded; raises ``ssl.SSLError``/``OSError``."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
     @property
     def snapshot_path(self) -> Path:
@@ -92,9 +106,39 @@ class _Checker:
                       stale_after=self.seconds(("exporter", "stale_after"), ex.get("stale_after", 5.0)),
                       min_live_ratio=self.ratio(ready.get("min_live_ratio", 0.5)),
                       require_sfu=self.flag(ready.get("require_sfu", True)))
+        fields["tls_cert"], fields["tls_key"] = self.tls(ex.get("tls"))
         if self.errors:
             raise SettingsError(self.errors)
         return Settings(config_path=self.path.absolute(), **fields)
+
+    def tls(self, value: Any) -> tuple[Path | None, Path | None]:
+        """``tls: {cert_file, key_file}``: both, readable, and a matching pair."""
+        key = ("exporter", "tls")
+        tls = self.section(key, value, TLS_KEYS)
+        if not tls:
+            return None, None
+        paths = {}
+        for name in ("cert_file", "key_file"):
+            raw = tls.get(name)
+            if raw is None:
+                self.error(key + (name,), "required with tls: (both cert_file and key_file)")
+            elif not isinstance(raw, str) or not raw or "${" in raw:
+                self.error(key + (name,), f"expected a plain path, got {raw!r:.60}")
+            else:
+                path = Path(raw) if os.path.isabs(raw) else (self.path.parent / raw).resolve()
+                if not os.access(path, os.R_OK):
+                    self.error(key + (name,), f"cannot read {path}")
+                else:
+                    paths[name] = path
+        if len(paths) < 2:
+            return None, None
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(paths["cert_file"], paths["key_file"])
+        except (ssl.SSLError, OSError) as exc:
+            self.error(key, f"{paths['cert_file'].name} and {paths['key_file'].name} are not a usable certificate "
+                       f"and key pair ({getattr(exc, 'reason', None) or exc})")
+            return None, None
+        return paths["cert_file"], paths["key_file"]
 
     def runtime_dir(self, top: dict) -> Path:
         node: dict = top["node"] if isinstance(top.get("node"), dict) else {}

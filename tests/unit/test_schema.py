@@ -23,6 +23,7 @@ def schema_keys() -> dict[str, frozenset[str]]:
     out["cluster.etcd"] = frozenset(props["cluster"]["properties"]["etcd"]["properties"])
     out["mediasoup.restart"] = frozenset(props["mediasoup"]["properties"]["restart"]["properties"])
     out["exporter.readiness"] = frozenset(props["exporter"]["properties"]["readiness"]["properties"])
+    out["exporter.tls"] = frozenset(props["exporter"]["properties"]["tls"]["properties"])
     for name in ("restart", "recording", "rtp", "placement"):
         out[f"defaults.{name}"] = frozenset(props["defaults"]["properties"][name]["properties"])
         out[f"stream.{name}"] = frozenset(stream[name]["properties"])
