@@ -31,6 +31,8 @@ def request(socket_path: str, method: str, path: str, *, timeout: float = 60.0) 
         body = resp.read()
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise AgentUnreachable(f"cannot reach vas-agent at {socket_path}: {exc.strerror}; is it running?") from None
+    except PermissionError:
+        raise AgentUnreachable(f"permission denied on {socket_path}: run as root or as a member of group vas") from None
     except (OSError, http.client.HTTPException) as exc:
         raise AgentUnreachable(f"no answer from vas-agent at {socket_path}: {exc}") from None
     finally:

@@ -70,5 +70,7 @@ def read(path: Path, *, now: float | None = None) -> tuple[dict[str, Any], float
             return json.load(fh), max(0.0, age)
     except FileNotFoundError:
         raise SnapshotUnavailable(f"no snapshot at {path}: is vas-agent running with this runtime_dir?") from None
+    except PermissionError:
+        raise SnapshotUnavailable(f"permission denied on {path}: run as root or as a member of group vas") from None
     except (OSError, ValueError) as exc:
         raise SnapshotUnavailable(f"cannot read snapshot {path}: {exc}") from None
