@@ -37,7 +37,10 @@ def connect(path: Path) -> socket.socket:
 
 
 def send_and_close(path: Path, data: bytes) -> None:
-    s = connect(path)
+    try:
+        s = connect(path)
+    except OSError:
+        return  # the listen backlog is full for a moment: the abuse goes on
     try:
         s.sendall(data)
         s.recv(65536)
