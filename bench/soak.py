@@ -235,11 +235,14 @@ class Soak:
             hit = {self.ids[0]}
         elif fault == "reload_bad":
             good = agent.config_path.read_text()
+            last = agent.snapshot()["config"]["last_reload"]
             agent.write_raw(good + "\nstreams: [oops\n")
             agent.signal(signal.SIGHUP)
-            wait_for(lambda: not (agent.snapshot().get("last_reload") or {}).get("ok", True), 10,
-                     "the bad reload refused")
-            agent.write_raw(good)
+            try:
+                wait_for(lambda: (r := agent.snapshot()["config"]["last_reload"]) != last and r and not r["ok"], 30,
+                         "the bad reload refused")
+            finally:
+                agent.write_raw(good)
             if agent.pids() != pids:
                 self.failures.append("a refused reload changed running streams")
         elif fault == "disk_full":
@@ -287,7 +290,12 @@ class Soak:
                         agent_kills += fault == "agent_kill"
                         before = self.agent.pids()
                         started = time.monotonic()
-                        hit = self.inject(fault)
+                        try:
+                            hit = self.inject(fault)
+                        except (AssertionError, OSError, KeyError, ValueError) as exc:
+                            self.failures.append(f"{fault}: {exc}")
+                            print(f"fault {fault} went wrong: {exc}")
+                            hit = set()
                         try:
                             wait_for(lambda b=before, h=hit: self.recovered_from(b, h), 60,
                                      f"every stream live after {fault}", interval=0.1)
