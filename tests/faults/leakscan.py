@@ -8,8 +8,8 @@
 with upper- or lower-case escapes, form-encoded, base64, JSON-escaped); ``scan``
 looks for each in every file under ``paths`` (media segments excepted: FFmpeg
 writes video, not text), in every captured text, and in the command line of
-every process on the machine except FFmpeg itself (which must be given the URL)
-and ``skip_pids``.  Each hit names where it was.
+every process on the machine except FFmpeg itself (which must be given the URL),
+the test camera (which is told the password it demands) and ``skip_pids``.  Each hit names where it was.
 """
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def _scan_processes(forms: list[str], skip: set[int]) -> list[Hit]:
             continue
         if not argv or os.path.basename(argv[0]) in ("ffmpeg", "ffprobe"):
             continue  # FFmpeg must be given the camera's URL
+        if any(a.endswith("rtsp_camera.py") for a in argv[:3]):
+            continue  # the test camera is told the password it demands
         form = _find(" ".join(argv), forms)
         if form:
             hits.append(Hit(f"/proc/{entry.name}/cmdline ({os.path.basename(argv[0])})", form))
