@@ -23,7 +23,8 @@ from tests.integration.test_sfu import producers_by_stream, sfu_config, start_st
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
 MAX_DELAY = 2.0  # harness.FAST restart.max_delay
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+#: Debian's libfaketime (package faketime), whatever the architecture.
+FAKETIME_LIB = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), Path("libfaketime.so.1"))
 #: A cheap child for many-stream cases: one process, its recording dir in its argv, no CPU.
 CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 
@@ -275,7 +276,8 @@ def test_wall_clock_jumps_neither_restart_streams_nor_expire_segments(rtsp_camer
     segment younger than its 1 h retention is expired by the age policy or by `vasctl cleanup`."""
     spec = tmp_path / "faketime"
     spec.write_text("+0\n")
-    env = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE": str(spec), "FAKETIME_NO_CACHE": "1",
+    assert FAKETIME_LIB.exists(), "libfaketime is missing: ./install.sh --dev installs the faketime package"
+    env = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_TIMESTAMP_FILE": str(spec), "FAKETIME_NO_CACHE": "1",
            "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     streams = {"cam1": {"url": rtsp_camera.url("cam1"), "recording": {"retention": "1h"}},
                "cam2": {"url": rtsp_camera.url("cam2"), "recording": {"retention": "1h"}}}
