@@ -27,7 +27,7 @@ What it measures
 How to run (as root: the recording disk is a tmpfs)
     .venv/bin/python bench/soak.py                                   # both, 30 minutes
     .venv/bin/python bench/soak.py --minutes 3 --streams 20 --kills 200   # a quick check
-    .venv/bin/python bench/soak.py --skip-soak                        # only the kill storm
+    .venv/bin/python bench/soak.py --skip-soak                        # kill storm, 20 flaps, 20 SFU crashes
 
 Everything binds 127.0.0.1; every process is stopped at the end.
 """
@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from camera.fixture import RtspCamera, free_port  # noqa: E402
 from tests.faults import scenarios as sc  # noqa: E402
 from tests.integration.harness import AgentProcess, alive, config, fill, wait_for  # noqa: E402
-from tests.integration.test_sfu import sfu_config  # noqa: E402
+from tests.integration.test_sfu import producers_by_stream, sfu_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import _common as c  # noqa: E402
@@ -347,6 +347,52 @@ class Soak:
         return ok
 
 
+def scenarios(base: Path, flaps: int, crashes: int, seed: int) -> bool:
+    """The fault suite's camera-flap and SFU-crash cases at full size (20 each)."""
+    print(f"\n== camera flaps ({flaps}) and SFU crashes ({crashes}), 4 and 3 real streams")
+    camera = RtspCamera(("cam1", "cam2", "cam3", "cam4")).start()
+    ok = True
+    try:
+        work = base / "flaps"
+        work.mkdir()
+        streams = {f"s{i}": {"url": camera.url(f"cam{i % 4 + 1}")} for i in range(4)}
+        agent = AgentProcess(work, config(streams))
+        agent.start()
+        try:
+            agent.wait_all("live", list(streams), timeout=60)
+            f = sc.camera_flaps(agent, camera, list(streams), flaps, rng=random.Random(seed), max_delay=2.0,
+                                down=(0.2, 2.0), up=(0.0, 1.0))
+            print(f"camera flaps: {f.flaps}, every stream back within max_delay + 5 s each time; return p50 "
+                  f"{c.pct(f.returns, 50):.2f}s max {max(f.returns):.2f}s (anchor 7 s: "
+                  f"{c.verdict(max(f.returns) <= 7)})")
+            ok &= max(f.returns) <= 7
+        finally:
+            agent.stop()
+            agent.kill()
+        work = base / "sfu"
+        work.mkdir()
+        port = free_port()
+        streams = {f"s{i}": {"url": camera.url(f"cam{i % 4 + 1}")} for i in range(3)}
+        agent = AgentProcess(work, sfu_config(streams, port))
+        agent.start()
+        try:
+            agent.wait_all("live", list(streams), timeout=60)
+            r = sc.sfu_crashes(agent, list(streams), crashes, producers=lambda: producers_by_stream(port))
+            print(f"SFU crashes: {r.crashes}, one producer per stream each time; SIGKILL -> every stream live "
+                  f"p50 {c.pct(r.recoveries, 50):.2f}s max {max(r.recoveries):.2f}s (anchor 15 s: "
+                  f"{c.verdict(max(r.recoveries) <= 15)})")
+            ok &= max(r.recoveries) <= 15
+        finally:
+            agent.stop()
+            agent.kill()
+    except AssertionError as exc:
+        print(f"FAILURE: {exc}")
+        ok = False
+    finally:
+        camera.close()
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30)
@@ -359,6 +405,8 @@ def main() -> int:
     parser.add_argument("--kill-streams", type=int, default=50)
     parser.add_argument("--skip-soak", action="store_true")
     parser.add_argument("--skip-kills", action="store_true")
+    parser.add_argument("--flaps", type=int, default=20, help="camera flaps of the scenario phase (0: skip)")
+    parser.add_argument("--sfu-crashes", type=int, default=20, help="SFU SIGKILLs of the scenario phase")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
     args = parser.parse_args()
@@ -366,6 +414,8 @@ def main() -> int:
     with c.bench_tempdir("vas-soak-", keep=args.keep) as base:
         if not args.skip_kills:
             ok &= kill_storm(base, args.kills, args.kill_streams, args.seed)
+        if args.flaps or args.sfu_crashes:
+            ok &= scenarios(base, args.flaps, args.sfu_crashes, args.seed)
         if not args.skip_soak:
             ok &= Soak(base, args).run()
         print(c.machine_line("end"))
