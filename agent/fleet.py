@@ -399,17 +399,17 @@ class Fleet:
             await self._create(sid, reason)
 
     async def _handback(self, now: float) -> None:
-        """Offer streams back to a preferred node that has been up for the hold-down."""
+        """Offer streams to a node ahead of this one that has been up for the hold-down."""
         streams, nodes = self._views(now)
-        mine = [s for s in streams if s.owner == self.me and s.id in self.mine]
-        for sid, target in placement.plan_handback(self.me, mine, nodes, now, hold_down=self.hold_down):
-            if sid in self.my_handoffs:
-                continue
+        mine = [s for s in streams if s.owner == self.me and s.id in self.mine and s.id not in self.my_handoffs]
+        offers = placement.MAX_STARTS_PER_ROUND - len(self.my_handoffs)  # handovers in flight, at most
+        for sid, target in placement.plan_handback(self.me, mine, nodes, now, hold_down=self.hold_down,
+                                                   max_offers=offers):
             await self.client.put(self._key("handoff", sid), json.dumps({"from": self.me, "to": target}).encode(),
                                   self.lease)
             self.my_handoffs[sid] = now
-            log.info("fleet: handing %s back to %s (its preferred node); recording here until it is live", sid,
-                     target)
+            log.info("fleet: handing %s back to %s (ahead of this node in its placement); recording here until "
+                     "it is live", sid, target)
         for sid, offered in list(self.my_handoffs.items()):
             offer = self.handoffs.get(sid) or {}
             to = offer.get("to")

@@ -52,12 +52,14 @@ def _allowed(stream: StreamView, node: str) -> bool:
     return not stream.allow or node in stream.allow
 
 
+def _order(stream: StreamView, usable: set[str]) -> list[str]:
+    first = [n for n in dict.fromkeys(stream.prefer) if n in usable]
+    return first + sorted(usable - set(first), key=lambda n: (-score(n, stream.id), n))
+
+
 def candidates(stream: StreamView, nodes: Mapping[str, NodeView]) -> list[str]:
     """The claim order: live, ready, allowed nodes with room; ``prefer`` first, then by score."""
-    usable = {n for n, v in nodes.items() if v.ready and not v.full and _allowed(stream, n)}
-    first = [n for n in dict.fromkeys(stream.prefer) if n in usable]
-    rest = sorted(usable - set(first), key=lambda n: (-score(n, stream.id), n))
-    return first + rest
+    return _order(stream, {n for n, v in nodes.items() if v.ready and not v.full and _allowed(stream, n)})
 
 
 def plan_claims(me: str, streams: Sequence[StreamView], nodes: Mapping[str, NodeView], now: float, *,
@@ -87,24 +89,32 @@ def plan_claims(me: str, streams: Sequence[StreamView], nodes: Mapping[str, Node
 
 
 def plan_handback(me: str, streams: Sequence[StreamView], nodes: Mapping[str, NodeView], now: float, *,
-                  hold_down: float = HANDBACK_HOLD_DOWN) -> list[tuple[str, str]]:
-    """``(stream, node)`` pairs: streams this node owns that a node it should yield to can take back.
+                  hold_down: float = HANDBACK_HOLD_DOWN, max_offers: int = MAX_STARTS_PER_ROUND
+                  ) -> list[tuple[str, str]]:
+    """``(stream, node)`` pairs: streams this node owns that belong on a node ahead of it.
 
-    A stream goes back to the first node of its ``prefer`` list that comes before
-    this node there (any of them when this node is not in the list), is allowed,
-    live, ready and has been alive for ``hold_down``; never more streams to one
-    node than it has free slots.
+    "Ahead" is the claim order without capacity (``prefer`` first, then rendezvous):
+    a preferred node that came back, or a node that joined after this one took
+    the stream (a fleet that started one host at a time, a rolling restart).  The
+    stream goes to the first node ahead of this one that is allowed, ready, has a
+    free slot and has been alive for ``hold_down`` (no flapping); at most
+    ``max_offers`` pairs, and never more to one node than its free slots.
     """
     free = {n: max(0, v.capacity - v.owned) for n, v in nodes.items()}
-    out = []
+    out: list[tuple[str, str]] = []
     for s in streams:
-        if s.owner != me or not s.prefer:
+        if len(out) >= max_offers:
+            break
+        if s.owner != me:
             continue
-        ahead = s.prefer[:s.prefer.index(me)] if me in s.prefer else s.prefer
+        others = {n for n, v in nodes.items() if n != me and v.ready and _allowed(s, n)}
+        if _allowed(s, me):
+            order = _order(s, others | {me})
+            ahead = order[:order.index(me)]
+        else:  # no longer allowed here: any allowed node will do
+            ahead = _order(s, others)
         for node in ahead:
-            v = nodes.get(node)
-            if v is None or node == me or not _allowed(s, node) or not v.ready:
-                continue
+            v = nodes[node]
             if now - v.alive_since < hold_down or free.get(node, 0) <= 0:
                 continue
             free[node] -= 1

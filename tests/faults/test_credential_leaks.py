@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -27,7 +28,8 @@ def test_scanner_finds_a_planted_secret_in_each_source(tmp_path):
     forms = secret_forms(PASSWORD)
     assert ENCODED in forms and PASSWORD in forms
     (tmp_path / "log").write_text(f"rtsp://u:{ENCODED}@h/x\n")
-    sleeper = subprocess.Popen(["sh", "-c", "sleep 30", f"pw={ENCODED}"])
+    # Not ``sh -c``: dash execs its last command in place, and the argument vanishes.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"pw={ENCODED}"])
     lower = ENCODED.replace("%2F", "%2f").replace("%3A", "%3a")
     try:
         hits = scan(forms, [tmp_path], {"vasctl": f"x {PASSWORD} y", "api": f"u:{lower}@h"})

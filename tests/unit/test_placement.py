@@ -78,3 +78,31 @@ def test_handback_after_the_hold_down_and_within_the_target_capacity():
     # The most preferred node never hands back.
     mine = [StreamView("cam8", ("rec-01", "rec-02"), (), "rec-01", None)]
     assert plan_handback("rec-01", mine, {**back, **nodes("rec-02")}, 500.0) == []
+
+
+def test_a_node_that_joined_late_gets_its_rendezvous_streams_after_the_hold_down():
+    """A fleet started one host at a time (or after a rolling restart) ends up spread as
+    rendezvous says: each stream goes to the node ahead of its owner, nothing else moves."""
+    ids = [f"cam{i}" for i in range(60)]
+    fleet = {**nodes("rec-01"), "rec-02": NodeView("rec-02", True, 0, 100, 100.0)}
+    owned = [StreamView(sid, (), (), "rec-01", None) for sid in ids]
+    assert plan_handback("rec-01", owned, fleet, 110.0, hold_down=30) == []
+    moves = plan_handback("rec-01", owned, fleet, 130.0, hold_down=30, max_offers=100)
+    ranked = {sid: candidates(unowned(sid), fleet) for sid in ids}
+    assert moves == [(sid, "rec-02") for sid in ids if ranked[sid][0] == "rec-02"]
+    assert 15 < len(moves) < 45
+    assert len(plan_handback("rec-01", owned, fleet, 130.0, hold_down=30, max_offers=8)) == 8
+    assert plan_handback("rec-01", owned, fleet, 130.0, hold_down=30, max_offers=0) == []
+    # The first node ahead that has room; none when the only one ahead is full.
+    three = {**fleet, **nodes("rec-03")}
+    behind = [sid for sid in ids if candidates(unowned(sid), three)[-1] == "rec-01"]
+    top3 = next(sid for sid in behind if candidates(unowned(sid), three)[0] == "rec-03")
+    s = [StreamView(top3, (), (), "rec-01", None)]
+    assert plan_handback("rec-01", s, three, 500.0) == [(top3, "rec-03")]
+    assert plan_handback("rec-01", s, {**three, **nodes("rec-03", owned=5, capacity=5)}, 500.0) == [(top3, "rec-02")]
+
+
+def test_a_stream_no_longer_allowed_here_goes_to_an_allowed_node():
+    s = StreamView("cam1", (), ("rec-02",), "rec-01", None)
+    assert plan_handback("rec-01", [s], nodes("rec-01", "rec-02", "rec-03"), 500.0) == [("cam1", "rec-02")]
+    assert plan_handback("rec-01", [s], nodes("rec-01", "rec-03"), 500.0) == []
