@@ -4,8 +4,10 @@ Only what the fleet needs: leases, keys under a prefix, create-if-absent and
 compare-and-delete transactions, and a prefix watch.  Works with etcd 3.4 and
 later.  Keys and values travel base64-encoded; int64 fields come as strings.
 Several endpoints: one is used until it fails, then the next.  Every request is
-bounded by ``timeout``; the watch stream is kept honest by etcd's progress
-notifications.  The password never appears in an exception, a repr or a log.
+bounded by ``timeout``.  A watch that has been quiet for ``watch_silence`` is
+reopened from its revision (etcd says nothing while nothing changes, and a
+connection dropped by a firewall or NAT says nothing either); only a reopening
+that fails counts against the endpoint.  The password never appears in an exception, a repr or a log.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 import aiohttp
 
 log = logging.getLogger("vas.fleet")
-#: A watch that hears nothing (not even a progress notification) this long is reconnected.
+#: A watch that hears nothing this long is reopened from its revision (quietly: that is not a failure).
 WATCH_SILENCE = 15.0
 
 
@@ -86,7 +88,8 @@ class EtcdClient:
     """A client of one etcd cluster (``endpoints``: its client URLs)."""
 
     def __init__(self, endpoints: Sequence[str], *, username: str | None = None, password: str | None = None,
-                 timeout: float = 2.0, session: aiohttp.ClientSession | None = None) -> None:
+                 timeout: float = 2.0, session: aiohttp.ClientSession | None = None,
+                 watch_silence: float = WATCH_SILENCE) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self.endpoints = [e.rstrip("/") for e in endpoints]
@@ -94,6 +97,7 @@ class EtcdClient:
         self._username, self._password = username, password
         self._token: str | None = None
         self.timeout = timeout
+        self.watch_silence = watch_silence
         self._session = session
         self._own_session = session is None
         self.requests = 0  # requests sent (for figures)
@@ -240,13 +244,17 @@ class EtcdClient:
         failures = 0
         while True:
             endpoint = self.endpoint
+            opened = False
             try:
                 async for events in self._watch_once(endpoint, prefix, revision):
-                    failures = 0
+                    opened, failures = True, 0  # etcd confirmed the watch (or sent events)
                     if events:
                         revision = events[-1].kv.mod_revision + 1
                         yield events
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if opened and isinstance(exc, TimeoutError):
+                    log.debug("etcd watch on %s quiet for %gs: reopening it", endpoint, self.watch_silence)
+                    continue  # the same endpoint, from the same revision
                 log.debug("etcd watch on %s broke: %r", endpoint, exc)
                 failures += 1
                 self._current = (self._current + 1) % len(self.endpoints)
@@ -264,7 +272,7 @@ class EtcdClient:
         body = {"create_request": {"key": _b64(prefix), "range_end": _prefix_end(prefix),
                                    "start_revision": str(revision), "progress_notify": True}}
         self.requests += 1
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=WATCH_SILENCE)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=self.watch_silence)
         async with self._http().post(endpoint + "/v3/watch", json=body, headers=headers, timeout=timeout) as resp:
             if resp.status != 200:
                 raise EtcdError(f"etcd {endpoint}/v3/watch: HTTP {resp.status}: {(await resp.text())[:200]}")

@@ -59,6 +59,34 @@ async def test_create_is_exclusive_and_compare_and_delete_needs_the_right_revisi
         await b.close()
 
 
+async def test_a_quiet_watch_is_reopened_without_an_error_and_misses_nothing(etcd):
+    """etcd sends nothing while nothing changes: silence is not a failure (even with one endpoint)."""
+    c = EtcdClient(etcd.endpoints, watch_silence=0.3)
+    other = EtcdClient(etcd.endpoints)
+    try:
+        revision = await c.put("/t/quiet", b"0")
+        seen: list[bytes] = []
+        requests_before = c.requests
+
+        async def follow() -> None:
+            async for batch in c.watch("/t/", revision + 1):
+                seen.extend(e.kv.value for e in batch)
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(1.5)  # five silences
+        assert not task.done(), task.exception()
+        await other.put("/t/quiet", b"1")
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert not task.done() and seen == [b"1"]
+        assert c.requests - requests_before >= 4  # it was reopened, not merely waiting
+        task.cancel()
+    finally:
+        await c.close()
+        await other.close()
+
+
 async def test_a_compacted_start_revision_says_so(etcd):
     c = EtcdClient(etcd.endpoints)
     try:
