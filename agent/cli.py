@@ -30,6 +30,9 @@ def agent_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     from . import config
+    from .limits import limit_malloc_arenas
+
+    limit_malloc_arenas()  # first: no thread has allocated yet
 
     try:
         cfg = config.load(args.config)

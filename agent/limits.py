@@ -1,4 +1,4 @@
-"""The agent's file-descriptor budget.
+"""The agent's process limits: its file-descriptor budget and its malloc arenas.
 
 Each running stream holds three descriptors (stdout and stderr pipes, a
 pidfd) and briefly a few more while spawning.  systemd's default soft limit
@@ -8,8 +8,16 @@ raise itself to.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import resource
+
+#: glibc arenas: the default (8 per core) lets the agent's short-lived worker threads
+#: spread small allocations over many heaps, and RSS creeps up for hours (measured
+#: with a flat Python heap: +1.8 MiB per 800 refused reloads, flat from 500 on with 2).
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt() parameter, from glibc's malloc.h
 
 #: Descriptors per enabled stream, with room for the ones a spawn holds briefly.
 FDS_PER_STREAM = 4
@@ -69,3 +77,19 @@ def spawn_refusal() -> str | None:
         return None
     return (f"descriptor limit reached ({used} of {soft} in use, {FD_RESERVE} kept for the agent); "
             "raise LimitNOFILE= in the unit")
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (before any thread exists; ``MALLOC_ARENA_MAX`` wins).
+
+    Returns True when the cap was set; False on another libc or when the
+    environment already says.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt and mallopt(_M_ARENA_MAX, arenas) == 1)

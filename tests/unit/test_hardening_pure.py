@@ -130,3 +130,16 @@ def test_loop_lag_histogram_is_cumulative():
     assert view["count"] == 5 and view["max"] == 7.0
     assert dict((str(b), n) for b, n in view["buckets"])["0.001"] == 2  # -1 counts as 0
     assert view["buckets"][-1] == ["+Inf", 5]
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_says():
+    """A fresh interpreter (no thread has allocated yet), as vas-agent's main() is."""
+    import subprocess
+    import sys
+    probe = "from agent.limits import limit_malloc_arenas as f; print(f())"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "True"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**env, "MALLOC_ARENA_MAX": "4"})
+    assert out.stdout.strip() == "False"
