@@ -46,8 +46,8 @@ import _common as c  # noqa: E402
 from camera.fixture import RtspCamera  # noqa: E402
 from tests.faults.scenarios import processes_under  # noqa: E402
 from tests.fleet.etcd import EtcdCluster  # noqa: E402
-from tests.fleet.test_fleet import CHEAP, etcd_owners, fleet_config, live, start_all  # noqa: E402
-from tests.integration.harness import AgentProcess, wait_for  # noqa: E402
+from tests.fleet.test_fleet import etcd_owners, fleet_config, live, start_all  # noqa: E402
+from tests.integration.harness import CHEAP, AgentProcess, wait_for  # noqa: E402
 
 
 def grpc_handled(endpoint: str) -> float:

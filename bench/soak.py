@@ -53,13 +53,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from camera.fixture import RtspCamera, free_port  # noqa: E402
 from tests.faults import scenarios as sc  # noqa: E402
-from tests.integration.harness import AgentProcess, alive, config, fill, wait_for  # noqa: E402
+from tests.integration.harness import CHEAP, AgentProcess, alive, config, fill, wait_for  # noqa: E402
 from tests.integration.test_sfu import producers_by_stream, sfu_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import _common as c  # noqa: E402
 
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 FAULTS = ("ffmpeg_kill", "ffmpeg_stall", "camera_restart", "sfu_kill", "reload_change", "reload_bad",
           "disk_full", "agent_kill")
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.client import request
-from tests.integration.harness import config, wait_for
+from tests.integration.harness import CHEAP, config, wait_for
 
 pytestmark = pytest.mark.integration
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 MALFORMED = [
     b"\x00\x01\x02garbage\r\n\r\n", b"GET\r\n\r\n", b"GET /status HTTP/9.9\r\n\r\n",
     b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",

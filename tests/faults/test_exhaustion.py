@@ -9,11 +9,10 @@ import time
 import pytest
 
 from camera.fixture import free_port
-from tests.integration.harness import config, wait_for
+from tests.integration.harness import CHEAP, config, wait_for
 from tests.integration.test_exporter import Exporter, http
 
 pytestmark = pytest.mark.integration
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 IDLE = 3000
 
 

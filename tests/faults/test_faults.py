@@ -17,7 +17,7 @@ import pytest
 
 from agent.client import request
 from tests.faults import scenarios as sc
-from tests.integration.harness import alive, config, fill, wait_for
+from tests.integration.harness import CHEAP, alive, config, fill, wait_for
 from tests.integration.test_sfu import producers_by_stream, sfu_config, start_standin
 
 pytestmark = pytest.mark.integration
@@ -27,8 +27,6 @@ MAX_DELAY = 2.0  # harness.FAST restart.max_delay
 FLAPS = SFU_CRASHES = 10
 #: Debian's libfaketime (package faketime), whatever the architecture.
 FAKETIME_LIB = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), Path("libfaketime.so.1"))
-#: A cheap child for many-stream cases: one process, its recording dir in its argv, no CPU.
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 
 
 def camera_streams(camera, n: int) -> dict:

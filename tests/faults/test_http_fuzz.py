@@ -14,12 +14,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from camera.fixture import free_port
-from tests.integration.harness import BIN, AgentProcess, config, wait_for
+from tests.integration.harness import BIN, CHEAP, AgentProcess, config, wait_for
 from tests.integration.test_exporter import Exporter
 
 pytestmark = pytest.mark.integration
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0,
-         "recording": {"retention": "30d"}}
+STREAM = {**CHEAP, "recording": {"retention": "30d"}}
 EXAMPLES = int(os.environ.get("VAS_FUZZ_EXAMPLES", "25"))  # per operation; bench/fuzz.py raises it
 
 
@@ -27,7 +26,7 @@ class Node:
     def __init__(self, workdir) -> None:
         workdir.mkdir()
         self.port = free_port()
-        cfg = config({"cam1": CHEAP, "cam2": CHEAP})
+        cfg = config({"cam1": STREAM, "cam2": STREAM})
         cfg["exporter"] = {"listen": f"127.0.0.1:{self.port}", "tokens_file": str(workdir / "tokens")}
         self.agent = AgentProcess(workdir, cfg)
         self.agent.start()

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import BIN, AgentProcess, config
+from tests.integration.harness import BIN, CHEAP, AgentProcess, config
 
 pytestmark = pytest.mark.integration
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 MEMBER, OUTSIDER = "vastest-member", "vastest-outsider"
 
 

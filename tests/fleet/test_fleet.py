@@ -16,12 +16,10 @@ import pytest
 
 from tests.faults.scenarios import processes_under
 from tests.fleet.etcd import EtcdCluster
-from tests.integration.harness import FAST, AgentProcess, alive, wait_for
+from tests.integration.harness import CHEAP, FAST, AgentProcess, alive, wait_for
 
 pytestmark = pytest.mark.integration
 TTL = 2.0
-#: A cheap child: one process per stream, its recording dir in its argv, no camera needed.
-CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 
 
 def fleet_config(endpoints: list[str], name: str, streams: dict, *, max_streams: int = 64,

@@ -24,6 +24,9 @@ FAST = {
     "recording": {"segment_duration": "1s"},
 }
 
+#: A cheap child: one process per stream, its recording dir in its argv, no camera, no CPU.
+CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
+
 
 def config(streams: dict, **defaults) -> dict:
     """A config dict for ``streams`` with the quick defaults (overridable per call)."""
