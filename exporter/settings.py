@@ -23,6 +23,14 @@ READINESS_KEYS = frozenset({"min_live_ratio", "require_sfu"})
 TLS_KEYS = frozenset({"cert_file", "key_file"})
 
 
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context (TLS 1.2 or later) with the pair loaded; raises ``ssl.SSLError``/``OSError``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
 @dataclass(frozen=True)
 class Settings:
     """What ``vas-exporter`` runs with."""
@@ -40,13 +48,10 @@ class Settings:
     tls_key: Path | None = None
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """A server context (TLS 1.2 or later) with the certificate loaded; raises ``ssl.SSLError``/``OSError``."""
+        """The HTTPS context, or None for plain HTTP."""
         if self.tls_cert is None or self.tls_key is None:
             return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.tls_cert, self.tls_key)
-        return context
+        return server_context(self.tls_cert, self.tls_key)
 
     @property
     def snapshot_path(self) -> Path:
@@ -133,7 +138,7 @@ class _Checker:
         if len(paths) < 2:
             return None, None
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(paths["cert_file"], paths["key_file"])
+            server_context(paths["cert_file"], paths["key_file"])
         except (ssl.SSLError, OSError) as exc:
             self.error(key, f"{paths['cert_file'].name} and {paths['key_file'].name} are not a usable certificate "
                        f"and key pair ({getattr(exc, 'reason', None) or exc})")
