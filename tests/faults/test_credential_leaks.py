@@ -24,20 +24,63 @@ PASSWORD = "Zq9@k:/%40p@ss"
 ENCODED = quote(PASSWORD, safe="")
 
 
+#: The planted process writes one byte once it runs its own program: its argv is then in /proc.
+SLEEPER = "import os, time; os.write(1, b'r'); time.sleep(30)"
+
+
 def test_scanner_finds_a_planted_secret_in_each_source(tmp_path):
     forms = secret_forms(PASSWORD)
     assert ENCODED in forms and PASSWORD in forms
     (tmp_path / "log").write_text(f"rtsp://u:{ENCODED}@h/x\n")
     # Not ``sh -c``: dash execs its last command in place, and the argument vanishes.
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"pw={ENCODED}"])
+    sleeper = subprocess.Popen([sys.executable, "-c", SLEEPER, f"pw={ENCODED}"], stdout=subprocess.PIPE)
     lower = ENCODED.replace("%2F", "%2f").replace("%3A", "%3a")
     try:
+        assert sleeper.stdout is not None and sleeper.stdout.read(1) == b"r"  # planted and visible
         hits = scan(forms, [tmp_path], {"vasctl": f"x {PASSWORD} y", "api": f"u:{lower}@h"})
         where = {h.where.split(" ")[0] for h in hits}
         assert {str(tmp_path / "log"), "vasctl", "api", f"/proc/{sleeper.pid}/cmdline"} <= where, where
     finally:
         sleeper.kill()
         sleeper.wait()
+        assert sleeper.stdout is not None
+        sleeper.stdout.close()
+
+
+#: Blanks its own command line for a moment (what /proc shows of a process caught mid-exec,
+#: as right after ``Popen`` returns), says so with one byte, then puts it back.
+BLANKER = """
+import os, time
+fields = open("/proc/self/stat", "rb").read().rsplit(b")", 1)[1].split()
+start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
+with open("/proc/self/mem", "r+b", buffering=0) as mem:
+    mem.seek(start)
+    argv = mem.read(end - start)
+    mem.seek(start)
+    mem.write(bytes(len(argv)))
+    os.write(1, b"b")
+    time.sleep(0.3)
+    mem.seek(start)
+    mem.write(argv)
+time.sleep(30)
+"""
+
+
+def test_scanner_waits_for_a_command_line_that_reads_empty_for_a_moment():
+    """Right after ``Popen`` returns, a child's command line can read empty (about one time in
+    three here): the scanner must look again, within a bound, not pass the process over."""
+    blanker = subprocess.Popen([sys.executable, "-c", BLANKER, f"pw={ENCODED}"], stdout=subprocess.PIPE)
+    try:
+        assert blanker.stdout is not None and blanker.stdout.read(1) == b"b"  # its argv reads empty now
+        started = time.monotonic()
+        hits = scan(secret_forms(PASSWORD))
+        assert f"/proc/{blanker.pid}/cmdline" in {h.where.split(" ")[0] for h in hits}, hits
+        assert time.monotonic() - started < 2.5  # bounded: EMPTY_RETRY_SECONDS and one pass
+    finally:
+        blanker.kill()
+        blanker.wait()
+        assert blanker.stdout is not None
+        blanker.stdout.close()
 
 
 def test_no_password_in_any_output(camera_factory, agent_factory, tmp_path):
