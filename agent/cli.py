@@ -184,14 +184,24 @@ def _token(args) -> int:
             print(f"token {args.name} ({args.scope}) added to {path}; it is shown only now:\n{token}")
         elif args.token_command == "remove":
             tokens.remove(path, args.name)
-            print(f"token {args.name} removed from {path}; send SIGHUP to vas-exporter (systemctl reload vas-exporter)")
+            print(f"token {args.name} removed from {path}; vas-exporter refuses it from its next request on")
         else:
-            for t in tokens.read(path):
-                print(f"{t.name}\t{t.scope}")
+            return _token_list(path)
     except (tokens.TokenError, OSError) as exc:
         print(f"vasctl: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _token_list(path: Path) -> int:
+    """Names and scopes of the tokens the exporter accepts; each problem on stderr (exit 1)."""
+    from . import tokens
+    loaded = tokens.load(path)
+    for t in loaded.tokens:
+        print(f"{t.name}\t{t.scope}")
+    for problem in loaded.problems:
+        print(f"vasctl: {problem}", file=sys.stderr)
+    return 1 if loaded.problems else 0
 
 
 def _tokens_file_of(config: str) -> Path:

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ok: {args.config}: listen {settings.host}:{settings.port}"
               f"{' (https: ' + str(settings.tls_cert) + ')' if settings.tls_cert else ''}, "
               f"snapshot {settings.snapshot_path}, tokens {settings.tokens_file}")
+        _warn_about_tokens(settings.tokens_file)
         return 0
     _setup_logging(args.log_level)
     try:
@@ -37,6 +38,18 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
         return 1
     return 0
+
+
+def _warn_about_tokens(path) -> None:
+    """Problems of the tokens file, as warnings: they never stop the exporter (read routes and
+    health must keep answering), so ``--check`` (ExecStartPre) must not fail on them either."""
+    from agent.tokens import load
+    loaded = load(path)
+    for problem in loaded.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if loaded.refused:
+        print("warning: the exporter will start, and its mutating routes answer 503 until this is fixed",
+              file=sys.stderr)
 
 
 #: Seconds an idle or incomplete client connection is kept.
@@ -76,6 +89,12 @@ async def _serve(config: str, settings) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     def reload() -> None:  # SIGHUP: the tokens (the listen address needs a restart)
+        try:
+            _reload()
+        except Exception:  # a bug must not leave half a reload unsaid (asyncio would log it without context)
+            log.exception("reload failed part-way; some settings may be old: restart vas-exporter")
+
+    def _reload() -> None:
         try:
             new = load(config)
         except SettingsError as exc:
