@@ -33,8 +33,9 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    texts = {400: "bad parameter (named)", 401: "missing or unknown bearer token", 403: "token scope too small",
-             404: "unknown id", 409: "refused by the agent", 503: "the agent is unreachable"}
+    texts = {400: "bad parameter (named)", 401: "missing, unknown or malformed bearer token",
+             403: "token scope too small", 404: "unknown id", 409: "refused by the agent",
+             503: "the agent is unreachable, or the tokens file was refused (mutating routes)"}
     return {str(c): _json(_ERROR, texts[c]) for c in codes}
 
 
