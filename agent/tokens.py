@@ -170,6 +170,7 @@ def add(path: Path, name: str, scope: str) -> str:
 
 
 def remove(path: Path, name: str) -> None:
+    """Revoke ``name``: the exporter refuses its token from its next request on."""
     tokens = read(path)
     if not any(t.name == name for t in tokens):
         raise TokenError(f"no token named {name!r} in {path}")
