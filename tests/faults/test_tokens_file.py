@@ -92,6 +92,10 @@ def test_bad_bytes_in_the_tokens_file_never_stop_the_exporter(node):
     """Item 18: start, SIGHUP and vasctl with non-UTF-8 bytes and a pasted token in the file."""
     good = node.tokens.read_bytes().splitlines()
     node.write_lines(*good, b"\xff\xfe player heartbeat", f"oops admin {PASTED}".encode())
+    check = subprocess.run([str(BIN / "vas-exporter"), "--config", str(node.agent.config_path), "--check"],
+                           capture_output=True, text=True, timeout=30)  # ExecStartPre: must not block the start
+    assert check.returncode == 0 and f"warning: {node.tokens}:3: a byte that is not ASCII" in check.stderr, check
+    assert PASTED not in check.stdout + check.stderr
     exporter = node.start_exporter()  # waits for /livez: it started
     assert http(node.port, "/v2/health/system")[0] == 200
     status, body = node.heartbeat(node.ops)
