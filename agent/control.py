@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,29 @@ if TYPE_CHECKING:
 
 AGENT_KEY = web.AppKey("agent", object)
 log = logging.getLogger("vas.control")
+#: The caller's deadline to *start* a request, in CLOCK_MONOTONIC seconds (system-wide on
+#: Linux, immune to wall-clock steps; caller and agent share the host by the unix socket).
+START_BY = "X-Vas-Start-By"
+
+
+def start_by(within: float) -> dict[str, str]:
+    """The header asking the agent to drop a request it has not started within ``within`` seconds."""
+    return {START_BY: f"{time.monotonic() + within:.3f}"}
+
+
+def too_late(header: str | None, now: float) -> bool:
+    """True when a request carrying ``header`` reached its handler after its deadline.
+
+    A caller that gave up (timeout) answered "not applied"; a request read later (the
+    agent was stopped or hung meanwhile) must then not be applied behind its back.
+    A malformed header counts as passed: refusing is the safe side.
+    """
+    if header is None:
+        return False
+    try:
+        return not now <= float(header) < float("inf")
+    except ValueError:
+        return True
 
 
 class QuietProtocolErrors(logging.Filter):
@@ -46,7 +70,7 @@ def quiet_protocol_errors() -> None:
 
 def create_app(agent: Agent) -> web.Application:
     """The control API as an aiohttp application."""
-    app = web.Application(middlewares=[_json_errors])
+    app = web.Application(middlewares=[_deadline, _json_errors])
     app[AGENT_KEY] = agent
     app.router.add_get("/status", _status)
     app.router.add_post("/reload", _reload)
@@ -55,6 +79,16 @@ def create_app(agent: Agent) -> web.Application:
     app.router.add_post("/consumers/{id}/heartbeat", _heartbeat)
     app.router.add_delete("/streams/{sid}/consumers/{cid}", _close_consumer)
     return app
+
+
+@web.middleware
+async def _deadline(request: web.Request, handler) -> web.StreamResponse:
+    """Drop a request read after the caller's deadline (``X-Vas-Start-By``): not applied."""
+    if too_late(request.headers.get(START_BY), time.monotonic()):
+        log.warning("control: %s %s dropped: read after its caller's deadline (the agent was stopped or "
+                    "busy); not applied", request.method, request.path)
+        return _error(503, "the agent read this request after its deadline; not applied", applied=False)
+    return await handler(request)
 
 
 @web.middleware
