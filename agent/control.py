@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .client import START_BY, too_late
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -21,31 +22,6 @@ if TYPE_CHECKING:
 
 AGENT_KEY = web.AppKey("agent", object)
 log = logging.getLogger("vas.control")
-#: The caller's deadline to *start* a request, in CLOCK_MONOTONIC seconds (system-wide on
-#: Linux, immune to wall-clock steps; caller and agent share the host by the unix socket).
-START_BY = "X-Vas-Start-By"
-
-
-def start_by(within: float) -> dict[str, str]:
-    """The header asking the agent to drop a request it has not started within ``within`` seconds."""
-    return {START_BY: f"{time.monotonic() + within:.3f}"}
-
-
-def too_late(header: str | None, now: float) -> bool:
-    """True when a request carrying ``header`` reached its handler after its deadline.
-
-    A caller that gave up (timeout) answered "not applied"; a request read later (the
-    agent was stopped or hung meanwhile) must then not be applied behind its back.
-    A malformed header counts as passed: refusing is the safe side.
-    """
-    if header is None:
-        return False
-    try:
-        return not now <= float(header) < float("inf")
-    except ValueError:
-        return True
-
-
 class QuietProtocolErrors(logging.Filter):
     """aiohttp logs a client's malformed HTTP as an error with a traceback: a port scanner
     or a broken client would fill the log.  One short debug line instead."""
