@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from agent.client import START_BY
+
 #: Seconds the agent has to start a call, then seconds the call itself may take, per kind.
 KINDS = {"heartbeat": (2.0, 1.0), "consumer": (2.0, 8.0), "cleanup": (2.0, 58.0)}
 #: While waiting, how often the agent's liveness (its snapshot) is looked at.

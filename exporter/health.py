@@ -29,7 +29,7 @@ def readiness(view: View, settings: Settings) -> dict[str, Any]:
     live = sum(s.get("state") == "live" for s in enabled)
     ratio = live / len(enabled) if enabled else None
     sfu = data.get("sfu")
-    checks = [
+    checks: list[dict[str, Any]] = [
         {"check": "snapshot_fresh", "ok": view.fresh(settings.stale_after),
          "value": None if view.age is None else round(view.age, 3), "want": f"<= {settings.stale_after:g}s",
          **({"error": view.error} if view.error else {})},
