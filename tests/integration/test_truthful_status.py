@@ -147,3 +147,37 @@ def test_changes_to_a_stopped_agent_answer_503_quickly_and_are_never_applied(age
         assert http(port, calls[1][1], "POST", admin)[0] == 200 and not old.exists()
     finally:
         exporter.stop()
+
+
+def test_the_exporter_process_answers_503_for_a_corrupt_snapshot(agent_factory, tmp_path):
+    from agent import snapshot
+
+    from ..exporter.conftest import snapshot_dict, stream
+    from ..exporter.test_agent_state import CORRUPTIONS
+    port = free_port()
+    cfg = config({i: dict(CHEAP_REC) for i in IDS})
+    cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp_path / "tokens"), "stale_after": "30s"}
+    agent = agent_factory(cfg)  # never started: the test writes the snapshot the exporter reads
+    agent.runtime_dir.mkdir()
+    state = agent.runtime_dir / snapshot.SNAPSHOT_NAME
+    good = snapshot_dict([stream(i) for i in IDS])
+    snapshot.write_atomic(state, good)
+    exporter = Exporter(agent, port)
+    try:
+        assert http(port, "/v2/health/streams/cam1")[0] == 200
+        for name in ("non-utf8 garbage", "truncated", "stream id a number", "pid a string", "deep nesting"):
+            (state.parent / "corrupt.tmp").write_bytes(CORRUPTIONS[name])
+            os.replace(state.parent / "corrupt.tmp", state)  # bytes as they are, replaced like the agent does
+            for path in ("/v2/health/streams/cam1", "/v2/health/recordings/cam1", "/v2/health/ingestion"):
+                status, body = http(port, path)
+                assert status == 503 and "agent state unreadable" in json.loads(body)["error"], (name, path, body)
+            status, text = http(port, "/v2/metrics")
+            assert status == 200 and _metric(text, "vas_agent_state_readable ") == "0.0", name
+            assert http(port, "/readyz")[0] == 503
+            shown = agent.vasctl("status")
+            assert shown.returncode == 1 and "agent state unreadable" in shown.stderr, (name, shown.stderr)
+            snapshot.write_atomic(state, good)
+            assert http(port, "/v2/health/streams/cam1")[0] == 200, name
+        assert exporter.proc.poll() is None and "Traceback" not in exporter.log.read_text()
+    finally:
+        exporter.stop()
