@@ -22,3 +22,27 @@ def test_agent_pause_longer_than_stall_timeout_restarts_nothing(rtsp_camera, age
     assert all(after[sid]["restarts"] == 0 for sid in ids), {sid: after[sid]["restart_reasons"] for sid in ids}
     assert all(alive(pid) for pid in before.values())
     assert "stalled:" not in agent.log()
+
+
+def test_agent_pause_longer_than_heartbeat_timeout_closes_no_viewer(rtsp_camera, agent_factory):
+    from agent.client import request
+    from camera.fixture import free_port
+
+    from .test_sfu import post, sfu_config
+    port = free_port()
+    agent = agent_factory(sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()  # heartbeat 3 s
+    pid = agent.wait_state("cam1", "live", timeout=45)["pid"]
+    viewer = post(port, "/_test/consumers", {"stream_id": "cam1", "client_id": "v"})["consumer_id"]
+    sock = str(agent.runtime_dir / "agent.sock")
+    from .harness import wait_for
+    wait_for(lambda: len(agent.snapshot()["consumers"]["active"]) == 1, 10, "the session")
+    assert request(sock, "POST", f"/consumers/{viewer}/heartbeat")[0] == 200
+    agent.signal(signal.SIGSTOP)
+    try:
+        time.sleep(8)  # the viewer's heartbeats cannot reach a stopped agent
+    finally:
+        agent.signal(signal.SIGCONT)
+    time.sleep(1)  # the sweep (every 1 s) has run by now; the viewer heartbeats again (every 1-2 s)
+    assert request(sock, "POST", f"/consumers/{viewer}/heartbeat")[0] == 200, agent.log()[-2000:]
+    assert agent.snapshot()["consumers"]["ended"].get("stale", 0) == 0
+    assert agent.streams()["cam1"]["pid"] == pid
