@@ -20,6 +20,8 @@ RELOAD_BUSY_WAIT = 60.0
 START_WITHIN = 3.0
 #: Seconds a started restart or cleanup may take before vasctl stops waiting.
 WORK_TIMEOUT = 60.0
+#: How long an old-looking snapshot is watched for the agent's next touch (every second).
+TOUCH_WATCH = 2.5
 
 
 def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int:
@@ -266,10 +268,26 @@ def _change(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, A
 
 
 def _fresh(state: Path) -> bool:
-    try:
-        return time.time() - state.stat().st_mtime <= snapshot.STALE_AFTER
-    except OSError:
+    """The agent proves it is alive: a recent snapshot, or (after a wall-clock step ages lie)
+    one it touches while we watch (it does every second)."""
+    first = _mtime(state)
+    if first is None:
         return False
+    if time.time() - first / 1e9 <= snapshot.STALE_AFTER:
+        return True
+    deadline = time.monotonic() + TOUCH_WATCH
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if _mtime(state) != first:
+            return True
+    return False
+
+
+def _mtime(state: Path) -> int | None:
+    try:
+        return state.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _not_applied(why: str) -> None:

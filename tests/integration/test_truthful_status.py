@@ -123,9 +123,11 @@ def test_changes_to_a_stopped_agent_answer_503_quickly_and_are_never_applied(age
                 status, body = http(port, path, method, admin)
                 took = time.monotonic() - started
                 assert status == 503 and json.loads(body)["applied"] is False and took < 3 + 2, (path, took, body)
+                print(f"stopped agent, fresh snapshot: {path} -> 503 in {took:.2f}s")
             started = time.monotonic()
             restart = agent.vasctl("restart", "cam2")
             assert restart.returncode == 1 and "not applied" in restart.stderr and time.monotonic() - started < 3 + 3
+            print(f"stopped agent: vasctl restart -> exit 1 in {time.monotonic() - started:.2f}s")
             time.sleep(1)
             # Stale now: 503 at once, nothing sent.
             for method, path in calls:
@@ -133,6 +135,7 @@ def test_changes_to_a_stopped_agent_answer_503_quickly_and_are_never_applied(age
                 status, body = http(port, path, method, admin)
                 assert status == 503 and "nothing was sent" in json.loads(body)["error"]
                 assert time.monotonic() - started < 0.5
+                print(f"stopped agent, stale snapshot: {path} -> 503 in {time.monotonic() - started:.3f}s")
             assert agent.vasctl("restart", "cam1").returncode == 1
         finally:
             agent.signal(signal.SIGCONT)
