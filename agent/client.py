@@ -4,7 +4,32 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from typing import Any
+
+#: The caller's deadline to *start* a request, in CLOCK_MONOTONIC seconds (system-wide on
+#: Linux, immune to wall-clock steps; caller and agent share the host by the unix socket).
+START_BY = "X-Vas-Start-By"
+
+
+def start_by(within: float) -> dict[str, str]:
+    """The header asking the agent to drop a request it has not started within ``within`` seconds."""
+    return {START_BY: f"{time.monotonic() + within:.3f}"}
+
+
+def too_late(header: str | None, now: float) -> bool:
+    """True when a request carrying ``header`` reached its handler after its deadline.
+
+    A caller that gave up (timeout) answered "not applied"; a request read later (the
+    agent was stopped or hung meanwhile) must then not be applied behind its back.
+    A malformed header counts as passed: refusing is the safe side.
+    """
+    if header is None:
+        return False
+    try:
+        return not now <= float(header) < float("inf")
+    except ValueError:
+        return True
 
 
 class AgentUnreachable(Exception):
@@ -22,11 +47,12 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def request(socket_path: str, method: str, path: str, *, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
+def request(socket_path: str, method: str, path: str, *, timeout: float = 60.0,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """``(status, json_body)`` of one request to the agent."""
     conn = _UnixConnection(socket_path, timeout)
     try:
-        conn.request(method, path, headers={"Content-Length": "0"})
+        conn.request(method, path, headers={"Content-Length": "0", **(headers or {})})
         resp = conn.getresponse()
         body = resp.read()
     except (FileNotFoundError, ConnectionRefusedError) as exc:

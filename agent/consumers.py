@@ -22,6 +22,8 @@ from .config import ConsumersConfig
 
 log = logging.getLogger("vas.sfu")
 POLL_INTERVAL = 5.0
+#: A sleep this late means the agent itself was paused (agent/stall.py uses the same figure).
+PAUSE_GAP = 1.0
 #: Upper bounds (seconds) of the session-duration histogram's buckets.
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0)
 
@@ -136,7 +138,20 @@ class ConsumerTracker:
             if time.monotonic() - last_sweep >= self.cfg.sweep_interval:
                 last_sweep = time.monotonic()
                 await self.sweep()
-            await asyncio.sleep(min(POLL_INTERVAL, self.cfg.sweep_interval))
+            pause = min(POLL_INTERVAL, self.cfg.sweep_interval)
+            before = time.monotonic()
+            await asyncio.sleep(pause)
+            self.credit_pause(time.monotonic() - before - pause)
+
+    def credit_pause(self, late: float) -> None:
+        """A sleep that ended ``late`` seconds late: the agent itself did not run (SIGSTOP, a VM
+        freeze).  Heartbeats could not reach it meanwhile, so that time is not the viewers'
+        silence: every session's heartbeat moves on by it (else all would be swept at once)."""
+        if late <= PAUSE_GAP:
+            return
+        log.info("consumers: the agent did not run for %.1fs; viewers' heartbeat clocks moved on by that", late)
+        for session in self.sessions.values():
+            session.heartbeat_mono += late
 
     def _end(self, consumer_id: str, reason: str) -> None:
         session = self.sessions.pop(consumer_id, None)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .client import START_BY, too_late
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -20,8 +22,6 @@ if TYPE_CHECKING:
 
 AGENT_KEY = web.AppKey("agent", object)
 log = logging.getLogger("vas.control")
-
-
 class QuietProtocolErrors(logging.Filter):
     """aiohttp logs a client's malformed HTTP as an error with a traceback: a port scanner
     or a broken client would fill the log.  One short debug line instead."""
@@ -46,7 +46,7 @@ def quiet_protocol_errors() -> None:
 
 def create_app(agent: Agent) -> web.Application:
     """The control API as an aiohttp application."""
-    app = web.Application(middlewares=[_json_errors])
+    app = web.Application(middlewares=[_deadline, _json_errors])
     app[AGENT_KEY] = agent
     app.router.add_get("/status", _status)
     app.router.add_post("/reload", _reload)
@@ -55,6 +55,16 @@ def create_app(agent: Agent) -> web.Application:
     app.router.add_post("/consumers/{id}/heartbeat", _heartbeat)
     app.router.add_delete("/streams/{sid}/consumers/{cid}", _close_consumer)
     return app
+
+
+@web.middleware
+async def _deadline(request: web.Request, handler) -> web.StreamResponse:
+    """Drop a request read after the caller's deadline (``X-Vas-Start-By``): not applied."""
+    if too_late(request.headers.get(START_BY), time.monotonic()):
+        log.warning("control: %s %s dropped: read after its caller's deadline (the agent was stopped or "
+                    "busy); not applied", request.method, request.path)
+        return _error(503, "the agent read this request after its deadline; not applied", applied=False)
+    return await handler(request)
 
 
 @web.middleware

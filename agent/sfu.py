@@ -107,10 +107,12 @@ class SfuProcess:
                 self._failed(f"cannot start {self.cfg.command[0]}: {exc.strerror or exc}", "exit")
                 return "exit", 0.0
             log.info("spawned: sfu with pid %d", self.child.pid)
+        generation = self.generation
         try:
             reason = await self._life()
         finally:
-            if self.state == "up":
+            # By now _end() has set "error": whether this life went up is told by the generation.
+            if self.generation != generation:
                 self._on_down()
         return reason, time.monotonic() - started
 

@@ -72,5 +72,7 @@ def read(path: Path, *, now: float | None = None) -> tuple[dict[str, Any], float
         raise SnapshotUnavailable(f"no snapshot at {path}: is vas-agent running with this runtime_dir?") from None
     except PermissionError:
         raise SnapshotUnavailable(f"permission denied on {path}: run as root or as a member of group vas") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise SnapshotUnavailable(f"cannot read snapshot {path}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # garbage bytes, bad JSON, absurd nesting
+        raise SnapshotUnavailable(f"agent state unreadable: {path}: {str(exc)[:200]}") from None

@@ -15,6 +15,28 @@ if TYPE_CHECKING:
     from .stream import Stream
 
 log = logging.getLogger("vas.stream")
+#: A timer this late means the agent itself was not running (SIGSTOP, VM freeze, swap-in).
+PAUSE_GAP = 1.0
+#: After a deadline passes, how long pending output may still be read before the verdict:
+#: a poll interrupted by SIGCONT returns no events, so the pipe is read only on the next turn.
+SETTLE = 0.5
+
+
+def stall_verdict(*, now: float, due: float, last: float, timeout: float, settled: bool) -> tuple[str, float]:
+    """What a stall timer due at ``due`` does when it runs at ``now`` (monotonic seconds).
+
+    ``("rearm", now + timeout)`` when the timer ran late by more than PAUSE_GAP (the agent was
+    paused, so it cannot say the child was quiet); ``("wait", deadline)`` while progress is
+    recent; ``("settle", now + SETTLE)`` once, to read what the child wrote before judging;
+    then ``("kill", now)``.
+    """
+    if now - due > PAUSE_GAP:
+        return "rearm", now + timeout
+    if now < last + timeout:
+        return "wait", last + timeout
+    if not settled:
+        return "settle", now + SETTLE
+    return "kill", now
 
 
 class StallWatch:
@@ -30,6 +52,8 @@ class StallWatch:
         self.report: Progress | None = None  # last report that advanced, this run
         self._last = time.monotonic()
         self._handle: asyncio.TimerHandle | None = None
+        self._due = self._last
+        self._settled = False
 
     def arm(self) -> None:
         timeout = self.stream.cfg.stall_timeout
@@ -49,6 +73,7 @@ class StallWatch:
 
     def touch(self) -> None:
         self._last = time.monotonic()
+        self._settled = False
 
     def cancel(self) -> None:
         if self._handle:
@@ -57,6 +82,7 @@ class StallWatch:
 
     def _schedule(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
+        self._due = deadline
         self._handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._check)
 
     def _check(self) -> None:
@@ -64,9 +90,15 @@ class StallWatch:
         timeout = self.stream.cfg.stall_timeout
         if timeout <= 0:
             return
-        deadline = self._last + timeout
-        if time.monotonic() < deadline:
-            self._schedule(deadline)
+        now = time.monotonic()
+        action, at = stall_verdict(now=now, due=self._due, last=self._last, timeout=timeout, settled=self._settled)
+        if action == "rearm":
+            log.info("stall watch: %s: the agent itself did not run for %.1fs; giving the process a full "
+                     "%gs again", self.stream.cfg.id, now - self._due, timeout)
+            self._last, self._settled = now, False
+        self._settled = action == "settle"
+        if action != "kill":
+            self._schedule(at)
             return
         child = self.stream.child
         if child is not None:

@@ -12,9 +12,16 @@ from typing import Any, TextIO
 
 from . import snapshot
 from .client import AgentUnreachable, request
+from .snapshot_view import mark_stale, shape_error
 
 CPU_SAMPLE_SECONDS = 0.2
 RELOAD_BUSY_WAIT = 60.0
+#: Seconds the agent has to start a restart or cleanup; after that it drops the request unread.
+START_WITHIN = 3.0
+#: Seconds a started restart or cleanup may take before vasctl stops waiting.
+WORK_TIMEOUT = 60.0
+#: How long an old-looking snapshot is watched for the agent's next touch (every second).
+TOUCH_WATCH = 2.5
 
 
 def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int:
@@ -24,7 +31,13 @@ def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int
     except snapshot.SnapshotUnavailable as exc:
         print(f"vasctl: {exc}", file=sys.stderr)
         return 1
+    problem = shape_error(data)
+    if problem:
+        print(f"vasctl: agent state unreadable: {runtime_dir / snapshot.SNAPSHOT_NAME}: {problem}", file=sys.stderr)
+        return 1
     alive = age <= snapshot.STALE_AFTER and data["agent"].get("status") != "stopped"
+    if age > snapshot.STALE_AFTER:  # the agent's last word, not the present: every state unknown
+        data = mark_stale(data, age)
     data["agent"].update(alive=alive, snapshot_age_seconds=round(age, 3))
     _add_usage(data["streams"])
     if as_json:
@@ -116,8 +129,9 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
             uptime = _duration(now - s["pid_started_at"])
         else:
             uptime = "-"
+        state = f"unknown (was {s['last_known_state']})" if s.get("stale") else s["state"]
         rows.append((
-            s["id"], s["state"], uptime, str(s["restarts"]),
+            s["id"], state, uptime, str(s["restarts"]),
             f"{prog['fps']:.1f}" if prog.get("fps") is not None and s.get("pid") else "-",
             f"{s['cpu_percent']:.1f}%" if s.get("cpu_percent") is not None else "-",
             f"{s['rss_bytes'] / 2**20:.0f}MiB" if s.get("rss_bytes") else "-",
@@ -183,7 +197,7 @@ def reload(socket_path: Path) -> int:
 
 def restart(socket_path: Path, stream_id: str) -> int:
     """Restart one stream now."""
-    code, body = _call(socket_path, "POST", f"/streams/{stream_id}/restart")
+    code, body = _change(socket_path, "POST", f"/streams/{stream_id}/restart")
     if code == 200:
         print(f"restarted: {stream_id} (pid {body.get('pid')})")
         return 0
@@ -196,7 +210,7 @@ def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool, retentio
     """Apply recording retention now and report what went (or would go)."""
     query = "&".join(q for q in (f"stream={stream_id}" if stream_id else "", "dry_run=1" if dry_run else "",
                                  f"retention_days={retention_days:g}" if retention_days is not None else "") if q)
-    code, body = _call(socket_path, "POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
+    code, body = _change(socket_path, "POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
     if code != 200:
         print(f"vasctl: {body.get('error')}", file=sys.stderr)
         return 1
@@ -218,3 +232,64 @@ def _call(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, Any
     except AgentUnreachable as exc:
         print(f"vasctl: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _change(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    """A change the agent must start within START_WITHIN or drop; exit 1 "not applied" otherwise.
+
+    Nothing is sent to an agent whose snapshot is stale (stopped or hung).  While
+    waiting, a snapshot that goes stale after the start window ends the wait: the
+    agent will drop the request when it reads it, so "not applied" stays true.
+    """
+    import threading
+
+    from .client import start_by
+    state = socket_path.parent / snapshot.SNAPSHOT_NAME
+    if not _fresh(state):
+        _not_applied("the agent is not running or not responding (stale snapshot): nothing was sent")
+    result: dict[str, Any] = {}
+    headers = start_by(START_WITHIN)
+
+    def send() -> None:
+        try:
+            result["answer"] = request(str(socket_path), method, path, timeout=WORK_TIMEOUT, headers=headers)
+        except AgentUnreachable as exc:
+            result["error"] = exc
+    worker = threading.Thread(target=send, name="vasctl-call", daemon=True)
+    worker.start()
+    started = time.monotonic()
+    while worker.is_alive():
+        worker.join(0.5)
+        if worker.is_alive() and time.monotonic() - started > START_WITHIN and not _fresh(state):
+            _not_applied("the agent stopped responding before it started this; it will drop it")
+    if "error" in result:
+        _not_applied(str(result["error"]))
+    return result["answer"]
+
+
+def _fresh(state: Path) -> bool:
+    """The agent proves it is alive: a recent snapshot, or (after a wall-clock step ages lie)
+    one it touches while we watch (it does every second)."""
+    first = _mtime(state)
+    if first is None:
+        return False
+    if time.time() - first / 1e9 <= snapshot.STALE_AFTER:
+        return True
+    deadline = time.monotonic() + TOUCH_WATCH
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if _mtime(state) != first:
+            return True
+    return False
+
+
+def _mtime(state: Path) -> int | None:
+    try:
+        return state.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _not_applied(why: str) -> None:
+    print(f"vasctl: {why}; not applied", file=sys.stderr)
+    raise SystemExit(1)

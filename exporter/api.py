@@ -18,7 +18,13 @@ from .control import AgentUnreachable
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    """An error answer: JSON ``{"error": ...}``, never cached."""
     return web.json_response({"error": message, **extra}, status=status, headers={"Cache-Control": "no-store"})
+
+
+def _unavailable(message: str, **extra: Any) -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(text=json.dumps({"error": message, **extra}), content_type="application/json",
+                                      headers={"Cache-Control": "no-store"})
 
 
 class Api:
@@ -44,8 +50,15 @@ class Api:
         r.add_delete("/v2/streams/{stream_id}/consumers/{consumer_id}", self.close_consumer)
 
     # -- reads ------------------------------------------------------------------
+    def _known(self) -> Any:
+        """The view, or 503 when there is no agent state to answer from (never a 404 for a known id)."""
+        view = self.ctx.view()
+        if view.data is None:
+            raise _unavailable(view.error or "agent state unavailable")
+        return view
+
     def _streams(self) -> dict[str, dict[str, Any]]:
-        return {s["id"]: s for s in self.ctx.view().streams}
+        return {s["id"]: s for s in self._known().streams}
 
     async def system(self, request: web.Request) -> web.Response:
         import os
@@ -62,7 +75,9 @@ class Api:
             "status": "healthy" if not ready["failing"] else ("degraded" if up else "down"),
             "timestamp": time.time(), "failing": ready["failing"],
             "agent": {**(data.get("agent") or {}), "up": up,
-                      "snapshot_age_seconds": None if view.age is None else round(view.age, 3)},
+                      "snapshot_age_seconds": None if view.age is None else round(view.age, 3),
+                      "stale": view.stale, "state_readable": not view.unreadable,
+                      **({"error": view.error} if view.error else {})},
             "streams": {"total": len(view.streams), "enabled": sum(bool(s.get("enabled")) for s in view.streams),
                         "by_state": by_state},
             "sfu": data.get("sfu"), "config": data.get("config"),
@@ -72,8 +87,8 @@ class Api:
             "readiness": {"min_live_ratio": settings.min_live_ratio, "require_sfu": settings.require_sfu}})
 
     async def stream(self, request: web.Request) -> web.Response:
-        sid = request.match_info["stream_id"]
-        stream = self._streams().get(sid)
+        sid, view = request.match_info["stream_id"], self._known()
+        stream = {s["id"]: s for s in view.streams}.get(sid)
         if stream is None:
             owner = self._owner_elsewhere(sid)
             if owner is not None:  # fleet mode: another node runs it; say which, and send the client there
@@ -81,11 +96,12 @@ class Api:
                 return web.json_response({"id": sid, "state": "elsewhere", "up": None, "owner": owner},
                                          status=307 if headers else 200, headers=headers)
             return json_error(404, f"unknown stream '{sid}'")
-        return web.json_response({**stream, "up": stream.get("state") == "live"})
+        return web.json_response({**stream, "up": stream.get("state") == "live", "stale": view.stale,
+                                  "snapshot_age_seconds": None if view.age is None else round(view.age, 3)})
 
     def _owner_elsewhere(self, sid: str) -> dict[str, Any] | None:
         """The node that owns ``sid`` per this node's view of etcd, when it is not this one."""
-        fleet = (self.ctx.view().data or {}).get("fleet") or {}
+        fleet = (self._known().data or {}).get("fleet") or {}
         owner = (fleet.get("owners") or {}).get(sid)
         if not owner or owner.get("node") == fleet.get("node"):
             return None
@@ -109,7 +125,7 @@ class Api:
         return web.json_response(groups, headers={"Cache-Control": "no-store"})
 
     async def ingestion(self, request: web.Request) -> web.Response:
-        view = self.ctx.view()
+        view = self._known()
         self.ctx.metrics.sampler.sample(view.streams)
         samples, now, out = self.ctx.metrics.sampler.samples, time.time(), []
         for s in view.streams:
@@ -119,14 +135,15 @@ class Api:
                         "uptime_seconds": round(now - s["pid_started_at"], 3) if s.get("pid_started_at") else None,
                         "restarts": s.get("restarts", 0), "fps": (s.get("progress") or {}).get("fps"),
                         "last_error": (s.get("last_error") or [])[-5:]})
-        return web.json_response({"processes": out, "count": len(out)})
+        return web.json_response({"processes": out, "count": len(out), "stale": view.stale})
 
     async def producers(self, request: web.Request) -> web.Response:
-        items = [{"stream_id": s["id"], **s["producer"]} for s in self.ctx.view().streams if s.get("producer")]
-        return web.json_response({"producers": items, "count": len(items)})
+        view = self._known()
+        items = [{"stream_id": s["id"], **s["producer"]} for s in view.streams if s.get("producer")]
+        return web.json_response({"producers": items, "count": len(items), "stale": view.stale})
 
     def _consumers(self) -> dict[str, Any]:
-        return (self.ctx.view().data or {}).get("consumers") or {}
+        return (self._known().data or {}).get("consumers") or {}
 
     async def consumers(self, request: web.Request) -> web.Response:
         c = self._consumers()
@@ -140,9 +157,9 @@ class Api:
         return web.json_response(match) if match else json_error(404, f"unknown consumer '{cid}'")
 
     async def recordings(self, request: web.Request) -> web.Response:
-        streams = self.ctx.view().streams
-        return web.json_response({"filesystem": self._filesystem(),
-                                  "streams": [self._recording(s) for s in streams]})
+        view = self._known()
+        return web.json_response({"filesystem": self._filesystem(), "stale": view.stale,
+                                  "streams": [self._recording(s) for s in view.streams]})
 
     async def recording(self, request: web.Request) -> web.Response:
         sid = request.match_info["stream_id"]
@@ -165,7 +182,7 @@ class Api:
         retention = rec.get("retention_seconds")
         return {"stream_id": s["id"], "enabled": rec.get("enabled"), "segment_count": count, "total_bytes": total,
                 "total_size_mb": None if total is None else round(total / 2**20, 3), "oldest_segment_at": oldest,
-                "retention_days": retention / 86400 if retention else None}
+                "retention_days": retention / 86400 if retention else None, "stale": bool(s.get("stale"))}
 
     # -- changes (token required; the agent does the work) -------------------------
     async def heartbeat(self, request: web.Request) -> web.Response:
@@ -215,8 +232,13 @@ class Api:
         return web.json_response(body, status=status)
 
     async def _call(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        """Forward to the agent; 503 (not applied) when it is down, hung or too late."""
+        view, stale_after = self.ctx.view(), self.ctx.settings.stale_after
+        if not view.fresh(stale_after) or view.data is None:
+            age = "unknown" if view.age is None else f"{view.age:.0f}s old"
+            raise _unavailable(f"the agent is not running or not responding (its state is {age}): "
+                               "nothing was sent, nothing applied", applied=False)
         try:
-            return await self.ctx.control.call(method, path)
+            return await self.ctx.control.call(method, path, alive=lambda: self.ctx.view().fresh(stale_after))
         except AgentUnreachable as exc:
-            raise web.HTTPServiceUnavailable(text=json.dumps({"error": str(exc)}),
-                                             content_type="application/json") from None
+            raise _unavailable(str(exc), applied=False) from None

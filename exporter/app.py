@@ -33,7 +33,7 @@ class Context:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.source = SnapshotSource(settings.snapshot_path)
+        self.source = SnapshotSource(settings.snapshot_path, settings.stale_after)
         self.recordings = RecordingStats()
         self.metrics = Metrics(self.recordings)
         self.auth = Auth(settings.tokens_file)
@@ -43,6 +43,7 @@ class Context:
     def apply(self, settings: Settings) -> None:
         """New settings on SIGHUP: readiness thresholds and tokens (listen needs a restart)."""
         self.settings = settings
+        self.source.stale_after = settings.stale_after
         if self.health is not None:
             self.health.settings, self.health._cache = settings, None
         self.auth.path = settings.tokens_file

@@ -18,24 +18,30 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def readiness(view: View, settings: Settings) -> dict[str, Any]:
-    """Every check with its value; ``ready`` only when all pass."""
+    """Every check with its value; ``ready`` only when all pass.
+
+    From a stale snapshot nothing is known of the streams or the SFU now: those
+    checks fail with the value ``unknown`` rather than repeat the agent's last word.
+    """
     data = view.data or {}
     status = (data.get("agent") or {}).get("status")
     enabled = [s for s in view.streams if s.get("enabled")]
     live = sum(s.get("state") == "live" for s in enabled)
     ratio = live / len(enabled) if enabled else None
     sfu = data.get("sfu")
-    checks = [
+    checks: list[dict[str, Any]] = [
         {"check": "snapshot_fresh", "ok": view.fresh(settings.stale_after),
          "value": None if view.age is None else round(view.age, 3), "want": f"<= {settings.stale_after:g}s",
          **({"error": view.error} if view.error else {})},
+        {"check": "snapshot_readable", "ok": not view.unreadable, "value": "unreadable" if view.unreadable else "ok",
+         "want": "ok"},
         {"check": "agent_running", "ok": status == "running", "value": status, "want": "running"},
         {"check": "sfu_up", "ok": not (settings.require_sfu and sfu) or sfu.get("state") == "up",
          "value": sfu.get("state") if sfu else "not configured",
          "want": "up" if settings.require_sfu else "not required"},
-        {"check": "live_ratio", "ok": ratio is None or ratio >= settings.min_live_ratio,
-         "value": None if ratio is None else round(ratio, 4), "want": f">= {settings.min_live_ratio:g}",
-         "live": live, "enabled": len(enabled)},
+        {"check": "live_ratio", "ok": not view.stale and (ratio is None or ratio >= settings.min_live_ratio),
+         "value": "unknown" if view.stale else None if ratio is None else round(ratio, 4),
+         "want": f">= {settings.min_live_ratio:g}", "live": None if view.stale else live, "enabled": len(enabled)},
     ]
     fleet = data.get("fleet")
     if fleet is not None:  # fleet mode: a node cut off from etcd keeps recording but takes no traffic

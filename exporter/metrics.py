@@ -18,13 +18,15 @@ import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from agent.snapshot_view import UNKNOWN
 from agent.states import StreamState
 
 from .recordings import RecordingStats
 from .source import View
 
 PSUTIL_TTL = 2.0
-STATES = [s.value for s in StreamState]
+#: ``unknown``: the snapshot is stale, so nobody knows the stream's state now (agent down or hung).
+STATES = [*(s.value for s in StreamState), UNKNOWN]
 RESTART_REASONS = ("exit", "stall", "config", "manual", "sfu")
 VERSION = "0.1.0"
 
@@ -86,7 +88,7 @@ class Metrics:
         self.latency = Histogram("vas_api_request_duration_seconds", "API request latency.",
                                  ["handler", "method", "code"], registry=self.live,
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
-        self._cached: tuple[tuple[int, int], bytes] | None = None
+        self._cached: tuple[tuple[int, bool, int], bytes] | None = None
         self._cached_processes: tuple[float, bytes] | None = None
 
     def observe_request(self, handler: str, method: str, code: int, seconds: float) -> None:
@@ -95,7 +97,7 @@ class Metrics:
 
     def render(self, view: View, *, stale_after: float) -> bytes:
         """Three parts, each rendered only when its data changed: snapshot, processes, per-scrape."""
-        key = (view.version, self.recordings.version)
+        key = (view.version, view.stale, self.recordings.version)
         if self._cached is None or self._cached[0] != key:
             self.view = view
             self._cached = (key, generate_latest(self.registry))
@@ -133,6 +135,8 @@ class _LiveCollector:
         yield _gauge("vas_agent_up", "1 while the agent's snapshot is fresh and it is not stopped.", value=float(up))
         yield _gauge("vas_agent_snapshot_age_seconds", "Seconds since the agent last proved it is alive.",
                      value=self.view.age if self.view.age is not None else float("nan"))
+        yield _gauge("vas_agent_state_readable", "0 while the agent's snapshot file is there but unreadable.",
+                     value=float(not self.view.unreadable))
         fs = self.recordings.filesystem()
         if fs is not None:
             yield _gauge("vas_recording_filesystem_free_bytes", "Free bytes on the recordings filesystem.", value=fs[0])
@@ -149,7 +153,8 @@ def _gauge(name: str, doc: str, *, value: float) -> GaugeMetricFamily:
 def _stream_families(streams: list[dict[str, Any]]) -> Iterator[Metric]:
     now = time.time()
     counts = {state: 0 for state in STATES}
-    up = GaugeMetricFamily("vas_stream_up", "1 when the stream is live.", labels=["stream"])
+    up = GaugeMetricFamily("vas_stream_up", "1 when the stream is live (0 while the agent state is stale).",
+                           labels=["stream"])
     state = GaugeMetricFamily("vas_stream_state", "1 for the stream's current state.", labels=["stream", "state"])
     uptime = GaugeMetricFamily("vas_stream_uptime_seconds", "Seconds the current process has run.", labels=["stream"])
     restarts = CounterMetricFamily("vas_stream_restarts", "Restarts by reason.", labels=["stream", "reason"])
@@ -209,6 +214,8 @@ def _sfu_families(data: dict[str, Any], streams: list[dict[str, Any]]) -> Iterat
         p = s.get("producer")
         if p:
             states["confirmed" if p.get("confirmed") else "unconfirmed"] += 1
+            if p.get("stale"):
+                continue  # the agent is down: whether it still exists is unknown
             p_uptime.add_metric([s["id"]], max(0.0, time.time() - p.get("since", time.time())))
     for name, n in states.items():
         producers.add_metric([name], n)

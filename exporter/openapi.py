@@ -8,7 +8,8 @@ _NUM = {"type": ["number", "null"]}
 _STR = {"type": ["string", "null"]}
 _STREAM = {"type": "object", "required": ["id", "state", "enabled", "restarts"], "properties": {
     "id": {"type": "string"}, "name": {"type": "string"}, "enabled": {"type": "boolean"},
-    "url": _STR, "state": {"enum": ["initializing", "ready", "live", "error", "stopped"]},
+    "url": _STR, "state": {"enum": ["initializing", "ready", "live", "error", "stopped", "unknown"]},
+    "stale": {"type": "boolean"}, "snapshot_age_seconds": _NUM, "last_known_state": _STR,
     "pid": {"type": ["integer", "null"]}, "restarts": {"type": "integer"}, "up": {"type": "boolean"},
     "last_error": {"type": "array", "items": {"type": "string"}}}}
 _ELSEWHERE = {"type": "object", "required": ["id", "state", "owner"], "properties": {
@@ -35,7 +36,8 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "bad parameter (named)", 401: "missing, unknown or malformed bearer token",
              403: "token scope too small", 404: "unknown id", 409: "refused by the agent",
-             503: "the agent is unreachable, or the tokens file was refused (mutating routes)"}
+             503: "agent state unreadable or unavailable, or the tokens file was refused; "
+                  "for a change: not applied (agent down, hung or late)"}
     return {str(c): _json(_ERROR, texts[c]) for c in codes}
 
 
@@ -75,20 +77,20 @@ def spec() -> dict[str, Any]:
                 "summary": "one stream (fleet mode: a stream owned by another node answers 307 to it)",
                 "parameters": [_param("stream_id")],
                 "responses": {"200": _json(_STREAM), "307": _json(_ELSEWHERE, "owned by another node (Location)"),
-                              **_errors(404)}}},
+                              **_errors(404, 503)}}},
             "/v2/fleet/targets": _get("Prometheus http_sd targets: every live node's exporter (fleet mode)",
                                       {"type": "array", "items": _TARGETS}),
-            "/v2/health/ingestion": _get("FFmpeg processes", {**obj, "required": ["processes"]}),
-            "/v2/health/producers": _get("SFU producers", {**obj, "required": ["producers"]}),
-            "/v2/health/consumers": _get("viewer sessions", {**obj, "required": ["consumers"]}),
-            "/v2/health/consumers/{consumer_id}": _get("one session", obj, [_param("consumer_id")], (404,)),
+            "/v2/health/ingestion": _get("FFmpeg processes", {**obj, "required": ["processes"]}, codes=(503,)),
+            "/v2/health/producers": _get("SFU producers", {**obj, "required": ["producers"]}, codes=(503,)),
+            "/v2/health/consumers": _get("viewer sessions", {**obj, "required": ["consumers"]}, codes=(503,)),
+            "/v2/health/consumers/{consumer_id}": _get("one session", obj, [_param("consumer_id")], (404, 503)),
             "/v2/health/consumers/{consumer_id}/heartbeat": {"post": {
                 "summary": "a viewer's heartbeat (scope heartbeat or admin)", "security": secured,
                 "parameters": [_param("consumer_id")],
                 "responses": {"200": _json(obj), **_errors(401, 403, 404, 503)}}},
-            "/v2/health/recordings": _get("recordings per stream", {**obj, "required": ["streams"]}),
+            "/v2/health/recordings": _get("recordings per stream", {**obj, "required": ["streams"]}, codes=(503,)),
             "/v2/health/recordings/{stream_id}": _get("one stream's recordings", _RECORDING,
-                                                      [_param("stream_id")], (404,)),
+                                                      [_param("stream_id")], (404, 503)),
             "/v2/health/recordings/cleanup": {"post": {
                 "summary": "apply retention to every stream now (admin)", "security": secured,
                 "parameters": [days], "responses": {"200": _json({**obj, "required": ["deleted_count", "streams"]}),

@@ -2,7 +2,10 @@
 
 The agent replaces ``state.json`` atomically (a new inode each time) and
 touches it every second; so one ``stat`` per request tells both whether the
-content changed (inode, size) and how fresh the agent is (mtime).
+content changed (inode, size) and how fresh the agent is (mtime).  What the
+handlers get is presented by agent/snapshot_view.py: a file of the wrong shape
+is unreadable (``data`` None, ``unreadable`` True), and a stale one claims
+nothing about the present (every stream ``unknown``, ``stale: true``).
 """
 from __future__ import annotations
 
@@ -13,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.snapshot_view import mark_stale, shape_error
+
+#: The exporter's default for ``exporter.stale_after``.
+STALE_AFTER = 5.0
+
 
 @dataclass(frozen=True)
 class View:
@@ -22,45 +30,61 @@ class View:
     age: float | None
     version: int
     error: str | None = None
+    #: Older than the stale limit: ``data`` is the agent's last word, marked as such.
+    stale: bool = False
+    #: A file is there but its content is not a snapshot (garbage, wrong types).
+    unreadable: bool = False
 
     def fresh(self, stale_after: float) -> bool:
+        """The agent proved it was alive within ``stale_after`` seconds."""
         return self.age is not None and self.age <= stale_after
 
     @property
     def streams(self) -> list[dict[str, Any]]:
+        """The streams as presented (an empty list without data)."""
         return (self.data or {}).get("streams") or []
 
 
 class SnapshotSource:
     """Reads ``path`` when it changed; ``version`` grows with every new content."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, stale_after: float = STALE_AFTER) -> None:
+        self.path, self.stale_after = path, stale_after
         self._key: tuple[int, int, int] | None = None
         self._data: dict[str, Any] | None = None
         self._error: str | None = None
+        self._unreadable = False
         self.version = 0
 
     def read(self) -> View:
+        """The snapshot now: one ``stat``; parsed and marked only when something changed."""
         try:
             st = os.stat(self.path)
         except OSError as exc:
             if self._key is not None or self._error is None:
                 self._key, self._data, self.version = None, None, self.version + 1
-            self._error = f"no snapshot at {self.path}: {exc.strerror}"
+            self._error, self._unreadable = f"no snapshot at {self.path}: {exc.strerror}", False
             return View(None, None, self.version, self._error)
         key = (st.st_dev, st.st_ino, st.st_size)
         if key != self._key:
             self._load(key)
-        return View(self._data, max(0.0, time.time() - st.st_mtime), self.version, self._error)
+        age = max(0.0, time.time() - st.st_mtime)
+        if self._data is not None and age > self.stale_after:
+            # Marked per read (a stale agent is the exception): the age in it is the current one.
+            return View(mark_stale(self._data, age), age, self.version, self._error, stale=True)
+        return View(self._data, age, self.version, self._error, unreadable=self._unreadable)
 
     def _load(self, key: tuple[int, int, int]) -> None:
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-            self._data, self._error = data, None
-        except (OSError, ValueError) as exc:
-            self._data, self._error = None, f"cannot read snapshot {self.path}: {exc}"
+            with open(self.path, "rb") as fh:
+                data = json.loads(fh.read().decode("utf-8"))
+            problem = shape_error(data)
+            if problem:
+                raise ValueError(problem)
+            self._data, self._error, self._unreadable = data, None, False
+        except OSError as exc:
+            self._data, self._error, self._unreadable = None, f"cannot read snapshot {self.path}: {exc}", False
+        except (ValueError, RecursionError, TypeError, AttributeError) as exc:  # UnicodeDecodeError: a ValueError
+            self._data, self._unreadable = None, True
+            self._error = f"agent state unreadable: {self.path}: {str(exc)[:200]}"
         self._key, self.version = key, self.version + 1

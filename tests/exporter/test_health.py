@@ -19,11 +19,15 @@ async def test_get_head_and_options_with_no_store(client, path):
 async def test_ready_lists_every_check(client):
     body = await (await client.get("/readyz")).json()
     assert body["status"] == "ready" and body["failing"] == []
-    assert [c["check"] for c in body["checks"]] == ["snapshot_fresh", "agent_running", "sfu_up", "live_ratio"]
+    assert [c["check"] for c in body["checks"]] == ["snapshot_fresh", "snapshot_readable", "agent_running",
+                                                      "sfu_up", "live_ratio"]
 
 
 @pytest.mark.parametrize("change,failing", [
-    (lambda n: n.age(6), ["snapshot_fresh"]),
+    # Stale: the streams' state is unknown now, so the live ratio is not claimed either.
+    (lambda n: n.age(6), ["snapshot_fresh", "live_ratio"]),
+    (lambda n: (n.runtime / "state.json").write_bytes(b"\xff\xfe{garbage"),
+     ["snapshot_readable", "agent_running"]),
     (lambda n: n.write(snapshot_dict([stream("a")], status="draining")), ["agent_running"]),
     (lambda n: n.write(snapshot_dict([stream("a")], status="stopped")), ["agent_running"]),
     (lambda n: n.write(snapshot_dict([stream("a"), stream("b", "error"), stream("c", "error")])), ["live_ratio"]),

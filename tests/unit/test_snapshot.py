@@ -91,7 +91,16 @@ def test_corrupt_snapshot(tmp_path):
     path.write_text('{"version": 1, "streams": [')
     with pytest.raises(SnapshotUnavailable) as info:
         read(path)
-    assert str(info.value).startswith(f"cannot read snapshot {path}: Expecting value")
+    assert str(info.value).startswith(f"agent state unreadable: {path}: Expecting value")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe garbage", b"[" * 100000 + b"]" * 100000])
+def test_garbage_and_absurd_nesting_are_unreadable_not_a_crash(tmp_path, content):
+    # kill_orphans() reads this at the agent's start: it must never raise anything else.
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with pytest.raises(SnapshotUnavailable, match="agent state unreadable"):
+        read(path)
 
 
 def test_snapshot_path_is_a_directory(tmp_path):

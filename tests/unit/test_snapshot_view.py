@@ -1,0 +1,66 @@
+"""How readers present the snapshot (issue 16, items 15, 17, 18): pure functions."""
+from __future__ import annotations
+
+import pytest
+
+from agent.client import too_late
+from agent.snapshot_view import mark_stale, shape_error
+from exporter.control import kind_of
+
+GOOD = {"agent": {"pid": 1, "status": "running", "started_at": 1.0}, "config": {"last_reload": None},
+        "streams": [{"id": "cam1", "state": "live", "enabled": True, "pid": 42, "pid_started_at": 100.0,
+                     "restarts": 0, "restart_reasons": {}, "progress": {"fps": 25.0, "frames": 10},
+                     "producer": {"id": "p", "confirmed": True, "packets": 5}, "last_error": [],
+                     "recording": {"enabled": True, "deleted": {"age": {"segments": 1, "bytes": 2}}}}],
+        "sfu": {"state": "up", "pid": 7, "restart_reasons": {"exit": 1}},
+        "consumers": {"active": [{"consumer_id": "c1"}], "per_stream": {"cam1": 1}}}
+
+
+def test_a_good_snapshot_has_no_shape_error():
+    assert shape_error(GOOD) is None
+
+
+@pytest.mark.parametrize("change,where", [
+    (lambda d: d.pop("streams"), "'streams'"),
+    (lambda d: d.update(agent="x"), "'agent'"),
+    (lambda d: d["streams"].append(3), "streams[1]"),
+    (lambda d: d["streams"][0].pop("id"), "no 'id'"),
+    (lambda d: d["streams"][0].update(enabled=1), "'enabled'"),
+    (lambda d: d["streams"][0].update(restarts=True), "'restarts'"),
+    (lambda d: d["streams"][0].update(pid=1.5), "'pid'"),
+    (lambda d: d["streams"][0]["progress"].update(fps="25"), "progress.fps"),
+    (lambda d: d["streams"][0]["recording"].update(deleted={"age": 3}), "recording.deleted"),
+    (lambda d: d["sfu"].update(restart_reasons={"exit": "1"}), "sfu.restart_reasons"),
+    (lambda d: d["consumers"].update(active=[{"id": 1}]), "consumers.active"),
+    (lambda d: d["agent"].update(started_at="yesterday"), "agent.started_at"),
+])
+def test_each_wrong_type_is_named(change, where):
+    import copy
+    data = copy.deepcopy(GOOD)
+    change(data)
+    assert where in (shape_error(data) or ""), shape_error(data)
+
+
+def test_stale_marks_every_stream_and_the_sfu_unknown_without_a_pid():
+    out = mark_stale(GOOD, 12.3456)
+    s = out["streams"][0]
+    assert (s["state"], s["last_known_state"], s["stale"]) == ("unknown", "live", True)
+    assert s["snapshot_age_seconds"] == 12.346
+    assert (s["pid"], s["last_known_pid"], s["pid_started_at"]) == (None, 42, None)
+    assert s["producer"]["confirmed"] is False and s["producer"]["stale"] is True
+    assert out["sfu"]["state"] == "unknown" and out["sfu"]["last_known_state"] == "up" and out["sfu"]["pid"] is None
+    assert GOOD["streams"][0]["state"] == "live" and GOOD["sfu"]["state"] == "up"  # the original is untouched
+
+
+@pytest.mark.parametrize("header,now,late", [
+    (None, 100.0, False), ("100.5", 100.0, False), ("99.9", 100.0, True),
+    ("nan", 100.0, True), ("inf", 100.0, True), ("soon", 100.0, True),
+])
+def test_a_request_read_after_its_deadline_is_too_late(header, now, late):
+    assert too_late(header, now) is late
+
+
+def test_each_control_path_has_its_kind():
+    assert kind_of("/consumers/c1/heartbeat") == "heartbeat"
+    assert kind_of("/recordings/cleanup?stream=cam1") == "cleanup"
+    assert kind_of("/streams/cam1/consumers/c1") == "consumer"
