@@ -22,7 +22,11 @@ from typing import Any
 
 from .config import Config
 from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments, log_error
+from . import retention_memory as memory
+from .retention_disk import Filesystem, floor_problem, measure
+from .retention_memory import orphan_max_age
 from .retention_plans import plan_disk, plan_stream
+from .retention_pressure import Pressure
 from .segment_index import SegmentIndex
 from .segment_watch import Watch
 from .wallclock import ClockSteps
@@ -58,6 +62,8 @@ class Retention:
         self._closed = False
         self.failed: str | None = None
         self.clock = ClockSteps()  # ages stay true across wall-clock steps
+        self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
+        self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -85,21 +91,40 @@ class Retention:
             if self._watch is not None:
                 await asyncio.to_thread(self._watch.stop)
 
-    def update(self, cfg: Config) -> None:
-        """A reload: new policies apply in place (a new root needs an agent restart)."""
+    def update(self, cfg: Config) -> list[str]:
+        """A reload: new policies apply in place (a new root needs an agent restart).
+
+        Returns what the operator should hear: removed streams' recordings, unreachable floors.
+        """
         if cfg.recordings_root != self.root:
             log.warning("recordings.root changed to %s: retention keeps watching %s until the agent restarts",
                         cfg.recordings_root, self.root)
             cfg = dataclasses.replace(cfg, recordings_root=self.root)
-        self.cfg = cfg
+        old, self.cfg = self.cfg, cfg
+        self.remembered = memory.merged({**self.remembered, **memory.merged({}, old, ())}, cfg, self.index.streams)
+        self._spawn(self._save_memory())
+        notes = [memory.orphan_note(sid, self.root / sid, self.index.stats(sid),
+                                    orphan_max_age(self.remembered.get(sid), cfg.recordings.orphan_retention))
+                 for sid in old.streams if sid not in cfg.streams and self.index.stats(sid)[0]]
+        notes += [p for fs in self.pressure.filesystems
+                  if (p := floor_problem(cfg.recordings, fs.total, fs.path)) is not None]
         self._schedule_age(0.0)
         self._spawn(self.enforce())
+        return notes
+
+    async def _save_memory(self) -> None:
+        async with self._lock:  # one writer of the file at a time
+            await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
         async with self._lock:
             started = time.monotonic()
             await asyncio.to_thread(self.index.scan_all)
+            if why == "start":
+                self.remembered = memory.merged(await asyncio.to_thread(memory.load, self.root), self.cfg,
+                                                self.index.streams)
+                await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
             self.ready.set()
@@ -108,33 +133,38 @@ class Retention:
         await self.enforce()
 
     async def enforce(self) -> None:
-        """Run every policy now (age, orphan, size, then the free-space floor)."""
+        """Run every policy now (age, orphan, size, then the free-space floor per filesystem)."""
         await self.ready.wait()
         async with self._lock:
             self.clock.check()
             now = time.time()
-            fs = await asyncio.to_thread(self._statvfs)
-            plans = await asyncio.to_thread(self._plan_all, now, fs)
+            plans, pressure = await asyncio.to_thread(self._plan_all, now)
             merged: dict[str, list[Candidate]] = {}  # one run per reason: streams delete in parallel
             for reason, doomed in plans:
                 merged.setdefault(reason, []).extend(doomed)
             for reason, doomed in merged.items():
                 await asyncio.to_thread(self._execute, doomed, reason, now)
+            for fs, doomed in pressure:
+                self.pressure.record(fs, await asyncio.to_thread(self._execute, doomed, "disk", now))
             self._last_age = time.monotonic()
             self._schedule_age(now)
 
-    def _plan_all(self, now: float, fs: dict | None) -> list[tuple[str, list[Candidate]]]:
+    def _plan_all(self, now: float) -> tuple[list[tuple[str, list[Candidate]]], list[tuple[Filesystem, list]]]:
+        fss = self._statvfs()
         with self.index.lock:
-            plans = plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift)
-            if fs is not None:
-                floor = self.cfg.recordings.min_free.of(fs["total_bytes"])
-                target = floor + self.cfg.recordings.min_free_hysteresis.of(fs["total_bytes"])
-                if fs["free_bytes"] < floor:
-                    planned = sum(c.size for _, doomed in plans for c in doomed)
-                    plans.append(("disk", plan_disk(self.index, now, self._is_running,
-                                                    need=target - fs["free_bytes"] - planned,
-                                                    exclude={(c.stream, c.rel) for _, d in plans for c in d},
-                                                    shift=self.clock.shift)))
+            plans = plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift, self.remembered)
+        plans = self._verified(plans, now)
+        pressure: list[tuple[Filesystem, list[Candidate]]] = []
+        with self.index.lock:
+            for fs in fss:
+                if fs.free < fs.floor:
+                    planned = [c for _, d in plans for c in d] + [c for _, d in pressure for c in d]
+                    pressure.append((fs, plan_disk(self.index, fs, now, self._is_running, planned=planned,
+                                                   shift=self.clock.shift)))
+        return plans, pressure
+
+    def _verified(self, plans: list[tuple[str, list[Candidate]]], now: float) -> list[tuple[str, list[Candidate]]]:
+        """Plans as they stand once the index holds only files that exist (item: stale index)."""
         return plans
 
     def _execute(self, doomed: list[Candidate], reason: str, now: float) -> Outcome:
@@ -188,7 +218,8 @@ class Retention:
         due = None
         for sid in list(self.index.streams):
             cfg = self.cfg.streams.get(sid)
-            keep = cfg.recording.retention if cfg is not None else self.cfg.recordings.orphan_retention
+            keep = (cfg.recording.retention if cfg is not None
+                    else orphan_max_age(self.remembered.get(sid), self.cfg.recordings.orphan_retention))
             oldest = self.index.stats(sid)[2]
             if keep > 0 and oldest is not None:
                 expires = self.clock.shift(oldest) + keep
@@ -217,9 +248,8 @@ class Retention:
             self._next_sweep = time.monotonic() + self.cfg.recordings.sweep_interval
             await self._rescan("sweep")
             return
-        fs = await asyncio.to_thread(self._statvfs)
-        if (fs is not None and fs["free_bytes"] < self.cfg.recordings.min_free.of(fs["total_bytes"])) \
-                or self._over_cap():
+        fss = await asyncio.to_thread(self._statvfs)
+        if any(fs.free < fs.floor for fs in fss) or self._over_cap():
             await self.enforce()
 
     def _over_cap(self) -> bool:
@@ -229,17 +259,24 @@ class Retention:
                 return True
         return False
 
-    def _statvfs(self) -> dict | None:
+    def _statvfs(self) -> list[Filesystem]:
+        """Every filesystem holding the root or segments (blocking)."""
         try:
-            st = os.statvfs(self.root)
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             log_error(f"cannot read free space of {self.root}: {exc.strerror}")
-            return None
-        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-        used = total - st.f_bfree * st.f_frsize
-        self.filesystem = {"total_bytes": total, "used_bytes": used, "free_bytes": free,
-                           "used_percent": round(100.0 * used / total, 2) if total else 0.0}
-        return self.filesystem
+            return []
+        try:
+            fss = measure(root_fd, self.cfg.recordings, str(self.root), self.index.devices())
+        finally:
+            os.close(root_fd)
+        if fss:  # the root's own comes first
+            fs = fss[0]
+            self.filesystem = {"total_bytes": fs.total, "used_bytes": fs.total - fs.free, "free_bytes": fs.free,
+                               "used_percent": round(100.0 * (fs.total - fs.free) / fs.total, 2) if fs.total else 0.0}
+        self.pressure.filesystems = fss
+        self.pressure.check_floors(self.cfg.recordings)
+        return fss
 
     def _spawn(self, coro: Any) -> None:
         if self._closed:
@@ -296,7 +333,8 @@ class Retention:
 
     def view(self) -> dict[str, Any]:
         """The snapshot's top-level ``recordings`` entry."""
-        return {"root": str(self.root), "filesystem": self.filesystem, "indexed": self.ready.is_set(),
+        return {"root": str(self.root), "filesystem": self.filesystem, **self.pressure.view(),
+                "indexed": self.ready.is_set(),
                 "deletion_errors": self.errors, "clock_steps": len(self.clock.steps),
                 "orphans": sorted(set(self.index.streams) - set(self.cfg.streams))}
 

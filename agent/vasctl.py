@@ -174,6 +174,8 @@ def reload(socket_path: Path) -> int:
         time.sleep(0.1)
     if code == 200:
         print(f"reloaded: {body['summary']}")
+        for line in body.get("warnings", []):
+            print(f"warning: {line}", file=sys.stderr)
         return 0
     print(f"vasctl: reload refused: {body.get('error')}", file=sys.stderr)
     for line in body.get("details", []):

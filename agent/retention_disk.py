@@ -1,0 +1,151 @@
+"""The free-space floor, per filesystem: when it may delete, what it may take, and how it says so.
+
+Pure apart from :func:`measure`.  The rules (docs/configuration.md, "Free-space floor"):
+
+* free space is judged per filesystem (``st_dev``) holding the root or segments, and a
+  filesystem below its floor is relieved only by segments that live on it;
+* a floor the filesystem can never reach (``min_free`` + ``min_free_hysteresis`` >= its
+  size) is not enforced as written: only the emergency floor applies there;
+* the floor never takes a segment younger than SAFETY_MARGIN unless the filesystem is
+  about to be full (free below :func:`emergency_free`), and then only enough to get back
+  to twice that.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .config import RecordingsConfig
+from .retention import Candidate, open_below, plan_free
+
+#: The floor keeps every segment younger than this (the newest hour of each stream).
+SAFETY_MARGIN = 3600.0
+#: "About to be full": less than 1 % of the filesystem free, at most this much.
+EMERGENCY_CAP = 1 << 30
+
+
+def emergency_free(total: int) -> int:
+    """Free bytes under which a filesystem is about to be full (1 %, at most 1 GiB)."""
+    return min(total // 100, EMERGENCY_CAP)
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """One filesystem holding the root or segments, as statvfs saw it."""
+
+    dev: int
+    path: str            # a directory on it, for messages
+    total: int
+    free: int
+    floor: int           # free bytes below which retention deletes
+    target: int          # free bytes a pass aims for
+    unreachable: bool    # min_free + hysteresis >= total: only the emergency floor applies
+
+    @property
+    def emergency(self) -> bool:
+        """Free space below the emergency threshold: the safety margin no longer holds."""
+        return self.free < emergency_free(self.total)
+
+    def view(self) -> dict:
+        """The snapshot's entry for this filesystem."""
+        used = 100.0 * (self.total - self.free) / self.total if self.total else 0.0
+        return {"device": f"{os.major(self.dev)}:{os.minor(self.dev)}", "path": self.path,
+                "total_bytes": self.total, "free_bytes": self.free, "floor_bytes": self.floor,
+                "target_bytes": self.target, "floor_unreachable": self.unreachable,
+                "used_percent": round(used, 2)}
+
+
+def floor_of(rec: RecordingsConfig, total: int) -> tuple[int, int, bool]:
+    """``(floor, target, unreachable)`` in bytes for a filesystem of ``total`` bytes."""
+    floor = rec.min_free.of(total)
+    target = floor + rec.min_free_hysteresis.of(total)
+    if total > 0 and target >= total:
+        emergency = emergency_free(total)
+        return emergency, 2 * emergency, True
+    return floor, target, False
+
+
+def floor_problem(rec: RecordingsConfig, total: int, path: str) -> str | None:
+    """The operator-facing warning for a floor ``path``'s filesystem can never reach, or None."""
+    floor, target, unreachable = floor_of(rec, total)
+    if not unreachable:
+        return None
+    return (f"recordings.min_free + min_free_hysteresis ({size_text(rec.min_free.of(total))} + "
+            f"{size_text(rec.min_free_hysteresis.of(total))}) >= the size of the filesystem of {path} "
+            f"({size_text(total)}): that floor can never be reached, so it is not enforced; retention deletes "
+            f"for free space only when less than {size_text(floor)} is free. Lower min_free")
+
+
+def plan_relief(fs: Filesystem, streams: Iterable[Iterable[Candidate]], *, now: float, planned: int,
+                keep: Callable[[Candidate], bool], shift: Callable[[float], float]) -> list[Candidate]:
+    """Oldest segments of ``fs`` (``streams``: per stream, oldest first) until its target is met.
+
+    ``planned`` bytes on ``fs`` are already being deleted by other policies.  Segments
+    younger than SAFETY_MARGIN stay, unless the filesystem is about to be full.
+    """
+    streams = [list(s) for s in streams]
+    young = now - SAFETY_MARGIN
+
+    def old_only(c: Candidate) -> bool:
+        return keep(c) or shift(c.mtime) >= young
+
+    out = plan_free(streams, need=fs.target - fs.free - planned, keep=old_only)
+    if fs.emergency:  # the margin gives way, but only back to twice the emergency threshold
+        need = 2 * emergency_free(fs.total) - fs.free - planned - sum(c.size for c in out)
+        taken = {(c.stream, c.rel) for c in out}
+        out += plan_free(streams, need=need, keep=lambda c: keep(c) or (c.stream, c.rel) in taken)
+    return out
+
+
+def size_text(n: int) -> str:
+    """``1.5GiB``: sizes in operator messages."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n}B"
+
+
+def measure(root_fd: int, rec: RecordingsConfig, root: str,
+            places: dict[int, tuple[str, str]]) -> list[Filesystem]:
+    """statvfs of the root's filesystem and of each one in ``places`` (st_dev -> a directory on it).
+
+    Directories are opened below the root without following symlinks; one that moved to
+    another filesystem meanwhile is measured where it is now (the next scan re-files it).
+    """
+    seen: dict[int, Filesystem] = {}
+    for dev, parts in [(-2, []), *((d, [p[0], *(p[1].split("/") if p[1] else [])]) for d, p in places.items())]:
+        try:
+            fd = open_below(root_fd, parts)
+        except OSError:
+            continue  # vanished meanwhile: nothing of it to relieve
+        try:
+            actual, st = os.fstat(fd).st_dev, os.fstatvfs(fd)
+        finally:
+            os.close(fd)
+        if actual in seen:
+            continue
+        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        floor, target, unreachable = floor_of(rec, total)
+        seen[actual] = Filesystem(actual, "/".join([root, *parts]), total, free, floor, target, unreachable)
+    return list(seen.values())
+
+
+def check_floors(rec: RecordingsConfig, root: str, stream_ids: Iterable[str]) -> list[str]:
+    """``vas-agent --check``: the floor against the filesystems of the root and of each
+    existing stream directory (a separate mount is its own filesystem)."""
+    path = root
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)  # not created yet: it will live on its parent's filesystem
+    places = [path, *(p for p in (os.path.join(root, s) for s in stream_ids) if os.path.isdir(p))]
+    out, seen = [], set()
+    for place in places:
+        try:
+            dev, st = os.stat(place).st_dev, os.statvfs(place)
+        except OSError:
+            continue
+        if dev not in seen:
+            seen.add(dev)
+            problem = floor_problem(rec, st.f_blocks * st.f_frsize, place)
+            out += [problem] if problem else []
+    return out
