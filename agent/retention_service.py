@@ -24,10 +24,12 @@ from .config import Config
 from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments, log_error
 from . import retention_memory as memory
 from .retention_disk import Filesystem, floor_problem, measure
+from .retention_inits import hold_inits, mapped_inits
 from .retention_memory import orphan_max_age
 from .retention_plans import plan_disk, plan_stream
 from .retention_pressure import Pressure
 from .segment_index import SegmentIndex
+from .segment_verify import Verifier
 from .segment_watch import Watch
 from .wallclock import ClockSteps
 
@@ -62,6 +64,7 @@ class Retention:
         self._closed = False
         self.failed: str | None = None
         self.clock = ClockSteps()  # ages stay true across wall-clock steps
+        self._verifier = Verifier()  # size and floor decisions rest on files that exist
         self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
         self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
 
@@ -153,7 +156,7 @@ class Retention:
         fss = self._statvfs()
         with self.index.lock:
             plans = plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift, self.remembered)
-        plans = self._verified(plans, now)
+        plans = self._verified(plans, now, fss)
         pressure: list[tuple[Filesystem, list[Candidate]]] = []
         with self.index.lock:
             for fs in fss:
@@ -161,11 +164,53 @@ class Retention:
                     planned = [c for _, d in plans for c in d] + [c for _, d in pressure for c in d]
                     pressure.append((fs, plan_disk(self.index, fs, now, self._is_running, planned=planned,
                                                    shift=self.clock.shift)))
+        self._hold_inits([d for _, d in plans] + [d for _, d in pressure])
         return plans, pressure
 
-    def _verified(self, plans: list[tuple[str, list[Candidate]]], now: float) -> list[tuple[str, list[Candidate]]]:
-        """Plans as they stand once the index holds only files that exist (item: stale index)."""
-        return plans
+    def _hold_inits(self, plans: list[list[Candidate]]) -> None:
+        """fMP4 init files stay while segments that need them stay (agent/retention_inits.py)."""
+        dirs: dict[str, set[str]] = {}
+        for plan in plans:
+            for c in plan:
+                if not c.name.endswith(".ts"):
+                    dirs.setdefault(c.stream, {""}).add(c.dir)
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            def rels(sid: str) -> list[str]:
+                with self.index.lock:
+                    return [c.rel for it in self.index.oldest_first(sid) for c in it]
+            hold_inits(plans, rels=rels, inits=lambda sid: set().union(
+                *(mapped_inits(root_fd, sid, d) for d in dirs.get(sid, {""}))))
+        finally:
+            os.close(root_fd)
+
+    def _verified(self, plans: list[tuple[str, list[Candidate]]], now: float,
+                  fss: list[Filesystem]) -> list[tuple[str, list[Candidate]]]:
+        """The plans again once the index holds only files that still exist, when a size cap
+        or the floor is about to act on its totals (agent/segment_verify.py)."""
+        pressed = any(fs.free < fs.floor for fs in fss)
+        sids = set(self.index.streams) if pressed else {c.stream for r, d in plans if r == "size" for c in d}
+        if not sids:
+            return plans
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return plans
+        try:
+            dropped = self._verifier.verify(root_fd, self.index, sorted(sids))
+        finally:
+            os.close(root_fd)
+        if not dropped:
+            return plans
+        log.info("recordings: %d indexed segments no longer exist (removed or moved away); "
+                 "sizes recounted before deciding", dropped)
+        for sid in sids:
+            self._on_change(sid)
+        with self.index.lock:
+            return plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift, self.remembered)
 
     def _execute(self, doomed: list[Candidate], reason: str, now: float) -> Outcome:
         if not doomed:
@@ -307,6 +352,7 @@ class Retention:
             with self.index.lock:
                 plans = plan_manual(self.index, self.cfg, ids, now, self._is_running, retention_days,
                                     self.clock.shift)
+            await asyncio.to_thread(self._hold_inits, [d for _, d in plans.values()])
             out = {}
             for stream_id, (max_age, doomed) in plans.items():
                 outcome = (Outcome(deleted=doomed) if dry_run

@@ -218,6 +218,10 @@ class SegmentIndex:
                     d.remove_names(names)
                     self._prune(sid, dir_rel)
 
+    def prune(self, sid: str, dir_rel: str | None) -> None:
+        """Forget an emptied directory (and stream); call with ``lock`` held."""
+        self._prune(sid, dir_rel)
+
     def _prune(self, sid: str, dir_rel: str | None) -> None:
         dirs = self.streams.get(sid)
         if dirs is None:
