@@ -66,6 +66,7 @@ class SnapshotCollector:
         yield from _stream_families(streams)
         yield from _sfu_families(view.data or {} if view else {}, streams)
         yield from _recording_families(streams, self.owner.recordings)
+        yield from _disk_pressure_families(view.data or {} if view else {})
         yield from _config_families(view.data or {} if view else {})
 
 
@@ -253,6 +254,22 @@ def _recording_families(streams: list[dict[str, Any]], stats: RecordingStats) ->
             deleted.add_metric([s["id"], reason], counts.get("segments", 0))
             freed.add_metric([s["id"], reason], counts.get("bytes", 0))
     yield from (size, count, oldest, deleted, freed)
+
+
+def _disk_pressure_families(data: dict[str, Any]) -> Iterator[Metric]:
+    """The free-space floor's passes by reason (floor, emergency) and floors no filesystem can reach."""
+    rec = data.get("recordings")
+    if not isinstance(rec, dict) or "disk_pressure" not in rec:
+        return
+    passes = CounterMetricFamily("vas_retention_disk_pressure_passes",
+                                 "Retention passes that deleted segments for free space, by reason.", labels=["reason"])
+    counted = (rec.get("disk_pressure") or {}).get("passes") or {}
+    for reason in ("floor", "emergency"):  # 0s too: increase() works from the start
+        passes.add_metric([reason], counted.get(reason, 0))
+    yield passes
+    yield _gauge("vas_recording_floor_unreachable",
+                 "Recording filesystems where min_free + min_free_hysteresis >= the filesystem's size.",
+                 value=rec.get("floor_unreachable") or 0)
 
 
 def _config_families(data: dict[str, Any]) -> Iterator[Metric]:
