@@ -83,6 +83,8 @@ def orphan_note(sid: str, where: Path, stats: tuple[int, int, float | None, floa
     head = f"recordings of removed stream {sid} ({count} segments, {size_text(size)}) stay in {where}"
     if max_age <= 0:
         return f"{head} and are kept for ever (retention 0); delete them yourself when you no longer need them"
-    first = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((oldest or time.time()) + max_age))
+    due = (oldest if oldest is not None else time.time()) + max_age
+    first = "the oldest at once" if due <= time.time() else \
+        f"the first from {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(due))}"
     return (f"{head}; each is deleted when it is {max_age / 86400:g} days old (reason orphan), "
-            f"the first from {first}; re-add the stream or move the directory to keep them")
+            f"{first}; re-add the stream or move the directory to keep them")
