@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import RecordingsConfig
-from .retention import Candidate, open_below, plan_free
+from .retention import Candidate, log_error, open_below, plan_free
 
 #: The floor keeps every segment younger than this (the newest hour of each stream).
 SAFETY_MARGIN = 3600.0
@@ -46,6 +47,12 @@ class Filesystem:
     def emergency(self) -> bool:
         """Free space below the emergency threshold: the safety margin no longer holds."""
         return self.free < emergency_free(self.total)
+
+    def legacy_view(self) -> dict:
+        """The snapshot's ``recordings.filesystem`` (the root's), in its original shape."""
+        used = self.total - self.free
+        return {"total_bytes": self.total, "used_bytes": used, "free_bytes": self.free,
+                "used_percent": round(100.0 * used / self.total, 2) if self.total else 0.0}
 
     def view(self) -> dict:
         """The snapshot's entry for this filesystem."""
@@ -78,24 +85,64 @@ def floor_problem(rec: RecordingsConfig, total: int, path: str) -> str | None:
 
 
 def plan_relief(fs: Filesystem, streams: Iterable[Iterable[Candidate]], *, now: float, planned: int,
-                keep: Callable[[Candidate], bool], shift: Callable[[float], float]) -> list[Candidate]:
+                keep: Callable[[Candidate], bool], shift: Callable[[float], float],
+                mtime_of: Callable[[Candidate], float | None] | None = None) -> list[Candidate]:
     """Oldest segments of ``fs`` (``streams``: per stream, oldest first) until its target is met.
 
     ``planned`` bytes on ``fs`` are already being deleted by other policies.  Segments
-    younger than SAFETY_MARGIN stay, unless the filesystem is about to be full.
+    younger than SAFETY_MARGIN stay, unless the filesystem is about to be full.  Ages are
+    judged on ``mtime_of`` (the file as it is now; None: gone) when given, not the index's
+    mtime, which a ``touch`` or ``cp -p`` after the file was indexed leaves stale.
     """
     streams = [list(s) for s in streams]
     young = now - SAFETY_MARGIN
+    real = mtime_of or (lambda c: c.mtime)
 
     def old_only(c: Candidate) -> bool:
-        return keep(c) or shift(c.mtime) >= young
+        if keep(c):
+            return True
+        mtime = real(c)
+        return mtime is None or shift(mtime) >= young
 
     out = plan_free(streams, need=fs.target - fs.free - planned, keep=old_only)
     if fs.emergency:  # the margin gives way, but only back to twice the emergency threshold
         need = 2 * emergency_free(fs.total) - fs.free - planned - sum(c.size for c in out)
         taken = {(c.stream, c.rel) for c in out}
-        out += plan_free(streams, need=need, keep=lambda c: keep(c) or (c.stream, c.rel) in taken)
+        out += plan_free(streams, need=need, keep=lambda c: keep(c) or (c.stream, c.rel) in taken
+                         or real(c) is None)
     return out
+
+
+class LiveMtimes:
+    """A segment's mtime as the file system has it now (lstat through ``O_NOFOLLOW`` directory
+    fds below the root); None when it is gone.  ``close()`` when done."""
+
+    def __init__(self, root: Path) -> None:
+        self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._fds: dict[tuple[str, str], int | None] = {}
+
+    def __call__(self, c: Candidate) -> float | None:
+        key = (c.stream, c.dir)
+        if key not in self._fds:
+            try:
+                self._fds[key] = open_below(self._root_fd, [c.stream, *(c.dir.split("/") if c.dir else [])])
+            except OSError:
+                self._fds[key] = None
+        fd = self._fds[key]
+        try:
+            return None if fd is None else os.stat(c.name, dir_fd=fd, follow_symlinks=False).st_mtime
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        """Close every descriptor (safe twice)."""
+        for fd in self._fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._fds.clear()
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
 
 
 def size_text(n: int) -> str:
@@ -106,6 +153,19 @@ def size_text(n: int) -> str:
     return f"{n}B"
 
 
+def measure_below(root: Path, rec: RecordingsConfig, places: dict[int, tuple[str, str]]) -> list[Filesystem]:
+    """:func:`measure` from the root's path; [] (logged) when the root cannot be opened."""
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        log_error(f"cannot read free space of {root}: {exc.strerror}")
+        return []
+    try:
+        return measure(root_fd, rec, str(root), places)
+    finally:
+        os.close(root_fd)
+
+
 def measure(root_fd: int, rec: RecordingsConfig, root: str,
             places: dict[int, tuple[str, str]]) -> list[Filesystem]:
     """statvfs of the root's filesystem and of each one in ``places`` (st_dev -> a directory on it).
@@ -114,7 +174,7 @@ def measure(root_fd: int, rec: RecordingsConfig, root: str,
     another filesystem meanwhile is measured where it is now (the next scan re-files it).
     """
     seen: dict[int, Filesystem] = {}
-    for dev, parts in [(-2, []), *((d, [p[0], *(p[1].split("/") if p[1] else [])]) for d, p in places.items())]:
+    for parts in [[], *([sid, *(dir_rel.split("/") if dir_rel else [])] for sid, dir_rel in places.values())]:
         try:
             fd = open_below(root_fd, parts)
         except OSError:

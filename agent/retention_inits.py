@@ -13,8 +13,10 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from .retention import Candidate, open_below
+from .segment_index import SegmentIndex
 
 _MAP = re.compile(rb'#EXT-X-MAP:[^\n]*?URI="([^"]+)"')
 #: Playlists are read up to this size (a live playlist is a few kilobytes).
@@ -91,3 +93,27 @@ def hold_inits(plans: Iterable[list[Candidate]], *, inits: Callable[[str], set[s
 
 def _is_init(rel: str, known: set[str]) -> bool:
     return rel in known or looks_like_init(posixpath.basename(rel))
+
+
+def hold_inits_below(root: Path, index: SegmentIndex, plans: list[list[Candidate]]) -> None:
+    """:func:`hold_inits` for plans over ``index``: playlists read below ``root`` (blocking)."""
+    dirs: dict[str, set[str]] = {}
+    for plan in plans:
+        for c in plan:
+            if not c.name.endswith(".ts"):
+                dirs.setdefault(c.stream, {""}).add(c.dir)
+    if not dirs:
+        return
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+
+    def rels(sid: str) -> list[str]:
+        with index.lock:  # names only, no object per segment
+            return [f"{d}/{n}" if d else n for d, seg in index.streams.get(sid, {}).items() for _, _, n in seg.iter()]
+    try:
+        hold_inits(plans, rels=rels, inits=lambda sid: set().union(
+            *(mapped_inits(root_fd, sid, d) for d in dirs.get(sid, {""}))))
+    finally:
+        os.close(root_fd)

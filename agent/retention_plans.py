@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .config import Config
 from .retention import Candidate, keeper, plan_age, plan_size
-from .retention_disk import Filesystem, plan_relief
+from .retention_disk import Filesystem, LiveMtimes, plan_relief
 from .retention_memory import orphan_max_age
 from .segment_index import SegmentIndex
 from .wallclock import same
@@ -28,7 +28,8 @@ def _oldest_first(index: SegmentIndex, sid: str) -> Iterable[Candidate]:
 
 
 def plan_stream(index: SegmentIndex, cfg: Config, now: float, is_running: Callable[[str], bool],
-                shift: Shift = same, remembered: Mapping[str, float] | None = None) -> list[tuple[str, list[Candidate]]]:
+                shift: Shift = same,
+                remembered: Mapping[str, float] | None = None) -> list[tuple[str, list[Candidate]]]:
     """Per stream directory: age (or orphan) first, then the size cap on what remains.
 
     An orphan keeps at least the retention its stream had (``remembered``).
@@ -61,9 +62,16 @@ def plan_disk(index: SegmentIndex, fs: Filesystem, now: float, is_running: Calla
     exclude = {(c.stream, c.rel) for c in planned}
     on_fs = {(c.stream, c.dir) for c in planned if _dev(index, c) == fs.dev}
     freed = sum(c.size for c in planned if (c.stream, c.dir) in on_fs)
-    return plan_relief(fs, [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
-                       now=now, planned=freed, shift=shift,
-                       keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+    try:
+        live = LiveMtimes(index.root)
+    except OSError:
+        return []
+    try:
+        return plan_relief(fs, [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
+                           now=now, planned=freed, shift=shift, mtime_of=live,
+                           keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+    finally:
+        live.close()
 
 
 def _dev(index: SegmentIndex, c: Candidate) -> int:

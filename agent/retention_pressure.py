@@ -50,9 +50,10 @@ class Pressure:
         self.last = {"at": time.time(), "reason": reason, "path": fs.path, "free_bytes": fs.free,
                      "floor_bytes": fs.floor, "deleted_segments": len(outcome.deleted),
                      "deleted_bytes": outcome.bytes, "streams": streams}
+        goal = 2 * emergency_free(fs.total) if fs.emergency else fs.target
         log.warning("retention (disk): %s had %s free, %s: deleted %d segments (%s) of %s to reach %s free",
                     fs.path, size_text(fs.free), why, len(outcome.deleted), size_text(outcome.bytes),
-                    ", ".join(streams), size_text(fs.target))
+                    ", ".join(streams), size_text(goal))
 
     def check_floors(self, rec: Any) -> list[str]:
         """Warnings for floors no measured filesystem can reach; logged once per filesystem and size."""

@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config
-from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments, log_error
 from . import retention_memory as memory
-from .retention_disk import Filesystem, floor_problem, measure
-from .retention_inits import hold_inits, mapped_inits
+from .config import Config
+from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments
+from .retention_disk import Filesystem, floor_problem, measure_below
+from .retention_inits import hold_inits_below
 from .retention_memory import orphan_max_age
 from .retention_plans import plan_disk, plan_stream
 from .retention_pressure import Pressure
@@ -38,6 +38,8 @@ log = logging.getLogger("vas.retention")
 TICK = 2.0
 #: Age passes run at most this often: segments of a few seconds expire in batches.
 AGE_BATCH = 10.0
+#: A floor pass that found nothing it may take is retried after this long (or at once in an emergency).
+PRESSURE_RETRY = 60.0
 #: Threads deleting at once (one stream each).
 DELETE_THREADS = 8
 
@@ -64,6 +66,7 @@ class Retention:
         self._closed = False
         self.failed: str | None = None
         self.clock = ClockSteps()  # ages stay true across wall-clock steps
+        self._pressure_idle_until = 0.0
         self._verifier = Verifier()  # size and floor decisions rest on files that exist
         self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
         self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
@@ -104,7 +107,9 @@ class Retention:
                         cfg.recordings_root, self.root)
             cfg = dataclasses.replace(cfg, recordings_root=self.root)
         old, self.cfg = self.cfg, cfg
-        self.remembered = memory.merged({**self.remembered, **memory.merged({}, old, ())}, cfg, self.index.streams)
+        with self.index.lock:
+            on_disk = list(self.index.streams)
+        self.remembered = memory.merged({**self.remembered, **memory.merged({}, old, ())}, cfg, on_disk)
         self._spawn(self._save_memory())
         notes = [memory.orphan_note(sid, self.root / sid, self.index.stats(sid),
                                     orphan_max_age(self.remembered.get(sid), cfg.recordings.orphan_retention))
@@ -125,8 +130,9 @@ class Retention:
             started = time.monotonic()
             await asyncio.to_thread(self.index.scan_all)
             if why == "start":
-                self.remembered = memory.merged(await asyncio.to_thread(memory.load, self.root), self.cfg,
-                                                self.index.streams)
+                with self.index.lock:
+                    on_disk = list(self.index.streams)
+                self.remembered = memory.merged(await asyncio.to_thread(memory.load, self.root), self.cfg, on_disk)
                 await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
@@ -147,8 +153,13 @@ class Retention:
                 merged.setdefault(reason, []).extend(doomed)
             for reason, doomed in merged.items():
                 await asyncio.to_thread(self._execute, doomed, reason, now)
+            freed = False
             for fs, doomed in pressure:
-                self.pressure.record(fs, await asyncio.to_thread(self._execute, doomed, "disk", now))
+                outcome = await asyncio.to_thread(self._execute, doomed, "disk", now)
+                self.pressure.record(fs, outcome)
+                freed = freed or bool(outcome.deleted)
+            if pressure and not freed:  # below a floor with nothing it may take: look again later, not every tick
+                self._pressure_idle_until = time.monotonic() + PRESSURE_RETRY
             self._last_age = time.monotonic()
             self._schedule_age(now)
 
@@ -169,23 +180,7 @@ class Retention:
 
     def _hold_inits(self, plans: list[list[Candidate]]) -> None:
         """fMP4 init files stay while segments that need them stay (agent/retention_inits.py)."""
-        dirs: dict[str, set[str]] = {}
-        for plan in plans:
-            for c in plan:
-                if not c.name.endswith(".ts"):
-                    dirs.setdefault(c.stream, {""}).add(c.dir)
-        try:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            def rels(sid: str) -> list[str]:
-                with self.index.lock:
-                    return [c.rel for it in self.index.oldest_first(sid) for c in it]
-            hold_inits(plans, rels=rels, inits=lambda sid: set().union(
-                *(mapped_inits(root_fd, sid, d) for d in dirs.get(sid, {""}))))
-        finally:
-            os.close(root_fd)
+        hold_inits_below(self.root, self.index, plans)
 
     def _verified(self, plans: list[tuple[str, list[Candidate]]], now: float,
                   fss: list[Filesystem]) -> list[tuple[str, list[Candidate]]]:
@@ -294,7 +289,9 @@ class Retention:
             await self._rescan("sweep")
             return
         fss = await asyncio.to_thread(self._statvfs)
-        if any(fs.free < fs.floor for fs in fss) or self._over_cap():
+        pressed = [fs for fs in fss if fs.free < fs.floor]
+        if self._over_cap() or any(fs.emergency for fs in pressed) or \
+                (pressed and time.monotonic() >= self._pressure_idle_until):
             await self.enforce()
 
     def _over_cap(self) -> bool:
@@ -306,19 +303,9 @@ class Retention:
 
     def _statvfs(self) -> list[Filesystem]:
         """Every filesystem holding the root or segments (blocking)."""
-        try:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            log_error(f"cannot read free space of {self.root}: {exc.strerror}")
-            return []
-        try:
-            fss = measure(root_fd, self.cfg.recordings, str(self.root), self.index.devices())
-        finally:
-            os.close(root_fd)
+        fss = measure_below(self.root, self.cfg.recordings, self.index.devices())
         if fss:  # the root's own comes first
-            fs = fss[0]
-            self.filesystem = {"total_bytes": fs.total, "used_bytes": fs.total - fs.free, "free_bytes": fs.free,
-                               "used_percent": round(100.0 * (fs.total - fs.free) / fs.total, 2) if fs.total else 0.0}
+            self.filesystem = fss[0].legacy_view()
         self.pressure.filesystems = fss
         self.pressure.check_floors(self.cfg.recordings)
         return fss
