@@ -195,6 +195,7 @@ def test_a_renamed_stream_keeps_its_recordings_as_long_as_its_retention_said(age
     assert "each is deleted when it is 15 days old (reason orphan)" in out.stderr
     assert "reload: recordings of removed stream lobby" in agent.log()
     assert agent.snapshot()["config"]["last_reload"]["warnings"]
+    assert "last reload: recordings of removed stream lobby" in agent.vasctl("status").stdout
     agent.stop()
     agent.start()  # the memory survives a restart: lobby is still kept for ever
     wait_for(lambda: agent.snapshot()["recordings"]["indexed"], 20, "the index")
