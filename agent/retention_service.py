@@ -63,13 +63,13 @@ class Retention:
         self._age_handle: asyncio.TimerHandle | None = None
         self._last_age = 0.0
         self._next_sweep = time.monotonic() + cfg.recordings.sweep_interval
-        self._closed = False
-        self.failed: str | None = None
-        self.clock = ClockSteps()  # ages stay true across wall-clock steps
         self._pressure_idle_until = 0.0
         self._verifier = Verifier()  # size and floor decisions rest on files that exist
         self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
         self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
+        self._closed = False
+        self.failed: str | None = None
+        self.clock = ClockSteps()  # ages stay true across wall-clock steps
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:

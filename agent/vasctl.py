@@ -134,20 +134,9 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
     reload_info = data["config"].get("last_reload")
     if reload_info and not reload_info.get("ok"):
         out.write("last reload REFUSED: " + "; ".join(reload_info.get("error", [])) + "\n")
-    _print_retention_warnings(data, out)
     if data["config"].get("needs_restart"):
         out.write("restart vas-agent to apply: " + ", ".join(data["config"]["needs_restart"]) + "\n")
-
-
-def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
-    """The last reload's word on recordings, and floors retention does not enforce."""
-    reload_info = data["config"].get("last_reload") or {}
-    for line in reload_info.get("warnings", []) if reload_info.get("ok") else []:
-        out.write(f"last reload: {line}\n")
-    for fs in (data.get("recordings") or {}).get("filesystems") or []:
-        if fs.get("floor_unreachable"):
-            out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "
-                      f"({fs['total_bytes'] / 2**30:.1f}GiB): that floor is not enforced\n")
+    _print_retention_warnings(data, out)
 
 
 def _recording(rec: dict[str, Any], now: float) -> tuple[str, str]:
@@ -232,3 +221,14 @@ def _call(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, Any
     except AgentUnreachable as exc:
         print(f"vasctl: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
+    """The last reload's word on recordings, and floors retention does not enforce."""
+    reload_info = data["config"].get("last_reload") or {}
+    for line in reload_info.get("warnings", []) if reload_info.get("ok") else []:
+        out.write(f"last reload: {line}\n")
+    for fs in (data.get("recordings") or {}).get("filesystems") or []:
+        if fs.get("floor_unreachable"):
+            out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "
+                      f"({fs['total_bytes'] / 2**30:.1f}GiB): that floor is not enforced\n")
