@@ -244,12 +244,10 @@ def _remove_empty_dirs(root_fd: int, fds: dict, dirs: set[tuple[str, str]]) -> N
             parts.pop()
 
 
-def walk_stream(root_fd: int, stream: str,
-                devs: dict[str, int] | None = None) -> Iterator[tuple[str, list[tuple[float, int, str]]]]:
+def walk_stream(root_fd: int, stream: str) -> Iterator[tuple[str, list[tuple[float, int, str]]]]:
     """``(dir_rel, [(mtime, size, name)...])`` for every directory of one stream's tree.
 
     Never follows a symlink; unreadable directories are logged and skipped.
-    ``devs`` receives each directory's st_dev (the free-space floor is per filesystem).
     """
     stack = [""]
     while stack:
@@ -262,8 +260,6 @@ def walk_stream(root_fd: int, stream: str,
             continue
         files: list[tuple[float, int, str]] = []
         try:
-            if devs is not None:
-                devs[dir_rel] = os.fstat(fd).st_dev
             with os.scandir(fd) as entries:
                 for e in entries:
                     _classify(e, dir_rel, files, stack)

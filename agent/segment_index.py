@@ -138,6 +138,14 @@ def _candidates(sid: str, dir_rel: str, d: DirSegments) -> Iterator[Candidate]:
         yield candidate(sid, dir_rel, name, mtime, size)
 
 
+def _dev_of(root_fd: int, sid: str, dir_rel: str) -> int:
+    """st_dev of a stream directory (the free-space floor is per filesystem); -1 if gone."""
+    try:
+        return os.stat(f"{sid}/{dir_rel}" if dir_rel else sid, dir_fd=root_fd, follow_symlinks=False).st_dev
+    except OSError:
+        return -1
+
+
 def _enc(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
@@ -170,12 +178,11 @@ class SegmentIndex:
     def scan_stream(self, sid: str) -> None:
         """Index one stream's tree again (blocking)."""
         dirs: dict[str, DirSegments] = {}
-        devs: dict[str, int] = {}
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for dir_rel, files in walk_stream(fd, sid, devs=devs):
+            for dir_rel, files in walk_stream(fd, sid):
                 if files:
-                    dirs[dir_rel] = DirSegments(files, devs.get(dir_rel, -1))
+                    dirs[dir_rel] = DirSegments(files, _dev_of(fd, sid, dir_rel))
         finally:
             os.close(fd)
         with self.lock:
