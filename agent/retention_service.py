@@ -186,8 +186,10 @@ class Retention:
                   fss: list[Filesystem]) -> list[tuple[str, list[Candidate]]]:
         """The plans again once the index holds only files that still exist, when a size cap
         or the floor is about to act on its totals (agent/segment_verify.py)."""
+        with self.index.lock:
+            every = set(self.index.streams)
         pressed = any(fs.free < fs.floor for fs in fss)
-        sids = set(self.index.streams) if pressed else {c.stream for r, d in plans if r == "size" for c in d}
+        sids = every if pressed else {c.stream for r, d in plans if r == "size" for c in d}
         if not sids:
             return plans
         try:

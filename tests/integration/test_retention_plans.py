@@ -67,6 +67,8 @@ async def test_an_unreachable_floor_deletes_nothing_and_is_reported(tmp_path, mo
         view = r.view()
         assert view["floor_unreachable"] == 1 and view["filesystems"][0]["floor_unreachable"]
         assert view["disk_pressure"]["passes"] == {"floor": 0, "emergency": 0}
+        notes = r.update(cfg)  # what a reload answers and logs
+        assert len(notes) == 1 and "can never be reached, so it is not enforced" in notes[0]
     assert "can never be reached" in caplog.text and "Lower min_free" in caplog.text
 
 
