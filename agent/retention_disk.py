@@ -41,7 +41,8 @@ class Filesystem:
     free: int
     floor: int           # free bytes below which retention deletes
     target: int          # free bytes a pass aims for
-    unreachable: bool    # min_free + hysteresis >= total: only the emergency floor applies
+    unreachable: bool    # min_free + hysteresis >= usable: only the emergency floor applies
+    usable: int = -1     # the most it can ever have free for us (root-reserved blocks excluded); -1: total
 
     @property
     def emergency(self) -> bool:
@@ -63,25 +64,33 @@ class Filesystem:
                 "used_percent": round(used, 2)}
 
 
-def floor_of(rec: RecordingsConfig, total: int) -> tuple[int, int, bool]:
-    """``(floor, target, unreachable)`` in bytes for a filesystem of ``total`` bytes."""
+def usable_of(st: os.statvfs_result) -> int:
+    """Bytes a filesystem can ever have free for the agent: its size less the blocks
+    reserved for root (ext4 keeps 5 % by default; ``f_bavail`` never counts them)."""
+    return (st.f_blocks - (st.f_bfree - st.f_bavail)) * st.f_frsize
+
+
+def floor_of(rec: RecordingsConfig, total: int, usable: int = -1) -> tuple[int, int, bool]:
+    """``(floor, target, unreachable)`` in bytes for a filesystem of ``total`` bytes of which
+    at most ``usable`` can be free (-1: all)."""
     floor = rec.min_free.of(total)
     target = floor + rec.min_free_hysteresis.of(total)
-    if total > 0 and target >= total:
+    if total > 0 and target >= (usable if usable >= 0 else total):
         emergency = emergency_free(total)
         return emergency, 2 * emergency, True
     return floor, target, False
 
 
-def floor_problem(rec: RecordingsConfig, total: int, path: str) -> str | None:
+def floor_problem(rec: RecordingsConfig, total: int, path: str, usable: int = -1) -> str | None:
     """The operator-facing warning for a floor ``path``'s filesystem can never reach, or None."""
-    floor, target, unreachable = floor_of(rec, total)
+    floor, target, unreachable = floor_of(rec, total, usable)
     if not unreachable:
         return None
+    reserved = f", {size_text(total - usable)} of it reserved for root" if 0 <= usable < total else ""
     return (f"recordings.min_free + min_free_hysteresis ({size_text(rec.min_free.of(total))} + "
             f"{size_text(rec.min_free_hysteresis.of(total))}) >= the size of the filesystem of {path} "
-            f"({size_text(total)}): that floor can never be reached, so it is not enforced; retention deletes "
-            f"for free space only when less than {size_text(floor)} is free. Lower min_free")
+            f"({size_text(total)}{reserved}): that floor can never be reached, so it is not enforced; retention "
+            f"deletes for free space only when less than {size_text(floor)} is free. Lower min_free")
 
 
 def plan_relief(fs: Filesystem, streams: Iterable[Iterable[Candidate]], *, now: float, planned: int,
@@ -185,9 +194,10 @@ def measure(root_fd: int, rec: RecordingsConfig, root: str,
             os.close(fd)
         if actual in seen:
             continue
-        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-        floor, target, unreachable = floor_of(rec, total)
-        seen[actual] = Filesystem(actual, "/".join([root, *parts]), total, free, floor, target, unreachable)
+        total, free, usable = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, usable_of(st)
+        floor, target, unreachable = floor_of(rec, total, usable)
+        seen[actual] = Filesystem(actual, "/".join([root, *parts]), total, free, floor, target, unreachable,
+                                  usable)
     return list(seen.values())
 
 
@@ -206,6 +216,6 @@ def check_floors(rec: RecordingsConfig, root: str, stream_ids: Iterable[str]) ->
             continue
         if dev not in seen:
             seen.add(dev)
-            problem = floor_problem(rec, st.f_blocks * st.f_frsize, place)
+            problem = floor_problem(rec, st.f_blocks * st.f_frsize, place, usable_of(st))
             out += [problem] if problem else []
     return out

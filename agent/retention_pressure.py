@@ -59,7 +59,7 @@ class Pressure:
         """Warnings for floors no measured filesystem can reach; logged once per filesystem and size."""
         out = []
         for fs in self.filesystems:
-            problem = floor_problem(rec, fs.total, fs.path)
+            problem = floor_problem(rec, fs.total, fs.path, fs.usable)
             if problem is None:
                 continue
             out.append(problem)

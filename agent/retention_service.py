@@ -115,7 +115,7 @@ class Retention:
                                     orphan_max_age(self.remembered.get(sid), cfg.recordings.orphan_retention))
                  for sid in old.streams if sid not in cfg.streams and self.index.stats(sid)[0]]
         notes += [p for fs in self.pressure.filesystems
-                  if (p := floor_problem(cfg.recordings, fs.total, fs.path)) is not None]
+                  if (p := floor_problem(cfg.recordings, fs.total, fs.path, fs.usable)) is not None]
         self._schedule_age(0.0)
         self._spawn(self.enforce())
         return notes

@@ -33,6 +33,9 @@ def test_an_unreachable_floor_falls_back_to_the_emergency_floor():
     assert floor_of(RecordingsConfig(min_free=SpaceAmount(percent=90.0), min_free_hysteresis=SpaceAmount(percent=15.0)),
                     GiB)[2], "90% + 15% can never be reached either"
     assert "can never be reached" in (floor_problem(rec, 24 * GiB, "/rec") or "")
+    ext4 = RecordingsConfig(min_free=SpaceAmount(percent=90.0), min_free_hysteresis=SpaceAmount(percent=6.0))
+    assert not floor_of(ext4, 100 * GiB)[2] and floor_of(ext4, 100 * GiB, usable=95 * GiB)[2]  # 5 % reserved
+    assert "(100.0GiB, 5.0GiB of it reserved for root)" in (floor_problem(ext4, 100 * GiB, "/rec", 95 * GiB) or "")
     assert floor_problem(rec, 200 * GiB, "/rec") is None
     assert emergency_free(24 * GiB) == 24 * GiB // 100 and emergency_free(10_000 * GiB) == GiB
 
