@@ -24,7 +24,7 @@ from . import retention_memory as memory
 from .config import Config
 from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments
 from .retention_disk import Filesystem, floor_problem, measure_below
-from .retention_inits import hold_inits_below
+from .retention_inits import Playlists, hold_inits_below
 from .retention_memory import orphan_max_age
 from .retention_plans import plan_disk, plan_stream
 from .retention_pressure import Pressure
@@ -65,6 +65,7 @@ class Retention:
         self._next_sweep = time.monotonic() + cfg.recordings.sweep_interval
         self._pressure_idle_until = 0.0
         self._verifier = Verifier()  # size and floor decisions rest on files that exist
+        self._playlists = Playlists()  # where fMP4 init files are named (EXT-X-MAP)
         self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
         self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
         self._closed = False
@@ -180,7 +181,7 @@ class Retention:
 
     def _hold_inits(self, plans: list[list[Candidate]]) -> None:
         """fMP4 init files stay while segments that need them stay (agent/retention_inits.py)."""
-        hold_inits_below(self.root, self.index, plans)
+        hold_inits_below(self.root, self.index, plans, self._playlists)
 
     def _verified(self, plans: list[tuple[str, list[Candidate]]], now: float,
                   fss: list[Filesystem]) -> list[tuple[str, list[Candidate]]]:
