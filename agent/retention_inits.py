@@ -117,12 +117,16 @@ def hold_inits(plans: Iterable[list[Candidate]], *, inits: Callable[[str], set[s
                 mapped = known[c.stream] if c.stream in known else known.setdefault(c.stream, inits(c.stream))
                 if _is_init(c.rel, mapped):
                     if c.stream not in held:
-                        gone = doomed[c.stream]
-                        held[c.stream] = survivor(c.stream, lambda r, m=mapped, g=gone: _is_init(r, m) or r in g)
+                        held[c.stream] = survivor(c.stream, _goes(mapped, doomed[c.stream]))
                     if held[c.stream]:
                         continue
             kept.append(c)
         plan[:] = kept
+
+
+def _goes(inits: set[str], doomed: set[str]) -> Callable[[str], bool]:
+    """Whether a segment of the stream goes with this pass (init files count as going)."""
+    return lambda rel: _is_init(rel, inits) or rel in doomed
 
 
 def _is_init(rel: str, known: set[str]) -> bool:
