@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .config import Config
+from .segment_index import SegmentIndex
 
 log = logging.getLogger("vas.retention")
 STATE_DIR = ".vas"
@@ -71,6 +72,17 @@ def save(root: Path, streams: Mapping[str, float]) -> None:
     except OSError as exc:
         log.error("retention: cannot write %s (%s): orphaned directories may get recordings.orphan_retention "
                   "after a restart", folder / STATE_FILE, exc.strerror or exc)
+
+
+def removed_notes(old: Config, new: Config, index: SegmentIndex, remembered: Mapping[str, float]) -> list[str]:
+    """One :func:`orphan_note` per stream of ``old`` gone from ``new`` that has recordings."""
+    notes = []
+    for sid in old.streams:
+        stats = index.stats(sid)
+        if sid not in new.streams and stats[0]:
+            max_age = orphan_max_age(remembered.get(sid), new.recordings.orphan_retention)
+            notes.append(orphan_note(sid, index.root / sid, stats, max_age))
+    return notes
 
 
 def orphan_note(sid: str, where: Path, stats: tuple[int, int, float | None, float | None],

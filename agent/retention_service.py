@@ -112,9 +112,7 @@ class Retention:
             on_disk = list(self.index.streams)
         self.remembered = memory.merged({**self.remembered, **memory.merged({}, old, ())}, cfg, on_disk)
         self._spawn(self._save_memory())
-        notes = [memory.orphan_note(sid, self.root / sid, self.index.stats(sid),
-                                    orphan_max_age(self.remembered.get(sid), cfg.recordings.orphan_retention))
-                 for sid in old.streams if sid not in cfg.streams and self.index.stats(sid)[0]]
+        notes = memory.removed_notes(old, cfg, self.index, self.remembered)
         notes += [p for fs in self.pressure.filesystems
                   if (p := floor_problem(cfg.recordings, fs.total, fs.path, fs.usable)) is not None]
         self._schedule_age(0.0)
@@ -193,14 +191,7 @@ class Retention:
         sids = every if pressed else {c.stream for r, d in plans if r == "size" for c in d}
         if not sids:
             return plans
-        try:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return plans
-        try:
-            dropped = self._verifier.verify(root_fd, self.index, sorted(sids))
-        finally:
-            os.close(root_fd)
+        dropped = self._verifier.verify_below(self.root, self.index, sorted(sids))
         if not dropped:
             return plans
         log.info("recordings: %d indexed segments no longer exist (removed or moved away); "

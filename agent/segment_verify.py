@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from .retention import RECENT_GRACE, open_below
 from .segment_index import SegmentIndex
@@ -28,6 +29,17 @@ class Verifier:
 
     def __init__(self) -> None:
         self._listed: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def verify_below(self, root: Path, index: SegmentIndex, streams: Iterable[str]) -> int:
+        """:meth:`verify` from the root's path (0 when it cannot be opened)."""
+        try:
+            root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return 0
+        try:
+            return self.verify(root_fd, index, streams)
+        finally:
+            os.close(root_fd)
 
     def verify(self, root_fd: int, index: SegmentIndex, streams: Iterable[str]) -> int:
         """Drop vanished segments of ``streams`` from ``index`` (blocking); how many went."""
