@@ -182,7 +182,7 @@ def test_a_renamed_stream_keeps_its_recordings_as_long_as_its_retention_said(age
     orphans = {"orphan_retention": "60d"}
     agent = agent_factory({**config({"lobby": {**CHEAP, "recording": {"retention": 0}},
                                      "hall": {**CHEAP, "recording": {"retention": "90d"}}}), "recordings": orphans})
-    lobby, hall = files("lobby", 30, 20, 10, 1), files("hall", 120, 80, 10, 1)
+    lobby, hall = files("lobby", 400, 30, 20, 10, 1), files("hall", 120, 80, 10, 1)
     mine = files("operator-copy", 90, 1)        # a folder no stream ever had: orphan_retention
     renamed = files("lobby-main", 40, 35)       # not configured yet: an orphan, kept 60 days
     agent.start()
@@ -198,7 +198,7 @@ def test_a_renamed_stream_keeps_its_recordings_as_long_as_its_retention_said(age
     wait_for(lambda: not renamed[0].exists(), 20, "the reload's retention pass")
     assert all(p.exists() for p in lobby), "a renamed keep-forever stream lost its archive"
     assert all(p.exists() for p in hall[1:]), "hall's orphans kept 60 days, not the 90 it had"
-    assert (f"warning: recordings of removed stream lobby (4 segments, 400B) stay in {agent.recordings}/lobby "
+    assert (f"warning: recordings of removed stream lobby (5 segments, 500B) stay in {agent.recordings}/lobby "
             "and are kept for ever (retention 0)") in out.stderr
     assert "recordings of removed stream hall (3 segments, 300B)" in out.stderr
     assert "each is deleted when it is 90 days old (reason orphan)" in out.stderr
