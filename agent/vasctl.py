@@ -153,6 +153,17 @@ def _last_error(s: dict[str, Any]) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
+    """The last reload's word on recordings, and floors retention does not enforce."""
+    reload_info = data["config"].get("last_reload") or {}
+    for line in reload_info.get("warnings", []) if reload_info.get("ok") else []:
+        out.write(f"last reload: {line}\n")
+    for fs in (data.get("recordings") or {}).get("filesystems") or []:
+        if fs.get("floor_unreachable"):
+            out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "
+                      f"({fs['total_bytes'] / 2**30:.1f}GiB): that floor is not enforced\n")
+
+
 def _duration(seconds: float) -> str:
     """``45s``, ``12m``, ``3h05m``, ``2d04h``: short enough for a table column."""
     s = int(seconds)
@@ -221,14 +232,3 @@ def _call(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, Any
     except AgentUnreachable as exc:
         print(f"vasctl: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-
-
-def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
-    """The last reload's word on recordings, and floors retention does not enforce."""
-    reload_info = data["config"].get("last_reload") or {}
-    for line in reload_info.get("warnings", []) if reload_info.get("ok") else []:
-        out.write(f"last reload: {line}\n")
-    for fs in (data.get("recordings") or {}).get("filesystems") or []:
-        if fs.get("floor_unreachable"):
-            out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "
-                      f"({fs['total_bytes'] / 2**30:.1f}GiB): that floor is not enforced\n")
