@@ -68,6 +68,7 @@ class Agent:
         self.streams: dict[str, Stream] = {}
         self.status = "starting"
         self.last_reload: dict[str, Any] | None = None
+        self.reload_warnings: list[str] = []  # the last reload's word on recordings: removed streams, floors
         self.needs_restart: tuple[str, ...] = ()
         self.notifier = Notifier(env)
         LOG_FILTER.secrets = cfg.secrets
@@ -251,14 +252,18 @@ class Agent:
         if self._closed:  # SIGTERM came while the file was being read: start nothing
             raise ReloadInProgress("the agent is stopping")
         plan = plan_reload(self._effective(self.cfg), self._effective(new))
+        self.reload_warnings = []
         try:
             await self._apply(plan, full=new)
         except Exception as exc:  # a bug; every stream still supervises itself
             log.exception("reload failed while applying: %s", plan.summary())
             self._reload_failed([f"internal error while applying: {exc!r}"])
             raise ReloadFailed(f"internal error while applying the new config: {exc!r}") from None
-        self.last_reload = {"ok": True, "at": time.time(), "summary": plan.summary()}
+        self.last_reload = {"ok": True, "at": time.time(), "summary": plan.summary(),
+                            "warnings": self.reload_warnings}
         log.info("reloaded: %s", plan.summary())
+        for warning in self.reload_warnings:
+            log.warning("reload: %s", warning)
         if self.fleet is not None:
             self.fleet.poke()  # new or removed streams, placement: the fleet decides who runs them
         self._write()
@@ -359,7 +364,7 @@ class Agent:
         self.host.ffmpeg, self.host.recordings_root, self.host.secrets = (
             new.node.ffmpeg, new.recordings_root, new.secrets)
         if self.retention is not None:  # policies change in place; FFmpeg is not restarted
-            self.retention.update(new)
+            self.reload_warnings = self.retention.update(new)
         jobs = [self.streams.pop(sid).close() for sid in plan.remove]
         for sid in plan.start + plan.stop:
             if sid not in self.streams:

@@ -41,7 +41,9 @@ def agent_main(argv: list[str] | None = None) -> int:
         return 1
     if args.check:
         enabled = sum(s.enabled for s in cfg.streams.values())
-        for warning in _missing_programs(cfg) + _fd_limit(enabled):
+        from .retention_disk import check_floors
+        floors = check_floors(cfg.recordings, str(cfg.recordings_root), cfg.streams)
+        for warning in _missing_programs(cfg) + _fd_limit(enabled) + floors:
             print(f"warning: {warning}", file=sys.stderr)
         for note in _verbatim_notes(cfg):
             print(f"note: {note}", file=sys.stderr)

@@ -107,7 +107,8 @@ async def _reload(request: web.Request) -> web.Response:
     return web.json_response({
         "ok": True, "summary": plan.summary(), "started": plan.start, "restarted": plan.restart,
         "stopped": plan.stop + plan.remove, "updated": plan.update,
-        "unchanged": len(plan.unchanged), "needs_restart": plan.needs_restart})
+        "unchanged": len(plan.unchanged), "needs_restart": plan.needs_restart,
+        "warnings": (_agent(request).last_reload or {}).get("warnings", [])})
 
 
 async def _restart(request: web.Request) -> web.Response:

@@ -5,10 +5,12 @@ Call these with ``index.lock`` held; they read the index and touch no file.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from .config import Config
-from .retention import Candidate, keeper, plan_age, plan_free, plan_size
+from .retention import Candidate, keeper, plan_age, plan_size
+from .retention_disk import Filesystem, LiveMtimes, plan_relief
+from .retention_memory import orphan_max_age
 from .segment_index import SegmentIndex
 from .wallclock import same
 
@@ -26,13 +28,18 @@ def _oldest_first(index: SegmentIndex, sid: str) -> Iterable[Candidate]:
 
 
 def plan_stream(index: SegmentIndex, cfg: Config, now: float, is_running: Callable[[str], bool],
-                shift: Shift = same) -> list[tuple[str, list[Candidate]]]:
-    """Per stream directory: age (or orphan) first, then the size cap on what remains."""
+                shift: Shift = same,
+                remembered: Mapping[str, float] | None = None) -> list[tuple[str, list[Candidate]]]:
+    """Per stream directory: age (or orphan) first, then the size cap on what remains.
+
+    An orphan keeps at least the retention its stream had (``remembered``).
+    """
     plans: list[tuple[str, list[Candidate]]] = []
     for sid in list(index.streams):
         scfg = cfg.streams.get(sid)
         keep = _keep(index, sid, now, is_running, shift)
-        max_age = scfg.recording.retention if scfg else cfg.recordings.orphan_retention
+        max_age = scfg.recording.retention if scfg else orphan_max_age(
+            (remembered or {}).get(sid), cfg.recordings.orphan_retention)
         aged = (plan_age(_oldest_first(index, sid), cutoff=now - max_age, keep=keep, shift=shift)
                 if max_age > 0 else [])
         if aged:
@@ -47,12 +54,29 @@ def plan_stream(index: SegmentIndex, cfg: Config, now: float, is_running: Callab
     return plans
 
 
-def plan_disk(index: SegmentIndex, now: float, is_running: Callable[[str], bool], *, need: int,
-              exclude: set[tuple[str, str]], shift: Shift = same) -> list[Candidate]:
-    """The oldest segments of every stream directory until ``need`` more bytes are freed."""
+def plan_disk(index: SegmentIndex, fs: Filesystem, now: float, is_running: Callable[[str], bool], *,
+              planned: list[Candidate], shift: Shift = same) -> list[Candidate]:
+    """The oldest segments on filesystem ``fs`` (of every stream directory) until its target
+    is met; ``planned`` are already being deleted by other policies."""
     keeps = {sid: _keep(index, sid, now, is_running, shift) for sid in index.streams}
-    return plan_free([_oldest_first(index, sid) for sid in list(index.streams)], need=need,
-                     keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+    exclude = {(c.stream, c.rel) for c in planned}
+    on_fs = {(c.stream, c.dir) for c in planned if _dev(index, c) == fs.dev}
+    freed = sum(c.size for c in planned if (c.stream, c.dir) in on_fs)
+    try:
+        live = LiveMtimes(index.root)
+    except OSError:
+        return []
+    try:
+        return plan_relief(fs, [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
+                           now=now, planned=freed, shift=shift, mtime_of=live,
+                           keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+    finally:
+        live.close()
+
+
+def _dev(index: SegmentIndex, c: Candidate) -> int:
+    d = index.streams.get(c.stream, {}).get(c.dir)
+    return d.dev if d is not None else -1
 
 
 def plan_manual(index: SegmentIndex, cfg: Config, ids: list[str], now: float, is_running: Callable[[str], bool],

@@ -20,10 +20,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import retention_memory as memory
 from .config import Config
-from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments, log_error
+from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments
+from .retention_disk import Filesystem, floor_problem, measure_below
+from .retention_inits import Playlists, hold_inits_below
+from .retention_memory import orphan_max_age
 from .retention_plans import plan_disk, plan_stream
+from .retention_pressure import Pressure
 from .segment_index import SegmentIndex
+from .segment_verify import Verifier
 from .segment_watch import Watch
 from .wallclock import ClockSteps
 
@@ -32,6 +38,8 @@ log = logging.getLogger("vas.retention")
 TICK = 2.0
 #: Age passes run at most this often: segments of a few seconds expire in batches.
 AGE_BATCH = 10.0
+#: A floor pass that found nothing it may take is retried after this long (or at once in an emergency).
+PRESSURE_RETRY = 60.0
 #: Threads deleting at once (one stream each).
 DELETE_THREADS = 8
 
@@ -55,6 +63,11 @@ class Retention:
         self._age_handle: asyncio.TimerHandle | None = None
         self._last_age = 0.0
         self._next_sweep = time.monotonic() + cfg.recordings.sweep_interval
+        self._pressure_idle_until = 0.0
+        self._verifier = Verifier()  # size and floor decisions rest on files that exist
+        self._playlists = Playlists()  # where fMP4 init files are named (EXT-X-MAP)
+        self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
+        self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
         self._closed = False
         self.failed: str | None = None
         self.clock = ClockSteps()  # ages stay true across wall-clock steps
@@ -85,21 +98,41 @@ class Retention:
             if self._watch is not None:
                 await asyncio.to_thread(self._watch.stop)
 
-    def update(self, cfg: Config) -> None:
-        """A reload: new policies apply in place (a new root needs an agent restart)."""
+    def update(self, cfg: Config) -> list[str]:
+        """A reload: new policies apply in place (a new root needs an agent restart).
+
+        Returns what the operator should hear: removed streams' recordings, unreachable floors.
+        """
         if cfg.recordings_root != self.root:
             log.warning("recordings.root changed to %s: retention keeps watching %s until the agent restarts",
                         cfg.recordings_root, self.root)
             cfg = dataclasses.replace(cfg, recordings_root=self.root)
-        self.cfg = cfg
+        old, self.cfg = self.cfg, cfg
+        with self.index.lock:
+            on_disk = list(self.index.streams)
+        self.remembered = memory.merged({**self.remembered, **memory.merged({}, old, ())}, cfg, on_disk)
+        self._spawn(self._save_memory())
+        notes = memory.removed_notes(old, cfg, self.index, self.remembered)
+        notes += [p for fs in self.pressure.filesystems
+                  if (p := floor_problem(cfg.recordings, fs.total, fs.path, fs.usable)) is not None]
         self._schedule_age(0.0)
         self._spawn(self.enforce())
+        return notes
+
+    async def _save_memory(self) -> None:
+        async with self._lock:  # one writer of the file at a time
+            await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
         async with self._lock:
             started = time.monotonic()
             await asyncio.to_thread(self.index.scan_all)
+            if why == "start":
+                with self.index.lock:
+                    on_disk = list(self.index.streams)
+                self.remembered = memory.merged(await asyncio.to_thread(memory.load, self.root), self.cfg, on_disk)
+                await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
             self.ready.set()
@@ -108,34 +141,65 @@ class Retention:
         await self.enforce()
 
     async def enforce(self) -> None:
-        """Run every policy now (age, orphan, size, then the free-space floor)."""
+        """Run every policy now (age, orphan, size, then the free-space floor per filesystem)."""
         await self.ready.wait()
         async with self._lock:
             self.clock.check()
             now = time.time()
-            fs = await asyncio.to_thread(self._statvfs)
-            plans = await asyncio.to_thread(self._plan_all, now, fs)
+            plans, pressure = await asyncio.to_thread(self._plan_all, now)
             merged: dict[str, list[Candidate]] = {}  # one run per reason: streams delete in parallel
             for reason, doomed in plans:
                 merged.setdefault(reason, []).extend(doomed)
             for reason, doomed in merged.items():
                 await asyncio.to_thread(self._execute, doomed, reason, now)
+            freed = False
+            for fs, doomed in pressure:
+                outcome = await asyncio.to_thread(self._execute, doomed, "disk", now)
+                self.pressure.record(fs, outcome)
+                freed = freed or bool(outcome.deleted)
+            if pressure and not freed:  # below a floor with nothing it may take: look again later, not every tick
+                self._pressure_idle_until = time.monotonic() + PRESSURE_RETRY
             self._last_age = time.monotonic()
             self._schedule_age(now)
 
-    def _plan_all(self, now: float, fs: dict | None) -> list[tuple[str, list[Candidate]]]:
+    def _plan_all(self, now: float) -> tuple[list[tuple[str, list[Candidate]]], list[tuple[Filesystem, list]]]:
+        fss = self._statvfs()
         with self.index.lock:
-            plans = plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift)
-            if fs is not None:
-                floor = self.cfg.recordings.min_free.of(fs["total_bytes"])
-                target = floor + self.cfg.recordings.min_free_hysteresis.of(fs["total_bytes"])
-                if fs["free_bytes"] < floor:
-                    planned = sum(c.size for _, doomed in plans for c in doomed)
-                    plans.append(("disk", plan_disk(self.index, now, self._is_running,
-                                                    need=target - fs["free_bytes"] - planned,
-                                                    exclude={(c.stream, c.rel) for _, d in plans for c in d},
-                                                    shift=self.clock.shift)))
-        return plans
+            plans = plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift, self.remembered)
+        plans = self._verified(plans, now, fss)
+        pressure: list[tuple[Filesystem, list[Candidate]]] = []
+        with self.index.lock:
+            for fs in fss:
+                if fs.free < fs.floor:
+                    planned = [c for _, d in plans for c in d] + [c for _, d in pressure for c in d]
+                    pressure.append((fs, plan_disk(self.index, fs, now, self._is_running, planned=planned,
+                                                   shift=self.clock.shift)))
+        self._hold_inits([d for _, d in plans] + [d for _, d in pressure])
+        return plans, pressure
+
+    def _hold_inits(self, plans: list[list[Candidate]]) -> None:
+        """fMP4 init files stay while segments that need them stay (agent/retention_inits.py)."""
+        hold_inits_below(self.root, self.index, plans, self._playlists)
+
+    def _verified(self, plans: list[tuple[str, list[Candidate]]], now: float,
+                  fss: list[Filesystem]) -> list[tuple[str, list[Candidate]]]:
+        """The plans again once the index holds only files that still exist, when a size cap
+        or the floor is about to act on its totals (agent/segment_verify.py)."""
+        with self.index.lock:
+            every = set(self.index.streams)
+        pressed = any(fs.free < fs.floor for fs in fss)
+        sids = every if pressed else {c.stream for r, d in plans if r == "size" for c in d}
+        if not sids:
+            return plans
+        dropped = self._verifier.verify_below(self.root, self.index, sorted(sids))
+        if not dropped:
+            return plans
+        log.info("recordings: %d indexed segments no longer exist (removed or moved away); "
+                 "sizes recounted before deciding", dropped)
+        for sid in sids:
+            self._on_change(sid)
+        with self.index.lock:
+            return plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift, self.remembered)
 
     def _execute(self, doomed: list[Candidate], reason: str, now: float) -> Outcome:
         if not doomed:
@@ -188,7 +252,8 @@ class Retention:
         due = None
         for sid in list(self.index.streams):
             cfg = self.cfg.streams.get(sid)
-            keep = cfg.recording.retention if cfg is not None else self.cfg.recordings.orphan_retention
+            keep = (cfg.recording.retention if cfg is not None
+                    else orphan_max_age(self.remembered.get(sid), self.cfg.recordings.orphan_retention))
             oldest = self.index.stats(sid)[2]
             if keep > 0 and oldest is not None:
                 expires = self.clock.shift(oldest) + keep
@@ -217,9 +282,10 @@ class Retention:
             self._next_sweep = time.monotonic() + self.cfg.recordings.sweep_interval
             await self._rescan("sweep")
             return
-        fs = await asyncio.to_thread(self._statvfs)
-        if (fs is not None and fs["free_bytes"] < self.cfg.recordings.min_free.of(fs["total_bytes"])) \
-                or self._over_cap():
+        fss = await asyncio.to_thread(self._statvfs)
+        pressed = [fs for fs in fss if fs.free < fs.floor]
+        if self._over_cap() or any(fs.emergency for fs in pressed) or \
+                (pressed and time.monotonic() >= self._pressure_idle_until):
             await self.enforce()
 
     def _over_cap(self) -> bool:
@@ -229,17 +295,14 @@ class Retention:
                 return True
         return False
 
-    def _statvfs(self) -> dict | None:
-        try:
-            st = os.statvfs(self.root)
-        except OSError as exc:
-            log_error(f"cannot read free space of {self.root}: {exc.strerror}")
-            return None
-        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-        used = total - st.f_bfree * st.f_frsize
-        self.filesystem = {"total_bytes": total, "used_bytes": used, "free_bytes": free,
-                           "used_percent": round(100.0 * used / total, 2) if total else 0.0}
-        return self.filesystem
+    def _statvfs(self) -> list[Filesystem]:
+        """Every filesystem holding the root or segments (blocking)."""
+        fss = measure_below(self.root, self.cfg.recordings, self.index.devices())
+        if fss:  # the root's own comes first
+            self.filesystem = fss[0].legacy_view()
+        self.pressure.filesystems = fss
+        self.pressure.check_floors(self.cfg.recordings)
+        return fss
 
     def _spawn(self, coro: Any) -> None:
         if self._closed:
@@ -270,6 +333,7 @@ class Retention:
             with self.index.lock:
                 plans = plan_manual(self.index, self.cfg, ids, now, self._is_running, retention_days,
                                     self.clock.shift)
+            await asyncio.to_thread(self._hold_inits, [d for _, d in plans.values()])
             out = {}
             for stream_id, (max_age, doomed) in plans.items():
                 outcome = (Outcome(deleted=doomed) if dry_run
@@ -296,7 +360,8 @@ class Retention:
 
     def view(self) -> dict[str, Any]:
         """The snapshot's top-level ``recordings`` entry."""
-        return {"root": str(self.root), "filesystem": self.filesystem, "indexed": self.ready.is_set(),
+        return {"root": str(self.root), "filesystem": self.filesystem, **self.pressure.view(),
+                "indexed": self.ready.is_set(),
                 "deletion_errors": self.errors, "clock_steps": len(self.clock.steps),
                 "orphans": sorted(set(self.index.streams) - set(self.cfg.streams))}
 

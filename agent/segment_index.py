@@ -29,10 +29,11 @@ SCAN_THREADS = 2
 class DirSegments:
     """One directory's segments, sorted by (mtime, natural name): packed, no object per file."""
 
-    __slots__ = ("mtimes", "sizes", "blob", "total")
+    __slots__ = ("mtimes", "sizes", "blob", "total", "dev")
 
-    def __init__(self, entries: list[tuple[float, int, str]] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, entries: list[tuple[float, int, str]] = (), dev: int = -1) -> None:  # type: ignore[assignment]
         self.mtimes, self.sizes, self.blob, self.total = array("d"), array("q"), bytearray(b"\0"), 0
+        self.dev = dev  # st_dev of the filesystem holding the directory (-1: not known)
         for mtime, size, name in _ordered(entries):
             self.mtimes.append(mtime)
             self.sizes.append(size)
@@ -137,6 +138,14 @@ def _candidates(sid: str, dir_rel: str, d: DirSegments) -> Iterator[Candidate]:
         yield candidate(sid, dir_rel, name, mtime, size)
 
 
+def _dev_of(root_fd: int, sid: str, dir_rel: str) -> int:
+    """st_dev of a stream directory (the free-space floor is per filesystem); -1 if gone."""
+    try:
+        return os.stat(f"{sid}/{dir_rel}" if dir_rel else sid, dir_fd=root_fd, follow_symlinks=False).st_dev
+    except OSError:
+        return -1
+
+
 def _enc(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
@@ -173,7 +182,7 @@ class SegmentIndex:
         try:
             for dir_rel, files in walk_stream(fd, sid):
                 if files:
-                    dirs[dir_rel] = DirSegments(files)
+                    dirs[dir_rel] = DirSegments(files, _dev_of(fd, sid, dir_rel))
         finally:
             os.close(fd)
         with self.lock:
@@ -183,9 +192,11 @@ class SegmentIndex:
                 self.streams.pop(sid, None)
 
     # -- events (watchdog's thread) -----------------------------------------------
-    def upsert(self, sid: str, dir_rel: str, name: str, mtime: float, size: int) -> None:
+    def upsert(self, sid: str, dir_rel: str, name: str, mtime: float, size: int, dev: int = -1) -> None:
         with self.lock:
-            self.streams.setdefault(sid, {}).setdefault(dir_rel, DirSegments()).upsert(name, mtime, size)
+            d = self.streams.setdefault(sid, {}).setdefault(dir_rel, DirSegments(dev=dev))
+            d.dev = dev if dev >= 0 else d.dev  # a file's st_dev is its directory's filesystem
+            d.upsert(name, mtime, size)
 
     def discard(self, sid: str, dir_rel: str, name: str) -> bool:
         with self.lock:
@@ -214,6 +225,10 @@ class SegmentIndex:
                     d.remove_names(names)
                     self._prune(sid, dir_rel)
 
+    def prune(self, sid: str, dir_rel: str | None) -> None:
+        """Forget an emptied directory (and stream); call with ``lock`` held."""
+        self._prune(sid, dir_rel)
+
     def _prune(self, sid: str, dir_rel: str | None) -> None:
         dirs = self.streams.get(sid)
         if dirs is None:
@@ -232,12 +247,23 @@ class SegmentIndex:
                     min((d.mtimes[0] for d in dirs), default=None),
                     max((d.mtimes[-1] for d in dirs), default=None))
 
-    def oldest_first(self, sid: str) -> list[Iterator[Candidate]]:
-        """Per directory, the stream's segments oldest first (merge them with heapq.merge).
+    def oldest_first(self, sid: str, dev: int | None = None) -> list[Iterator[Candidate]]:
+        """Per directory, the stream's segments oldest first (merge them with heapq.merge);
+        with ``dev``, only directories on that filesystem.
 
         Call with ``lock`` held and consume before releasing it.
         """
-        return [_candidates(sid, dir_rel, d) for dir_rel, d in self.streams.get(sid, {}).items()]
+        return [_candidates(sid, dir_rel, d) for dir_rel, d in self.streams.get(sid, {}).items()
+                if dev is None or d.dev == dev]
+
+    def devices(self) -> dict[int, tuple[str, str]]:
+        """Each filesystem (st_dev) holding indexed segments, with one directory on it."""
+        with self.lock:
+            out: dict[int, tuple[str, str]] = {}
+            for sid, dirs in self.streams.items():
+                for dir_rel, d in dirs.items():
+                    out.setdefault(d.dev, (sid, dir_rel))
+            return out
 
     def newest(self, sid: str) -> Candidate | None:
         """The stream's newest segment (call with ``lock`` held)."""

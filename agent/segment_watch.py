@@ -162,5 +162,5 @@ class Watch(FileSystemEventHandler):
         finally:
             os.close(fd)
         if stat.S_ISREG(st.st_mode):
-            self.index.upsert(sid, dir_rel, name, st.st_mtime, st.st_size)
+            self.index.upsert(sid, dir_rel, name, st.st_mtime, st.st_size, st.st_dev)
             self._changed.add(sid)

@@ -150,6 +150,7 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
         out.write("last reload REFUSED: " + "; ".join(reload_info.get("error", [])) + "\n")
     if data["config"].get("needs_restart"):
         out.write("restart vas-agent to apply: " + ", ".join(data["config"]["needs_restart"]) + "\n")
+    _print_retention_warnings(data, out)
 
 
 def _recording(rec: dict[str, Any], now: float) -> tuple[str, str]:
@@ -164,6 +165,17 @@ def _last_error(s: dict[str, Any]) -> str:
     if not text and s.get("last_exit") and s["state"] == "error":
         text = s["last_exit"]["description"]
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
+    """The last reload's word on recordings, and floors retention does not enforce."""
+    reload_info = data["config"].get("last_reload") or {}
+    for line in reload_info.get("warnings", []) if reload_info.get("ok") else []:
+        out.write(f"last reload: {line}\n")
+    for fs in (data.get("recordings") or {}).get("filesystems") or []:
+        if fs.get("floor_unreachable"):
+            out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "
+                      f"({fs['total_bytes'] / 2**30:.1f}GiB): that floor is not enforced\n")
 
 
 def _duration(seconds: float) -> str:
@@ -188,6 +200,8 @@ def reload(socket_path: Path) -> int:
         time.sleep(0.1)
     if code == 200:
         print(f"reloaded: {body['summary']}")
+        for line in body.get("warnings", []):
+            print(f"warning: {line}", file=sys.stderr)
         return 0
     print(f"vasctl: reload refused: {body.get('error')}", file=sys.stderr)
     for line in body.get("details", []):

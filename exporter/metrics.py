@@ -69,6 +69,7 @@ class SnapshotCollector:
         yield from _sfu_families(view.data or {} if view else {}, streams)
         yield from _recording_families(streams, self.owner.recordings)
         yield from _config_families(view.data or {} if view else {})
+        yield from _disk_pressure_families(view.data or {} if view else {})
 
 
 class Metrics:
@@ -296,3 +297,19 @@ def _fleet_families(fleet: dict[str, Any] | None) -> Iterator[Metric]:
         family.add_metric([], [(str(float(b)) if b != "+Inf" else "+Inf", n) for b, n in renewal["buckets"]],
                           sum_value=renewal["sum"])
         yield family
+
+
+def _disk_pressure_families(data: dict[str, Any]) -> Iterator[Metric]:
+    """The free-space floor's passes by reason (floor, emergency) and floors no filesystem can reach."""
+    rec = data.get("recordings")
+    if not isinstance(rec, dict) or "disk_pressure" not in rec:
+        return
+    passes = CounterMetricFamily("vas_retention_disk_pressure_passes",
+                                 "Retention passes that deleted segments for free space, by reason.", labels=["reason"])
+    counted = (rec.get("disk_pressure") or {}).get("passes") or {}
+    for reason in ("floor", "emergency"):  # 0s too: increase() works from the start
+        passes.add_metric([reason], counted.get(reason, 0))
+    yield passes
+    yield _gauge("vas_recording_floor_unreachable",
+                 "Recording filesystems where min_free + min_free_hysteresis >= the filesystem's size.",
+                 value=rec.get("floor_unreachable") or 0)

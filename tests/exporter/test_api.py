@@ -120,8 +120,13 @@ async def test_metrics_are_clean_for_promtool_and_bounded(client, node):
                  "oldest_segment_at": 1.0, "newest_segment_at": 2.0,
                  "deleted": {"age": {"segments": 5, "bytes": 500}, "disk": {"segments": 1, "bytes": 100}}}
     node.write(snapshot_dict([stream("cam1", recording=recording), stream("cam2", "error")],
-                             sfu={"state": "up", "restart_reasons": {"exit": 1}}))
+                             sfu={"state": "up", "restart_reasons": {"exit": 1}},
+                             recordings={"disk_pressure": {"passes": {"floor": 2}, "last": None},
+                                         "floor_unreachable": 1}))
     text = await (await client.get("/v2/metrics")).text()
+    assert 'vas_retention_disk_pressure_passes_total{reason="floor"} 2.0' in text
+    assert 'vas_retention_disk_pressure_passes_total{reason="emergency"} 0.0' in text
+    assert "vas_recording_floor_unreachable 1.0" in text
     assert 'vas_streams{state="live"} 1.0' in text and 'vas_stream_up{stream="cam2"} 0.0' in text
     assert "vas_sfu_up 1.0" in text and "vas_agent_up 1.0" in text and 'vas_build_info{version=' in text
     assert 'vas_recording_deleted_segments_total{reason="disk",stream="cam1"} 1.0' in text

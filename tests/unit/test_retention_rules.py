@@ -1,0 +1,79 @@
+"""The pure rules behind "retention deletes only what a policy asks for" (issue 16, A.1-4)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.config import RecordingsConfig, SpaceAmount
+from agent.retention import candidate
+from agent.retention_disk import Filesystem, emergency_free, floor_of, floor_problem, plan_relief
+from agent.retention_inits import hold_inits, looks_like_init
+from agent.retention_memory import orphan_max_age, orphan_note
+from agent.wallclock import same
+
+NOW = 10_000_000.0
+GiB = 1 << 30
+
+
+def seg(stream: str, name: str, age: float, size: int = 100, dir_rel: str = ""):
+    return candidate(stream, dir_rel, name, NOW - age, size)
+
+
+def fs(total: int, free: int, floor: int, target: int) -> Filesystem:
+    return Filesystem(1, "/rec", total, free, floor, target, False)
+
+
+def never(c) -> bool:
+    return False
+
+
+def test_an_unreachable_floor_falls_back_to_the_emergency_floor():
+    rec = RecordingsConfig(min_free=SpaceAmount(bytes=100 * GiB), min_free_hysteresis=SpaceAmount(percent=5.0))
+    assert floor_of(rec, 24 * GiB) == (emergency_free(24 * GiB), 2 * emergency_free(24 * GiB), True)
+    assert floor_of(rec, 200 * GiB) == (100 * GiB, 110 * GiB, False)
+    assert floor_of(RecordingsConfig(min_free=SpaceAmount(percent=90.0), min_free_hysteresis=SpaceAmount(percent=15.0)),
+                    GiB)[2], "90% + 15% can never be reached either"
+    assert "can never be reached" in (floor_problem(rec, 24 * GiB, "/rec") or "")
+    ext4 = RecordingsConfig(min_free=SpaceAmount(percent=90.0), min_free_hysteresis=SpaceAmount(percent=6.0))
+    assert not floor_of(ext4, 100 * GiB)[2] and floor_of(ext4, 100 * GiB, usable=95 * GiB)[2]  # 5 % reserved
+    assert "(100.0GiB, 5.0GiB of it reserved for root)" in (floor_problem(ext4, 100 * GiB, "/rec", 95 * GiB) or "")
+    assert floor_problem(rec, 200 * GiB, "/rec") is None
+    assert emergency_free(24 * GiB) == 24 * GiB // 100 and emergency_free(10_000 * GiB) == GiB
+
+
+def test_the_floor_keeps_the_last_hour_unless_about_to_be_full():
+    streams = [[seg("a", "old", 7200), seg("a", "young1", 1800), seg("a", "young2", 600)]]
+    calm = fs(100 * GiB, 5 * GiB, 10 * GiB, 15 * GiB)
+    assert [c.name for c in plan_relief(calm, streams, now=NOW, planned=0, keep=never, shift=same)] == ["old"]
+    full = Filesystem(1, "/rec", 10_000, 50, 1000, 1500, False)           # emergency: < 100 bytes free
+    taken = plan_relief(full, streams, now=NOW, planned=0, keep=never, shift=same)
+    assert [c.name for c in taken] == ["old", "young1"]                    # back to 2 x 100 free, no further
+    assert plan_relief(full, streams, now=NOW, planned=0, keep=lambda c: c.name != "old", shift=same)[0].name == "old"
+
+
+def test_init_files_go_only_with_the_last_segment_of_their_stream():
+    inits = {"a": {"hdr.mp4"}, "b": set()}
+    every = {"a": ["hdr.mp4", "s1.m4s", "s2.m4s"], "b": ["init.mp4", "x1.m4s"], "c": ["c1.ts"]}
+
+    def survivor(sid, goes):
+        return any(not goes(r) for r in every[sid])
+
+    plans = [[seg("a", "hdr.mp4", 90), seg("a", "s1.m4s", 80)], [seg("b", "init.mp4", 90)], [seg("c", "c1.ts", 9)]]
+    hold_inits(plans, inits=lambda sid: inits.get(sid, set()), survivor=survivor)
+    assert [[c.name for c in p] for p in plans] == [["s1.m4s"], [], ["c1.ts"]]
+    plans = [[seg("a", "hdr.mp4", 90), seg("a", "s1.m4s", 80)], [seg("a", "s2.m4s", 70)]]
+    hold_inits(plans, inits=lambda sid: inits[sid], survivor=survivor)
+    assert [[c.name for c in p] for p in plans] == [["hdr.mp4", "s1.m4s"], ["s2.m4s"]]
+    assert looks_like_init("cam1_init_0.mp4") and not looks_like_init("clip.mp4") and not looks_like_init("init.m3u8")
+
+
+def test_an_orphan_keeps_at_least_its_streams_retention():
+    day = 86400.0
+    assert orphan_max_age(0.0, 7 * day) == 0.0              # kept for ever stays kept for ever
+    assert orphan_max_age(30 * day, 7 * day) == 30 * day
+    assert orphan_max_age(1 * day, 7 * day) == 7 * day
+    assert orphan_max_age(None, 7 * day) == 7 * day         # never configured: the orphan default
+    assert orphan_max_age(30 * day, 0.0) == 0.0
+    assert "the oldest at once" in orphan_note("hall", Path("/rec/hall"), (2, 3 * GiB, 0.0, 1.0), 15 * day)
+    note = orphan_note("hall", Path("/rec/hall"), (2, 3 * GiB, 4e9, 4e9), 15 * day)
+    assert note.startswith("recordings of removed stream hall (2 segments, 3.0GiB) stay in /rec/hall; each is "
+                           "deleted when it is 15 days old (reason orphan), the first from 2096-10-17 07:06 UTC")
