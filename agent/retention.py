@@ -4,8 +4,9 @@ A *segment* is a regular file (checked with lstat) whose name ends in ``.ts``,
 ``.m4s``, ``.mp4`` or ``.mkv``, anywhere under ``{root}/{stream_id}/`` (verbatim
 commands and older installs choose their own names and date folders).  Never a
 playlist, FFmpeg's ``.tmp`` file, a symlink or anything reached through one, a
-file outside ``root``, or the file being written (anything modified in the last
-``RECENT_GRACE`` seconds and the newest segment of a running stream).
+file outside ``root``, or the file being written (anything dated in the future
+or modified in the last ``RECENT_GRACE`` seconds, and the newest segment of a
+running stream).
 
 Planners are pure: given candidates oldest first and a policy, which go, in
 which order.  :func:`delete_segments` executes a plan through directory file
@@ -32,6 +33,8 @@ SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
 RECENT_GRACE = 5.0
 #: Deletion errors are logged at most this often (they are all counted).
 ERROR_LOG_INTERVAL = 60.0
+#: Every this many files of a directory, its whole path is checked with no symlink followed.
+STRICT_EVERY = 64
 REASONS = ("age", "size", "disk", "manual", "orphan")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIGITS = re.compile(r"(\d+)")
@@ -72,9 +75,15 @@ def candidate(stream: str, dir_rel: str, name: str, mtime: float, size: int) -> 
 
 
 def is_fresh(mtime: float, now: float, shift: Callable[[float], float] = same) -> bool:
-    """Modified in the last RECENT_GRACE seconds (a file dated in the future by more than
-    that was written before the wall clock stepped back, not just now)."""
-    return now - RECENT_GRACE < shift(mtime) <= now + RECENT_GRACE
+    """Modified in the last RECENT_GRACE seconds of ``now``, or dated in the future.
+
+    The raw mtime decides first, whatever ``shift`` says: after a forward and a
+    backward step, a shift estimate moves a file written a second ago by an hour
+    into the future, and the guard must not depend on that estimate.  ``shift``
+    can only add freshness (a file the agent alone sees dated in an old timebase,
+    e.g. under libfaketime), never take it away.
+    """
+    return mtime > now - RECENT_GRACE or shift(mtime) > now - RECENT_GRACE
 
 
 def keeper(*, now: float, newest: Candidate | None,
@@ -179,9 +188,10 @@ def delete_segments(root: str | os.PathLike[str], doomed: list[Candidate], *, no
         outcome.errors += len(doomed)
         log_error(f"cannot open recordings root {root}: {exc.strerror}")
         return outcome
+    placement = Placement(root_fd)
     try:
         for c in doomed:
-            _delete_one(root_fd, fds, c, now, outcome, before_unlink, shift)
+            _delete_one(root_fd, fds, c, now, outcome, before_unlink, shift, placement)
         _remove_empty_dirs(root_fd, fds, {(c.stream, c.dir) for c in outcome.deleted if c.dir})
     finally:
         for fd in fds.values():
@@ -205,7 +215,8 @@ def _dir_fd(root_fd: int, fds: dict, stream: str, dir_rel: str) -> int | None:
 
 
 def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outcome,
-                before_unlink: Callable[[Candidate], None], shift: Callable[[float], float]) -> None:
+                before_unlink: Callable[[Candidate], None], shift: Callable[[float], float],
+                placement: Placement) -> None:
     fd = _dir_fd(root_fd, fds, c.stream, c.dir)
     if fd is None:
         outcome.gone.append(c)
@@ -217,6 +228,9 @@ def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outc
         if is_fresh(st.st_mtime, now, shift):
             return  # written to again: it may be the live file
         before_unlink(c)
+        if not placement.still_there(fd, c.stream, c.dir):
+            _moved_away(fds, c, outcome)
+            return
         os.unlink(c.name, dir_fd=fd)
         outcome.deleted.append(Candidate(c.mtime, c.key, c.stream, c.dir, c.name, st.st_size))
     except FileNotFoundError:
@@ -224,6 +238,54 @@ def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outc
     except OSError as exc:
         outcome.errors += 1
         log_error(f"cannot delete {c.stream}/{c.rel}: {exc.strerror}")
+
+
+class Placement:
+    """Whether a cached directory fd is still the directory at its path under the root.
+
+    An fd follows its directory when it is moved: one moved out of the root mid-pass
+    would still be deleted from.  Checked right before every unlink: the path from the
+    root fd (last component not followed) must name the fd's own device and inode; every
+    STRICT_EVERY files of a directory the whole path is walked with no symlink followed.
+    """
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self._checks: dict[tuple[str, str], int] = {}
+
+    def still_there(self, fd: int, stream: str, dir_rel: str) -> bool:
+        """True when ``fd`` is ``root/stream/dir_rel`` now."""
+        n = self._checks.get((stream, dir_rel), 0)
+        self._checks[(stream, dir_rel)] = n + 1
+        parts = [stream, *(dir_rel.split("/") if dir_rel else [])]
+        try:
+            mine = os.fstat(fd)
+            if n % STRICT_EVERY:
+                there = os.stat("/".join(parts), dir_fd=self.root_fd, follow_symlinks=False)
+            else:
+                there = _strict_stat(self.root_fd, parts)
+        except OSError:
+            return False
+        return stat.S_ISDIR(there.st_mode) and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _strict_stat(root_fd: int, parts: list[str]) -> os.stat_result:
+    fd = open_below(root_fd, parts)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _moved_away(fds: dict, c: Candidate, outcome: Outcome) -> None:
+    """The directory left the root (moved, or replaced): nothing more is deleted from it."""
+    key = (c.stream, c.dir)
+    if fds.get(key) is not None:
+        os.close(fds[key])
+        log.warning("retention: %s/%s was moved out of the recordings root during deletion; "
+                    "nothing more deleted from it", c.stream, c.dir or ".")
+    fds[key] = None
+    outcome.gone.append(c)
 
 
 def _remove_empty_dirs(root_fd: int, fds: dict, dirs: set[tuple[str, str]]) -> None:
