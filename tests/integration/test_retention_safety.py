@@ -21,6 +21,7 @@ from .test_retention import make_cfg, plant, settle, until
 pytestmark = pytest.mark.integration
 DAY = 86400.0
 OLD = time.time() - 30 * DAY
+COUNT = 20_000
 
 
 @contextlib.asynccontextmanager
@@ -122,10 +123,11 @@ async def test_overflow_is_noticed_with_logging_at_error(tmp_path):
         async with started_with_small_queue(cfg, knob, saved) as r:
             with r.index.lock:
                 r.index.streams.clear()  # stands for what the lost events would have told it
-            # One process creating files in a tight loop outruns watchdog's reader for sure.
-            subprocess.run(["touch", *(f"s{i}.ts" for i in range(2000))], cwd=root / "cam1", check=True)
+            # One process creating files in a loop: 2,000 did not always outrun watchdog's
+            # reader here (0 overflows in 3 runs), 20,000 overflowed 64-80 times.
+            subprocess.run(["touch", *(f"s{i}.ts" for i in range(COUNT))], cwd=root / "cam1", check=True)
             # Only a rescan finds the earlier files again: no event will ever name them.
-            await until(lambda: r.index.stats("cam1")[0] == 2000 + len(earlier), timeout=30)
+            await until(lambda: r.index.stats("cam1")[0] == COUNT + len(earlier), timeout=60)
             assert r._watch is not None and getattr(r._watch, "overflows", 1) >= 1
     finally:
         knob.write_text(saved)
