@@ -257,7 +257,10 @@ class Retention:
     # -- on demand and reports ------------------------------------------------------
     async def cleanup(self, sid: str | None, *, retention_days: float | None, dry_run: bool) -> dict[str, Any]:
         """Apply age retention now (reason ``manual``); per stream: deleted segments and errors."""
+        from .cleanup_params import check_days
         from .retention_plans import plan_manual
+        if retention_days is not None:
+            check_days(retention_days)  # every caller checks; this is the last line before deleting
         if sid is not None and self._unsafe(sid):
             raise UnsafeDirectory(f"{self.root / sid}: not a plain directory; nothing deleted")
         if self.failed:

@@ -193,9 +193,19 @@ def restart(socket_path: Path, stream_id: str) -> int:
 
 def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool, retention_days: float | None = None,
             as_json: bool = False) -> int:
-    """Apply recording retention now and report what went (or would go)."""
-    query = "&".join(q for q in (f"stream={stream_id}" if stream_id else "", "dry_run=1" if dry_run else "",
-                                 f"retention_days={retention_days:g}" if retention_days is not None else "") if q)
+    """Apply recording retention now and report what went (or would go); exit 1 when refused."""
+    from urllib.parse import quote
+
+    from .cleanup_params import BadParameter, check_days
+    try:
+        if retention_days is not None:
+            check_days(retention_days)
+    except BadParameter as exc:
+        print(f"vasctl: {str(exc).replace('retention_days', '--retention-days', 1)}", file=sys.stderr)
+        return 1
+    query = "&".join(q for q in (f"stream={quote(stream_id, safe='')}" if stream_id else "",
+                                 "dry_run=1" if dry_run else "",
+                                 f"retention_days={retention_days!r}" if retention_days is not None else "") if q)
     code, body = _call(socket_path, "POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
     if code != 200:
         print(f"vasctl: {body.get('error')}", file=sys.stderr)
