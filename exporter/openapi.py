@@ -33,7 +33,8 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    texts = {400: "bad, unknown or repeated parameter (named in `parameter`)", 401: "missing or unknown bearer token", 403: "token scope too small",
+    texts = {400: "bad, unknown or repeated parameter (named in `parameter`)",
+             401: "missing or unknown bearer token", 403: "token scope too small",
              404: "unknown id", 409: "refused by the agent", 503: "the agent is unreachable"}
     return {str(c): _json(_ERROR, texts[c]) for c in codes}
 
@@ -91,8 +92,9 @@ def spec() -> dict[str, Any]:
                                                       [_param("stream_id")], (404,)),
             "/v2/health/recordings/cleanup": {"post": {
                 "summary": "apply retention to every stream now (admin)", "security": secured,
-                "parameters": [days, dry], "responses": {"200": _json({**obj, "required": ["deleted_count", "streams"]}),
-                                                    **_errors(400, 401, 403, 503)}}},
+                "parameters": [days, dry],
+                "responses": {"200": _json({**obj, "required": ["deleted_count", "streams"]}),
+                              **_errors(400, 401, 403, 503)}}},
             "/v2/health/recordings/{stream_id}/cleanup": {"post": {
                 "summary": "apply retention to one stream now (admin)", "security": secured,
                 "parameters": [_param("stream_id"), days, dry],
