@@ -58,6 +58,7 @@ class Retention:
         self._closed = False
         self.failed: str | None = None
         self.clock = ClockSteps()  # ages stay true across wall-clock steps
+        self.unsafe: dict[str, str] = {}  # root entries retention refuses (symlinks): name -> reason
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -93,6 +94,7 @@ class Retention:
             cfg = dataclasses.replace(cfg, recordings_root=self.root)
         self.cfg = cfg
         self._schedule_age(0.0)
+        self._spawn(self._check_unsafe(announce_all=True))
         self._spawn(self.enforce())
 
     # -- passes -------------------------------------------------------------------
@@ -102,10 +104,22 @@ class Retention:
             await asyncio.to_thread(self.index.scan_all)
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
+            await self._check_unsafe(announce_all=why == "start")
             self.ready.set()
             for sid in list(self.index.streams) + list(self.cfg.streams):
                 self._on_change(sid)
         await self.enforce()
+
+    async def _check_unsafe(self, *, announce_all: bool) -> None:
+        """Find the root's symlinks again; log every one (start, reload) or the new ones (sweeps)."""
+        from .retention_unsafe import announce, find_unsafe
+        found = await asyncio.to_thread(find_unsafe, self.root, list(self.cfg.streams))
+        fresh = found if announce_all else {k: v for k, v in found.items() if self.unsafe.get(k) != v}
+        announce(self.root, fresh, self.cfg.streams)
+        changed = set(found.items()) ^ set(self.unsafe.items())
+        self.unsafe = found
+        for name in {name for name, _ in changed}:
+            self._on_change(name)
 
     async def enforce(self) -> None:
         """Run every policy now (age, orphan, size, then the free-space floor)."""
@@ -294,14 +308,15 @@ class Retention:
         """The snapshot's per-stream recording figures."""
         count, size, oldest, newest = self.index.stats(sid)
         return {"segment_count": count, "total_bytes": size, "oldest_segment_at": oldest,
-                "newest_segment_at": newest,
+                "newest_segment_at": newest, "unsafe": self.unsafe.get(sid),
                 "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
 
     def view(self) -> dict[str, Any]:
         """The snapshot's top-level ``recordings`` entry."""
         return {"root": str(self.root), "filesystem": self.filesystem, "indexed": self.ready.is_set(),
                 "deletion_errors": self.errors, "clock_steps": len(self.clock.steps),
-                "orphans": sorted(set(self.index.streams) - set(self.cfg.streams))}
+                "orphans": sorted(set(self.index.streams) - set(self.cfg.streams)),
+                "unsafe_directories": dict(sorted(self.unsafe.items()))}
 
 
 

@@ -131,6 +131,7 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
         why = f"; last: {sfu['last_exit']['description']}" if sfu.get("last_exit") and sfu["state"] != "up" else ""
         out.write(f"sfu: {sfu['state']} ({sfu['api_url']}, pid {sfu.get('pid') or '-'}, restarts {sfu['restarts']}, "
                   f"viewers {viewers}){why}\n")
+    _print_unsafe(data, out)
     reload_info = data["config"].get("last_reload")
     if reload_info and not reload_info.get("ok"):
         out.write("last reload REFUSED: " + "; ".join(reload_info.get("error", [])) + "\n")
@@ -138,8 +139,18 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
         out.write("restart vas-agent to apply: " + ", ".join(data["config"]["needs_restart"]) + "\n")
 
 
+def _print_unsafe(data: dict[str, Any], out: TextIO) -> None:
+    """Root entries retention refuses: a symlinked stream directory is never cleaned."""
+    recordings = data.get("recordings") or {}
+    for name, reason in (recordings.get("unsafe_directories") or {}).items():
+        out.write(f"recordings: {recordings.get('root', '')}/{name}: UNSAFE: {reason} "
+                  "(move it under the root or mount the disk there; see the agent's log)\n")
+
+
 def _recording(rec: dict[str, Any], now: float) -> tuple[str, str]:
     """Recording size and the age of the oldest segment (from retention's index)."""
+    if rec.get("unsafe"):
+        return "UNSAFE", "-"  # not indexed: a size here would be a lie (explained below the table)
     size = f"{rec['total_bytes'] / 2**30:.1f}GiB" if rec.get("total_bytes") is not None else "-"
     oldest = _duration(max(0.0, now - rec["oldest_segment_at"])) if rec.get("oldest_segment_at") else "-"
     return size, oldest

@@ -165,7 +165,8 @@ class Api:
         retention = rec.get("retention_seconds")
         return {"stream_id": s["id"], "enabled": rec.get("enabled"), "segment_count": count, "total_bytes": total,
                 "total_size_mb": None if total is None else round(total / 2**20, 3), "oldest_segment_at": oldest,
-                "retention_days": retention / 86400 if retention else None}
+                "retention_days": retention / 86400 if retention else None,
+                "unsafe": rec.get("unsafe")}  # e.g. "symlink, retention not applied"
 
     # -- changes (token required; the agent does the work) -------------------------
     async def heartbeat(self, request: web.Request) -> web.Response:

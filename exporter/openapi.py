@@ -22,7 +22,7 @@ _CLEANUP = {"type": "object", "required": ["stream_id", "retention_days", "delet
 _RECORDING = {"type": "object", "required": ["stream_id", "segment_count", "total_bytes", "oldest_segment_at"],
               "properties": {"stream_id": {"type": "string"}, "segment_count": {"type": ["integer", "null"]},
                              "total_bytes": {"type": ["integer", "null"]}, "oldest_segment_at": _NUM,
-                             "retention_days": _NUM}}
+                             "retention_days": _NUM, "unsafe": _STR}}
 _HEALTH = {"type": "object", "required": ["status"], "properties": {
     "status": {"enum": ["ok", "ready", "not ready"]}, "failing": {"type": "array", "items": {"type": "string"}},
     "checks": {"type": "array", "items": {"type": "object", "required": ["check", "ok"]}}}}
