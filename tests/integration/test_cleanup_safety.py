@@ -1,5 +1,6 @@
 """Manual cleanups that delete only what was asked (issue 16, item 10): over real HTTP
-to a real exporter and agent, and on the agent's own control socket and vasctl."""
+to a real exporter and agent, and on the agent's own control socket and vasctl; and a
+symlinked stream directory said out loud everywhere an operator looks (item 6)."""
 from __future__ import annotations
 
 import json
@@ -85,3 +86,39 @@ def test_the_one_hour_floor_is_allowed_and_vasctl_refuses_below_it(node):
     status, body = http(exporter.port, f"/v2/health/recordings/cam1/cleanup?retention_days={1 / 24!r}", "POST", admin)
     assert status == 200 and json.loads(body)["deleted_count"] == 3, body
     assert planted[3].exists(), "30 minutes old: younger than the one-hour floor"
+
+
+def test_a_symlinked_stream_directory_is_said_out_loud(rtsp_camera, agent_factory, tmp_path):
+    """Item 6: refused (never followed, nothing deleted there), and not silently: a WARNING
+    at start and on reload, UNSAFE in vasctl status, `unsafe` in the API, a metric."""
+    elsewhere = tmp_path / "bigdisk" / "cam"
+    elsewhere.mkdir(parents=True)
+    old = elsewhere / "cam_20200101T000000000Z_000001.ts"
+    old.write_bytes(b"x" * 1000)
+    os.utime(old, (time.time() - 30 * DAY,) * 2)
+    port = free_port()
+    cfg = config({"cam": {"url": rtsp_camera.url("cam1"), "enabled": False, "recording": {"retention": "1d"}},
+                  "cam1": {"url": rtsp_camera.url("cam1"), "recording": {"retention": "1d"}}})
+    cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp_path / "tokens")}
+    agent = agent_factory(cfg)
+    agent.recordings.mkdir(parents=True)
+    (agent.recordings / "cam").symlink_to(elsewhere)
+    agent.start()
+    warning = "recordings/cam is a symlink to"
+    wait_for(lambda: warning in agent.log(), 30, "the warning at start")
+    exporter = Exporter(agent, port)
+    try:
+        status, body = wait_for(lambda: (r := http(port, "/v2/health/recordings/cam")) and "symlink" in r[1] and r,
+                                10, "unsafe in the API")
+        assert json.loads(body)["unsafe"] == "symlink, retention not applied"
+        assert json.loads(http(port, "/v2/health/recordings/cam1")[1])["unsafe"] is None
+        assert "vas_recording_unsafe_directories 1.0" in http(port, "/v2/metrics")[1]
+        table = agent.vasctl("status").stdout
+        row = next(line for line in table.splitlines() if line.startswith("cam "))
+        assert "UNSAFE" in row and "recordings/cam: UNSAFE: symlink, retention not applied" in table
+        assert agent.log().count(warning) == 1
+        assert agent.vasctl("reload").returncode == 0
+        wait_for(lambda: agent.log().count(warning) == 2, 10, "the warning again on reload")
+        assert old.exists(), "never followed"
+    finally:
+        exporter.stop()

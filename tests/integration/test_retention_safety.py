@@ -25,15 +25,17 @@ COUNT = 20_000
 
 
 @contextlib.asynccontextmanager
-async def started_with_small_queue(cfg, knob: Path, saved: str):
+async def started_with_small_queue(cfg, knob: Path | None, saved: str | None):
     """Retention whose inotify instance has a 64-event queue (the knob is restored at once:
-    other processes on this host create instances too)."""
+    other processes on this host create instances too); ``knob`` None: the host's queue."""
     r = Retention(cfg, is_running=lambda sid: False, on_change=lambda sid: None)
-    knob.write_text("64\n")  # applies to inotify instances created from now on
+    if knob is not None:
+        knob.write_text("64\n")  # applies to inotify instances created from now on
     try:
         await r.start()
     finally:
-        knob.write_text(saved)
+        if knob is not None and saved is not None:
+            knob.write_text(saved)
     try:
         await asyncio.wait_for(r.ready.wait(), 30)
         await settle(r)
@@ -133,3 +135,30 @@ async def test_overflow_is_noticed_with_logging_at_error(tmp_path):
         knob.write_text(saved)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+async def test_a_symlinked_stream_directory_is_reported_once_per_start_and_reload(tmp_path, caplog):
+    """Item 6: refused, logged at start and on reload (not on every sweep), in the views."""
+    root, elsewhere = tmp_path / "rec", tmp_path / "bigdisk" / "cam"
+    old = plant(elsewhere / "a.ts")
+    root.mkdir()
+    (root / "cam").symlink_to(elsewhere)
+    (root / "stray").symlink_to(tmp_path)  # not a stream: still never cleaned, still said
+    cfg = make_cfg(root, {"cam": {"retention": DAY}, "cam1": {}})
+    caplog.set_level(logging.WARNING, "vas.retention")
+
+    def said() -> int:
+        return sum("rec/cam is a symlink to" in r.getMessage() for r in caplog.records)
+
+    async with started_with_small_queue(cfg, None, None) as r:
+        assert said() == 1 and r.unsafe == {"cam": "symlink, retention not applied",
+                                            "stray": "symlink, retention not applied"}
+        assert r.stream_view("cam")["unsafe"] == "symlink, retention not applied"
+        assert r.stream_view("cam1")["unsafe"] is None
+        assert r.view()["unsafe_directories"] == r.unsafe
+        await r._rescan("sweep")
+        assert said() == 1, "a sweep repeats nothing"
+        r.update(cfg)
+        await until(lambda: said() == 2)
+        await settle(r)
+    assert old.exists()
