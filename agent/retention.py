@@ -306,10 +306,13 @@ def _remove_empty_dirs(root_fd: int, fds: dict, dirs: set[tuple[str, str]]) -> N
             parts.pop()
 
 
-def walk_stream(root_fd: int, stream: str) -> Iterator[tuple[str, list[tuple[float, int, str]]]]:
+def walk_stream(root_fd: int, stream: str, links: list[str] | None = None
+                ) -> Iterator[tuple[str, list[tuple[float, int, str]]]]:
     """``(dir_rel, [(mtime, size, name)...])`` for every directory of one stream's tree.
 
-    Never follows a symlink; unreadable directories are logged and skipped.
+    Never follows a symlink (``links`` collects their paths, relative to the stream's
+    directory: retention never cleans there, so it says so); unreadable directories
+    are logged and skipped.
     """
     stack = [""]
     while stack:
@@ -325,6 +328,8 @@ def walk_stream(root_fd: int, stream: str) -> Iterator[tuple[str, list[tuple[flo
             with os.scandir(fd) as entries:
                 for e in entries:
                     _classify(e, dir_rel, files, stack)
+                    if links is not None and e.is_symlink():
+                        links.append(f"{dir_rel}/{e.name}" if dir_rel else e.name)
         except OSError as exc:
             log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")
         finally:

@@ -113,7 +113,9 @@ class Retention:
     async def _check_unsafe(self, *, announce_all: bool) -> None:
         """Find the root's symlinks again; log every one (start, reload) or the new ones (sweeps)."""
         from .retention_unsafe import announce, find_unsafe
-        found = await asyncio.to_thread(find_unsafe, self.root, list(self.cfg.streams))
+        with self.index.lock:
+            nested = {sid: list(links) for sid, links in self.index.links.items() if links}
+        found = await asyncio.to_thread(find_unsafe, self.root, list(self.cfg.streams), nested)
         fresh = found if announce_all else {k: v for k, v in found.items() if self.unsafe.get(k) != v}
         announce(self.root, fresh, self.cfg.streams)
         changed = set(found.items()) ^ set(self.unsafe.items())

@@ -18,12 +18,19 @@ log = logging.getLogger("vas.retention")
 #: The reason shown in status and the API (short: a table cell and a JSON field).
 SYMLINK = "symlink, retention not applied"
 NOT_A_DIRECTORY = "not a directory, retention not applied"
+#: Symlinks inside one stream's directory listed (and counted) at most: the rest are summed in the log.
+MAX_NESTED = 20
 
 
-def find_unsafe(root: Path, configured: Iterable[str]) -> dict[str, str]:
-    """``{name: reason}``: every symlink directly under ``root``, and every configured
-    stream whose path there is something other than a directory (blocking: lstat only)."""
+def find_unsafe(root: Path, configured: Iterable[str], nested: dict[str, list[str]] | None = None
+                ) -> dict[str, str]:
+    """``{name: reason}``: every symlink directly under ``root``, every configured stream
+    whose path there is something other than a directory (blocking: lstat only), and
+    ``STREAM/PATH`` for the first MAX_NESTED symlinks the index's scan met inside each
+    stream's tree (``nested``)."""
     out: dict[str, str] = {}
+    for sid, links in (nested or {}).items():
+        out.update((f"{sid}/{rel}", SYMLINK) for rel in links[:MAX_NESTED])
     try:
         with os.scandir(root) as entries:
             for e in entries:
@@ -47,7 +54,17 @@ def find_unsafe(root: Path, configured: Iterable[str]) -> dict[str, str]:
 def announce(root: Path, unsafe: dict[str, str], configured: Iterable[str]) -> None:
     """One WARNING per unsafe entry: what is wrong, what it costs, what to do."""
     streams = set(configured)
+    inside: dict[str, list[str]] = {}
+    for name in unsafe:
+        if "/" in name:
+            inside.setdefault(name.split("/", 1)[0], []).append(name.split("/", 1)[1])
+    for sid, rels in sorted(inside.items()):
+        log.warning("recordings: %d symlink(s) inside %s/%s (%s): retention never follows them and never "
+                    "deletes what they point to; record into plain directories", len(rels), root, sid,
+                    ", ".join(sorted(rels)[:5]) + (", ..." if len(rels) > 5 else ""))
     for name, reason in sorted(unsafe.items()):
+        if "/" in name:
+            continue
         what = f"stream {name}'s recordings" if name in streams else f"{root / name}"
         if reason == SYMLINK:
             target = _target(root / name)

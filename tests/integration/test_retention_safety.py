@@ -144,6 +144,8 @@ async def test_a_symlinked_stream_directory_is_reported_once_per_start_and_reloa
     root.mkdir()
     (root / "cam").symlink_to(elsewhere)
     (root / "stray").symlink_to(tmp_path)  # not a stream: still never cleaned, still said
+    plant(root / "cam1" / "s.ts")
+    (root / "cam1" / "2020-01-01").symlink_to(elsewhere)  # a symlinked date folder: the same silence
     cfg = make_cfg(root, {"cam": {"retention": DAY}, "cam1": {}})
     caplog.set_level(logging.WARNING, "vas.retention")
 
@@ -152,7 +154,10 @@ async def test_a_symlinked_stream_directory_is_reported_once_per_start_and_reloa
 
     async with started_with_small_queue(cfg, None, None) as r:
         assert said() == 1 and r.unsafe == {"cam": "symlink, retention not applied",
-                                            "stray": "symlink, retention not applied"}
+                                            "stray": "symlink, retention not applied",
+                                            "cam1/2020-01-01": "symlink, retention not applied"}
+        assert any("1 symlink(s) inside" in rec.getMessage() and "cam1 (2020-01-01)" in rec.getMessage()
+                   for rec in caplog.records)
         assert r.stream_view("cam")["unsafe"] == "symlink, retention not applied"
         assert r.stream_view("cam1")["unsafe"] is None
         assert r.view()["unsafe_directories"] == r.unsafe
