@@ -25,7 +25,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .dirfd import STRICT_EVERY, Placement, open_below
 from .wallclock import same
+
+__all__ = ["STRICT_EVERY", "Placement", "open_below"]  # re-exported: callers import them from here
 
 log = logging.getLogger("vas.retention")
 SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
@@ -33,10 +36,7 @@ SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
 RECENT_GRACE = 5.0
 #: Deletion errors are logged at most this often (they are all counted).
 ERROR_LOG_INTERVAL = 60.0
-#: Every this many files of a directory, its whole path is checked with no symlink followed.
-STRICT_EVERY = 64
 REASONS = ("age", "size", "disk", "manual", "orphan")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIGITS = re.compile(r"(\d+)")
 _last_error_log = [-ERROR_LOG_INTERVAL]
 
@@ -156,22 +156,6 @@ class UnsafeDirectory(Exception):
     """A stream's recording directory is a symlink or not a directory."""
 
 
-def open_below(root_fd: int, parts: Iterable[str]) -> int:
-    """An fd of ``root/parts...``, no component followed if it is a symlink (OSError: ELOOP)."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            if part in ("", ".", "..") or "/" in part:
-                raise OSError(22, f"bad path component {part!r}")
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def delete_segments(root: str | os.PathLike[str], doomed: list[Candidate], *, now: float,
                     before_unlink: Callable[[Candidate], None] = lambda c: None,
                     shift: Callable[[float], float] = same) -> Outcome:
@@ -238,43 +222,6 @@ def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outc
     except OSError as exc:
         outcome.errors += 1
         log_error(f"cannot delete {c.stream}/{c.rel}: {exc.strerror}")
-
-
-class Placement:
-    """Whether a cached directory fd is still the directory at its path under the root.
-
-    An fd follows its directory when it is moved: one moved out of the root mid-pass
-    would still be deleted from.  Checked right before every unlink: the path from the
-    root fd (last component not followed) must name the fd's own device and inode; every
-    STRICT_EVERY files of a directory the whole path is walked with no symlink followed.
-    """
-
-    def __init__(self, root_fd: int) -> None:
-        self.root_fd = root_fd
-        self._checks: dict[tuple[str, str], int] = {}
-
-    def still_there(self, fd: int, stream: str, dir_rel: str) -> bool:
-        """True when ``fd`` is ``root/stream/dir_rel`` now."""
-        n = self._checks.get((stream, dir_rel), 0)
-        self._checks[(stream, dir_rel)] = n + 1
-        parts = [stream, *(dir_rel.split("/") if dir_rel else [])]
-        try:
-            mine = os.fstat(fd)
-            if n % STRICT_EVERY:
-                there = os.stat("/".join(parts), dir_fd=self.root_fd, follow_symlinks=False)
-            else:
-                there = _strict_stat(self.root_fd, parts)
-        except OSError:
-            return False
-        return stat.S_ISDIR(there.st_mode) and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _strict_stat(root_fd: int, parts: list[str]) -> os.stat_result:
-    fd = open_below(root_fd, parts)
-    try:
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
 
 
 def _moved_away(fds: dict, c: Candidate, outcome: Outcome) -> None:
