@@ -44,6 +44,7 @@ class Placement:
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
         self._checks: dict[tuple[str, str], int] = {}
+        self._ids: dict[int, tuple[int, int]] = {}  # an fd's (device, inode) never changes
 
     def still_there(self, fd: int, stream: str, dir_rel: str) -> bool:
         """True when ``fd`` is ``root/stream/dir_rel`` now."""
@@ -51,14 +52,15 @@ class Placement:
         self._checks[(stream, dir_rel)] = n + 1
         parts = [stream, *(dir_rel.split("/") if dir_rel else [])]
         try:
-            mine = os.fstat(fd)
             if n % STRICT_EVERY:
                 there = os.stat("/".join(parts), dir_fd=self.root_fd, follow_symlinks=False)
             else:
                 there = _strict_stat(self.root_fd, parts)
+                st = os.fstat(fd)
+                self._ids[fd] = (st.st_dev, st.st_ino)
         except OSError:
             return False
-        return stat.S_ISDIR(there.st_mode) and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+        return stat.S_ISDIR(there.st_mode) and (there.st_dev, there.st_ino) == self._ids.get(fd)
 
 
 def _strict_stat(root_fd: int, parts: list[str]) -> os.stat_result:
