@@ -123,21 +123,22 @@ async def _restart(request: web.Request) -> web.Response:
 
 
 async def _cleanup(request: web.Request) -> web.Response:
-    """Apply retention now (``?stream=ID``, ``?dry_run=1``, ``?retention_days=N`` overrides)."""
+    """Apply retention now (``?stream=ID``, ``?dry_run=1``, ``?retention_days=N`` overrides).
+
+    Any other parameter, a repeated one or ``retention_days`` under one hour: 400, nothing deleted.
+    """
+    from . import cleanup_params
     from .retention import UnsafeDirectory
-    agent, sid = _agent(request), request.query.get("stream")
+    agent = _agent(request)
+    try:
+        params = cleanup_params.parse(request.query, allowed=("stream", "dry_run", "retention_days"))
+    except cleanup_params.BadParameter as exc:
+        return _error(400, str(exc), parameter=exc.parameter)
+    sid = params.stream
     if sid is not None and sid not in agent.cfg.streams:
         return _error(404, f"unknown stream '{sid}'")
-    dry_run = request.query.get("dry_run", "0") not in ("0", "false", "")
-    days = request.query.get("retention_days")
     try:
-        retention_days = None if days is None else float(days)
-        if retention_days is not None and not 0 < retention_days <= 36500:
-            raise ValueError
-    except ValueError:
-        return _error(400, f"retention_days must be a number of days from 0 to 36500 (not 0), got {days!r}")
-    try:
-        result = await agent.cleanup(sid, dry_run=dry_run, retention_days=retention_days)
+        result = await agent.cleanup(sid, dry_run=params.dry_run, retention_days=params.retention_days)
     except UnsafeDirectory as exc:
         return _error(409, str(exc))
     return web.json_response({"ok": True, **result})

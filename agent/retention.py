@@ -4,8 +4,9 @@ A *segment* is a regular file (checked with lstat) whose name ends in ``.ts``,
 ``.m4s``, ``.mp4`` or ``.mkv``, anywhere under ``{root}/{stream_id}/`` (verbatim
 commands and older installs choose their own names and date folders).  Never a
 playlist, FFmpeg's ``.tmp`` file, a symlink or anything reached through one, a
-file outside ``root``, or the file being written (anything modified in the last
-``RECENT_GRACE`` seconds and the newest segment of a running stream).
+file outside ``root``, or the file being written (anything dated in the future
+or modified in the last ``RECENT_GRACE`` seconds, and the newest segment of a
+running stream).
 
 Planners are pure: given candidates oldest first and a policy, which go, in
 which order.  :func:`delete_segments` executes a plan through directory file
@@ -24,7 +25,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .dirfd import STRICT_EVERY, Placement, open_below
 from .wallclock import same
+
+__all__ = ["STRICT_EVERY", "Placement", "open_below"]  # re-exported: callers import them from here
 
 log = logging.getLogger("vas.retention")
 SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
@@ -33,7 +37,6 @@ RECENT_GRACE = 5.0
 #: Deletion errors are logged at most this often (they are all counted).
 ERROR_LOG_INTERVAL = 60.0
 REASONS = ("age", "size", "disk", "manual", "orphan")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIGITS = re.compile(r"(\d+)")
 _last_error_log = [-ERROR_LOG_INTERVAL]
 
@@ -72,9 +75,15 @@ def candidate(stream: str, dir_rel: str, name: str, mtime: float, size: int) -> 
 
 
 def is_fresh(mtime: float, now: float, shift: Callable[[float], float] = same) -> bool:
-    """Modified in the last RECENT_GRACE seconds (a file dated in the future by more than
-    that was written before the wall clock stepped back, not just now)."""
-    return now - RECENT_GRACE < shift(mtime) <= now + RECENT_GRACE
+    """Modified in the last RECENT_GRACE seconds of ``now``, or dated in the future.
+
+    The raw mtime decides first, whatever ``shift`` says: after a forward and a
+    backward step, a shift estimate moves a file written a second ago by an hour
+    into the future, and the guard must not depend on that estimate.  ``shift``
+    can only add freshness (a file the agent alone sees dated in an old timebase,
+    e.g. under libfaketime), never take it away.
+    """
+    return mtime > now - RECENT_GRACE or shift(mtime) > now - RECENT_GRACE
 
 
 def keeper(*, now: float, newest: Candidate | None,
@@ -147,22 +156,6 @@ class UnsafeDirectory(Exception):
     """A stream's recording directory is a symlink or not a directory."""
 
 
-def open_below(root_fd: int, parts: Iterable[str]) -> int:
-    """An fd of ``root/parts...``, no component followed if it is a symlink (OSError: ELOOP)."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            if part in ("", ".", "..") or "/" in part:
-                raise OSError(22, f"bad path component {part!r}")
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def delete_segments(root: str | os.PathLike[str], doomed: list[Candidate], *, now: float,
                     before_unlink: Callable[[Candidate], None] = lambda c: None,
                     shift: Callable[[float], float] = same) -> Outcome:
@@ -179,9 +172,10 @@ def delete_segments(root: str | os.PathLike[str], doomed: list[Candidate], *, no
         outcome.errors += len(doomed)
         log_error(f"cannot open recordings root {root}: {exc.strerror}")
         return outcome
+    placement = Placement(root_fd)
     try:
         for c in doomed:
-            _delete_one(root_fd, fds, c, now, outcome, before_unlink, shift)
+            _delete_one(root_fd, fds, c, now, outcome, before_unlink, shift, placement)
         _remove_empty_dirs(root_fd, fds, {(c.stream, c.dir) for c in outcome.deleted if c.dir})
     finally:
         for fd in fds.values():
@@ -205,7 +199,8 @@ def _dir_fd(root_fd: int, fds: dict, stream: str, dir_rel: str) -> int | None:
 
 
 def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outcome,
-                before_unlink: Callable[[Candidate], None], shift: Callable[[float], float]) -> None:
+                before_unlink: Callable[[Candidate], None], shift: Callable[[float], float],
+                placement: Placement) -> None:
     fd = _dir_fd(root_fd, fds, c.stream, c.dir)
     if fd is None:
         outcome.gone.append(c)
@@ -217,6 +212,9 @@ def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outc
         if is_fresh(st.st_mtime, now, shift):
             return  # written to again: it may be the live file
         before_unlink(c)
+        if not placement.still_there(fd, c.stream, c.dir):
+            _moved_away(fds, c, outcome)
+            return
         os.unlink(c.name, dir_fd=fd)
         outcome.deleted.append(Candidate(c.mtime, c.key, c.stream, c.dir, c.name, st.st_size))
     except FileNotFoundError:
@@ -224,6 +222,17 @@ def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outc
     except OSError as exc:
         outcome.errors += 1
         log_error(f"cannot delete {c.stream}/{c.rel}: {exc.strerror}")
+
+
+def _moved_away(fds: dict, c: Candidate, outcome: Outcome) -> None:
+    """The directory left the root (moved, or replaced): nothing more is deleted from it."""
+    key = (c.stream, c.dir)
+    if fds.get(key) is not None:
+        os.close(fds[key])
+        log.warning("retention: %s/%s was moved out of the recordings root during deletion; "
+                    "nothing more deleted from it", c.stream, c.dir or ".")
+    fds[key] = None
+    outcome.gone.append(c)
 
 
 def _remove_empty_dirs(root_fd: int, fds: dict, dirs: set[tuple[str, str]]) -> None:
@@ -244,10 +253,13 @@ def _remove_empty_dirs(root_fd: int, fds: dict, dirs: set[tuple[str, str]]) -> N
             parts.pop()
 
 
-def walk_stream(root_fd: int, stream: str) -> Iterator[tuple[str, list[tuple[float, int, str]]]]:
+def walk_stream(root_fd: int, stream: str, links: list[str] | None = None
+                ) -> Iterator[tuple[str, list[tuple[float, int, str]]]]:
     """``(dir_rel, [(mtime, size, name)...])`` for every directory of one stream's tree.
 
-    Never follows a symlink; unreadable directories are logged and skipped.
+    Never follows a symlink (``links`` collects their paths, relative to the stream's
+    directory: retention never cleans there, so it says so); unreadable directories
+    are logged and skipped.
     """
     stack = [""]
     while stack:
@@ -263,6 +275,8 @@ def walk_stream(root_fd: int, stream: str) -> Iterator[tuple[str, list[tuple[flo
             with os.scandir(fd) as entries:
                 for e in entries:
                     _classify(e, dir_rel, files, stack)
+                    if links is not None and e.is_symlink():
+                        links.append(f"{dir_rel}/{e.name}" if dir_rel else e.name)
         except OSError as exc:
             log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")
         finally:

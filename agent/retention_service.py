@@ -71,6 +71,7 @@ class Retention:
         self._closed = False
         self.failed: str | None = None
         self.clock = ClockSteps()  # ages stay true across wall-clock steps
+        self.unsafe: dict[str, str] = {}  # root entries retention refuses (symlinks): name -> reason
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -116,6 +117,7 @@ class Retention:
         notes += [p for fs in self.pressure.filesystems
                   if (p := floor_problem(cfg.recordings, fs.total, fs.path, fs.usable)) is not None]
         self._schedule_age(0.0)
+        self._spawn(self._check_unsafe(announce_all=True))
         self._spawn(self.enforce())
         return notes
 
@@ -135,10 +137,24 @@ class Retention:
                 await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
+            await self._check_unsafe(announce_all=why == "start")
             self.ready.set()
             for sid in list(self.index.streams) + list(self.cfg.streams):
                 self._on_change(sid)
         await self.enforce()
+
+    async def _check_unsafe(self, *, announce_all: bool) -> None:
+        """Find the root's symlinks again; log every one (start, reload) or the new ones (sweeps)."""
+        from .retention_unsafe import announce, find_unsafe
+        with self.index.lock:
+            nested = {sid: list(links) for sid, links in self.index.links.items() if links}
+        found = await asyncio.to_thread(find_unsafe, self.root, list(self.cfg.streams), nested)
+        fresh = found if announce_all else {k: v for k, v in found.items() if self.unsafe.get(k) != v}
+        announce(self.root, fresh, self.cfg.streams)
+        changed = set(found.items()) ^ set(self.unsafe.items())
+        self.unsafe = found
+        for name in {name for name, _ in changed}:
+            self._on_change(name)
 
     async def enforce(self) -> None:
         """Run every policy now (age, orphan, size, then the free-space floor per filesystem)."""
@@ -320,7 +336,10 @@ class Retention:
     # -- on demand and reports ------------------------------------------------------
     async def cleanup(self, sid: str | None, *, retention_days: float | None, dry_run: bool) -> dict[str, Any]:
         """Apply age retention now (reason ``manual``); per stream: deleted segments and errors."""
+        from .cleanup_params import check_days
         from .retention_plans import plan_manual
+        if retention_days is not None:
+            check_days(retention_days)  # every caller checks; this is the last line before deleting
         if sid is not None and self._unsafe(sid):
             raise UnsafeDirectory(f"{self.root / sid}: not a plain directory; nothing deleted")
         if self.failed:
@@ -355,7 +374,7 @@ class Retention:
         """The snapshot's per-stream recording figures."""
         count, size, oldest, newest = self.index.stats(sid)
         return {"segment_count": count, "total_bytes": size, "oldest_segment_at": oldest,
-                "newest_segment_at": newest,
+                "newest_segment_at": newest, "unsafe": self.unsafe.get(sid),
                 "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
 
     def view(self) -> dict[str, Any]:
@@ -363,7 +382,8 @@ class Retention:
         return {"root": str(self.root), "filesystem": self.filesystem, **self.pressure.view(),
                 "indexed": self.ready.is_set(),
                 "deletion_errors": self.errors, "clock_steps": len(self.clock.steps),
-                "orphans": sorted(set(self.index.streams) - set(self.cfg.streams))}
+                "orphans": sorted(set(self.index.streams) - set(self.cfg.streams)),
+                "unsafe_directories": dict(sorted(self.unsafe.items()))}
 
 
 

@@ -157,6 +157,7 @@ class SegmentIndex:
         self.root = root
         self.lock = threading.Lock()
         self.streams: dict[str, dict[str, DirSegments]] = {}
+        self.links: dict[str, list[str]] = {}  # per stream: symlinks found by the last scan (never followed)
 
     # -- building ----------------------------------------------------------------
     def scan_all(self) -> None:
@@ -174,18 +175,22 @@ class SegmentIndex:
         with self.lock:
             for gone in set(self.streams) - set(names):
                 del self.streams[gone]
+            for gone in set(self.links) - set(names):
+                del self.links[gone]
 
     def scan_stream(self, sid: str) -> None:
         """Index one stream's tree again (blocking)."""
         dirs: dict[str, DirSegments] = {}
+        links: list[str] = []
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for dir_rel, files in walk_stream(fd, sid):
+            for dir_rel, files in walk_stream(fd, sid, links):
                 if files:
                     dirs[dir_rel] = DirSegments(files, _dev_of(fd, sid, dir_rel))
         finally:
             os.close(fd)
         with self.lock:
+            self.links[sid] = links
             if dirs:
                 self.streams[sid] = dirs
             else:

@@ -5,8 +5,9 @@ writing) is looked up through ``O_NOFOLLOW`` directory fds and indexed; one
 moved away is forgotten.  Deletions are not watched (see EVENTS): retention's
 own are accounted by the executor, other tools' by the executor or the sweep.
 watchdog rebuilds its watches after an inotify queue overflow but tells
-handlers nothing, so its log record is the signal: the owner rescans when
-:meth:`Watch.take_overflow` says so.
+handlers nothing; its log record is no signal (at ``--log-level error`` it is
+never made), so the watch group's own IN_Q_OVERFLOW callback is: the owner
+rescans when :meth:`Watch.take_overflow` says so.
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import (
     DirMovedEvent,
@@ -24,7 +28,9 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
+from watchdog.observers.inotify_c import InotifyFD
 
 from .retention import is_segment_name, log_error, open_below
 from .segment_index import SegmentIndex
@@ -40,14 +46,40 @@ OBSERVER_TIMEOUT = 5.0
 EVENTS = [FileCreatedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent]
 
 
-class _OverflowSpy(logging.Handler):
-    def __init__(self, flag: threading.Event) -> None:
-        super().__init__(logging.WARNING)
-        self.flag = flag
+@dataclass
+class _OverflowGroup(InotifyWatchGroup):
+    """watchdog's watch group, telling ``on_overflow`` when the kernel dropped events."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self.flag.set()
+    on_overflow: Callable[[], None] = lambda: None
+
+    def on_queue_overflow(self) -> None:
+        self.on_overflow()  # first: events were lost, whatever the rebuild below does
+        super().on_queue_overflow()
+
+
+class _OverflowEmitter(InotifyEmitter):
+    """watchdog's inotify emitter with an :class:`_OverflowGroup` (its ``on_thread_start``,
+    watchdog 7.1, with that one class swapped)."""
+
+    def __init__(self, *args: Any, on_overflow: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_overflow = on_overflow
+
+    def on_thread_start(self) -> None:
+        self._inotify = _OverflowGroup(self._inotify_fd, os.fsencode(self.watch.path),
+                                       is_recursive=self.watch.is_recursive,
+                                       event_mask=self.get_event_mask_from_filter(),
+                                       follow_symlink=self.watch.follow_symlink, on_overflow=self._on_overflow)
+
+
+class _Observer(InotifyObserver):
+    """An inotify observer whose emitters report queue overflows to ``on_overflow``."""
+
+    def __init__(self, *, timeout: float, on_overflow: Callable[[], None]) -> None:
+        self._inotify_fd = InotifyFD()
+        self._inotify_fd.start()
+        BaseObserver.__init__(self, _OverflowEmitter, timeout=timeout, inotify_fd=self._inotify_fd,
+                              on_overflow=on_overflow)
 
 
 class Watch(FileSystemEventHandler):
@@ -56,9 +88,9 @@ class Watch(FileSystemEventHandler):
     def __init__(self, root: Path, index: SegmentIndex) -> None:
         self.root, self.index = root, index
         self._prefix = str(root).rstrip("/") + "/"
-        self._observer = Observer(timeout=OBSERVER_TIMEOUT)
         self._overflow = threading.Event()
-        self._spy = _OverflowSpy(self._overflow)
+        self.overflows = 0  # inotify queue overflows seen (each one: a rescan)
+        self._observer = _Observer(timeout=OBSERVER_TIMEOUT, on_overflow=self._overflowed)
         self._changed: set[str] = set()
         self._rescan: set[str] = set()
         self._root_fd: int | None = None
@@ -66,8 +98,6 @@ class Watch(FileSystemEventHandler):
     def start(self) -> None:
         """Open the root and watch it recursively (blocking: adds a watch per directory)."""
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._spy)
-        logging.getLogger("watchdog.observers.inotify").addHandler(self._spy)
         self._observer.schedule(self, str(self.root), recursive=True, event_filter=EVENTS)
         self._observer.start()
 
@@ -75,11 +105,14 @@ class Watch(FileSystemEventHandler):
         """Stop watching (blocking, bounded)."""
         self._observer.stop()
         self._observer.join(10)
-        for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
-            logging.getLogger(name).removeHandler(self._spy)
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None
+
+    def _overflowed(self) -> None:
+        # watchdog's reader thread: only a flag and a counter here.
+        self.overflows += 1
+        self._overflow.set()
 
     def take_overflow(self) -> bool:
         """True once after an inotify queue overflow (events were lost: rescan)."""

@@ -145,6 +145,7 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
         why = f"; last: {sfu['last_exit']['description']}" if sfu.get("last_exit") and sfu["state"] != "up" else ""
         out.write(f"sfu: {sfu['state']} ({sfu['api_url']}, pid {sfu.get('pid') or '-'}, restarts {sfu['restarts']}, "
                   f"viewers {viewers}){why}\n")
+    _print_unsafe(data, out)
     reload_info = data["config"].get("last_reload")
     if reload_info and not reload_info.get("ok"):
         out.write("last reload REFUSED: " + "; ".join(reload_info.get("error", [])) + "\n")
@@ -153,8 +154,18 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
     _print_retention_warnings(data, out)
 
 
+def _print_unsafe(data: dict[str, Any], out: TextIO) -> None:
+    """Root entries retention refuses: a symlinked stream directory is never cleaned."""
+    recordings = data.get("recordings") or {}
+    for name, reason in (recordings.get("unsafe_directories") or {}).items():
+        out.write(f"recordings: {recordings.get('root', '')}/{name}: UNSAFE: {reason} "
+                  "(move it under the root or mount the disk there; see the agent's log)\n")
+
+
 def _recording(rec: dict[str, Any], now: float) -> tuple[str, str]:
     """Recording size and the age of the oldest segment (from retention's index)."""
+    if rec.get("unsafe"):
+        return "UNSAFE", "-"  # not indexed: a size here would be a lie (explained below the table)
     size = f"{rec['total_bytes'] / 2**30:.1f}GiB" if rec.get("total_bytes") is not None else "-"
     oldest = _duration(max(0.0, now - rec["oldest_segment_at"])) if rec.get("oldest_segment_at") else "-"
     return size, oldest
@@ -221,9 +232,19 @@ def restart(socket_path: Path, stream_id: str) -> int:
 
 def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool, retention_days: float | None = None,
             as_json: bool = False) -> int:
-    """Apply recording retention now and report what went (or would go)."""
-    query = "&".join(q for q in (f"stream={stream_id}" if stream_id else "", "dry_run=1" if dry_run else "",
-                                 f"retention_days={retention_days:g}" if retention_days is not None else "") if q)
+    """Apply recording retention now and report what went (or would go); exit 1 when refused."""
+    from urllib.parse import quote
+
+    from .cleanup_params import BadParameter, check_days
+    try:
+        if retention_days is not None:
+            check_days(retention_days)
+    except BadParameter as exc:
+        print(f"vasctl: {str(exc).replace('retention_days', '--retention-days', 1)}", file=sys.stderr)
+        return 1
+    query = "&".join(q for q in (f"stream={quote(stream_id, safe='')}" if stream_id else "",
+                                 "dry_run=1" if dry_run else "",
+                                 f"retention_days={retention_days!r}" if retention_days is not None else "") if q)
     code, body = _change(socket_path, "POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
     if code != 200:
         print(f"vasctl: {body.get('error')}", file=sys.stderr)

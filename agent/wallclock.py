@@ -7,6 +7,7 @@ step (the wall clock moved against the monotonic one) and :meth:`ClockSteps.shif
 moves an mtime written before a forward step into the new timebase, so its age
 stays true.  A backward step is only recorded: files written before it look
 younger and are kept longer by at most the step, never deleted early.
+Freshness (agent/retention.py ``is_fresh``) never rests on this estimate alone.
 """
 from __future__ import annotations
 

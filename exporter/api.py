@@ -182,7 +182,8 @@ class Api:
         retention = rec.get("retention_seconds")
         return {"stream_id": s["id"], "enabled": rec.get("enabled"), "segment_count": count, "total_bytes": total,
                 "total_size_mb": None if total is None else round(total / 2**20, 3), "oldest_segment_at": oldest,
-                "retention_days": retention / 86400 if retention else None, "stale": bool(s.get("stale"))}
+                "retention_days": retention / 86400 if retention else None, "stale": bool(s.get("stale")),
+                "unsafe": rec.get("unsafe")}  # e.g. "symlink, retention not applied"
 
     # -- changes (token required; the agent does the work) -------------------------
     async def heartbeat(self, request: web.Request) -> web.Response:
@@ -207,23 +208,25 @@ class Api:
         return await self._cleanup(request, sid)
 
     async def _cleanup(self, request: web.Request, sid: str | None) -> web.Response:
-        days = request.query.get("retention_days")
+        """Forward a cleanup to the agent; a parameter it would not understand is a 400 here
+        (the agent checks again: it deletes, so it trusts no caller)."""
+        from agent import cleanup_params
         try:
-            value = None if days is None else float(days)
-            if value is not None and not 0 < value <= 36500:
-                raise ValueError
-        except ValueError:
-            return json_error(400, f"retention_days must be a number of days above 0 (at most 36500), got {days!r}",
-                              parameter="retention_days")
-        query = "&".join(q for q in (f"stream={quote(sid)}" if sid else "",
-                                     f"retention_days={value:g}" if value is not None else "") if q)
+            params = cleanup_params.parse(request.query, allowed=("retention_days", "dry_run"))
+        except cleanup_params.BadParameter as exc:
+            return json_error(400, str(exc), parameter=exc.parameter)
+        days = params.retention_days
+        query = "&".join(q for q in (f"stream={quote(sid)}" if sid else "", "dry_run=1" if params.dry_run else "",
+                                     f"retention_days={days!r}" if days is not None else "") if q)
         status, body = await self._call("POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
         if status != 200:
-            return json_error(status, body.get("error", "cleanup failed"))
+            return json_error(status, body.get("error", "cleanup failed"),
+                              **({"parameter": body["parameter"]} if "parameter" in body else {}))
         if sid:
-            return web.json_response(body["streams"].get(sid, {}))
-        return web.json_response({k: body.get(k) for k in ("retention_days", "deleted_count", "deleted_size_mb",
-                                                          "cutoff_time")} | {"streams": list(body["streams"].values())})
+            return web.json_response({"dry_run": body.get("dry_run"), **body["streams"].get(sid, {})})
+        return web.json_response({k: body.get(k) for k in ("dry_run", "retention_days", "deleted_count",
+                                                          "deleted_size_mb", "cutoff_time")}
+                                 | {"streams": list(body["streams"].values())})
 
     async def _forward(self, method: str, path: str) -> web.Response:
         status, body = await self._call(method, path)

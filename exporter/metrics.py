@@ -68,6 +68,7 @@ class SnapshotCollector:
         yield from _stream_families(streams)
         yield from _sfu_families(view.data or {} if view else {}, streams)
         yield from _recording_families(streams, self.owner.recordings)
+        yield from _unsafe_family(view.data or {} if view else {})
         yield from _config_families(view.data or {} if view else {})
         yield from _disk_pressure_families(view.data or {} if view else {})
 
@@ -261,6 +262,15 @@ def _recording_families(streams: list[dict[str, Any]], stats: RecordingStats) ->
             deleted.add_metric([s["id"], reason], counts.get("segments", 0))
             freed.add_metric([s["id"], reason], counts.get("bytes", 0))
     yield from (size, count, oldest, deleted, freed)
+
+
+def _unsafe_family(data: dict[str, Any]) -> Iterator[Metric]:
+    """Entries of the recordings root retention refuses (symlinks): never deleted from, never counted."""
+    recordings = data.get("recordings")
+    if isinstance(recordings, dict) and isinstance(recordings.get("unsafe_directories"), dict):
+        yield _gauge("vas_recording_unsafe_directories",
+                     "Entries of the recordings root retention does not apply to (symlinks).",
+                     value=len(recordings["unsafe_directories"]))
 
 
 def _config_families(data: dict[str, Any]) -> Iterator[Metric]:

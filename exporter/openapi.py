@@ -19,11 +19,11 @@ _TARGETS = {"type": "object", "required": ["targets", "labels"], "properties": {
 _CLEANUP = {"type": "object", "required": ["stream_id", "retention_days", "deleted_count", "deleted_size_mb",
                                            "cutoff_time"], "properties": {
     "stream_id": {"type": "string"}, "retention_days": _NUM, "deleted_count": {"type": "integer"},
-    "deleted_size_mb": {"type": "number"}, "cutoff_time": _STR}}
+    "deleted_size_mb": {"type": "number"}, "cutoff_time": _STR, "dry_run": {"type": "boolean"}}}
 _RECORDING = {"type": "object", "required": ["stream_id", "segment_count", "total_bytes", "oldest_segment_at"],
               "properties": {"stream_id": {"type": "string"}, "segment_count": {"type": ["integer", "null"]},
                              "total_bytes": {"type": ["integer", "null"]}, "oldest_segment_at": _NUM,
-                             "retention_days": _NUM}}
+                             "retention_days": _NUM, "unsafe": _STR, "stale": {"type": "boolean"}}}
 _HEALTH = {"type": "object", "required": ["status"], "properties": {
     "status": {"enum": ["ok", "ready", "not ready"]}, "failing": {"type": "array", "items": {"type": "string"}},
     "checks": {"type": "array", "items": {"type": "object", "required": ["check", "ok"]}}}}
@@ -34,7 +34,8 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    texts = {400: "bad parameter (named)", 401: "missing, unknown or malformed bearer token",
+    texts = {400: "bad, unknown or repeated parameter (named in `parameter`)",
+             401: "missing, unknown or malformed bearer token",
              403: "token scope too small", 404: "unknown id", 409: "refused by the agent",
              503: "agent state unreadable or unavailable, or the tokens file was refused; "
                   "for a change: not applied (agent down, hung or late)"}
@@ -60,7 +61,8 @@ def _health_path(summary: str) -> dict[str, Any]:
 
 def spec() -> dict[str, Any]:
     """The whole document."""
-    days = _param("retention_days", "query", {"type": "number", "exclusiveMinimum": 0, "maximum": 36500})
+    days = _param("retention_days", "query", {"type": "number", "minimum": 1 / 24, "maximum": 36500})
+    dry = _param("dry_run", "query", {"enum": ["1", "true", "yes", "0", "false", "no"]})
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     obj = {"type": "object"}
     return {
@@ -93,11 +95,12 @@ def spec() -> dict[str, Any]:
                                                       [_param("stream_id")], (404, 503)),
             "/v2/health/recordings/cleanup": {"post": {
                 "summary": "apply retention to every stream now (admin)", "security": secured,
-                "parameters": [days], "responses": {"200": _json({**obj, "required": ["deleted_count", "streams"]}),
-                                                    **_errors(400, 401, 403, 503)}}},
+                "parameters": [days, dry],
+                "responses": {"200": _json({**obj, "required": ["deleted_count", "streams"]}),
+                              **_errors(400, 401, 403, 503)}}},
             "/v2/health/recordings/{stream_id}/cleanup": {"post": {
                 "summary": "apply retention to one stream now (admin)", "security": secured,
-                "parameters": [_param("stream_id"), days],
+                "parameters": [_param("stream_id"), days, dry],
                 "responses": {"200": _json(_CLEANUP), **_errors(400, 401, 403, 404, 409, 503)}}},
             "/v2/streams/{stream_id}/consumers/{consumer_id}": {"delete": {
                 "summary": "force-close a viewer (admin)", "security": secured,

@@ -1,7 +1,7 @@
 """Wall-clock steps (agent/wallclock.py) and what they mean for retention's ages."""
 from __future__ import annotations
 
-from agent.retention import candidate, is_fresh, keeper, plan_age
+from agent.retention import candidate, is_fresh, keeper, plan_age, plan_size
 from agent.wallclock import ClockSteps
 
 H = 3600.0
@@ -74,9 +74,9 @@ def test_a_backward_step_only_ever_keeps_files_longer():
     segs = [candidate("cam1", "", f"s{i}.ts", m, 1) for i, m in enumerate(old)]
     assert plan_age(segs, cutoff=now - H, keep=keeper(now=now, newest=None, shift=steps.shift),
                     shift=steps.shift) == []
-    # Dated in the future by hours: written before the step, not being written now, so a
-    # full disk may still take them (oldest first, and never the newest of a running stream).
-    assert not is_fresh(old[1], now, steps.shift)
+    # Dated in the future by hours: no policy takes them until the clock catches up
+    # (issue 16, item 8: a future mtime is never judged old).
+    assert is_fresh(old[1], now, steps.shift)
 
 
 def test_many_steps_are_bounded():
@@ -85,3 +85,26 @@ def test_many_steps_are_bounded():
         c.wall += 10
         steps.check()
     assert len(steps.steps) == 64
+
+
+def step_up_then_back(c: Clocks, steps: ClockSteps) -> None:
+    """+1 h, then -1 h ten minutes later (issue 16, item 8)."""
+    c.tick(1)
+    c.wall += H
+    steps.check()
+    c.tick(600)
+    c.wall -= H
+    steps.check()
+
+
+def test_freshness_never_rests_on_the_shift_estimate_after_a_step_up_and_back():
+    c, steps = make()
+    step_up_then_back(c, steps)
+    now = c.wall
+    just_written = now - 1
+    assert steps.shift(just_written) > now + H / 2  # the estimate moves it an hour into the future
+    assert is_fresh(just_written, now, steps.shift)
+    assert is_fresh(now + 30, now, steps.shift)  # dated in the future: never judged old
+    segs = [candidate("cam1", "", f"s{i}.ts", m, 1) for i, m in enumerate((now - 3 * H, just_written))]
+    keep = keeper(now=now, newest=None, shift=steps.shift)
+    assert [s.name for s in plan_size(segs, total=2, max_size=1, keep=keep)] == ["s0.ts"]

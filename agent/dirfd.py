@@ -1,0 +1,71 @@
+"""Directory file descriptors that cannot be led outside the recordings root.
+
+:func:`open_below` opens ``root/a/b`` one component at a time with ``O_NOFOLLOW``,
+so a directory swapped for a symlink cannot redirect a deletion; :class:`Placement`
+checks, right before each unlink, that a cached fd is still the directory at its
+path under the root (an fd follows its directory when it is moved away).
+"""
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Every this many files of a directory, its whole path is checked with no symlink followed.
+STRICT_EVERY = 64
+
+
+def open_below(root_fd: int, parts: Iterable[str]) -> int:
+    """An fd of ``root/parts...``, no component followed if it is a symlink (OSError: ELOOP)."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part:
+                raise OSError(22, f"bad path component {part!r}")
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class Placement:
+    """Whether a cached directory fd is still the directory at its path under the root.
+
+    An fd follows its directory when it is moved: one moved out of the root mid-pass
+    would still be deleted from.  Checked right before every unlink: the path from the
+    root fd (last component not followed) must name the fd's own device and inode; every
+    STRICT_EVERY files of a directory the whole path is walked with no symlink followed.
+    """
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self._checks: dict[tuple[str, str], int] = {}
+        self._ids: dict[int, tuple[int, int]] = {}  # an fd's (device, inode) never changes
+
+    def still_there(self, fd: int, stream: str, dir_rel: str) -> bool:
+        """True when ``fd`` is ``root/stream/dir_rel`` now."""
+        n = self._checks.get((stream, dir_rel), 0)
+        self._checks[(stream, dir_rel)] = n + 1
+        parts = [stream, *(dir_rel.split("/") if dir_rel else [])]
+        try:
+            if n % STRICT_EVERY:
+                there = os.stat("/".join(parts), dir_fd=self.root_fd, follow_symlinks=False)
+            else:
+                there = _strict_stat(self.root_fd, parts)
+                st = os.fstat(fd)
+                self._ids[fd] = (st.st_dev, st.st_ino)
+        except OSError:
+            return False
+        return stat.S_ISDIR(there.st_mode) and (there.st_dev, there.st_ino) == self._ids.get(fd)
+
+
+def _strict_stat(root_fd: int, parts: list[str]) -> os.stat_result:
+    fd = open_below(root_fd, parts)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
