@@ -272,7 +272,8 @@ class Agent:
         from .sfu import SfuProcess
         from .sfu_client import SfuClient
         self._sfu_client = client = SfuClient(cfg.mediasoup.api_url)
-        self.producers = ProducerManager(client, lambda: self.streams, on_change=self._changed)
+        self.producers = ProducerManager(client, lambda: self.streams, on_change=self._changed,
+                                         fleet=self._producer_fleet)
         self.consumers = ConsumerTracker(client, cfg.consumers, on_change=self._changed)
 
         async def up() -> None:
@@ -317,6 +318,15 @@ class Agent:
         if self.running is None:
             return cfg
         return dataclasses.replace(cfg, streams={sid: s for sid, s in cfg.streams.items() if sid in self.running})
+
+    def _producer_fleet(self) -> Any:
+        """Fleet mode: whose SFU producers are whose (agent/producer_plan.py); None outside it."""
+        if self.cfg.cluster is None:
+            return None
+        from .producer_plan import FleetView
+        nodes = frozenset(self.fleet.nodes) if self.fleet is not None else frozenset()
+        wanted = frozenset(sid for sid, s in self.cfg.streams.items() if s.enabled)
+        return FleetView(self.cfg.cluster.node_name, nodes, wanted)
 
     def _start_fleet(self, cluster: config_mod.ClusterConfig) -> None:
         from .fleet import Fleet
