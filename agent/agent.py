@@ -335,8 +335,15 @@ class Agent:
             stream = self.streams.get(sid)
             return stream is not None and stream.state is StreamState.LIVE
 
+        def pgids() -> list[int]:  # every child runs in its own session: its pid is its process group
+            return [s.child.pid for s in self.streams.values() if s.child is not None]
+
         self.fleet = Fleet(cluster, lambda: self.cfg, apply=self.set_running, live=live,
-                           ready=lambda: self.status == "running", on_change=lambda: self._changed(True))
+                           ready=lambda: self.status == "running", on_change=lambda: self._changed(True),
+                           pgids=pgids)
+        self.host.may_spawn = self.fleet.may_spawn
+        if self.fleet.fence is not None:
+            self.host.spawned = self.fleet.fence.refresh
         self.fleet.start()
 
     async def set_running(self, running: dict[str, int]) -> None:
