@@ -29,8 +29,6 @@ def test_a_frozen_agent_stops_recording_before_another_node_takes_over(etcd, rts
     start_all(list(agents.values()))
     a, b = agents["a"], agents["b"]
     wait_for(lambda: live(a) == set(streams) and running(b) == set(), 45, "both cameras live on a (only)")
-    fence_pid = a.snapshot()["fleet"].get("fence_pid")
-    assert fence_pid and alive(fence_pid)
     a.signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     both = dict.fromkeys(streams, 0.0)
@@ -68,4 +66,6 @@ def test_a_frozen_agent_stops_recording_before_another_node_takes_over(etcd, rts
         assert alive_under(a) == set(), "a restarted a camera it no longer owns"
         time.sleep(0.05)
     assert b.pids() == pids_b and live(b) == set(streams)
-    assert "frozen" in a.log()
+    assert "frozen" in a.log() and "stopped vouching" in a.log()
+    fence_pid = a.snapshot()["fleet"]["fence_pid"]
+    assert fence_pid and alive(fence_pid)  # the fence lives on for the next freeze
