@@ -69,3 +69,39 @@ def test_a_frozen_agent_stops_recording_before_another_node_takes_over(etcd, rts
     assert "frozen" in a.log() and "stopped vouching" in a.log()
     fence_pid = a.snapshot()["fleet"]["fence_pid"]
     assert fence_pid and alive(fence_pid)  # the fence lives on for the next freeze
+
+
+def test_the_fence_stops_only_the_groups_it_was_vouched_for_once_the_voucher_lapses():
+    """The fence process alone (agent/fence_proc.py): renewed vouchers keep the children;
+    a lapsed one stops the listed groups (TERM, then KILL), never an unlisted one."""
+    import json
+    import subprocess
+    import sys
+
+    from agent.fence import SCRIPT
+    listed = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    fence = subprocess.Popen([sys.executable, "-I", "-S", str(SCRIPT)], stdin=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    assert fence.stdin is not None and fence.stderr is not None
+    try:
+        def vouch(seconds: float) -> None:
+            line = {"until": time.monotonic() + seconds, "pgids": [listed.pid]}
+            fence.stdin.write(json.dumps(line).encode() + b"\n")  # type: ignore[union-attr]
+            fence.stdin.flush()  # type: ignore[union-attr]
+        for _ in range(6):  # renewed in time: nothing happens
+            vouch(0.5)
+            time.sleep(0.2)
+        assert listed.poll() is None
+        lapsed_at = time.monotonic()
+        wait_for(lambda: listed.poll() is not None, 5, "the listed group stopped")
+        assert time.monotonic() - lapsed_at < 1.5 and listed.returncode == -signal.SIGTERM
+        assert other.poll() is None and fence.poll() is None
+        fence.stdin.close()
+        assert fence.wait(5) == 0
+        assert "stopped 1 process groups" in fence.stderr.read().decode()
+    finally:
+        for proc in (listed, other, fence):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
