@@ -153,7 +153,10 @@ class Fleet:
 
     async def _vouch(self, fence: Fence) -> None:
         while True:
+            fenced = fence.lapsed_at is not None
             fence.tick()
+            if fenced != (fence.lapsed_at is not None):
+                self._on_change()  # the snapshot says ``fenced``
             await asyncio.sleep(VOUCH_INTERVAL)
 
     def may_spawn(self) -> bool:
@@ -391,8 +394,9 @@ class Fleet:
             await self._handback(now)
             await self._receive()
         await self._publish()
-        if self.fence is not None and self.connected:  # after a freeze: only once what runs is etcd's say
-            self.fence.resume(self.contact_at)
+        if self.fence is not None and self.connected and self.fence.lapsed_at is not None:
+            self.fence.resume(self.contact_at)  # after a freeze: only once what runs is etcd's say
+            self._on_change()
         await self._register()
 
     async def _create(self, sid: str, reason: str) -> bool:

@@ -73,6 +73,8 @@ def _verdict(p: Any, wants: Mapping[str, Want], fleet: FleetView | None) -> str:
     """``candidate`` (may be adopted), ``delete`` or ``keep`` (not ours to touch)."""
     want = wants.get(p.stream_id)
     matches = want is not None and (p.ssrc, p.payload_type) == (want.ssrc, want.payload_type)
+    if matches and want is not None and p.producer_id == want.in_use:
+        return "candidate"  # ours for sure: we made or adopted it (even if the SFU does not echo node)
     if fleet is None:  # the only user of this SFU
         return "candidate" if matches else "delete"
     if p.stream_id not in fleet.wanted:

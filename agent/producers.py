@@ -148,7 +148,9 @@ class ProducerManager:
         known = self.producers.get(sid)
         fleet = self._fleet()
         node = fleet.me if fleet is not None else None
-        refence = fleet is not None and match is not None and (match.epoch or 0) < stream.epoch
+        # Ours from an earlier epoch; an SFU that does not echo the fleet fields cannot be re-fenced.
+        refence = fleet is not None and match is not None and match.node is not None \
+            and (match.epoch or 0) < stream.epoch
         try:
             if refence:  # ours from an earlier epoch (a reclaim, a handback): fence it with this one
                 await self.api.adopt_producer(match.producer_id, epoch=stream.epoch, node=node)

@@ -64,3 +64,10 @@ def test_our_earlier_life_is_adopted_and_a_warming_stream_keeps_its_unfenced_pro
     listed = [P("p1", "s1", epoch=7, node="a"), P("p2", "s2", node="a")]
     out = plan(listed, {"s1": Want(1, 96, epoch=10), "s2": Want(1, 96, epoch=0)}, FLEET)
     assert out.adopt == {"s1": listed[0], "s2": listed[1]} and out.delete == []
+
+
+def test_the_producer_in_use_stays_ours_when_the_sfu_does_not_echo_node_or_epoch():
+    """No endless re-creation against an SFU that forgets the fleet fields."""
+    listed = [P("p1", "s1"), P("p2", "s1")]
+    out = plan(listed, {"s1": Want(1, 96, epoch=10, in_use="p2")}, FLEET)
+    assert out.adopt == {"s1": listed[1]} and out.delete == []
