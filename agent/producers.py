@@ -154,6 +154,7 @@ class ProducerManager:
         try:
             if refence:  # ours from an earlier epoch (a reclaim, a handback): fence it with this one
                 await self.api.adopt_producer(match.producer_id, epoch=stream.epoch, node=node)
+                log.info("producers: %s keeps %s, now under epoch %d", sid, match.producer_id, stream.epoch)
             if match is not None and known is not None and known.producer_id == match.producer_id \
                     and stream.producer is known:
                 return refence  # in use and ours: nothing else to do

@@ -104,3 +104,28 @@ def test_a_new_owner_never_adopts_a_paused_owners_producer(etcd, rtsp_camera, ag
     [counter] = stats["producers"]
     assert counter["mismatched_ssrc"] == 0 and counter["lost"] < 200, counter  # one sender only
     assert live(b) == {"cam1"}
+
+
+def test_a_handback_through_a_shared_sfu_keeps_the_new_owners_producer(etcd, rtsp_camera, agent_factory, sfu):
+    """The preferred node a returns: it warms up with its own producer, keeps it (re-fenced
+    under its new epoch, no restart) once it owns cam1, and b closes its own producer."""
+    from tests.integration.test_sfu import sfu_section
+    cfg = {n: fleet_config(etcd.endpoints, n, {"cam1": {"url": rtsp_camera.url("cam1"),
+                                                        "placement": {"prefer": ["a", "b"]}}}) for n in ("a", "b")}
+    for c in cfg.values():
+        c["mediasoup"] = sfu_section(sfu, managed=False)
+    b = agent_factory(cfg["b"], name="b").start()
+    wait_for(lambda: live(b) == {"cam1"}, 45, "cam1 live on b while a is away")
+    [b_producer] = sfu_stats_listed(sfu)
+    a = agent_factory(cfg["a"], name="a").start()
+    wait_for(lambda: etcd_owners(etcd.endpoints[0]).get("cam1", ("",))[0] == "a" and live(a) == {"cam1"}
+             and not running(b), 10 * 2.0 + 40, "cam1 handed back to a")
+    time.sleep(3)  # a few polls of both agents
+    [producer] = sfu_stats_listed(sfu)
+    assert (producer["node"], producer["epoch"]) == ("a", etcd_owners(etcd.endpoints[0])["cam1"][1])
+    assert a.streams()["cam1"]["producer"]["id"] == producer["producer_id"]
+    assert f"keeps {producer['producer_id']}, now under epoch {producer['epoch']}" in a.log()  # the warming one
+    assert a.streams()["cam1"]["restart_reasons"].get("sfu", 0) <= 1, a.streams()["cam1"]["restart_reasons"]
+    deleted = sfu_stats(sfu)["deleted"]
+    assert [(d["producer_id"], d["node"]) for d in deleted] == [(b_producer["producer_id"], "b")]
+    assert live(a) == {"cam1"}
