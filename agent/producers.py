@@ -81,10 +81,10 @@ class ProducerManager:
     async def sfu_up(self) -> None:
         """The SFU (re)started and is ready: reconcile, then watch packets."""
         self.up = True
+        await self.close()  # the poller of the last life: its listing (it holds the lock) is of a dead SFU
         self.producers.clear()  # a new SFU life: whatever we knew is gone
         await self.reconcile()
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.create_task(self._poll(), name="producers")
+        self._poller = asyncio.create_task(self._poll(), name="producers")
 
     def sfu_down(self) -> None:
         """The SFU is gone: its producers with it.  Streams keep running (recording goes on)."""
