@@ -295,6 +295,8 @@ class Stream:
         self._stall, self.rtp_running = stall, rtp
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
         self._changed(True)
+        if self.feeds_sfu and self.rtp is not None and rtp != self.rtp and not self._pending:
+            self._pending = "sfu"  # the producer came or changed while we were spawning: it found no child
         if self._closing or self._pending:  # close()/restart() came while we were spawning
             await self.child.stop(self.cfg.stop_timeout)
         watchers = self._watch_without_progress(launch, stall)
