@@ -277,7 +277,8 @@ class Agent:
         from .sfu import SfuProcess
         from .sfu_client import SfuClient
         self._sfu_client = client = SfuClient(cfg.mediasoup.api_url)
-        self.producers = ProducerManager(client, lambda: self.streams, on_change=self._changed)
+        self.producers = ProducerManager(client, lambda: self.streams, on_change=self._changed,
+                                         fleet=self._producer_fleet)
         self.consumers = ConsumerTracker(client, cfg.consumers, on_change=self._changed)
 
         async def up() -> None:
@@ -323,6 +324,15 @@ class Agent:
             return cfg
         return dataclasses.replace(cfg, streams={sid: s for sid, s in cfg.streams.items() if sid in self.running})
 
+    def _producer_fleet(self) -> Any:
+        """Fleet mode: whose SFU producers are whose (agent/producer_plan.py); None outside it."""
+        if self.cfg.cluster is None:
+            return None
+        from .producer_plan import FleetView
+        nodes = frozenset(self.fleet.nodes) if self.fleet is not None else frozenset()
+        wanted = frozenset(sid for sid, s in self.cfg.streams.items() if s.enabled)
+        return FleetView(self.cfg.cluster.node_name, nodes, wanted)
+
     def _start_fleet(self, cluster: config_mod.ClusterConfig) -> None:
         from .fleet import Fleet
 
@@ -330,8 +340,15 @@ class Agent:
             stream = self.streams.get(sid)
             return stream is not None and stream.state is StreamState.LIVE
 
+        def pgids() -> list[int]:  # every child runs in its own session: its pid is its process group
+            return [s.child.pid for s in self.streams.values() if s.child is not None]
+
         self.fleet = Fleet(cluster, lambda: self.cfg, apply=self.set_running, live=live,
-                           ready=lambda: self.status == "running", on_change=lambda: self._changed(True))
+                           ready=lambda: self.status == "running", on_change=lambda: self._changed(True),
+                           pgids=pgids)
+        self.host.may_spawn = self.fleet.may_spawn
+        if self.fleet.fence is not None:
+            self.host.spawned = self.fleet.fence.refresh
         self.fleet.start()
 
     async def set_running(self, running: dict[str, int]) -> None:

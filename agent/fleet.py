@@ -31,10 +31,14 @@ from typing import Any
 from . import placement
 from .config import ClusterConfig, Config
 from .etcd import Compacted, EtcdClient, EtcdError, KeyValue, LeaseLost, WatchEvent
+from .fence import VOUCH_INTERVAL, Fence
 
 log = logging.getLogger("vas.fleet")
 #: How often the planner runs without a watch event waking it.
 PLAN_INTERVAL = 0.25
+#: The start window of a cold start, in lease_ttl, and its upper bound in seconds.
+START_WINDOW_TTLS = 2.0
+START_WINDOW_MAX = 10.0
 #: A handback whose target never went live is abandoned after this long.
 HANDOFF_TIMEOUT = 60.0
 #: Upper bounds (seconds) of the lease-renewal histogram.
@@ -86,7 +90,7 @@ class Fleet:
     def __init__(self, cluster: ClusterConfig, cfg: Callable[[], Config], *,
                  apply: Callable[[dict[str, int]], Awaitable[None]], live: Callable[[str], bool],
                  ready: Callable[[], bool], on_change: Callable[[], None],
-                 client: EtcdClient | None = None) -> None:
+                 client: EtcdClient | None = None, pgids: Callable[[], list[int]] | None = None) -> None:
         self.cluster, self._cfg = cluster, cfg
         self._apply, self._live, self._ready, self._on_change = apply, live, ready, on_change
         self.me = cluster.node_name
@@ -98,6 +102,10 @@ class Fleet:
         self.step = cluster.lease_ttl / 6
         self.hold_down = 10 * cluster.lease_ttl
         self.settle = cluster.lease_ttl  # a new session waits this long so every live node is seen first
+        # The first session (a cold start: after a power cut every host starts at once) waits longer, so
+        # that the nodes starting with it are registered and placement honours prefer among them all.
+        self.start_window = min(max(START_WINDOW_TTLS * cluster.lease_ttl, self.settle), START_WINDOW_MAX)
+        self.window = self.start_window  # this session's; ``settle`` after the first
         # The cache of etcd.
         self.owners: dict[str, Owner] = {}
         self.nodes: dict[str, Node] = {}
@@ -120,6 +128,10 @@ class Fleet:
         self._task: asyncio.Task[None] | None = None
         self._registered: dict[str, Any] | None = None
         self._closed = False
+        # A frozen agent's children are stopped by the fence (agent/fence.py) before the lease expires.
+        self.fence = Fence(pgids, cluster.lease_ttl) if pgids is not None else None
+        self.contact_at = 0.0  # monotonic: etcd last answered (a keepalive, a session's load)
+        self._voucher: asyncio.Task[None] | None = None
 
     # -- keys ---------------------------------------------------------------------------
     def _key(self, kind: str, name: str) -> str:
@@ -134,14 +146,32 @@ class Fleet:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
+        if self.fence is not None:
+            self.fence.start()
+            self._voucher = asyncio.create_task(self._vouch(self.fence), name="vas-fence")
         self._task = asyncio.create_task(self._run(), name="vas-fleet")
+
+    async def _vouch(self, fence: Fence) -> None:
+        while True:
+            fenced = fence.lapsed_at is not None
+            fence.tick()
+            if fenced != (fence.lapsed_at is not None):
+                self._on_change()  # the snapshot says ``fenced``
+            await asyncio.sleep(VOUCH_INTERVAL)
+
+    def may_spawn(self) -> bool:
+        """Whether a stream may start a process now (False after a freeze, until etcd answered)."""
+        return self.fence is None or self.fence.may_spawn()
 
     async def close(self) -> None:
         """Leave the fleet: revoking the lease hands every stream over at once."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._voucher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self.fence is not None:
+            self.fence.close()
         if self.lease:
             try:
                 await asyncio.wait_for(self.client.revoke(self.lease), 2)
@@ -189,8 +219,10 @@ class Fleet:
                 self.lease = 0
         if not self.lease:
             self.lease = await self.client.grant(self.ttl)
+        asked = time.monotonic()
         kvs, revision = await self.client.get_prefix(self.prefix + "/")
         self._load(kvs)
+        self.contact_at = asked  # when asked, not answered: a freeze in between must not count as contact
         self.connected, self.last_error = True, None
         self.session_started = time.monotonic()
         await self._register(force=True)
@@ -272,7 +304,7 @@ class Fleet:
                 if started - renewed < self.ttl:
                     continue  # an election or one member down: retry while the lease still lives
                 raise
-            renewed = time.monotonic()
+            renewed, self.contact_at = time.monotonic(), started
             self.stats.renewed(renewed - started)
 
     async def _watch(self, revision: int) -> None:
@@ -315,7 +347,9 @@ class Fleet:
         for name, n in self.nodes.items():
             ready = bool(n.info.get("ready"))
             capacity = int(n.info.get("capacity") or 0)
-            nodes[name] = placement.NodeView(name, ready, owned.get(name, 0), capacity, n.alive_since)
+            # Seen registered a little after it began its window; one step more for its planner to run.
+            settles_at = n.alive_since + self.start_window + self.step
+            nodes[name] = placement.NodeView(name, ready, owned.get(name, 0), capacity, n.alive_since, settles_at)
         streams = []
         for sid, s in cfg.streams.items():
             if not s.enabled:
@@ -360,6 +394,9 @@ class Fleet:
             await self._handback(now)
             await self._receive()
         await self._publish()
+        if self.fence is not None and self.connected and self.fence.lapsed_at is not None:
+            self.fence.resume(self.contact_at)  # after a freeze: only once what runs is etcd's say
+            self._on_change()
         await self._register()
 
     async def _create(self, sid: str, reason: str) -> bool:
@@ -386,8 +423,9 @@ class Fleet:
             await self._create(sid, "reclaim")
 
     async def _claim(self, now: float) -> None:
-        if now - self.session_started < self.settle:
+        if now - self.session_started < self.window:
             return  # first learn who else is alive: a node that just joined does not grab everything
+        self.window = self.settle
         streams, nodes = self._views(now)
         for sid in placement.plan_claims(self.me, streams, nodes, now, my_owned=len(self.mine),
                                          my_capacity=self.cluster.max_streams, step=self.step):
@@ -483,6 +521,8 @@ class Fleet:
         return {
             "node": self.me, "etcd_up": self.connected, "last_error": self.last_error,
             "lease_ttl_seconds": self.ttl, "advertise_url": self.cluster.advertise_url,
+            "fence_pid": self.fence.pid if self.fence is not None else None,
+            "fenced": self.fence is not None and self.fence.lapsed_at is not None,  # frozen; waiting for etcd
             "streams": sorted(sid for sid, s in self._cfg().streams.items() if s.enabled),
             "owned": sorted(self.mine), "kept_without_key": sorted(self.kept), "warming": sorted(self.warming),
             "nodes": {name: {"url": n.info.get("url"), "ready": bool(n.info.get("ready")),

@@ -27,6 +27,8 @@ class NodeView:
     owned: int
     capacity: int
     alive_since: float  # same clock as ``now``: when this node was first seen continuously registered
+    #: When this node's start window ends (same clock): until then nodes behind it leave its streams alone.
+    settles_at: float = 0.0
 
     @property
     def full(self) -> bool:
@@ -68,7 +70,8 @@ def plan_claims(me: str, streams: Sequence[StreamView], nodes: Mapping[str, Node
     """Unowned streams this node should try to claim now.
 
     This node's rank ``r`` in a stream's claim order must have waited ``r * step``
-    since the stream was seen unowned (the first candidate claims at once).  At
+    since the stream was seen unowned, and since every node ahead of it ended its
+    start window (the first candidate claims at once).  At
     most ``min(max_starts, my_capacity - my_owned)``, best rank first, then the
     longest unowned, then by id.
     """
@@ -83,7 +86,10 @@ def plan_claims(me: str, streams: Sequence[StreamView], nodes: Mapping[str, Node
         if me not in order:
             continue
         rank = order.index(me)
-        if now - s.unowned_since >= rank * step:
+        # A node ahead that is still in its start window (a cold start: every host at once) has
+        # until its window ends before this one's turn comes: no claim that a handback undoes.
+        since = max([s.unowned_since, *(nodes[n].settles_at for n in order[:rank])])
+        if now - since >= rank * step:
             due.append((rank, s.unowned_since, s.id))
     return [sid for _, _, sid in sorted(due)[:room]]
 

@@ -1,14 +1,16 @@
 """One SFU producer per stream that feeds the SFU, and each stream pointed at it.
 
-When the SFU becomes ready (first start or a restart) the manager reconciles:
-it lists the SFU's producers, adopts the one that matches a stream (same
-SSRC and payload type: after an agent restart nothing is duplicated), creates
-the missing ones, closes duplicates and those of streams removed or disabled,
-and tells every stream where to send (a running FFmpeg whose target changed
-restarts, reason ``sfu``).  While the SFU is up it polls ``GET /producers``:
-packets increasing confirm a stream (``ready`` -> ``live``); packets standing
-still while FFmpeg makes progress mark it degraded, and a few polls later the
-producer is re-created and the stream restarted.
+When the SFU becomes ready (first start or a restart), and then on every poll,
+the manager reconciles: it lists the SFU's producers, adopts the one that
+matches a stream (same SSRC and payload type: after an agent restart nothing
+is duplicated), creates the missing ones, closes duplicates and those of
+streams removed or disabled, and tells every stream where to send (a running
+FFmpeg whose target changed restarts, reason ``sfu``).  In fleet mode it
+touches only producers it owns (agent/producer_plan.py).  While the SFU is up
+it polls ``GET /producers``: packets increasing confirm a stream (``ready`` ->
+``live``); packets standing still while FFmpeg makes progress mark it
+degraded, and a few polls later the producer is re-created and the stream
+restarted.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import producer_plan
 from .config import stream_ssrc
 from .ffmpeg import RtpTarget
 
@@ -35,9 +38,10 @@ class ProducerApi(Protocol):
     """The part of the SFU contract producers need (agent/sfu_client.py)."""
 
     async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int,
-                              epoch: int | None = None) -> Any: ...
+                              epoch: int | None = None, node: str | None = None) -> Any: ...
+    async def adopt_producer(self, producer_id: str, *, epoch: int | None, node: str | None) -> None: ...
     async def producers(self) -> list[Any]: ...
-    async def delete_producer(self, producer_id: str) -> bool: ...
+    async def delete_producer(self, producer_id: str, *, epoch: int | None = None) -> bool: ...
 
 
 @dataclass
@@ -63,8 +67,10 @@ class ProducerManager:
     """Keeps producers in step with the streams; ``sfu_up()`` / ``sfu_down()`` / ``close()``."""
 
     def __init__(self, api: ProducerApi, streams: Callable[[], Mapping[str, Stream]], *,
-                 on_change: Callable[[bool], None], poll_interval: float = POLL_INTERVAL) -> None:
+                 on_change: Callable[[bool], None], poll_interval: float = POLL_INTERVAL,
+                 fleet: Callable[[], producer_plan.FleetView | None] | None = None) -> None:
         self.api, self._streams, self._on_change = api, streams, on_change
+        self._fleet_view = fleet  # fleet mode: whose producers are whose (agent/producer_plan.py)
         self.poll_interval = poll_interval
         self.producers: dict[str, Producer] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -75,10 +81,10 @@ class ProducerManager:
     async def sfu_up(self) -> None:
         """The SFU (re)started and is ready: reconcile, then watch packets."""
         self.up = True
+        await self.close()  # the poller of the last life: its listing (it holds the lock) is of a dead SFU
         self.producers.clear()  # a new SFU life: whatever we knew is gone
         await self.reconcile()
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.create_task(self._poll(), name="producers")
+        self._poller = asyncio.create_task(self._poll(), name="producers")
 
     def sfu_down(self) -> None:
         """The SFU is gone: its producers with it.  Streams keep running (recording goes on)."""
@@ -105,53 +111,72 @@ class ProducerManager:
         if not self.up:
             return
         async with self._lock:
-            try:
-                listed = await self.api.producers()
-            except Exception as exc:  # SfuError and anything odd: logged, retried next poll
-                log.warning("producers: cannot list: %s", exc)
-                return
-            wanted = {sid: s for sid, s in self._streams().items() if s.feeds_sfu}
-            await self._drop_unwanted(listed, wanted)
-            jobs = [self._ensure(stream, [p for p in listed if p.stream_id == sid]) for sid, stream in wanted.items()]
-            await asyncio.gather(*jobs)
-            self._on_change(True)
+            listed = await self._list()
+            if listed is not None:
+                await self._sync(listed)
 
-    async def _drop_unwanted(self, listed: list[Any], wanted: Mapping[str, Stream]) -> None:
-        keep = {sid: _expected(s) for sid, s in wanted.items()}
-        seen: set[str] = set()
-        for p in listed:
-            want = keep.get(p.stream_id)
-            if want is not None and (p.ssrc, p.payload_type) == want and p.stream_id not in seen:
-                seen.add(p.stream_id)
-                continue  # the first match is adopted; later ones are duplicates
-            await self._delete(p.producer_id, p.stream_id)
+    async def _list(self) -> list[Any] | None:
+        try:
+            return await self.api.producers()
+        except Exception as exc:  # SfuError and anything odd: logged, retried next poll
+            log.warning("producers: cannot list: %s", exc)
+            return None
+
+    async def _sync(self, listed: list[Any]) -> None:
+        """Adopt, delete and create as agent/producer_plan.py decides (under the lock)."""
+        streams = self._streams()
+        wanted = {sid: s for sid, s in streams.items() if s.feeds_sfu}
+        wants = {sid: _want(s, self.producers.get(sid)) for sid, s in wanted.items()}
+        decided = producer_plan.plan(listed, wants, self._fleet())
+        for p, epoch in decided.delete:
+            await self._delete(p.producer_id, p.stream_id, epoch)
         for sid in set(self.producers) - set(wanted):
             self.producers.pop(sid, None)
-            if (stream := self._streams().get(sid)) is not None:
+            if (stream := streams.get(sid)) is not None:
                 stream.producer = None
                 stream.mark_changed()
+        jobs = [self._ensure(stream, decided.adopt.get(sid)) for sid, stream in wanted.items()]
+        if any(await asyncio.gather(*jobs)) or decided.delete:
+            self._on_change(True)
 
-    async def _ensure(self, stream: Stream, listed: list[Any]) -> None:
+    def _fleet(self) -> producer_plan.FleetView | None:
+        return self._fleet_view() if self._fleet_view is not None else None
+
+    async def _ensure(self, stream: Stream, match: Any) -> bool:
+        """Point ``stream`` at ``match`` (adopted) or a new producer; False when nothing changed."""
         sid, (ssrc, pt) = stream.cfg.id, _expected(stream)
-        match = next((p for p in listed if (p.ssrc, p.payload_type) == (ssrc, pt)), None)
+        known = self.producers.get(sid)
+        fleet = self._fleet()
+        node = fleet.me if fleet is not None else None
+        # Ours from an earlier epoch; an SFU that does not echo the fleet fields cannot be re-fenced.
+        refence = fleet is not None and match is not None and match.node is not None \
+            and (match.epoch or 0) < stream.epoch
         try:
+            if refence:  # ours from an earlier epoch (a reclaim, a handback): fence it with this one
+                await self.api.adopt_producer(match.producer_id, epoch=stream.epoch, node=node)
+                log.info("producers: %s keeps %s, now under epoch %d", sid, match.producer_id, stream.epoch)
+            if match is not None and known is not None and known.producer_id == match.producer_id \
+                    and stream.producer is known:
+                return refence  # in use and ours: nothing else to do
             if match is not None:
                 target = RtpTarget(match.rtp_host, match.rtp_port, ssrc, pt)
                 producer = Producer(match.producer_id, target, packets=match.packets, bytes=match.bytes)
                 log.info("producers: %s adopted %s", sid, match.producer_id)
             else:
-                made = await self.api.create_producer(sid, ssrc=ssrc, payload_type=pt, epoch=stream.epoch or None)
+                made = await self.api.create_producer(sid, ssrc=ssrc, payload_type=pt, epoch=stream.epoch or None,
+                                                      node=node)
                 producer = Producer(made.producer_id, RtpTarget(made.rtp_host, made.rtp_port, ssrc, pt))
                 log.info("producers: %s created %s (rtp %s)", sid, made.producer_id, producer.target.url)
         except Exception as exc:
             log.warning("producers: %s: %s; retrying", sid, exc)
-            return
+            return False
         self.producers[sid] = stream.producer = producer
         await stream.use_producer(producer.target)
+        return True
 
-    async def _delete(self, producer_id: str, stream_id: str) -> None:
+    async def _delete(self, producer_id: str, stream_id: str, epoch: int | None = None) -> None:
         try:
-            await self.api.delete_producer(producer_id)
+            await self.api.delete_producer(producer_id, epoch=epoch)
             log.info("producers: closed %s of %s", producer_id, stream_id)
         except Exception as exc:
             log.warning("producers: cannot close %s of %s: %s", producer_id, stream_id, exc)
@@ -159,21 +184,31 @@ class ProducerManager:
     async def _poll(self) -> None:
         while self.up:
             await asyncio.sleep(self.poll_interval)
-            try:
-                stats = {p.producer_id: p for p in await self.api.producers()}
-            except Exception as exc:
-                log.warning("producers: cannot read stats: %s", exc)
-                continue
-            repair = self._check(stats)
-            for sid in repair:  # closed first: reconcile would adopt it again
-                self._repairs[sid] = self._repairs.get(sid, 0) + 1
-                await self._delete(self.producers.pop(sid).producer_id, sid)
-            missing = [sid for sid, p in self.producers.items() if p.producer_id not in stats]
-            for sid in missing:  # the SFU lost it (or someone closed it): make a new one
-                self.producers.pop(sid)
-            wanted = {sid for sid, s in self._streams().items() if s.feeds_sfu}
-            if repair or missing or wanted - set(self.producers):
-                await self.reconcile()
+            async with self._lock:  # a listing older than a concurrent reconcile would re-create
+                listed = await self._list()
+                if listed is None or not self.up:
+                    continue
+                await self._poll_once(listed)
+
+    async def _poll_once(self, listed: list[Any]) -> None:
+        """Read the counters, repair the silent, then reconcile with the same listing.
+
+        Reconciling on every poll (not only at SFU start) removes what appears
+        later: a duplicate from a ``POST /producers`` that completed after its
+        timeout, or a producer left by a node that died.  It costs no call
+        when nothing is wrong.
+        """
+        stats = {p.producer_id: p for p in listed}
+        repaired: set[str] = set()
+        for sid in self._check(stats):  # closed first: reconcile would adopt it again
+            self._repairs[sid] = self._repairs.get(sid, 0) + 1
+            stream = self._streams().get(sid)
+            gone = self.producers.pop(sid).producer_id
+            repaired.add(gone)
+            await self._delete(gone, sid, (stream.epoch or None) if stream is not None else None)
+        for sid in [sid for sid, p in self.producers.items() if p.producer_id not in stats]:
+            self.producers.pop(sid)  # the SFU lost it (or someone closed it): make a new one
+        await self._sync([p for p in listed if p.producer_id not in repaired])
 
     def _check(self, stats: Mapping[str, Any]) -> list[str]:
         """Update counters; confirm or degrade streams; the ones to repair."""
@@ -203,6 +238,11 @@ class ProducerManager:
         if changed:
             self._on_change(False)
         return repair
+
+
+def _want(stream: Stream, known: Producer | None) -> producer_plan.Want:
+    ssrc, pt = _expected(stream)
+    return producer_plan.Want(ssrc, pt, stream.epoch, known.producer_id if known else None)
 
 
 def _expected(stream: Stream) -> tuple[int, int]:

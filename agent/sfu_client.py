@@ -50,6 +50,9 @@ class ProducerStats:
     score: float | None
     rtp_host: str
     rtp_port: int
+    #: Fleet mode: the ownership epoch and the node that registered it (None: not echoed, or no fleet).
+    epoch: int | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ def parse_producers(body: Any, where: str = "GET /producers") -> list[ProducerSt
             _field(item, "payload_type", int, at) if "payload_type" in item else 96,
             _field(item, "packets", int, at), _field(item, "bytes", int, at),
             float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
-            _field(item, "rtp_host", str, at), _field(item, "rtp_port", int, at)))
+            _field(item, "rtp_host", str, at), _field(item, "rtp_port", int, at),
+            _field(item, "epoch", int, at) if item.get("epoch") is not None else None,
+            _field(item, "node", str, at) if item.get("node") is not None else None))
     return out
 
 
@@ -113,6 +118,11 @@ def parse_consumers(body: Any, where: str = "GET /consumers") -> list[ConsumerIn
         out.append(ConsumerInfo(_field(item, "consumer_id", str, at), _field(item, "stream_id", str, at),
                                 str(item.get("client_id", "")), float(_field(item, "created_at", (int, float), at))))
     return out
+
+
+def _fence(epoch: int | None, node: str | None) -> dict[str, Any]:
+    """The fleet fields of a producer registration (none outside fleet mode)."""
+    return {**({"epoch": epoch} if epoch else {}), **({"node": node} if node else {})}
 
 
 # -- the client -------------------------------------------------------------------
@@ -137,20 +147,25 @@ class SfuClient:
         return status == 200
 
     async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int,
-                              epoch: int | None = None) -> ProducerAddress:
+                              epoch: int | None = None, node: str | None = None) -> ProducerAddress:
         body: dict[str, Any] = {"stream_id": stream_id, "kind": "video", "codec": "H264",
                                 "payload_type": payload_type, "ssrc": ssrc}
-        if epoch:  # fleet mode: the ownership epoch, so a stale owner cannot replace the new owner's producer
-            body["epoch"] = epoch
+        body.update(_fence(epoch, node))  # fleet mode: a stale owner cannot replace the new owner's producer
         _, answer = await self._call("POST", "/producers", json_body=body, expect=(200, 201))
         return parse_address(answer)
+
+    async def adopt_producer(self, producer_id: str, *, epoch: int | None, node: str | None) -> None:
+        """Fleet mode: re-register an existing producer under ``epoch`` (409 if it has a higher one)."""
+        await self._retried("POST", f"/producers/{producer_id}/adopt", json_body=_fence(epoch, node),
+                            expect=(200, 204), parse=False)
 
     async def producers(self) -> list[ProducerStats]:
         return parse_producers((await self._retried("GET", "/producers", expect=(200,)))[1])
 
-    async def delete_producer(self, producer_id: str) -> bool:
-        """False when it was already gone (404)."""
-        status, _ = await self._retried("DELETE", f"/producers/{producer_id}", expect=(200, 204, 404), parse=False)
+    async def delete_producer(self, producer_id: str, *, epoch: int | None = None) -> bool:
+        """False when it was already gone (404); fenced by ``epoch`` (409 if the producer's is higher)."""
+        path = f"/producers/{producer_id}" + (f"?epoch={epoch}" if epoch else "")
+        status, _ = await self._retried("DELETE", path, expect=(200, 204, 404), parse=False)
         return status != 404
 
     async def consumers(self) -> list[ConsumerInfo]:

@@ -51,6 +51,10 @@ class Host:
     stopping: bool = False
     #: An SFU is configured: streams that feed it are ``live`` only once their producer is.
     sfu: bool = False
+    #: Fleet mode: False while this node may not start processes (after a freeze, until etcd answered).
+    may_spawn: Callable[[], bool] | None = None
+    #: Fleet mode: told after every spawn (the lease fence learns the new process group).
+    spawned: Callable[[], None] | None = None
 
 
 class Stream:
@@ -263,6 +267,8 @@ class Stream:
         parser, stall = ProgressParser(), StallWatch(self)
         if self.feeds_sfu and self.cfg.command is not None and not await self._wait_for_producer():
             return self._pending or "exit", 0.0
+        if not await self._wait_for_fence():
+            return self._pending or "exit", 0.0
         rtp = self.rtp if self.feeds_sfu else None
         try:
             argv = build_argv(self.cfg, launch, ffmpeg=self.host.ffmpeg, rtp=rtp)
@@ -284,9 +290,13 @@ class Stream:
             return self._pending or "exit", 0.0
         finally:
             self._spawn_done()
+        if self.host.spawned is not None:
+            self.host.spawned()
         self._stall, self.rtp_running = stall, rtp
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
         self._changed(True)
+        if self.feeds_sfu and self.rtp is not None and rtp != self.rtp and not self._pending:
+            self._pending = "sfu"  # the producer came or changed while we were spawning: it found no child
         if self._closing or self._pending:  # close()/restart() came while we were spawning
             await self.child.stop(self.cfg.stop_timeout)
         watchers = self._watch_without_progress(launch, stall)
@@ -324,6 +334,14 @@ class Stream:
                 return False
             self._wake.clear()
             await self._wake.wait()
+        return True
+
+    async def _wait_for_fence(self) -> bool:
+        """Fleet mode: after a freeze, start nothing until etcd says this node still owns the stream."""
+        while self.host.may_spawn is not None and not self.host.may_spawn():
+            if self._closing or self.host.stopping or self._pending:
+                return False
+            await asyncio.sleep(0.1)  # a freeze is rare and short-lived: polling is simplest
         return True
 
     def _watch_without_progress(self, launch: Launch, stall: StallWatch) -> list[asyncio.Handle | asyncio.Task]:

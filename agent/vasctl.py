@@ -69,7 +69,9 @@ def fleet_status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) 
     else:
         out.write(f"node {fleet['node']}: etcd {'up' if fleet['etcd_up'] else 'DOWN'}, "
                   f"owns {len(fleet['owned'])}" + (f", kept without a key {len(fleet['kept_without_key'])}"
-                                                   if fleet["kept_without_key"] else "") + "\n\n")
+                                                   if fleet["kept_without_key"] else "")
+                  + (", FENCED after a freeze: starting nothing until etcd answers" if fleet.get("fenced") else "")
+                  + "\n\n")
         nodes = [["NODE", "READY", "OWNED/CAPACITY", "URL"]]
         nodes += [[name, "yes" if n["ready"] else "no", f"{n['owned']}/{n['capacity']}", n.get("url") or "-"]
                   for name, n in fleet["nodes"].items()]

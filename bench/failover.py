@@ -17,11 +17,18 @@ What it measures
       as many streams (anchor: the same: one lease per node, not one per stream).
     --camera N adds a real-camera variant: N streams from the GStreamer RTSP test
     camera, 3 kills.
+    --freezes N: SIGSTOP (not kill) the busiest agent N times, SIGCONT once its
+    streams are live elsewhere: duplicate-owner seconds per stream (its process
+    alive, not a zombie, on the frozen agent and on a survivor at once; the
+    lease fence, agent/fence.py, stops the frozen agent's children); anchor:
+    worst <= lease_ttl + 2 s; and processes the thawed agent started for streams
+    it no longer owns (anchor 0).
 
 How to run
     .venv/bin/python bench/failover.py                  # 30 streams, 20 kills, ttl 3s
     .venv/bin/python bench/failover.py --kills 3 --idle 5  # a quick check
     .venv/bin/python bench/failover.py --camera 6         # plus the real-camera variant
+    .venv/bin/python bench/failover.py --kills 0 --freezes 5 --idle 2   # SIGSTOP figures only
 
 Everything binds 127.0.0.1; every process is stopped at the end.
 """
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import threading
@@ -130,6 +138,39 @@ def kill_rounds(fleet: Fleet, kills: int, ttl: float) -> dict:
     return {"takeovers": takeovers, "unowned": unowned_time, "dup_seconds": dup_seconds, "lost": lost_streams}
 
 
+def freeze_rounds(fleet: Fleet, freezes: int) -> dict:
+    """SIGSTOP the busiest agent; duplicate-owner seconds until its streams are live elsewhere."""
+    worst, restarted = 0.0, 0
+    for _ in range(freezes):
+        victim = max(fleet.names, key=lambda n: len(live(fleet.agents[n])))
+        frozen, lost = fleet.agents[victim], live(fleet.agents[victim])
+        survivors = [a for n, a in fleet.agents.items() if n != victim]
+        both = dict.fromkeys(lost, 0.0)
+        frozen.signal(signal.SIGSTOP)
+        last = time.monotonic()
+        try:
+            while time.monotonic() < last + 60 and not (lost <= set().union(*(live(a) for a in survivors))
+                                                        and not processes_under(frozen.recordings)):
+                time.sleep(0.02)
+                now, mine = time.monotonic(), processes_under(frozen.recordings)
+                theirs = set().union(*(processes_under(a.recordings) for a in survivors))
+                for sid in lost & set(mine) & theirs:
+                    both[sid] += now - last
+                last = now
+        finally:
+            frozen.signal(signal.SIGCONT)
+        worst = max(worst, *both.values(), 0.0)
+        time.sleep(1)  # its snapshot from before the freeze is replaced
+        wait_for(lambda f=frozen: f.snapshot()["fleet"]["etcd_up"] and not f.snapshot()["fleet"]["fenced"], 30,
+                 "the thawed agent back on etcd")
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            restarted = max(restarted, len(set(processes_under(frozen.recordings)) & lost))
+            time.sleep(0.05)
+        wait_for(fleet.all_live, 60, "every stream live")
+    return {"dup_worst": worst, "restarted": restarted}
+
+
 def etcd_rate(fleet: Fleet, idle: float) -> float:
     before = grpc_handled(fleet.etcd.endpoints[0])
     time.sleep(idle)
@@ -144,6 +185,8 @@ def run(base: Path, streams: dict, args: argparse.Namespace, label: str, kills: 
         time.sleep(2)
         rate = etcd_rate(fleet, args.idle)
         out = kill_rounds(fleet, kills, args.ttl) if kills else {}
+        if label == "cheap" and args.freezes:
+            out.update(freeze_rounds(fleet, args.freezes))
         out["etcd_rps"] = rate
         return out
     finally:
@@ -151,7 +194,17 @@ def run(base: Path, streams: dict, args: argparse.Namespace, label: str, kills: 
         etcd.close()
 
 
+def report_freezes(res: dict, freezes: int, ttl: float) -> bool:
+    ok = res["dup_worst"] <= ttl + 2 and res["restarted"] == 0
+    print(f"{freezes} SIGSTOPs of the busiest agent: duplicate-owner seconds per stream, worst {res['dup_worst']:.2f}s "
+          f"(anchor <= lease_ttl + 2s = {ttl + 2:g}s); streams the thawed agent restarted without owning them "
+          f"{res['restarted']} (anchor 0): {c.verdict(ok)}")
+    return ok
+
+
 def report(label: str, res: dict, ttl: float) -> bool:
+    if not res.get("takeovers"):
+        return True
     t = res["takeovers"]
     anchor = ttl + 3
     p99 = c.pct(t, 99)
@@ -171,6 +224,7 @@ def main() -> int:
     parser.add_argument("--ttl", type=float, default=3.0)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds to count etcd requests at steady state")
     parser.add_argument("--camera", type=int, default=0, help="also N real-camera streams, 3 kills")
+    parser.add_argument("--freezes", type=int, default=0, help="also N SIGSTOPs of the busiest agent")
     args = parser.parse_args()
     print(c.machine_line())
     ok = True
@@ -178,6 +232,8 @@ def main() -> int:
         base = Path(tmp)
         res = run(base / "cheap", {f"s{i:03d}": CHEAP for i in range(args.streams)}, args, "cheap", args.kills)
         ok &= report(f"{args.streams} cheap streams, lease_ttl {args.ttl:g}s", res, args.ttl)
+        if args.freezes:
+            ok &= report_freezes(res, args.freezes, args.ttl)
         big = run(base / "big", {f"s{i:04d}": CHEAP for i in range(args.streams * 10)}, args, "big", 0)
         same = big["etcd_rps"] <= res["etcd_rps"] * 1.5 + 1
         print(f"etcd requests/s at steady state: {res['etcd_rps']:.2f} with {args.streams} streams, "

@@ -6,7 +6,16 @@ FFmpeg sends and parses every packet's header: version, payload type,
 sequence number and SSRC.  Only packets with the producer's SSRC and payload
 type count; mismatches and sequence gaps (lost packets) are counted apart.
 
-    python standin_sfu.py --port PORT [--chaos 500|slow|badjson|wrongshape|hugebody]
+    python standin_sfu.py --port PORT [--chaos 500|slow|badjson|wrongshape|hugebody] [--create-delay S]
+
+Fleet mode (the contract's fencing rule): a producer keeps the ``epoch`` and
+``node`` it was registered with; ``POST /producers``, ``POST
+/producers/{id}/adopt`` and ``DELETE /producers/{id}?epoch=E`` with an epoch
+lower than the producer's (or the stream's newest) are answered 409.
+
+``--create-delay S`` (or ``POST /_test/delay {"create": S}``) makes every
+``POST /producers`` create its producer S seconds late and only then answer,
+even if the caller gave up meanwhile (a slow SFU).
 
 Test-only extras: ``POST /_test/consumers`` {stream_id, client_id} makes a
 consumer record; ``POST /_test/producers/{id}/mute`` makes a producer stop
@@ -59,8 +68,9 @@ class RtpCounter(asyncio.DatagramProtocol):
 
 
 class StandinSfu:
-    def __init__(self, chaos: str | None) -> None:
-        self.chaos = chaos
+    def __init__(self, chaos: str | None, create_delay: float = 0.0) -> None:
+        self.chaos, self.create_delay = chaos, create_delay
+        self.refused: list[dict] = []  # 409s: what a stale owner tried
         self.producers: dict[str, dict] = {}
         self.consumers: dict[str, dict] = {}
         self.deleted: list[dict] = []
@@ -71,6 +81,8 @@ class StandinSfu:
         app.router.add_post("/producers", self.create_producer)
         app.router.add_get("/producers", self.list_producers)
         app.router.add_delete("/producers/{id}", self.delete_producer)
+        app.router.add_post("/producers/{id}/adopt", self.adopt_producer)
+        app.router.add_post("/_test/delay", self.set_delay)
         app.router.add_get("/consumers", self.list_consumers)
         app.router.add_delete("/consumers/{id}", self.delete_consumer)
         app.router.add_post("/_test/consumers", self.add_consumer)
@@ -97,38 +109,73 @@ class StandinSfu:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
+    def _fenced(self, what: str, stream_id: str, epoch: int | None, producers: list[dict]) -> web.Response | None:
+        """409 when ``epoch`` is lower than one of ``producers``' (the contract's fencing rule)."""
+        newer = [p for p in producers if (p.get("epoch") or 0) > (epoch or 0)]
+        if not newer or (epoch is None and what == "create"):  # no epoch on create: not fleet mode
+            return None
+        self.refused.append({"what": what, "stream_id": stream_id, "epoch": epoch, "at": time.time()})
+        return web.json_response({"error": f"stream {stream_id} has a producer of epoch {newer[0]['epoch']}"},
+                                 status=409)
+
     async def create_producer(self, request: web.Request) -> web.Response:
         body = await request.json()
+        # A separate task: a slow creation completes even when the caller has given up.
+        return await asyncio.shield(self._create(body))
+
+    async def _create(self, body: dict) -> web.Response:
+        if self.create_delay:
+            await asyncio.sleep(self.create_delay)
         epoch = body.get("epoch")
-        newer = [p for p in self.producers.values() if p["stream_id"] == body["stream_id"]
-                 and (p.get("epoch") or 0) > (epoch or 0)]
-        if epoch is not None and newer:  # the contract's fencing rule: a stale owner is refused
-            return web.json_response({"error": f"stream {body['stream_id']} has a producer of epoch "
-                                               f"{newer[0]['epoch']}"}, status=409)
+        same = [p for p in self.producers.values() if p["stream_id"] == body["stream_id"]]
+        refused = self._fenced("create", body["stream_id"], epoch, same)
+        if refused is not None:
+            return refused
         loop = asyncio.get_running_loop()
         counter = RtpCounter(int(body["ssrc"]), int(body["payload_type"]))
         transport, _ = await loop.create_datagram_endpoint(lambda: counter, local_addr=("127.0.0.1", 0))
         pid = f"p{next(_ids)}"
         self.producers[pid] = {"stream_id": body["stream_id"], "counter": counter, "transport": transport,
                                "port": transport.get_extra_info("sockname")[1], "created_at": time.time(),
-                               "epoch": epoch}
+                               "epoch": epoch, "node": body.get("node")}
         return web.json_response({"producer_id": pid, "rtp_host": "127.0.0.1",
                                   "rtp_port": self.producers[pid]["port"]}, status=201)
+
+    async def adopt_producer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        p = self.producers.get(request.match_info["id"])
+        if p is None:
+            return web.json_response({"error": "no such producer"}, status=404)
+        refused = self._fenced("adopt", p["stream_id"], body.get("epoch"), [p])
+        if refused is not None:
+            return refused
+        p["epoch"], p["node"] = body.get("epoch"), body.get("node")
+        return web.Response(status=204)
+
+    async def set_delay(self, request: web.Request) -> web.Response:
+        self.create_delay = float((await request.json()).get("create", 0))
+        return web.json_response({"create": self.create_delay})
 
     async def list_producers(self, request: web.Request) -> web.Response:
         return web.json_response([
             {"producer_id": pid, "stream_id": p["stream_id"], "ssrc": p["counter"].ssrc,
              "payload_type": p["counter"].payload_type, "packets": p["counter"].packets,
              "bytes": p["counter"].bytes, "score": 10 if p["counter"].packets else 0,
-             "rtp_host": "127.0.0.1", "rtp_port": p["port"], "epoch": p["epoch"]}
+             "rtp_host": "127.0.0.1", "rtp_port": p["port"], "epoch": p["epoch"], "node": p["node"]}
             for pid, p in self.producers.items()])
 
     async def delete_producer(self, request: web.Request) -> web.Response:
-        p = self.producers.pop(request.match_info["id"], None)
+        pid = request.match_info["id"]
+        p = self.producers.get(pid)
         if p is None:
             return web.json_response({"error": "no such producer"}, status=404)
+        epoch = int(request.query["epoch"]) if "epoch" in request.query else None
+        if epoch is not None and (refused := self._fenced("delete", p["stream_id"], epoch, [p])) is not None:
+            return refused
+        del self.producers[pid]
         p["transport"].close()
-        self.deleted.append({"producer_id": request.match_info["id"], "at": time.time()})
+        self.deleted.append({"producer_id": pid, "stream_id": p["stream_id"], "epoch": p["epoch"],
+                             "node": p["node"], "by_epoch": epoch, "at": time.time()})
         return web.Response(status=204)
 
     async def list_consumers(self, request: web.Request) -> web.Response:
@@ -162,11 +209,11 @@ class StandinSfu:
                         "lost": c.lost, "mismatched_ssrc": c.mismatched_ssrc, "mismatched_pt": c.mismatched_pt,
                         "malformed": c.malformed, "last_seq": c.last_seq, "ssrc": c.ssrc,
                         "payload_type": c.payload_type})
-        return web.json_response({"producers": out, "deleted": self.deleted})
+        return web.json_response({"producers": out, "deleted": self.deleted, "refused": self.refused})
 
 
-async def main(port: int, chaos: str | None) -> None:
-    runner = web.AppRunner(StandinSfu(chaos).app(), access_log=None)
+async def main(port: int, chaos: str | None, create_delay: float = 0.0) -> None:
+    runner = web.AppRunner(StandinSfu(chaos, create_delay).app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     stop = asyncio.Event()
@@ -180,5 +227,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Test stand-in for the operator's MediaSoup app.")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chaos", choices=["500", "slow", "badjson", "wrongshape", "hugebody"])
+    parser.add_argument("--create-delay", type=float, default=0.0)
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.chaos))
+    asyncio.run(main(args.port, args.chaos, args.create_delay))

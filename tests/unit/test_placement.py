@@ -106,3 +106,13 @@ def test_a_stream_no_longer_allowed_here_goes_to_an_allowed_node():
     s = StreamView("cam1", (), ("rec-02",), "rec-01", None)
     assert plan_handback("rec-01", [s], nodes("rec-01", "rec-02", "rec-03"), 500.0) == [("cam1", "rec-02")]
     assert plan_handback("rec-01", [s], nodes("rec-01", "rec-03"), 500.0) == []
+
+
+def test_a_node_behind_waits_for_the_start_window_of_a_node_ahead():
+    """Issue 16 item 14b: at a cold start, a node ahead still in its start window keeps its turn."""
+    fleet = {"rec-01": NodeView("rec-01", True, 0, 100, 0.0, settles_at=6.0), **nodes("rec-02")}
+    s = unowned("cam1", prefer=["rec-01"], since=0.0)
+    assert plan_claims("rec-02", [s], fleet, 5.0, my_owned=0, my_capacity=10, step=0.5) == []
+    assert plan_claims("rec-02", [s], fleet, 6.4, my_owned=0, my_capacity=10, step=0.5) == []
+    assert plan_claims("rec-02", [s], fleet, 6.5, my_owned=0, my_capacity=10, step=0.5) == ["cam1"]
+    assert plan_claims("rec-01", [s], fleet, 0.0, my_owned=0, my_capacity=10, step=0.5) == ["cam1"]
