@@ -35,6 +35,7 @@ def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int
     if problem:
         print(f"vasctl: agent state unreadable: {runtime_dir / snapshot.SNAPSHOT_NAME}: {problem}", file=sys.stderr)
         return 1
+    age = _judged(runtime_dir / snapshot.SNAPSHOT_NAME, age)
     alive = age <= snapshot.STALE_AFTER and data["agent"].get("status") != "stopped"
     if age > snapshot.STALE_AFTER:  # the agent's last word, not the present: every state unknown
         data = mark_stale(data, age)
@@ -62,6 +63,7 @@ def fleet_status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) 
     if fleet is None:
         print("vasctl: this agent is not in a fleet (no cluster: section)", file=sys.stderr)
         return 1
+    age = _judged(runtime_dir / snapshot.SNAPSHOT_NAME, age)
     fresh = age <= snapshot.STALE_AFTER and data["agent"].get("status") != "stopped"
     if as_json:
         json.dump({**fleet, "snapshot_age_seconds": round(age, 3)}, out, indent=2)
@@ -308,14 +310,29 @@ def _fresh(state: Path) -> bool:
     first = _mtime(state)
     if first is None:
         return False
-    if time.time() - first / 1e9 <= snapshot.STALE_AFTER:
+    if -snapshot.FUTURE_SLACK <= time.time() - first / 1e9 <= snapshot.STALE_AFTER:
         return True
-    deadline = time.monotonic() + TOUCH_WATCH
-    while time.monotonic() < deadline:
+    return _untouched(state, first, TOUCH_WATCH) is None
+
+
+def _judged(state: Path, age: float) -> float:
+    """``age`` of a snapshot, or, when it is dated ahead of the clock (a backward step since the
+    agent's last touch), how long it stayed untouched while watched (0 once the agent touches it)."""
+    if age >= -snapshot.FUTURE_SLACK:
+        return max(0.0, age)
+    first = _mtime(state)
+    watched = None if first is None else _untouched(state, first, snapshot.STALE_AFTER + 0.5)
+    return 0.0 if watched is None else watched
+
+
+def _untouched(state: Path, first: int, limit: float) -> float | None:
+    """Seconds ``state`` kept mtime ``first`` while watched (up to ``limit``); None once it changed."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
         time.sleep(0.2)
         if _mtime(state) != first:
-            return True
-    return False
+            return None
+    return time.monotonic() - started
 
 
 def _mtime(state: Path) -> int | None:
