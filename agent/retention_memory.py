@@ -9,10 +9,13 @@ configured (an operator's own folder) gets ``recordings.orphan_retention``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
@@ -34,19 +37,85 @@ def orphan_max_age(remembered: float | None, orphan_retention: float) -> float:
     return max(remembered or 0.0, orphan_retention)
 
 
-def load(root: Path) -> dict[str, float]:
-    """The remembered retentions; an unreadable or damaged file is an empty memory (logged)."""
+#: The memory is a few bytes per stream; anything larger is not ours.
+READ_LIMIT = 4 << 20
+DAMAGED = STATE_FILE + ".damaged"
+
+
+@dataclass
+class Loaded:
+    """What :func:`load` found: the remembered retentions, and whether the file was damaged."""
+
+    streams: dict[str, float] = field(default_factory=dict)
+    damaged: bool = False
+
+
+def load(root: Path) -> Loaded:
+    """The remembered retentions, read below ``root`` without following a symlink.
+
+    A missing file is an empty memory.  A damaged one (torn, not UTF-8, wrong shape) is
+    moved aside to ``retention.json.damaged`` (never overwritten: it may be all that says
+    an orphan is to be kept) and reported as ``damaged``: see :func:`keep_unknown`.
+    """
     path = root / STATE_DIR / STATE_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        streams = data["streams"]
-        return {str(k): float(v) for k, v in streams.items() if isinstance(v, (int, float)) and v >= 0}
+        with _state_dir(root, create=False) as dfd:
+            try:
+                fd = os.open(STATE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
+                return Loaded()
+            with os.fdopen(fd, "rb") as f:
+                raw = f.read(READ_LIMIT)
+            try:
+                streams = json.loads(raw.decode("utf-8"))["streams"]
+                return Loaded({str(k): float(v) for k, v in streams.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0})
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                os.replace(STATE_FILE, DAMAGED, src_dir_fd=dfd, dst_dir_fd=dfd)
+                log.error("retention: %s is damaged (%s): kept aside as %s; orphaned directories found now are "
+                          "kept for ever (delete them yourself when no longer needed)", path, str(exc)[:120], DAMAGED)
+                return Loaded(damaged=True)
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return Loaded()
+    except OSError as exc:
         log.error("retention: cannot read %s (%s): orphaned directories get recordings.orphan_retention",
-                  path, exc)
-        return {}
+                  path, _why(root, exc))
+        return Loaded()
+
+
+def keep_unknown(loaded: Loaded, known: Mapping[str, float], on_disk: Iterable[str]) -> dict[str, float]:
+    """``known``, plus "kept for ever" (0) for every directory on disk it does not name when the
+    memory was damaged: its retention is unknown, and a guess could delete an archive."""
+    out = dict(known)
+    if loaded.damaged:
+        for sid in on_disk:
+            out.setdefault(sid, 0.0)
+    return out
+
+
+@contextmanager
+def _state_dir(root: Path, *, create: bool) -> Iterator[int]:
+    """An fd of ``{root}/.vas``, opened without following a symlink (ELOOP/ENOTDIR if it is one)."""
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if create:
+            try:
+                os.mkdir(STATE_DIR, 0o755, dir_fd=root_fd)
+            except FileExistsError:
+                pass
+        dfd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
+    try:
+        yield dfd
+    finally:
+        os.close(dfd)
+
+
+def _why(root: Path, exc: OSError) -> str:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return f"{root / STATE_DIR} is a symlink or not a directory; remove it so the agent can make its own"
+    return str(exc.strerror or exc)
 
 
 def merged(known: Mapping[str, float], cfg: Config, on_disk: Iterable[str]) -> dict[str, float]:
@@ -59,19 +128,25 @@ def merged(known: Mapping[str, float], cfg: Config, on_disk: Iterable[str]) -> d
 
 
 def save(root: Path, streams: Mapping[str, float]) -> None:
-    """Write the memory atomically (temp file, fsync, rename); errors are logged, not raised."""
-    folder = root / STATE_DIR
-    tmp = folder / f".{STATE_FILE}.tmp"
+    """Write the memory atomically (temp file, fsync, rename) below ``root``, never through a
+    symlink (a planted one at the temporary name is replaced, not followed); errors are logged."""
+    tmp = f".{STATE_FILE}.tmp"
     try:
-        folder.mkdir(mode=0o755, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"streams": dict(sorted(streams.items()))}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / STATE_FILE)
+        with _state_dir(root, create=True) as dfd:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=dfd)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"streams": dict(sorted(streams.items()))}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, STATE_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)
     except OSError as exc:
         log.error("retention: cannot write %s (%s): orphaned directories may get recordings.orphan_retention "
-                  "after a restart", folder / STATE_FILE, exc.strerror or exc)
+                  "after a restart", root / STATE_DIR / STATE_FILE, _why(root, exc))
 
 
 def removed_notes(old: Config, new: Config, index: SegmentIndex, remembered: Mapping[str, float]) -> list[str]:

@@ -133,7 +133,9 @@ class Retention:
             if why == "start":
                 with self.index.lock:
                     on_disk = list(self.index.streams)
-                self.remembered = memory.merged(await asyncio.to_thread(memory.load, self.root), self.cfg, on_disk)
+                loaded = await asyncio.to_thread(memory.load, self.root)
+                self.remembered = memory.merged(memory.keep_unknown(loaded, loaded.streams, on_disk), self.cfg,
+                                                on_disk)
                 await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)

@@ -1,0 +1,96 @@
+"""``{root}/.vas/retention.json`` (each stream's last retention, for its orphans) is read and
+written only below the root, never through a symlink, and a damaged one loses no footage.
+
+Anyone who may write into the recordings root (FFmpeg's user, an operator's script) can
+plant a symlink at the memory's fixed temporary name or at ``.vas``; the agent must
+neither overwrite a file elsewhere through it nor keep its memory outside the root.
+Real agent, real files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from .harness import config, wait_for
+
+pytestmark = pytest.mark.integration
+DAY = 86400.0
+CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s",
+         "stall_timeout": 0}
+
+
+def plant(path: Path, days: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * 100)
+    os.utime(path, (time.time() - days * DAY,) * 2)
+    return path
+
+
+def _started(agent_factory, **recordings):
+    agent = agent_factory({**config({"cam": {**CHEAP, "recording": {"retention": "30d"}}}),
+                           "recordings": {"orphan_retention": "7d", **recordings}})
+    return agent
+
+
+def test_a_symlink_at_the_memory_s_temporary_name_overwrites_nothing(agent_factory, tmp_path):
+    agent = _started(agent_factory)
+    victim = tmp_path / "precious.conf"
+    victim.write_text("precious\n")
+    (agent.recordings / ".vas").mkdir(parents=True)
+    (agent.recordings / ".vas" / ".retention.json.tmp").symlink_to(victim)
+    expired = plant(agent.recordings / "cam" / "cam_40.ts", 40)
+    plant(agent.recordings / "cam" / "cam_1.ts", 1)  # the newest of a running stream always stays
+    agent.start()
+    agent.wait_all("live", ["cam"])
+    wait_for(lambda: not expired.exists(), 20, "the start's retention pass (after the memory was saved)")
+    assert victim.read_text() == "precious\n", "the agent wrote through a planted symlink"
+    saved = json.loads((agent.recordings / ".vas" / "retention.json").read_text())
+    assert saved["streams"] == {"cam": 30 * DAY}
+    assert not (agent.recordings / ".vas" / "retention.json").is_symlink()
+
+
+def test_a_symlinked_memory_folder_is_neither_read_nor_written(agent_factory, tmp_path):
+    agent = _started(agent_factory)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "retention.json").write_text(json.dumps({"streams": {"old": 0}}))
+    agent.recordings.mkdir(parents=True)
+    (agent.recordings / ".vas").symlink_to(elsewhere)
+    expired = plant(agent.recordings / "cam" / "cam_40.ts", 40)
+    plant(agent.recordings / "cam" / "cam_1.ts", 1)  # the newest of a running stream always stays
+    orphan = plant(agent.recordings / "old" / "old_10.ts", 10)  # "old" kept for ever only per the planted file
+    agent.start()
+    agent.wait_all("live", ["cam"])
+    wait_for(lambda: not expired.exists(), 20, "the start's retention pass")
+    assert json.loads((elsewhere / "retention.json").read_text()) == {"streams": {"old": 0}}, \
+        "the memory was rewritten outside the root"
+    assert ".vas is a symlink" in agent.log() or ".vas is not a directory" in agent.log(), agent.log()[-2000:]
+    assert not orphan.exists()  # the planted memory was not believed: orphan_retention applied
+
+
+def test_a_damaged_memory_keeps_the_orphans_it_may_have_named_and_is_kept_aside(agent_factory):
+    agent = _started(agent_factory)
+    (agent.recordings / ".vas").mkdir(parents=True)
+    damaged = b'{"streams": {"lobby": 0, "hall": 7776000\xff'  # torn and not UTF-8
+    (agent.recordings / ".vas" / "retention.json").write_bytes(damaged)
+    expired = plant(agent.recordings / "cam" / "cam_40.ts", 40)
+    plant(agent.recordings / "cam" / "cam_1.ts", 1)  # the newest of a running stream always stays
+    lobby = plant(agent.recordings / "lobby" / "lobby_30.ts", 30)  # an orphan the damaged file named
+    agent.start()
+    agent.wait_all("live", ["cam"])
+    wait_for(lambda: not expired.exists(), 20, "the start's retention pass")
+    assert lobby.exists(), "a damaged memory let an orphan go at orphan_retention"
+    assert (agent.recordings / ".vas" / "retention.json.damaged").read_bytes() == damaged
+    assert "kept for ever" in agent.log()
+    agent.stop()
+    agent.start()  # the next start must not forget: the orphans found then are remembered as kept
+    agent.wait_all("live", ["cam"])
+    # Planted outside the root then moved in: the watcher indexes it with its old mtime.
+    again = plant(agent.recordings / "cam_41.ts.part", 41).rename(agent.recordings / "cam" / "cam_41.ts")
+    agent.vasctl("reload")
+    wait_for(lambda: not again.exists(), 20, "a retention pass after the restart")
+    assert lobby.exists()
