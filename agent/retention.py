@@ -34,6 +34,9 @@ log = logging.getLogger("vas.retention")
 SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
 #: A file modified this recently may still be written: never deleted.
 RECENT_GRACE = 5.0
+#: A segment dated more than this after now is a clock glitch's: no policy deletes it before
+#: its date (:func:`is_fresh`), so a size cap does not count it and retention reports it.
+FUTURE_AHEAD = 60.0
 #: Deletion errors are logged at most this often (they are all counted).
 ERROR_LOG_INTERVAL = 60.0
 REASONS = ("age", "size", "disk", "manual", "orphan")

@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class Loaded:
 
     streams: dict[str, float] = field(default_factory=dict)
     damaged: bool = False
+    #: Each stream folder's identity (st_dev, st_ino) when last seen: a folder moved aside
+    #: under another name is still that stream's (see :func:`inherit`).
+    folders: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def load(root: Path) -> Loaded:
@@ -67,9 +71,13 @@ def load(root: Path) -> Loaded:
             with os.fdopen(fd, "rb") as f:
                 raw = f.read(READ_LIMIT)
             try:
-                streams = json.loads(raw.decode("utf-8"))["streams"]
+                data = json.loads(raw.decode("utf-8"))
+                streams, folders = data["streams"], data.get("folders") or {}
                 return Loaded({str(k): float(v) for k, v in streams.items()
-                               if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0})
+                               if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0},
+                              folders={str(k): (int(v[0]), int(v[1])) for k, v in folders.items()
+                                       if isinstance(v, list) and len(v) == 2
+                                       and all(isinstance(n, int) and not isinstance(n, bool) for n in v)})
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                 os.replace(STATE_FILE, DAMAGED, src_dir_fd=dfd, dst_dir_fd=dfd)
                 log.error("retention: %s is damaged (%s): kept aside as %s; orphaned directories found now are "
@@ -127,7 +135,38 @@ def merged(known: Mapping[str, float], cfg: Config, on_disk: Iterable[str]) -> d
     return out
 
 
-def save(root: Path, streams: Mapping[str, float]) -> None:
+def identities(root: Path, names: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(st_dev, st_ino) of each folder ``root/name`` that is a real directory (blocking)."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return out
+    try:
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                out[name] = (st.st_dev, st.st_ino)
+    finally:
+        os.close(root_fd)
+    return out
+
+
+def inherit(known: Mapping[str, float], folders: Mapping[str, tuple[int, int]],
+            current: Mapping[str, tuple[int, int]]) -> dict[str, float]:
+    """Retentions for folders in ``current`` that ``known`` does not name but that were a
+    remembered stream's folder (same device and inode): ``mv lobby lobby-2025`` keeps
+    lobby's retention.  A reused inode can only make an orphan last longer (orphans keep
+    the larger of this and ``orphan_retention``; 0, for ever, wins)."""
+    whose = {ident: sid for sid, ident in folders.items() if sid in known}
+    return {sid: known[whose[ident]] for sid, ident in current.items()
+            if sid not in known and ident in whose}
+
+
+def save(root: Path, streams: Mapping[str, float], folders: Mapping[str, tuple[int, int]] | None = None) -> None:
     """Write the memory atomically (temp file, fsync, rename) below ``root``, never through a
     symlink (a planted one at the temporary name is replaced, not followed); errors are logged."""
     tmp = f".{STATE_FILE}.tmp"
@@ -140,7 +179,8 @@ def save(root: Path, streams: Mapping[str, float]) -> None:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                          dir_fd=dfd)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"streams": dict(sorted(streams.items()))}, f)
+                json.dump({"streams": dict(sorted(streams.items())),
+                           "folders": {k: list(v) for k, v in sorted((folders or {}).items())}}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, STATE_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import retention_memory as memory
 from .config import Config
-from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments
+from .retention import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
 from .retention_disk import Filesystem, floor_problem, measure_below
 from .retention_inits import Playlists, hold_inits_below
 from .retention_memory import orphan_max_age
@@ -67,6 +67,8 @@ class Retention:
         self._verifier = Verifier()  # size and floor decisions rest on files that exist
         self._playlists = Playlists()  # where fMP4 init files are named (EXT-X-MAP)
         self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
+        self.folders: dict[str, tuple[int, int]] = {}  # stream -> its folder's (st_dev, st_ino)
+        self._ahead_told: set[str] = set()  # streams whose future-dated segments were logged
         self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
         self._closed = False
         self.failed: str | None = None
@@ -111,7 +113,9 @@ class Retention:
         old, self.cfg = self.cfg, cfg
         with self.index.lock:
             on_disk = list(self.index.streams)
-        self.remembered = memory.merged({**self.remembered, **memory.merged({}, old, ())}, cfg, on_disk)
+        self.remembered = {**self.remembered, **memory.merged({}, old, ())}
+        self._follow_folders(on_disk)  # a few stats: before a removed stream's entry is dropped
+        self.remembered = memory.merged(self.remembered, cfg, on_disk)
         self._spawn(self._save_memory())
         notes = memory.removed_notes(old, cfg, self.index, self.remembered)
         notes += [p for fs in self.pressure.filesystems
@@ -123,7 +127,25 @@ class Retention:
 
     async def _save_memory(self) -> None:
         async with self._lock:  # one writer of the file at a time
-            await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
+            await asyncio.to_thread(self._save_now)
+
+    def _save_now(self) -> None:
+        memory.save(self.root, dict(self.remembered), {k: v for k, v in self.folders.items() if k in self.remembered})
+
+    def _follow_folders(self, on_disk: list[str]) -> bool:
+        """A stream folder moved aside (``mv lobby lobby-2025``) keeps its stream's retention
+        (same device and inode as remembered); returns whether the memory changed (blocking)."""
+        current = memory.identities(self.root, on_disk)
+        found = memory.inherit(self.remembered, self.folders,
+                               {sid: i for sid, i in current.items() if sid not in self.cfg.streams})
+        for sid, keep in sorted(found.items()):
+            log.warning("recordings: %s is a stream's folder moved aside: its segments are kept %s (reason orphan)",
+                        self.root / sid, "for ever" if keep == 0 else f"at least {keep / 86400:g} days")
+        self.remembered = {**self.remembered, **found}
+        folders = {**{k: v for k, v in self.folders.items() if k in self.remembered}, **current}
+        changed = bool(found) or folders != self.folders
+        self.folders = folders
+        return changed
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
@@ -134,9 +156,11 @@ class Retention:
                 with self.index.lock:
                     on_disk = list(self.index.streams)
                 loaded = await asyncio.to_thread(memory.load, self.root)
-                self.remembered = memory.merged(memory.keep_unknown(loaded, loaded.streams, on_disk), self.cfg,
-                                                on_disk)
-                await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
+                self.remembered = memory.keep_unknown(loaded, loaded.streams, on_disk)
+                self.folders = loaded.folders
+                await asyncio.to_thread(self._follow_folders, on_disk)
+                self.remembered = memory.merged(self.remembered, self.cfg, on_disk)
+                await asyncio.to_thread(self._save_now)
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
             await self._check_unsafe(announce_all=why == "start")
@@ -162,6 +186,10 @@ class Retention:
         """Run every policy now (age, orphan, size, then the free-space floor per filesystem)."""
         await self.ready.wait()
         async with self._lock:
+            with self.index.lock:
+                on_disk = list(self.index.streams)
+            if await asyncio.to_thread(self._follow_folders, on_disk):
+                await asyncio.to_thread(self._save_now)
             self.clock.check()
             now = time.time()
             plans, pressure = await asyncio.to_thread(self._plan_all, now)
@@ -179,6 +207,22 @@ class Retention:
                 self._pressure_idle_until = time.monotonic() + PRESSURE_RETRY
             self._last_age = time.monotonic()
             self._schedule_age(now)
+            self._report_ahead(now)
+
+    def _report_ahead(self, now: float) -> None:
+        """A WARNING once per stream that holds segments dated in the future (no policy takes them)."""
+        from .retention_disk import size_text
+        for sid in list(self.index.streams):
+            with self.index.lock:
+                count, size, latest = self.index.ahead(sid, now + FUTURE_AHEAD)
+            if not count:
+                self._ahead_told.discard(sid)
+            elif sid not in self._ahead_told and latest is not None:
+                self._ahead_told.add(sid)
+                log.warning("retention: %d segments of %s (%s) are dated in the future (up to %s): no policy "
+                            "deletes them before then and the size cap does not count them; fix the host's "
+                            "clock, then touch or delete them", count, sid, size_text(size),
+                            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(latest)))
 
     def _plan_all(self, now: float) -> tuple[list[tuple[str, list[Candidate]]], list[tuple[Filesystem, list]]]:
         fss = self._statvfs()
@@ -348,6 +392,10 @@ class Retention:
             raise UnsafeDirectory(self.failed)
         await self.ready.wait()
         async with self._lock:
+            with self.index.lock:
+                on_disk = list(self.index.streams)
+            if await asyncio.to_thread(self._follow_folders, on_disk):
+                await asyncio.to_thread(self._save_now)
             self.clock.check()
             now = time.time()
             ids = [sid] if sid else list(self.cfg.streams)
@@ -375,8 +423,11 @@ class Retention:
     def stream_view(self, sid: str) -> dict[str, Any]:
         """The snapshot's per-stream recording figures."""
         count, size, oldest, newest = self.index.stats(sid)
+        with self.index.lock:
+            ahead, ahead_bytes, _ = self.index.ahead(sid, time.time() + FUTURE_AHEAD)
         return {"segment_count": count, "total_bytes": size, "oldest_segment_at": oldest,
                 "newest_segment_at": newest, "unsafe": self.unsafe.get(sid),
+                "future_dated": {"segments": ahead, "bytes": ahead_bytes},
                 "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
 
     def view(self) -> dict[str, Any]:

@@ -185,6 +185,11 @@ def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
     reload_info = data["config"].get("last_reload") or {}
     for line in reload_info.get("warnings", []) if reload_info.get("ok") else []:
         out.write(f"last reload: {line}\n")
+    for s in data.get("streams") or []:
+        ahead = ((s.get("recording") or {}).get("future_dated") or {}).get("segments")
+        if ahead:
+            out.write(f"recordings: {s['id']}: {ahead} segments dated in the future: no policy deletes them "
+                      "before then (fix the clock; see the agent's log)\n")
     for fs in (data.get("recordings") or {}).get("filesystems") or []:
         if fs.get("floor_unreachable"):
             out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "

@@ -94,3 +94,36 @@ def test_a_damaged_memory_keeps_the_orphans_it_may_have_named_and_is_kept_aside(
     agent.vasctl("reload")
     wait_for(lambda: not again.exists(), 20, "a retention pass after the restart")
     assert lobby.exists()
+
+
+def test_a_stream_folder_moved_aside_keeps_the_retention_its_stream_had(agent_factory, tmp_path):
+    # `mv lobby lobby-2025` is how an operator archives a camera's footage (the camera was
+    # replaced, the folder is kept): the folder is the stream's, under another name.
+    agent = agent_factory({**config({"lobby": {**CHEAP, "recording": {"retention": 0}},
+                                     "hall": {**CHEAP, "recording": {"retention": "90d"}}}),
+                           "recordings": {"orphan_retention": "7d"}})
+    lobby = [plant(agent.recordings / "lobby" / f"lobby_{d}.ts", d) for d in (400, 30, 10, 1)]
+    hall = [plant(agent.recordings / "hall" / f"hall_{d}.ts", d) for d in (80, 30, 1)]
+    agent.start()
+    agent.wait_all("live", ["lobby", "hall"])
+    time.sleep(1)  # the start's pass ran (nothing of theirs is old enough)
+    assert all(p.exists() for p in lobby + hall)
+    os.rename(agent.recordings / "lobby", agent.recordings / "lobby-2025")
+    os.rename(agent.recordings / "hall", agent.recordings / "hall-old")
+    canary = plant(tmp_path / "mine" / "mine_30.ts", 30).parent  # an operator's own folder: 7 days
+    os.rename(canary, agent.recordings / "mine")
+    time.sleep(0.5)  # the watcher indexed the moved-in folders; a reload runs every policy now
+    assert agent.vasctl("reload").returncode == 0
+    wait_for(lambda: not (agent.recordings / "mine" / "mine_30.ts").exists(), 30,
+             "the orphan pass over the operator's own folder")
+    assert all((agent.recordings / "lobby-2025" / p.name).exists() for p in lobby), \
+        "a keep-for-ever stream's folder moved aside lost its archive"
+    assert all((agent.recordings / "hall-old" / p.name).exists() for p in hall), \
+        "a 90-day stream's folder moved aside went at orphan_retention"
+    agent.stop()
+    plant(agent.recordings / "mine2" / "mine2_30.ts", 30)
+    agent.start()  # remembered under the new names across a restart
+    agent.wait_all("live", ["lobby", "hall"])
+    wait_for(lambda: not (agent.recordings / "mine2" / "mine2_30.ts").exists(), 30, "the orphan pass again")
+    assert all((agent.recordings / "lobby-2025" / p.name).exists() for p in lobby)
+    assert (agent.recordings / "hall-old" / "hall_30.ts").exists()

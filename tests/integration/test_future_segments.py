@@ -1,0 +1,46 @@
+"""Segments dated in the future (a clock glitch: an RTC reset to 2036 until NTP fixed it)
+are never deleted by any policy (issue 16, item 8), so they must not make a size cap
+take the stream's current footage instead, nor hide the live file from the "newest
+segment" guard, and they are reported.  Real agent, real files, the real watcher.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from .harness import CHEAP, config, wait_for
+
+pytestmark = pytest.mark.integration
+MiB = 1 << 20
+DAY = 86400.0
+
+
+def plant(path: Path, when: float, size: int = MiB) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    os.utime(path, (when, when))
+    return path
+
+
+def test_future_dated_segments_do_not_make_the_size_cap_take_current_footage(agent_factory):
+    agent = agent_factory(config({"cam": {**CHEAP, "recording": {"max_size": "5MiB", "retention": 0}},
+                                  "other": {**CHEAP, "recording": {"retention": "1d"}}}))
+    now = time.time()
+    glitch = [plant(agent.recordings / "cam" / f"cam_2036_{i}.ts", now + 30 * DAY + i) for i in range(6)]
+    current = [plant(agent.recordings / "cam" / f"cam_{h}h.ts", now - h * 3600) for h in (3, 2, 1)]
+    canary = plant(agent.recordings / "other" / "other_40d.ts", now - 40 * DAY, 100)
+    plant(agent.recordings / "other" / "other_1h.ts", now - 3600, 100)
+    agent.start()
+    agent.wait_all("live", ["cam", "other"])
+    wait_for(lambda: not canary.exists(), 20, "the start's retention pass")
+    time.sleep(1)  # the size reason runs in the same pass, right after the age reason
+    assert all(p.exists() for p in current), \
+        "the size cap took current footage to make up for segments no policy may delete"
+    assert all(p.exists() for p in glitch)
+    view = agent.streams()["cam"]["recording"]
+    assert view["future_dated"] == {"segments": 6, "bytes": 6 * MiB}, view
+    assert "6 segments of cam (6.0MiB) are dated in the future" in agent.log()
+    assert "dated in the future" in agent.vasctl("status").stdout
