@@ -126,13 +126,15 @@ def _why(root: Path, exc: OSError) -> str:
     return str(exc.strerror or exc)
 
 
-def merged(known: Mapping[str, float], cfg: Config, on_disk: Iterable[str]) -> dict[str, float]:
-    """``known`` updated with every configured stream's retention; entries of streams neither
-    configured nor on disk any more are dropped (the memory stays as small as the root)."""
-    keep = set(on_disk) | set(cfg.streams)
-    out = {sid: v for sid, v in known.items() if sid in keep}
-    out.update({sid: s.recording.retention for sid, s in cfg.streams.items()})
-    return out
+def merged(known: Mapping[str, float], cfg: Config) -> dict[str, float]:
+    """``known`` updated with every configured stream's retention.
+
+    Entries of streams neither configured nor on disk are kept: a folder may be missing
+    only for now (its disk not mounted at this start, moved away for a copy), and once
+    forgotten its archive would go at ``orphan_retention``.  An entry can only make an
+    orphan last longer, and costs a few bytes.
+    """
+    return {**known, **{sid: s.recording.retention for sid, s in cfg.streams.items()}}
 
 
 def identities(root: Path, names: Iterable[str]) -> dict[str, tuple[int, int]]:

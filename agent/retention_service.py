@@ -113,9 +113,9 @@ class Retention:
         old, self.cfg = self.cfg, cfg
         with self.index.lock:
             on_disk = list(self.index.streams)
-        self.remembered = {**self.remembered, **memory.merged({}, old, ())}
+        self.remembered = {**self.remembered, **memory.merged({}, old)}
         self._follow_folders(on_disk)  # a few stats: before a removed stream's entry is dropped
-        self.remembered = memory.merged(self.remembered, cfg, on_disk)
+        self.remembered = memory.merged(self.remembered, cfg)
         self._spawn(self._save_memory())
         notes = memory.removed_notes(old, cfg, self.index, self.remembered)
         notes += [p for fs in self.pressure.filesystems
@@ -159,7 +159,7 @@ class Retention:
                 self.remembered = memory.keep_unknown(loaded, loaded.streams, on_disk)
                 self.folders = loaded.folders
                 await asyncio.to_thread(self._follow_folders, on_disk)
-                self.remembered = memory.merged(self.remembered, self.cfg, on_disk)
+                self.remembered = memory.merged(self.remembered, self.cfg)
                 await asyncio.to_thread(self._save_now)
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)

@@ -127,3 +127,41 @@ def test_a_stream_folder_moved_aside_keeps_the_retention_its_stream_had(agent_fa
     wait_for(lambda: not (agent.recordings / "mine2" / "mine2_30.ts").exists(), 30, "the orphan pass again")
     assert all((agent.recordings / "lobby-2025" / p.name).exists() for p in lobby)
     assert (agent.recordings / "hall-old" / "hall_30.ts").exists()
+
+
+def test_a_removed_stream_s_disk_missing_at_a_start_is_not_forgotten(agent_factory, tmp_path):
+    # The removed stream's folder is its own disk (mounted at {root}/lobby); one start with
+    # that disk not mounted (a late or failed mount at boot) must not erase what was
+    # remembered about it, or the archive goes at orphan_retention once the disk is back.
+    import subprocess
+    agent = agent_factory({**config({"lobby": {**CHEAP, "recording": {"retention": 0}},
+                                     "cam": {**CHEAP, "recording": {"retention": "30d"}}}),
+                           "recordings": {"orphan_retention": "7d"}})
+    disk = agent.recordings / "lobby"
+    disk.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        lobby = [plant(disk / f"lobby_{d}.ts", d) for d in (30, 10, 1)]
+        plant(agent.recordings / "cam" / "cam_1.ts", 1)
+        agent.start()
+        agent.wait_all("live", ["lobby", "cam"])
+        agent.write_config({**config({"cam": {**CHEAP, "recording": {"retention": "30d"}}}),
+                            "recordings": {"orphan_retention": "7d"}})
+        assert agent.vasctl("reload").returncode == 0  # lobby removed: kept for ever, as it said
+        agent.stop()
+        subprocess.run(["umount", str(disk)], check=True)
+        agent.start()  # the disk is not there this time
+        agent.wait_all("live", ["cam"])
+        expired = plant(agent.recordings / "cam" / "cam_40.ts", 40)
+        assert agent.vasctl("reload").returncode == 0
+        wait_for(lambda: not expired.exists(), 20, "a retention pass without the disk")
+        agent.stop()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+        lobby = [plant(disk / f"lobby_{d}.ts", d) for d in (30, 10, 1)]  # the disk is back (tmpfs: refilled)
+        again = plant(agent.recordings / "cam" / "cam_41.ts", 41)
+        agent.start()
+        agent.wait_all("live", ["cam"])
+        wait_for(lambda: not again.exists(), 20, "the start's retention pass with the disk back")
+        assert all(p.exists() for p in lobby), "a keep-for-ever archive went once its disk had missed one start"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
