@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from .config import Config
 from .retention import FUTURE_AHEAD, Candidate, keeper, plan_age, plan_size
@@ -70,9 +71,11 @@ def plan_disk(index: SegmentIndex, fs: Filesystem, now: float, is_running: Calla
     except OSError:
         return []
     try:
-        return plan_relief(fs, [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
-                           now=now, planned=freed, shift=shift, mtime_of=live,
-                           keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+        out = plan_relief(fs, [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
+                          now=now, planned=freed, shift=shift, mtime_of=live,
+                          keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+        # Judged on the files' dates now: the executor must not take them for stale plans.
+        return [replace(c, mtime=m) if (m := live(c)) is not None else c for c in out]
     finally:
         live.close()
 

@@ -268,6 +268,8 @@ class Retention:
             return Outcome()
         outcome = self._delete_parallel(doomed, now)
         self.index.forget(outcome.deleted + outcome.gone)
+        for c in outcome.changed:  # no inotify event says so (IN_ATTRIB is not watched)
+            self.index.upsert(c.stream, c.dir, c.name, c.mtime, c.size)
         self.errors += outcome.errors
         for c in outcome.deleted:
             counts = self.deleted.setdefault(c.stream, {}).setdefault(reason, [0, 0])
@@ -294,6 +296,7 @@ class Retention:
             parts = list(pool.map(lambda g: delete_segments(self.root, g, now=now, shift=self.clock.shift),
                                   groups.values()))
         return Outcome(deleted=[c for p in parts for c in p.deleted], gone=[c for p in parts for c in p.gone],
+                       changed=[c for p in parts for c in p.changed],
                        errors=sum(p.errors for p in parts))
 
     # -- timers -------------------------------------------------------------------

@@ -44,3 +44,24 @@ def test_future_dated_segments_do_not_make_the_size_cap_take_current_footage(age
     assert view["future_dated"] == {"segments": 6, "bytes": 6 * MiB}, view
     assert "6 segments of cam (6.0MiB) are dated in the future" in agent.log()
     assert "dated in the future" in agent.vasctl("status").stdout
+
+
+def test_a_segment_touched_after_it_was_indexed_is_judged_by_its_date_now(agent_factory):
+    # `touch incident.ts` keeps a clip another retention period: no event tells the index
+    # (IN_ATTRIB is not watched, on purpose), so the deletion must look at the file itself.
+    cfg = lambda days: config({"cam": {**CHEAP, "recording": {"retention": f"{days}d"}}})  # noqa: E731
+    agent = agent_factory(cfg(30))
+    now = time.time()
+    incident = plant(agent.recordings / "cam" / "cam_incident.ts", now - 20 * DAY, 100)
+    canary = plant(agent.recordings / "cam" / "cam_20d.ts", now - 20 * DAY + 1, 100)
+    plant(agent.recordings / "cam" / "cam_1h.ts", now - 3600, 100)
+    agent.start()
+    agent.wait_all("live", ["cam"])
+    time.sleep(1)  # indexed by the start scan at 20 days old
+    os.utime(incident, (now - 60, now - 60))  # the operator keeps it: a minute old now
+    agent.write_config(cfg(10))
+    assert agent.vasctl("reload").returncode == 0
+    wait_for(lambda: not canary.exists(), 20, "the reload's retention pass")
+    time.sleep(0.5)
+    assert incident.exists(), "a segment touched a minute ago was deleted by its indexed date"
+    wait_for(lambda: agent.streams()["cam"]["recording"]["segment_count"] == 2, 5, "the index to count it still")
