@@ -156,8 +156,9 @@ class Retention:
                 with self.index.lock:
                     on_disk = list(self.index.streams)
                 loaded = await asyncio.to_thread(memory.load, self.root)
-                self.remembered = memory.keep_unknown(loaded, loaded.streams, on_disk)
-                self.folders = loaded.folders
+                # A reload during the scan already put newer entries in memory: they win over the file.
+                self.remembered = {**memory.keep_unknown(loaded, loaded.streams, on_disk), **self.remembered}
+                self.folders = {**loaded.folders, **self.folders}
                 await asyncio.to_thread(self._follow_folders, on_disk)
                 self.remembered = memory.merged(self.remembered, self.cfg)
                 await asyncio.to_thread(self._save_now)

@@ -165,3 +165,41 @@ def test_a_removed_stream_s_disk_missing_at_a_start_is_not_forgotten(agent_facto
         assert all(p.exists() for p in lobby), "a keep-for-ever archive went once its disk had missed one start"
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+async def test_a_reload_during_the_start_scan_is_not_undone_by_the_memory_file(tmp_path, monkeypatch):
+    # A stream added while the agent was stopped is in no memory file yet; a reload that
+    # removes it while the start scan still runs (minutes on a big cold root) must leave
+    # its retention remembered, not replaced by the file's older content.
+    import asyncio
+
+    from agent import retention_memory
+    from agent.retention_service import Retention
+
+    from .test_retention import make_cfg, settle
+    root = tmp_path / "rec"
+    lobby = [plant(root / "lobby" / f"lobby_{d}.ts", d) for d in (30, 10)]
+    plant(root / "cam" / "cam_1.ts", 1)
+    real_load, loading = retention_memory.load, asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_load(where):  # the start scan of a big root, standing in: the reload lands meanwhile
+        loop.call_soon_threadsafe(loading.set)
+        time.sleep(1.0)
+        return real_load(where)
+    monkeypatch.setattr(retention_memory, "load", slow_load)
+    streams = {"lobby": {"retention": 0}, "cam": {"retention": 30 * DAY}}
+    r = Retention(make_cfg(root, streams, orphan_retention=7 * DAY), is_running=lambda sid: False,
+                  on_change=lambda sid: None)
+    await r.start()
+    try:
+        await asyncio.wait_for(loading.wait(), 10)
+        r.update(make_cfg(root, {"cam": streams["cam"]}, orphan_retention=7 * DAY))  # lobby removed
+        await asyncio.wait_for(r.ready.wait(), 10)
+        await settle(r)
+        await r.enforce()
+        await settle(r)
+        assert r.remembered.get("lobby") == 0
+        assert all(p.exists() for p in lobby), "a reload during the start scan was undone: lobby went as an orphan"
+    finally:
+        await r.close()
