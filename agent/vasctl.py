@@ -209,10 +209,14 @@ def _duration(seconds: float) -> str:
 
 
 def reload(socket_path: Path) -> int:
-    """Ask the agent to reload and wait for the outcome (waits out a reload in progress)."""
+    """Ask the agent to reload and wait for the outcome (waits out a reload in progress).
+
+    Like any change: nothing is sent to a stopped or hung agent, and one that does not
+    start it within START_WITHIN drops it, so a failure here means "not applied".
+    """
     deadline = time.monotonic() + RELOAD_BUSY_WAIT
     while True:
-        code, body = _call(socket_path, "POST", "/reload")
+        code, body = _change(socket_path, "POST", "/reload")
         if code != 409 or time.monotonic() > deadline:
             break
         time.sleep(0.1)

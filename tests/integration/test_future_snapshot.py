@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from .harness import wait_for
+from .harness import config, wait_for
 from .test_exporter import Exporter, http
 from .test_truthful_status import CHEAP_REC, IDS, _metric, _node
 
@@ -65,3 +65,28 @@ def test_a_snapshot_dated_ahead_of_the_clock_does_not_keep_a_dead_agent_live(age
         assert agent.vasctl("status").returncode == 1
     finally:
         exporter.stop()
+
+
+def test_a_reload_sent_to_a_frozen_agent_fails_quickly_and_is_never_applied(agent_factory, tmp_path):
+    # `systemctl reload vas-agent` runs `vasctl reload`: its failure must mean "not applied",
+    # not "applied later, when the agent resumes" (issue 16, item 17's class, for reloads).
+    import subprocess
+    agent = agent_factory(config({"cam1": dict(CHEAP_REC)})).start()
+    agent.wait_all("live", ["cam1"])
+    agent.signal(signal.SIGSTOP)
+    try:
+        agent.write_config(config({"cam1": dict(CHEAP_REC), "cam2": dict(CHEAP_REC)}))
+        started = time.monotonic()
+        try:
+            out = agent.vasctl("reload", timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("vasctl reload hung on a frozen agent")
+        took = time.monotonic() - started
+        assert out.returncode == 1 and "not applied" in out.stderr, out.stdout + out.stderr
+        assert took < 10, took
+    finally:
+        agent.signal(signal.SIGCONT)
+    wait_for(lambda: "dropped: read after its caller's deadline" in agent.log(), 10,
+             "the agent to read and drop the late reload")
+    time.sleep(1)
+    assert "cam2" not in agent.streams(), "a reload that answered 'not applied' was applied"
