@@ -168,6 +168,20 @@ def inherit(known: Mapping[str, float], folders: Mapping[str, tuple[int, int]],
             if sid not in known and ident in whose}
 
 
+def follow(root: Path, known: dict[str, float], folders: dict[str, tuple[int, int]], configured: set[str],
+           on_disk: list[str]) -> tuple[dict[str, float], dict[str, tuple[int, int]], bool]:
+    """A stream folder moved aside (``mv lobby lobby-2025``) keeps its stream's retention (same
+    device and inode as remembered): ``(known, folders, changed)`` updated (blocking: stats)."""
+    current = identities(root, on_disk)
+    found = inherit(known, folders, {sid: i for sid, i in current.items() if sid not in configured})
+    for sid, keep in sorted(found.items()):
+        log.warning("recordings: %s is a stream's folder moved aside: its segments are kept %s (reason orphan)",
+                    root / sid, "for ever" if keep == 0 else f"at least {keep / 86400:g} days")
+    known = {**known, **found}
+    new = {**{k: v for k, v in folders.items() if k in known}, **current}
+    return known, new, bool(found) or new != folders
+
+
 def save(root: Path, streams: Mapping[str, float], folders: Mapping[str, tuple[int, int]] | None = None) -> None:
     """Write the memory atomically (temp file, fsync, rename) below ``root``, never through a
     symlink (a planted one at the temporary name is replaced, not followed); errors are logged."""

@@ -133,18 +133,9 @@ class Retention:
         memory.save(self.root, dict(self.remembered), {k: v for k, v in self.folders.items() if k in self.remembered})
 
     def _follow_folders(self, on_disk: list[str]) -> bool:
-        """A stream folder moved aside (``mv lobby lobby-2025``) keeps its stream's retention
-        (same device and inode as remembered); returns whether the memory changed (blocking)."""
-        current = memory.identities(self.root, on_disk)
-        found = memory.inherit(self.remembered, self.folders,
-                               {sid: i for sid, i in current.items() if sid not in self.cfg.streams})
-        for sid, keep in sorted(found.items()):
-            log.warning("recordings: %s is a stream's folder moved aside: its segments are kept %s (reason orphan)",
-                        self.root / sid, "for ever" if keep == 0 else f"at least {keep / 86400:g} days")
-        self.remembered = {**self.remembered, **found}
-        folders = {**{k: v for k, v in self.folders.items() if k in self.remembered}, **current}
-        changed = bool(found) or folders != self.folders
-        self.folders = folders
+        """Folders moved aside keep their stream's retention (memory.follow); True when it changed."""
+        self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
+                                                               set(self.cfg.streams), on_disk)
         return changed
 
     # -- passes -------------------------------------------------------------------
@@ -212,18 +203,8 @@ class Retention:
 
     def _report_ahead(self, now: float) -> None:
         """A WARNING once per stream that holds segments dated in the future (no policy takes them)."""
-        from .retention_disk import size_text
-        for sid in list(self.index.streams):
-            with self.index.lock:
-                count, size, latest = self.index.ahead(sid, now + FUTURE_AHEAD)
-            if not count:
-                self._ahead_told.discard(sid)
-            elif sid not in self._ahead_told and latest is not None:
-                self._ahead_told.add(sid)
-                log.warning("retention: %d segments of %s (%s) are dated in the future (up to %s): no policy "
-                            "deletes them before then and the size cap does not count them; fix the host's "
-                            "clock, then touch or delete them", count, sid, size_text(size),
-                            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(latest)))
+        from .retention_report import report_ahead
+        report_ahead(self.index, now, self._ahead_told)
 
     def _plan_all(self, now: float) -> tuple[list[tuple[str, list[Candidate]]], list[tuple[Filesystem, list]]]:
         fss = self._statvfs()
@@ -396,10 +377,6 @@ class Retention:
             raise UnsafeDirectory(self.failed)
         await self.ready.wait()
         async with self._lock:
-            with self.index.lock:
-                on_disk = list(self.index.streams)
-            if await asyncio.to_thread(self._follow_folders, on_disk):
-                await asyncio.to_thread(self._save_now)
             self.clock.check()
             now = time.time()
             ids = [sid] if sid else list(self.cfg.streams)
