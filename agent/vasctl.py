@@ -291,6 +291,8 @@ def _change(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, A
 
     from .client import start_by
     state = socket_path.parent / snapshot.SNAPSHOT_NAME
+    if _mtime(state) is None:
+        _not_applied(f"cannot reach vas-agent: no snapshot at {state}; is it running?")
     if not _fresh(state):
         _not_applied("the agent is not running or not responding (stale snapshot): nothing was sent")
     result: dict[str, Any] = {}
