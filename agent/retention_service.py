@@ -337,8 +337,13 @@ class Retention:
 
     def _over_cap(self) -> bool:
         """A stream's recordings grew past its ``max_size`` (from the index's totals)."""
+        after = time.time() + FUTURE_AHEAD  # future-dated segments are not counted (nothing may take them)
         for sid, scfg in self.cfg.streams.items():
-            if scfg.recording.max_size > 0 and self.index.stats(sid)[1] > scfg.recording.max_size:
+            if scfg.recording.max_size <= 0:
+                continue
+            with self.index.lock:
+                ahead = self.index.ahead(sid, after)[1]
+            if self.index.stats(sid)[1] - ahead > scfg.recording.max_size:
                 return True
         return False
 

@@ -65,3 +65,26 @@ def test_a_segment_touched_after_it_was_indexed_is_judged_by_its_date_now(agent_
     time.sleep(0.5)
     assert incident.exists(), "a segment touched a minute ago was deleted by its indexed date"
     wait_for(lambda: agent.streams()["cam"]["recording"]["segment_count"] == 2, 5, "the index to count it still")
+
+
+async def test_future_dated_bytes_do_not_start_a_size_pass_every_tick(tmp_path):
+    import asyncio
+
+    from agent.retention_service import TICK
+
+    from .test_retention import make_cfg, running
+    root, now = tmp_path / "rec", time.time()
+    for i in range(3):
+        plant(root / "cam" / f"cam_2036_{i}.ts", now + 30 * DAY + i)
+    plant(root / "cam" / "cam_1h.ts", now - 3600)
+    async with running(make_cfg(root, {"cam": {"retention": 0, "max_size": 2 * MiB}})) as r:
+        passes = 0
+        enforce = r.enforce
+
+        async def counted() -> None:
+            nonlocal passes
+            passes += 1
+            await enforce()
+        r.enforce = counted  # type: ignore[method-assign]
+        await asyncio.sleep(3 * TICK + 0.5)
+        assert passes == 0, "4 MiB over a 2 MiB cap, 3 of them undeletable: a full pass every tick"
