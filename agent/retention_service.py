@@ -69,6 +69,7 @@ class Retention:
         self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
         self.folders: dict[str, tuple[int, int]] = {}  # stream -> its folder's (st_dev, st_ino)
         self._ahead_told: set[str] = set()  # streams whose future-dated segments were logged
+        self._cap_left: dict[str, int] = {}  # capped stream -> its total when the last pass ended
         self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
         self._closed = False
         self.failed: str | None = None
@@ -200,6 +201,8 @@ class Retention:
             self._last_age = time.monotonic()
             self._schedule_age(now)
             self._report_ahead(now)
+            self._cap_left = {sid: self.index.stats(sid)[1] for sid, s in self.cfg.streams.items()
+                              if s.recording.max_size > 0}
 
     def _report_ahead(self, now: float) -> None:
         """A WARNING once per stream that holds segments dated in the future (no policy takes them)."""
@@ -343,7 +346,10 @@ class Retention:
                 continue
             with self.index.lock:
                 ahead = self.index.ahead(sid, after)[1]
-            if self.index.stats(sid)[1] - ahead > scfg.recording.max_size:
+            total = self.index.stats(sid)[1]
+            # Over its cap at the total the last pass left (a held fMP4 init, the live file): no
+            # pass can change that until the total does.
+            if total - ahead > scfg.recording.max_size and total != self._cap_left.get(sid):
                 return True
         return False
 

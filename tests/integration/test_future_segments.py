@@ -88,3 +88,34 @@ async def test_future_dated_bytes_do_not_start_a_size_pass_every_tick(tmp_path):
         r.enforce = counted  # type: ignore[method-assign]
         await asyncio.sleep(3 * TICK + 0.5)
         assert passes == 0, "4 MiB over a 2 MiB cap, 3 of them undeletable: a full pass every tick"
+
+
+async def test_a_held_fmp4_init_does_not_start_a_size_pass_every_tick(tmp_path):
+    # The init stays while its segments stay (issue 16, item 3): the stream sits one init over
+    # its cap, which no pass can change until a new segment arrives.
+    import asyncio
+
+    from agent.retention_service import TICK
+
+    from .test_retention import make_cfg, running, settle
+    root, now = tmp_path / "rec", time.time()
+    plant(root / "cam" / "init.mp4", now - 7200, 1000)
+    for i in range(4):
+        plant(root / "cam" / f"seg_{i}.m4s", now - 7000 + i * 600)
+    async with running(make_cfg(root, {"cam": {"retention": 0, "max_size": 2 * MiB}})) as r:
+        await settle(r)
+        assert (root / "cam" / "init.mp4").exists() and r.index.stats("cam")[:2] == (3, 2 * MiB + 1000)
+        passes = 0
+        enforce = r.enforce
+
+        async def counted() -> None:
+            nonlocal passes
+            passes += 1
+            await enforce()
+        r.enforce = counted  # type: ignore[method-assign]
+        await asyncio.sleep(3 * TICK + 0.5)
+        assert passes == 0, "a pass every tick that can never delete anything"
+        plant(root / "cam" / "seg_9.m4s", now - 60)  # a new segment: the cap acts again
+        await asyncio.sleep(TICK + 1)
+        await settle(r)
+        assert passes >= 1 and not (root / "cam" / "seg_2.m4s").exists()
