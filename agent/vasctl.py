@@ -291,7 +291,11 @@ def _change(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, A
 
     from .client import start_by
     state = socket_path.parent / snapshot.SNAPSHOT_NAME
-    if _mtime(state) is None:
+    try:
+        state.stat()
+    except PermissionError:
+        _not_applied(f"permission denied on {state}: run as root or as a member of group vas")
+    except OSError:
         _not_applied(f"cannot reach vas-agent: no snapshot at {state}; is it running?")
     if not _fresh(state):
         _not_applied("the agent is not running or not responding (stale snapshot): nothing was sent")
