@@ -36,15 +36,18 @@ class Placement:
     """Whether a cached directory fd is still the directory at its path under the root.
 
     An fd follows its directory when it is moved: one moved out of the root mid-pass
-    would still be deleted from.  Checked right before every unlink: the path from the
-    root fd (last component not followed) must name the fd's own device and inode; every
-    STRICT_EVERY files of a directory the whole path is walked with no symlink followed.
+    would still be deleted from.  Checked right before every unlink: the fd's real
+    ancestor as many levels up as it is deep (``..`` from the fd, never a symlink) must be
+    the root; every STRICT_EVERY files of a directory the whole path from the root is
+    walked with no symlink followed and must name the fd.
     """
 
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
         self._checks: dict[tuple[str, str], int] = {}
         self._ids: dict[int, tuple[int, int]] = {}  # an fd's (device, inode) never changes
+        st = os.fstat(root_fd)
+        self._root = (st.st_dev, st.st_ino)
 
     def still_there(self, fd: int, stream: str, dir_rel: str) -> bool:
         """True when ``fd`` is ``root/stream/dir_rel`` now."""
@@ -53,11 +56,14 @@ class Placement:
         parts = [stream, *(dir_rel.split("/") if dir_rel else [])]
         try:
             if n % STRICT_EVERY:
-                there = os.stat("/".join(parts), dir_fd=self.root_fd, follow_symlinks=False)
-            else:
-                there = _strict_stat(self.root_fd, parts)
-                st = os.fstat(fd)
-                self._ids[fd] = (st.st_dev, st.st_ino)
+                # Up from the fd itself ("..", never a symlink): its real ancestor that many levels
+                # up must be the root.  A path from the root would follow a stream folder moved
+                # out and symlinked back (`mv cam1 /other && ln -s /other/cam1 cam1`).
+                up = os.stat("/".join([".."] * len(parts)), dir_fd=fd, follow_symlinks=False)
+                return (up.st_dev, up.st_ino) == self._root
+            there = _strict_stat(self.root_fd, parts)
+            st = os.fstat(fd)
+            self._ids[fd] = (st.st_dev, st.st_ino)
         except OSError:
             return False
         return stat.S_ISDIR(there.st_mode) and (there.st_dev, there.st_ino) == self._ids.get(fd)

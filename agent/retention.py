@@ -34,6 +34,9 @@ log = logging.getLogger("vas.retention")
 SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
 #: A file modified this recently may still be written: never deleted.
 RECENT_GRACE = 5.0
+#: A segment dated more than this after now is a clock glitch's: no policy deletes it before
+#: its date (:func:`is_fresh`), so a size cap does not count it and retention reports it.
+FUTURE_AHEAD = 60.0
 #: Deletion errors are logged at most this often (they are all counted).
 ERROR_LOG_INTERVAL = 60.0
 REASONS = ("age", "size", "disk", "manual", "orphan")
@@ -146,6 +149,8 @@ class Outcome:
     deleted: list[Candidate] = field(default_factory=list)
     gone: list[Candidate] = field(default_factory=list)
     errors: int = 0
+    #: Modified or touched since indexed (as they are now): kept, the index learns their date.
+    changed: list[Candidate] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
@@ -211,6 +216,9 @@ def _delete_one(root_fd: int, fds: dict, c: Candidate, now: float, outcome: Outc
             return  # replaced by a symlink or something else meanwhile: never ours
         if is_fresh(st.st_mtime, now, shift):
             return  # written to again: it may be the live file
+        if st.st_mtime > c.mtime + 1.0:  # touched or rewritten since indexed: the plan judged an old date
+            outcome.changed.append(Candidate(st.st_mtime, c.key, c.stream, c.dir, c.name, st.st_size))
+            return
         before_unlink(c)
         if not placement.still_there(fd, c.stream, c.dir):
             _moved_away(fds, c, outcome)

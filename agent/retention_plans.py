@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from .config import Config
-from .retention import Candidate, keeper, plan_age, plan_size
+from .retention import FUTURE_AHEAD, Candidate, keeper, plan_age, plan_size
 from .retention_disk import Filesystem, LiveMtimes, plan_relief
 from .retention_memory import orphan_max_age
 from .segment_index import SegmentIndex
@@ -20,7 +21,7 @@ Shift = Callable[[float], float]
 def _keep(index: SegmentIndex, sid: str, now: float, is_running: Callable[[str], bool],
           shift: Shift) -> Callable[[Candidate], bool]:
     # The newest segment of a running stream may be the file FFmpeg is writing.
-    return keeper(now=now, newest=index.newest(sid) if is_running(sid) else None, shift=shift)
+    return keeper(now=now, newest=index.newest(sid, now + FUTURE_AHEAD) if is_running(sid) else None, shift=shift)
 
 
 def _oldest_first(index: SegmentIndex, sid: str) -> Iterable[Candidate]:
@@ -45,7 +46,10 @@ def plan_stream(index: SegmentIndex, cfg: Config, now: float, is_running: Callab
         if aged:
             plans.append(("age" if scfg else "orphan", aged))
         if scfg and scfg.recording.max_size > 0:
-            total = sum(d.total for d in index.streams[sid].values()) - sum(c.size for c in aged)
+            # Future-dated segments stay whatever the cap says: counted, they would make it take
+            # as much current footage instead.
+            total = (sum(d.total for d in index.streams[sid].values()) - sum(c.size for c in aged)
+                     - index.ahead(sid, now + FUTURE_AHEAD)[1])
             gone = {c.rel for c in aged}
             rest = (c for c in _oldest_first(index, sid) if c.rel not in gone)
             capped = plan_size(rest, total=total, max_size=scfg.recording.max_size, keep=keep)
@@ -67,9 +71,11 @@ def plan_disk(index: SegmentIndex, fs: Filesystem, now: float, is_running: Calla
     except OSError:
         return []
     try:
-        return plan_relief(fs, [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
-                           now=now, planned=freed, shift=shift, mtime_of=live,
-                           keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+        out = plan_relief(fs, [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
+                          now=now, planned=freed, shift=shift, mtime_of=live,
+                          keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
+        # Judged on the files' dates now: the executor must not take them for stale plans.
+        return [replace(c, mtime=m) if (m := live(c)) is not None else c for c in out]
     finally:
         live.close()
 

@@ -1,10 +1,15 @@
-"""The cleanup route's answer, in the seed's shape (the exporter's cleanup endpoints share it)."""
+"""What retention tells: the cleanup route's answer, in the seed's shape (the exporter's cleanup
+endpoints share it), and the WARNING about segments dated in the future."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from .retention import Outcome
+from .retention import FUTURE_AHEAD, Outcome
+from .segment_index import SegmentIndex
+
+log = logging.getLogger("vas.retention")
 
 #: A cleanup result names at most this many files per stream.
 FILES_LISTED = 1000
@@ -30,3 +35,20 @@ def cleanup_result(outcomes: dict[str, tuple[float, Outcome]], *, now: float, dr
             "errors": sum(r["errors"] for r in streams.values()),
             "cutoff_time": _iso(now - retention_days * 86400) if retention_days is not None else None,
             "streams": streams}
+
+
+def report_ahead(index: SegmentIndex, now: float, told: set[str]) -> None:
+    """A WARNING once per stream holding segments dated over FUTURE_AHEAD in the future (``told``:
+    the streams already warned about; one whose count drops to 0 is warned about again later)."""
+    from .retention_disk import size_text
+    for sid in list(index.streams):
+        with index.lock:
+            count, size, latest = index.ahead(sid, now + FUTURE_AHEAD)
+        if not count:
+            told.discard(sid)
+        elif sid not in told and latest is not None:
+            told.add(sid)
+            log.warning("retention: %d segments of %s (%s) are dated in the future (up to %s): no policy "
+                        "deletes them before then and the size cap does not count them; fix the host's "
+                        "clock, then touch or delete them", count, sid, size_text(size),
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(latest)))

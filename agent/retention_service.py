@@ -22,7 +22,7 @@ from typing import Any
 
 from . import retention_memory as memory
 from .config import Config
-from .retention import Candidate, Outcome, UnsafeDirectory, delete_segments
+from .retention import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
 from .retention_disk import Filesystem, floor_problem, measure_below
 from .retention_inits import Playlists, hold_inits_below
 from .retention_memory import orphan_max_age
@@ -67,6 +67,9 @@ class Retention:
         self._verifier = Verifier()  # size and floor decisions rest on files that exist
         self._playlists = Playlists()  # where fMP4 init files are named (EXT-X-MAP)
         self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
+        self.folders: dict[str, tuple[int, int]] = {}  # stream -> its folder's (st_dev, st_ino)
+        self._ahead_told: set[str] = set()  # streams whose future-dated segments were logged
+        self._cap_left: dict[str, int] = {}  # capped stream -> its total when the last pass ended
         self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
         self._closed = False
         self.failed: str | None = None
@@ -111,7 +114,9 @@ class Retention:
         old, self.cfg = self.cfg, cfg
         with self.index.lock:
             on_disk = list(self.index.streams)
-        self.remembered = memory.merged({**self.remembered, **memory.merged({}, old, ())}, cfg, on_disk)
+        self.remembered = {**self.remembered, **memory.merged({}, old)}
+        self._follow_folders(on_disk)  # a few stats: before a removed stream's entry is dropped
+        self.remembered = memory.merged(self.remembered, cfg)
         self._spawn(self._save_memory())
         notes = memory.removed_notes(old, cfg, self.index, self.remembered)
         notes += [p for fs in self.pressure.filesystems
@@ -123,7 +128,16 @@ class Retention:
 
     async def _save_memory(self) -> None:
         async with self._lock:  # one writer of the file at a time
-            await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
+            await asyncio.to_thread(self._save_now)
+
+    def _save_now(self) -> None:
+        memory.save(self.root, dict(self.remembered), {k: v for k, v in self.folders.items() if k in self.remembered})
+
+    def _follow_folders(self, on_disk: list[str]) -> bool:
+        """Folders moved aside keep their stream's retention (memory.follow); True when it changed."""
+        self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
+                                                               set(self.cfg.streams), on_disk)
+        return changed
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
@@ -133,8 +147,13 @@ class Retention:
             if why == "start":
                 with self.index.lock:
                     on_disk = list(self.index.streams)
-                self.remembered = memory.merged(await asyncio.to_thread(memory.load, self.root), self.cfg, on_disk)
-                await asyncio.to_thread(memory.save, self.root, dict(self.remembered))
+                loaded = await asyncio.to_thread(memory.load, self.root)
+                # A reload during the scan already put newer entries in memory: they win over the file.
+                self.remembered = {**memory.keep_unknown(loaded, loaded.streams, on_disk), **self.remembered}
+                self.folders = {**loaded.folders, **self.folders}
+                await asyncio.to_thread(self._follow_folders, on_disk)
+                self.remembered = memory.merged(self.remembered, self.cfg)
+                await asyncio.to_thread(self._save_now)
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
             await self._check_unsafe(announce_all=why == "start")
@@ -160,6 +179,10 @@ class Retention:
         """Run every policy now (age, orphan, size, then the free-space floor per filesystem)."""
         await self.ready.wait()
         async with self._lock:
+            with self.index.lock:
+                on_disk = list(self.index.streams)
+            if await asyncio.to_thread(self._follow_folders, on_disk):
+                await asyncio.to_thread(self._save_now)
             self.clock.check()
             now = time.time()
             plans, pressure = await asyncio.to_thread(self._plan_all, now)
@@ -177,6 +200,14 @@ class Retention:
                 self._pressure_idle_until = time.monotonic() + PRESSURE_RETRY
             self._last_age = time.monotonic()
             self._schedule_age(now)
+            self._report_ahead(now)
+            self._cap_left = {sid: self.index.stats(sid)[1] for sid, s in self.cfg.streams.items()
+                              if s.recording.max_size > 0}
+
+    def _report_ahead(self, now: float) -> None:
+        """A WARNING once per stream that holds segments dated in the future (no policy takes them)."""
+        from .retention_report import report_ahead
+        report_ahead(self.index, now, self._ahead_told)
 
     def _plan_all(self, now: float) -> tuple[list[tuple[str, list[Candidate]]], list[tuple[Filesystem, list]]]:
         fss = self._statvfs()
@@ -222,6 +253,8 @@ class Retention:
             return Outcome()
         outcome = self._delete_parallel(doomed, now)
         self.index.forget(outcome.deleted + outcome.gone)
+        for c in outcome.changed:  # no inotify event says so (IN_ATTRIB is not watched)
+            self.index.upsert(c.stream, c.dir, c.name, c.mtime, c.size)
         self.errors += outcome.errors
         for c in outcome.deleted:
             counts = self.deleted.setdefault(c.stream, {}).setdefault(reason, [0, 0])
@@ -248,6 +281,7 @@ class Retention:
             parts = list(pool.map(lambda g: delete_segments(self.root, g, now=now, shift=self.clock.shift),
                                   groups.values()))
         return Outcome(deleted=[c for p in parts for c in p.deleted], gone=[c for p in parts for c in p.gone],
+                       changed=[c for p in parts for c in p.changed],
                        errors=sum(p.errors for p in parts))
 
     # -- timers -------------------------------------------------------------------
@@ -306,8 +340,16 @@ class Retention:
 
     def _over_cap(self) -> bool:
         """A stream's recordings grew past its ``max_size`` (from the index's totals)."""
+        after = time.time() + FUTURE_AHEAD  # future-dated segments are not counted (nothing may take them)
         for sid, scfg in self.cfg.streams.items():
-            if scfg.recording.max_size > 0 and self.index.stats(sid)[1] > scfg.recording.max_size:
+            if scfg.recording.max_size <= 0:
+                continue
+            with self.index.lock:
+                ahead = self.index.ahead(sid, after)[1]
+            total = self.index.stats(sid)[1]
+            # Over its cap at the total the last pass left (a held fMP4 init, the live file): no
+            # pass can change that until the total does.
+            if total - ahead > scfg.recording.max_size and total != self._cap_left.get(sid):
                 return True
         return False
 
@@ -373,8 +415,11 @@ class Retention:
     def stream_view(self, sid: str) -> dict[str, Any]:
         """The snapshot's per-stream recording figures."""
         count, size, oldest, newest = self.index.stats(sid)
+        with self.index.lock:
+            ahead, ahead_bytes, _ = self.index.ahead(sid, time.time() + FUTURE_AHEAD)
         return {"segment_count": count, "total_bytes": size, "oldest_segment_at": oldest,
                 "newest_segment_at": newest, "unsafe": self.unsafe.get(sid),
+                "future_dated": {"segments": ahead, "bytes": ahead_bytes},
                 "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
 
     def view(self) -> dict[str, Any]:

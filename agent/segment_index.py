@@ -270,13 +270,35 @@ class SegmentIndex:
                     out.setdefault(d.dev, (sid, dir_rel))
             return out
 
-    def newest(self, sid: str) -> Candidate | None:
-        """The stream's newest segment (call with ``lock`` held)."""
+    def ahead(self, sid: str, after: float) -> tuple[int, int, float | None]:
+        """``(count, bytes, latest mtime)`` of the stream's segments dated after ``after``
+        (call with ``lock`` held; one bisect per directory)."""
+        count = size = 0
+        latest = None
+        for d in self.streams.get(sid, {}).values():
+            i = bisect_right(d.mtimes, after)
+            if i < len(d):
+                count, size = count + len(d) - i, size + sum(d.sizes[i:])
+                latest = d.mtimes[-1] if latest is None else max(latest, d.mtimes[-1])
+        return count, size, latest
+
+    def newest(self, sid: str, before: float | None = None) -> Candidate | None:
+        """The stream's newest segment, of those dated at most ``before`` when given (a clock
+        glitch's future-dated files are not the one being written); call with ``lock`` held."""
         best = None
         for dir_rel, d in self.streams.get(sid, {}).items():
-            if len(d):
-                m = d.mtimes[-1]
-                name = d.blob[d.blob.rindex(b"\0", 0, len(d.blob) - 1) + 1:-1].decode("utf-8", "surrogateescape")
-                c = candidate(sid, dir_rel, name, m, d.sizes[-1])
+            i = len(d) if before is None else bisect_right(d.mtimes, before)
+            if i:
+                start = _nul_before(d.blob, i, len(d))
+                name = d.blob[start + 1:d.blob.index(b"\0", start + 1)].decode("utf-8", "surrogateescape")
+                c = candidate(sid, dir_rel, name, d.mtimes[i - 1], d.sizes[i - 1])
                 best = c if best is None or c > best else best
         return best
+
+
+def _nul_before(blob: bytearray, i: int, n: int) -> int:
+    """Offset of the NUL that starts entry ``i - 1`` of ``n`` (searched from the end: ``i`` is near it)."""
+    pos = len(blob) - 1
+    for _ in range(n - i + 1):
+        pos = blob.rindex(b"\0", 0, pos)
+    return pos

@@ -21,6 +21,9 @@ SCHEMA_VERSION = 1
 HEARTBEAT_INTERVAL = 1.0
 #: A snapshot older than this means the agent is stopped or hung.
 STALE_AFTER = 5.0
+#: A snapshot dated further than this ahead of the clock says nothing about the agent:
+#: only a touch seen while watching proves it alive (a frozen agent's file stays put).
+FUTURE_SLACK = 1.0
 
 
 def write_atomic(path: Path, data: dict[str, Any] | str) -> None:
@@ -63,11 +66,15 @@ class SnapshotUnavailable(Exception):
 
 
 def read(path: Path, *, now: float | None = None) -> tuple[dict[str, Any], float]:
-    """The snapshot and its age in seconds (by mtime)."""
+    """The snapshot and its age in seconds (by mtime).
+
+    Negative when the file is dated ahead of the clock (a backward wall-clock step since
+    the agent last touched it): that age proves nothing, see :data:`FUTURE_SLACK`.
+    """
     try:
         with open(path, encoding="utf-8") as fh:
             age = (time.time() if now is None else now) - os.fstat(fh.fileno()).st_mtime
-            return json.load(fh), max(0.0, age)
+            return json.load(fh), age
     except FileNotFoundError:
         raise SnapshotUnavailable(f"no snapshot at {path}: is vas-agent running with this runtime_dir?") from None
     except PermissionError:

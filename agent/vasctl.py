@@ -35,6 +35,7 @@ def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int
     if problem:
         print(f"vasctl: agent state unreadable: {runtime_dir / snapshot.SNAPSHOT_NAME}: {problem}", file=sys.stderr)
         return 1
+    age = _judged(runtime_dir / snapshot.SNAPSHOT_NAME, age)
     alive = age <= snapshot.STALE_AFTER and data["agent"].get("status") != "stopped"
     if age > snapshot.STALE_AFTER:  # the agent's last word, not the present: every state unknown
         data = mark_stale(data, age)
@@ -62,6 +63,7 @@ def fleet_status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) 
     if fleet is None:
         print("vasctl: this agent is not in a fleet (no cluster: section)", file=sys.stderr)
         return 1
+    age = _judged(runtime_dir / snapshot.SNAPSHOT_NAME, age)
     fresh = age <= snapshot.STALE_AFTER and data["agent"].get("status") != "stopped"
     if as_json:
         json.dump({**fleet, "snapshot_age_seconds": round(age, 3)}, out, indent=2)
@@ -185,6 +187,11 @@ def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
     reload_info = data["config"].get("last_reload") or {}
     for line in reload_info.get("warnings", []) if reload_info.get("ok") else []:
         out.write(f"last reload: {line}\n")
+    for s in data.get("streams") or []:
+        ahead = ((s.get("recording") or {}).get("future_dated") or {}).get("segments")
+        if ahead:
+            out.write(f"recordings: {s['id']}: {ahead} segments dated in the future: no policy deletes them "
+                      "before then (fix the clock; see the agent's log)\n")
     for fs in (data.get("recordings") or {}).get("filesystems") or []:
         if fs.get("floor_unreachable"):
             out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "
@@ -204,10 +211,14 @@ def _duration(seconds: float) -> str:
 
 
 def reload(socket_path: Path) -> int:
-    """Ask the agent to reload and wait for the outcome (waits out a reload in progress)."""
+    """Ask the agent to reload and wait for the outcome (waits out a reload in progress).
+
+    Like any change: nothing is sent to a stopped or hung agent, and one that does not
+    start it within START_WITHIN drops it, so a failure here means "not applied".
+    """
     deadline = time.monotonic() + RELOAD_BUSY_WAIT
     while True:
-        code, body = _call(socket_path, "POST", "/reload")
+        code, body = _change(socket_path, "POST", "/reload")
         if code != 409 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -282,6 +293,12 @@ def _change(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, A
 
     from .client import start_by
     state = socket_path.parent / snapshot.SNAPSHOT_NAME
+    try:
+        state.stat()
+    except PermissionError:
+        _not_applied(f"permission denied on {state}: run as root or as a member of group vas")
+    except OSError:
+        _not_applied(f"cannot reach vas-agent: no snapshot at {state}; is it running?")
     if not _fresh(state):
         _not_applied("the agent is not running or not responding (stale snapshot): nothing was sent")
     result: dict[str, Any] = {}
@@ -310,14 +327,29 @@ def _fresh(state: Path) -> bool:
     first = _mtime(state)
     if first is None:
         return False
-    if time.time() - first / 1e9 <= snapshot.STALE_AFTER:
+    if -snapshot.FUTURE_SLACK <= time.time() - first / 1e9 <= snapshot.STALE_AFTER:
         return True
-    deadline = time.monotonic() + TOUCH_WATCH
-    while time.monotonic() < deadline:
+    return _untouched(state, first, TOUCH_WATCH) is None
+
+
+def _judged(state: Path, age: float) -> float:
+    """``age`` of a snapshot, or, when it is dated ahead of the clock (a backward step since the
+    agent's last touch), how long it stayed untouched while watched (0 once the agent touches it)."""
+    if age >= -snapshot.FUTURE_SLACK:
+        return max(0.0, age)
+    first = _mtime(state)
+    watched = None if first is None else _untouched(state, first, snapshot.STALE_AFTER + 0.5)
+    return 0.0 if watched is None else watched
+
+
+def _untouched(state: Path, first: int, limit: float) -> float | None:
+    """Seconds ``state`` kept mtime ``first`` while watched (up to ``limit``); None once it changed."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
         time.sleep(0.2)
         if _mtime(state) != first:
-            return True
-    return False
+            return None
+    return time.monotonic() - started
 
 
 def _mtime(state: Path) -> int | None:

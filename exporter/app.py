@@ -23,7 +23,7 @@ from .metrics import Metrics
 from .openapi import spec
 from .recordings import RecordingStats
 from .settings import Settings
-from .source import SnapshotSource, View
+from .source import OBSERVE_EVERY, SnapshotSource, View
 
 log = logging.getLogger("vas.exporter")
 
@@ -82,11 +82,22 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     """The recording scan while the app runs; the agent session closed at the end."""
     import asyncio
     ctx = app[CONTEXT]
-    task = asyncio.create_task(ctx.recordings.run(ctx.view), name="recording-scan")
+    tasks = [asyncio.create_task(ctx.recordings.run(ctx.view), name="recording-scan"),
+             asyncio.create_task(_observe_snapshot(ctx), name="snapshot-observe")]
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)  # cancelled on purpose
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # cancelled on purpose
     await ctx.control.close()
+
+
+async def _observe_snapshot(ctx: Context) -> None:
+    """A frozen agent's snapshot is seen to stay put even when it is dated ahead of the
+    clock (a backward wall-clock step), where its mtime alone would say "fresh"."""
+    import asyncio
+    while True:
+        ctx.source.observe()
+        await asyncio.sleep(OBSERVE_EVERY)
 
 
 async def _metrics(request: web.Request) -> web.Response:

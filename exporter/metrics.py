@@ -257,11 +257,17 @@ def _recording_families(streams: list[dict[str, Any]], stats: RecordingStats) ->
                                   labels=["stream", "reason"])
     freed = CounterMetricFamily("vas_recording_deleted_bytes", "Bytes retention deleted, by reason.",
                                 labels=["stream", "reason"])
+    ahead = GaugeMetricFamily("vas_recording_future_dated_segments",
+                              "Segments dated over 60 s in the future: no policy deletes them before then.",
+                              labels=["stream"])
     for s in streams:  # from the agent's retention (reasons: age, size, disk, manual, orphan)
         for reason, counts in ((s.get("recording") or {}).get("deleted") or {}).items():
             deleted.add_metric([s["id"], reason], counts.get("segments", 0))
             freed.add_metric([s["id"], reason], counts.get("bytes", 0))
-    yield from (size, count, oldest, deleted, freed)
+        future = (s.get("recording") or {}).get("future_dated")
+        if isinstance(future, dict) and isinstance(future.get("segments"), int):
+            ahead.add_metric([s["id"]], future["segments"])
+    yield from (size, count, oldest, deleted, freed, ahead)
 
 
 def _unsafe_family(data: dict[str, Any]) -> Iterator[Metric]:

@@ -45,6 +45,21 @@ class View:
         return (self.data or {}).get("streams") or []
 
 
+#: How often the app notes the snapshot's mtime (see :meth:`SnapshotSource.observe`).
+OBSERVE_EVERY = 0.5
+
+
+def judged_age(wall: float, unchanged: float) -> float:
+    """The snapshot's age from its mtime (``wall``: now - mtime) and from how long this
+    reader has seen that mtime unchanged (``unchanged``, monotonic).
+
+    The agent touches the file every second, so an mtime that stays put means the agent
+    is not running, whatever the wall clock says: a backward step leaves a frozen
+    agent's snapshot dated in the future (``wall`` < 0), which must not read as fresh.
+    """
+    return max(wall, unchanged, 0.0)
+
+
 class SnapshotSource:
     """Reads ``path`` when it changed; ``version`` grows with every new content."""
 
@@ -55,6 +70,7 @@ class SnapshotSource:
         self._error: str | None = None
         self._unreadable = False
         self.version = 0
+        self._seen: tuple[int, float] = (-1, 0.0)  # (mtime_ns, monotonic time it was first seen)
 
     def read(self) -> View:
         """The snapshot now: one ``stat``; parsed and marked only when something changed."""
@@ -68,11 +84,25 @@ class SnapshotSource:
         key = (st.st_dev, st.st_ino, st.st_size)
         if key != self._key:
             self._load(key)
-        age = max(0.0, time.time() - st.st_mtime)
+        age = judged_age(time.time() - st.st_mtime, self._unchanged_for(st.st_mtime_ns))
         if self._data is not None and age > self.stale_after:
             # Marked per read (a stale agent is the exception): the age in it is the current one.
             return View(mark_stale(self._data, age), age, self.version, self._error, stale=True)
         return View(self._data, age, self.version, self._error, unreadable=self._unreadable)
+
+    def observe(self) -> None:
+        """Note the file's mtime (one ``stat``), so that one which stays put is seen to (the
+        app calls this every OBSERVE_EVERY seconds; requests may come far apart)."""
+        try:
+            self._unchanged_for(os.stat(self.path).st_mtime_ns)
+        except OSError:
+            pass
+
+    def _unchanged_for(self, mtime_ns: int) -> float:
+        now = time.monotonic()
+        if mtime_ns != self._seen[0]:
+            self._seen = (mtime_ns, now)
+        return now - self._seen[1]
 
     def _load(self, key: tuple[int, int, int]) -> None:
         try:

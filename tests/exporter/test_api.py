@@ -117,7 +117,7 @@ async def test_tokens_apply_at_the_next_request_without_a_reload(client, node):
 
 async def test_metrics_are_clean_for_promtool_and_bounded(client, node):
     recording = {"enabled": True, "retention_seconds": 86400.0, "segment_count": 3, "total_bytes": 300,
-                 "oldest_segment_at": 1.0, "newest_segment_at": 2.0,
+                 "oldest_segment_at": 1.0, "newest_segment_at": 2.0, "future_dated": {"segments": 4, "bytes": 40},
                  "deleted": {"age": {"segments": 5, "bytes": 500}, "disk": {"segments": 1, "bytes": 100}}}
     node.write(snapshot_dict([stream("cam1", recording=recording), stream("cam2", "error")],
                              sfu={"state": "up", "restart_reasons": {"exit": 1}},
@@ -132,6 +132,7 @@ async def test_metrics_are_clean_for_promtool_and_bounded(client, node):
     assert 'vas_recording_deleted_segments_total{reason="disk",stream="cam1"} 1.0' in text
     assert 'vas_recording_deleted_bytes_total{reason="age",stream="cam1"} 500.0' in text
     assert 'vas_recording_segments{stream="cam1"} 3.0' in text
+    assert 'vas_recording_future_dated_segments{stream="cam1"} 4.0' in text
     assert "url" not in text and "10.0.0.5" not in text and PASSWORD not in text
     await client.get("/v2/health/streams/whatever-id-123")
     text = await (await client.get("/v2/metrics")).text()

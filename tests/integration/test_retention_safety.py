@@ -167,3 +167,26 @@ async def test_a_symlinked_stream_directory_is_reported_once_per_start_and_reloa
         await until(lambda: said() == 2)
         await settle(r)
     assert old.exists()
+
+
+@pytest.mark.parametrize("at", [1, 5, 63])  # between the whole-path walks (every retention.STRICT_EVERY)
+def test_a_stream_folder_moved_out_and_symlinked_back_mid_pass_loses_nothing_outside(tmp_path, at):
+    """`mv cam1 /other/cam1 && ln -s /other/cam1 cam1` on the same filesystem during a pass: the
+    path from the root reaches the same date folder through the symlink, but it is outside now."""
+    root, other = tmp_path / "rec", tmp_path / "other"
+    other.mkdir()
+    for i in range(100):
+        plant(root / "cam1" / "2020-01-01" / f"s{i:04d}.ts", mtime=OLD + i)
+    doomed = candidates(root, "cam1", "2020-01-01")
+    calls = []
+
+    def hook(c) -> None:
+        calls.append(c)
+        if len(calls) == at + 1:  # right before the (at+1)-th unlink
+            os.rename(root / "cam1", other / "cam1")
+            os.symlink(other / "cam1", root / "cam1")
+
+    outcome = delete_segments(root, doomed, now=time.time(), before_unlink=hook)
+    assert len(list((other / "cam1" / "2020-01-01").iterdir())) == 100 - at, \
+        "files outside the root were deleted through a symlinked stream folder"
+    assert len(outcome.deleted) == at

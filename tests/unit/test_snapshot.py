@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,36 @@ def test_age_comes_from_the_mtime(tmp_path):
     assert read(path, now=1_000_007.5) == (DATA, 7.5)
 
 
-def test_age_is_never_negative(tmp_path):
+def test_an_age_dated_ahead_of_the_clock_is_reported_not_clamped(tmp_path):
+    # Clamped to 0 it read as "fresh" for as long as a backward step; readers judge it instead.
     path = tmp_path / "state.json"
     write_atomic(path, DATA)
     os.utime(path, (1_000_000.0, 1_000_000.0))
-    assert read(path, now=999_990.0)[1] == 0.0  # clock stepped back
+    assert read(path, now=999_990.0)[1] == -10.0  # clock stepped back
+
+
+def test_the_exporter_ages_a_snapshot_that_stays_put_even_when_dated_ahead():
+    from exporter.source import judged_age
+    assert judged_age(-3600.0, 6.0) == 6.0  # dated an hour ahead, untouched for 6 s: 6 s old
+    assert judged_age(7.5, 0.0) == 7.5
+    assert judged_age(-0.2, 0.0) == 0.0
+
+
+def test_vasctl_watches_a_snapshot_dated_ahead_for_a_touch(tmp_path, monkeypatch):
+    from agent import vasctl
+    path = tmp_path / "state.json"
+    write_atomic(path, DATA)
+    assert vasctl._judged(path, 2.0) == 2.0
+    monkeypatch.setattr(snapshot, "STALE_AFTER", 0.5)
+    monkeypatch.setattr(vasctl, "TOUCH_WATCH", 0.5)
+    ahead = time.time() + 3600
+    os.utime(path, (ahead, ahead))
+    assert vasctl._judged(path, -3600.0) >= 1.0  # nobody touches it while watched: stale
+    assert not vasctl._fresh(path)
+    toucher = threading.Timer(0.3, touch, (path,))
+    toucher.start()
+    assert vasctl._judged(path, -3600.0) == 0.0  # touched while watched: alive
+    toucher.join()
 
 
 def test_touch_refreshes_the_mtime_but_not_the_content(tmp_path):
