@@ -129,3 +129,26 @@ def test_a_handback_through_a_shared_sfu_keeps_the_new_owners_producer(etcd, rts
     deleted = sfu_stats(sfu)["deleted"]
     assert [(d["producer_id"], d["node"]) for d in deleted] == [(b_producer["producer_id"], "b")]
     assert live(a) == {"cam1"}
+
+
+def test_a_producer_of_a_stream_missing_from_one_nodes_file_is_left_to_its_owner(etcd, rtsp_camera, agent_factory,
+                                                                                sfu):
+    """review-fleet: during a rolling config change a's file has cam2 and b's not yet; an operator registered a
+    producer of their own (no node, no epoch).  b closes neither: a's live producer of cam2 is a's (closing it
+    restarts a's FFmpeg every poll), and one whose owner b cannot tell is not b's."""
+    from tests.integration.test_sfu import post, sfu_section
+    post(sfu, "/producers", {"stream_id": "operator-feed", "ssrc": 4242, "payload_type": 96})
+    agents = {}
+    for name, sids in (("a", ("cam1", "cam2")), ("b", ("cam1",))):
+        streams = {sid: {"url": rtsp_camera.url(sid), "placement": {"prefer": ["a"]}} for sid in sids}
+        cfg = fleet_config(etcd.endpoints, name, streams)
+        cfg["mediasoup"] = sfu_section(sfu, managed=False)
+        agents[name] = agent_factory(cfg, name=name)
+    start_all(list(agents.values()))
+    wait_for(lambda: live(agents["a"]) == {"cam1", "cam2"}, 45, "a running both streams live")
+    restarts_before = restarts(agents)
+    time.sleep(4 * 2 + 1)  # four polls of each agent (2 s) after a's producers exist
+    deleted = sfu_stats(sfu)["deleted"]
+    assert deleted == [], (deleted, agents["b"].log()[-2000:])
+    assert {p["stream_id"] for p in sfu_stats_listed(sfu)} == {"cam1", "cam2", "operator-feed"}
+    assert restarts(agents) == restarts_before
