@@ -3,6 +3,7 @@ just as, another node takes its cameras (the lease fence, agent/fence.py). Real 
 real agents, real FFmpeg on the RTSP camera fixture."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -105,3 +106,59 @@ def test_the_fence_stops_only_the_groups_it_was_vouched_for_once_the_voucher_lap
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+def _sleepers(n: int) -> list:
+    import subprocess
+    return [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(n)]
+
+
+def _vouch_for(fence, seconds: float) -> None:
+    """The agent's vouching loop (agent/fleet.py ``_vouch``) for ``seconds``."""
+    from agent.fence import VOUCH_INTERVAL
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        fence.tick()
+        time.sleep(VOUCH_INTERVAL)
+
+
+def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
+    """review-fleet: the fence process SIGSTOPped (an operator's mistake, a stray ``kill -STOP -g``) is
+    noticed within lease_ttl and replaced, so the agent is guarded again.  And one whose input filled up
+    while stopped (minutes of vouchers: the newest dropped) never wakes to fire on the stale ones,
+    killing an awake agent's children."""
+    from agent.fence import Fence
+    children = _sleepers(2)
+    fence = Fence(lambda: [c.pid for c in children], ttl=1.0)
+    fence.start()
+    try:
+        _vouch_for(fence, 1.0)
+        first = fence.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)
+        _vouch_for(fence, 1.5)  # 1.5 lease_ttl
+        assert fence.pid != first and not alive(first), "a stopped fence was not replaced"
+        # Stop the new one and feed it as minutes of vouching would, until its input is full.
+        second = fence.pid
+        assert second is not None
+        os.kill(second, signal.SIGSTOP)
+        for _ in range(5000):
+            fence.refresh()
+            if fence.pid != second:
+                break
+        _vouch_for(fence, 1.5)  # the agent vouches on; every voucher the stopped fence holds is now stale
+        if alive(second):
+            os.kill(second, signal.SIGCONT)
+        _vouch_for(fence, 2.5)
+        assert all(c.poll() is None for c in children), "the fence fired on stale vouchers"
+        assert fence.pid is not None and alive(fence.pid)
+        fenced = fence.pid
+        time.sleep(2.5)  # the agent stops vouching (frozen): the replacement fence still acts
+        wait_for(lambda: all(c.poll() is not None for c in children), 5, "the new fence stopping the children")
+        assert fence.pid == fenced
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait(5)
+        fence.close()
