@@ -43,6 +43,7 @@ class FleetView:
     me: str
     live_nodes: frozenset[str]  # registered in etcd now
     wanted: frozenset[str]      # streams some node may run (enabled in the file)
+    known: bool = True          # live_nodes is etcd's word (False: not yet loaded, or cut off)
 
 
 @dataclass
@@ -83,10 +84,11 @@ def _verdict(p: Any, wants: Mapping[str, Want], fleet: FleetView | None) -> str:
         if want is not None and matches and (p.epoch or 0) <= want.epoch:
             return "candidate"
         return "delete"  # ours: a stale life, a wrong SSRC, or a stream we no longer run
-    if p.node is None or p.node in fleet.live_nodes:
+    if p.node is None or p.node in fleet.live_nodes or not fleet.known:
         # A live owner's (or a warming target's), or we cannot tell whose (an operator's, an older
-        # agent's), even of a stream not in our file: during a rolling config change the nodes' files
-        # differ, and the live node that runs it closes its own producers when it stops running it.
+        # agent's; any node's while we do not know who is alive), even of a stream not in our file:
+        # during a rolling config change the nodes' files differ, and the live node that runs it
+        # closes its own producers when it stops running it.
         return "keep"
     if p.stream_id not in fleet.wanted:
         return "delete"  # a dead node's, of a stream no node may run

@@ -152,3 +152,23 @@ def test_a_producer_of_a_stream_missing_from_one_nodes_file_is_left_to_its_owner
     assert deleted == [], (deleted, agents["b"].log()[-2000:])
     assert {p["stream_id"] for p in sfu_stats_listed(sfu)} == {"cam1", "cam2", "operator-feed"}
     assert restarts(agents) == restarts_before
+
+
+def test_an_agent_that_cannot_reach_etcd_closes_no_other_nodes_producer(etcd, rtsp_camera, agent_factory, sfu):
+    """review-fleet: b starts while etcd is unreachable (its endpoint is closed), so it knows no live node;
+    a's producer of cam2 (not in b's file yet) must not look like a dead node's to b."""
+    from camera.fixture import free_port
+    from tests.integration.test_sfu import sfu_section
+    agents = {}
+    for name, sids, endpoints in (("a", ("cam1", "cam2"), etcd.endpoints),
+                                  ("b", ("cam1",), [f"http://127.0.0.1:{free_port()}"])):
+        streams = {sid: {"url": rtsp_camera.url(sid), "placement": {"prefer": ["a"]}} for sid in sids}
+        cfg = fleet_config(endpoints, name, streams)
+        cfg["mediasoup"] = sfu_section(sfu, managed=False)
+        agents[name] = agent_factory(cfg, name=name)
+    agents["a"].start()
+    wait_for(lambda: live(agents["a"]) == {"cam1", "cam2"}, 45, "a running both streams live")
+    agents["b"].start()
+    time.sleep(4 * 2 + 1)  # four polls of b's (2 s)
+    assert sfu_stats(sfu)["deleted"] == [], agents["b"].log()[-2000:]
+    assert {p["stream_id"] for p in sfu_stats_listed(sfu)} == {"cam1", "cam2"}

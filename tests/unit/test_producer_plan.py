@@ -79,3 +79,12 @@ def test_a_live_nodes_or_an_unknown_owners_producer_of_a_stream_not_in_our_file_
     listed = [P("p1", "new-cam", epoch=12, node="b"), P("p2", "operator-feed"), P("p3", "old", epoch=2, node="c")]
     out = plan(listed, {}, FLEET)
     assert out.adopt == {} and ids(out.delete) == [("p3", 2)]
+
+
+def test_no_node_is_taken_for_dead_while_etcd_has_not_said_who_lives():
+    """review-fleet: an agent started while etcd is unreachable (or cut off) has no live-node list;
+    another node's producer must not look like a dead node's."""
+    listed = [P("p1", "new-cam", epoch=12, node="b"), P("p2", "s1", epoch=3, node="b")]
+    blind = FleetView("a", frozenset(), frozenset({"s1"}), known=False)
+    out = plan(listed, {"s1": Want(1, 96, epoch=10)}, blind)
+    assert out.adopt == {} and out.delete == []
