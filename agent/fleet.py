@@ -219,6 +219,8 @@ class Fleet:
                 self.lease = 0
         if not self.lease:
             self.lease = await self.client.grant(self.ttl)
+            if self.fence is not None:  # the lease outlives a freeze this long: stopping sooner is a needless gap
+                self.fence.ttl = max(self.cluster.lease_ttl, float(self.client.granted_ttl))
         asked = time.monotonic()
         kvs, revision = await self.client.get_prefix(self.prefix + "/")
         self._load(kvs)
