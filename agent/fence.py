@@ -23,8 +23,8 @@ import json
 import logging
 import os
 import subprocess
-import termios
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.faults.scenarios import processes_under
-from tests.fleet.test_fleet import TTL, fleet, fleet_config, live, running, start_all  # noqa: F401 (fixture)
+from tests.fleet.test_fleet import TTL, fleet_config, live, running, start_all
 from tests.integration.harness import alive, wait_for
 
 pytestmark = pytest.mark.integration
@@ -164,13 +164,13 @@ def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
         fence.close()
 
 
-def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, fleet):
+def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, agent_factory):
     """review-fleet: lease_ttl 1 s, but etcd grants no lease shorter than 2 s (its minimum), so no node can
     take a stream over before 2 s.  The agent stalled for 1.4 s (SIGSTOP standing for an event loop
     blocked by heavy work) must find its children still running: stopping them is a gap and nothing else."""
     from tests.integration.harness import CHEAP
     streams = {f"s{i}": CHEAP for i in range(2)}
-    a = fleet(streams, names=("a",), ttl=1.0)["a"]
+    a = agent_factory(fleet_config(etcd.endpoints, "a", streams, ttl=1.0), name="a").start()
     wait_for(lambda: live(a) == set(streams), 30, "a running both streams")
     time.sleep(1.0)
     before = {sid: s["pid"] for sid, s in a.streams().items()}
