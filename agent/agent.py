@@ -331,8 +331,8 @@ class Agent:
         from .producer_plan import FleetView
         nodes = frozenset(self.fleet.nodes) if self.fleet is not None else frozenset()
         wanted = frozenset(sid for sid, s in self.cfg.streams.items() if s.enabled)
-        # Before etcd first answered, or cut off from it, no node can be told dead.
-        known = self.fleet is not None and self.fleet.connected
+        # Before etcd first answered, cut off from it, or thawed from a freeze, no node can be told dead.
+        known = self.fleet is not None and self.fleet.knows_who_lives()
         return FleetView(self.cfg.cluster.node_name, nodes, wanted, known)
 
     def _start_fleet(self, cluster: config_mod.ClusterConfig) -> None:

@@ -159,6 +159,10 @@ class Fleet:
                 self._on_change()  # the snapshot says ``fenced``
             await asyncio.sleep(VOUCH_INTERVAL)
 
+    def knows_who_lives(self) -> bool:
+        """Whether ``nodes`` is etcd's word now (not before the first answer, cut off, or just thawed)."""
+        return self.connected and (self.fence is None or self.fence.lapsed_at is None)
+
     def may_spawn(self) -> bool:
         """Whether a stream may start a process now (False after a freeze, until etcd answered)."""
         return self.fence is None or self.fence.may_spawn()
