@@ -172,3 +172,35 @@ def test_an_agent_that_cannot_reach_etcd_closes_no_other_nodes_producer(etcd, rt
     time.sleep(4 * 2 + 1)  # four polls of b's (2 s)
     assert sfu_stats(sfu)["deleted"] == [], agents["b"].log()[-2000:]
     assert {p["stream_id"] for p in sfu_stats_listed(sfu)} == {"cam1", "cam2"}
+
+
+def test_an_sfu_restart_during_a_handback_ends_with_one_producer_of_the_new_owner(etcd, rtsp_camera,
+                                                                                   agent_factory):
+    """review-fleet: the shared SFU restarts (all producers lost) while a warms up to take cam1 back from b.
+    In the end the SFU holds one producer of cam1, a's under a's epoch, and a records it live."""
+    from camera.fixture import free_port
+    from tests.integration.test_sfu import sfu_section, start_standin
+    port = free_port()
+    sfu = start_standin(port)
+    try:
+        cfg = {n: fleet_config(etcd.endpoints, n, {"cam1": {"url": rtsp_camera.url("cam1"),
+                                                            "placement": {"prefer": ["a", "b"]}}}) for n in ("a", "b")}
+        for c in cfg.values():
+            c["mediasoup"] = sfu_section(port, managed=False)
+        b = agent_factory(cfg["b"], name="b").start()
+        wait_for(lambda: live(b) == {"cam1"}, 45, "cam1 live on b while a is away")
+        a = agent_factory(cfg["a"], name="a").start()
+        wait_for(lambda: any(p["node"] == "a" for p in sfu_stats_listed(port)), 30, "a warming with its producer")
+        sfu.kill()
+        sfu.wait(5)
+        sfu = start_standin(port)
+        wait_for(lambda: etcd_owners(etcd.endpoints[0]).get("cam1", ("",))[0] == "a" and live(a) == {"cam1"}
+                 and not running(b), 10 * 2.0 + 60, "cam1 handed back to a through the restarted SFU")
+        time.sleep(5)  # a few polls of both agents
+        listed = sfu_stats_listed(port)
+        assert [(p["node"], p["epoch"]) for p in listed] == [("a", etcd_owners(etcd.endpoints[0])["cam1"][1])], \
+            (listed, b.log()[-1500:])
+        assert a.streams()["cam1"]["producer"]["id"] == listed[0]["producer_id"]
+    finally:
+        sfu.kill()
+        sfu.wait(5)
