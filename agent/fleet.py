@@ -153,10 +153,10 @@ class Fleet:
 
     async def _vouch(self, fence: Fence) -> None:
         while True:
-            fenced = fence.lapsed_at is not None
+            fenced, pid = fence.lapsed_at is not None, fence.pid
             fence.tick()
-            if fenced != (fence.lapsed_at is not None):
-                self._on_change()  # the snapshot says ``fenced``
+            if fenced != (fence.lapsed_at is not None) or pid != fence.pid:
+                self._on_change()  # the snapshot says ``fenced`` and the (maybe replaced) fence's pid
             await asyncio.sleep(VOUCH_INTERVAL)
 
     def knows_who_lives(self) -> bool:

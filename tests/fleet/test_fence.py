@@ -182,3 +182,28 @@ def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, ag
     after = {sid: s["pid"] for sid, s in a.streams().items()}
     assert after == before and all(alive(p) for p in after.values()), a.log()[-2000:]
     assert "frozen" not in a.log()
+
+
+def test_a_killed_or_stopped_fence_of_a_running_agent_is_replaced_and_guards_again(etcd, agent_factory):
+    """review-fleet: the fence SIGKILLed, then the new one SIGSTOPped, under a running agent: each is replaced
+    (the snapshot names the live fence, not the dead one), the streams run on untouched, and a freeze of
+    the agent afterwards is still fenced."""
+    from tests.integration.harness import CHEAP
+    streams = {f"s{i}": CHEAP for i in range(2)}
+    a = agent_factory(fleet_config(etcd.endpoints, "a", streams), name="a").start()
+    wait_for(lambda: live(a) == set(streams), 30, "a running both streams")
+    before = {sid: s["pid"] for sid, s in a.streams().items()}
+    for sig in (signal.SIGKILL, signal.SIGSTOP):
+        fence = a.snapshot()["fleet"]["fence_pid"]
+        os.kill(fence, sig)
+        wait_for(lambda old=fence: a.snapshot()["fleet"]["fence_pid"] not in (None, old), 10,
+                 f"the fence replaced ({sig!r})")
+        assert alive(a.snapshot()["fleet"]["fence_pid"]) and not alive(fence)
+    assert {sid: s["pid"] for sid, s in a.streams().items()} == before
+    assert a.proc is not None
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not any(alive(p) for p in before.values()), TTL + 5, "the new fence stopping the children")
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    wait_for(lambda: live(a) == set(streams), 30, "a running both streams again")
