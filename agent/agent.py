@@ -331,7 +331,9 @@ class Agent:
         from .producer_plan import FleetView
         nodes = frozenset(self.fleet.nodes) if self.fleet is not None else frozenset()
         wanted = frozenset(sid for sid, s in self.cfg.streams.items() if s.enabled)
-        return FleetView(self.cfg.cluster.node_name, nodes, wanted)
+        # Before etcd first answered, cut off from it, or thawed from a freeze, no node can be told dead.
+        known = self.fleet is not None and self.fleet.knows_who_lives()
+        return FleetView(self.cfg.cluster.node_name, nodes, wanted, known)
 
     def _start_fleet(self, cluster: config_mod.ClusterConfig) -> None:
         from .fleet import Fleet

@@ -101,6 +101,7 @@ class EtcdClient:
         self._session = session
         self._own_session = session is None
         self.requests = 0  # requests sent (for figures)
+        self.granted_ttl = 0  # the TTL etcd gave the last lease granted
 
     def __repr__(self) -> str:
         return f"EtcdClient({self.endpoints!r}, username={self._username!r})"
@@ -170,7 +171,10 @@ class EtcdClient:
 
     # -- leases ---------------------------------------------------------------------
     async def grant(self, ttl: int) -> int:
+        """A new lease's ID; ``granted_ttl`` is the TTL etcd gave it (never less than its minimum, 2 s by
+        default, whatever was asked)."""
         data = await self._post("/v3/lease/grant", {"TTL": int(ttl)})
+        self.granted_ttl = int(data.get("TTL") or ttl)
         return int(data["ID"])
 
     async def keepalive(self, lease: int) -> int:

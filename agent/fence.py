@@ -17,11 +17,14 @@ costs one pipe write per renewal whatever the number of streams.
 """
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import logging
 import os
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +37,8 @@ SCRIPT = Path(__file__).with_name("fence_proc.py")
 
 #: Seconds between vouchers while the agent is awake.
 VOUCH_INTERVAL = 0.25
+#: The fence left vouchers unread this long (in ``lease_ttl``): it is stopped or stuck, and replaced.
+STUCK_TTLS = 0.5
 
 
 class Fence:
@@ -50,6 +55,8 @@ class Fence:
         self._proc: subprocess.Popen[bytes] | None = None
         self.until = 0.0
         self.lapsed_at: float | None = None
+        self.replaced = 0  # fences found stopped, stuck or gone and started anew
+        self._unread_since: float | None = None
 
     def tick(self) -> None:
         """Vouch for ``ttl`` more seconds, unless the last voucher already lapsed."""
@@ -100,15 +107,44 @@ class Fence:
         """Send the current voucher with the current children (after a spawn)."""
         if self._proc is None or self._proc.stdin is None or not self.until:
             return
+        if (why := self._stuck(self._proc.stdin.fileno())) is not None:
+            self._replace(why)
         line = json.dumps({"until": self.until, "pgids": self._pgids()}).encode() + b"\n"
         try:
-            os.write(self._proc.stdin.fileno(), line)
+            written = os.write(self._proc.stdin.fileno(), line)
         except BlockingIOError:
-            pass  # the fence is behind (it never is for long): the next voucher replaces this one
-        except OSError as exc:  # the fence died: say so once, start another
-            log.error("fleet: lease fence (pid %d) is gone (%s); starting a new one", self._proc.pid, exc)
-            self._reap()
-            self.start()
+            written = 0
+        except OSError as exc:  # the fence died; the next voucher goes to a new one
+            self._replace(f"it is gone ({exc})")
+            return
+        if written < len(line):
+            # A full pipe holds only stale vouchers (the newest were dropped): read later, they would fire.
+            self._replace("its input is full")
+            self.refresh()
+
+    def _stuck(self, fd: int) -> str | None:
+        """Why the fence is not reading its vouchers (SIGSTOPped, hung), or None."""
+        unread = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, unread)
+        now = time.monotonic()
+        if not unread[0]:
+            self._unread_since = None
+        elif self._unread_since is None:
+            self._unread_since = now
+        elif now - self._unread_since > STUCK_TTLS * self.ttl:
+            return f"it has read no voucher for {now - self._unread_since:.1f}s (stopped?)"
+        return None
+
+    def _replace(self, why: str) -> None:
+        """Kill this fence (it could not act, or would act on stale vouchers) and start another."""
+        assert self._proc is not None
+        log.error("fleet: lease fence (pid %d) replaced: %s; the streams were unguarded meanwhile",
+                  self._proc.pid, why)
+        self._proc.kill()  # SIGKILL works on a stopped process; its stale vouchers go with its pipe
+        self._reap()
+        self._unread_since = None
+        self.replaced += 1
+        self.start()
 
     def close(self) -> None:
         """End the fence (EOF on its stdin); the children are the agent's to stop."""

@@ -86,9 +86,13 @@ def main() -> None:
             return
         *lines, pending = (pending + data).split(b"\n")
         for line in lines[-1:]:  # the newest voucher replaces every earlier one
-            voucher = json.loads(line)
-            until = float(voucher["until"])
-            _regroup(groups, [int(g) for g in voucher["pgids"]])
+            try:
+                voucher = json.loads(line)
+                until, pgids = float(voucher["until"]), [int(g) for g in voucher["pgids"]]
+            except (ValueError, KeyError, TypeError) as exc:  # keep the last good one rather than die
+                _say(f"ignoring a voucher that is not one ({exc}): {line[:80]!r}")
+                continue
+            _regroup(groups, pgids)
 
 
 if __name__ == "__main__":

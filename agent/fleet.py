@@ -153,11 +153,15 @@ class Fleet:
 
     async def _vouch(self, fence: Fence) -> None:
         while True:
-            fenced = fence.lapsed_at is not None
+            fenced, pid = fence.lapsed_at is not None, fence.pid
             fence.tick()
-            if fenced != (fence.lapsed_at is not None):
-                self._on_change()  # the snapshot says ``fenced``
+            if fenced != (fence.lapsed_at is not None) or pid != fence.pid:
+                self._on_change()  # the snapshot says ``fenced`` and the (maybe replaced) fence's pid
             await asyncio.sleep(VOUCH_INTERVAL)
+
+    def knows_who_lives(self) -> bool:
+        """Whether ``nodes`` is etcd's word now (not before the first answer, cut off, or just thawed)."""
+        return self.connected and (self.fence is None or self.fence.lapsed_at is None)
 
     def may_spawn(self) -> bool:
         """Whether a stream may start a process now (False after a freeze, until etcd answered)."""
@@ -219,6 +223,8 @@ class Fleet:
                 self.lease = 0
         if not self.lease:
             self.lease = await self.client.grant(self.ttl)
+            if self.fence is not None:  # the lease outlives a freeze this long: stopping sooner is a needless gap
+                self.fence.ttl = max(self.cluster.lease_ttl, float(self.client.granted_ttl))
         asked = time.monotonic()
         kvs, revision = await self.client.get_prefix(self.prefix + "/")
         self._load(kvs)

@@ -12,10 +12,12 @@ ownership ``epoch`` (docs/mediasoup-contract.md).  This agent:
   its epoch or older (its own earlier life: no other FFmpeg sends into it);
   an older one is re-registered under the current epoch (fenced by the SFU);
 * deletes its own producers that are duplicates, stale or of streams it no
-  longer runs; producers of streams no node may run (not in the file, or
-  disabled); and producers of a dead node (no longer registered in etcd) for a
-  stream it now runs, when their epoch is older than its own;
-* never touches a live node's producer, nor one whose owner it cannot tell.
+  longer runs; and a dead node's (no longer registered in etcd) producers of
+  streams no node may run (not in the file, or disabled) or of a stream it now
+  runs, when their epoch is older than its own;
+* never touches a live node's producer, nor one whose owner it cannot tell,
+  even of a stream not in its own file (the files differ during a rolling
+  config change; an operator may register producers of their own).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class FleetView:
     me: str
     live_nodes: frozenset[str]  # registered in etcd now
     wanted: frozenset[str]      # streams some node may run (enabled in the file)
+    known: bool = True          # live_nodes is etcd's word (False: not yet loaded, or cut off)
 
 
 @dataclass
@@ -77,14 +80,18 @@ def _verdict(p: Any, wants: Mapping[str, Want], fleet: FleetView | None) -> str:
         return "candidate"  # ours for sure: we made or adopted it (even if the SFU does not echo node)
     if fleet is None:  # the only user of this SFU
         return "candidate" if matches else "delete"
-    if p.stream_id not in fleet.wanted:
-        return "delete"  # no node may run it
     if p.node == fleet.me:
         if want is not None and matches and (p.epoch or 0) <= want.epoch:
             return "candidate"
         return "delete"  # ours: a stale life, a wrong SSRC, or a stream we no longer run
-    if p.node is None or p.node in fleet.live_nodes:
-        return "keep"  # a live owner's (or a warming target's), or we cannot tell whose
+    if p.node is None or p.node in fleet.live_nodes or not fleet.known:
+        # A live owner's (or a warming target's), or we cannot tell whose (an operator's, an older
+        # agent's; any node's while we do not know who is alive), even of a stream not in our file:
+        # during a rolling config change the nodes' files differ, and the live node that runs it
+        # closes its own producers when it stops running it.
+        return "keep"
+    if p.stream_id not in fleet.wanted:
+        return "delete"  # a dead node's, of a stream no node may run
     if want is not None and want.epoch and (p.epoch or 0) < want.epoch:
         return "delete"  # a dead node's producer of a stream we now own
     return "keep"

@@ -128,6 +128,10 @@ class ProducerManager:
         wanted = {sid: s for sid, s in streams.items() if s.feeds_sfu}
         wants = {sid: _want(s, self.producers.get(sid)) for sid, s in wanted.items()}
         decided = producer_plan.plan(listed, wants, self._fleet())
+        doomed = {p.producer_id for p, _ in decided.delete}
+        for sid in set(self.producers) - set(wanted):  # ours for sure, even if the SFU echoes no node
+            gone = self.producers[sid].producer_id
+            decided.delete += [(p, p.epoch) for p in listed if p.producer_id == gone and gone not in doomed]
         for p, epoch in decided.delete:
             await self._delete(p.producer_id, p.stream_id, epoch)
         for sid in set(self.producers) - set(wanted):

@@ -3,6 +3,7 @@ just as, another node takes its cameras (the lease fence, agent/fence.py). Real 
 real agents, real FFmpeg on the RTSP camera fixture."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -105,3 +106,104 @@ def test_the_fence_stops_only_the_groups_it_was_vouched_for_once_the_voucher_lap
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+def _sleepers(n: int) -> list:
+    import subprocess
+    return [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(n)]
+
+
+def _vouch_for(fence, seconds: float) -> None:
+    """The agent's vouching loop (agent/fleet.py ``_vouch``) for ``seconds``."""
+    from agent.fence import VOUCH_INTERVAL
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        fence.tick()
+        time.sleep(VOUCH_INTERVAL)
+
+
+def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
+    """review-fleet: the fence process SIGSTOPped (an operator's mistake, a stray ``kill -STOP -g``) is
+    noticed within lease_ttl and replaced, so the agent is guarded again.  And one whose input filled up
+    while stopped (minutes of vouchers: the newest dropped) never wakes to fire on the stale ones,
+    killing an awake agent's children."""
+    from agent.fence import Fence
+    children = _sleepers(2)
+    fence = Fence(lambda: [c.pid for c in children], ttl=1.0)
+    fence.start()
+    try:
+        _vouch_for(fence, 1.0)
+        first = fence.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)
+        _vouch_for(fence, 1.5)  # 1.5 lease_ttl
+        assert fence.pid != first and not alive(first), "a stopped fence was not replaced"
+        # Stop the new one and feed it as minutes of vouching would, until its input is full.
+        second = fence.pid
+        assert second is not None
+        os.kill(second, signal.SIGSTOP)
+        for _ in range(5000):
+            fence.refresh()
+            if fence.pid != second:
+                break
+        _vouch_for(fence, 1.5)  # the agent vouches on; every voucher the stopped fence holds is now stale
+        if alive(second):
+            os.kill(second, signal.SIGCONT)
+        _vouch_for(fence, 2.5)
+        assert all(c.poll() is None for c in children), "the fence fired on stale vouchers"
+        assert fence.pid is not None and alive(fence.pid)
+        fenced = fence.pid
+        time.sleep(2.5)  # the agent stops vouching (frozen): the replacement fence still acts
+        wait_for(lambda: all(c.poll() is not None for c in children), 5, "the new fence stopping the children")
+        assert fence.pid == fenced
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait(5)
+        fence.close()
+
+
+def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, agent_factory):
+    """review-fleet: lease_ttl 1 s, but etcd grants no lease shorter than 2 s (its minimum), so no node can
+    take a stream over before 2 s.  The agent stalled for 1.4 s (SIGSTOP standing for an event loop
+    blocked by heavy work) must find its children still running: stopping them is a gap and nothing else."""
+    from tests.integration.harness import CHEAP
+    streams = {f"s{i}": CHEAP for i in range(2)}
+    a = agent_factory(fleet_config(etcd.endpoints, "a", streams, ttl=1.0), name="a").start()
+    wait_for(lambda: live(a) == set(streams), 30, "a running both streams")
+    time.sleep(1.0)
+    before = {sid: s["pid"] for sid, s in a.streams().items()}
+    assert a.proc is not None
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    time.sleep(1.4)
+    os.kill(a.proc.pid, signal.SIGCONT)
+    time.sleep(3.0)
+    after = {sid: s["pid"] for sid, s in a.streams().items()}
+    assert after == before and all(alive(p) for p in after.values()), a.log()[-2000:]
+    assert "frozen" not in a.log()
+
+
+def test_a_killed_or_stopped_fence_of_a_running_agent_is_replaced_and_guards_again(etcd, agent_factory):
+    """review-fleet: the fence SIGKILLed, then the new one SIGSTOPped, under a running agent: each is replaced
+    (the snapshot names the live fence, not the dead one), the streams run on untouched, and a freeze of
+    the agent afterwards is still fenced."""
+    from tests.integration.harness import CHEAP
+    streams = {f"s{i}": CHEAP for i in range(2)}
+    a = agent_factory(fleet_config(etcd.endpoints, "a", streams), name="a").start()
+    wait_for(lambda: live(a) == set(streams), 30, "a running both streams")
+    before = {sid: s["pid"] for sid, s in a.streams().items()}
+    for sig in (signal.SIGKILL, signal.SIGSTOP):
+        fence = a.snapshot()["fleet"]["fence_pid"]
+        os.kill(fence, sig)
+        wait_for(lambda old=fence: a.snapshot()["fleet"]["fence_pid"] not in (None, old), 10,
+                 f"the fence replaced ({sig!r})")
+        assert alive(a.snapshot()["fleet"]["fence_pid"]) and not alive(fence)
+    assert {sid: s["pid"] for sid, s in a.streams().items()} == before
+    assert a.proc is not None
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not any(alive(p) for p in before.values()), TTL + 5, "the new fence stopping the children")
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    wait_for(lambda: live(a) == set(streams), 30, "a running both streams again")

@@ -129,3 +129,78 @@ def test_a_handback_through_a_shared_sfu_keeps_the_new_owners_producer(etcd, rts
     deleted = sfu_stats(sfu)["deleted"]
     assert [(d["producer_id"], d["node"]) for d in deleted] == [(b_producer["producer_id"], "b")]
     assert live(a) == {"cam1"}
+
+
+def test_a_producer_of_a_stream_missing_from_one_nodes_file_is_left_to_its_owner(etcd, rtsp_camera, agent_factory,
+                                                                                sfu):
+    """review-fleet: during a rolling config change a's file has cam2 and b's not yet; an operator registered a
+    producer of their own (no node, no epoch).  b closes neither: a's live producer of cam2 is a's (closing it
+    restarts a's FFmpeg every poll), and one whose owner b cannot tell is not b's."""
+    from tests.integration.test_sfu import post, sfu_section
+    post(sfu, "/producers", {"stream_id": "operator-feed", "ssrc": 4242, "payload_type": 96})
+    agents = {}
+    for name, sids in (("a", ("cam1", "cam2")), ("b", ("cam1",))):
+        streams = {sid: {"url": rtsp_camera.url(sid), "placement": {"prefer": ["a"]}} for sid in sids}
+        cfg = fleet_config(etcd.endpoints, name, streams)
+        cfg["mediasoup"] = sfu_section(sfu, managed=False)
+        agents[name] = agent_factory(cfg, name=name)
+    start_all(list(agents.values()))
+    wait_for(lambda: live(agents["a"]) == {"cam1", "cam2"}, 45, "a running both streams live")
+    restarts_before = restarts(agents)
+    time.sleep(4 * 2 + 1)  # four polls of each agent (2 s) after a's producers exist
+    deleted = sfu_stats(sfu)["deleted"]
+    assert deleted == [], (deleted, agents["b"].log()[-2000:])
+    assert {p["stream_id"] for p in sfu_stats_listed(sfu)} == {"cam1", "cam2", "operator-feed"}
+    assert restarts(agents) == restarts_before
+
+
+def test_an_agent_that_cannot_reach_etcd_closes_no_other_nodes_producer(etcd, rtsp_camera, agent_factory, sfu):
+    """review-fleet: b starts while etcd is unreachable (its endpoint is closed), so it knows no live node;
+    a's producer of cam2 (not in b's file yet) must not look like a dead node's to b."""
+    from camera.fixture import free_port
+    from tests.integration.test_sfu import sfu_section
+    agents = {}
+    for name, sids, endpoints in (("a", ("cam1", "cam2"), etcd.endpoints),
+                                  ("b", ("cam1",), [f"http://127.0.0.1:{free_port()}"])):
+        streams = {sid: {"url": rtsp_camera.url(sid), "placement": {"prefer": ["a"]}} for sid in sids}
+        cfg = fleet_config(endpoints, name, streams)
+        cfg["mediasoup"] = sfu_section(sfu, managed=False)
+        agents[name] = agent_factory(cfg, name=name)
+    agents["a"].start()
+    wait_for(lambda: live(agents["a"]) == {"cam1", "cam2"}, 45, "a running both streams live")
+    agents["b"].start()
+    time.sleep(4 * 2 + 1)  # four polls of b's (2 s)
+    assert sfu_stats(sfu)["deleted"] == [], agents["b"].log()[-2000:]
+    assert {p["stream_id"] for p in sfu_stats_listed(sfu)} == {"cam1", "cam2"}
+
+
+def test_an_sfu_restart_during_a_handback_ends_with_one_producer_of_the_new_owner(etcd, rtsp_camera,
+                                                                                   agent_factory):
+    """review-fleet: the shared SFU restarts (all producers lost) while a warms up to take cam1 back from b.
+    In the end the SFU holds one producer of cam1, a's under a's epoch, and a records it live."""
+    from camera.fixture import free_port
+    from tests.integration.test_sfu import sfu_section, start_standin
+    port = free_port()
+    sfu = start_standin(port)
+    try:
+        cfg = {n: fleet_config(etcd.endpoints, n, {"cam1": {"url": rtsp_camera.url("cam1"),
+                                                            "placement": {"prefer": ["a", "b"]}}}) for n in ("a", "b")}
+        for c in cfg.values():
+            c["mediasoup"] = sfu_section(port, managed=False)
+        b = agent_factory(cfg["b"], name="b").start()
+        wait_for(lambda: live(b) == {"cam1"}, 45, "cam1 live on b while a is away")
+        a = agent_factory(cfg["a"], name="a").start()
+        wait_for(lambda: any(p["node"] == "a" for p in sfu_stats_listed(port)), 30, "a warming with its producer")
+        sfu.kill()
+        sfu.wait(5)
+        sfu = start_standin(port)
+        wait_for(lambda: etcd_owners(etcd.endpoints[0]).get("cam1", ("",))[0] == "a" and live(a) == {"cam1"}
+                 and not running(b), 10 * 2.0 + 60, "cam1 handed back to a through the restarted SFU")
+        time.sleep(5)  # a few polls of both agents
+        listed = sfu_stats_listed(port)
+        assert [(p["node"], p["epoch"]) for p in listed] == [("a", etcd_owners(etcd.endpoints[0])["cam1"][1])], \
+            (listed, b.log()[-1500:])
+        assert a.streams()["cam1"]["producer"]["id"] == listed[0]["producer_id"]
+    finally:
+        sfu.kill()
+        sfu.wait(5)

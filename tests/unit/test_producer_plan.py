@@ -54,7 +54,7 @@ def test_a_dead_nodes_older_producer_of_our_stream_is_deleted_under_our_epoch():
 def test_our_own_duplicates_stale_lives_and_streams_no_node_runs_are_deleted():
     """Issue 16 item 14: a late duplicate of ours goes; the one in use stays."""
     listed = [P("p1", "s1", epoch=10, node="a"), P("p2", "s1", epoch=10, node="a"),
-              P("p3", "s2", epoch=4, node="a"), P("p4", "removed", epoch=3, node="b")]
+              P("p3", "s2", epoch=4, node="a"), P("p4", "removed", epoch=3, node="c")]
     out = plan(listed, {"s1": Want(1, 96, epoch=10, in_use="p2")}, FLEET)
     assert out.adopt == {"s1": listed[1]}
     assert ids(out.delete) == [("p3", 4), ("p4", 3), ("p1", 10)]
@@ -71,3 +71,20 @@ def test_the_producer_in_use_stays_ours_when_the_sfu_does_not_echo_node_or_epoch
     listed = [P("p1", "s1"), P("p2", "s1")]
     out = plan(listed, {"s1": Want(1, 96, epoch=10, in_use="p2")}, FLEET)
     assert out.adopt == {"s1": listed[1]} and out.delete == []
+
+
+def test_a_live_nodes_or_an_unknown_owners_producer_of_a_stream_not_in_our_file_is_kept():
+    """review-fleet: during a rolling config change b runs a stream a's file does not have yet;
+    an operator (or an older agent) registered a producer with no node.  Neither is a's to close."""
+    listed = [P("p1", "new-cam", epoch=12, node="b"), P("p2", "operator-feed"), P("p3", "old", epoch=2, node="c")]
+    out = plan(listed, {}, FLEET)
+    assert out.adopt == {} and ids(out.delete) == [("p3", 2)]
+
+
+def test_no_node_is_taken_for_dead_while_etcd_has_not_said_who_lives():
+    """review-fleet: an agent started while etcd is unreachable (or cut off) has no live-node list;
+    another node's producer must not look like a dead node's."""
+    listed = [P("p1", "new-cam", epoch=12, node="b"), P("p2", "s1", epoch=3, node="b")]
+    blind = FleetView("a", frozenset(), frozenset({"s1"}), known=False)
+    out = plan(listed, {"s1": Want(1, 96, epoch=10)}, blind)
+    assert out.adopt == {} and out.delete == []

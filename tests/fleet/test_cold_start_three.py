@@ -1,0 +1,35 @@
+"""review-fleet experiment: three agents started staggered within the start window."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.fleet.test_fleet import TTL, etcd_owners, fleet_config, running
+from tests.integration.harness import CHEAP, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_three_agents_started_staggered_within_the_window_place_by_prefer(etcd, agent_factory):
+    """a at 0 s, b at 1.5 s, c at 3.8 s (start window 2 x lease_ttl = 4 s): every stream on its preferred node
+    at first claim, and no handback."""
+    names = ("a", "b", "c")
+    streams = {f"p{n}{i}": {**CHEAP, "placement": {"prefer": [n]}} for n in names for i in range(2)}
+    agents = {n: agent_factory(fleet_config(etcd.endpoints, n, streams), name=n) for n in names}
+    threads = [threading.Thread(target=lambda n=n, d=d: (time.sleep(d), agents[n].start()))
+               for n, d in (("b", 1.5), ("c", 3.8))]
+    for t in threads:
+        t.start()
+    agents["a"].start()
+    for t in threads:
+        t.join(30)
+    wait_for(lambda: len(etcd_owners(etcd.endpoints[0])) == len(streams), 30, "every stream claimed")
+    owners = {sid: node for sid, (node, _) in etcd_owners(etcd.endpoints[0]).items()}
+    assert owners == {sid: sid[1] for sid in streams}, owners
+    wait_for(lambda: all(running(agents[n]) == {f"p{n}0", f"p{n}1"} for n in names), 15, "each on its preferred")
+    time.sleep(TTL)
+    for name, agent in agents.items():
+        takeovers = agent.snapshot()["fleet"]["takeovers"]
+        assert takeovers["start"] == 2 and takeovers["handback"] == 0, (name, takeovers)
