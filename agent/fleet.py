@@ -137,6 +137,13 @@ class Fleet:
     def _key(self, kind: str, name: str) -> str:
         return f"{self.prefix}/{kind}/{name}"
 
+    def _held_lease(self) -> int:
+        """The lease every key of ours is written under.  Between a lost lease and the next session
+        it is 0, and a key written then would never expire (an owner for ever): refuse instead."""
+        if not self.lease:
+            raise LeaseLost("no lease held (it expired): nothing is written until the next session")
+        return self.lease
+
     def _split(self, key: str) -> tuple[str, str] | None:
         rest = key[len(self.prefix) + 1:] if key.startswith(self.prefix + "/") else None
         if rest is None or "/" not in rest:
@@ -193,7 +200,13 @@ class Fleet:
             try:
                 await self._session()
             except asyncio.CancelledError:
-                raise
+                current = asyncio.current_task()
+                if self._closed or current is None or current.cancelling():
+                    raise  # close(): we are being cancelled
+                # A session task's own CancelledError (not ours): ending here would leave the node
+                # running nothing for ever, silently.  It is a failed session like any other.
+                log.error("fleet: a session task was cancelled unexpectedly: rejoining")
+                self._cut_off("session task cancelled")
             except (EtcdError, OSError, TimeoutError, ValueError) as exc:
                 self._cut_off(f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # a bug: log it and carry on like a lost connection
@@ -235,16 +248,26 @@ class Fleet:
         log.info("fleet: joined as %s (lease %x, %d nodes, %d owned streams seen)", self.me, self.lease,
                  len(self.nodes), len(self.owners))
         self._on_change()
-        tasks = [asyncio.create_task(self._keepalive()), asyncio.create_task(self._watch(revision + 1)),
-                 asyncio.create_task(self._planner())]
+        tasks = [asyncio.create_task(self._keepalive(), name="vas-fleet-keepalive"),
+                 asyncio.create_task(self._watch(revision + 1), name="vas-fleet-watch"),
+                 asyncio.create_task(self._planner(), name="vas-fleet-planner")]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            # Each task runs for the whole session: any one ending (an error, a cancellation, a return)
+            # ends the session, which then starts anew; waiting for an *exception* only would go on
+            # without a planner whose task was cancelled.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
+                if task.cancelled():
+                    raise EtcdError(f"fleet: session task {task.get_name()} was cancelled")
                 task.result()
+            raise EtcdError("fleet: a session task ended")
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: a task that ignored its cancellation must not keep the node out of etcd for ever.
+            _, stuck = await asyncio.wait(tasks, timeout=5)
+            for task in stuck:
+                log.error("fleet: %s did not stop with its session; rejoining without it", task.get_name())
 
     # -- the cache ----------------------------------------------------------------------
     def _load(self, kvs: list[KeyValue]) -> None:
@@ -407,7 +430,7 @@ class Fleet:
 
     async def _create(self, sid: str, reason: str) -> bool:
         body = json.dumps({"node": self.me}).encode()
-        created, kv, _rev = await self.client.create(self._key("owners", sid), body, self.lease)
+        created, kv, _rev = await self.client.create(self._key("owners", sid), body, self._held_lease())
         if created and kv is not None:
             self.owners[sid] = Owner(self.me, kv.create_revision)
             self.mine[sid] = kv.create_revision
@@ -450,7 +473,7 @@ class Fleet:
         for sid, target in placement.plan_handback(self.me, mine, nodes, now, hold_down=self.hold_down,
                                                    max_offers=offers):
             await self.client.put(self._key("handoff", sid), json.dumps({"from": self.me, "to": target}).encode(),
-                                  self.lease)
+                                  self._held_lease())
             self.my_handoffs[sid] = now
             log.info("fleet: handing %s back to %s (ahead of this node in its placement); recording here until "
                      "it is live", sid, target)
@@ -486,7 +509,8 @@ class Fleet:
                     log.info("fleet: %s offered back by %s: starting it here first", sid, offer.get("from"))
                 self.warming.add(sid)
                 if self._live(sid) and self.warm.get(sid) != self.me:
-                    await self.client.put(self._key("warm", sid), json.dumps({"node": self.me}).encode(), self.lease)
+                    await self.client.put(self._key("warm", sid), json.dumps({"node": self.me}).encode(),
+                                          self._held_lease())
                     self.warm[sid] = self.me
         for sid in list(self.warming):
             if sid in self.mine or (sid not in self.handoffs and sid in self.owners):
@@ -514,7 +538,7 @@ class Fleet:
         info = {"url": self.cluster.advertise_url, "ready": self.connected and self._ready(),
                 "capacity": self.cluster.max_streams, "owned": len(self.mine)}
         if force or info != self._registered:
-            await self.client.put(self._key("nodes", self.me), json.dumps(info).encode(), self.lease)
+            await self.client.put(self._key("nodes", self.me), json.dumps(info).encode(), self._held_lease())
             self._registered = info
             self._on_change()
 

@@ -119,3 +119,18 @@ def test_reload_keeps_the_cluster_and_applies_placement_in_place(tmp_path):
     plan = plan_reload(old, new)
     assert plan.needs_restart == ("cluster",) and plan.config.cluster == old.cluster
     assert plan.update == ("dock",) and plan.restart == () and plan.unchanged == ("lobby",)
+
+
+def test_no_fleet_key_is_written_without_a_lease():
+    """A key written with lease 0 (between a lost lease and the next session) would never expire:
+    an owner for ever, and the camera never failing over.  Seen once under load: a planner that ran
+    right after the keepalive found the lease gone reclaimed both streams with permanent keys."""
+    import types
+
+    import pytest
+
+    from agent.etcd import LeaseLost
+    from agent.fleet import Fleet
+    with pytest.raises(LeaseLost):
+        Fleet._held_lease(types.SimpleNamespace(lease=0))  # type: ignore[arg-type]
+    assert Fleet._held_lease(types.SimpleNamespace(lease=0x2a)) == 0x2a  # type: ignore[arg-type]
