@@ -78,16 +78,9 @@ async def test_future_dated_bytes_do_not_start_a_size_pass_every_tick(tmp_path):
         plant(root / "cam" / f"cam_2036_{i}.ts", now + 30 * DAY + i)
     plant(root / "cam" / "cam_1h.ts", now - 3600)
     async with running(make_cfg(root, {"cam": {"retention": 0, "max_size": 2 * MiB}})) as r:
-        passes = 0
-        enforce = r.enforce
-
-        async def counted() -> None:
-            nonlocal passes
-            passes += 1
-            await enforce()
-        r.enforce = counted  # type: ignore[method-assign]
+        passes = count_passes(r)
         await asyncio.sleep(3 * TICK + 0.5)
-        assert passes == 0, "4 MiB over a 2 MiB cap, 3 of them undeletable: a full pass every tick"
+        assert passes[0] == 0, "4 MiB over a 2 MiB cap, 3 of them undeletable: a full pass every tick"
 
 
 async def test_a_held_fmp4_init_does_not_start_a_size_pass_every_tick(tmp_path):
@@ -105,17 +98,22 @@ async def test_a_held_fmp4_init_does_not_start_a_size_pass_every_tick(tmp_path):
     async with running(make_cfg(root, {"cam": {"retention": 0, "max_size": 2 * MiB}})) as r:
         await settle(r)
         assert (root / "cam" / "init.mp4").exists() and r.index.stats("cam")[:2] == (3, 2 * MiB + 1000)
-        passes = 0
-        enforce = r.enforce
-
-        async def counted() -> None:
-            nonlocal passes
-            passes += 1
-            await enforce()
-        r.enforce = counted  # type: ignore[method-assign]
+        passes = count_passes(r)
         await asyncio.sleep(3 * TICK + 0.5)
-        assert passes == 0, "a pass every tick that can never delete anything"
+        assert passes[0] == 0, "a pass every tick that can never delete anything"
         plant(root / "cam" / "seg_9.m4s", now - 60)  # a new segment: the cap acts again
         await asyncio.sleep(TICK + 1)
         await settle(r)
-        assert passes >= 1 and not (root / "cam" / "seg_2.m4s").exists()
+        assert passes[0] >= 1 and not (root / "cam" / "seg_2.m4s").exists()
+
+
+def count_passes(r) -> list[int]:
+    """Count ``r.enforce`` calls from now on: ``[n]``, updated in place."""
+    passes = [0]
+    enforce = r.enforce
+
+    async def counted() -> None:
+        passes[0] += 1
+        await enforce()
+    r.enforce = counted
+    return passes
