@@ -32,6 +32,8 @@ DEV_PACKAGES=(
     faketime openssl iptables
     # The fleet tests run a real etcd (one member and a three-member cluster).
     etcd-server etcd-client
+    # sfu/build-mediasoup.sh builds mediasoup 3.8.4's worker for the reference SFU the tests run.
+    make g++
 )
 RUNTIME_PACKAGES=(ffmpeg python3 python3-venv util-linux)
 VENV=.venv
@@ -188,8 +190,20 @@ if [[ "$mode" == host || "$mode" == uninstall ]]; then
     exit 0
 fi
 
+# Node.js and npm run the reference SFU (sfu/server.js): Debian's, unless a node is already there.
+ensure_node() {
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+        log "node: $(node --version) present"
+        return
+    fi
+    apt_install nodejs npm
+}
+
 if [[ "$mode" == dev ]]; then
     apt_install "${DEV_PACKAGES[@]}"
+    ensure_node
+    # Real mediasoup for the SFU tests: built once per machine, cached outside the checkout.
+    sfu/build-mediasoup.sh >/dev/null
     setup_venv "test,bench"
     if [[ $test_after -eq 1 ]]; then
         log "running the tests: $VENV/bin/python -m pytest -q ${pytest_args[*]}"
