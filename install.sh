@@ -45,7 +45,8 @@ usage() {
 Usage: ./install.sh [--root DIR]
        ./install.sh --uninstall [--root DIR]
        ./install.sh --dev [--test [PYTEST ARGS...]]
-       ./install.sh --demo
+       ./install.sh --demo [--with-sfu]
+       ./install.sh [--root DIR] --with-sfu
        ./install.sh -h | --help
 
   (none)    install on this host, as root: FFmpeg if missing, the system user
@@ -61,6 +62,12 @@ Usage: ./install.sh [--root DIR]
   --uninstall
             remove the units, the commands and /opt/vas; keep /etc/vas and
             /var/lib/vas
+  --with-sfu
+            also install the reference SFU (sfu/server.js, docs/sfu.md) into
+            /opt/vas/sfu with mediasoup (the registry's current 3.x when its
+            prebuilt worker can be downloaded, else 3.8.4 built here, ~5 min
+            once) and its unit vas-sfu.service; with --demo: run the demo with
+            the SFU (config/demo-sfu.yaml, 2 cameras live in mediasoup)
 
   --dev     install the system packages (FFmpeg, GStreamer RTSP server for the
             test camera) and create .venv with the agent plus its test and
@@ -163,7 +170,11 @@ setup_venv() {
     printf '%s\n%s\n' "$(sha256sum pyproject.toml | cut -d' ' -f1)" "$extras" >"$STAMP"
 }
 
+# shellcheck source=config/install-sfu.sh
+source "$PWD/config/install-sfu.sh"
+
 mode=""
+with_sfu=0
 test_after=0
 pytest_args=()
 PREFIX=""
@@ -172,6 +183,7 @@ while [[ $# -gt 0 ]]; do
         -h|--help) usage; exit 0 ;;
         --root) [[ $# -ge 2 ]] || die "--root needs a directory"; PREFIX="$(realpath -m "$2")"; shift 2 ;;
         --uninstall) mode=uninstall; shift ;;
+        --with-sfu) with_sfu=1; shift ;;
         --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; mode=dev; shift ;;
         --demo) [[ "$mode" == dev ]] && die "--dev and --demo are exclusive"; mode=demo; shift ;;
         --test) test_after=1; shift; pytest_args=("$@"); break ;;
@@ -183,21 +195,13 @@ if [[ $test_after -eq 1 ]]; then
     mode=dev
 fi
 [[ -n "$mode" ]] || mode=host
+[[ $with_sfu -eq 1 && "$mode" != host && "$mode" != demo ]] && die "--with-sfu goes with a host install or --demo"
 if [[ "$mode" == host || "$mode" == uninstall ]]; then
     # shellcheck source=config/install-host.sh
     source "$PWD/config/install-host.sh"
-    if [[ "$mode" == host ]]; then host_install; else host_uninstall; fi
+    if [[ "$mode" == host ]]; then host_install "$with_sfu"; else host_uninstall; fi
     exit 0
 fi
-
-# Node.js and npm run the reference SFU (sfu/server.js): Debian's, unless a node is already there.
-ensure_node() {
-    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-        log "node: $(node --version) present"
-        return
-    fi
-    apt_install nodejs npm
-}
 
 if [[ "$mode" == dev ]]; then
     apt_install "${DEV_PACKAGES[@]}"
@@ -216,6 +220,10 @@ fi
 # --demo
 apt_install "${RUNTIME_PACKAGES[@]}"
 setup_venv ""
+if [[ $with_sfu -eq 1 ]]; then
+    demo_sfu_env
+    DEMO_CONFIG=config/demo-sfu.yaml
+fi
 "$VENV/bin/vas-agent" --config "$DEMO_CONFIG" --check
 "$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" --check
 cat <<EOF

@@ -24,6 +24,7 @@ host_install() {
     install_code
     install_config
     install_dirs
+    if [[ "${1:-0}" -eq 1 ]]; then host_install_sfu; fi
     install_units
     start_units
     if [[ $changed -eq 0 ]]; then
@@ -161,6 +162,7 @@ start_units() {
 
 host_uninstall() {
     [[ $EUID -eq 0 ]] || die "uninstalling needs root: sudo ./install.sh --uninstall"
+    UNITS+=("$SFU_UNIT")  # installed by --with-sfu; removing an absent unit is harmless
     if systemd_running; then
         systemctl disable --now "${UNITS[@]}" 2>/dev/null || true
     fi

@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 CHECKOUT = Path(__file__).resolve().parents[2]
-PARTS = ("agent", "exporter", "config", "systemd", "pyproject.toml", "README.md", "install.sh")
+PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "README.md", "install.sh")
 
 
 def run(checkout: Path, *args: str) -> str:
@@ -76,3 +76,37 @@ def test_install_second_run_upgrade_and_uninstall(tmp_path):
     assert not (root / "usr/local/bin/vasctl").is_symlink()
     assert (root / "etc/vas/streams.yaml").read_text() == mine
     assert (root / "var/lib/vas/recordings/cam/x.ts").exists()
+
+
+def test_with_sfu_installs_a_reference_sfu_that_runs_on_real_mediasoup(tmp_path):
+    from camera.fixture import free_port
+
+    from tests.sfu.real_sfu import healthy
+
+    root = tmp_path / "root"
+    out = run(CHECKOUT, "--root", str(root), "--with-sfu")
+    app = root / "opt/vas/sfu"
+    assert (app / "server.js").read_text() == (CHECKOUT / "sfu/server.js").read_text()
+    assert os.access(app / "node_modules/mediasoup/worker/out/Release/mediasoup-worker", os.X_OK)
+    unit = root / "etc/systemd/system/vas-sfu.service"
+    assert unit.read_text() == (CHECKOUT / "systemd/vas-sfu.service").read_text()
+    assert "mediasoup: {api_url: http://127.0.0.1:3000}" in out and "mediasoup: {command:" in out
+
+    port = free_port()  # the installed app, with its own node_modules, answers as the contract says
+    proc = subprocess.Popen([shutil.which("node") or "node", str(app / "server.js"), "--port", str(port)],
+                            cwd=app, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if healthy(port):
+                break
+            assert proc.poll() is None, "the installed reference SFU exited"
+            subprocess.run(["sleep", "0.1"])
+        assert healthy(port)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    again = run(CHECKOUT, "--root", str(root), "--with-sfu")
+    assert "nothing to do" in again
+    run(CHECKOUT, "--uninstall", "--root", str(root))
+    assert not unit.exists() and not app.exists()

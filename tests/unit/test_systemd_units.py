@@ -11,7 +11,7 @@ import pytest
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 #: `systemd-analyze security --offline=true` exposure targets (0 = locked down, 10 = exposed).
-TARGETS = {"vas-agent.service": 5.0, "vas-exporter.service": 2.5}
+TARGETS = {"vas-agent.service": 5.0, "vas-exporter.service": 2.5, "vas-sfu.service": 2.5}
 
 
 def analyze() -> str:
