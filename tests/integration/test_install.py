@@ -80,7 +80,6 @@ def test_install_second_run_upgrade_and_uninstall(tmp_path):
 
 def test_with_sfu_installs_a_reference_sfu_that_runs_on_real_mediasoup(tmp_path):
     from camera.fixture import free_port
-
     from tests.sfu.real_sfu import healthy
 
     root = tmp_path / "root"

@@ -34,7 +34,7 @@ def test_every_key_the_loader_accepts_is_in_the_schema_and_the_reverse():
     assert schema_keys() == accepted_keys()
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "streams.example.yaml", "fleet.example.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-sfu.yaml", "streams.example.yaml", "fleet.example.yaml"])
 def test_shipped_files_validate(name):
     jsonschema.validate(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
 
