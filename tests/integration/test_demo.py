@@ -1,4 +1,5 @@
-"""The README's demo (config/demo.yaml) really runs: synthetic cameras live and recording."""
+"""The README's demos really run: config/demo.yaml (synthetic cameras live and recording) and
+config/demo-sfu.yaml (the same, live in the reference SFU on real mediasoup)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ from camera.fixture import free_port
 from .harness import BIN, AgentProcess, wait_for
 
 pytestmark = pytest.mark.integration
-DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "config" / "demo.yaml"
+DEMO_SFU = ROOT / "config" / "demo-sfu.yaml"
 
 
 def test_demo_config_goes_live_and_records(tmp_path):
@@ -49,6 +52,34 @@ def test_demo_config_goes_live_and_records(tmp_path):
         if exporter is not None:
             exporter.terminate()
             exporter.wait(10)
+        assert agent.stop() == 0
+
+
+def test_demo_with_sfu_is_live_in_real_mediasoup_and_records(tmp_path):
+    from tests.sfu.real_sfu import get, sfu_env
+
+    conf_dir = tmp_path / "config"
+    conf_dir.mkdir()
+    (tmp_path / "sfu").symlink_to(ROOT / "sfu")  # the demo names ../sfu relative to its file
+    sfu_port, port = free_port(), free_port()
+    text = DEMO_SFU.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    agent = AgentProcess(conf_dir, {}, env={"VAS_MEDIASOUP_MODULES": sfu_env()["NODE_PATH"]})
+    agent.config_path.write_text(text.replace("3000", str(sfu_port)))
+    agent.runtime_dir = tmp_path / ".demo-sfu" / "run"
+    agent.recordings = tmp_path / ".demo-sfu" / "recordings"
+    try:
+        agent.start()
+        agent.wait_all("live", ["testsrc", "bars"], timeout=40)
+
+        def counting() -> dict[str, int]:  # mediasoup's own counters, twice, growing
+            listed: list[dict] = get(sfu_port, "/producers")  # type: ignore[assignment]
+            return {p["stream_id"]: p["packets"] for p in listed}
+        first = wait_for(lambda: (c := counting()).keys() == {"testsrc", "bars"} and all(c.values()) and c,
+                         30, "both demo cameras counted by mediasoup")
+        wait_for(lambda: all(n > first[sid] for sid, n in counting().items()), 15, "packets growing")
+        for sid in ("testsrc", "bars"):
+            wait_for(lambda sid=sid: agent.segments(sid), 30, f"a segment of {sid}")
+    finally:
         assert agent.stop() == 0
 
 
