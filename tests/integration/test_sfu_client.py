@@ -28,13 +28,14 @@ def standin():
         procs.append(subprocess.Popen([sys.executable, str(STANDIN), "--port", str(port), *chaos],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         url = f"http://127.0.0.1:{port}"
-        probe = SfuClient(url, timeout=1)
-        for _ in range(100):
-            if chaos or await probe.health():
+        # Wait until it listens (a chaos stand-in never answers /health with 200): a fixed
+        # sleep was too short on a loaded box (connection refused instead of the chaos).
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            await asyncio.sleep(0.1)
-        await probe.close()
-        await asyncio.sleep(0.3 if chaos else 0)
+            except OSError:
+                await asyncio.sleep(0.05)
         return url
 
     yield start

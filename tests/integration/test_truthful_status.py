@@ -101,6 +101,13 @@ def test_a_killed_agent_stops_claiming_live_in_api_metrics_and_vasctl(agent_fact
         exporter.stop()
 
 
+#: Hang catchers, not timing goals (those are printed): a change to a stopped agent used to wait
+#: 60 s; the call deadline is 3 s, and a loaded 2-core box adds seconds of process start-up.
+GAVE_UP = 20.0
+#: A stale snapshot answers without calling the agent at all: well under the 3 s call deadline.
+AT_ONCE = 2.0
+
+
 def test_changes_to_a_stopped_agent_answer_503_quickly_and_are_never_applied(agent_factory, tmp_path):
     from agent import tokens
     agent, port = _node(agent_factory, tmp_path, {i: dict(CHEAP_REC) for i in IDS})
@@ -122,11 +129,11 @@ def test_changes_to_a_stopped_agent_answer_503_quickly_and_are_never_applied(age
                 started = time.monotonic()
                 status, body = http(port, path, method, admin)
                 took = time.monotonic() - started
-                assert status == 503 and json.loads(body)["applied"] is False and took < 3 + 2, (path, took, body)
+                assert status == 503 and json.loads(body)["applied"] is False and took < GAVE_UP, (path, took, body)
                 print(f"stopped agent, fresh snapshot: {path} -> 503 in {took:.2f}s")
             started = time.monotonic()
             restart = agent.vasctl("restart", "cam2")
-            assert restart.returncode == 1 and "not applied" in restart.stderr and time.monotonic() - started < 3 + 3
+            assert restart.returncode == 1 and "not applied" in restart.stderr and time.monotonic() - started < GAVE_UP
             print(f"stopped agent: vasctl restart -> exit 1 in {time.monotonic() - started:.2f}s")
             time.sleep(1)
             # Stale now: 503 at once, nothing sent.
@@ -134,7 +141,7 @@ def test_changes_to_a_stopped_agent_answer_503_quickly_and_are_never_applied(age
                 started = time.monotonic()
                 status, body = http(port, path, method, admin)
                 assert status == 503 and "nothing was sent" in json.loads(body)["error"]
-                assert time.monotonic() - started < 0.5
+                assert time.monotonic() - started < AT_ONCE
                 print(f"stopped agent, stale snapshot: {path} -> 503 in {time.monotonic() - started:.3f}s")
             assert agent.vasctl("restart", "cam1").returncode == 1
         finally:
