@@ -131,8 +131,9 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     cl = sub.add_parser("cleanup", help="delete recordings older than their retention now")
     cl.add_argument("stream", nargs="?", help="only this stream (default: all)")
     cl.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
-    cl.add_argument("--retention-days", type=float, help="delete what is older than this instead")
-    cl.add_argument("--json", action="store_true", help="the result as JSON (the seed's cleanup shape)")
+    cl.add_argument("--retention-days", type=_days_arg, help="delete what is older than this instead")
+    cl.add_argument("--json", action="store_true",
+                    help="the result as JSON (the shape of the VAS-MS-V2 health API's cleanup)")
     fl = sub.add_parser("fleet", help="fleet mode: nodes and stream owners, as this node sees etcd")
     fls = fl.add_subparsers(dest="fleet_command", required=True, metavar="status")
     fst = fls.add_parser("status", help="nodes (alive, ready, owned/capacity) and each stream's owner and epoch")
@@ -174,6 +175,15 @@ def vasctl_main(argv: list[str] | None = None) -> int:
         return vasctl.cleanup(sock, args.stream, dry_run=args.dry_run, retention_days=args.retention_days,
                               as_json=args.json)
     return vasctl.restart(sock, args.stream)
+
+
+def _days_arg(text: str) -> float:
+    """``--retention-days``: checked like the API's parameter (ASCII decimal, one hour to 100 years)."""
+    from .cleanup_params import BadParameter, parse_days
+    try:
+        return parse_days(text)
+    except BadParameter as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("retention_days", "--retention-days", 1)) from None
 
 
 def _token(args) -> int:

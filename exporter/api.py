@@ -1,4 +1,4 @@
-"""The seed's API under /v2: health of the system, streams, ingestion, producers,
+"""The VAS-MS-V2 health API under /v2: health of the system, streams, ingestion, producers,
 consumers and recordings; heartbeats, cleanup and force-close go to the agent.
 
 Everything read comes from the cached snapshot (and the psutil samples);

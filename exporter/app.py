@@ -75,7 +75,15 @@ def create_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/v2/openapi.json", openapi_json)
     app.cleanup_ctx.append(_background)
+    app.on_response_prepare.append(_no_store)
     return app
+
+
+async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer describes the node now: no proxy or browser may serve it later
+    (the OpenAPI document alone is static)."""
+    if request.path != "/v2/openapi.json":
+        response.headers.setdefault("Cache-Control", "no-store")
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -134,7 +142,11 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason, **({"allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}))
+        allow = exc.headers.get("Allow")
+        response = json_error(exc.status, exc.reason, **({"allow": allow} if allow is not None else {}))
+        if allow is not None:  # RFC 9110: a 405 names the methods the resource has
+            response.headers["Allow"] = allow
+        return response
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return json_error(500, "internal error (logged by vas-exporter)")
