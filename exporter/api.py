@@ -27,6 +27,13 @@ def _unavailable(message: str, **extra: Any) -> web.HTTPServiceUnavailable:
                                       headers={"Cache-Control": "no-store"})
 
 
+def _disk(fs: Any) -> dict[str, Any] | None:
+    """A filesystem's figures as every part of VAS shows them (agent/diskuse.py: df's)."""
+    if fs is None:
+        return None
+    return {"free_bytes": fs.available, "size_bytes": fs.size, "used_bytes": fs.used, "used_percent": fs.used_percent}
+
+
 class Api:
     """Route handlers; ``ctx`` gives the snapshot view, settings, metrics, auth and agent control."""
 
@@ -70,7 +77,7 @@ class Api:
         by_state: dict[str, int] = {}
         for s in view.streams:
             by_state[s["state"]] = by_state.get(s["state"], 0) + 1
-        fs = self.ctx.recordings.filesystem()
+        fs = self.ctx.recordings.filesystem(view)
         return web.json_response({
             "status": "healthy" if not ready["failing"] else ("degraded" if up else "down"),
             "timestamp": time.time(), "failing": ready["failing"],
@@ -83,7 +90,7 @@ class Api:
             "sfu": data.get("sfu"), "config": data.get("config"),
             "host": {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
                      "load_average": list(os.getloadavg())},
-            "recordings": {"filesystem": None if fs is None else {"free_bytes": fs[0], "size_bytes": fs[1]}},
+            "recordings": {"filesystem": _disk(fs)},
             "readiness": {"min_live_ratio": settings.min_live_ratio, "require_sfu": settings.require_sfu}})
 
     async def stream(self, request: web.Request) -> web.Response:
@@ -158,7 +165,7 @@ class Api:
 
     async def recordings(self, request: web.Request) -> web.Response:
         view = self._known()
-        return web.json_response({"filesystem": self._filesystem(), "stale": view.stale,
+        return web.json_response({"filesystem": _disk(self.ctx.recordings.filesystem(view)), "stale": view.stale,
                                   "streams": [self._recording(s) for s in view.streams]})
 
     async def recording(self, request: web.Request) -> web.Response:
@@ -167,14 +174,6 @@ class Api:
         if stream is None:
             return json_error(404, f"unknown stream '{sid}'")
         return web.json_response(self._recording(stream))
-
-    def _filesystem(self) -> dict[str, Any] | None:
-        fs = self.ctx.recordings.filesystem()
-        if fs is None:
-            return None
-        free, size = fs
-        return {"root": str(self.ctx.recordings.root), "free_bytes": free, "size_bytes": size,
-                "used_percent": round(100 * (size - free) / size, 2) if size else None}
 
     def _recording(self, s: dict[str, Any]) -> dict[str, Any]:
         count, total, oldest = self.ctx.recordings.per_stream([s]).get(s["id"], (None, None, None))
