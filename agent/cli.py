@@ -138,12 +138,15 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     fls = fl.add_subparsers(dest="fleet_command", required=True, metavar="status")
     fst = fls.add_parser("status", help="nodes (alive, ready, owned/capacity) and each stream's owner and epoch")
     fst.add_argument("--json", action="store_true", help="machine-readable output")
-    tk = sub.add_parser("token", help="bearer tokens for the exporter's mutating endpoints")
+    tk = sub.add_parser("token", help="bearer tokens for the exporter's changes "
+                                      "(and its reads with exporter.require_read_token)")
     tk.add_argument("--tokens-file", help="default: exporter.tokens_file of --config, else /etc/vas/tokens")
     tks = tk.add_subparsers(dest="token_command", required=True, metavar="add|list|remove")
     ta = tks.add_parser("add", help="create a token, print it once, store only its hash")
     ta.add_argument("name")
-    ta.add_argument("--scope", required=True, choices=["heartbeat", "admin"])
+    ta.add_argument("--scope", required=True, choices=["heartbeat", "read", "admin"],
+                    help="heartbeat: viewers' heartbeats; read: /v2/health reads (exporter.require_read_token); "
+                         "admin: everything")
     tks.add_parser("list", help="names and scopes (never the tokens)")
     tr = tks.add_parser("remove", help="revoke a token")
     tr.add_argument("name")

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from . import public
 from .control import AgentUnreachable
 
 
@@ -81,13 +82,13 @@ class Api:
         return web.json_response({
             "status": "healthy" if not ready["failing"] else ("degraded" if up else "down"),
             "timestamp": time.time(), "failing": ready["failing"],
-            "agent": {**(data.get("agent") or {}), "up": up,
+            "agent": {**public.agent(data.get("agent")), "up": up,
                       "snapshot_age_seconds": None if view.age is None else round(view.age, 3),
                       "stale": view.stale, "state_readable": not view.unreadable,
                       **({"error": view.error} if view.error else {})},
             "streams": {"total": len(view.streams), "enabled": sum(bool(s.get("enabled")) for s in view.streams),
                         "by_state": by_state},
-            "sfu": data.get("sfu"), "config": data.get("config"),
+            "sfu": public.sfu(data.get("sfu")), "config": public.config(data.get("config")),
             "host": {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
                      "load_average": list(os.getloadavg())},
             "recordings": {"filesystem": _disk(fs)},
@@ -154,14 +155,14 @@ class Api:
 
     async def consumers(self, request: web.Request) -> web.Response:
         c = self._consumers()
-        active = c.get("active") or []
+        active = [public.consumer(a) for a in c.get("active") or []]
         return web.json_response({"consumers": active, "count": len(active), "per_stream": c.get("per_stream", {}),
                                   "ended": c.get("ended", {})})
 
     async def consumer(self, request: web.Request) -> web.Response:
         cid = request.match_info["consumer_id"]
         match = next((c for c in self._consumers().get("active") or [] if c["consumer_id"] == cid), None)
-        return web.json_response(match) if match else json_error(404, f"unknown consumer '{cid}'")
+        return web.json_response(public.consumer(match)) if match else json_error(404, f"unknown consumer '{cid}'")
 
     async def recordings(self, request: web.Request) -> web.Response:
         view = self._known()

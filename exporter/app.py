@@ -62,7 +62,7 @@ CONTEXT = web.AppKey("context", Context)
 def create_app(settings: Settings) -> web.Application:
     """The exporter's application (served by ``vas-exporter``, or by tests)."""
     ctx = Context(settings)
-    app = web.Application(middlewares=[_observe(ctx), _json_errors])
+    app = web.Application(middlewares=[_observe(ctx), _json_errors, _read_scope(ctx)])
     app[CONTEXT] = ctx
     ctx.health = Health(settings, ctx.view)
     ctx.health.routes(app)
@@ -132,6 +132,18 @@ def _observe(ctx: Context) -> Any:
             template = route.canonical if route is not None else "unmatched"
             ctx.metrics.observe_request(template, request.method, status, time.perf_counter() - started)
     return observe
+
+
+def _read_scope(ctx: Context) -> Any:
+    @web.middleware
+    async def read_scope(request: web.Request, handler: Any) -> web.StreamResponse:
+        """``exporter.require_read_token``: the /v2/health reads need a ``read`` or ``admin``
+        token (load balancers' /livez, /readyz, /healthz never do; changes check their own scope)."""
+        if (ctx.settings.require_read_token and request.method in ("GET", "HEAD")
+                and request.path.startswith("/v2/health/")):
+            ctx.auth.check(request, "read")
+        return await handler(request)
+    return read_scope
 
 
 @web.middleware
