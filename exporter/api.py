@@ -23,6 +23,23 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status, headers={"Cache-Control": "no-store"})
 
 
+#: What the agent's control socket may answer each change with (agent/control.py); the
+#: exporter passes these on and answers anything else (a 500, a status added later) with
+#: 502, so a client only ever meets the statuses /v2/openapi.json lists.
+AGENT_ANSWERS: dict[str, tuple[int, ...]] = {"heartbeat": (200, 404), "close": (204, 404, 502),
+                                             "cleanup": (200, 400, 404, 409), "cleanup_all": (200, 400, 409)}
+
+
+def agent_error(status: int, body: dict[str, Any], allowed: tuple[int, ...]) -> web.Response:
+    """The agent's refusal as a JSON error: its status when documented, else 502 saying what it was."""
+    message = body.get("error") if isinstance(body.get("error"), str) else None
+    extra = {"parameter": body["parameter"]} if isinstance(body.get("parameter"), str) else {}
+    if status in allowed and status >= 400:
+        return json_error(status, message or f"refused by the agent ({status})", **extra)
+    return json_error(502, f"the agent failed the change ({status}): {message or 'no reason given'}",
+                      agent_status=status)
+
+
 def _unavailable(message: str, **extra: Any) -> web.HTTPServiceUnavailable:
     return web.HTTPServiceUnavailable(text=json.dumps({"error": message, **extra}), content_type="application/json",
                                       headers={"Cache-Control": "no-store"})
@@ -189,12 +206,13 @@ class Api:
     async def heartbeat(self, request: web.Request) -> web.Response:
         self.ctx.auth.check(request, "heartbeat")
         cid = request.match_info["consumer_id"]
-        return await self._forward("POST", f"/consumers/{quote(cid, safe='')}/heartbeat")
+        return await self._forward("heartbeat", "POST", f"/consumers/{quote(cid, safe='')}/heartbeat")
 
     async def close_consumer(self, request: web.Request) -> web.Response:
         self.ctx.auth.check(request, "admin")
         sid, cid = request.match_info["stream_id"], request.match_info["consumer_id"]
-        return await self._forward("DELETE", f"/streams/{quote(sid, safe='')}/consumers/{quote(cid, safe='')}")
+        return await self._forward("close", "DELETE",
+                                   f"/streams/{quote(sid, safe='')}/consumers/{quote(cid, safe='')}")
 
     async def cleanup_all(self, request: web.Request) -> web.Response:
         self.ctx.auth.check(request, "admin")
@@ -219,20 +237,24 @@ class Api:
         query = "&".join(q for q in (f"stream={quote(sid)}" if sid else "", "dry_run=1" if params.dry_run else "",
                                      f"retention_days={days!r}" if days is not None else "") if q)
         status, body = await self._call("POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
+        streams = body.get("streams")
+        if status == 200 and not (isinstance(streams, dict) and (sid is None or isinstance(streams.get(sid), dict))):
+            status, body = 502, {"error": "the agent's cleanup answer has no result for the stream(s) asked"}
         if status != 200:
-            return json_error(status, body.get("error", "cleanup failed"),
-                              **({"parameter": body["parameter"]} if "parameter" in body else {}))
+            return agent_error(status, body, AGENT_ANSWERS["cleanup" if sid else "cleanup_all"])
         if sid:
-            return web.json_response({"dry_run": body.get("dry_run"), **body["streams"].get(sid, {})})
+            return web.json_response({"dry_run": body.get("dry_run"), **streams[sid]})
         return web.json_response({k: body.get(k) for k in ("dry_run", "retention_days", "deleted_count",
                                                           "deleted_size_mb", "cutoff_time")}
-                                 | {"streams": list(body["streams"].values())})
+                                 | {"streams": list(streams.values())})
 
-    async def _forward(self, method: str, path: str) -> web.Response:
+    async def _forward(self, kind: str, method: str, path: str) -> web.Response:
         status, body = await self._call(method, path)
-        if status == 204:
+        if status == 204 and 204 in AGENT_ANSWERS[kind]:
             return web.Response(status=204)
-        return web.json_response(body, status=status)
+        if status == 200 and 200 in AGENT_ANSWERS[kind]:
+            return web.json_response(body)
+        return agent_error(status, body, AGENT_ANSWERS[kind])
 
     async def _call(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
         """Forward to the agent; 503 (not applied) when it is down, hung or too late."""
