@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .diskuse import used_percent
 from .config import RecordingsConfig
+from .diskuse import used_percent
 from .retention import Candidate, log_error, open_below, plan_free
 
 #: The floor keeps every segment younger than this (the newest hour of each stream).

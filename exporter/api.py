@@ -238,8 +238,10 @@ class Api:
                                      f"retention_days={days!r}" if days is not None else "") if q)
         status, body = await self._call("POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
         streams = body.get("streams")
-        if status == 200 and not (isinstance(streams, dict) and (sid is None or isinstance(streams.get(sid), dict))):
-            status, body = 502, {"error": "the agent's cleanup answer has no result for the stream(s) asked"}
+        if not isinstance(streams, dict) or (sid is not None and not isinstance(streams.get(sid), dict)):
+            streams = {}
+            if status == 200:
+                status, body = 502, {"error": "the agent's cleanup answer has no result for the stream(s) asked"}
         if status != 200:
             return agent_error(status, body, AGENT_ANSWERS["cleanup" if sid else "cleanup_all"])
         if sid:
