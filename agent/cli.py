@@ -131,7 +131,7 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     cl = sub.add_parser("cleanup", help="delete recordings older than their retention now")
     cl.add_argument("stream", nargs="?", help="only this stream (default: all)")
     cl.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
-    cl.add_argument("--retention-days", type=_days_arg, help="delete what is older than this instead")
+    cl.add_argument("--retention-days", metavar="DAYS", help="delete what is older than this instead")
     cl.add_argument("--json", action="store_true",
                     help="the result as JSON (the shape of the VAS-MS-V2 health API's cleanup)")
     fl = sub.add_parser("fleet", help="fleet mode: nodes and stream owners, as this node sees etcd")
@@ -175,18 +175,22 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     if args.command == "reload":
         return vasctl.reload(sock)
     if args.command == "cleanup":
-        return vasctl.cleanup(sock, args.stream, dry_run=args.dry_run, retention_days=args.retention_days,
-                              as_json=args.json)
+        return _cleanup(vasctl, sock, args)
     return vasctl.restart(sock, args.stream)
 
 
-def _days_arg(text: str) -> float:
-    """``--retention-days``: checked like the API's parameter (ASCII decimal, one hour to 100 years)."""
+def _cleanup(vasctl, sock: Path, args) -> int:
+    """``vasctl cleanup``: ``--retention-days`` is checked like the API's parameter (a plain ASCII
+    decimal, one hour to 100 years); a bad one exits 1 with nothing deleted."""
     from .cleanup_params import BadParameter, parse_days
-    try:
-        return parse_days(text)
-    except BadParameter as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("retention_days", "--retention-days", 1)) from None
+    days = None
+    if args.retention_days is not None:
+        try:
+            days = parse_days(args.retention_days)
+        except BadParameter as exc:
+            print(f"vasctl: {str(exc).replace('retention_days', '--retention-days', 1)}", file=sys.stderr)
+            return 1
+    return vasctl.cleanup(sock, args.stream, dry_run=args.dry_run, retention_days=days, as_json=args.json)
 
 
 def _token(args) -> int:
