@@ -425,7 +425,7 @@ class Agent:
                       retention_days: float | None = None) -> dict[str, Any]:
         """Delete recordings older than each stream's retention (or ``retention_days``) now.
 
-        The seed's result shape per stream (``stream_id``, ``retention_days``,
+        The VAS-MS-V2 health API's result shape per stream (``stream_id``, ``retention_days``,
         ``deleted_count``, ``deleted_size_mb``, ``cutoff_time``), plus totals.
         """
         from .retention_report import cleanup_result

@@ -9,6 +9,7 @@ otherwise delete every segment older than a few seconds).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 MIN_RETENTION_DAYS = 1 / 24
 MAX_RETENTION_DAYS = 36500.0
 _YES, _NO = ("1", "true", "yes"), ("0", "false", "no")
+#: Plain ASCII decimals only: float() would also take "7_0", "١٤", " 7 ", "1e1" and "inf".
+DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
 class BadParameter(ValueError):
@@ -43,8 +46,11 @@ def check_days(value: float) -> float:
     return value
 
 
-def _days(text: str) -> float:
+def parse_days(text: str) -> float:
+    """A `retention_days` text: an ASCII decimal number of days in range, else BadParameter."""
     try:
+        if not DECIMAL.fullmatch(text):
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise BadParameter("retention_days", f"retention_days must be a number of days from "
@@ -73,4 +79,4 @@ def parse(query: Mapping[str, str], *, allowed: Iterable[str]) -> CleanupParams:
             raise BadParameter(name, f"parameter {name!r} given more than once")
     days = query.get("retention_days")
     return CleanupParams(stream=query.get("stream"), dry_run=_flag("dry_run", query.get("dry_run", "0")),
-                         retention_days=None if days is None else _days(days))
+                         retention_days=None if days is None else parse_days(days))

@@ -131,18 +131,22 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     cl = sub.add_parser("cleanup", help="delete recordings older than their retention now")
     cl.add_argument("stream", nargs="?", help="only this stream (default: all)")
     cl.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
-    cl.add_argument("--retention-days", type=float, help="delete what is older than this instead")
-    cl.add_argument("--json", action="store_true", help="the result as JSON (the seed's cleanup shape)")
+    cl.add_argument("--retention-days", metavar="DAYS", help="delete what is older than this instead")
+    cl.add_argument("--json", action="store_true",
+                    help="the result as JSON (the shape of the VAS-MS-V2 health API's cleanup)")
     fl = sub.add_parser("fleet", help="fleet mode: nodes and stream owners, as this node sees etcd")
     fls = fl.add_subparsers(dest="fleet_command", required=True, metavar="status")
     fst = fls.add_parser("status", help="nodes (alive, ready, owned/capacity) and each stream's owner and epoch")
     fst.add_argument("--json", action="store_true", help="machine-readable output")
-    tk = sub.add_parser("token", help="bearer tokens for the exporter's mutating endpoints")
+    tk = sub.add_parser("token", help="bearer tokens for the exporter's changes "
+                                      "(and its reads with exporter.require_read_token)")
     tk.add_argument("--tokens-file", help="default: exporter.tokens_file of --config, else /etc/vas/tokens")
     tks = tk.add_subparsers(dest="token_command", required=True, metavar="add|list|remove")
     ta = tks.add_parser("add", help="create a token, print it once, store only its hash")
     ta.add_argument("name")
-    ta.add_argument("--scope", required=True, choices=["heartbeat", "admin"])
+    ta.add_argument("--scope", required=True, choices=["heartbeat", "read", "admin"],
+                    help="heartbeat: viewers' heartbeats; read: /v2/health reads (exporter.require_read_token); "
+                         "admin: everything")
     tks.add_parser("list", help="names and scopes (never the tokens)")
     tr = tks.add_parser("remove", help="revoke a token")
     tr.add_argument("name")
@@ -171,9 +175,22 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     if args.command == "reload":
         return vasctl.reload(sock)
     if args.command == "cleanup":
-        return vasctl.cleanup(sock, args.stream, dry_run=args.dry_run, retention_days=args.retention_days,
-                              as_json=args.json)
+        return _cleanup(vasctl, sock, args)
     return vasctl.restart(sock, args.stream)
+
+
+def _cleanup(vasctl, sock: Path, args) -> int:
+    """``vasctl cleanup``: ``--retention-days`` is checked like the API's parameter (a plain ASCII
+    decimal, one hour to 100 years); a bad one exits 1 with nothing deleted."""
+    from .cleanup_params import BadParameter, parse_days
+    days = None
+    if args.retention_days is not None:
+        try:
+            days = parse_days(args.retention_days)
+        except BadParameter as exc:
+            print(f"vasctl: {str(exc).replace('retention_days', '--retention-days', 1)}", file=sys.stderr)
+            return 1
+    return vasctl.cleanup(sock, args.stream, dry_run=args.dry_run, retention_days=days, as_json=args.json)
 
 
 def _token(args) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RecordingsConfig
+from .diskuse import used_percent
 from .retention import Candidate, log_error, open_below, plan_free
 
 #: The floor keeps every segment younger than this (the newest hour of each stream).
@@ -51,17 +52,21 @@ class Filesystem:
 
     def legacy_view(self) -> dict:
         """The snapshot's ``recordings.filesystem`` (the root's), in its original shape."""
-        used = self.total - self.free
+        used = self.used
         return {"total_bytes": self.total, "used_bytes": used, "free_bytes": self.free,
-                "used_percent": round(100.0 * used / self.total, 2) if self.total else 0.0}
+                "used_percent": used_percent(used, self.free)}
 
     def view(self) -> dict:
         """The snapshot's entry for this filesystem."""
-        used = 100.0 * (self.total - self.free) / self.total if self.total else 0.0
         return {"device": f"{os.major(self.dev)}:{os.minor(self.dev)}", "path": self.path,
                 "total_bytes": self.total, "free_bytes": self.free, "floor_bytes": self.floor,
                 "target_bytes": self.target, "floor_unreachable": self.unreachable,
-                "used_percent": round(used, 2)}
+                "used_percent": used_percent(self.used, self.free)}
+
+    @property
+    def used(self) -> int:
+        """Bytes in use as ``df`` counts them (root-reserved blocks are neither used nor free)."""
+        return (self.usable if self.usable >= 0 else self.total) - self.free
 
 
 def usable_of(st: os.statvfs_result) -> int:

@@ -1,4 +1,4 @@
-"""What retention tells: the cleanup route's answer, in the seed's shape (the exporter's cleanup
+"""What retention tells: the cleanup route's answer, in the VAS-MS-V2 health API's shape (the exporter's cleanup
 endpoints share it), and the WARNING about segments dated in the future."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _iso(epoch: float) -> str:
 
 def cleanup_result(outcomes: dict[str, tuple[float, Outcome]], *, now: float, dry_run: bool,
                    retention_days: float | None) -> dict[str, Any]:
-    """The cleanup route's answer: totals plus the seed's shape per stream."""
+    """The cleanup route's answer: totals plus the VAS-MS-V2 health API's shape per stream."""
     streams: dict[str, dict[str, Any]] = {}
     for sid, (max_age, o) in outcomes.items():
         streams[sid] = {"stream_id": sid, "retention_days": max_age / 86400 if max_age > 0 else None,

@@ -1,4 +1,4 @@
-"""The seed's API under /v2: health of the system, streams, ingestion, producers,
+"""The VAS-MS-V2 health API under /v2: health of the system, streams, ingestion, producers,
 consumers and recordings; heartbeats, cleanup and force-close go to the agent.
 
 Everything read comes from the cached snapshot (and the psutil samples);
@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from . import public
 from .control import AgentUnreachable
 
 
@@ -22,9 +23,33 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status, headers={"Cache-Control": "no-store"})
 
 
+#: What the agent's control socket may answer each change with (agent/control.py); the
+#: exporter passes these on and answers anything else (a 500, a status added later) with
+#: 502, so a client only ever meets the statuses /v2/openapi.json lists.
+AGENT_ANSWERS: dict[str, tuple[int, ...]] = {"heartbeat": (200, 404), "close": (204, 404, 502),
+                                             "cleanup": (200, 400, 404, 409), "cleanup_all": (200, 400, 409)}
+
+
+def agent_error(status: int, body: dict[str, Any], allowed: tuple[int, ...]) -> web.Response:
+    """The agent's refusal as a JSON error: its status when documented, else 502 saying what it was."""
+    message = body.get("error") if isinstance(body.get("error"), str) else None
+    extra = {"parameter": body["parameter"]} if isinstance(body.get("parameter"), str) else {}
+    if status in allowed and status >= 400:
+        return json_error(status, message or f"refused by the agent ({status})", **extra)
+    return json_error(502, f"the agent failed the change ({status}): {message or 'no reason given'}",
+                      agent_status=status)
+
+
 def _unavailable(message: str, **extra: Any) -> web.HTTPServiceUnavailable:
     return web.HTTPServiceUnavailable(text=json.dumps({"error": message, **extra}), content_type="application/json",
                                       headers={"Cache-Control": "no-store"})
+
+
+def _disk(fs: Any) -> dict[str, Any] | None:
+    """A filesystem's figures as every part of VAS shows them (agent/diskuse.py: df's)."""
+    if fs is None:
+        return None
+    return {"free_bytes": fs.available, "size_bytes": fs.size, "used_bytes": fs.used, "used_percent": fs.used_percent}
 
 
 class Api:
@@ -70,20 +95,20 @@ class Api:
         by_state: dict[str, int] = {}
         for s in view.streams:
             by_state[s["state"]] = by_state.get(s["state"], 0) + 1
-        fs = self.ctx.recordings.filesystem()
+        fs = self.ctx.recordings.filesystem(view)
         return web.json_response({
             "status": "healthy" if not ready["failing"] else ("degraded" if up else "down"),
             "timestamp": time.time(), "failing": ready["failing"],
-            "agent": {**(data.get("agent") or {}), "up": up,
+            "agent": {**public.agent(data.get("agent")), "up": up,
                       "snapshot_age_seconds": None if view.age is None else round(view.age, 3),
                       "stale": view.stale, "state_readable": not view.unreadable,
                       **({"error": view.error} if view.error else {})},
             "streams": {"total": len(view.streams), "enabled": sum(bool(s.get("enabled")) for s in view.streams),
                         "by_state": by_state},
-            "sfu": data.get("sfu"), "config": data.get("config"),
+            "sfu": public.sfu(data.get("sfu")), "config": public.config(data.get("config")),
             "host": {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
                      "load_average": list(os.getloadavg())},
-            "recordings": {"filesystem": None if fs is None else {"free_bytes": fs[0], "size_bytes": fs[1]}},
+            "recordings": {"filesystem": _disk(fs)},
             "readiness": {"min_live_ratio": settings.min_live_ratio, "require_sfu": settings.require_sfu}})
 
     async def stream(self, request: web.Request) -> web.Response:
@@ -147,18 +172,18 @@ class Api:
 
     async def consumers(self, request: web.Request) -> web.Response:
         c = self._consumers()
-        active = c.get("active") or []
+        active = [public.consumer(a) for a in c.get("active") or []]
         return web.json_response({"consumers": active, "count": len(active), "per_stream": c.get("per_stream", {}),
                                   "ended": c.get("ended", {})})
 
     async def consumer(self, request: web.Request) -> web.Response:
         cid = request.match_info["consumer_id"]
         match = next((c for c in self._consumers().get("active") or [] if c["consumer_id"] == cid), None)
-        return web.json_response(match) if match else json_error(404, f"unknown consumer '{cid}'")
+        return web.json_response(public.consumer(match)) if match else json_error(404, f"unknown consumer '{cid}'")
 
     async def recordings(self, request: web.Request) -> web.Response:
         view = self._known()
-        return web.json_response({"filesystem": self._filesystem(), "stale": view.stale,
+        return web.json_response({"filesystem": _disk(self.ctx.recordings.filesystem(view)), "stale": view.stale,
                                   "streams": [self._recording(s) for s in view.streams]})
 
     async def recording(self, request: web.Request) -> web.Response:
@@ -167,14 +192,6 @@ class Api:
         if stream is None:
             return json_error(404, f"unknown stream '{sid}'")
         return web.json_response(self._recording(stream))
-
-    def _filesystem(self) -> dict[str, Any] | None:
-        fs = self.ctx.recordings.filesystem()
-        if fs is None:
-            return None
-        free, size = fs
-        return {"root": str(self.ctx.recordings.root), "free_bytes": free, "size_bytes": size,
-                "used_percent": round(100 * (size - free) / size, 2) if size else None}
 
     def _recording(self, s: dict[str, Any]) -> dict[str, Any]:
         count, total, oldest = self.ctx.recordings.per_stream([s]).get(s["id"], (None, None, None))
@@ -189,12 +206,13 @@ class Api:
     async def heartbeat(self, request: web.Request) -> web.Response:
         self.ctx.auth.check(request, "heartbeat")
         cid = request.match_info["consumer_id"]
-        return await self._forward("POST", f"/consumers/{quote(cid, safe='')}/heartbeat")
+        return await self._forward("heartbeat", "POST", f"/consumers/{quote(cid, safe='')}/heartbeat")
 
     async def close_consumer(self, request: web.Request) -> web.Response:
         self.ctx.auth.check(request, "admin")
         sid, cid = request.match_info["stream_id"], request.match_info["consumer_id"]
-        return await self._forward("DELETE", f"/streams/{quote(sid, safe='')}/consumers/{quote(cid, safe='')}")
+        return await self._forward("close", "DELETE",
+                                   f"/streams/{quote(sid, safe='')}/consumers/{quote(cid, safe='')}")
 
     async def cleanup_all(self, request: web.Request) -> web.Response:
         self.ctx.auth.check(request, "admin")
@@ -219,20 +237,26 @@ class Api:
         query = "&".join(q for q in (f"stream={quote(sid)}" if sid else "", "dry_run=1" if params.dry_run else "",
                                      f"retention_days={days!r}" if days is not None else "") if q)
         status, body = await self._call("POST", "/recordings/cleanup" + (f"?{query}" if query else ""))
+        streams = body.get("streams")
+        if not isinstance(streams, dict) or (sid is not None and not isinstance(streams.get(sid), dict)):
+            streams = {}
+            if status == 200:
+                status, body = 502, {"error": "the agent's cleanup answer has no result for the stream(s) asked"}
         if status != 200:
-            return json_error(status, body.get("error", "cleanup failed"),
-                              **({"parameter": body["parameter"]} if "parameter" in body else {}))
+            return agent_error(status, body, AGENT_ANSWERS["cleanup" if sid else "cleanup_all"])
         if sid:
-            return web.json_response({"dry_run": body.get("dry_run"), **body["streams"].get(sid, {})})
+            return web.json_response({"dry_run": body.get("dry_run"), **streams[sid]})
         return web.json_response({k: body.get(k) for k in ("dry_run", "retention_days", "deleted_count",
                                                           "deleted_size_mb", "cutoff_time")}
-                                 | {"streams": list(body["streams"].values())})
+                                 | {"streams": list(streams.values())})
 
-    async def _forward(self, method: str, path: str) -> web.Response:
+    async def _forward(self, kind: str, method: str, path: str) -> web.Response:
         status, body = await self._call(method, path)
-        if status == 204:
+        if status == 204 and 204 in AGENT_ANSWERS[kind]:
             return web.Response(status=204)
-        return web.json_response(body, status=status)
+        if status == 200 and 200 in AGENT_ANSWERS[kind]:
+            return web.json_response(body)
+        return agent_error(status, body, AGENT_ANSWERS[kind])
 
     async def _call(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
         """Forward to the agent; 503 (not applied) when it is down, hung or too late."""

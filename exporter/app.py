@@ -62,7 +62,7 @@ CONTEXT = web.AppKey("context", Context)
 def create_app(settings: Settings) -> web.Application:
     """The exporter's application (served by ``vas-exporter``, or by tests)."""
     ctx = Context(settings)
-    app = web.Application(middlewares=[_observe(ctx), _json_errors])
+    app = web.Application(middlewares=[_observe(ctx), _json_errors, _read_scope(ctx)])
     app[CONTEXT] = ctx
     ctx.health = Health(settings, ctx.view)
     ctx.health.routes(app)
@@ -75,7 +75,15 @@ def create_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/v2/openapi.json", openapi_json)
     app.cleanup_ctx.append(_background)
+    app.on_response_prepare.append(_no_store)
     return app
+
+
+async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer describes the node now: no proxy or browser may serve it later
+    (the OpenAPI document alone is static)."""
+    if request.path != "/v2/openapi.json":
+        response.headers.setdefault("Cache-Control", "no-store")
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -126,6 +134,18 @@ def _observe(ctx: Context) -> Any:
     return observe
 
 
+def _read_scope(ctx: Context) -> Any:
+    @web.middleware
+    async def read_scope(request: web.Request, handler: Any) -> web.StreamResponse:
+        """``exporter.require_read_token``: the /v2/health reads need a ``read`` or ``admin``
+        token (load balancers' /livez, /readyz, /healthz never do; changes check their own scope)."""
+        if (ctx.settings.require_read_token and request.method in ("GET", "HEAD")
+                and request.path.startswith("/v2/health/")):
+            ctx.auth.check(request, "read")
+        return await handler(request)
+    return read_scope
+
+
 @web.middleware
 async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Errors answer JSON; an unexpected one is logged here, never sent as a trace."""
@@ -134,7 +154,11 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason, **({"allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}))
+        allow = exc.headers.get("Allow")
+        response = json_error(exc.status, exc.reason, **({"allow": allow} if allow is not None else {}))
+        if allow is not None:  # RFC 9110: a 405 names the methods the resource has
+            response.headers["Allow"] = allow
+        return response
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return json_error(500, "internal error (logged by vas-exporter)")

@@ -56,7 +56,7 @@ class Health:
 
     def __init__(self, settings: Settings, read: Any) -> None:
         self.settings, self._read = settings, read
-        self._cache: tuple[tuple[int, bool], bytes, int] | None = None
+        self._cache: tuple[tuple[int, bool], dict[str, Any], int] | None = None
 
     def routes(self, app: web.Application) -> None:
         for path in ("/livez", "/readyz", "/healthz"):
@@ -73,8 +73,11 @@ class Health:
         key = (view.version, view.fresh(self.settings.stale_after))
         if self._cache is None or self._cache[0] != key:
             result = readiness(view, self.settings)
-            body = json.dumps(result, separators=(",", ":")).encode()
-            self._cache = (key, body, 200 if not result["failing"] else 503)
-        _, body, status = self._cache
+            self._cache = (key, result, 200 if not result["failing"] else 503)
+        _, result, status = self._cache
+        # The verdict is cached per snapshot; the snapshot's age moves between snapshots,
+        # so it is written fresh into every answer (as vas_agent_snapshot_age_seconds is).
+        fresh = {**result["checks"][0], "value": None if view.age is None else round(view.age, 3)}
+        body = json.dumps({**result, "checks": [fresh, *result["checks"][1:]]}, separators=(",", ":")).encode()
         return web.Response(body=b"" if request.method == "HEAD" else body, status=status,
                             content_type="application/json", headers=NO_STORE)

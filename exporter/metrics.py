@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from agent.snapshot_view import UNKNOWN
@@ -23,6 +23,10 @@ from agent.states import StreamState
 
 from .recordings import RecordingStats
 from .source import View
+
+# A ``*_created`` series per counter and histogram would double them for nothing a query uses
+# (and the families built from the snapshot have none): the exporter serves none at all.
+disable_created_metrics()
 
 PSUTIL_TTL = 2.0
 #: ``unknown``: the snapshot is stale, so nobody knows the stream's state now (agent down or hung).
@@ -139,10 +143,14 @@ class _LiveCollector:
                      value=self.view.age if self.view.age is not None else float("nan"))
         yield _gauge("vas_agent_state_readable", "0 while the agent's snapshot file is there but unreadable.",
                      value=float(not self.view.unreadable))
-        fs = self.recordings.filesystem()
+        fs = self.recordings.filesystem(self.view)
         if fs is not None:
-            yield _gauge("vas_recording_filesystem_free_bytes", "Free bytes on the recordings filesystem.", value=fs[0])
-            yield _gauge("vas_recording_filesystem_size_bytes", "Size of the recordings filesystem.", value=fs[1])
+            yield _gauge("vas_recording_filesystem_free_bytes",
+                         "Bytes free for the agent on the recordings filesystem (df's Avail).", value=fs.available)
+            yield _gauge("vas_recording_filesystem_size_bytes", "Size of the recordings filesystem (df's Size).",
+                         value=fs.size)
+            yield _gauge("vas_recording_filesystem_used_bytes", "Bytes used on the recordings filesystem (df's Used).",
+                         value=fs.used)
         info = GaugeMetricFamily("vas_build_info", "The exporter's version.", labels=["version"])
         info.add_metric([VERSION], 1.0)
         yield info

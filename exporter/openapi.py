@@ -13,7 +13,9 @@ _STREAM = {"type": "object", "required": ["id", "state", "enabled", "restarts"],
     "pid": {"type": ["integer", "null"]}, "restarts": {"type": "integer"}, "up": {"type": "boolean"},
     "last_error": {"type": "array", "items": {"type": "string"}}}}
 _ELSEWHERE = {"type": "object", "required": ["id", "state", "owner"], "properties": {
-    "id": {"type": "string"}, "state": {"enum": ["elsewhere"]}, "owner": {"type": "object", "required": ["node"]}}}
+    "id": {"type": "string"}, "state": {"enum": ["elsewhere"]}, "up": {"type": "null"},
+    "owner": {"type": "object", "required": ["node"], "properties": {
+        "node": {"type": "string"}, "epoch": {"type": ["integer", "null"]}, "url": _STR}}}}
 _TARGETS = {"type": "object", "required": ["targets", "labels"], "properties": {
     "targets": {"type": "array", "items": {"type": "string"}}, "labels": {"type": "object"}}}
 _CLEANUP = {"type": "object", "required": ["stream_id", "retention_days", "deleted_count", "deleted_size_mb",
@@ -37,6 +39,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "bad, unknown or repeated parameter (named in `parameter`)",
              401: "missing, unknown or malformed bearer token",
              403: "token scope too small", 404: "unknown id", 409: "refused by the agent",
+             502: "the agent (or, for a force-close, the SFU) failed the change: the body says how",
              503: "agent state unreadable or unavailable, or the tokens file was refused; "
                   "for a change: not applied (agent down, hung or late)"}
     return {str(c): _json(_ERROR, texts[c]) for c in codes}
@@ -47,9 +50,34 @@ def _param(name: str, where: str = "path", schema: dict[str, Any] | None = None)
             "schema": schema or {"type": "string", "minLength": 1}}
 
 
-def _get(summary: str, schema: dict[str, Any], params: list | None = None, codes: tuple = ()) -> dict[str, Any]:
+#: ``exporter.require_read_token``: the /v2/health reads then need a read or admin token.
+_READ_AUTH = (401, 403, 503)
+_OPTIONAL_BEARER: list[dict[str, list[str]]] = [{}, {"bearer": []}]
+
+
+def _get(summary: str, schema: dict[str, Any], params: list | None = None, codes: tuple = (),
+         *, guarded: bool = True) -> dict[str, Any]:
+    """A read; ``guarded``: a /v2/health route, behind a read token when the option is on."""
+    codes = tuple(sorted(set(codes) | set(_READ_AUTH if guarded else ())))
     return {"get": {"summary": summary, "parameters": params or [],
+                    **({"security": _OPTIONAL_BEARER} if guarded else {}),
                     "responses": {"200": _json(schema), **_errors(*codes)}}}
+
+
+#: What aiohttp's HTTP parser answers, before any route, to a message it cannot parse
+#: (a header with a control character, a bad request line): 400 in plain text.
+_PROTOCOL_400 = "malformed HTTP message, answered in plain text by the HTTP server before routing"
+
+
+def _with_protocol_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may meet the parser's plain-text 400 (added here, so none is forgotten)."""
+    for ops in paths.values():
+        for op in ops.values():
+            answer = op["responses"].setdefault("400", {"description": _PROTOCOL_400})
+            answer.setdefault("content", {})["text/plain"] = {"schema": {"type": "string"}}
+            if answer["description"] != _PROTOCOL_400:
+                answer["description"] += f"; or a {_PROTOCOL_400}"
+    return paths
 
 
 def _health_path(summary: str) -> dict[str, Any]:
@@ -70,18 +98,20 @@ def spec() -> dict[str, Any]:
         "info": {"title": "VAS node exporter", "version": "2",
                  "description": "Health, the /v2/health API and metrics of one VAS node (docs/api.md)."},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "paths": {
+        "paths": _with_protocol_errors({
             "/livez": _health_path("the exporter answers"),
             "/readyz": _health_path("this node should get traffic"),
             "/healthz": _health_path("alias of /readyz"),
             "/v2/health/system": _get("node summary", {**obj, "required": ["status", "agent", "streams"]}),
             "/v2/health/streams/{stream_id}": {"get": {
-                "summary": "one stream (fleet mode: a stream owned by another node answers 307 to it)",
-                "parameters": [_param("stream_id")],
-                "responses": {"200": _json(_STREAM), "307": _json(_ELSEWHERE, "owned by another node (Location)"),
-                              **_errors(404, 503)}}},
+                "summary": "one stream (fleet mode: a stream owned by another node answers 307 to it, or 200 "
+                           "with state elsewhere when that node's URL is unknown)",
+                "parameters": [_param("stream_id")], "security": _OPTIONAL_BEARER,
+                "responses": {"200": _json({"oneOf": [_STREAM, _ELSEWHERE]}),
+                              "307": _json(_ELSEWHERE, "owned by another node (Location)"),
+                              **_errors(401, 403, 404, 503)}}},
             "/v2/fleet/targets": _get("Prometheus http_sd targets: every live node's exporter (fleet mode)",
-                                      {"type": "array", "items": _TARGETS}),
+                                      {"type": "array", "items": _TARGETS}, guarded=False),
             "/v2/health/ingestion": _get("FFmpeg processes", {**obj, "required": ["processes"]}, codes=(503,)),
             "/v2/health/producers": _get("SFU producers", {**obj, "required": ["producers"]}, codes=(503,)),
             "/v2/health/consumers": _get("viewer sessions", {**obj, "required": ["consumers"]}, codes=(503,)),
@@ -89,7 +119,7 @@ def spec() -> dict[str, Any]:
             "/v2/health/consumers/{consumer_id}/heartbeat": {"post": {
                 "summary": "a viewer's heartbeat (scope heartbeat or admin)", "security": secured,
                 "parameters": [_param("consumer_id")],
-                "responses": {"200": _json(obj), **_errors(401, 403, 404, 503)}}},
+                "responses": {"200": _json(obj), **_errors(401, 403, 404, 502, 503)}}},
             "/v2/health/recordings": _get("recordings per stream", {**obj, "required": ["streams"]}, codes=(503,)),
             "/v2/health/recordings/{stream_id}": _get("one stream's recordings", _RECORDING,
                                                       [_param("stream_id")], (404, 503)),
@@ -97,18 +127,18 @@ def spec() -> dict[str, Any]:
                 "summary": "apply retention to every stream now (admin)", "security": secured,
                 "parameters": [days, dry],
                 "responses": {"200": _json({**obj, "required": ["deleted_count", "streams"]}),
-                              **_errors(400, 401, 403, 503)}}},
+                              **_errors(400, 401, 403, 409, 502, 503)}}},
             "/v2/health/recordings/{stream_id}/cleanup": {"post": {
                 "summary": "apply retention to one stream now (admin)", "security": secured,
                 "parameters": [_param("stream_id"), days, dry],
-                "responses": {"200": _json(_CLEANUP), **_errors(400, 401, 403, 404, 409, 503)}}},
+                "responses": {"200": _json(_CLEANUP), **_errors(400, 401, 403, 404, 409, 502, 503)}}},
             "/v2/streams/{stream_id}/consumers/{consumer_id}": {"delete": {
                 "summary": "force-close a viewer (admin)", "security": secured,
                 "parameters": [_param("stream_id"), _param("consumer_id")],
-                "responses": {"204": {"description": "closed"}, **_errors(401, 403, 404, 503)}}},
+                "responses": {"204": {"description": "closed"}, **_errors(401, 403, 404, 502, 503)}}},
             "/v2/metrics": {"get": {"summary": "Prometheus metrics (docs/metrics.md)", "responses": {
                 "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {
                     "type": "string"}}}}}}},
             "/v2/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json(obj)}}},
-        },
+        }),
     }

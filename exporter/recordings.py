@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.diskuse import DiskUse, of_statvfs
+
 MEDIA_EXTENSIONS = (".ts", ".m4s", ".mp4", ".mkv")
 SCAN_INTERVAL = 60.0
 #: A walk stops counting a stream after this many entries (the figure is then a floor).
@@ -43,6 +45,12 @@ def scan_stream(directory: Path) -> tuple[int, int, float | None]:
     return count, total, oldest
 
 
+def root_of(view: Any) -> Path | None:
+    """The recordings root the snapshot names (None without a readable snapshot)."""
+    root = ((getattr(view, "data", None) or {}).get("config") or {}).get("recordings_root")
+    return Path(root) if isinstance(root, str) and root else None
+
+
 class RecordingStats:
     """Per-stream figures and the filesystem's free space."""
 
@@ -51,15 +59,20 @@ class RecordingStats:
         self.version = 0
         self._scanned: dict[str, tuple[int, int, float | None]] = {}
 
-    def filesystem(self) -> tuple[int, int] | None:
-        """``(free bytes, size bytes)`` of the filesystem holding the root."""
+    def filesystem(self, view: Any) -> DiskUse | None:
+        """The filesystem holding the recordings root, from the first snapshot that names the
+        root on (the last root known is kept while the snapshot is unreadable, so the gauges
+        never come and go); a root not created yet is judged on the filesystem it will be on."""
+        self.root = root_of(view) or self.root
         if self.root is None:
             return None
+        path = self.root
+        while not path.is_dir() and path.parent != path:
+            path = path.parent
         try:
-            st = os.statvfs(self.root)
+            return of_statvfs(os.statvfs(path))
         except OSError:
             return None
-        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     def per_stream(self, streams: list[dict[str, Any]]) -> dict[str, tuple[int, int, float | None]]:
         out = {}
@@ -75,9 +88,7 @@ class RecordingStats:
         """Keep the fallback figures fresh (a background task of the app)."""
         while True:
             view = read_view()
-            data = view.data or {}
-            root = (data.get("config") or {}).get("recordings_root")
-            self.root = Path(root) if root else None
+            self.root = root_of(view) or self.root
             ids = [s["id"] for s in view.streams if "segment_count" not in (s.get("recording") or {})]
             if self.root is not None and ids:
                 self._scanned = await asyncio.to_thread(_scan_all, self.root, ids)

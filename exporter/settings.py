@@ -18,7 +18,7 @@ from agent.units import parse_duration
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
 DEFAULT_TOKENS = Path("/etc/vas/tokens")
-KEYS = frozenset({"listen", "tokens_file", "stale_after", "readiness", "tls"})
+KEYS = frozenset({"listen", "tokens_file", "stale_after", "readiness", "tls", "require_read_token"})
 READINESS_KEYS = frozenset({"min_live_ratio", "require_sfu"})
 TLS_KEYS = frozenset({"cert_file", "key_file"})
 
@@ -46,6 +46,8 @@ class Settings:
     #: HTTPS: the certificate chain and its key (PEM); None serves plain HTTP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: GET/HEAD of /v2/health/* need a ``read`` (or ``admin``) token; /livez, /readyz, /healthz never do.
+    require_read_token: bool = False
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The HTTPS context, or None for plain HTTP."""
@@ -110,7 +112,9 @@ class _Checker:
                       tokens_file=self.file(ex.get("tokens_file", str(DEFAULT_TOKENS))),
                       stale_after=self.seconds(("exporter", "stale_after"), ex.get("stale_after", 5.0)),
                       min_live_ratio=self.ratio(ready.get("min_live_ratio", 0.5)),
-                      require_sfu=self.flag(ready.get("require_sfu", True)))
+                      require_sfu=self.flag(ready.get("require_sfu", True)),
+                      require_read_token=self.flag(ex.get("require_read_token", False),
+                                                   ("exporter", "require_read_token")))
         fields["tls_cert"], fields["tls_key"] = self.tls(ex.get("tls"))
         if self.errors:
             raise SettingsError(self.errors)
@@ -190,8 +194,8 @@ class _Checker:
             return 0.5
         return float(value)
 
-    def flag(self, value: Any) -> bool:
+    def flag(self, value: Any, keypath: tuple = ("exporter", "readiness", "require_sfu")) -> bool:
         if not isinstance(value, bool):
-            self.error(("exporter", "readiness", "require_sfu"), f"expected true or false, got {value!r:.60}")
-            return True
+            self.error(keypath, f"expected true or false, got {value!r:.60}")
+            return keypath[-1] == "require_sfu"  # each flag's default
         return value

@@ -63,5 +63,22 @@ def node(tmp_path) -> Node:
 
 
 @pytest.fixture
+def aiohttp_client(aiohttp_client):
+    """pytest-aiohttp's, plus: every answer of an exporter app is checked against
+    /v2/openapi.json (tests/exporter/openapi_check.py); a disagreement fails the test."""
+    from aiohttp import web
+
+    from .openapi_check import recorder
+    found: list[str] = []
+
+    async def make(app, *args, **kwargs):
+        if isinstance(app, web.Application):
+            app.on_response_prepare.append(recorder(found))
+        return await aiohttp_client(app, *args, **kwargs)
+    yield make
+    assert found == [], "answers the OpenAPI document does not describe:\n" + "\n".join(dict.fromkeys(found))
+
+
+@pytest.fixture
 async def client(aiohttp_client, node):
     return await aiohttp_client(create_app(node.settings))

@@ -32,10 +32,12 @@ def test_every_panel_query_runs_and_returns_data(rtsp_camera, agent_factory, tmp
             http(port, "/v2/health/system")
             time.sleep(0.5)
         for panel in json.loads(DASHBOARD.read_text())["panels"]:
-            for target in panel["targets"]:
+            for target in panel.get("targets", []):  # (rows have none)
                 expr = target["expr"].replace('instance=~"$instance"', 'instance=~".*"')
                 status, result = query(expr)
                 assert status == "success", (panel["title"], expr)
-                if panel["description"] == "expects data":
+                # A panel that may legitimately be empty here (no SFU, not a fleet, nothing
+                # deleted yet) says so to the operator: "Empty without ..." / "Empty until ...".
+                if "Empty" not in panel["description"]:
                     assert wait_for(lambda expr=expr: query(expr)[1], 20, f"data for {panel['title']}"), expr
     exporter.stop()  # (the agent_factory fixture stops the agent)

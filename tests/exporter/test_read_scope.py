@@ -1,0 +1,97 @@
+"""Who may read what (issue 18, item 15): reads stay open by default but never show the
+node's internals; ``exporter.require_read_token`` puts /v2/health/* behind a ``read`` token,
+never the load balancers' routes."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import pytest
+
+from agent import tokens
+from exporter.app import create_app
+from exporter.settings import SettingsError, load
+
+from .conftest import snapshot_dict, stream
+from .test_api import GETS
+
+INTERNALS = ("/etc/vas/streams.yaml", "/run/vas", "deadbeefcafe", "http://127.0.0.1:3999/private-api",
+             "viewer-alice", "/srv/private-recordings-root")
+READS = [*GETS, "/v2/health/consumers/c1"]
+
+
+def with_internals(node) -> None:
+    data = snapshot_dict([stream("cam1")], root="/srv/private-recordings-root",
+                         sfu={"configured": True, "state": "up", "api_url": "http://127.0.0.1:3999/private-api",
+                              "restarts": 0},
+                         consumers={"active": [{"consumer_id": "c1", "stream_id": "cam1", "client_id": "viewer-alice",
+                                                "created_at": time.time(), "last_heartbeat": time.time()}],
+                                    "per_stream": {"cam1": 1}, "ended": {}})
+    data["config"]["sha256"] = "deadbeefcafe"
+    data["agent"]["pid"] = 424242
+    data["config"]["last_reload"] = {"ok": False, "at": time.time(),
+                                     "error": ["/etc/vas/streams.yaml:3: streams.cam1.url: bad"]}
+    node.write(data)
+
+
+async def test_open_reads_leave_the_internals_out(client, node):
+    with_internals(node)
+    for path in READS:
+        resp = await client.get(path)
+        assert resp.status == 200, path
+        text = await resp.text()
+        assert [s for s in INTERNALS if s in text] == [], path
+    system = await (await client.get("/v2/health/system")).json()
+    assert "pid" not in system["agent"] and system["agent"]["status"] == "running"
+    assert system["config"]["last_reload"]["ok"] is False and system["config"]["last_reload"]["errors"] == 1
+    assert system["sfu"]["state"] == "up"
+    assert (await (await client.get("/v2/health/consumers")).json())["consumers"][0]["consumer_id"] == "c1"
+
+
+@pytest.fixture
+async def guarded(aiohttp_client, node):
+    node.read = tokens.add(node.tokens_file, "grafana", "read")
+    return await aiohttp_client(create_app(replace(node.settings, require_read_token=True)))
+
+
+@pytest.mark.parametrize("path", READS)
+async def test_require_read_token_guards_every_health_read(guarded, node, path):
+    with_internals(node)
+    resp = await guarded.get(path)
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await guarded.get(path, headers={"Authorization": f"Bearer {node.heartbeat}"})).status == 403
+    assert (await guarded.head(path)).status == 401
+    for token in (node.read, node.admin):
+        assert (await guarded.get(path, headers={"Authorization": f"Bearer {token}"})).status == 200
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz"])
+async def test_load_balancer_routes_never_need_a_token(guarded, path):
+    for method in ("GET", "HEAD", "OPTIONS"):
+        assert (await guarded.request(method, path)).status == 200, (method, path)
+
+
+async def test_a_read_token_changes_nothing(guarded, node):
+    resp = await guarded.post("/v2/health/recordings/cleanup", headers={"Authorization": f"Bearer {node.read}"})
+    assert resp.status == 403
+    resp = await guarded.post("/v2/health/consumers/c1/heartbeat", headers={"Authorization": f"Bearer {node.read}"})
+    assert resp.status == 403
+
+
+def test_the_key_is_read_and_checked(tmp_path):
+    cfg = tmp_path / "streams.yaml"
+    cfg.write_text("version: 1\nstreams: {}\nexporter:\n  require_read_token: true\n")
+    assert load(cfg).require_read_token is True
+    cfg.write_text("version: 1\nstreams: {}\nexporter:\n  listen: 127.0.0.1:9\n  require_read_token: yes please\n")
+    with pytest.raises(SettingsError) as err:
+        load(cfg)
+    assert f"{cfg}:5: exporter.require_read_token: expected true or false" in str(err.value)
+    cfg.write_text("version: 1\nstreams: {}\n")
+    assert load(cfg).require_read_token is False
+
+
+def test_vasctl_adds_a_read_token(tmp_path):
+    from agent.cli import vasctl_main
+    path = tmp_path / "tokens"
+    assert vasctl_main(["token", "--tokens-file", str(path), "add", "grafana", "--scope", "read"]) == 0
+    assert [(t.name, t.scope) for t in tokens.load(path).tokens] == [("grafana", "read")]
