@@ -1,0 +1,167 @@
+"""A real WebRTC viewer of the reference SFU (sfu/server.js): aiortc + pymediasoup.
+
+It does what a browser with mediasoup-client does, against the app's viewer API:
+``POST /viewers`` -> load a Device with the router's capabilities -> a receive
+transport -> ``POST /viewers/{id}/consume`` with the device's capabilities ->
+consume locally (whose DTLS handshake calls ``POST /viewers/{id}/connect``) ->
+``POST /consumers/{id}/resume``.  Frames are decoded by aiortc (H.264 through
+PyAV/FFmpeg); nothing here is a double.
+
+    async with Viewer(port, "cam1") as viewer:
+        await viewer.wait_frames(50, timeout=20)
+        viewer.frames[-1]          # Frame(arrived, width, height, pts)
+        await viewer.wait_closed(timeout=15)   # the SFU closed the transport
+
+``on_frame`` (optional) sees every decoded ``av.VideoFrame`` with its arrival
+time (``time.time()``): the latency bench reads a timestamp out of the pixels.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamError
+from pymediasoup import AiortcHandler, Device
+from pymediasoup.models.transport import DtlsParameters
+from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters
+
+from .real_sfu import call
+
+log = logging.getLogger("vas.tests.viewer")
+#: Frames kept for assertions: a bounded window (about a minute at 25 fps).
+MAX_FRAMES = 2000
+#: Connection states after which the viewer will not receive again.
+GONE = ("closed", "failed")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: when it arrived (wall clock), its size and RTP-derived pts."""
+
+    arrived: float
+    width: int
+    height: int
+    pts: int | None
+
+
+class Viewer:
+    """One viewer of one stream on the reference SFU at 127.0.0.1:``port``."""
+
+    def __init__(self, port: int, stream_id: str, client_id: str = "viewer",
+                 on_frame: Callable[[Any, float], None] | None = None) -> None:
+        self.port, self.stream_id, self.client_id, self.on_frame = port, stream_id, client_id, on_frame
+        self.frames: list[Frame] = []
+        self.decoded = 0
+        self.viewer_id = self.consumer_id = ""
+        self.states: list[str] = []  # every transport connection state, in order (for reports)
+        self.closed = asyncio.Event()  # the transport closed or failed, or the track ended
+        self.closed_at: float | None = None
+        self._transport: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _api(self, method: str, path: str, body: dict | None = None) -> Any:
+        return await asyncio.to_thread(call, self.port, method, path, body)
+
+    async def start(self) -> Viewer:
+        """Create, connect, consume and resume; frames then flow into ``frames``."""
+        offer = await self._api("POST", "/viewers", {"client_id": self.client_id})
+        self.viewer_id = offer["viewer_id"]
+        device = Device(handlerFactory=AiortcHandler.createFactory(tracks=[]))
+        await device.load(RtpCapabilities.model_validate(offer["routerRtpCapabilities"]))
+        transport = device.createRecvTransport(
+            id=self.viewer_id, iceParameters=offer["iceParameters"], iceCandidates=offer["iceCandidates"],
+            dtlsParameters=offer["dtlsParameters"])
+        self._transport = transport
+
+        @transport.on("connect")
+        async def on_connect(dtls: DtlsParameters) -> None:
+            await self._api("POST", f"/viewers/{self.viewer_id}/connect",
+                            {"dtlsParameters": dtls.model_dump(exclude_none=True)})
+
+        @transport.on("connectionstatechange")
+        def on_state(state: str) -> None:
+            self.states.append(state)
+            if state in GONE:
+                self._gone(f"transport {state}")
+
+        caps = device.rtpCapabilities.model_dump(exclude_none=True)
+        answer = await self._api("POST", f"/viewers/{self.viewer_id}/consume",
+                                 {"stream_id": self.stream_id, "rtpCapabilities": caps})
+        self.consumer_id = answer["consumer_id"]
+        consumer = await transport.consume(
+            id=answer["consumer_id"], producerId=answer["producer_id"], kind=answer["kind"],
+            rtpParameters=RtpParameters.model_validate(answer["rtpParameters"]))
+        self._watch_dtls()
+        await self._api("POST", f"/consumers/{self.consumer_id}/resume")
+        self._reader = asyncio.create_task(self._read(consumer.track), name=f"viewer-{self.client_id}")
+        return self
+
+    def _watch_dtls(self) -> None:
+        """Also watch the DTLS transport: mediasoup's close_notify ends it before ICE notices."""
+        pc = self._transport.handler.pc
+
+        @pc.on("connectionstatechange")
+        def on_pc_state() -> None:
+            self.states.append(f"pc:{pc.connectionState}")
+            if pc.connectionState in GONE:
+                self._gone(f"peer connection {pc.connectionState}")
+
+    def _gone(self, why: str) -> None:
+        if not self.closed.is_set():
+            self.closed_at = time.monotonic()
+            log.info("viewer %s: %s", self.client_id, why)
+            self.closed.set()
+
+    async def _read(self, track: Any) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                self._gone("track ended")
+                return
+            arrived = time.time()
+            self.decoded += 1
+            if len(self.frames) < MAX_FRAMES:
+                self.frames.append(Frame(arrived, frame.width, frame.height, frame.pts))
+            if self.on_frame is not None:
+                self.on_frame(frame, arrived)
+
+    async def wait_frames(self, count: int, timeout: float) -> list[Frame]:
+        """Wait until ``count`` frames were decoded; fail naming what was seen."""
+        deadline = time.monotonic() + timeout
+        while self.decoded < count:
+            if time.monotonic() > deadline or self.closed.is_set():
+                raise AssertionError(f"viewer {self.client_id}: {self.decoded} of {count} frames decoded "
+                                     f"in {timeout:.0f} s; transport states {self.states}")
+            await asyncio.sleep(0.05)
+        return self.frames
+
+    async def wait_closed(self, timeout: float) -> float:
+        """Wait until the client saw its transport close; returns the monotonic moment it did."""
+        try:
+            await asyncio.wait_for(self.closed.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"viewer {self.client_id} saw no close in {timeout:.0f} s; "
+                                 f"transport states {self.states}") from None
+        assert self.closed_at is not None
+        return self.closed_at
+
+    async def close(self) -> None:
+        """Close the client side (the SFU closes its end on DTLS close)."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._transport is not None:
+            await self._transport.close()
+
+    async def __aenter__(self) -> Viewer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
