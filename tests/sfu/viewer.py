@@ -58,6 +58,7 @@ class Viewer:
         self.frames: list[Frame] = []
         self.decoded = 0
         self.viewer_id = self.consumer_id = ""
+        self.codec: dict[str, Any] = {}  # the consumer's codec, as mediasoup chose it for this client
         self.states: list[str] = []  # every transport connection state, in order (for reports)
         self.closed = asyncio.Event()  # the transport closed or failed, or the track ended
         self.closed_at: float | None = None
@@ -92,7 +93,7 @@ class Viewer:
         caps = device.rtpCapabilities.model_dump(exclude_none=True)
         answer = await self._api("POST", f"/viewers/{self.viewer_id}/consume",
                                  {"stream_id": self.stream_id, "rtpCapabilities": caps})
-        self.consumer_id = answer["consumer_id"]
+        self.consumer_id, self.codec = answer["consumer_id"], answer["rtpParameters"]["codecs"][0]
         consumer = await transport.consume(
             id=answer["consumer_id"], producerId=answer["producer_id"], kind=answer["kind"],
             rtpParameters=RtpParameters.model_validate(answer["rtpParameters"]))
