@@ -16,6 +16,10 @@ What it measures
     buffer (it hands a frame over when the next frame's first packet arrives,
     about one frame interval) and H.264 decoding.  Not included: a screen.
 
+    Next to it, on the same frames: a direct RTSP reader (PyAV, TCP like the
+    agent's FFmpeg, no buffering) decodes the camera itself.  The difference
+    between the two is what the agent's FFmpeg, mediasoup and WebRTC add.
+
     Frames whose code does not check out are counted, never measured.  The first
     --warmup s are not measured (the first keyframe and decoder start).
 
@@ -32,10 +36,12 @@ import asyncio
 import json
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import av
 import yaml
 from _common import BIN, log_tail, spawn, stop
 
@@ -99,30 +105,50 @@ class Probe:
             self.latencies.append(age_ms(drawn, int(arrived * 1000)))
 
 
-async def watch(port: int, warmup: float, duration: float) -> tuple[Probe, Viewer]:
-    """A viewer of the clock stream for ``warmup`` + ``duration`` seconds."""
-    probe = Probe(time.monotonic() + warmup)
+def read_direct(url: str, probe: Probe, stop: threading.Event) -> None:
+    """The baseline: decode the camera's RTSP straight away, until ``stop``."""
+    options = {"rtsp_transport": "tcp", "fflags": "nobuffer", "flags": "low_delay"}
+    with av.open(url, options=options, timeout=10) as container:
+        for frame in container.decode(video=0):
+            probe(frame, time.time())
+            if stop.is_set():
+                return
+
+
+async def watch(port: int, url: str, warmup: float, duration: float) -> tuple[Probe, Probe, Viewer]:
+    """A WebRTC viewer and a direct RTSP reader of the clock stream, ``warmup`` + ``duration`` s."""
+    probe, direct, stop = Probe(time.monotonic() + warmup), Probe(time.monotonic() + warmup), threading.Event()
     async with Viewer(port, "clock", client_id="latency-bench", on_frame=probe) as viewer:
         await viewer.wait_frames(1, timeout=30)
-        probe.warmup_until = max(probe.warmup_until, time.monotonic() + warmup)
-        await asyncio.sleep(warmup + duration)
+        reader = asyncio.create_task(asyncio.to_thread(read_direct, url, direct, stop))
+        probe.warmup_until = direct.warmup_until = time.monotonic() + warmup
+        try:
+            await asyncio.sleep(warmup + duration)
+        finally:
+            stop.set()
+            await reader
         if viewer.closed.is_set():
             raise SystemExit(f"the viewer's transport closed during the run: {viewer.states}")
-    return probe, viewer
+    return probe, direct, viewer
 
 
-def report(probe: Probe, viewer: Viewer, args: argparse.Namespace) -> None:
-    """Print the figures and how they were measured."""
+def figures(name: str, probe: Probe, duration: float) -> str:
+    """One line of figures for one reader."""
     lat = probe.latencies
     if not lat:
-        raise SystemExit(f"no readable frame in {args.duration:.0f} s ({probe.unreadable} unreadable)")
-    print(f"glass-to-glass latency, camera frame made -> decoded at a WebRTC viewer "
-          f"({args.size} @ {args.fps} fps, H.264 x264 ultrafast/zerolatency, {args.duration:.0f} s measured "
-          f"after {args.warmup:.0f} s warmup)")
-    print(f"  frames measured {len(lat)} ({len(lat) / args.duration:.1f} fps), unreadable {probe.unreadable}")
-    print(f"  p50 {percentile(lat, 50):.0f} ms  p90 {percentile(lat, 90):.0f} ms  "
-          f"p99 {percentile(lat, 99):.0f} ms  min {min(lat):.0f} ms  max {max(lat):.0f} ms")
-    print(f"  path: camera (GStreamer) -> RTSP -> FFmpeg (vas-agent, -c:v copy, tee HLS+RTP) -> RTP -> "
+        raise SystemExit(f"{name}: no readable frame in {duration:.0f} s ({probe.unreadable} unreadable)")
+    return (f"  {name}: p50 {percentile(lat, 50):.0f} ms  p90 {percentile(lat, 90):.0f} ms  "
+            f"p99 {percentile(lat, 99):.0f} ms  min {min(lat):.0f} ms  max {max(lat):.0f} ms  "
+            f"({len(lat)} frames, {len(lat) / duration:.1f} fps, {probe.unreadable} unreadable)")
+
+
+def report(probe: Probe, direct: Probe, viewer: Viewer, args: argparse.Namespace) -> None:
+    """Print the figures and how they were measured."""
+    print(f"glass-to-glass latency, camera frame made -> decoded ({args.size} @ {args.fps} fps, "
+          f"H.264 x264 ultrafast/zerolatency, {args.duration:.0f} s measured after {args.warmup:.0f} s warmup)")
+    print(figures("WebRTC viewer", probe, args.duration))
+    print(figures("direct RTSP ", direct, args.duration))
+    print(f"  viewer path: camera (GStreamer) -> RTSP -> FFmpeg (vas-agent, -c:v copy, tee HLS+RTP) -> RTP -> "
           f"mediasoup {MEDIASOUP_VERSION} (sfu/server.js) -> WebRTC -> aiortc + PyAV decode")
     print(f"  consumer codec {viewer.codec.get('mimeType')} {json.dumps(viewer.codec.get('parameters', {}))}")
 
@@ -143,11 +169,11 @@ def main() -> None:
             (tmp / "streams.yaml").write_text(yaml.safe_dump(agent_config(camera.url("clock"), port, tmp)))
             agent = spawn([str(BIN / "vas-agent"), "--config", str(tmp / "streams.yaml")], tmp / "agent.log")
             wait_live(tmp / "run" / "state.json", tmp / "agent.log")
-            probe, viewer = asyncio.run(watch(port, args.warmup, args.duration))
+            probe, direct, viewer = asyncio.run(watch(port, camera.url("clock"), args.warmup, args.duration))
         finally:
             stop(agent)
             camera.close()
-    report(probe, viewer, args)
+    report(probe, direct, viewer, args)
 
 
 if __name__ == "__main__":
