@@ -14,16 +14,16 @@ from camera.fixture import free_port
 from sfu.real_sfu import get, sfu_command, sfu_section_env
 from sfu.viewer import Frame, Viewer
 
-from .harness import config
+from .harness import config, wait_for
 
 pytestmark = pytest.mark.integration
 
 #: Not the fixture's default (a size nobody produces by accident), and big enough that every
 #: keyframe (one a second) fills FFmpeg's RTP packets to their maximum size.
 WIDTH, HEIGHT, FPS = 640, 360, 20
-#: How often the agent lists the SFU's consumers (agent/consumers.py POLL_INTERVAL).
-CONSUMER_POLL = 5.0
 HEARTBEAT_TIMEOUT, SWEEP = 3.0, 1.0
+#: How often the agent lists the SFU's consumers (agent/consumers.py: POLL_INTERVAL, or the sweep if shorter).
+CONSUMER_POLL = min(5.0, SWEEP)
 
 
 def real_sfu_config(url: str, port: int, heartbeat_timeout: float) -> dict:
@@ -79,7 +79,7 @@ def test_a_viewer_that_stops_heartbeating_is_closed_and_its_client_sees_it(camer
     sock = str(agent.runtime_dir / "agent.sock")
     stop, answers = threading.Event(), []
     # From the silent viewer's consume: the agent's next poll sees it (its first sighting counts as a
-    # heartbeat), the sweep after HEARTBEAT_TIMEOUT closes it; 3 s for the DELETE and the DTLS alert.
+    # heartbeat), the first sweep after HEARTBEAT_TIMEOUT closes it; 3 s for the DELETE and the DTLS alert.
     bound = CONSUMER_POLL + HEARTBEAT_TIMEOUT + SWEEP + 3
 
     async def watch() -> None:
@@ -91,6 +91,8 @@ def test_a_viewer_that_stops_heartbeating_is_closed_and_its_client_sees_it(camer
                 await asyncio.gather(kept.wait_frames(10, 20), silent.wait_frames(10, 20))
                 closed_at = await silent.wait_closed(timeout=bound)
                 assert closed_at - consumed <= bound
+                print(f"silent viewer: its client saw the close {closed_at - consumed:.1f} s after consuming "
+                      f"(bound {bound:.0f} s); states {silent.states}")
                 before = kept.decoded
                 await asyncio.sleep(2)
                 assert kept.decoded - before >= FPS, "the heartbeating viewer stopped receiving"
@@ -99,10 +101,16 @@ def test_a_viewer_that_stops_heartbeating_is_closed_and_its_client_sees_it(camer
                 assert listed == {kept.consumer_id}
             stop.set()
             await asyncio.to_thread(beat.join, 5)
+            # An operator's force-close takes the same way to the client.
+            asked = time.monotonic()
+            answer = await asyncio.to_thread(request, sock, "DELETE", f"/streams/cam1/consumers/{kept.consumer_id}")
+            assert answer[0] == 204
+            assert await kept.wait_closed(timeout=3) - asked <= 3
 
     try:
         asyncio.run(watch())
     finally:
         stop.set()
     assert 200 in answers and set(answers[answers.index(200):]) == {200}, answers
-    assert agent.snapshot()["consumers"]["ended"].get("stale") == 1
+    wait_for(lambda: agent.snapshot()["consumers"]["ended"] == {"stale": 1, "admin": 1}, 5,
+             "the agent's snapshot to count one stale and one force-closed session")
