@@ -1,7 +1,7 @@
 """Glass-to-glass latency: from the camera making a frame to a WebRTC viewer decoding it.
 
 What it measures
-    The clock camera (tests/camera/rtsp_camera.py --clock) draws, into every raw
+    The clock camera (tests/camera/clock_camera.py) draws, into every raw
     frame before x264 encodes it, the wall-clock millisecond it made the frame
     (32 blocks plus their complement, tests/camera/clock_pattern.py).  The real
     agent (vas-agent) runs FFmpeg (RTSP in, ``-c:v copy``, recording and RTP out)
@@ -49,9 +49,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from camera.clock_pattern import age_ms, read_ms  # noqa: E402
-from camera.fixture import RtspCamera, free_port  # noqa: E402
+from camera.fixture import SYSTEM_PYTHON, RtspCamera, free_port  # noqa: E402
 from sfu.real_sfu import MEDIASOUP_VERSION, sfu_command, sfu_section_env  # noqa: E402
 from sfu.viewer import Viewer  # noqa: E402
+
+
+class ClockCamera(RtspCamera):
+    """The RTSP test camera's fixture, running tests/camera/clock_camera.py instead."""
+
+    def _command(self) -> list[str]:
+        paths = [arg for p in self.paths for arg in ("--path", p)]
+        return [SYSTEM_PYTHON, str(ROOT / "tests" / "camera" / "clock_camera.py"), "--port", str(self.port),
+                "--fps", str(self.fps), "--size", self.size, *paths]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -162,7 +171,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="vas-sfu-latency-") as name:
         tmp = Path(name)
-        camera = RtspCamera(["clock"], fps=args.fps, size=args.size, clock=True).start()
+        camera = ClockCamera(["clock"], fps=args.fps, size=args.size).start()
         agent = None
         try:
             port = free_port()

@@ -51,7 +51,6 @@ class RtspCamera:
         fps: int = 25,
         size: str = "320x240",
         ready_timeout: float = READY_TIMEOUT,
-        clock: bool = False,
     ) -> None:
         if (user is None) != (password is None):
             raise ValueError("user and password must be given together")
@@ -61,7 +60,7 @@ class RtspCamera:
         self._auto_port = port is None  # may move to another port until first start
         self.port = port if port is not None else free_port()
         self.user, self.password = user, password
-        self.fps, self.size, self.clock = fps, size, clock
+        self.fps, self.size = fps, size
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
         self.starts = 0  # number of successful start() calls
@@ -160,8 +159,6 @@ class RtspCamera:
             cmd += ["--path", p]
         if self.user is not None:
             cmd += ["--user", self.user, "--password", self.password or ""]
-        if self.clock:
-            cmd.append("--clock")  # frames carry the wall clock (tests/camera/clock_pattern.py)
         return cmd
 
     def _launch_and_wait_ready(self) -> int | None:

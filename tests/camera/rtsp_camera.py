@@ -4,7 +4,7 @@ Must be run by the system interpreter (the only one that can import the GStreame
 bindings from python3-gi / gir1.2-gst-rtsp-server-1.0):
 
     /usr/bin/python3 tests/camera/rtsp_camera.py --port 8554 --path cam1 --path cam2 \
-        [--fps 25] [--size 320x240] [--user admin --password secret] [--clock]
+        [--fps 25] [--size 320x240] [--user admin --password secret]
 
 Each --path is served as rtsp://127.0.0.1:PORT/<path>: a live H.264 test pattern
 (keyframe every second, SPS/PPS repeated every second) from one shared pipeline per
@@ -12,22 +12,16 @@ path, so several clients can read the same path. Only 127.0.0.1 is bound. With
 --user/--password, RTSP basic auth is required. Prints "READY rtsp://127.0.0.1:PORT"
 on stdout once listening; exits 0 on SIGTERM/SIGINT (or when its parent dies), and
 exit code 3 if the port cannot be bound (e.g. already in use).
-
-With --clock, each frame carries the wall-clock moment the camera made it, drawn
-as blocks before the encoder (tests/camera/clock_pattern.py): glass-to-glass
-latency benches read it back from the decoded frame.
 """
 import argparse
 import os
 import signal
 import sys
-import time
 
 import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from clock_pattern import i420_frame  # noqa: E402 - next to this script, run as a script
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 EXIT_BIND_FAILED = 3
@@ -36,9 +30,6 @@ PIPELINE = (
     " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bitrate=300"
     " ! rtph264pay name=pay0 pt=96 config-interval=1 )"
 )
-#: --clock: frames come from this process (timestamped when pushed), not from videotestsrc.
-CLOCK_SOURCE = ("appsrc name=clock is-live=true format=time do-timestamp=true"
-                " caps=video/x-raw,format=I420,width={w},height={h},framerate={fps}/1")
 
 
 def parse_args(argv):
@@ -49,7 +40,6 @@ def parse_args(argv):
     p.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")
     p.add_argument("--user")
     p.add_argument("--password")
-    p.add_argument("--clock", action="store_true", help="draw the wall clock into each frame")
     args = p.parse_args(argv)
     if (args.user is None) != (args.password is None):
         p.error("--user and --password must be given together")
@@ -58,22 +48,6 @@ def parse_args(argv):
     except ValueError:
         p.error(f"bad --size {args.size!r}, expected WIDTHxHEIGHT")
     return args
-
-
-def feed_clock(_factory, media, args):
-    """Push a frame stamped with the wall clock every 1/fps s while the media lives."""
-    src = media.get_element().get_by_name_recurse_up("clock")
-    flowing = []  # set once a push went through: a refused push after that means the media is gone
-
-    def push():
-        frame = i420_frame(args.width, args.height, int(time.time() * 1000))
-        if src.emit("push-buffer", Gst.Buffer.new_wrapped(frame)) == Gst.FlowReturn.OK:
-            flowing.append(True)
-            del flowing[1:]
-            return True
-        return not flowing  # before PLAYING appsrc refuses (flushing): keep trying
-
-    GLib.timeout_add(max(1, round(1000 / args.fps)), push)
 
 
 def main(argv=None):
@@ -92,9 +66,6 @@ def main(argv=None):
         server.set_auth(auth)  # clients without valid credentials get 401
 
     launch = PIPELINE.format(w=args.width, h=args.height, fps=args.fps)
-    if args.clock:
-        launch = launch.replace("videotestsrc is-live=true pattern=ball", CLOCK_SOURCE).format(
-            w=args.width, h=args.height, fps=args.fps)
     mounts = server.get_mount_points()
     for path in args.path:
         factory = GstRtspServer.RTSPMediaFactory()
@@ -103,8 +74,6 @@ def main(argv=None):
         # Makes the media unseekable: otherwise each new client's "PLAY Range: npt=0-"
         # seeks the shared live pipeline and resets timestamps for existing clients.
         factory.set_publish_clock_mode(GstRtspServer.RTSPPublishClockMode.CLOCK_AND_OFFSET)
-        if args.clock:
-            factory.connect("media-configure", feed_clock, args)
         if args.user is not None:
             factory.add_role_from_structure(Gst.Structure.new_from_string(
                 f"{args.user}, media.factory.access=(boolean)true, "
