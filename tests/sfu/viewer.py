@@ -25,7 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiortc import codecs as aiortc_codecs
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+from h264_profile_level_id import core as h264_profiles
 from pymediasoup import AiortcHandler, Device
 from pymediasoup.models.transport import DtlsParameters
 from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters
@@ -37,6 +40,11 @@ log = logging.getLogger("vas.tests.viewer")
 MAX_FRAMES = 2000
 #: Connection states after which the viewer will not receive again.
 GONE = ("closed", "failed")
+#: H.264 profiles aiortc does not offer (it encodes Baseline) but decodes like the rest, with PyAV:
+#: Main, High, High 4:4:4 Predictive (what x264 makes of the test camera's pattern).  Browsers offer
+#: Main and High too.  Without them a viewer of a stream announced with its real profile is refused.
+DECODABLE_H264 = ("4d001f", "640032", "f4001f")
+PREDICTIVE_HIGH_444 = 6  # mediasoup's number for it (h264-profile-level-id in JavaScript)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,47 @@ class Frame:
     width: int
     height: int
     pts: int | None
+
+
+def decode_every_h264_profile() -> None:
+    """Offer DECODABLE_H264 too (aiortc's codec table is process-wide; idempotent)."""
+    _teach_pymediasoup_high_444()
+    video = aiortc_codecs.CODECS["video"]
+    offered = {c.parameters.get("profile-level-id") for c in video if c.mimeType == "video/H264"}
+    payload_type = max(c.payloadType or 0 for c in video) + 1
+    for profile in DECODABLE_H264:
+        if profile not in offered:
+            video += _h264_with_rtx(profile, payload_type)
+            payload_type += 2
+
+
+def _h264_with_rtx(profile: str, payload_type: int) -> list[RTCRtpCodecParameters]:
+    """One H.264 entry and its RTX, as aiortc writes its own."""
+    feedback = [RTCRtcpFeedback(type="nack"), RTCRtcpFeedback(type="nack", parameter="pli"),
+                RTCRtcpFeedback(type="goog-remb")]
+    parameters: dict[str, str | int | None] = {
+        "level-asymmetry-allowed": "1", "packetization-mode": "1", "profile-level-id": profile}
+    return [RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=payload_type,
+                                  rtcpFeedback=feedback, parameters=parameters),
+            RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=payload_type + 1,
+                                  parameters={"apt": payload_type})]
+
+
+def _teach_pymediasoup_high_444() -> None:
+    """pymediasoup's H.264 table (h264-profile-level-id 1.0.0) lacks High 4:4:4 Predictive,
+    which mediasoup's own (JavaScript) table has: add its pattern and its string."""
+    if any(p.profile_idc == 0xF4 for p in h264_profiles.ProfilePatterns):
+        return
+    h264_profiles.ProfilePatterns.append(h264_profiles.ProfilePattern(
+        0xF4, h264_profiles.BitPattern("00000000"), PREDICTIVE_HIGH_444))
+    to_string = h264_profiles.profileLevelIdToString
+
+    def with_444(pli: Any) -> str | None:
+        if pli.profile == PREDICTIVE_HIGH_444 and pli.level != h264_profiles.Level1_b:
+            return f"f400{pli.level:02x}"
+        return to_string(pli)
+
+    h264_profiles.profileLevelIdToString = with_444
 
 
 class Viewer:
@@ -70,6 +119,7 @@ class Viewer:
 
     async def start(self) -> Viewer:
         """Create, connect, consume and resume; frames then flow into ``frames``."""
+        decode_every_h264_profile()
         offer = await self._api("POST", "/viewers", {"client_id": self.client_id})
         self.viewer_id = offer["viewer_id"]
         device = Device(handlerFactory=AiortcHandler.createFactory(tracks=[]))
