@@ -4,14 +4,16 @@ which decodes the frames (tests/sfu/viewer.py).  No stand-in anywhere."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 
 import pytest
 
 from agent.client import request
+from agent.ffmpeg import RtpTarget, rtp_options
 from camera.fixture import free_port
-from sfu.real_sfu import get, sfu_command, sfu_section_env
+from sfu.real_sfu import call, get, sfu_command, sfu_section_env, start_real_sfu
 from sfu.viewer import Frame, Viewer
 
 from .harness import config, wait_for
@@ -114,3 +116,35 @@ def test_a_viewer_that_stops_heartbeating_is_closed_and_its_client_sees_it(camer
     assert 200 in answers and set(answers[answers.index(200):]) == {200}, answers
     wait_for(lambda: agent.snapshot()["consumers"]["ended"] == {"stale": 1, "admin": 1}, 5,
              "the agent's snapshot to count one stale and one force-closed session")
+
+
+@pytest.mark.parametrize("profile", [None, "42c00d", "640015", "f4000d"])
+def test_a_real_viewer_decodes_a_stream_announced_with_any_h264_profile(camera_factory, ffmpeg_bin, tmp_path, profile):
+    """The producer made the way the agent makes it, announcing ``profile`` (the test camera's
+    x264 output is High 4:4:4 Predictive, f4000d; None: no profile-level-id, as before the agent
+    announced it).  The viewer must be offered a codec it takes, and decode it."""
+    cam = camera_factory(("cam1",), fps=FPS, size=f"{WIDTH}x{HEIGHT}")
+    port = free_port()
+    sfu = start_real_sfu(port, log=tmp_path / "sfu.log")
+    body = {"stream_id": "cam1", "kind": "video", "codec": "H264", "payload_type": 96, "ssrc": 1234,
+            **({"profile_level_id": profile} if profile else {})}
+    producer: dict = call(port, "POST", "/producers", body)  # type: ignore[assignment]
+    rtp = RtpTarget(producer["rtp_host"], producer["rtp_port"], 1234, 96)
+    feed = subprocess.Popen([ffmpeg_bin, "-loglevel", "error", "-rtsp_transport", "tcp", "-i", cam.url("cam1"),
+                             "-map", "0:v:0", "-c:v", "copy", *rtp_options(rtp), rtp.url],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+
+    async def watch() -> tuple[dict, list[Frame]]:
+        async with Viewer(port, "cam1") as viewer:
+            return viewer.codec, await viewer.wait_frames(FPS, timeout=20)
+
+    try:
+        codec, frames = asyncio.run(watch())
+    finally:
+        feed.kill()
+        sfu.kill()
+        feed.wait(5)
+        sfu.wait(5)
+    announced = codec["parameters"]["profile-level-id"]
+    assert announced[:2] == (profile or "42")[:2]  # the profile_idc the producer was made with
+    assert {(f.width, f.height) for f in frames} == {(WIDTH, HEIGHT)}

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,10 @@ class Viewer:
         self._reader: asyncio.Task[None] | None = None
 
     async def _api(self, method: str, path: str, body: dict | None = None) -> Any:
-        return await asyncio.to_thread(call, self.port, method, path, body)
+        try:
+            return await asyncio.to_thread(call, self.port, method, path, body)
+        except urllib.error.HTTPError as exc:  # say what the SFU said
+            raise AssertionError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}") from None
 
     async def start(self) -> Viewer:
         """Create, connect, consume and resume; frames then flow into ``frames``."""
