@@ -1,6 +1,6 @@
 """The wall clock drawn into a video frame as big blocks, and read back after H.264.
 
-The clock camera (``rtsp_camera.py --clock``) draws, into each raw frame before
+The clock camera (``clock_camera.py``) draws, into each raw frame before
 the encoder, the moment it made the frame: milliseconds since the epoch modulo
 2^32 as 32 black/white blocks, then the same 32 bits inverted (a misread frame
 fails the check and is counted, never measured).  Blocks are width/16 pixels
