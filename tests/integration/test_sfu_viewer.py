@@ -62,6 +62,7 @@ def test_a_real_viewer_decodes_the_camera_at_its_size_and_rate(camera_factory, a
             return viewer.frames[:start], viewer.frames[start:]
 
     first, window = asyncio.run(watch())
+    print(f"real viewer: {len(window)} frames in the window, {rate(window):.1f} fps from a {FPS} fps camera")
     assert {(f.width, f.height) for f in first + window} == {(WIDTH, HEIGHT)}
     assert 0.8 * FPS <= rate(window) <= 1.2 * FPS, f"{rate(window):.1f} fps from a {FPS} fps camera"
     assert len({f.pts for f in window}) == len(window)  # distinct frames, not one repeated
