@@ -20,6 +20,10 @@ STATS_PERIOD = PROGRESS_PERIOD
 #: RTSP socket I/O timeout: a silent camera makes FFmpeg exit instead of hang.
 RTSP_TIMEOUT_US = 10_000_000
 LIVE_PLAYLIST_SIZE = 6
+#: Largest RTP packet FFmpeg sends to the SFU (its default, 1472, fills a 1500-byte MTU).  The SFU
+#: adds header extensions and SRTP adds a tag on the way to a WebRTC viewer: 1472 arrived as 1508
+#: bytes, over the MTU, and killed aiortc's receiver.  1200 is what WebRTC senders use.
+RTP_PACKET_SIZE = 1200
 #: A report is a dozen short lines: a longer unfinished line is junk.
 PROGRESS_LINE_MAX = 4096
 _PROGRESS_KEYS = frozenset({b"frame", b"fps", b"total_size", b"out_time_us", b"out_time_ms"})
@@ -86,7 +90,8 @@ def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
 
 def rtp_options(rtp: RtpTarget) -> list[str]:
     """The RTP muxer's options: the SSRC and payload type the producer was made with."""
-    return ["-f", "rtp", "-ssrc", str(rtp.ssrc), "-payload_type", str(rtp.payload_type)]
+    return ["-f", "rtp", "-ssrc", str(rtp.ssrc), "-payload_type", str(rtp.payload_type),
+            "-packetsize", str(RTP_PACKET_SIZE)]
 
 
 def tee_output(stream: StreamConfig, launch: Launch, rtp: RtpTarget) -> list[str]:
@@ -96,7 +101,8 @@ def tee_output(stream: StreamConfig, launch: Launch, rtp: RtpTarget) -> list[str
         "hls_flags=temp_file+program_date_time+independent_segments",
         # Option values are unescaped twice (slave list, then options), the file name once.
         f"hls_segment_filename={_tee_escape(_tee_escape(launch.segment_pattern))}", "onfail=ignore"])
-    send = f"select=v:f=rtp:ssrc={rtp.ssrc}:payload_type={rtp.payload_type}:onfail=ignore"
+    send = (f"select=v:f=rtp:ssrc={rtp.ssrc}:payload_type={rtp.payload_type}:packetsize={RTP_PACKET_SIZE}"
+            ":onfail=ignore")
     return ["-map", "0:v:0", "-map", "0:a:0?", "-c:v", "copy", "-c:a", "aac", "-f", "tee",
             f"[{hls}]{_tee_escape(launch.playlist)}|[{send}]{rtp.url}"]
 

@@ -98,12 +98,13 @@ def test_recording_and_rtp_are_independent_slaves_of_one_tee():
     assert value_after(argv, "-f") == "tee"
     hls, rtp = argv[-1].split("|")
     assert hls.startswith("[f=hls:") and "onfail=ignore]" in hls and hls.endswith(f"{ROOT}/lobby/index.m3u8")
-    assert rtp == "[select=v:f=rtp:ssrc=1234:payload_type=96:onfail=ignore]rtp://127.0.0.1:40000"
+    assert rtp == "[select=v:f=rtp:ssrc=1234:payload_type=96:packetsize=1200:onfail=ignore]rtp://127.0.0.1:40000"
 
 
 def test_rtp_alone_replaces_the_null_output_without_recording():
     argv = build_argv(stream(recording=RecordingConfig(enabled=False)), launch(), rtp=TARGET)
-    assert argv[-7:] == ["-f", "rtp", "-ssrc", "1234", "-payload_type", "96", "rtp://127.0.0.1:40000"]
+    assert argv[-9:] == ["-f", "rtp", "-ssrc", "1234", "-payload_type", "96", "-packetsize", "1200",
+                         "rtp://127.0.0.1:40000"]
     assert "null" not in argv and "tee" not in argv
 
 
