@@ -219,10 +219,12 @@ fi
 
 # --demo
 apt_install "${RUNTIME_PACKAGES[@]}"
-setup_venv ""
 if [[ $with_sfu -eq 1 ]]; then
+    setup_venv "viewer"
     demo_sfu_env
     DEMO_CONFIG=config/demo-sfu.yaml
+else
+    setup_venv ""
 fi
 "$VENV/bin/vas-agent" --config "$DEMO_CONFIG" --check
 "$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" --check
@@ -240,6 +242,15 @@ The demo agent runs in the foreground now, its exporter beside it; Ctrl-C stops 
   reload:      edit $DEMO_CONFIG, then: $VENV/bin/vasctl --config $DEMO_CONFIG reload
 
 EOF
+if [[ $with_sfu -eq 1 ]]; then
+    cat <<EOF
+With the reference SFU (real mediasoup, sfu/server.js) on 127.0.0.1:3000:
+  producers:   curl localhost:3000/producers        (mediasoup's own packet counts per camera)
+  watch one:   $VENV/bin/python -m tests.sfu.viewer --stream testsrc --save testsrc.ppm
+               (a WebRTC viewer: prints frames decoded, size and fps; saves the last frame)
+
+EOF
+fi
 "$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" &
 exporter_pid=$!
 trap 'kill "$exporter_pid" 2>/dev/null; wait "$exporter_pid" 2>/dev/null' EXIT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -79,6 +80,14 @@ def test_demo_with_sfu_is_live_in_real_mediasoup_and_records(tmp_path):
         wait_for(lambda: all(n > first[sid] for sid, n in counting().items()), 15, "packets growing")
         for sid in ("testsrc", "bars"):
             wait_for(lambda sid=sid: agent.segments(sid), 30, f"a segment of {sid}")
+        # The viewer command the demo prints: a real WebRTC client decodes the camera.
+        picture = tmp_path / "bars.ppm"
+        watched = subprocess.run([sys.executable, "-m", "tests.sfu.viewer", "--port", str(sfu_port),
+                                  "--stream", "bars", "--seconds", "2", "--save", str(picture)],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert watched.returncode == 0 and "640x360" in watched.stdout, watched.stdout + watched.stderr
+        assert picture.read_bytes().startswith(b"P6 640 360 255\n")
+        assert len(picture.read_bytes()) == len(b"P6 640 360 255\n") + 640 * 360 * 3
     finally:
         assert agent.stop() == 0
 

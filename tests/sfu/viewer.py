@@ -220,3 +220,46 @@ class Viewer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def _watch(port: int, stream_id: str, seconds: float, save: str | None) -> int:
+    last: list[Any] = []
+
+    def keep(frame: Any, _arrived: float) -> None:
+        last[:] = [frame]
+    async with Viewer(port, stream_id, client_id="vas-viewer-cli", on_frame=keep) as viewer:
+        await viewer.wait_frames(1, timeout=15)
+        first = viewer.decoded
+        started = time.monotonic()
+        await asyncio.sleep(seconds)
+        rate = (viewer.decoded - first) / (time.monotonic() - started)
+        frame = viewer.frames[-1]
+        print(f"{stream_id}: {viewer.decoded} frames decoded over WebRTC, {frame.width}x{frame.height} "
+              f"at {rate:.1f} fps, codec {viewer.codec.get('mimeType')} "
+              f"{viewer.codec.get('parameters', {}).get('profile-level-id', '')}")
+        if save and last:
+            rgb = last[-1].reformat(format="rgb24")
+            plane, row = rgb.planes[0], rgb.width * 3
+            data = bytes(plane)  # rows are line_size apart (padded)
+            with open(save, "wb") as out:  # PPM: any image viewer opens it
+                out.write(f"P6 {rgb.width} {rgb.height} 255\n".encode())
+                out.write(b"".join(data[y * plane.line_size:y * plane.line_size + row] for y in range(rgb.height)))
+            print(f"last frame written to {save}")
+    return 0
+
+
+def main() -> int:
+    """``python -m tests.sfu.viewer --port 3000 --stream testsrc``: watch a stream over WebRTC."""
+    import argparse
+    parser = argparse.ArgumentParser(description="Watch a stream of the reference SFU over WebRTC "
+                                     "(aiortc), print what was decoded and save the last frame.")
+    parser.add_argument("--port", type=int, default=3000, help="the reference SFU's API port (3000)")
+    parser.add_argument("--stream", required=True, help="the stream id")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long to watch (5)")
+    parser.add_argument("--save", metavar="FILE.ppm", help="write the last decoded frame here")
+    args = parser.parse_args()
+    return asyncio.run(_watch(args.port, args.stream, args.seconds, args.save))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
