@@ -3,11 +3,15 @@
 #
 #   ./install.sh                        install on this host (as root): user vas, /opt/vas, /etc/vas,
 #                                       /var/lib/vas/recordings, systemd units (started when systemd runs)
-#   ./install.sh --root DIR             the same into a staging root (no units started)
+#   ./install.sh --root DIR             test fixture: the same steps into DIR (no units started)
 #   ./install.sh --uninstall            remove the units and /opt/vas; keep /etc/vas and the recordings
 #   ./install.sh --dev                  system packages + .venv with test and bench extras
 #   ./install.sh --dev --test [ARGS]    the same, then the whole test suite (what CI runs)
 #   ./install.sh --demo                 runtime packages + .venv, then run the agent on config/demo.yaml
+#   ./install.sh --wheelhouse DIR       on a connected machine: wheels of every Python dependency into DIR
+#   ./install.sh --offline DIR ...      any mode above, installing Python packages only from DIR
+#
+# Every pip install is pinned by constraints.txt (renew: config/update-constraints.sh).
 #
 # Idempotent: packages are installed only when missing, the venv only when it is
 # missing or pyproject.toml changed since the last install.
@@ -47,6 +51,8 @@ Usage: ./install.sh [--root DIR]
        ./install.sh --dev [--test [PYTEST ARGS...]]
        ./install.sh --demo [--with-sfu]
        ./install.sh [--root DIR] --with-sfu
+       ./install.sh --wheelhouse DIR
+       ./install.sh --offline DIR [any of the above]
        ./install.sh -h | --help
 
   (none)    install on this host, as root: FFmpeg if missing, the system user
@@ -58,7 +64,11 @@ Usage: ./install.sh [--root DIR]
             enable --now when systemd runs.  Run it again: it changes only what
             differs and says so; a newer checkout upgrades the code and keeps
             config, tokens and recordings.
-  --root D  install into the staging root D (units installed, nothing started)
+  --root D  a test fixture, not a way to build an image: the same steps with
+            every path under D (units installed, nothing started), but the
+            user and group vas are created on THIS host, the command links
+            point at /opt/vas and the venv's scripts at D/opt/vas; do not copy
+            D onto another machine (run ./install.sh there instead)
   --uninstall
             remove the units, the commands and /opt/vas; keep /etc/vas and
             /var/lib/vas
@@ -75,7 +85,21 @@ Usage: ./install.sh [--root DIR]
   --test    after --dev, run the test suite (.venv/bin/python -m pytest -q);
             every argument after --test goes to pytest; exits with pytest's code
   --demo    install the runtime only, then run vas-agent in the foreground on
-            config/demo.yaml (3 synthetic cameras + 1 offline one); Ctrl-C stops it
+            config/demo.yaml (3 synthetic cameras + 1 offline one); Ctrl-C stops it.
+            Fails at once when the demo's exporter port (8080) is taken.
+
+  --wheelhouse D
+            on a connected machine (same Debian release and architecture as
+            the target): build wheels of every Python package the agent, its
+            tests and bench need, pinned by constraints.txt, into D
+  --offline D
+            for air-gapped hosts: install Python packages only from the
+            wheelhouse D (pip --no-index --find-links D); combine with any mode.
+            System packages (FFmpeg, python3-venv) must come from your own
+            Debian mirror or media
+
+Python packages are pinned by constraints.txt in every mode; renew the pins
+with config/update-constraints.sh (docs/operations.md, Reproducible installs).
 
 Works as root or through sudo.  Safe to run again: it installs only what is missing.
 EOF
@@ -126,12 +150,36 @@ pick_python() {
     die "no python3 >= 3.11 found (Debian 12 ships 3.11)"
 }
 
+CONSTRAINTS="$PWD/constraints.txt"
+PIP_SOURCE=()  # --offline DIR: --no-index --find-links DIR
+
+# pip install into the venv of PYTHON, pinned by constraints.txt (and from the wheelhouse with --offline).
+pip_install() {
+    local python="$1"
+    shift
+    "$python" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" "${PIP_SOURCE[@]}" "$@"
+}
+
+# --wheelhouse DIR: wheels of everything, so that --offline DIR needs no index at all.
+build_wheelhouse() {
+    local dir="$1" work
+    mkdir -p "$dir"
+    work="$(mktemp -d)"
+    "$(pick_python)" -m venv "$work/venv"
+    log "building wheels into $dir (pinned by constraints.txt)"
+    "$work/venv/bin/python" -m pip wheel -q --disable-pip-version-check -c "$CONSTRAINTS" -w "$dir" \
+        ".[test,bench]" "setuptools>=68" wheel
+    rm -rf "$work" "$dir"/vas_node_agent-*.whl  # the agent itself is always built from the checkout
+    log "done: $(find "$dir" -name '*.whl' | wc -l) wheels in $dir; on the air-gapped host:" \
+        "./install.sh --offline $dir (with --dev or --demo as needed)"
+}
+
 # Extras already installed, per the stamp; fails when the stamp is stale.
 stamp_extras() {
     [[ -f "$STAMP" ]] || return 1
     local hash extras
     { read -r hash; read -r extras || true; } <"$STAMP"
-    [[ "$hash" == "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]] || return 1
+    [[ "$hash" == "$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)" ]] || return 1
     echo "$extras"
 }
 
@@ -166,8 +214,8 @@ setup_venv() {
     local spec="."
     [[ -n "$extras" ]] && spec=".[$extras]"
     log "installing the agent into $VENV: pip install -e '$spec'"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
-    printf '%s\n%s\n' "$(sha256sum pyproject.toml | cut -d' ' -f1)" "$extras" >"$STAMP"
+    pip_install "$VENV/bin/python" -e "$spec"
+    printf '%s\n%s\n' "$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)" "$extras" >"$STAMP"
 }
 
 # shellcheck source=config/install-sfu.sh
@@ -182,6 +230,11 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         --root) [[ $# -ge 2 ]] || die "--root needs a directory"; PREFIX="$(realpath -m "$2")"; shift 2 ;;
+        --wheelhouse) [[ $# -ge 2 ]] || die "--wheelhouse needs a directory"; mode=wheelhouse
+            wheelhouse="$(realpath -m "$2")"; shift 2 ;;
+        --offline) [[ $# -ge 2 ]] || die "--offline needs the wheelhouse directory"
+            [[ -d "$2" ]] || die "--offline $2: no such directory (build it with ./install.sh --wheelhouse DIR)"
+            PIP_SOURCE=(--no-index --find-links "$(realpath "$2")"); shift 2 ;;
         --uninstall) mode=uninstall; shift ;;
         --with-sfu) with_sfu=1; shift ;;
         --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; mode=dev; shift ;;
@@ -195,6 +248,11 @@ if [[ $test_after -eq 1 ]]; then
     mode=dev
 fi
 [[ -n "$mode" ]] || mode=host
+if [[ "$mode" == wheelhouse ]]; then
+    [[ ${#PIP_SOURCE[@]} -eq 0 ]] || die "--wheelhouse builds a wheelhouse; --offline installs from one"
+    build_wheelhouse "$wheelhouse"
+    exit 0
+fi
 [[ $with_sfu -eq 1 && "$mode" != host && "$mode" != demo ]] && die "--with-sfu goes with a host install or --demo"
 if [[ "$mode" == host || "$mode" == uninstall ]]; then
     # shellcheck source=config/install-host.sh

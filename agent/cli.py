@@ -13,18 +13,22 @@ from pathlib import Path
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("vas-node-agent")
-    except PackageNotFoundError:
-        return "unknown"
+class VersionAction(argparse.Action):
+    """``--version``: tag and commit, looked up only when asked (git may run)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and commit, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from .version import line
+        print(line(parser.prog))
+        parser.exit()
 
 
 def agent_main(argv: list[str] | None = None) -> int:
     """``vas-agent --config FILE [--check]``."""
     parser = argparse.ArgumentParser(prog="vas-agent", description="Keep this host's cameras streaming and recording.")
-    parser.add_argument("--version", action="version", version=f"vas-agent {_version()}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--check", action="store_true", help="validate the file, print errors, start nothing")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -119,7 +123,7 @@ def _setup_logging(level: str) -> None:
 def vasctl_main(argv: list[str] | None = None) -> int:
     """``vasctl [--config FILE | --socket PATH] status|reload|restart|cleanup``."""
     parser = argparse.ArgumentParser(prog="vasctl", description="Operate the VAS node agent.")
-    parser.add_argument("--version", action="version", version=f"vasctl {_version()}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--socket", help="control socket (default: {runtime_dir}/agent.sock from the config)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

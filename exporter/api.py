@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from agent.version import build
+
 from .control import AgentUnreachable
 
 
@@ -80,7 +82,7 @@ class Api:
                       **({"error": view.error} if view.error else {})},
             "streams": {"total": len(view.streams), "enabled": sum(bool(s.get("enabled")) for s in view.streams),
                         "by_state": by_state},
-            "sfu": data.get("sfu"), "config": data.get("config"),
+            "sfu": data.get("sfu"), "config": data.get("config"), "build": build()._asdict(),
             "host": {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
                      "load_average": list(os.getloadavg())},
             "recordings": {"filesystem": None if fs is None else {"free_bytes": fs[0], "size_bytes": fs[1]}},

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from agent.snapshot_view import UNKNOWN
 from agent.states import StreamState
+from agent.version import build
 
 from .recordings import RecordingStats
 from .source import View
@@ -28,7 +29,6 @@ PSUTIL_TTL = 2.0
 #: ``unknown``: the snapshot is stale, so nobody knows the stream's state now (agent down or hung).
 STATES = [*(s.value for s in StreamState), UNKNOWN]
 RESTART_REASONS = ("exit", "stall", "config", "manual", "sfu")
-VERSION = "0.1.0"
 
 
 class ProcessSampler:
@@ -143,8 +143,9 @@ class _LiveCollector:
         if fs is not None:
             yield _gauge("vas_recording_filesystem_free_bytes", "Free bytes on the recordings filesystem.", value=fs[0])
             yield _gauge("vas_recording_filesystem_size_bytes", "Size of the recordings filesystem.", value=fs[1])
-        info = GaugeMetricFamily("vas_build_info", "The exporter's version.", labels=["version"])
-        info.add_metric([VERSION], 1.0)
+        info = GaugeMetricFamily("vas_build_info", "The version and commit of the running code.",
+                                 labels=["version", "commit"])
+        info.add_metric(list(build()), 1.0)
         yield info
 
 
