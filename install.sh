@@ -218,6 +218,46 @@ setup_venv() {
     printf '%s\n%s\n' "$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)" "$extras" >"$STAMP"
 }
 
+# The demo's exporter port, free now?  Says who holds it (when ss can tell) and what to do.
+demo_port_free() {
+    local holder
+    [[ -n "$DEMO_PORT" ]] || return 0  # no plain host:port in the file: the exporter will say
+    if python3 - "$DEMO_HOST" "$DEMO_PORT" <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exporter binds: TIME_WAIT is no conflict
+try:
+    s.bind((sys.argv[1], int(sys.argv[2])))
+except OSError:
+    sys.exit(1)
+PY
+    then
+        return 0
+    fi
+    holder="$(ss -Hltnp "sport = :$DEMO_PORT" 2>/dev/null | grep -o 'users:(([^)]*))' | head -1)"
+    printf 'install.sh: the demo cannot start: port %s on %s is already in use%s.\n' "$DEMO_PORT" "$DEMO_HOST" \
+        "${holder:+ ($holder)}" >&2
+    printf '  Its exporter must listen there, or curl localhost:%s would reach the other program.\n' "$DEMO_PORT" >&2
+    printf '  Stop that program, or change exporter.listen in %s and run again.\n' "$DEMO_CONFIG" >&2
+    return 1
+}
+
+# The demo's exporter is listening (its port is held and it still runs), or it exited: say so.
+demo_exporter_up() {
+    local pid="$1" _
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" 2>/dev/null || true
+            printf 'install.sh: the demo exporter exited (its error is above); nothing else was started\n' >&2
+            return 1
+        fi
+        demo_port_free 2>/dev/null || return 0
+        sleep 0.1
+    done
+    printf 'install.sh: the demo exporter did not listen on %s:%s within 10 s\n' "$DEMO_HOST" "$DEMO_PORT" >&2
+    return 1
+}
+
 # shellcheck source=config/install-sfu.sh
 source "$PWD/config/install-sfu.sh"
 
@@ -276,14 +316,19 @@ if [[ "$mode" == dev ]]; then
 fi
 
 # --demo
+[[ $with_sfu -eq 1 ]] && DEMO_CONFIG=config/demo-sfu.yaml
+DEMO_LISTEN="$(sed -n 's/^  listen: *\([0-9.]*\):\([0-9]*\).*/\1 \2/p' "$DEMO_CONFIG")"
+read -r DEMO_HOST DEMO_PORT <<<"$DEMO_LISTEN"
+demo_port_free || exit 1  # before anything is installed or started: the reason, at once
 apt_install "${RUNTIME_PACKAGES[@]}"
 setup_venv ""
-if [[ $with_sfu -eq 1 ]]; then
-    demo_sfu_env
-    DEMO_CONFIG=config/demo-sfu.yaml
-fi
+[[ $with_sfu -eq 1 ]] && demo_sfu_env
 "$VENV/bin/vas-agent" --config "$DEMO_CONFIG" --check
 "$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" --check
+"$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" &
+exporter_pid=$!
+trap 'kill "$exporter_pid" 2>/dev/null; wait "$exporter_pid" 2>/dev/null' EXIT
+demo_exporter_up "$exporter_pid" || exit 1
 cat <<EOF
 
 The demo agent runs in the foreground now, its exporter beside it; Ctrl-C stops both
@@ -291,14 +336,11 @@ The demo agent runs in the foreground now, its exporter beside it; Ctrl-C stops 
   cameras:     3 synthetic FFmpeg test sources (live) + 1 offline RTSP camera (error, retried with backoff)
   recordings:  $PWD/.demo/recordings/<stream id>/*.ts  (HLS playlist: index.m3u8)
   status:      $VENV/bin/vasctl --config $DEMO_CONFIG status      (from another terminal, in $PWD)
-  health:      curl localhost:8080/readyz        (503 naming the failing checks when not ready)
-  metrics:     curl localhost:8080/v2/metrics
-  API:         curl localhost:8080/v2/health/system      (all routes: docs/api.md)
+  health:      curl localhost:$DEMO_PORT/readyz        (503 naming the failing checks when not ready)
+  metrics:     curl localhost:$DEMO_PORT/v2/metrics
+  API:         curl localhost:$DEMO_PORT/v2/health/system      (all routes: docs/api.md)
   snapshot:    $PWD/.demo/run/state.json
   reload:      edit $DEMO_CONFIG, then: $VENV/bin/vasctl --config $DEMO_CONFIG reload
 
 EOF
-"$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" &
-exporter_pid=$!
-trap 'kill "$exporter_pid" 2>/dev/null; wait "$exporter_pid" 2>/dev/null' EXIT
 "$VENV/bin/vas-agent" --config "$DEMO_CONFIG"

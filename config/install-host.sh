@@ -45,8 +45,12 @@ ensure_user() {
 
 # The checkout's code, as one hash: a newer checkout means an upgrade.
 code_hash() {
-    find agent exporter config/streams.schema.json config/streams.example.yaml pyproject.toml constraints.txt -type f \
-        ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+    # The version too: a new tag or commit on the same files is still reported truthfully.
+    {
+        find agent exporter config/streams.schema.json config/streams.example.yaml pyproject.toml constraints.txt \
+            -type f ! -name '*.pyc' ! -name _build.py -print0 | sort -z | xargs -0 sha256sum
+        "$(pick_python)" -m agent.version
+    } | sha256sum | cut -d' ' -f1
 }
 
 install_code() {
