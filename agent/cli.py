@@ -120,8 +120,28 @@ def _setup_logging(level: str) -> None:
         handler.addFilter(LOG_FILTER)
 
 
+def _interval(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0.1 to 3600, got {text}")
+    return value
+
+
 def vasctl_main(argv: list[str] | None = None) -> int:
-    """``vasctl [--config FILE | --socket PATH] status|reload|restart|cleanup``."""
+    """``vasctl [--config FILE | --socket PATH] status|reload|restart|cleanup``; a closed pipe
+    (``vasctl status --json | head``) ends it quietly, as it ends any Unix tool."""
+    try:
+        code = _vasctl(argv)
+        sys.stdout.flush()  # inside the try: a pipe closed early fails here, not at exit
+        return code
+    except BrokenPipeError:
+        # Python would print a second error flushing stdout at exit: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # what a shell shows for a tool killed by SIGPIPE
+
+
+def _vasctl(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="vasctl", description="Operate the VAS node agent.")
     parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
@@ -129,6 +149,8 @@ def vasctl_main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     st = sub.add_parser("status", help="every stream's state, uptime, restarts, fps, CPU, RSS, last error")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--watch", nargs="?", const=2.0, type=_interval, metavar="SECONDS",
+                    help="redraw the table in place every SECONDS (default 2) until Ctrl-C")
     sub.add_parser("reload", help="re-read the config and apply only what changed; waits for the outcome")
     rs = sub.add_parser("restart", help="restart one stream now")
     rs.add_argument("stream")
@@ -168,6 +190,10 @@ def vasctl_main(argv: list[str] | None = None) -> int:
         print(f"vasctl: {exc}", file=sys.stderr)
         return 1
     sock = Path(args.socket) if args.socket else runtime / snapshot.SOCKET_NAME
+    if args.command == "status" and args.watch is not None:
+        if args.json:
+            parser.error("--watch redraws the table; for JSON, run status --json repeatedly")
+        return vasctl.watch(runtime, args.watch)
     if args.command == "status":
         return vasctl.status(runtime, as_json=args.json)
     if args.command == "fleet":
@@ -187,7 +213,9 @@ def _token(args) -> int:
     try:
         if args.token_command == "add":
             token = tokens.add(path, args.name, args.scope)
-            print(f"token {args.name} ({args.scope}) added to {path}; it is shown only now:\n{token}")
+            # vas-exporter re-reads the file when it changes (checked on every request): no reload needed.
+            print(f"token {args.name} ({args.scope}) added to {path}; vas-exporter accepts it from its next "
+                  f"request on (Authorization: Bearer <token>); it is shown only now:\n{token}")
         elif args.token_command == "remove":
             tokens.remove(path, args.name)
             print(f"token {args.name} removed from {path}; vas-exporter refuses it from its next request on")
