@@ -31,31 +31,93 @@ def agent_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--check", action="store_true", help="validate the file, print errors, start nothing")
+    parser.add_argument("--user", help="with --check: open the file and its ${file:} secrets as this user "
+                        "(default when root checks /etc/vas/streams.yaml: vas, the unit's User=)")
+    parser.add_argument("--environment-file", help="with --check: NAME=value lines for ${NAME}, as the unit's "
+                        "EnvironmentFile= (default for /etc/vas/streams.yaml: /etc/vas/environment)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     from . import config
     from .limits import limit_malloc_arenas
 
     limit_malloc_arenas()  # first: no thread has allocated yet
-
+    if args.check:
+        return _check(args)
     try:
         cfg = config.load(args.config)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    if args.check:
-        enabled = sum(s.enabled for s in cfg.streams.values())
-        from .retention_disk import check_floors
-        floors = check_floors(cfg.recordings, str(cfg.recordings_root), cfg.streams)
-        for warning in _missing_programs(cfg) + _fd_limit(enabled) + floors:
-            print(f"warning: {warning}", file=sys.stderr)
-        for note in _verbatim_notes(cfg):
-            print(f"note: {note}", file=sys.stderr)
-        print(f"ok: {args.config}: {len(cfg.streams)} streams ({enabled} enabled)")
-        return 0
     _setup_logging(args.log_level)
     import asyncio
     return asyncio.run(_run_agent(cfg))
+
+
+def _check(args) -> int:
+    """``--check``: the file as the service will load it (its environment file, its user)."""
+    from . import config, service_check
+    service = service_check.is_service_config(args.config)
+    env, env_note = dict(os.environ), None
+    env_file = args.environment_file or (service_check.ENVIRONMENT_FILE if service else None)
+    if env_file:
+        env, env_note = service_check.environment(Path(env_file))
+    try:
+        cfg = config.load(args.config, env)
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    errors = _access_errors(args.config, args.user or _default_user(service))
+    for line in errors + ([f"note: {env_note}"] if env_note else []):
+        print(line, file=sys.stderr)
+    if errors:
+        return 1
+    _report_ok(args.config, cfg)
+    return 0
+
+
+def _report_ok(path: str, cfg) -> None:
+    """Warnings and notes about a valid file, then its ``ok:`` line."""
+    enabled = sum(s.enabled for s in cfg.streams.values())
+    from .retention_disk import check_floors
+    floors = check_floors(cfg.recordings, str(cfg.recordings_root), cfg.streams)
+    for warning in _missing_programs(cfg) + _fd_limit(enabled) + floors:
+        print(f"warning: {warning}", file=sys.stderr)
+    for note in _verbatim_notes(cfg):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"ok: {path}: {len(cfg.streams)} streams ({enabled} enabled)")
+
+
+def _default_user(service: bool) -> str | None:
+    """The unit's User= when root checks the unit's file and that user exists; else nobody."""
+    import pwd
+
+    from .service_check import SERVICE_USER
+    if not service or os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    return SERVICE_USER
+
+
+def _access_errors(path: str, user: str | None) -> list[str]:
+    """``file:line: key: ...`` for the config and each ``${file:}`` secret ``user`` cannot read."""
+    if user is None:
+        return []
+    from . import service_check, yamlsrc
+    doc = yamlsrc.parse(yamlsrc.read_source(path))  # loaded fine a moment ago
+    refs = list(service_check.secret_files(doc.value))
+    denied = service_check.unreadable_as(user, [str(path), *(p for _, p in refs)])
+    fix = f"the service (user {user}) would fail to start; e.g. chgrp {user} FILE && chmod 0640 FILE"
+    errors = [f"{path}: user {user} cannot read this file ({service_check.describe(path)}: {denied[str(path)]}); "
+              + fix.replace("FILE", str(path))] if str(path) in denied else []
+    for key, secret in refs:
+        if secret in denied:
+            errors.append(f"{path}:{doc.line(key)}: {'.'.join(map(str, key))}: ${{file:{secret}}}: user {user} "
+                          f"cannot read it ({service_check.describe(secret)}: {denied[secret]}); "
+                          + fix.replace("FILE", secret))
+    return errors
 
 
 def _missing_programs(cfg) -> list[str]:
@@ -106,9 +168,19 @@ async def _run_agent(cfg) -> int:
         logging.getLogger("vas.agent").error("%s", exc)
         return 1
     except OSError as exc:  # e.g. runtime_dir not writable, socket path too long
-        logging.getLogger("vas.agent").error("cannot start: %s", exc)
+        logging.getLogger("vas.agent").error("cannot start: %s%s", exc, runtime_dir_hint(exc, cfg.node.runtime_dir))
         return 1
     return 0
+
+
+def runtime_dir_hint(exc: OSError, runtime_dir: Path) -> str:
+    """What to do when the runtime_dir cannot be made or written (pure): under systemd the unit's
+    RuntimeDirectory= creates it; started by hand (a container, LXC) nobody does."""
+    if not isinstance(exc, PermissionError) or not str(exc.filename or "").startswith(str(runtime_dir)):
+        return ""
+    return (f"; {runtime_dir} (node.runtime_dir) must exist and be writable by this user (uid {os.geteuid()}): "
+            "the systemd unit's RuntimeDirectory=vas creates /run/vas; started by hand or in a container, "
+            f"create it first: install -d -o vas -g vas -m 0750 {runtime_dir} (docs/operations.md, Without systemd)")
 
 
 def _setup_logging(level: str) -> None:
