@@ -55,7 +55,10 @@ def environment(path: Path) -> tuple[dict[str, str], str | None]:
     except FileNotFoundError:
         return dict(os.environ), None
     except OSError as exc:
-        return dict(os.environ), f"{path}: not read ({exc.strerror}): ${{NAME}} references use this shell's environment"
+        # Under systemd (ExecStartPre, as vas) the unit has loaded it already: nothing to say.
+        quiet = "INVOCATION_ID" in os.environ
+        return dict(os.environ), None if quiet else (
+            f"{path}: not read ({exc.strerror}): ${{NAME}} references use this shell's environment")
     return {**os.environ, **parse_environment(text)}, None
 
 
@@ -82,8 +85,12 @@ def unreadable_as(user: str, paths: list[str]) -> dict[str, str]:
         return {p: f"there is no user {user}" for p in paths}
     probe = ("import sys\nfor p in sys.argv[1:]:\n try:\n  open(p, 'rb').close()\n"
              " except OSError as e:\n  print(p + '\\0' + (e.strerror or str(e)))")
-    out = subprocess.run([sys.executable, "-I", "-c", probe, *paths], user=user, group=gid,
-                         extra_groups=os.getgrouplist(user, gid), capture_output=True, text=True, timeout=30, cwd="/")
+    try:
+        out = subprocess.run([sys.executable, "-I", "-c", probe, *paths], user=user, group=gid,
+                             extra_groups=os.getgrouplist(user, gid), capture_output=True, text=True, timeout=30,
+                             cwd="/")
+    except PermissionError:
+        return {p: f"cannot check as user {user}: only root can switch users" for p in paths}
     return dict(line.split("\0", 1) for line in out.stdout.splitlines() if "\0" in line)
 
 
