@@ -14,10 +14,10 @@ from .harness import BIN, CHEAP, config, wait_for
 
 pytestmark = pytest.mark.integration
 
-#: A child with a steady ~35 % CPU duty cycle (3.5 ms busy, 6.5 ms asleep).
+#: A child with a steady ~2 % CPU duty cycle (0.2 ms busy, 9.8 ms asleep).
 BURNER = [sys.executable, "-c",
-          "import time\nwhile True:\n t = time.perf_counter()\n while time.perf_counter() - t < 0.0035: pass\n"
-          " time.sleep(0.0065)"]
+          "import time\nwhile True:\n t = time.perf_counter()\n while time.perf_counter() - t < 0.0002: pass\n"
+          " time.sleep(0.0098)"]
 
 
 def _node(agent_factory):
@@ -47,13 +47,12 @@ def test_status_cpu_is_fine_grained_and_sizes_have_human_units(agent_factory):
     table = agent.vasctl("status").stdout
     idle = next(line for line in table.splitlines() if line.startswith("idle "))
     assert " 500KiB " in idle, table
-    # A 35 % burner measured over 0.2 s: clock ticks (10 ms) could only say 30.0, 35.0, 40.0 ...
+    # A 2 % process measured over 0.2 s: in clock ticks (10 ms) that is 0 % or 5 %, nothing between.
     figures = []
     for _ in range(4):
         burn = {s["id"]: s for s in json.loads(agent.vasctl("status", "--json").stdout)["streams"]}["burn"]
         figures.append(burn["cpu_percent"])
-    assert all(10 < f < 80 for f in figures), figures
-    assert any(abs(f / 5 - round(f / 5)) > 0.03 for f in figures), f"only 5 % steps: {figures}"
+    assert all(0.5 < f < 4.5 for f in sorted(figures)[1:3]), f"5 % steps: {figures}"
 
 
 def test_status_watch_redraws_until_ctrl_c(agent_factory):
