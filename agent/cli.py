@@ -66,7 +66,7 @@ def _check(args) -> int:
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    errors = _access_errors(args.config, args.user or _default_user(service))
+    errors = service_check.access_errors(args.config, args.user or service_check.default_user(service))
     for line in errors + ([f"note: {env_note}"] if env_note else []):
         print(line, file=sys.stderr)
     if errors:
@@ -85,39 +85,6 @@ def _report_ok(path: str, cfg) -> None:
     for note in _verbatim_notes(cfg):
         print(f"note: {note}", file=sys.stderr)
     print(f"ok: {path}: {len(cfg.streams)} streams ({enabled} enabled)")
-
-
-def _default_user(service: bool) -> str | None:
-    """The unit's User= when root checks the unit's file and that user exists; else nobody."""
-    import pwd
-
-    from .service_check import SERVICE_USER
-    if not service or os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        return None
-    return SERVICE_USER
-
-
-def _access_errors(path: str, user: str | None) -> list[str]:
-    """``file:line: key: ...`` for the config and each ``${file:}`` secret ``user`` cannot read."""
-    if user is None:
-        return []
-    from . import service_check, yamlsrc
-    doc = yamlsrc.parse(yamlsrc.read_source(path))  # loaded fine a moment ago
-    refs = list(service_check.secret_files(doc.value))
-    denied = service_check.unreadable_as(user, [str(path), *(p for _, p in refs)])
-    fix = f"the service (user {user}) would fail to start; e.g. chgrp {user} FILE && chmod 0640 FILE"
-    errors = [f"{path}: user {user} cannot read this file ({service_check.describe(path)}: {denied[str(path)]}); "
-              + fix.replace("FILE", str(path))] if str(path) in denied else []
-    for key, secret in refs:
-        if secret in denied:
-            errors.append(f"{path}:{doc.line(key)}: {'.'.join(map(str, key))}: ${{file:{secret}}}: user {user} "
-                          f"cannot read it ({service_check.describe(secret)}: {denied[secret]}); "
-                          + fix.replace("FILE", secret))
-    return errors
 
 
 def _missing_programs(cfg) -> list[str]:

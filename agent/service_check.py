@@ -75,6 +75,38 @@ def secret_files(value: Any, key: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[
             yield key, path
 
 
+def default_user(service: bool) -> str | None:
+    """The unit's User= when root checks the unit's file and that user exists; else nobody."""
+    import pwd
+
+    if not service or os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    return SERVICE_USER
+
+
+def access_errors(path: str, user: str | None) -> list[str]:
+    """``file:line: key: ...`` for the config and each ``${file:}`` secret ``user`` cannot read."""
+    if user is None:
+        return []
+    from . import yamlsrc
+    doc = yamlsrc.parse(yamlsrc.read_source(path))  # loaded fine a moment ago
+    refs = list(secret_files(doc.value))
+    denied = unreadable_as(user, [str(path), *(p for _, p in refs)])
+    fix = f"the service (user {user}) would fail to start; e.g. chgrp {user} FILE && chmod 0640 FILE"
+    errors = [f"{path}: user {user} cannot read this file ({describe(path)}: {denied[str(path)]}); "
+              + fix.replace("FILE", str(path))] if str(path) in denied else []
+    for key, secret in refs:
+        if secret in denied:
+            errors.append(f"{path}:{doc.line(key)}: {'.'.join(map(str, key))}: ${{file:{secret}}}: user {user} "
+                          f"cannot read it ({describe(secret)}: {denied[secret]}); "
+                          + fix.replace("FILE", secret))
+    return errors
+
+
 def unreadable_as(user: str, paths: list[str]) -> dict[str, str]:
     """Which of ``paths`` ``user`` cannot open for reading, and why: really tried, in a child
     process with the user's uid, gid and groups (as systemd's ``User=`` sets them)."""
