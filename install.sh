@@ -3,11 +3,15 @@
 #
 #   ./install.sh                        install on this host (as root): user vas, /opt/vas, /etc/vas,
 #                                       /var/lib/vas/recordings, systemd units (started when systemd runs)
-#   ./install.sh --root DIR             the same into a staging root (no units started)
+#   ./install.sh --root DIR             test fixture: the same steps into DIR (no units started)
 #   ./install.sh --uninstall            remove the units and /opt/vas; keep /etc/vas and the recordings
 #   ./install.sh --dev                  system packages + .venv with test and bench extras
 #   ./install.sh --dev --test [ARGS]    the same, then the whole test suite (what CI runs)
 #   ./install.sh --demo                 runtime packages + .venv, then run the agent on config/demo.yaml
+#   ./install.sh --wheelhouse DIR       on a connected machine: wheels of every Python dependency into DIR
+#   ./install.sh --offline DIR ...      any mode above, installing Python packages only from DIR
+#
+# Every pip install is pinned by constraints.txt (renew: config/update-constraints.sh).
 #
 # Idempotent: packages are installed only when missing, the venv only when it is
 # missing or pyproject.toml changed since the last install.
@@ -47,6 +51,8 @@ Usage: ./install.sh [--root DIR]
        ./install.sh --dev [--test [PYTEST ARGS...]]
        ./install.sh --demo [--with-sfu]
        ./install.sh [--root DIR] --with-sfu
+       ./install.sh --wheelhouse DIR
+       ./install.sh --offline DIR [any of the above]
        ./install.sh -h | --help
 
   (none)    install on this host, as root: FFmpeg if missing, the system user
@@ -58,7 +64,11 @@ Usage: ./install.sh [--root DIR]
             enable --now when systemd runs.  Run it again: it changes only what
             differs and says so; a newer checkout upgrades the code and keeps
             config, tokens and recordings.
-  --root D  install into the staging root D (units installed, nothing started)
+  --root D  a test fixture, not a way to build an image: the same steps with
+            every path under D (units installed, nothing started), but the
+            user and group vas are created on THIS host, the command links
+            point at /opt/vas and the venv's scripts at D/opt/vas; do not copy
+            D onto another machine (run ./install.sh there instead)
   --uninstall
             remove the units, the commands and /opt/vas; keep /etc/vas and
             /var/lib/vas
@@ -75,7 +85,21 @@ Usage: ./install.sh [--root DIR]
   --test    after --dev, run the test suite (.venv/bin/python -m pytest -q);
             every argument after --test goes to pytest; exits with pytest's code
   --demo    install the runtime only, then run vas-agent in the foreground on
-            config/demo.yaml (3 synthetic cameras + 1 offline one); Ctrl-C stops it
+            config/demo.yaml (3 synthetic cameras + 1 offline one); Ctrl-C stops it.
+            Fails at once when the demo's exporter port (8080) is taken.
+
+  --wheelhouse D
+            on a connected machine (same Debian release and architecture as
+            the target): build wheels of every Python package the agent, its
+            tests and bench need, pinned by constraints.txt, into D
+  --offline D
+            for air-gapped hosts: install Python packages only from the
+            wheelhouse D (pip --no-index --find-links D); combine with any mode.
+            System packages (FFmpeg, python3-venv) must come from your own
+            Debian mirror or media
+
+Python packages are pinned by constraints.txt in every mode; renew the pins
+with config/update-constraints.sh (docs/operations.md, Reproducible installs).
 
 Works as root or through sudo.  Safe to run again: it installs only what is missing.
 EOF
@@ -126,12 +150,36 @@ pick_python() {
     die "no python3 >= 3.11 found (Debian 12 ships 3.11)"
 }
 
+CONSTRAINTS="$PWD/constraints.txt"
+PIP_SOURCE=()  # --offline DIR: --no-index --find-links DIR
+
+# pip install into the venv of PYTHON, pinned by constraints.txt (and from the wheelhouse with --offline).
+pip_install() {
+    local python="$1"
+    shift
+    "$python" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" "${PIP_SOURCE[@]}" "$@"
+}
+
+# --wheelhouse DIR: wheels of everything, so that --offline DIR needs no index at all.
+build_wheelhouse() {
+    local dir="$1" work
+    mkdir -p "$dir"
+    work="$(mktemp -d)"
+    "$(pick_python)" -m venv "$work/venv"
+    log "building wheels into $dir (pinned by constraints.txt)"
+    "$work/venv/bin/python" -m pip wheel -q --disable-pip-version-check -c "$CONSTRAINTS" -w "$dir" \
+        ".[test,bench]" "setuptools>=68" wheel
+    rm -rf "$work" "$dir"/vas_node_agent-*.whl  # the agent itself is always built from the checkout
+    log "done: $(find "$dir" -name '*.whl' | wc -l) wheels in $dir; on the air-gapped host:" \
+        "./install.sh --offline $dir (with --dev or --demo as needed)"
+}
+
 # Extras already installed, per the stamp; fails when the stamp is stale.
 stamp_extras() {
     [[ -f "$STAMP" ]] || return 1
     local hash extras
     { read -r hash; read -r extras || true; } <"$STAMP"
-    [[ "$hash" == "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]] || return 1
+    [[ "$hash" == "$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)" ]] || return 1
     echo "$extras"
 }
 
@@ -166,8 +214,48 @@ setup_venv() {
     local spec="."
     [[ -n "$extras" ]] && spec=".[$extras]"
     log "installing the agent into $VENV: pip install -e '$spec'"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
-    printf '%s\n%s\n' "$(sha256sum pyproject.toml | cut -d' ' -f1)" "$extras" >"$STAMP"
+    pip_install "$VENV/bin/python" -e "$spec"
+    printf '%s\n%s\n' "$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)" "$extras" >"$STAMP"
+}
+
+# The demo's exporter port, free now?  Says who holds it (when ss can tell) and what to do.
+demo_port_free() {
+    local holder
+    [[ -n "$DEMO_PORT" ]] || return 0  # no plain host:port in the file: the exporter will say
+    if python3 - "$DEMO_HOST" "$DEMO_PORT" <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exporter binds: TIME_WAIT is no conflict
+try:
+    s.bind((sys.argv[1], int(sys.argv[2])))
+except OSError:
+    sys.exit(1)
+PY
+    then
+        return 0
+    fi
+    holder="$(ss -Hltnp "sport = :$DEMO_PORT" 2>/dev/null | grep -o 'users:(([^)]*))' | head -1)"
+    printf 'install.sh: the demo cannot start: port %s on %s is already in use%s.\n' "$DEMO_PORT" "$DEMO_HOST" \
+        "${holder:+ ($holder)}" >&2
+    printf '  Its exporter must listen there, or curl localhost:%s would reach the other program.\n' "$DEMO_PORT" >&2
+    printf '  Stop that program, or change exporter.listen in %s and run again.\n' "$DEMO_CONFIG" >&2
+    return 1
+}
+
+# The demo's exporter is listening (its port is held and it still runs), or it exited: say so.
+demo_exporter_up() {
+    local pid="$1" _
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" 2>/dev/null || true
+            printf 'install.sh: the demo exporter exited (its error is above); nothing else was started\n' >&2
+            return 1
+        fi
+        demo_port_free 2>/dev/null || return 0
+        sleep 0.1
+    done
+    printf 'install.sh: the demo exporter did not listen on %s:%s within 10 s\n' "$DEMO_HOST" "$DEMO_PORT" >&2
+    return 1
 }
 
 # shellcheck source=config/install-sfu.sh
@@ -182,6 +270,11 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         --root) [[ $# -ge 2 ]] || die "--root needs a directory"; PREFIX="$(realpath -m "$2")"; shift 2 ;;
+        --wheelhouse) [[ $# -ge 2 ]] || die "--wheelhouse needs a directory"; mode=wheelhouse
+            wheelhouse="$(realpath -m "$2")"; shift 2 ;;
+        --offline) [[ $# -ge 2 ]] || die "--offline needs the wheelhouse directory"
+            [[ -d "$2" ]] || die "--offline $2: no such directory (build it with ./install.sh --wheelhouse DIR)"
+            PIP_SOURCE=(--no-index --find-links "$(realpath "$2")"); shift 2 ;;
         --uninstall) mode=uninstall; shift ;;
         --with-sfu) with_sfu=1; shift ;;
         --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; mode=dev; shift ;;
@@ -195,6 +288,11 @@ if [[ $test_after -eq 1 ]]; then
     mode=dev
 fi
 [[ -n "$mode" ]] || mode=host
+if [[ "$mode" == wheelhouse ]]; then
+    [[ ${#PIP_SOURCE[@]} -eq 0 ]] || die "--wheelhouse builds a wheelhouse; --offline installs from one"
+    build_wheelhouse "$wheelhouse"
+    exit 0
+fi
 [[ $with_sfu -eq 1 && "$mode" != host && "$mode" != demo ]] && die "--with-sfu goes with a host install or --demo"
 if [[ "$mode" == host || "$mode" == uninstall ]]; then
     # shellcheck source=config/install-host.sh
@@ -218,40 +316,48 @@ if [[ "$mode" == dev ]]; then
 fi
 
 # --demo
+[[ $with_sfu -eq 1 ]] && DEMO_CONFIG=config/demo-sfu.yaml
+DEMO_LISTEN="$(sed -n 's/^  listen: *\([0-9.]*\):\([0-9]*\).*/\1 \2/p' "$DEMO_CONFIG")"
+read -r DEMO_HOST DEMO_PORT <<<"$DEMO_LISTEN"
+demo_port_free || exit 1  # before anything is installed or started: the reason, at once
 apt_install "${RUNTIME_PACKAGES[@]}"
 if [[ $with_sfu -eq 1 ]]; then
-    setup_venv "viewer"
+    setup_venv "viewer"  # the WebRTC viewer command printed below
     demo_sfu_env
-    DEMO_CONFIG=config/demo-sfu.yaml
+    DEMO_DIR=.demo-sfu
+    DEMO_CAMERAS="2 synthetic FFmpeg test sources, recorded and live in the reference SFU (real mediasoup)"
 else
     setup_venv ""
+    DEMO_DIR=.demo
+    DEMO_CAMERAS="3 synthetic FFmpeg test sources (live) + 1 offline RTSP camera (error, retried with backoff)"
 fi
 "$VENV/bin/vas-agent" --config "$DEMO_CONFIG" --check
 "$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" --check
+"$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" &
+exporter_pid=$!
+trap 'kill "$exporter_pid" 2>/dev/null; wait "$exporter_pid" 2>/dev/null' EXIT
+demo_exporter_up "$exporter_pid" || exit 1
 cat <<EOF
 
 The demo agent runs in the foreground now, its exporter beside it; Ctrl-C stops both
 (and every FFmpeg the agent started).
-  cameras:     3 synthetic FFmpeg test sources (live) + 1 offline RTSP camera (error, retried with backoff)
-  recordings:  $PWD/.demo/recordings/<stream id>/*.ts  (HLS playlist: index.m3u8)
+  cameras:     $DEMO_CAMERAS
+  recordings:  $PWD/$DEMO_DIR/recordings/<stream id>/*.ts  (HLS playlist: index.m3u8)
   status:      $VENV/bin/vasctl --config $DEMO_CONFIG status      (from another terminal, in $PWD)
-  health:      curl localhost:8080/readyz        (503 naming the failing checks when not ready)
-  metrics:     curl localhost:8080/v2/metrics
-  API:         curl localhost:8080/v2/health/system      (all routes: docs/api.md)
-  snapshot:    $PWD/.demo/run/state.json
+  health:      curl localhost:$DEMO_PORT/readyz        (503 naming the failing checks when not ready)
+  metrics:     curl localhost:$DEMO_PORT/v2/metrics
+  API:         curl localhost:$DEMO_PORT/v2/health/system      (all routes: docs/api.md)
+  snapshot:    $PWD/$DEMO_DIR/run/state.json
   reload:      edit $DEMO_CONFIG, then: $VENV/bin/vasctl --config $DEMO_CONFIG reload
 
 EOF
 if [[ $with_sfu -eq 1 ]]; then
     cat <<EOF
-With the reference SFU (real mediasoup, sfu/server.js) on 127.0.0.1:3000:
+The reference SFU (sfu/server.js on mediasoup 3.8.4), run by the agent on 127.0.0.1:3000:
   producers:   curl localhost:3000/producers        (mediasoup's own packet counts per camera)
   watch one:   $VENV/bin/python -m tests.sfu.viewer --stream testsrc --save testsrc.ppm
                (a WebRTC viewer: prints frames decoded, size and fps; saves the last frame)
 
 EOF
 fi
-"$VENV/bin/vas-exporter" --config "$DEMO_CONFIG" &
-exporter_pid=$!
-trap 'kill "$exporter_pid" 2>/dev/null; wait "$exporter_pid" 2>/dev/null' EXIT
 "$VENV/bin/vas-agent" --config "$DEMO_CONFIG"

@@ -13,45 +13,78 @@ from pathlib import Path
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("vas-node-agent")
-    except PackageNotFoundError:
-        return "unknown"
+class VersionAction(argparse.Action):
+    """``--version``: tag and commit, looked up only when asked (git may run)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and commit, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from .version import line
+        print(line(parser.prog))
+        parser.exit()
 
 
 def agent_main(argv: list[str] | None = None) -> int:
     """``vas-agent --config FILE [--check]``."""
     parser = argparse.ArgumentParser(prog="vas-agent", description="Keep this host's cameras streaming and recording.")
-    parser.add_argument("--version", action="version", version=f"vas-agent {_version()}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--check", action="store_true", help="validate the file, print errors, start nothing")
+    parser.add_argument("--user", help="with --check: open the file and its ${file:} secrets as this user "
+                        "(default when root checks /etc/vas/streams.yaml: vas, the unit's User=)")
+    parser.add_argument("--environment-file", help="with --check: NAME=value lines for ${NAME}, as the unit's "
+                        "EnvironmentFile= (default for /etc/vas/streams.yaml: /etc/vas/environment)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     from . import config
     from .limits import limit_malloc_arenas
 
     limit_malloc_arenas()  # first: no thread has allocated yet
-
+    if args.check:
+        return _check(args)
     try:
         cfg = config.load(args.config)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    if args.check:
-        enabled = sum(s.enabled for s in cfg.streams.values())
-        from .retention_disk import check_floors
-        floors = check_floors(cfg.recordings, str(cfg.recordings_root), cfg.streams)
-        for warning in _missing_programs(cfg) + _fd_limit(enabled) + floors:
-            print(f"warning: {warning}", file=sys.stderr)
-        for note in _verbatim_notes(cfg):
-            print(f"note: {note}", file=sys.stderr)
-        print(f"ok: {args.config}: {len(cfg.streams)} streams ({enabled} enabled)")
-        return 0
     _setup_logging(args.log_level)
     import asyncio
     return asyncio.run(_run_agent(cfg))
+
+
+def _check(args) -> int:
+    """``--check``: the file as the service will load it (its environment file, its user)."""
+    from . import config, service_check
+    service = service_check.is_service_config(args.config)
+    env, env_note = dict(os.environ), None
+    env_file = args.environment_file or (service_check.ENVIRONMENT_FILE if service else None)
+    if env_file:
+        env, env_note = service_check.environment(Path(env_file))
+    try:
+        cfg = config.load(args.config, env)
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    errors = service_check.access_errors(args.config, args.user or service_check.default_user(service))
+    for line in errors + ([f"note: {env_note}"] if env_note else []):
+        print(line, file=sys.stderr)
+    if errors:
+        return 1
+    _report_ok(args.config, cfg)
+    return 0
+
+
+def _report_ok(path: str, cfg) -> None:
+    """Warnings and notes about a valid file, then its ``ok:`` line."""
+    enabled = sum(s.enabled for s in cfg.streams.values())
+    from .retention_disk import check_floors
+    floors = check_floors(cfg.recordings, str(cfg.recordings_root), cfg.streams)
+    for warning in _missing_programs(cfg) + _fd_limit(enabled) + floors:
+        print(f"warning: {warning}", file=sys.stderr)
+    for note in _verbatim_notes(cfg):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"ok: {path}: {len(cfg.streams)} streams ({enabled} enabled)")
 
 
 def _missing_programs(cfg) -> list[str]:
@@ -102,9 +135,19 @@ async def _run_agent(cfg) -> int:
         logging.getLogger("vas.agent").error("%s", exc)
         return 1
     except OSError as exc:  # e.g. runtime_dir not writable, socket path too long
-        logging.getLogger("vas.agent").error("cannot start: %s", exc)
+        logging.getLogger("vas.agent").error("cannot start: %s%s", exc, runtime_dir_hint(exc, cfg.node.runtime_dir))
         return 1
     return 0
+
+
+def runtime_dir_hint(exc: OSError, runtime_dir: Path) -> str:
+    """What to do when the runtime_dir cannot be made or written (pure): under systemd the unit's
+    RuntimeDirectory= creates it; started by hand (a container, LXC) nobody does."""
+    if not isinstance(exc, PermissionError) or not str(exc.filename or "").startswith(str(runtime_dir)):
+        return ""
+    return (f"; {runtime_dir} (node.runtime_dir) must exist and be writable by this user (uid {os.geteuid()}): "
+            "the systemd unit's RuntimeDirectory=vas creates /run/vas; started by hand or in a container, "
+            f"create it first: install -d -o vas -g vas -m 0750 {runtime_dir} (docs/operations.md, Without systemd)")
 
 
 def _setup_logging(level: str) -> None:
@@ -116,15 +159,37 @@ def _setup_logging(level: str) -> None:
         handler.addFilter(LOG_FILTER)
 
 
+def _interval(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0.1 to 3600, got {text}")
+    return value
+
+
 def vasctl_main(argv: list[str] | None = None) -> int:
-    """``vasctl [--config FILE | --socket PATH] status|reload|restart|cleanup``."""
+    """``vasctl [--config FILE | --socket PATH] status|reload|restart|cleanup``; a closed pipe
+    (``vasctl status --json | head``) ends it quietly, as it ends any Unix tool."""
+    try:
+        code = _vasctl(argv)
+        sys.stdout.flush()  # inside the try: a pipe closed early fails here, not at exit
+        return code
+    except BrokenPipeError:
+        # Python would print a second error flushing stdout at exit: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # what a shell shows for a tool killed by SIGPIPE
+
+
+def _vasctl(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="vasctl", description="Operate the VAS node agent.")
-    parser.add_argument("--version", action="version", version=f"vasctl {_version()}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--socket", help="control socket (default: {runtime_dir}/agent.sock from the config)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     st = sub.add_parser("status", help="every stream's state, uptime, restarts, fps, CPU, RSS, last error")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--watch", nargs="?", const=2.0, type=_interval, metavar="SECONDS",
+                    help="redraw the table in place every SECONDS (default 2) until Ctrl-C")
     sub.add_parser("reload", help="re-read the config and apply only what changed; waits for the outcome")
     rs = sub.add_parser("restart", help="restart one stream now")
     rs.add_argument("stream")
@@ -168,6 +233,10 @@ def vasctl_main(argv: list[str] | None = None) -> int:
         print(f"vasctl: {exc}", file=sys.stderr)
         return 1
     sock = Path(args.socket) if args.socket else runtime / snapshot.SOCKET_NAME
+    if args.command == "status" and args.watch is not None:
+        if args.json:
+            parser.error("--watch redraws the table; for JSON, run status --json repeatedly")
+        return vasctl.watch(runtime, args.watch)
     if args.command == "status":
         return vasctl.status(runtime, as_json=args.json)
     if args.command == "fleet":
@@ -200,7 +269,9 @@ def _token(args) -> int:
     try:
         if args.token_command == "add":
             token = tokens.add(path, args.name, args.scope)
-            print(f"token {args.name} ({args.scope}) added to {path}; it is shown only now:\n{token}")
+            # vas-exporter re-reads the file when it changes (checked on every request): no reload needed.
+            print(f"token {args.name} ({args.scope}) added to {path}; vas-exporter accepts it from its next "
+                  f"request on (Authorization: Bearer <token>); it is shown only now:\n{token}")
         elif args.token_command == "remove":
             tokens.remove(path, args.name)
             print(f"token {args.name} removed from {path}; vas-exporter refuses it from its next request on")

@@ -173,7 +173,8 @@ class Validator:
         self.in_fleet = "cluster" in top and top["cluster"] is not None
         defaults = self.layer(("defaults",), top.get("defaults"), _DEFAULT_KEYS)
         self.defaults_repr = repr(top.get("defaults")) + ("|fleet" if self.in_fleet else "")  # placement rules differ
-        streams = self.streams(top.get("streams"), defaults)
+        # `streams:` with every camera commented out (the installer's starter file) is no streams.
+        streams = self.streams({} if "streams" in top and top["streams"] is None else top.get("streams"), defaults)
         if self.errors:
             raise ConfigError(self.errors)
         return Config(path=self.path.absolute(), sha256=hashlib.sha256(raw).hexdigest(), node=node,

@@ -4,17 +4,17 @@ Exit codes: 0 ok, 1 refused/failed/agent down, 2 usage.
 """
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import snapshot
+from . import snapshot, usage
 from .client import AgentUnreachable, request
 from .snapshot_view import mark_stale, shape_error
 
-CPU_SAMPLE_SECONDS = 0.2
 RELOAD_BUSY_WAIT = 60.0
 #: Seconds the agent has to start a restart or cleanup; after that it drops the request unread.
 START_WITHIN = 3.0
@@ -24,23 +24,45 @@ WORK_TIMEOUT = 60.0
 TOUCH_WATCH = 2.5
 
 
+def watch(runtime_dir: Path, interval: float, out: TextIO = sys.stdout) -> int:
+    """``status --watch``: redraw the table in place every ``interval`` s until Ctrl-C (exit 0)."""
+    previous: usage.Sample | None = None
+    clear = "\033[H\033[J" if out.isatty() else "\f\n"  # a pipe or file gets one frame after another
+    try:
+        while True:
+            frame = io.StringIO()
+            code, previous = _status(runtime_dir, as_json=False, out=frame, previous=previous)
+            out.write(clear + time.strftime("%H:%M:%S") + f"  every {interval:g}s  (Ctrl-C quits)\n"
+                      + frame.getvalue())
+            out.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+
+
 def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int:
     """Print every stream's state; exit 1 when the agent is down or hung."""
+    return _status(runtime_dir, as_json=as_json, out=out)[0]
+
+
+def _status(runtime_dir: Path, *, as_json: bool, out: TextIO,
+            previous: usage.Sample | None = None) -> tuple[int, usage.Sample | None]:
+    """One frame of status; also this frame's CPU figures (for the next frame of --watch)."""
     try:
         data, age = snapshot.read(runtime_dir / snapshot.SNAPSHOT_NAME)
     except snapshot.SnapshotUnavailable as exc:
         print(f"vasctl: {exc}", file=sys.stderr)
-        return 1
+        return 1, None
     problem = shape_error(data)
     if problem:
         print(f"vasctl: agent state unreadable: {runtime_dir / snapshot.SNAPSHOT_NAME}: {problem}", file=sys.stderr)
-        return 1
+        return 1, None
     age = _judged(runtime_dir / snapshot.SNAPSHOT_NAME, age)
     alive = age <= snapshot.STALE_AFTER and data["agent"].get("status") != "stopped"
     if age > snapshot.STALE_AFTER:  # the agent's last word, not the present: every state unknown
         data = mark_stale(data, age)
     data["agent"].update(alive=alive, snapshot_age_seconds=round(age, 3))
-    _add_usage(data["streams"])
+    figures = usage.add_usage(data["streams"], previous)
     if as_json:
         json.dump(data, out, indent=2)
         out.write("\n")
@@ -49,7 +71,7 @@ def status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int
     if not alive:
         print(f"vasctl: agent is not running or not responding (snapshot {age:.0f}s old, "
               f"status {data['agent'].get('status')})", file=sys.stderr)
-    return 0 if alive else 1
+    return (0 if alive else 1), figures
 
 
 def fleet_status(runtime_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> int:
@@ -97,31 +119,6 @@ def _columns(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
 
 
-def _add_usage(streams: list[dict[str, Any]]) -> None:
-    """CPU % and RSS of each stream's process, read now (the agent samples nothing)."""
-    import psutil  # only status needs it; keep `vasctl reload` quick to start
-
-    procs = {}
-    for s in streams:
-        s["cpu_percent"] = s["rss_bytes"] = None
-        try:
-            if s.get("pid"):
-                procs[s["id"]] = psutil.Process(s["pid"])
-                procs[s["id"]].cpu_percent(None)
-        except psutil.Error:
-            pass
-    if procs:
-        time.sleep(CPU_SAMPLE_SECONDS)
-    for s in streams:
-        proc = procs.get(s["id"])
-        try:
-            if proc:
-                s["cpu_percent"] = round(proc.cpu_percent(None), 1)
-                s["rss_bytes"] = proc.memory_info().rss
-        except psutil.Error:
-            pass
-
-
 def _print_table(data: dict[str, Any], out: TextIO) -> None:
     now = time.time()
     rows = [("ID", "STATE", "UPTIME", "RESTARTS", "FPS", "CPU", "RSS", "REC", "OLDEST", "LAST ERROR")]
@@ -138,7 +135,7 @@ def _print_table(data: dict[str, Any], out: TextIO) -> None:
             s["id"], state, uptime, str(s["restarts"]),
             f"{prog['fps']:.1f}" if prog.get("fps") is not None and s.get("pid") else "-",
             f"{s['cpu_percent']:.1f}%" if s.get("cpu_percent") is not None else "-",
-            f"{s['rss_bytes'] / 2**20:.0f}MiB" if s.get("rss_bytes") else "-",
+            usage.human_bytes(s["rss_bytes"]) if s.get("rss_bytes") else "-",
             *_recording(s.get("recording") or {}, now), _last_error(s)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -170,7 +167,7 @@ def _recording(rec: dict[str, Any], now: float) -> tuple[str, str]:
     """Recording size and the age of the oldest segment (from retention's index)."""
     if rec.get("unsafe"):
         return "UNSAFE", "-"  # not indexed: a size here would be a lie (explained below the table)
-    size = f"{rec['total_bytes'] / 2**30:.1f}GiB" if rec.get("total_bytes") is not None else "-"
+    size = usage.human_bytes(rec["total_bytes"]) if rec.get("total_bytes") is not None else "-"
     oldest = _duration(max(0.0, now - rec["oldest_segment_at"])) if rec.get("oldest_segment_at") else "-"
     return size, oldest
 
@@ -195,7 +192,7 @@ def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
     for fs in (data.get("recordings") or {}).get("filesystems") or []:
         if fs.get("floor_unreachable"):
             out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "
-                      f"({fs['total_bytes'] / 2**30:.1f}GiB): that floor is not enforced\n")
+                      f"({usage.human_bytes(fs['total_bytes'])}): that floor is not enforced\n")
 
 
 def _duration(seconds: float) -> str:
@@ -270,7 +267,7 @@ def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool, retentio
     for sid, r in body["streams"].items():
         note = f"; {r['errors']} could not be deleted" if r.get("errors") else ""
         note += f"; refused: {r['refused']}" if r.get("refused") else ""
-        print(f"{sid}: {verb} {r['deleted_count']} segments ({r['deleted_bytes'] / 2**20:.1f} MiB){note}")
+        print(f"{sid}: {verb} {r['deleted_count']} segments ({usage.human_bytes(r['deleted_bytes'])}){note}")
     return 0
 
 

@@ -45,8 +45,12 @@ ensure_user() {
 
 # The checkout's code, as one hash: a newer checkout means an upgrade.
 code_hash() {
-    find agent exporter config/streams.schema.json config/streams.example.yaml pyproject.toml -type f \
-        ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+    # The version too: a new tag or commit on the same files is still reported truthfully.
+    {
+        find agent exporter config/streams.schema.json config/streams.example.yaml pyproject.toml constraints.txt \
+            -type f ! -name '*.pyc' ! -name _build.py -print0 | sort -z | xargs -0 sha256sum
+        "$(pick_python)" -m agent.version
+    } | sha256sum | cut -d' ' -f1
 }
 
 install_code() {
@@ -60,13 +64,15 @@ install_code() {
         mkdir -p "$dest/src"
         cp -r agent exporter pyproject.toml README.md "$dest/src/"
         find "$dest/src" -name __pycache__ -prune -exec rm -rf {} +
+        # Which version runs: the checkout's tag and commit, frozen into the installed package.
+        python3 -m agent.version --module >"$dest/src/agent/_build.py"
         install -m 0644 config/streams.schema.json config/streams.example.yaml "$dest/config/"
         [[ -x "$dest/venv/bin/python" ]] || "$(pick_python)" -m venv "$dest/venv"
-        "$dest/venv/bin/python" -m pip install -q --disable-pip-version-check "$dest/src"
+        pip_install "$dest/venv/bin/python" "$dest/src"
         # Same version number, new code: replace the package itself too.
-        "$dest/venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$dest/src"
+        pip_install "$dest/venv/bin/python" --no-deps --force-reinstall "$dest/src"
         echo "$hash" >"$dest/.installed"
-        change "code: installed into $dest/venv"
+        change "code: installed $("$dest/venv/bin/vas-agent" --version) into $dest/venv"
     fi
     install -d -m 0755 "$PREFIX$BINDIR"
     local cmd
@@ -100,7 +106,22 @@ install_config() {
         token="$("$PREFIX$OPT/venv/bin/vasctl" token --tokens-file "$etc/tokens" add admin --scope admin | tail -1)"
         change "created $ETC/tokens (0640 root:vas) with a first admin token, shown only now:"
         printf '    %s\n' "$token"
+        log "it authorizes the exporter's changes (POST/DELETE under /v2, e.g. cleanup, restart):" \
+            "send it as 'Authorization: Bearer <token>'; more: vasctl token add NAME --scope heartbeat|admin"
     fi
+    warn_open_reads "$etc/streams.yaml"
+}
+
+# Reads (health, status, metrics) need no token: say so when anyone on the network can make them.
+warn_open_reads() {
+    local listen
+    listen="$("$PREFIX$OPT/venv/bin/vas-exporter" --config "$1" --check 2>/dev/null | sed -n 's/^ok: .*: listen \([^ ,]*\).*/\1/p')"
+    case "$listen" in
+        0.0.0.0:*|::*|\[::\]:*|:*)
+            log "warning: the exporter listens on all interfaces ($listen): its read API (/v2/health/*, /v2/metrics)" \
+                "answers anyone who can reach this host without a token; firewall the port or set exporter.listen" \
+                "to an internal address in $ETC/streams.yaml" ;;
+    esac
 }
 
 starter_config() {
@@ -114,7 +135,10 @@ recordings:
 exporter:
   listen: 0.0.0.0:8080
   tokens_file: $ETC/tokens
-streams: {}
+streams:
+  # One entry per camera, indented under streams: like this one (uncomment it):
+  # lobby:
+  #   url: rtsp://admin:\${LOBBY_PASSWORD}@192.0.2.10:554/stream1  # the password from /etc/vas/environment
 YAML
 }
 
@@ -170,6 +194,9 @@ host_uninstall() {
     for unit in "${UNITS[@]}"; do rm -f "$PREFIX$UNITDIR/$unit"; done
     systemd_running && systemctl daemon-reload
     for cmd in "${COMMANDS[@]}"; do rm -f "$PREFIX$BINDIR/$cmd"; done
-    rm -rf "${PREFIX:?}$OPT"
+    # PREFIX is empty on a real host: guard the path itself, never the prefix.
+    local opt="$PREFIX$OPT"
+    [[ "$opt" == */opt/vas ]] || die "refusing to remove $opt: not an /opt/vas"
+    rm -rf -- "$opt"
     log "removed the units, the commands and $OPT; kept $ETC (config, tokens) and $STATE (recordings)"
 }

@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from agent.version import build
+
 from . import public
 from .control import AgentUnreachable
 
@@ -106,6 +108,7 @@ class Api:
             "streams": {"total": len(view.streams), "enabled": sum(bool(s.get("enabled")) for s in view.streams),
                         "by_state": by_state},
             "sfu": public.sfu(data.get("sfu")), "config": public.config(data.get("config")),
+            "build": build()._asdict(),
             "host": {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
                      "load_average": list(os.getloadavg())},
             "recordings": {"filesystem": _disk(fs)},

@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from agent.cli import VersionAction
+
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
 log = logging.getLogger("vas.exporter")
 
@@ -15,6 +17,7 @@ log = logging.getLogger("vas.exporter")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vas-exporter",
                                      description="Health JSON, the /v2 API and metrics of this node.")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"streams file (default {DEFAULT_CONFIG})")
     parser.add_argument("--check", action="store_true", help="validate the exporter: section and exit")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from agent.snapshot_view import UNKNOWN
 from agent.states import StreamState
+from agent.version import build
 
 from .recordings import RecordingStats
 from .source import View
@@ -32,7 +33,6 @@ PSUTIL_TTL = 2.0
 #: ``unknown``: the snapshot is stale, so nobody knows the stream's state now (agent down or hung).
 STATES = [*(s.value for s in StreamState), UNKNOWN]
 RESTART_REASONS = ("exit", "stall", "config", "manual", "sfu")
-VERSION = "0.1.0"
 
 
 class ProcessSampler:
@@ -151,8 +151,9 @@ class _LiveCollector:
                          value=fs.size)
             yield _gauge("vas_recording_filesystem_used_bytes", "Bytes used on the recordings filesystem (df's Used).",
                          value=fs.used)
-        info = GaugeMetricFamily("vas_build_info", "The exporter's version.", labels=["version"])
-        info.add_metric([VERSION], 1.0)
+        info = GaugeMetricFamily("vas_build_info", "The version and commit of the running code.",
+                                 labels=["version", "commit"])
+        info.add_metric(list(build()), 1.0)
         yield info
 
 

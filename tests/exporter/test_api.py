@@ -129,7 +129,7 @@ async def test_metrics_are_clean_for_promtool_and_bounded(client, node):
     assert 'vas_retention_disk_pressure_passes_total{reason="emergency"} 0.0' in text
     assert "vas_recording_floor_unreachable 1.0" in text
     assert 'vas_streams{state="live"} 1.0' in text and 'vas_stream_up{stream="cam2"} 0.0' in text
-    assert "vas_sfu_up 1.0" in text and "vas_agent_up 1.0" in text and 'vas_build_info{version=' in text
+    assert "vas_sfu_up 1.0" in text and "vas_agent_up 1.0" in text and 'vas_build_info{commit="' in text
     assert 'vas_recording_deleted_segments_total{reason="disk",stream="cam1"} 1.0' in text
     assert 'vas_recording_deleted_bytes_total{reason="age",stream="cam1"} 500.0' in text
     assert 'vas_recording_segments{stream="cam1"} 3.0' in text

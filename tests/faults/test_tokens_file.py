@@ -157,7 +157,9 @@ def test_one_bad_line_drops_only_itself_and_a_token_removed_in_the_same_edit_is_
 def test_tokens_added_and_removed_by_vasctl_apply_without_a_sighup(node):
     """Item 19: vasctl token add/remove, then the very next request."""
     node.start_exporter()
-    fresh = node.vasctl("add", "fresh", "--scope", "heartbeat").stdout.split()[-1]
+    added = node.vasctl("add", "fresh", "--scope", "heartbeat").stdout
+    assert "vas-exporter accepts it from its next request on" in added  # issue 18 item 11: and it does
+    fresh = added.split()[-1]
     assert node.heartbeat(fresh)[0] == 404
     assert node.vasctl("remove", "fresh").returncode == 0
     assert node.heartbeat(fresh)[0] == 401

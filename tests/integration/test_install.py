@@ -14,7 +14,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 CHECKOUT = Path(__file__).resolve().parents[2]
-PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "README.md", "install.sh")
+PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
+         "install.sh")
 
 
 def run(checkout: Path, *args: str) -> str:

@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("script", ["install.sh", ".ci/run", "bench/fake_ffmpeg.sh"])
+@pytest.mark.parametrize("script", ["install.sh", ".ci/run", "bench/fake_ffmpeg.sh", "config/update-constraints.sh",
+                                    "tests/integration/hostns.sh"])
 def test_shellcheck_is_clean(script):
     tool = shutil.which("shellcheck")
     if tool is None:

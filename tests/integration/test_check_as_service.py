@@ -1,0 +1,89 @@
+"""The agent judged as the service will run it (issue 18, items 8 and 9): ``--check`` as root
+opens secrets as the service's user and reads the unit's environment file; an agent started by
+hand without its runtime directory says what to do."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import BIN
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (CI runs as root)")]
+USER = "nobody"  # any unprivileged account: the service's own (vas) is covered by test_install_host
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory other users can enter (pytest's tmp_path is 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix="vas-check-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "vas-agent"), "--config", str(config), "--check", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def write_config(d: Path) -> Path:
+    config = d / "streams.yaml"
+    config.write_text(f"version: 1\nnode: {{runtime_dir: {d}/run}}\nrecordings: {{root: {d}/rec}}\nstreams:\n"
+                      f"  cam:\n    url: rtsp://u:${{file:{d}/secret}}@192.0.2.1/x\n"
+                      "  lobby:\n    url: rtsp://u:${LOBBY_PASSWORD}@192.0.2.1/y\n")
+    config.chmod(0o644)
+    return config
+
+
+def test_check_as_root_sees_the_service_users_access_and_environment(shared):
+    config = write_config(shared)
+    secret = shared / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)  # root's alone: the service user cannot read it
+    env = shared / "environment"
+    env.write_text("# the unit's EnvironmentFile=\nLOBBY_PASSWORD='pw with spaces'\n")
+    env.chmod(0o600)
+
+    out = check(config, "--user", USER, "--environment-file", str(env))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "LOBBY_PASSWORD" not in out.stderr  # the environment file was read
+    assert (f"{config}:6: streams.cam.url: ${{file:{secret}}}: user {USER} cannot read it (mode 0600 root:root: "
+            "Permission denied); the service (user nobody) would fail to start") in out.stderr
+    assert "ok:" not in out.stdout
+
+    secret.chmod(0o644)
+    fixed = check(config, "--user", USER, "--environment-file", str(env))
+    assert fixed.returncode == 0 and "ok:" in fixed.stdout, fixed.stderr
+
+    config.chmod(0o600)  # the file itself
+    unreadable = check(config, "--user", USER, "--environment-file", str(env))
+    assert unreadable.returncode == 1 and f"{config}: user {USER} cannot read this file (mode 0600" in unreadable.stderr
+
+    # Without the environment file, a variable only the service has is missing (as before).
+    config.chmod(0o644)
+    bare = subprocess.run([str(BIN / "vas-agent"), "--config", str(config), "--check"], capture_output=True,
+                          text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "LOBBY_PASSWORD"})
+    assert bare.returncode == 1 and "environment variable LOBBY_PASSWORD is not set" in bare.stderr
+
+
+def test_started_by_hand_without_its_runtime_dir_it_says_what_to_do(shared):
+    run_parent = shared / "run-parent"
+    run_parent.mkdir(mode=0o755)  # root's: the service user cannot create run-parent/vas in it
+    config = shared / "streams.yaml"
+    config.write_text(f"version: 1\nnode: {{runtime_dir: {run_parent}/vas}}\nrecordings: {{root: {shared}/rec}}\n"
+                      "streams: {}\n")
+    config.chmod(0o644)
+    agent = subprocess.run(["setpriv", "--reuid", USER, "--regid", "nogroup", "--clear-groups",
+                            str(BIN / "vas-agent"), "--config", str(config)],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    assert agent.returncode == 1
+    assert f"Permission denied: '{run_parent}/vas'" in agent.stderr
+    assert "RuntimeDirectory=vas creates /run/vas" in agent.stderr
+    assert f"install -d -o vas -g vas -m 0750 {run_parent}/vas" in agent.stderr

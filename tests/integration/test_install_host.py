@@ -1,0 +1,94 @@
+"""install.sh on a host's real root, not a --root stage (issue 18, items 1 and 3-6, 8): in a mount
+namespace (tests/integration/hostns.sh) whose /etc is a copy without any vas account, from a
+wheelhouse with every package index hidden, then the uninstall that used to stop half-way."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0, reason="a host install and mount namespaces need root")]
+CHECKOUT = Path(__file__).resolve().parents[2]
+HOSTNS = Path(__file__).with_name("hostns.sh")
+#: What this machine (and a CI image) may use as package sources: gone for the offline install.
+INDEXES = "/opt/pypi /opt/pypi-more /opt/wheels"
+
+
+def host(work: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VAS_NS_HIDE": INDEXES}
+    env = {k: v for k, v in env.items() if not k.startswith("PYTHON")}  # the test venv's paths are not the host's
+    done = subprocess.run([str(HOSTNS), str(work), "--", *cmd], cwd=CHECKOUT, capture_output=True, text=True,
+                          timeout=900, env=env)
+    if ok:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def pins() -> dict[str, str]:
+    out = {}
+    for line in (CHECKOUT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            out[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return out
+
+
+def test_offline_host_install_check_as_vas_and_uninstall(tmp_path):
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(["bash", str(CHECKOUT / "install.sh"), "--wheelhouse", str(wheels)], cwd=CHECKOUT,
+                           capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr
+    work = tmp_path / "host"
+    work.mkdir()
+    root = work / "root"  # where /opt, /var/lib and /usr/local/bin of the namespace live
+
+    out = host(work, "./install.sh", "--offline", str(wheels)).stdout
+    assert "created the system user vas" in out and "wrote a starter /etc/vas/streams.yaml" in out
+    assert "send it as 'Authorization: Bearer <token>'" in out  # item 4: what the token is for
+    assert "warning: the exporter listens on all interfaces (0.0.0.0:8080)" in out
+    version = subprocess.run(["python3", "-m", "agent.version"], cwd=CHECKOUT, capture_output=True,
+                             text=True).stdout.split()
+    assert f"code: installed vas-agent {version[0]} (commit {version[1]})" in out  # item 6
+    for cmd in ("vas-agent", "vasctl", "vas-exporter"):
+        shown = host(work, f"/usr/local/bin/{cmd}", "--version").stdout
+        assert shown == f"{cmd} {version[0]} (commit {version[1]})\n"
+    # Item 5: what runs is what constraints.txt pins, installed with no index reachable.
+    freeze = host(work, "/opt/vas/venv/bin/python", "-m", "pip", "freeze", "--exclude-editable").stdout
+    installed = {re.sub(r"[-_.]+", "-", n).lower(): v for n, _, v in
+                 (line.partition("==") for line in freeze.splitlines() if "==" in line)}
+    installed.pop("vas-node-agent", None)
+    assert installed and all(pins()[name] == v for name, v in installed.items()), installed
+
+    # Item 3: a camera appended under the starter's streams: (as the operator would).
+    etc = work / "etc/vas"
+    with open(etc / "streams.yaml", "a") as fh:
+        fh.write("  lobby:\n    url: rtsp://admin:${LOBBY_PASSWORD}@192.0.2.10/s1\n"
+                 "  door:\n    url: rtsp://admin:${file:/etc/vas/door.secret}@192.0.2.11/s1\n")
+    (etc / "environment").write_text("LOBBY_PASSWORD=pw\n")
+    (etc / "environment").chmod(0o600)
+    (etc / "door.secret").write_text("pw2\n")
+    (etc / "door.secret").chmod(0o600)
+    # Item 8: root's check reads the unit's environment file and opens the secret as vas.
+    denied = host(work, "vas-agent", "--check", ok=False)
+    assert denied.returncode == 1 and "environment variable" not in denied.stderr, denied.stderr
+    assert ("streams.door.url: ${file:/etc/vas/door.secret}: user vas cannot read it (mode 0600 root:root"
+            in denied.stderr)
+    host(work, "chgrp", "vas", "/etc/vas/door.secret")
+    (etc / "door.secret").chmod(0o640)
+    assert "ok: /etc/vas/streams.yaml: 2 streams (2 enabled)" in host(work, "vas-agent", "--check").stdout
+
+    again = host(work, "./install.sh", "--offline", str(wheels)).stdout
+    assert "nothing to do" in again and "kept your /etc/vas/streams.yaml" in again
+
+    # Item 1: the uninstall that stopped at `PREFIX: parameter null or not set`.
+    gone = host(work, "./install.sh", "--uninstall")
+    assert "removed the units, the commands and /opt/vas" in gone.stdout, gone.stdout + gone.stderr
+    assert not (root / "opt/vas").exists()
+    assert not any((root / "usr/local/bin" / c).is_symlink() for c in ("vas-agent", "vasctl", "vas-exporter"))
+    assert not (work / "etc/systemd/system/vas-agent.service").exists()
+    assert (etc / "streams.yaml").exists() and (etc / "tokens").exists()
+    assert (root / "var/lib/vas/recordings").is_dir()
