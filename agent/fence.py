@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .process import SETPRIV, _die_with_parent, child_env
+from .process import child_env, dying_with_agent
 
 log = logging.getLogger("vas.fleet")
 SCRIPT = Path(__file__).with_name("fence_proc.py")
@@ -82,12 +82,7 @@ class Fence:
 
     def start(self) -> None:
         """Spawn the fence process (own session; dies with the agent)."""
-        argv = [sys.executable, "-I", "-S", str(SCRIPT)]
-        preexec = None
-        if SETPRIV:
-            argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
-        else:
-            preexec = _die_with_parent(os.getpid())
+        argv, preexec = dying_with_agent([sys.executable, "-I", "-S", str(SCRIPT)])
         self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=child_env(),
                                       start_new_session=True, preexec_fn=preexec)
         assert self._proc.stdin is not None

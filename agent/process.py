@@ -43,12 +43,33 @@ def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in source.items() if k not in _PRIVATE_ENV}
 
 
+#: Runs between setpriv and the command: exits unless its parent is still the agent ($0).
+#: setpriv sets PR_SET_PDEATHSIG but never checks the parent afterwards, so an agent
+#: SIGKILLed between the spawn and setpriv's prctl left a child that never got the signal:
+#: an FFmpeg nobody owned, beside the next agent's (seen in a fault test under load).
+#: Checked after the prctl, the parent is either still the agent (and its death will kill
+#: us) or already gone.  125: not run.
+_PARENT_CHECK = '[ "$PPID" = "$0" ] || exit 125; exec "$@"'
+_SH = shutil.which("sh") or "/bin/sh"
+
+
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     def preexec() -> None:  # runs in the forked child, before exec
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the agent died before prctl took effect
             os._exit(1)
     return preexec
+
+
+def dying_with_agent(argv: Sequence[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``argv`` made to die with this process (PR_SET_PDEATHSIG), and the ``preexec_fn`` if any.
+
+    With setpriv (vfork-fast): ``setpriv --pdeathsig KILL -- sh -c CHECK PID argv...``, the
+    shell checking the parent after the prctl.  Without it: a ``preexec_fn`` doing both.
+    """
+    if SETPRIV:
+        return [SETPRIV, "--pdeathsig", "KILL", "--", _SH, "-c", _PARENT_CHECK, str(os.getpid()), *argv], None
+    return list(argv), _die_with_parent(os.getpid())
 
 
 class _LineSplitter:
@@ -92,10 +113,7 @@ class Child:
                     on_stderr: Callable[[str], None], env: Mapping[str, str] | None = None,
                     cwd: str | os.PathLike[str] | None = None) -> Child:
         """Start ``argv`` in a new session; raises ``OSError`` if it cannot be executed."""
-        if SETPRIV:
-            argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
-        else:
-            preexec = _die_with_parent(os.getpid())
+        argv, preexec = dying_with_agent(argv)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=child_env(env), start_new_session=True,
                                 preexec_fn=preexec, cwd=cwd)

@@ -149,6 +149,53 @@ def test_agent_killed_during_a_manual_restart(rtsp_camera, agent_factory):
         sfu.wait(5)
 
 
+_SPAWN_AND_WAIT = """
+import asyncio, sys
+import agent.process as p
+p.SETPRIV = sys.argv[1]  # a setpriv that takes a second to start: the agent dies meanwhile
+async def main():
+    child = await p.Child.spawn([sys.executable, "-c", "import time; time.sleep(30)", sys.argv[2]],
+                                on_stdout=lambda d: None, on_stderr=lambda l: None)
+    print(child.pid, flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+def test_a_child_spawned_as_the_agent_dies_never_outlives_it(tmp_path):
+    """SIGKILL of the agent between a spawn and setpriv's PR_SET_PDEATHSIG: the child must
+    not run on unowned (setpriv never checks the parent; under load this left a second
+    FFmpeg for one stream beside the next agent's)."""
+    import shutil
+    import sys
+    slow = tmp_path / "setpriv"
+    slow.write_text(f"#!/bin/sh\nsleep 1\nexec {shutil.which('setpriv')} \"$@\"\n")
+    slow.chmod(0o755)
+    marker = f"vas-orphan-{os.getpid()}-{time.monotonic_ns()}"
+    agent = subprocess.Popen([sys.executable, "-c", _SPAWN_AND_WAIT, str(slow), marker],
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert agent.stdout is not None
+        child = int(agent.stdout.readline())
+        agent.kill()  # before the slow setpriv reached its prctl
+        agent.wait(5)
+        time.sleep(2)  # setpriv ran by now; whatever it runs would be up
+        running = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, marker)]
+        assert running == [], f"a child outlived its agent: {running} (spawned as {child})"
+    finally:
+        agent.kill()
+        for pid in (p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, marker)):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _cmdline_has(pid: str, marker: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return marker.encode() in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def _try(fn):
     try:
         return fn()
