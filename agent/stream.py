@@ -8,12 +8,12 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import backoff
+from . import backoff, rtp_source
 from .blocking import in_thread
 from .config import StreamConfig
 from .ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
@@ -34,6 +34,11 @@ FALLBACK_DELAY = 60.0
 #: After this many consecutive failures, failures are logged at most every QUIET_LOG_INTERVAL.
 LOUD_FAILURES = 3
 QUIET_LOG_INTERVAL = 300.0
+#: Seconds a templated stream's first spawn waits for its SFU producer while one is on its way (the
+#: SFU starting, POST /producers under way): one spawn instead of a spawn and a restart (reason sfu).
+#: Recording waits no longer than this; the stream then starts without RTP and is restarted once its
+#: producer exists (docs/mediasoup-contract.md).
+PRODUCER_WAIT = 10.0
 
 
 @dataclass
@@ -55,6 +60,10 @@ class Host:
     may_spawn: Callable[[], bool] | None = None
     #: Fleet mode: told after every spawn (the lease fence learns the new process group).
     spawned: Callable[[], None] | None = None
+    #: With an SFU: True while the stream's producer is on its way (the SFU starting, or up without it).
+    producer_due: Callable[[str], bool] | None = None
+    #: With an SFU: the producer's RTP source port is taken; make a new producer (agent/producers.py).
+    source_port_taken: Callable[[str], Coroutine[Any, Any, None]] | None = None
 
 
 class Stream:
@@ -92,6 +101,8 @@ class Stream:
         self.rtp_running: RtpTarget | None = None
         self.producer_confirmed = False
         self.producer: Any = None  # producers.Producer, kept by the producer manager
+        self._producer_wait_spent = False  # waited PRODUCER_WAIT in vain: do not wait again until one comes
+        self._tasks: set[asyncio.Task[None]] = set()  # fire-and-forget calls to the producer manager
 
     @property
     def pid(self) -> int | None:
@@ -111,7 +122,8 @@ class Stream:
         self._changed(True)
         if target is None:
             return  # SFU gone: keep recording; RTP goes nowhere until a new producer exists
-        self._wake.set()  # a verbatim command waiting for the address, or a backoff
+        self._producer_wait_spent = False
+        self._wake.set()  # a first spawn waiting for the address, or a backoff
         if self.child is not None and self.rtp_running != target:
             await self.restart("sfu")
 
@@ -265,7 +277,7 @@ class Stream:
         self._wake.clear()
         launch = self._launch()
         parser, stall = ProgressParser(), StallWatch(self)
-        if self.feeds_sfu and self.cfg.command is not None and not await self._wait_for_producer():
+        if self.feeds_sfu and not await self._await_rtp():
             return self._pending or "exit", 0.0
         if not await self._wait_for_fence():
             return self._pending or "exit", 0.0
@@ -327,13 +339,53 @@ class Stream:
                     "restarting to reopen it", self.cfg.id)
         asyncio.get_running_loop().create_task(self.restart("stall"))
 
-    async def _wait_for_producer(self) -> bool:
-        """A verbatim command with RTP placeholders needs its producer's address first."""
+    async def _await_rtp(self) -> bool:
+        """Before a spawn: the producer's address with a source port we can bind; False: do not spawn.
+
+        A verbatim command with RTP placeholders needs the address: it waits as
+        long as it takes.  A templated one waits up to PRODUCER_WAIT while its
+        producer is on its way, then starts recording without RTP.
+        """
+        self._check_source_port()
+        if self.cfg.command is not None:
+            return await self._wait_for_producer(None)
+        if self.rtp is None and not self._producer_wait_spent and self.host.producer_due is not None \
+                and self.host.producer_due(self.cfg.id):
+            if not await self._wait_for_producer(PRODUCER_WAIT):
+                return False
+            if self.rtp is None:
+                self._producer_wait_spent = True
+                log.warning("%s: no SFU producer within %gs; starting without RTP (restarted once it exists)",
+                            self.cfg.id, PRODUCER_WAIT)
+        return True
+
+    def _check_source_port(self) -> None:
+        """The producer's source port must be free for FFmpeg; if not, ask for a new producer."""
+        rtp = self.rtp
+        if rtp is None or rtp.source_port is None or rtp_source.can_bind(rtp.source_port, rtp.host):
+            return
+        log.warning("%s: RTP source port %d (or %d for RTCP) is taken; making a new producer",
+                    self.cfg.id, rtp.source_port, rtp.source_port + 1)
+        self.rtp = None
+        if self.host.source_port_taken is not None:
+            task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self.host.source_port_taken(self.cfg.id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_producer(self, timeout: float | None) -> bool:
+        """Wait for the producer's address (``timeout`` None: for ever); False: stop waiting, do not spawn."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self.rtp is None:
             if self._closing or self.host.stopping or self._pending:
                 return False
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return True
             self._wake.clear()
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except TimeoutError:
+                pass
         return True
 
     async def _wait_for_fence(self) -> bool:
