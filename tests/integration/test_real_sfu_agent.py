@@ -165,3 +165,18 @@ def test_one_spawn_per_stream_at_start_and_no_log_line_without_a_change(rtsp_cam
     time.sleep(REPAIR_WINDOW)  # several polls
     assert {sid: spawns(agent, sid) for sid in streams} == {sid: 1 for sid in streams}, agent.log()
     assert "adopted" not in agent.log()  # made once; a poll adopts nothing new, and says nothing
+
+
+# -- item 3: the stream's real H.264 profile ---------------------------------------------
+def test_a_high_profile_camera_goes_live_on_a_high_only_router(camera_factory, agent_factory):
+    """Without its profile-level-id, produce() matches only a Constrained Baseline router entry."""
+    from camera.fixture import free_port
+    camera = camera_factory(("hi",), profile="high")
+    port = free_port()
+    cfg = real_sfu_config({"hi": {"url": camera.url("hi")}}, port, extra=("--h264-profiles", "640032"))
+    agent = agent_factory(cfg).start()
+    stream = agent.wait_state("hi", "live", timeout=45)
+    producer = only_producer(port, "hi")
+    assert producer["profile_level_id"][:4] == "6400", producer  # High, no constraint flags: the camera's SPS
+    assert stream["producer"]["profile_level_id"] == producer["profile_level_id"]
+    grows_on(port, "hi", producer["producer_id"])
