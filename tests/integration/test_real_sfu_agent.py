@@ -180,3 +180,21 @@ def test_a_high_profile_camera_goes_live_on_a_high_only_router(camera_factory, a
     assert producer["profile_level_id"][:4] == "6400", producer  # High, no constraint flags: the camera's SPS
     assert stream["producer"]["profile_level_id"] == producer["profile_level_id"]
     grows_on(port, "hi", producer["producer_id"])
+
+
+# -- item 5: a score that is null until the first packet ------------------------------------
+def test_a_producer_that_never_received_has_a_null_score_and_is_not_live(camera_factory, agent_factory):
+    """mediasoup's producer.score is [] until the first packet: the SFU says null, the agent shows null."""
+    from camera.fixture import free_port
+    camera = camera_factory(("cam1",), start=False)  # FFmpeg cannot connect: nothing is ever sent
+    port = free_port()
+    agent = agent_factory(real_sfu_config({"cam1": {"url": camera.url("cam1")}}, port)).start()
+    listed = wait_for(lambda: producers(port).get("cam1"), 30, "a producer for cam1")
+    assert listed[0]["score"] is None and listed[0]["packets"] == 0 and listed[0]["source_port"] is None
+    shown = wait_for(lambda: agent.streams()["cam1"]["producer"], 10, "the producer in the snapshot")
+    assert shown["score"] is None and shown["confirmed"] is False
+    time.sleep(REPAIR_WINDOW)
+    stream = agent.streams()["cam1"]
+    assert stream["state"] in ("error", "initializing") and stream["producer"]["id"] == listed[0]["producer_id"]
+    status = agent.vasctl("status")
+    assert status.returncode == 0 and "Traceback" not in status.stderr + agent.log()
