@@ -280,7 +280,8 @@ class Agent:
         self._sfu_client = client = SfuClient(cfg.mediasoup.api_url)
         profiles = ProfileCache(lambda: self.host.ffmpeg)
         self.producers = ProducerManager(client, lambda: self.streams, on_change=self._changed,
-                                         fleet=self._producer_fleet, profile=lambda s: profiles.get(s.cfg))
+                                         fleet=self._producer_fleet, profile=lambda s: profiles.get(s.cfg),
+                                         profile_check=lambda s: profiles.get(s.cfg, max_age=0))
         self.consumers = ConsumerTracker(client, cfg.consumers, on_change=self._changed)
 
         async def up() -> None:
@@ -296,6 +297,7 @@ class Agent:
         self.host.sfu = True
         self.host.producer_due = self._producer_due
         self.host.source_port_taken = self.producers.replace
+        self.host.rtp_spawned = self.producers.check_profile
 
     def _producer_due(self, stream_id: str) -> bool:
         """A stream's producer is on its way: the SFU is (re)starting, or up and making it."""

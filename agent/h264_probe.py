@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,17 +92,18 @@ class ProfileCache:
 
     def __init__(self, ffmpeg: Callable[[], str], *, timeout: float = PROBE_TIMEOUT) -> None:
         self._ffmpeg, self.timeout = ffmpeg, timeout
-        self._known: dict[str, tuple[tuple[object, ...], str]] = {}
+        self._known: dict[str, tuple[tuple[object, ...], str, float]] = {}
         self._slots = asyncio.Semaphore(PROBE_CONCURRENCY)
 
-    async def get(self, stream: StreamConfig) -> str | None:
-        """The profile-level-id of ``stream``'s source, probed unless known for this input."""
+    async def get(self, stream: StreamConfig, *, max_age: float | None = None) -> str | None:
+        """The profile-level-id of ``stream``'s source: probed, unless known for this input
+        (and, with ``max_age``, probed no longer than that many seconds ago)."""
         key = (stream.url, stream.rtsp_transport, tuple(stream.input_args), stream.command)
         known = self._known.get(stream.id)
-        if known is not None and known[0] == key:
+        if known is not None and known[0] == key and (max_age is None or time.monotonic() - known[2] < max_age):
             return known[1]
         async with self._slots:
             profile = await probe_profile(self._ffmpeg(), stream, timeout=self.timeout)
         if profile is not None:
-            self._known[stream.id] = (key, profile)
+            self._known[stream.id] = (key, profile, time.monotonic())
         return profile

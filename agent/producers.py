@@ -64,6 +64,8 @@ class Producer:
     confirmed: bool = False
     quiet_polls: int = 0
     profile_level_id: str | None = None
+    #: Made with a profile just looked up: the first spawn onto it need not probe again.
+    profile_fresh: bool = False
 
     def view(self) -> dict[str, Any]:
         return {"id": self.producer_id, "rtp_host": self.target.host, "rtp_port": self.target.port,
@@ -78,9 +80,12 @@ class ProducerManager:
     def __init__(self, api: ProducerApi, streams: Callable[[], Mapping[str, Stream]], *,
                  on_change: Callable[[bool], None], poll_interval: float = POLL_INTERVAL,
                  fleet: Callable[[], producer_plan.FleetView | None] | None = None,
-                 profile: Callable[[Stream], Awaitable[str | None]] | None = None) -> None:
+                 profile: Callable[[Stream], Awaitable[str | None]] | None = None,
+                 profile_check: Callable[[Stream], Awaitable[str | None]] | None = None) -> None:
         self.api, self._streams, self._on_change = api, streams, on_change
-        self._profile = profile  # the stream's H.264 profile-level-id (agent/h264_probe.py)
+        # The stream's H.264 profile-level-id (agent/h264_probe.py): for a new producer (a known answer
+        # for the same input will do), and after a spawn (probed again unless it is a few seconds old).
+        self._profile, self._profile_check = profile, profile_check
         self._fleet_view = fleet  # fleet mode: whose producers are whose (agent/producer_plan.py)
         self.poll_interval = poll_interval
         self.producers: dict[str, Producer] = {}
@@ -193,17 +198,39 @@ class ProducerManager:
         target = RtpTarget(made.rtp_host, made.rtp_port, ssrc, pt, rtp_source.pick(made.rtp_host))
         log.info("producers: %s created %s (rtp %s%s)", stream.cfg.id, made.producer_id, target.url,
                  f", H.264 {profile}" if profile else "")
-        return Producer(made.producer_id, target, profile_level_id=profile)
+        return Producer(made.producer_id, target, profile_level_id=profile, profile_fresh=True)
 
     def due(self, stream_id: str) -> bool:
         """True while this stream's producer is still to be made or re-made (the SFU is up)."""
         return self.up and stream_id not in self.producers
 
-    async def replace(self, stream_id: str) -> None:
-        """The producer's source port was taken by someone else: a new producer, with a new port.
+    async def check_profile(self, stream_id: str) -> None:
+        """A new FFmpeg run: if the source's H.264 profile changed, a producer announcing the new one.
 
-        Its transport is locked to the old port (comedia), so a new port needs
-        a new producer.  The stream waits for it (agent/stream.py).
+        Probed alongside the run (the common case costs no delay), except for
+        the first run onto a producer just made with a looked-up profile.  Only
+        a producer whose profile is known is compared: one an SFU does not
+        echo the profile of is kept.
+        """
+        stream, producer = self._streams().get(stream_id), self.producers.get(stream_id)
+        if self._profile_check is None or stream is None or producer is None or producer.profile_level_id is None:
+            return
+        if producer.profile_fresh:
+            producer.profile_fresh = False
+            return
+        profile = await self._profile_check(stream)
+        if profile is None or profile == producer.profile_level_id or self.producers.get(stream_id) is not producer:
+            return
+        log.warning("producers: %s now sends H.264 %s, its producer was made for %s; re-creating it",
+                    stream_id, profile, producer.profile_level_id)
+        await self.replace(stream_id)
+
+    async def replace(self, stream_id: str) -> None:
+        """A new producer for the stream: its source port was taken, or its profile changed.
+
+        A transport is locked to the old port (comedia), so a new port needs a
+        new producer; a producer's codec cannot change.  A stream about to
+        spawn waits for it; a running one is restarted onto it (reason ``sfu``).
         """
         async with self._lock:
             producer = self.producers.pop(stream_id, None)

@@ -64,6 +64,8 @@ class Host:
     producer_due: Callable[[str], bool] | None = None
     #: With an SFU: the producer's RTP source port is taken; make a new producer (agent/producers.py).
     source_port_taken: Callable[[str], Coroutine[Any, Any, None]] | None = None
+    #: With an SFU: an FFmpeg run started sending RTP; check the source's H.264 profile is the producer's.
+    rtp_spawned: Callable[[str], Coroutine[Any, Any, None]] | None = None
 
 
 class Stream:
@@ -158,6 +160,8 @@ class Stream:
         """Stop the process (TERM, then KILL after ``stop_timeout``) and stay stopped."""
         self._closing = True
         self._wake.set()
+        for task in list(self._tasks):
+            task.cancel()
         if self.child:
             await self.child.stop(self.cfg.stop_timeout)
         if self._task:
@@ -307,6 +311,8 @@ class Stream:
         self._stall, self.rtp_running = stall, rtp
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
         self._changed(True)
+        if rtp is not None and self.cfg.command is None and self.host.rtp_spawned is not None:
+            self._background(self.host.rtp_spawned(self.cfg.id))  # alongside: the common case costs no delay
         if self.feeds_sfu and self.rtp is not None and rtp != self.rtp and not self._pending:
             self._pending = "sfu"  # the producer came or changed while we were spawning: it found no child
         if self._closing or self._pending:  # close()/restart() came while we were spawning
@@ -368,9 +374,13 @@ class Stream:
                     self.cfg.id, rtp.source_port, rtp.source_port + 1)
         self.rtp = None
         if self.host.source_port_taken is not None:
-            task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self.host.source_port_taken(self.cfg.id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._background(self.host.source_port_taken(self.cfg.id))
+
+    def _background(self, call: Coroutine[Any, Any, None]) -> None:
+        """Run a call to the producer manager without waiting for it (cancelled by ``close()``)."""
+        task = asyncio.get_running_loop().create_task(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _wait_for_producer(self, timeout: float | None) -> bool:
         """Wait for the producer's address (``timeout`` None: for ever); False: stop waiting, do not spawn."""

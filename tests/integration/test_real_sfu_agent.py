@@ -198,3 +198,20 @@ def test_a_producer_that_never_received_has_a_null_score_and_is_not_live(camera_
     assert stream["state"] in ("error", "initializing") and stream["producer"]["id"] == listed[0]["producer_id"]
     status = agent.vasctl("status")
     assert status.returncode == 0 and "Traceback" not in status.stderr + agent.log()
+
+
+def test_a_camera_that_changes_profile_gets_a_producer_with_the_new_one(camera_factory, agent_factory):
+    """Probed again at each spawn: a producer's codec cannot change, so a new profile needs a new producer."""
+    from camera.fixture import free_port
+    camera = camera_factory(("cam",), profile="high")
+    port = free_port()
+    cfg = real_sfu_config({"cam": {"url": camera.url("cam")}}, port, extra=("--h264-profiles", "42e01f,640032"))
+    agent = agent_factory(cfg).start()
+    first = agent.wait_state("cam", "live", timeout=45)["producer"]
+    assert first["profile_level_id"][:4] == "6400"
+    camera.profile = None  # the operator reconfigures the camera: Constrained Baseline from now on
+    camera.restart()
+    wait_for(lambda: (p := only_producer(port, "cam"))["profile_level_id"][:2] == "42" and p["packets"] > 50,
+             60, "a producer announcing the camera's new profile, receiving")
+    assert "now sends H.264 42" in agent.log()
+    assert agent.wait_state("cam", "live", timeout=20)["producer"]["profile_level_id"][:2] == "42"
