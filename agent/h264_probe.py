@@ -23,7 +23,7 @@ from .config import StreamConfig
 from .ffmpeg import input_args
 
 #: Seconds one probe may take (an RTSP DESCRIBE and a few packets take about one).
-PROBE_TIMEOUT = 8.0
+PROBE_TIMEOUT = 5.0
 _HEX_LINE = re.compile(r"^[0-9a-f]{8}: ((?:[0-9a-f]{2,4} ?)+)", re.MULTILINE)
 
 
