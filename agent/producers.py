@@ -179,7 +179,7 @@ class ProducerManager:
                     and stream.producer is known:
                 return refence  # in use and ours: nothing else to do
             if match is not None:
-                producer = _adopted(match, ssrc, pt, known)
+                producer = _adopted(match, ssrc, pt, known, stream.rtp_running)
                 log.info("producers: %s adopted %s (rtp %s)", sid, match.producer_id, producer.target.url)
             else:
                 producer = await self._create(stream, ssrc, pt, node)
@@ -309,11 +309,13 @@ class ProducerManager:
         return repair
 
 
-def _adopted(match: Any, ssrc: int, pt: int, known: Producer | None) -> Producer:
+def _adopted(match: Any, ssrc: int, pt: int, known: Producer | None, running: RtpTarget | None) -> Producer:
     """An existing producer, sent to from the port its transport is locked to (or a new one)."""
     port = getattr(match, "source_port", None)
     if port is None and known is not None and known.producer_id == match.producer_id:
         port = known.target.source_port  # ours already: the SFU does not echo source_port
+    if port is None and running is not None and (running.host, running.port) == (match.rtp_host, match.rtp_port):
+        port = running.source_port  # FFmpeg sends to it now (the SFU was hung, not restarted): keep it running
     if port is None:  # nothing received yet (not locked), or an SFU that does not say: a port of our own
         port = rtp_source.pick(match.rtp_host)
     target = RtpTarget(match.rtp_host, match.rtp_port, ssrc, pt, port)
