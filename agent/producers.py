@@ -84,7 +84,7 @@ class ProducerManager:
                  profile_check: Callable[[Stream], Awaitable[str | None]] | None = None) -> None:
         self.api, self._streams, self._on_change = api, streams, on_change
         # The stream's H.264 profile-level-id (agent/h264_probe.py): for a new producer (a known answer
-        # for the same input will do), and after a spawn (probed again unless it is a few seconds old).
+        # for the same input will do), and after a spawn (probed again: check_profile).
         self._profile, self._profile_check = profile, profile_check
         self._fleet_view = fleet  # fleet mode: whose producers are whose (agent/producer_plan.py)
         self.poll_interval = poll_interval

@@ -352,11 +352,11 @@ class Stream:
         long as it takes.  A templated one waits up to PRODUCER_WAIT while its
         producer is on its way, then starts recording without RTP.
         """
-        self._check_source_port()
+        replacing = self._check_source_port()
         if self.cfg.command is not None:
             return await self._wait_for_producer(None)
-        if self.rtp is None and not self._producer_wait_spent and self.host.producer_due is not None \
-                and self.host.producer_due(self.cfg.id):
+        due = self.host.producer_due is not None and self.host.producer_due(self.cfg.id)
+        if self.rtp is None and (replacing or (due and not self._producer_wait_spent)):
             if not await self._wait_for_producer(PRODUCER_WAIT):
                 return False
             if self.rtp is None:
@@ -365,16 +365,18 @@ class Stream:
                             self.cfg.id, PRODUCER_WAIT)
         return True
 
-    def _check_source_port(self) -> None:
-        """The producer's source port must be free for FFmpeg; if not, ask for a new producer."""
+    def _check_source_port(self) -> bool:
+        """The producer's source port must be free for FFmpeg; if not, ask for a new producer (True)."""
         rtp = self.rtp
         if rtp is None or rtp.source_port is None or rtp_source.can_bind(rtp.source_port, rtp.host):
-            return
+            return False
         log.warning("%s: RTP source port %d (or %d for RTCP) is taken; making a new producer",
                     self.cfg.id, rtp.source_port, rtp.source_port + 1)
         self.rtp = None
-        if self.host.source_port_taken is not None:
-            self._background(self.host.source_port_taken(self.cfg.id))
+        if self.host.source_port_taken is None:
+            return False
+        self._background(self.host.source_port_taken(self.cfg.id))
+        return True
 
     def _background(self, call: Coroutine[Any, Any, None]) -> None:
         """Run a call to the producer manager without waiting for it (cancelled by ``close()``)."""
@@ -396,6 +398,7 @@ class Stream:
                 await asyncio.wait_for(self._wake.wait(), left)
             except TimeoutError:
                 pass
+        self._wake.clear()  # the producer's wake-up is used up: it must not cut this run's next backoff short
         return True
 
     async def _wait_for_fence(self) -> bool:

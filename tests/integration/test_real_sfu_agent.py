@@ -215,3 +215,29 @@ def test_a_camera_that_changes_profile_gets_a_producer_with_the_new_one(camera_f
              60, "a producer announcing the camera's new profile, receiving")
     assert "now sends H.264 42" in agent.log()
     assert agent.wait_state("cam", "live", timeout=20)["producer"]["profile_level_id"][:2] == "42"
+
+
+def test_a_source_port_taken_while_ffmpeg_was_down_gets_a_new_producer_before_the_spawn(rtsp_camera, agent_factory):
+    """Another program took the port between two runs: a new producer (and port), and still one spawn."""
+    from camera.fixture import free_port
+    port = free_port()
+    agent = agent_factory(real_sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()
+    stream = agent.wait_state("cam1", "live", timeout=45)
+    first = only_producer(port, "cam1")
+    before = spawns(agent, "cam1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        os.kill(stream["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 2
+        while True:  # the port is free the moment FFmpeg is gone; the agent respawns 0.3 s later
+            try:
+                squatter.bind(("0.0.0.0", first["source_port"]))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "FFmpeg never let go of its source port"
+                time.sleep(0.01)
+        new_pid(agent, "cam1", stream["pid"])
+        second = wait_for(lambda: (p := only_producer(port, "cam1"))["producer_id"] != first["producer_id"] and p,
+                          20, "a new producer")
+        assert_one_more_spawn(agent, port, "cam1", second["producer_id"], before)
+    assert second["source_port"] != first["source_port"]
+    assert "is taken; making a new producer" in agent.log()
