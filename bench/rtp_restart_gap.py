@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from camera.fixture import RtspCamera, free_port  # noqa: E402
 from integration.harness import AgentProcess, wait_for  # noqa: E402
 from integration.test_real_sfu_agent import only_producer, real_sfu_config, spawns  # noqa: E402
+
+from camera.fixture import RtspCamera, free_port  # noqa: E402
 
 
 def one_kill(agent: AgentProcess, port: int) -> float:
