@@ -401,6 +401,8 @@ class Agent:
                 self.streams[sid].epoch = (self.running or {}).get(sid, 0)  # fleet: names its first segments
         touched = plan.start + plan.restart + plan.stop + plan.update
         jobs += [self.streams[sid].apply(new.streams[sid], restart=sid in plan.restart) for sid in touched]
+        if self.producers is not None and plan.start:
+            jobs.append(self.producers.reconcile())  # alongside: a new stream's first spawn waits for its producer
         self._check_fd_limit(raise_limit=False)
         # Every job runs to its end even if one fails: no stream is left half-applied.
         results = await asyncio.gather(*jobs, return_exceptions=True)

@@ -241,3 +241,19 @@ def test_a_source_port_taken_while_ffmpeg_was_down_gets_a_new_producer_before_th
         assert_one_more_spawn(agent, port, "cam1", second["producer_id"], before)
     assert second["source_port"] != first["source_port"]
     assert "is taken; making a new producer" in agent.log()
+
+
+def test_a_stream_added_by_a_reload_spawns_once(rtsp_camera, agent_factory):
+    """The producer of a new stream is made alongside its start: no spawn, then a restart onto it."""
+    from camera.fixture import free_port
+    port = free_port()
+    streams = {"cam1": {"url": rtsp_camera.url("cam1")}}
+    agent = agent_factory(real_sfu_config(streams, port)).start()
+    agent.wait_state("cam1", "live", timeout=45)
+    agent.write_config(real_sfu_config({**streams, "cam2": {"url": rtsp_camera.url("cam2")}}, port))
+    done = agent.vasctl("reload")
+    assert done.returncode == 0, done.stderr
+    agent.wait_state("cam2", "live", timeout=30)
+    grows_on(port, "cam2", only_producer(port, "cam2")["producer_id"])
+    time.sleep(REPAIR_WINDOW)
+    assert (spawns(agent, "cam1"), spawns(agent, "cam2")) == (1, 1), agent.log()
