@@ -273,12 +273,15 @@ class Agent:
     def _setup_sfu(self, cfg: config_mod.Config) -> None:
         assert cfg.mediasoup is not None
         from .consumers import ConsumerTracker
+        from .h264_probe import ProfileCache
         from .producers import ProducerManager
         from .sfu import SfuProcess
         from .sfu_client import SfuClient
         self._sfu_client = client = SfuClient(cfg.mediasoup.api_url)
+        profiles = ProfileCache(lambda: self.host.ffmpeg)
         self.producers = ProducerManager(client, lambda: self.streams, on_change=self._changed,
-                                         fleet=self._producer_fleet)
+                                         fleet=self._producer_fleet, profile=lambda s: profiles.get(s.cfg),
+                                         profile_check=lambda s: profiles.get(s.cfg, max_age=0))
         self.consumers = ConsumerTracker(client, cfg.consumers, on_change=self._changed)
 
         async def up() -> None:
@@ -292,6 +295,13 @@ class Agent:
         self.sfu = SfuProcess(cfg.mediasoup, client, secrets=cfg.secrets, on_up=up, on_down=down,
                               on_change=self._changed)
         self.host.sfu = True
+        self.host.producer_due = self._producer_due
+        self.host.source_port_taken = self.producers.replace
+        self.host.rtp_spawned = self.producers.check_profile
+
+    def _producer_due(self, stream_id: str) -> bool:
+        """A stream's producer is on its way: the SFU is (re)starting, or up and making it."""
+        return self.sfu.state in ("stopped", "starting") or self.producers.due(stream_id)
 
     async def _load(self) -> config_mod.Config:
         """Read and validate the file off the event loop; ``close()`` can abandon it."""
@@ -391,6 +401,8 @@ class Agent:
                 self.streams[sid].epoch = (self.running or {}).get(sid, 0)  # fleet: names its first segments
         touched = plan.start + plan.restart + plan.stop + plan.update
         jobs += [self.streams[sid].apply(new.streams[sid], restart=sid in plan.restart) for sid in touched]
+        if self.producers is not None and plan.start:
+            jobs.append(self.producers.reconcile())  # alongside: a new stream's first spawn waits for its producer
         self._check_fd_limit(raise_limit=False)
         # Every job runs to its end even if one fails: no stream is left half-applied.
         results = await asyncio.gather(*jobs, return_exceptions=True)

@@ -52,17 +52,21 @@ def start_stamp(epoch_ms: int) -> str:
 
 @dataclass(frozen=True)
 class RtpTarget:
-    """Where the SFU's producer for a stream listens, and what it expects."""
+    """Where the SFU's producer for a stream listens, what it expects, and where RTP comes from."""
 
     host: str
     port: int
     ssrc: int
     payload_type: int
+    #: The local port every FFmpeg run of this producer sends from (agent/rtp_source.py): a comedia
+    #: transport drops any other.  None: any port (none was free, or the producer is not ours yet).
+    source_port: int | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"rtp://{host}:{self.port}"
+        pin = f"?localrtpport={self.source_port}" if self.source_port else ""
+        return f"rtp://{host}:{self.port}{pin}"
 
 
 def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
@@ -88,9 +92,16 @@ def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
     return argv + ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
 
 
+#: No RTCP sender reports: FFmpeg would send them from a second socket to rtp_port+1, which
+#: mediasoup never reads and which may be another producer's transport (its comedia would lock onto
+#: this FFmpeg's RTCP socket); it cannot mux them (docs/mediasoup-contract.md, "RTCP").
+RTP_FLAGS = "skip_rtcp"
+
+
 def rtp_options(rtp: RtpTarget) -> list[str]:
-    """The RTP muxer's options: the SSRC and payload type the producer was made with."""
-    return ["-f", "rtp", "-ssrc", str(rtp.ssrc), "-payload_type", str(rtp.payload_type),
+    """The RTP muxer's options: the SSRC and payload type the producer was made with, no RTCP, and
+    packets that fit an MTU after SRTP (WebRTC viewers)."""
+    return ["-f", "rtp", "-ssrc", str(rtp.ssrc), "-payload_type", str(rtp.payload_type), "-rtpflags", RTP_FLAGS,
             "-packetsize", str(RTP_PACKET_SIZE)]
 
 
@@ -101,10 +112,10 @@ def tee_output(stream: StreamConfig, launch: Launch, rtp: RtpTarget) -> list[str
         "hls_flags=temp_file+program_date_time+independent_segments",
         # Option values are unescaped twice (slave list, then options), the file name once.
         f"hls_segment_filename={_tee_escape(_tee_escape(launch.segment_pattern))}", "onfail=ignore"])
-    send = (f"select=v:f=rtp:ssrc={rtp.ssrc}:payload_type={rtp.payload_type}:packetsize={RTP_PACKET_SIZE}"
-            ":onfail=ignore")
+    send = (f"select=v:f=rtp:ssrc={rtp.ssrc}:payload_type={rtp.payload_type}:rtpflags={RTP_FLAGS}"
+            f":packetsize={RTP_PACKET_SIZE}:onfail=ignore")
     return ["-map", "0:v:0", "-map", "0:a:0?", "-c:v", "copy", "-c:a", "aac", "-f", "tee",
-            f"[{hls}]{_tee_escape(launch.playlist)}|[{send}]{rtp.url}"]
+            f"[{hls}]{_tee_escape(launch.playlist)}|[{send}]{_tee_escape(rtp.url)}"]
 
 
 def _tee_escape(text: str) -> str:
@@ -146,6 +157,7 @@ def verbatim_argv(stream: StreamConfig, launch: Launch, rtp: RtpTarget | None = 
         "rtsp_transport": stream.rtsp_transport,
         "progress": PROGRESS_TARGET,
         # Only a stream with its producer runs with RTP placeholders (see Stream).
+        # {rtp_url} carries the pinned source port (?localrtpport=N): use it, not {rtp_host}:{rtp_port}.
         "rtp_url": rtp.url if rtp else "", "rtp_host": rtp.host if rtp else "",
         "rtp_port": str(rtp.port) if rtp else "", "ssrc": str(rtp.ssrc) if rtp else "",
         "payload_type": str(rtp.payload_type) if rtp else "",

@@ -11,17 +11,23 @@ it polls ``GET /producers``: packets increasing confirm a stream (``ready`` ->
 ``live``); packets standing still while FFmpeg makes progress mark it
 degraded, and a few polls later the producer is re-created and the stream
 restarted.
+
+Each producer has one RTP source port (agent/rtp_source.py) for its whole
+life, adopted ones included (``source_port`` from ``GET /producers``): a
+comedia transport accepts only the sender it first heard, so a restarted
+FFmpeg must send from the same port.  New producers are announced with the
+stream's real H.264 profile (agent/h264_probe.py).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import producer_plan
+from . import producer_plan, rtp_source
 from .config import stream_ssrc
 from .ffmpeg import RtpTarget
 
@@ -38,7 +44,8 @@ class ProducerApi(Protocol):
     """The part of the SFU contract producers need (agent/sfu_client.py)."""
 
     async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int,
-                              epoch: int | None = None, node: str | None = None) -> Any: ...
+                              epoch: int | None = None, node: str | None = None,
+                              profile_level_id: str | None = None) -> Any: ...
     async def adopt_producer(self, producer_id: str, *, epoch: int | None, node: str | None) -> None: ...
     async def producers(self) -> list[Any]: ...
     async def delete_producer(self, producer_id: str, *, epoch: int | None = None) -> bool: ...
@@ -56,11 +63,15 @@ class Producer:
     score: float | None = None
     confirmed: bool = False
     quiet_polls: int = 0
+    profile_level_id: str | None = None
+    #: Made with a profile just looked up: the first spawn onto it need not probe again.
+    profile_fresh: bool = False
 
     def view(self) -> dict[str, Any]:
         return {"id": self.producer_id, "rtp_host": self.target.host, "rtp_port": self.target.port,
                 "ssrc": self.target.ssrc, "payload_type": self.target.payload_type, "since": self.since,
-                "packets": self.packets, "bytes": self.bytes, "score": self.score, "confirmed": self.confirmed}
+                "packets": self.packets, "bytes": self.bytes, "score": self.score, "confirmed": self.confirmed,
+                "source_port": self.target.source_port, "profile_level_id": self.profile_level_id}
 
 
 class ProducerManager:
@@ -68,8 +79,13 @@ class ProducerManager:
 
     def __init__(self, api: ProducerApi, streams: Callable[[], Mapping[str, Stream]], *,
                  on_change: Callable[[bool], None], poll_interval: float = POLL_INTERVAL,
-                 fleet: Callable[[], producer_plan.FleetView | None] | None = None) -> None:
+                 fleet: Callable[[], producer_plan.FleetView | None] | None = None,
+                 profile: Callable[[Stream], Awaitable[str | None]] | None = None,
+                 profile_check: Callable[[Stream], Awaitable[str | None]] | None = None) -> None:
         self.api, self._streams, self._on_change = api, streams, on_change
+        # The stream's H.264 profile-level-id (agent/h264_probe.py): for a new producer (a known answer
+        # for the same input will do), and after a spawn (probed again: check_profile).
+        self._profile, self._profile_check = profile, profile_check
         self._fleet_view = fleet  # fleet mode: whose producers are whose (agent/producer_plan.py)
         self.poll_interval = poll_interval
         self.producers: dict[str, Producer] = {}
@@ -163,20 +179,69 @@ class ProducerManager:
                     and stream.producer is known:
                 return refence  # in use and ours: nothing else to do
             if match is not None:
-                target = RtpTarget(match.rtp_host, match.rtp_port, ssrc, pt)
-                producer = Producer(match.producer_id, target, packets=match.packets, bytes=match.bytes)
-                log.info("producers: %s adopted %s", sid, match.producer_id)
+                producer = _adopted(match, ssrc, pt, known, stream.rtp_running)
+                log.info("producers: %s adopted %s (rtp %s)", sid, match.producer_id, producer.target.url)
             else:
-                made = await self.api.create_producer(sid, ssrc=ssrc, payload_type=pt, epoch=stream.epoch or None,
-                                                      node=node)
-                producer = Producer(made.producer_id, RtpTarget(made.rtp_host, made.rtp_port, ssrc, pt))
-                log.info("producers: %s created %s (rtp %s)", sid, made.producer_id, producer.target.url)
+                producer = await self._create(stream, ssrc, pt, node)
         except Exception as exc:
             log.warning("producers: %s: %s; retrying", sid, exc)
             return False
         self.producers[sid] = stream.producer = producer
         await stream.use_producer(producer.target)
         return True
+
+    async def _create(self, stream: Stream, ssrc: int, pt: int, node: str | None) -> Producer:
+        """``POST /producers`` with the stream's profile; every FFmpeg run sends from one new port."""
+        profile = await self._profile(stream) if self._profile is not None else None
+        made = await self.api.create_producer(stream.cfg.id, ssrc=ssrc, payload_type=pt,
+                                              epoch=stream.epoch or None, node=node, profile_level_id=profile)
+        target = RtpTarget(made.rtp_host, made.rtp_port, ssrc, pt, rtp_source.pick(made.rtp_host))
+        log.info("producers: %s created %s (rtp %s%s)", stream.cfg.id, made.producer_id, target.url,
+                 f", H.264 {profile}" if profile else "")
+        return Producer(made.producer_id, target, profile_level_id=profile, profile_fresh=True)
+
+    def due(self, stream_id: str) -> bool:
+        """True while this stream's producer is still to be made or re-made (the SFU is up)."""
+        return self.up and stream_id not in self.producers
+
+    async def check_profile(self, stream_id: str) -> None:
+        """A new FFmpeg run: if the source's H.264 profile changed, a producer announcing the new one.
+
+        Probed alongside the run (the common case costs no delay), except for
+        the first run onto a producer just made with a looked-up profile.  Only
+        a producer whose profile is known is compared: one an SFU does not
+        echo the profile of is kept.
+        """
+        stream, producer = self._streams().get(stream_id), self.producers.get(stream_id)
+        if self._profile_check is None or stream is None or producer is None or producer.profile_level_id is None:
+            return
+        if producer.profile_fresh:
+            producer.profile_fresh = False
+            return
+        profile = await self._profile_check(stream)
+        if profile is None or profile == producer.profile_level_id or self.producers.get(stream_id) is not producer:
+            return
+        log.warning("producers: %s now sends H.264 %s, its producer was made for %s; re-creating it",
+                    stream_id, profile, producer.profile_level_id)
+        await self.replace(stream_id)
+
+    async def replace(self, stream_id: str) -> None:
+        """A new producer for the stream: its source port was taken, or its profile changed.
+
+        A transport is locked to the old port (comedia), so a new port needs a
+        new producer; a producer's codec cannot change.  A stream about to
+        spawn waits for it; a running one is restarted onto it (reason ``sfu``).
+        """
+        async with self._lock:
+            producer = self.producers.pop(stream_id, None)
+            stream = self._streams().get(stream_id)
+            if producer is None or stream is None or not self.up:
+                return
+            stream.producer = None
+            await self._delete(producer.producer_id, stream_id, stream.epoch or None)
+            listed = await self._list()
+            if listed is not None:
+                await self._sync([p for p in listed if p.producer_id != producer.producer_id])
 
     async def _delete(self, producer_id: str, stream_id: str, epoch: int | None = None) -> None:
         try:
@@ -242,6 +307,20 @@ class ProducerManager:
         if changed:
             self._on_change(False)
         return repair
+
+
+def _adopted(match: Any, ssrc: int, pt: int, known: Producer | None, running: RtpTarget | None) -> Producer:
+    """An existing producer, sent to from the port its transport is locked to (or a new one)."""
+    port = getattr(match, "source_port", None)
+    if port is None and known is not None and known.producer_id == match.producer_id:
+        port = known.target.source_port  # ours already: the SFU does not echo source_port
+    if port is None and running is not None and (running.host, running.port) == (match.rtp_host, match.rtp_port):
+        port = running.source_port  # FFmpeg sends to it now (the SFU was hung, not restarted): keep it running
+    if port is None:  # nothing received yet (not locked), or an SFU that does not say: a port of our own
+        port = rtp_source.pick(match.rtp_host)
+    target = RtpTarget(match.rtp_host, match.rtp_port, ssrc, pt, port)
+    return Producer(match.producer_id, target, packets=match.packets, bytes=match.bytes,
+                    profile_level_id=getattr(match, "profile_level_id", None))
 
 
 def _want(stream: Stream, known: Producer | None) -> producer_plan.Want:

@@ -53,6 +53,10 @@ class ProducerStats:
     #: Fleet mode: the ownership epoch and the node that registered it (None: not echoed, or no fleet).
     epoch: int | None = None
     node: str | None = None
+    #: The remote port comedia locked the transport to (None: nothing received yet, or not echoed).
+    source_port: int | None = None
+    #: The H.264 profile-level-id it was made with (None: none announced, or not echoed).
+    profile_level_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,26 @@ def parse_producers(body: Any, where: str = "GET /producers") -> list[ProducerSt
             float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
             _field(item, "rtp_host", str, at), _field(item, "rtp_port", int, at),
             _field(item, "epoch", int, at) if item.get("epoch") is not None else None,
-            _field(item, "node", str, at) if item.get("node") is not None else None))
+            _field(item, "node", str, at) if item.get("node") is not None else None,
+            _port(item, "source_port", at), _profile(item.get("profile_level_id"))))
     return out
+
+
+def _port(item: dict[str, Any], key: str, where: str) -> int | None:
+    """An optional UDP port: None when absent or null; an error when it is not a port."""
+    if item.get(key) is None:
+        return None
+    value = _field(item, key, int, where)
+    if not 1 <= value <= 65535:
+        raise SfuError(f"{where}: {key!r} out of range: {value!r}")
+    return int(value)
+
+
+def _profile(value: Any) -> str | None:
+    """An H.264 profile-level-id (six hex digits, lower case), or None for anything else."""
+    if isinstance(value, str) and len(value) == 6 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return value.lower()
+    return None
 
 
 def parse_consumers(body: Any, where: str = "GET /consumers") -> list[ConsumerInfo]:
@@ -147,9 +169,12 @@ class SfuClient:
         return status == 200
 
     async def create_producer(self, stream_id: str, *, ssrc: int, payload_type: int,
-                              epoch: int | None = None, node: str | None = None) -> ProducerAddress:
+                              epoch: int | None = None, node: str | None = None,
+                              profile_level_id: str | None = None) -> ProducerAddress:
         body: dict[str, Any] = {"stream_id": stream_id, "kind": "video", "codec": "H264",
                                 "payload_type": payload_type, "ssrc": ssrc}
+        if profile_level_id:  # the stream's real H.264 profile: a router without Baseline accepts it
+            body["profile_level_id"] = profile_level_id
         body.update(_fence(epoch, node))  # fleet mode: a stale owner cannot replace the new owner's producer
         _, answer = await self._call("POST", "/producers", json_body=body, expect=(200, 201))
         return parse_address(answer)

@@ -8,12 +8,12 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import backoff
+from . import backoff, rtp_source
 from .blocking import in_thread
 from .config import StreamConfig
 from .ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
@@ -34,6 +34,11 @@ FALLBACK_DELAY = 60.0
 #: After this many consecutive failures, failures are logged at most every QUIET_LOG_INTERVAL.
 LOUD_FAILURES = 3
 QUIET_LOG_INTERVAL = 300.0
+#: Seconds a templated stream's first spawn waits for its SFU producer while one is on its way (the
+#: SFU starting, POST /producers under way): one spawn instead of a spawn and a restart (reason sfu).
+#: Recording waits no longer than this; the stream then starts without RTP and is restarted once its
+#: producer exists (docs/mediasoup-contract.md).
+PRODUCER_WAIT = 10.0
 
 
 @dataclass
@@ -55,6 +60,12 @@ class Host:
     may_spawn: Callable[[], bool] | None = None
     #: Fleet mode: told after every spawn (the lease fence learns the new process group).
     spawned: Callable[[], None] | None = None
+    #: With an SFU: True while the stream's producer is on its way (the SFU starting, or up without it).
+    producer_due: Callable[[str], bool] | None = None
+    #: With an SFU: the producer's RTP source port is taken; make a new producer (agent/producers.py).
+    source_port_taken: Callable[[str], Coroutine[Any, Any, None]] | None = None
+    #: With an SFU: an FFmpeg run started sending RTP; check the source's H.264 profile is the producer's.
+    rtp_spawned: Callable[[str], Coroutine[Any, Any, None]] | None = None
 
 
 class Stream:
@@ -92,6 +103,8 @@ class Stream:
         self.rtp_running: RtpTarget | None = None
         self.producer_confirmed = False
         self.producer: Any = None  # producers.Producer, kept by the producer manager
+        self._producer_wait_spent = False  # waited PRODUCER_WAIT in vain: do not wait again until one comes
+        self._tasks: set[asyncio.Task[None]] = set()  # fire-and-forget calls to the producer manager
 
     @property
     def pid(self) -> int | None:
@@ -111,7 +124,8 @@ class Stream:
         self._changed(True)
         if target is None:
             return  # SFU gone: keep recording; RTP goes nowhere until a new producer exists
-        self._wake.set()  # a verbatim command waiting for the address, or a backoff
+        self._producer_wait_spent = False
+        self._wake.set()  # a first spawn waiting for the address, or a backoff
         if self.child is not None and self.rtp_running != target:
             await self.restart("sfu")
 
@@ -146,6 +160,8 @@ class Stream:
         """Stop the process (TERM, then KILL after ``stop_timeout``) and stay stopped."""
         self._closing = True
         self._wake.set()
+        for task in list(self._tasks):
+            task.cancel()
         if self.child:
             await self.child.stop(self.cfg.stop_timeout)
         if self._task:
@@ -265,7 +281,7 @@ class Stream:
         self._wake.clear()
         launch = self._launch()
         parser, stall = ProgressParser(), StallWatch(self)
-        if self.feeds_sfu and self.cfg.command is not None and not await self._wait_for_producer():
+        if self.feeds_sfu and not await self._await_rtp():
             return self._pending or "exit", 0.0
         if not await self._wait_for_fence():
             return self._pending or "exit", 0.0
@@ -295,6 +311,8 @@ class Stream:
         self._stall, self.rtp_running = stall, rtp
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
         self._changed(True)
+        if rtp is not None and self.cfg.command is None and self.host.rtp_spawned is not None:
+            self._background(self.host.rtp_spawned(self.cfg.id))  # alongside: the common case costs no delay
         if self.feeds_sfu and self.rtp is not None and rtp != self.rtp and not self._pending:
             self._pending = "sfu"  # the producer came or changed while we were spawning: it found no child
         if self._closing or self._pending:  # close()/restart() came while we were spawning
@@ -327,13 +345,60 @@ class Stream:
                     "restarting to reopen it", self.cfg.id)
         asyncio.get_running_loop().create_task(self.restart("stall"))
 
-    async def _wait_for_producer(self) -> bool:
-        """A verbatim command with RTP placeholders needs its producer's address first."""
+    async def _await_rtp(self) -> bool:
+        """Before a spawn: the producer's address with a source port we can bind; False: do not spawn.
+
+        A verbatim command with RTP placeholders needs the address: it waits as
+        long as it takes.  A templated one waits up to PRODUCER_WAIT while its
+        producer is on its way, then starts recording without RTP.
+        """
+        replacing = self._check_source_port()
+        if self.cfg.command is not None:
+            return await self._wait_for_producer(None)
+        due = self.host.producer_due is not None and self.host.producer_due(self.cfg.id)
+        if self.rtp is None and (replacing or (due and not self._producer_wait_spent)):
+            if not await self._wait_for_producer(PRODUCER_WAIT):
+                return False
+            if self.rtp is None:
+                self._producer_wait_spent = True
+                log.warning("%s: no SFU producer within %gs; starting without RTP (restarted once it exists)",
+                            self.cfg.id, PRODUCER_WAIT)
+        return True
+
+    def _check_source_port(self) -> bool:
+        """The producer's source port must be free for FFmpeg; if not, ask for a new producer (True)."""
+        rtp = self.rtp
+        if rtp is None or rtp.source_port is None or rtp_source.can_bind(rtp.source_port, rtp.host):
+            return False
+        log.warning("%s: RTP source port %d (or %d for RTCP) is taken; making a new producer",
+                    self.cfg.id, rtp.source_port, rtp.source_port + 1)
+        self.rtp = None
+        if self.host.source_port_taken is None:
+            return False
+        self._background(self.host.source_port_taken(self.cfg.id))
+        return True
+
+    def _background(self, call: Coroutine[Any, Any, None]) -> None:
+        """Run a call to the producer manager without waiting for it (cancelled by ``close()``)."""
+        task = asyncio.get_running_loop().create_task(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_producer(self, timeout: float | None) -> bool:
+        """Wait for the producer's address (``timeout`` None: for ever); False: stop waiting, do not spawn."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self.rtp is None:
             if self._closing or self.host.stopping or self._pending:
                 return False
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return True
             self._wake.clear()
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except TimeoutError:
+                pass
+        self._wake.clear()  # the producer's wake-up is used up: it must not cut this run's next backoff short
         return True
 
     async def _wait_for_fence(self) -> bool:

@@ -4,7 +4,7 @@
 // It is an example to run as is or to adapt; read it in one sitting.
 //
 //   node sfu/server.js [--port 3000] [--host 127.0.0.1] [--rtp-ip 127.0.0.1]
-//                      [--webrtc-ip 127.0.0.1] [--announced-ip IP]
+//                      [--webrtc-ip 127.0.0.1] [--announced-ip IP] [--h264-profiles 42e01f,640032]
 //
 // Run it with node directly (not npm start) so that signals reach it; the agent
 // does so when `mediasoup.command` names it. It finds mediasoup through the usual
@@ -22,6 +22,8 @@ const { values: opt } = parseArgs({ options: {
   port: { type: 'string', default: '3000' }, host: { type: 'string', default: '127.0.0.1' },
   'rtp-ip': { type: 'string', default: '127.0.0.1' }, 'webrtc-ip': { type: 'string', default: '127.0.0.1' },
   'announced-ip': { type: 'string' },
+  // The router's H.264 entries (profile-level-ids, comma-separated): limit them to what your viewers decode.
+  'h264-profiles': { type: 'string', default: '42e01f,42001f,4d001f,640032,f4001f' },
 } });
 const [major, minor] = mediasoup.version.split('.').map(Number);
 const HAS_LISTEN_INFO = major > 3 || (major === 3 && minor >= 13); // 3.13 renamed listenIp(s)
@@ -29,7 +31,11 @@ const MAX_BODY = 1 << 20;
 
 // One H.264 entry per profile the router accepts: produce() matches the profile
 // (not the level) of the announced profile-level-id against these.
-const H264_PROFILES = ['42e01f', '42001f', '4d001f', '640032', 'f4001f'];
+const H264_PROFILES = opt['h264-profiles'].split(',').map((id) => id.trim().toLowerCase()).filter(Boolean);
+if (!H264_PROFILES.length || !H264_PROFILES.every((id) => /^[0-9a-f]{6}$/.test(id))) {
+  console.error(`--h264-profiles must be comma-separated profile-level-ids (6 hex digits), got ${opt['h264-profiles']}`);
+  process.exit(2);
+}
 const MEDIA_CODECS = H264_PROFILES.map((id) => ({
   kind: 'video', mimeType: 'video/H264', clockRate: 90000,
   parameters: { 'packetization-mode': 1, 'profile-level-id': id, 'level-asymmetry-allowed': 1 },

@@ -25,17 +25,19 @@ DEFAULT_CAMERA_PATHS = ("cam1", "cam2", "cam3", "cam4")
 @pytest.fixture
 def camera_factory():
     """Start extra cameras: ``camera_factory(paths=("cam1",), port=None, user=None,
-    password=None, fps=25, size="320x240", start=True) -> RtspCamera``.
+    password=None, fps=25, size="320x240", profile=None, start=True) -> RtspCamera``
+    (``profile="high"``: a High-profile H.264 camera).
 
     Every camera created through the factory is stopped at teardown.
     """
     cameras: list[RtspCamera] = []
 
     def make(paths=("cam1",), port=None, *, user=None, password=None,
-             fps=25, size="320x240", start=True) -> RtspCamera:
+             fps=25, size="320x240", profile=None, start=True) -> RtspCamera:
         if isinstance(paths, str):
             paths = (paths,)
-        cam = RtspCamera(paths, port, user=user, password=password, fps=fps, size=size)
+        cam = RtspCamera(paths, port, user=user, password=password, fps=fps, size=size,
+                         profile=profile)
         cameras.append(cam)
         if start:
             cam.start()

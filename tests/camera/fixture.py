@@ -50,6 +50,7 @@ class RtspCamera:
         password: str | None = None,
         fps: int = 25,
         size: str = "320x240",
+        profile: str | None = None,
         ready_timeout: float = READY_TIMEOUT,
     ) -> None:
         if (user is None) != (password is None):
@@ -61,6 +62,7 @@ class RtspCamera:
         self.port = port if port is not None else free_port()
         self.user, self.password = user, password
         self.fps, self.size = fps, size
+        self.profile = profile  # the H.264 profile x264 must encode (None: its own choice)
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
         self.starts = 0  # number of successful start() calls
@@ -157,6 +159,8 @@ class RtspCamera:
                "--fps", str(self.fps), "--size", self.size]
         for p in self.paths:
             cmd += ["--path", p]
+        if self.profile:
+            cmd += ["--profile", self.profile]
         if self.user is not None:
             cmd += ["--user", self.user, "--password", self.password or ""]
         return cmd

@@ -4,11 +4,12 @@ Must be run by the system interpreter (the only one that can import the GStreame
 bindings from python3-gi / gir1.2-gst-rtsp-server-1.0):
 
     /usr/bin/python3 tests/camera/rtsp_camera.py --port 8554 --path cam1 --path cam2 \
-        [--fps 25] [--size 320x240] [--user admin --password secret]
+        [--fps 25] [--size 320x240] [--profile high] [--user admin --password secret]
 
 Each --path is served as rtsp://127.0.0.1:PORT/<path>: a live H.264 test pattern
 (keyframe every second, SPS/PPS repeated every second) from one shared pipeline per
-path, so several clients can read the same path. Only 127.0.0.1 is bound. With
+path, so several clients can read the same path (--profile: the H.264 profile x264
+encodes, e.g. ``high``; by default x264's own choice for the test pattern). Only 127.0.0.1 is bound. With
 --user/--password, RTSP basic auth is required. Prints "READY rtsp://127.0.0.1:PORT"
 on stdout once listening; exits 0 on SIGTERM/SIGINT (or when its parent dies), and
 exit code 3 if the port cannot be bound (e.g. already in use).
@@ -27,8 +28,8 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 EXIT_BIND_FAILED = 3
 PIPELINE = (
     "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={fps}/1"
-    " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bitrate=300"
-    " ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    " ! x264enc tune=zerolatency speed-preset={preset} key-int-max={fps} bitrate=300"
+    "{profile} ! rtph264pay name=pay0 pt=96 config-interval=1 )"
 )
 
 
@@ -38,6 +39,7 @@ def parse_args(argv):
     p.add_argument("--path", action="append", required=True, help="mount path (repeatable)")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")
+    p.add_argument("--profile", help="H.264 profile x264 must encode (e.g. high, main, baseline)")
     p.add_argument("--user")
     p.add_argument("--password")
     args = p.parse_args(argv)
@@ -65,7 +67,11 @@ def main(argv=None):
         auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
         server.set_auth(auth)  # clients without valid credentials get 401
 
-    launch = PIPELINE.format(w=args.width, h=args.height, fps=args.fps)
+    profile = f" ! video/x-h264,profile={args.profile}" if args.profile else ""
+    # ultrafast uses no CABAC and no 8x8 transform, so x264 writes Constrained Baseline whatever the
+    # caps ask (they are a ceiling); superfast has both, so the SPS says the profile asked for.
+    preset = "superfast" if args.profile else "ultrafast"
+    launch = PIPELINE.format(w=args.width, h=args.height, fps=args.fps, profile=profile, preset=preset)
     mounts = server.get_mount_points()
     for path in args.path:
         factory = GstRtspServer.RTSPMediaFactory()

@@ -98,14 +98,25 @@ def test_recording_and_rtp_are_independent_slaves_of_one_tee():
     assert value_after(argv, "-f") == "tee"
     hls, rtp = argv[-1].split("|")
     assert hls.startswith("[f=hls:") and "onfail=ignore]" in hls and hls.endswith(f"{ROOT}/lobby/index.m3u8")
-    assert rtp == "[select=v:f=rtp:ssrc=1234:payload_type=96:packetsize=1200:onfail=ignore]rtp://127.0.0.1:40000"
+    assert rtp == ("[select=v:f=rtp:ssrc=1234:payload_type=96:rtpflags=skip_rtcp:packetsize=1200:onfail=ignore]"
+                   "rtp\\://127.0.0.1\\:40000")
 
 
 def test_rtp_alone_replaces_the_null_output_without_recording():
     argv = build_argv(stream(recording=RecordingConfig(enabled=False)), launch(), rtp=TARGET)
-    assert argv[-9:] == ["-f", "rtp", "-ssrc", "1234", "-payload_type", "96", "-packetsize", "1200",
-                         "rtp://127.0.0.1:40000"]
+    assert argv[-11:] == ["-f", "rtp", "-ssrc", "1234", "-payload_type", "96", "-rtpflags", "skip_rtcp",
+                          "-packetsize", "1200", "rtp://127.0.0.1:40000"]
     assert "null" not in argv and "tee" not in argv
+
+
+def test_every_run_of_a_producer_sends_from_its_source_port():
+    """comedia locks the transport to the first sender's port: FFmpeg binds the producer's own."""
+    pinned = RtpTarget("127.0.0.1", 40000, 1234, 96, source_port=41234)
+    assert pinned.url == "rtp://127.0.0.1:40000?localrtpport=41234"
+    assert build_argv(stream(recording=RecordingConfig(enabled=False)), launch(), rtp=pinned)[-1] == pinned.url
+    assert build_argv(stream(), launch(), rtp=pinned)[-1].endswith("]rtp\\://127.0.0.1\\:40000?localrtpport\\=41234")
+    verbatim = stream(command=("ffmpeg", "-i", "{url}", "-f", "rtp", "{rtp_url}"))
+    assert build_argv(verbatim, launch(), rtp=pinned)[-1] == pinned.url
 
 
 def test_tee_paths_are_escaped_for_both_levels():

@@ -1,0 +1,53 @@
+"""The local UDP port a stream's FFmpeg sends RTP from, kept for its producer's whole life.
+
+A mediasoup PlainTransport with ``comedia: true`` locks onto the IP:port of
+the first packet it receives and drops every other sender ("ignoring RTP
+packet from unknown IP:port").  A restarted FFmpeg would send from a new
+ephemeral port and be dropped, so the agent picks one free port when it makes
+(or adopts) a producer and every FFmpeg run of that producer binds it
+(``rtp://host:port?localrtpport=N``).  FFmpeg's rtp protocol also binds N+1
+for its RTCP socket, and falls back to two random ports when N+1 is taken, so
+both must be free.  Ports are checked on the wildcard address, where FFmpeg
+binds them.
+"""
+from __future__ import annotations
+
+import socket
+
+#: Tries to find a free pair before giving up (the caller then sends from any port).
+PICK_ATTEMPTS = 20
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _wildcard(host: str) -> str:
+    return "::" if ":" in host else "0.0.0.0"
+
+
+def can_bind(port: int, host: str = "127.0.0.1") -> bool:
+    """True when ``port`` and ``port + 1`` (FFmpeg's RTCP socket) are free for UDP to ``host``."""
+    if not 1 <= port < 65535:
+        return False
+    return all(_free(p, host) for p in (port, port + 1))
+
+
+def _free(port: int, host: str) -> bool:
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((_wildcard(host), port))
+        except OSError:
+            return False
+    return True
+
+
+def pick(host: str = "127.0.0.1") -> int | None:
+    """A port the kernel found free, with a free neighbour; None if none turned up (bounded)."""
+    for _ in range(PICK_ATTEMPTS):
+        with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
+            sock.bind((_wildcard(host), 0))
+            port = sock.getsockname()[1]
+        if can_bind(port, host):
+            return int(port)
+    return None
