@@ -87,8 +87,11 @@ async function createProducer(body) {
   const epoch = need(body, 'epoch', optional(isInt(0, Number.MAX_SAFE_INTEGER)), 'an integer');
   const node = need(body, 'node', optional(isText), 'a string');
   const profile = need(body, 'profile_level_id', optional((v) => /^[0-9a-f]{6}$/i.test(v)), 'six hex digits');
-  // A POST without epoch cannot prove it is newer than a fleet owner's producer: 409, like an older epoch.
-  refuse(fenced(streamId, epoch), 'create', streamId, epoch);
+  // A POST without epoch is not fenced (like a DELETE without ?epoch=): a fleet node warming up
+  // for a handback registers its producer so, next to the owner's, and adopts it under its epoch
+  // once it owns the stream. It never replaces or closes another producer; viewers get the newest epoch's.
+  const fence = (e) => (epoch === undefined || epoch === null ? null : e);
+  refuse(fence(fenced(streamId, epoch)), 'create', streamId, epoch);
   const transport = await router.createPlainTransport({ ...plainListen(opt['rtp-ip']), rtcpMux: true, comedia: true });
   const parameters = { 'packetization-mode': 1, 'level-asymmetry-allowed': 1 };
   if (profile) parameters['profile-level-id'] = profile.toLowerCase();
@@ -102,7 +105,7 @@ async function createProducer(body) {
     throw new HttpError(400, `cannot produce: ${error.message}`);
   }
   // A newer owner may have registered while we awaited mediasoup: check the fence again.
-  const late = fenced(streamId, epoch);
+  const late = fence(fenced(streamId, epoch));
   if (late) { transport.close(); refuse(late, 'create', streamId, epoch); }
   producers.set(producer.id, { producer, transport, streamId, ssrc, payloadType, epoch, node, profile });
   producer.on('transportclose', () => producers.delete(producer.id));
@@ -181,7 +184,9 @@ async function consume(viewerId, body) {
   const v = viewerOf(viewerId);
   const streamId = need(body, 'stream_id', isText, 'a non-empty string');
   const rtpCapabilities = need(body, 'rtpCapabilities', (x) => x && typeof x === 'object', 'an object');
-  const p = [...producers.values()].find((x) => x.streamId === streamId);
+  // The owner's producer: the newest epoch's (a warming node's has none until it owns the stream).
+  const p = [...producers.values()].filter((x) => x.streamId === streamId)
+    .reduce((best, x) => (!best || (x.epoch || 0) > (best.epoch || 0) ? x : best), null);
   if (!p) throw new HttpError(404, `stream ${streamId} has no producer`);
   if (!router.canConsume({ producerId: p.producer.id, rtpCapabilities })) {
     throw new HttpError(400, `the viewer cannot decode stream ${streamId}`);
