@@ -16,7 +16,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
 
-from .retention import Candidate, candidate, is_segment_name, log_error, open_below
+from .retention import SEGMENT_EXTENSIONS, Candidate, candidate, log_error, open_below
 from .segment_pack import DirSegments
 
 __all__ = ["DirSegments", "SegmentIndex", "SCAN_THREADS"]
@@ -25,7 +25,7 @@ __all__ = ["DirSegments", "SegmentIndex", "SCAN_THREADS"]
 SCAN_THREADS = 2
 #: Directory entries read before their inodes are looked up, in inode order (on a cold
 #: cache, reading the inode table in order instead of in the directory's hash order).
-BATCH = 4096
+BATCH = 1024
 
 
 def _candidates(sid: str, dir_rel: str, d: DirSegments) -> Iterator[Candidate]:
@@ -66,13 +66,14 @@ def walk_packed(root_fd: int, stream: str, links: list[str]) -> Iterator[tuple[s
 def _read_dir(fd: int, dir_rel: str, d: DirSegments, stack: list[str], links: list[str]) -> None:
     batch: list[tuple[int, str]] = []
     with os.scandir(fd) as entries:
-        for e in entries:
+        for e in entries:  # types from the directory entry: no syscall per entry
+            name = e.name
             if e.is_symlink():
-                links.append(f"{dir_rel}/{e.name}" if dir_rel else e.name)
+                links.append(f"{dir_rel}/{name}" if dir_rel else name)
             elif e.is_dir(follow_symlinks=False):
-                stack.append(f"{dir_rel}/{e.name}" if dir_rel else e.name)
-            elif is_segment_name(e.name):
-                batch.append((e.inode(), e.name))
+                stack.append(f"{dir_rel}/{name}" if dir_rel else name)
+            elif name.endswith(SEGMENT_EXTENSIONS) and name[0] != ".":  # is_segment_name, inline
+                batch.append((e.inode(), name))
                 if len(batch) >= BATCH:
                     _stat_batch(fd, batch, d)
     _stat_batch(fd, batch, d)
@@ -81,13 +82,14 @@ def _read_dir(fd: int, dir_rel: str, d: DirSegments, stack: list[str], links: li
 def _stat_batch(fd: int, batch: list[tuple[int, str]], d: DirSegments) -> None:
     """Index the regular files of ``batch`` (emptied), looked up in inode order."""
     batch.sort()
+    lstat, add, isreg = os.stat, d.add, stat.S_ISREG  # locals: this runs once per segment
     for _, name in batch:
         try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            st = lstat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             continue  # deleted while we looked
-        if stat.S_ISREG(st.st_mode):
-            d.add(name, st.st_mtime, st.st_size)
+        if isreg(st.st_mode):
+            add(name, st.st_mtime, st.st_size)
     batch.clear()
 
 

@@ -154,7 +154,8 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
             t = time.monotonic()
             build_tree(root, args.files, args.streams)
-            print(f"built {args.files:,} segments in {args.streams} folders in {time.monotonic() - t:.0f}s under {root}")
+            took = time.monotonic() - t
+            print(f"built {args.files:,} segments in {args.streams} folders in {took:.0f}s under {root}")
         for r in range(args.rounds):
             cold = drop_caches()
             n, floor = walk(root)
