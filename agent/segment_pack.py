@@ -21,7 +21,7 @@ import re
 import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableSequence
 
 from .retention import natural_key
 
@@ -92,7 +92,9 @@ class DirSegments:
         """Append a segment in any order (the caller calls :meth:`finish` after the last)."""
         gkey, seq = _split(name)
         gid = self.gids.get(gkey)
-        g = self.groups[gid] if gid is not None else self._group(gkey)
+        g = self.groups[gid] if gid is not None else None
+        if g is None:
+            g = self._group(gkey)
         g.count += 1
         g.lo, g.hi = min(g.lo, seq), max(g.hi, seq)
         self.mtimes.append(mtime)
@@ -169,7 +171,7 @@ class DirSegments:
     def remove_names(self, names: set[str]) -> None:
         """Remove several names, found from the oldest end (where deletions happen)."""
         wanted = {k for n in names if (k := self._key(n, create=False)) >= 0}
-        keep = [array("d"), array("q"), array("Q")]
+        keep_m, keep_s, keep_k = array("d"), array("q"), array("Q")
         i, n = 0, len(self.mtimes)
         while wanted and i < n:
             key = self.keys[i]
@@ -178,12 +180,11 @@ class DirSegments:
                 self.total -= self.sizes[i]
                 self._count(key, -1)
             else:
-                keep[0].append(self.mtimes[i])
-                keep[1].append(self.sizes[i])
-                keep[2].append(key)
+                keep_m.append(self.mtimes[i])
+                keep_s.append(self.sizes[i])
+                keep_k.append(key)
             i += 1
-        self.mtimes, self.sizes, self.keys = (keep[0] + self.mtimes[i:], keep[1] + self.sizes[i:],
-                                              keep[2] + self.keys[i:])
+        self.mtimes, self.sizes, self.keys = keep_m + self.mtimes[i:], keep_s + self.sizes[i:], keep_k + self.keys[i:]
 
     # -- keys and groups ------------------------------------------------------------------
     def _key(self, name: str, create: bool) -> int:
@@ -240,7 +241,7 @@ class DirSegments:
         del self.mtimes[i], self.sizes[i], self.keys[i]
 
 
-def _order(mtimes: array) -> Iterable[int]:
+def _order(mtimes: array) -> MutableSequence[int]:
     """Positions of ``mtimes`` in ascending order (stable).  Sorted in runs of CHUNK and
     merged, so the transient Python objects are bounded by CHUNK, not by the directory."""
     n = len(mtimes)

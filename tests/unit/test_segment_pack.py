@@ -7,6 +7,7 @@ import os
 import random
 import time
 import tracemalloc
+import types
 from collections.abc import Iterator
 
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from agent import segment_index
 from agent.retention import natural_key
 from agent.segment_index import DirSegments, SegmentIndex
 
+segment_pack: types.ModuleType
 try:
     from agent import segment_pack
 except ImportError:  # the code before issue 21 had none: these tests then fail on substance there
