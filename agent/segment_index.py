@@ -23,9 +23,6 @@ __all__ = ["DirSegments", "SegmentIndex", "SCAN_THREADS"]
 #: Stream directories scanned at once.  More threads lose to GIL hand-offs: on a
 #: cold 300k-file tree, 2 threads took 2.3 s, 4 took 2.9 s, 8 took 3.4 s, 1 took 3.8 s.
 SCAN_THREADS = 2
-#: Directory entries read before their inodes are looked up, in inode order (on a cold
-#: cache, reading the inode table in order instead of in the directory's hash order).
-BATCH = 1024
 
 
 def _candidates(sid: str, dir_rel: str, d: DirSegments) -> Iterator[Candidate]:
@@ -64,33 +61,21 @@ def walk_packed(root_fd: int, stream: str, links: list[str]) -> Iterator[tuple[s
 
 
 def _read_dir(fd: int, dir_rel: str, d: DirSegments, stack: list[str], links: list[str]) -> None:
-    batch: list[tuple[int, str]] = []
+    add, isreg = d.add, stat.S_ISREG  # locals: this loop runs once per file of the tree
     with os.scandir(fd) as entries:
-        for e in entries:  # types from the directory entry: no syscall per entry
+        for e in entries:  # types from the directory entry: one fstatat per segment, none per other entry
             name = e.name
-            if e.is_symlink():
-                links.append(f"{dir_rel}/{name}" if dir_rel else name)
-            elif e.is_dir(follow_symlinks=False):
-                stack.append(f"{dir_rel}/{name}" if dir_rel else name)
-            elif name.endswith(SEGMENT_EXTENSIONS) and name[0] != ".":  # is_segment_name, inline
-                batch.append((e.inode(), name))
-                if len(batch) >= BATCH:
-                    _stat_batch(fd, batch, d)
-    _stat_batch(fd, batch, d)
-
-
-def _stat_batch(fd: int, batch: list[tuple[int, str]], d: DirSegments) -> None:
-    """Index the regular files of ``batch`` (emptied), looked up in inode order."""
-    batch.sort()
-    lstat, add, isreg = os.stat, d.add, stat.S_ISREG  # locals: this runs once per segment
-    for _, name in batch:
-        try:
-            st = lstat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # deleted while we looked
-        if isreg(st.st_mode):
-            add(name, st.st_mtime, st.st_size)
-    batch.clear()
+            try:
+                if e.is_symlink():
+                    links.append(f"{dir_rel}/{name}" if dir_rel else name)
+                elif e.is_dir(follow_symlinks=False):
+                    stack.append(f"{dir_rel}/{name}" if dir_rel else name)
+                elif name.endswith(SEGMENT_EXTENSIONS) and name[0] != ".":  # is_segment_name, inline
+                    st = e.stat(follow_symlinks=False)
+                    if isreg(st.st_mode):
+                        add(name, st.st_mtime, st.st_size)
+            except FileNotFoundError:
+                pass  # deleted while we looked
 
 
 class SegmentIndex:

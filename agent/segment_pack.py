@@ -95,11 +95,15 @@ class DirSegments:
         g = self.groups[gid] if gid is not None else None
         if g is None:
             g = self._group(gkey)
+            gid = self.gids[gkey]
         g.count += 1
-        g.lo, g.hi = min(g.lo, seq), max(g.hi, seq)
+        if seq > g.hi:  # comparisons, not min()/max(): this runs once per file of a scan
+            g.hi = seq
+        if seq < g.lo:
+            g.lo = seq
         self.mtimes.append(mtime)
         self.sizes.append(size)
-        self.keys.append(self.gids[gkey] << _SEQ_BITS | seq)
+        self.keys.append(gid << _SEQ_BITS | seq)
         self.total += size
 
     def finish(self) -> None:

@@ -144,9 +144,8 @@ def test_the_packed_folder_behaves_like_a_sorted_list(initial, ops):
 
 def test_a_scan_of_a_real_folder_peaks_below_twice_its_steady_size(tmp_path, monkeypatch):
     """The scan packs as it reads (it built a list of (mtime, size, name) per folder first):
-    what it holds besides the packed arrays is bounded by BATCH and CHUNK, made small here
-    so that 20,000 files show it."""
-    monkeypatch.setattr(segment_index, "BATCH", 256, raising=False)
+    what it holds besides the packed arrays is bounded by CHUNK, made small here so that
+    20,000 files show it."""
     monkeypatch.setattr(segment_pack, "CHUNK", 1024, raising=False)
     n, sid = 20_000, "s"
     folder = tmp_path / sid
