@@ -9,6 +9,8 @@ Figures (each from this run):
   segments, through ``SegmentIndex.upsert`` (its lock included): p50 / p99 of ``--upserts``;
 * bytes per segment, tracemalloc: steady (after building the 1M folder) and peak
   (while building it, the input streamed, never a list), next to the names' own length;
+* the same figures for the first complete index of the tree below (all of the index's
+  memory, streams and folders included);
 * the first complete index of ``--files`` segments in ``--streams`` stream folders on
   disk, cold cache, next to ``os.walk`` + ``lstat`` of the same tree, cold cache,
   alternated ``--rounds`` times (each index in a fresh interpreter).
@@ -114,19 +116,22 @@ def walk(root: Path) -> tuple[int, float]:
     return n, time.monotonic() - t
 
 
-def first_index(root: Path) -> tuple[int, float]:
-    """SegmentIndex.scan_all in a fresh interpreter: (segments, seconds)."""
-    code = ("import json, sys, time; from pathlib import Path; from agent.segment_index import SegmentIndex; "
+def first_index(root: Path, memory: bool = False) -> tuple[int, float]:
+    """SegmentIndex.scan_all in a fresh interpreter: (segments, seconds); with ``memory``,
+    (segments, steady B/segment, peak B/segment) from tracemalloc instead (slower)."""
+    code = ("import json, sys, time, tracemalloc; from pathlib import Path; "
+            "from agent.segment_index import SegmentIndex; "
+            "m = sys.argv[2] == '1'; m and tracemalloc.start(); "
             "i = SegmentIndex(Path(sys.argv[1])); t = time.monotonic(); i.scan_all(); t = time.monotonic() - t; "
-            "print(json.dumps([sum(i.stats(s)[0] for s in i.streams), t]))")
+            "n = sum(i.stats(s)[0] for s in i.streams); c, p = tracemalloc.get_traced_memory() if m else (0, 0); "
+            "print(json.dumps([n, c / n, p / n] if m else [n, t]))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}
-    res = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=1800,
-                         env=env)
+    res = subprocess.run([sys.executable, "-c", code, str(root), "1" if memory else "0"], capture_output=True,
+                         text=True, timeout=1800, env=env)
     if res.returncode:
         raise SystemExit(res.stderr)
-    n, secs = json.loads(res.stdout)
-    return n, secs
+    return tuple(json.loads(res.stdout))
 
 
 def main() -> None:
@@ -164,6 +169,9 @@ def main() -> None:
             word = "cold" if cold else "WARM (no drop_caches)"
             print(f"round {r + 1}, {word}: os.walk + lstat {n:,} files {floor:.2f}s; first index {m:,} segments "
                   f"{ours:.2f}s = {ours / floor:.2f}x the walk (target <= 1.0x)")
+        m, steady, peak = first_index(root, memory=True)
+        print(f"first index of the tree, tracemalloc: {m:,} segments, steady {steady:.1f} B/segment, peak "
+              f"{peak:.1f} = {peak / steady:.2f}x steady")
     finally:
         if not args.keep:
             shutil.rmtree(Path(args.dir), ignore_errors=True)
