@@ -123,8 +123,8 @@ OPS = st.lists(st.tuples(st.sampled_from(["upsert", "discard", "remove"]), NAMES
 @given(st.lists(st.tuples(st.integers(0, 20).map(float), st.integers(0, 99), NAMES), max_size=30), OPS)
 def test_the_packed_folder_behaves_like_a_sorted_list(initial, ops):
     """Against a plain model: same contents, order (ties by bisect, as before) and totals."""
-    model = reference(list({n: (m, z, n) for m, z, n in initial}.values()))
-    d = DirSegments(model)
+    unique = list({n: (m, z, n) for m, z, n in initial}.values())  # in the order given: the scan's
+    model, d = reference(unique), DirSegments(unique)
     for op, name, mtime, size in ops:
         model_names = [n for _, _, n in model]
         if op == "upsert":
