@@ -92,10 +92,9 @@ class DirSegments:
         """Append a segment in any order (the caller calls :meth:`finish` after the last)."""
         gkey, seq = _split(name)
         gid = self.gids.get(gkey)
-        g = self.groups[gid] if gid is not None else None
-        if g is None:
-            g = self._group(gkey)
-            gid = self.gids[gkey]
+        if gid is None:
+            gid = self._group(gkey)
+        g: _Group = self.groups[gid]  # type: ignore[assignment]  # a gid in gids is a live group
         g.count += 1
         if seq > g.hi:  # comparisons, not min()/max(): this runs once per file of a scan
             g.hi = seq
@@ -194,19 +193,21 @@ class DirSegments:
     def _key(self, name: str, create: bool) -> int:
         """The key of ``name`` (-1: its group is unknown and ``create`` is false)."""
         gkey, seq = _split(name)
-        if gkey not in self.gids:
+        gid = self.gids.get(gkey)
+        if gid is None:
             if not create:
                 return -1
-            self._group(gkey)
-        return self.gids[gkey] << _SEQ_BITS | seq
+            gid = self._group(gkey)
+        return gid << _SEQ_BITS | seq
 
-    def _group(self, gkey: tuple[str, str | None, int]) -> _Group:
+    def _group(self, gkey: tuple[str, str | None, int]) -> int:
+        """A new group's id (a freed slot first)."""
         gid = self.free.pop() if self.free else len(self.groups)
         if gid == len(self.groups):
             self.groups.append(None)
-        g = self.groups[gid] = _Group(*gkey)
+        self.groups[gid] = _Group(*gkey)
         self.gids[gkey] = gid
-        return g
+        return gid
 
     def _count(self, key: int, delta: int) -> None:
         gid, seq = key >> _SEQ_BITS, key & _SEQ_MASK
