@@ -48,6 +48,7 @@ class _Group:
         self.count, self.lo, self.hi = 0, _SEQ_MASK, -1  # lo/hi: may be wider than the truth, never narrower
 
     def name(self, seq: int) -> str:
+        """The name holding number ``seq``."""
         return self.prefix if self.suffix is None else f"{self.prefix}{seq:0{self.width}d}{self.suffix}"
 
 
