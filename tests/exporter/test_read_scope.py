@@ -95,3 +95,29 @@ def test_vasctl_adds_a_read_token(tmp_path):
     path = tmp_path / "tokens"
     assert vasctl_main(["token", "--tokens-file", str(path), "add", "grafana", "--scope", "read"]) == 0
     assert [(t.name, t.scope) for t in tokens.load(path).tokens] == [("grafana", "read")]
+
+
+#: What a real FFmpeg wrote when its recordings filesystem went read-only (demo config, HLS muxer).
+FFMPEG_ROFS = ["[hls @ 0x55aa7efd8c80] Failed to open file '/srv/private-recordings-root/cam1/cam1_000000.ts.tmp'",
+               "[hls @ 0x55aa7efd8c80] failed to rename file /srv/private-recordings-root/cam1/index.m3u8.tmp to "
+               "/srv/private-recordings-root/cam1/index.m3u8: Read-only file system",
+               "cannot open /run/vas/progress/cam1: No such file or directory",
+               "/etc/vas/streams.yaml: something the config said"]
+
+
+async def test_child_errors_name_no_host_path(client, node):
+    """FFmpeg's and the SFU's stderr lines name the recordings root, the runtime dir and the config's
+    path: the open API shows them as placeholders (found by review18 on a read-only recordings fs)."""
+    data = snapshot_dict([stream("cam1", last_error=FFMPEG_ROFS)], root="/srv/private-recordings-root",
+                         sfu={"configured": True, "state": "error", "restarts": 2,
+                              "last_error": ["Error: EACCES: permission denied, open '/run/vas/sfu.log'"]})
+    node.write(data)
+    for path in ("/v2/health/ingestion", "/v2/health/streams/cam1", "/v2/health/system"):
+        text = await (await client.get(path)).text()
+        assert [s for s in ("/srv/private-recordings-root", "/run/vas", "/etc/vas/streams.yaml") if s in text] == [], \
+            (path, text)
+    shown = (await (await client.get("/v2/health/streams/cam1")).json())["last_error"]
+    assert shown[0] == "[hls @ 0x55aa7efd8c80] Failed to open file '<recordings>/cam1/cam1_000000.ts.tmp'"
+    assert shown[2] == "cannot open <runtime_dir>/progress/cam1: No such file or directory"
+    system = await (await client.get("/v2/health/system")).json()
+    assert system["sfu"]["last_error"] == ["Error: EACCES: permission denied, open '<runtime_dir>/sfu.log'"]
