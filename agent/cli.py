@@ -49,6 +49,8 @@ def agent_main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     _setup_logging(args.log_level)
+    from .version import build
+    build()  # now, from the code this process loaded: an upgrade in place later must not rename it
     import asyncio
     return asyncio.run(_run_agent(cfg))
 
