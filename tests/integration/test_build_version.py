@@ -109,3 +109,26 @@ def test_an_upgrade_in_place_does_not_rename_the_running_processes(tmp_path):
 ])
 def test_version_string_from_tag_distance_and_edits(tag, distance, dirty, expected):
     assert describe(tag, distance, "abc1234" + "0" * 33, dirty, "0.1.0") == expected
+
+
+def test_a_new_untracked_module_makes_the_version_dirty(tmp_path):
+    """Found by review18: a module added but not yet committed was left out of ``+dirty``, while
+    install.sh installs it (its code hash counts it): the printed version named code that was not
+    the commit's.  Ignored files (``__pycache__``, ``_build.py``) still do not count."""
+    repo = tmp_path / "checkout"
+    for part in ("agent", "exporter"):
+        shutil.copytree(CHECKOUT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__", "_build.py"))
+    shutil.copy(CHECKOUT / "pyproject.toml", repo)
+    (repo / ".gitignore").write_text("__pycache__/\nagent/_build.py\n")
+    git = ["git", "-c", "safe.directory=*", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"]):
+        subprocess.run([*git, *args], check=True, timeout=60)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+
+    def version() -> str:
+        return subprocess.run(["python3", "-m", "agent.version"], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=60).stdout.split()[0]
+    assert not version().endswith("dirty"), version()
+    assert not version().endswith("dirty"), version()  # the first run's __pycache__ is ignored
+    (repo / "agent/new_feature.py").write_text("X = 1\n")
+    assert version().endswith(".dirty"), version()
