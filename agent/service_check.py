@@ -145,13 +145,19 @@ def unreadable_as(user: str, paths: list[str]) -> dict[str, str]:
         gid = pwd.getpwnam(user).pw_gid
     except KeyError:
         return {p: f"there is no user {user}" for p in paths}
-    try:
-        out = subprocess.run([sys.executable, "-I", "-c", PROBE, *paths], user=user, group=gid,
-                             extra_groups=os.getgrouplist(user, gid), capture_output=True, text=True, timeout=30,
-                             cwd="/")
-    except PermissionError:
+    if os.geteuid() != 0:
         return {p: f"cannot check as user {user}: only root can switch users" for p in paths}
-    return dict(line.split("\0", 1) for line in out.stdout.splitlines() if "\0" in line)
+    # This interpreter may be closed to the user (a venv in /root, a --root stage in a 0700
+    # directory): then Debian's, which every user can run; the probe needs nothing else.
+    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+        try:
+            out = subprocess.run([python, "-I", "-c", PROBE, *paths], user=user, group=gid,
+                                 extra_groups=os.getgrouplist(user, gid), capture_output=True, text=True,
+                                 timeout=30, cwd="/")
+        except OSError:
+            continue
+        return dict(line.split("\0", 1) for line in out.stdout.splitlines() if "\0" in line)
+    return {p: f"cannot check: user {user} can run neither {sys.executable} nor /usr/bin/python3" for p in paths}
 
 
 def describe(path: str) -> str:

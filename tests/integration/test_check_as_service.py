@@ -136,3 +136,26 @@ def test_a_missing_environment_file_asked_for_is_named_with_the_error_it_causes(
                                      k: v for k, v in os.environ.items() if k != "INVOCATION_ID"})
     assert unreadable.returncode == 1 and "LOBBY_PASSWORD is not set" in unreadable.stderr
     assert f"note: {env}: not read (Permission denied)" in unreadable.stderr, unreadable.stderr
+
+
+def test_check_run_from_an_interpreter_the_user_cannot_run(shared, tmp_path):
+    """Found by review18: root checking with a venv the service user cannot enter (a checkout in
+    /root, a stage in a 0700 directory) got "only root can switch users" for every file, with a
+    chmod for each that would change nothing.  The probe falls back to Debian's python3."""
+    import sys
+    import sysconfig
+    config = write_config(shared)
+    (shared / "secret").write_text("s3cret\n")
+    env_file = shared / "environment"
+    env_file.write_text("LOBBY_PASSWORD=pw\n")
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    python = closed / "python3"
+    python.symlink_to(os.path.realpath(sys.executable))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       sysconfig.get_paths()["purelib"]])}
+    out = subprocess.run([str(python), "-c", "import sys; from agent.cli import agent_main; "
+                          "sys.exit(agent_main(sys.argv[1:]))", "--config", str(config), "--check", "--user", USER,
+                          "--environment-file", str(env_file)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0 and "only root can switch users" not in out.stderr, out.stderr
+    assert f"ok: {config}: 2 streams" in out.stdout
