@@ -121,3 +121,29 @@ async def test_child_errors_name_no_host_path(client, node):
     assert shown[2] == "cannot open <runtime_dir>/progress/cam1: No such file or directory"
     system = await (await client.get("/v2/health/system")).json()
     assert system["sfu"]["last_error"] == ["Error: EACCES: permission denied, open '<runtime_dir>/sfu.log'"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "a directory"])
+async def test_a_missing_or_broken_snapshot_is_reported_without_its_path(client, node, damage):
+    """Found by review18: with the agent down, every /v2/health answer and /readyz (which never
+    needs a token) said "no snapshot at /run/vas/state.json": the runtime directory the rest of
+    the API leaves out."""
+    import shutil
+
+    from agent import snapshot
+    path = node.runtime / snapshot.SNAPSHOT_NAME
+    path.unlink()
+    if damage == "corrupt":
+        path.write_text('{"version": 1, "agent": ')
+    elif damage == "a directory":
+        path.mkdir()
+    try:
+        for route in ("/readyz", "/v2/health/system", "/v2/health/ingestion", "/v2/health/streams/cam1"):
+            resp = await client.get(route)
+            text = await resp.text()
+            assert str(node.runtime) not in text and "state.json" not in text.replace("(state.json)", ""), \
+                (route, text)
+            assert resp.status in (200, 503) and ("snapshot" in text or "unreadable" in text), (route, text)
+    finally:
+        if path.is_dir():
+            shutil.rmtree(path)
