@@ -12,6 +12,7 @@ added to the snapshot later stays private until someone decides it is public.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 AGENT_KEYS = ("status", "started_at", "version", "commit")
@@ -77,3 +78,13 @@ def errors(lines: Any, snapshot: Any) -> list[str]:
 def consumer(data: Any) -> dict[str, Any]:
     """A viewer session (no ``client_id``)."""
     return _pick(data, CONSUMER_KEYS)
+
+
+def fleet_error(text: Any) -> str | None:
+    """Why this node is cut off from etcd, as ``/readyz`` shows it to anyone: the error's kind,
+    not its text, which names etcd's endpoints and the etcd user (``etcd http://10.0.0.5:2379:
+    cannot authenticate as 'vasnode'``).  The whole text is in the agent's log and snapshot."""
+    if not isinstance(text, str) or not text:
+        return None
+    kind = re.match(r"[A-Za-z_][A-Za-z0-9_]*(?=[:(])", text)
+    return f"{kind.group(0) if kind else 'cut off'} (the reason: vasctl status, the agent's log)"

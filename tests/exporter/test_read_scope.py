@@ -147,3 +147,20 @@ async def test_a_missing_or_broken_snapshot_is_reported_without_its_path(client,
     finally:
         if path.is_dir():
             shutil.rmtree(path)
+
+
+#: What agent/etcd.py really raised against an etcd endpoint that refused the node's user.
+ETCD_REFUSED = "EtcdError: etcd http://10.255.255.1:2379: cannot authenticate as 'vasnode': 404"
+
+
+async def test_readyz_says_why_the_node_is_cut_off_without_etcds_address_or_user(guarded, node):
+    """Found by review18: /readyz (open to anyone, token option or not) quoted the etcd error:
+    the cluster's endpoint and the etcd user name."""
+    data = snapshot_dict([stream("cam1")])
+    data["fleet"] = {"node": "a", "etcd_up": False, "last_error": ETCD_REFUSED, "nodes": {}, "owners": {}}
+    node.write(data)
+    resp = await guarded.get("/readyz")
+    text = await resp.text()
+    assert resp.status == 503 and "10.255.255.1" not in text and "vasnode" not in text, text
+    check = next(c for c in (await resp.json())["checks"] if c["check"] == "etcd_up")
+    assert check["ok"] is False and check["error"].startswith("EtcdError (the reason: vasctl status")
