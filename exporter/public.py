@@ -17,7 +17,7 @@ from typing import Any
 
 AGENT_KEYS = ("status", "started_at", "version", "commit")
 SFU_KEYS = ("configured", "managed", "state", "since", "generation", "restarts", "restart_reasons", "last_exit",
-            "pid", "pid_started_at", "last_error")
+            "pid_started_at", "last_error")  # no pid: the agent's is left out, and so is its child's
 CONSUMER_KEYS = ("consumer_id", "stream_id", "created_at", "last_heartbeat")
 RELOAD_KEYS = ("ok", "at", "summary")
 
@@ -44,7 +44,7 @@ def config(data: Any) -> dict[str, Any] | None:
 
 
 def sfu(data: Any, snapshot: Any = None) -> dict[str, Any] | None:
-    """The SFU's state and restarts (no API URL; the host's paths out of its last errors)."""
+    """The SFU's state and restarts (no API URL, no pid; the host's paths out of its last errors)."""
     if not isinstance(data, dict):
         return None
     out = _pick(data, SFU_KEYS)

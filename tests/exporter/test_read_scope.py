@@ -164,3 +164,12 @@ async def test_readyz_says_why_the_node_is_cut_off_without_etcds_address_or_user
     assert resp.status == 503 and "10.255.255.1" not in text and "vasnode" not in text, text
     check = next(c for c in (await resp.json())["checks"] if c["check"] == "etcd_up")
     assert check["ok"] is False and check["error"].startswith("EtcdError (the reason: vasctl status")
+
+
+async def test_the_sfus_pid_is_left_out_like_the_agents(client, node):
+    """Found by review18: /v2/health/system left out the agent's pid but showed the SFU's (docs/api.md
+    lists the SFU's state, since, restarts, last exit and error lines only)."""
+    node.write(snapshot_dict([stream("cam1")], sfu={"configured": True, "managed": True, "state": "up",
+                                                    "pid": 424243, "pid_started_at": 1.0, "restarts": 0}))
+    system = await (await client.get("/v2/health/system")).json()
+    assert system["sfu"]["state"] == "up" and "pid" not in system["sfu"], system["sfu"]
