@@ -9,6 +9,7 @@ import signal
 import sys
 
 from agent.cli import VersionAction
+from agent.version import build
 
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
 log = logging.getLogger("vas.exporter")
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         _warn_about_tokens(settings.tokens_file)
         return 0
     _setup_logging(args.log_level)
+    build()  # now, from the code this process loaded: an upgrade in place later must not rename it
     try:
         asyncio.run(_serve(args.config, settings))
     except OSError as exc:  # e.g. the port is taken
