@@ -118,12 +118,15 @@ install_config() {
 # Reads (health, status, metrics) need no token: say so when anyone on the network can make them.
 warn_open_reads() {
     local listen
-    listen="$("$PREFIX$OPT/venv/bin/vas-exporter" --config "$1" --check 2>/dev/null | sed -n 's/^ok: .*: listen \([^ ,]*\).*/\1/p')"
+    local check listen
+    check="$("$PREFIX$OPT/venv/bin/vas-exporter" --config "$1" --check 2>/dev/null)"
+    [[ "$check" == *"reads open"* ]] || return 0  # exporter.require_read_token is on
+    listen="$(sed -n 's/^ok: .*: listen \([^ ,]*\).*/\1/p' <<<"$check")"
     case "$listen" in
         0.0.0.0:*|::*|\[::\]:*|:*)
             log "warning: the exporter listens on all interfaces ($listen): its read API (/v2/health/*, /v2/metrics)" \
-                "answers anyone who can reach this host without a token; firewall the port or set exporter.listen" \
-                "to an internal address in $ETC/streams.yaml" ;;
+                "answers anyone who can reach this host without a token; firewall the port, set exporter.listen" \
+                "to an internal address, or set exporter.require_read_token: true in $ETC/streams.yaml" ;;
     esac
 }
 

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"ok: {args.config}: listen {settings.host}:{settings.port}"
               f"{' (https: ' + str(settings.tls_cert) + ')' if settings.tls_cert else ''}, "
-              f"snapshot {settings.snapshot_path}, tokens {settings.tokens_file}")
+              f"snapshot {settings.snapshot_path}, tokens {settings.tokens_file}, "
+              f"reads {'need a read token' if settings.require_read_token else 'open'}")
         _warn_about_tokens(settings.tokens_file)
         return 0
     _setup_logging(args.log_level)

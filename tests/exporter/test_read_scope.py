@@ -173,3 +173,18 @@ async def test_the_sfus_pid_is_left_out_like_the_agents(client, node):
                                                     "pid": 424243, "pid_started_at": 1.0, "restarts": 0}))
     system = await (await client.get("/v2/health/system")).json()
     assert system["sfu"]["state"] == "up" and "pid" not in system["sfu"], system["sfu"]
+
+
+def test_check_says_whether_reads_need_a_token(tmp_path):
+    """install.sh warns about open reads on all interfaces from this line; with the option on it must not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    for flag, said in ((False, "reads open"), (True, "reads need a read token")):
+        conf = tmp_path / f"streams-{flag}.yaml"
+        option = str(flag).lower()
+        conf.write_text(f"version: 1\nexporter: {{listen: '0.0.0.0:8080', require_read_token: {option}}}\n"
+                        "streams: {a: {url: 'rtsp://h/x'}}\n")
+        out = subprocess.run([str(Path(sys.executable).parent / "vas-exporter"), "--config", str(conf), "--check"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and said in out.stdout and "listen 0.0.0.0:8080" in out.stdout, out
