@@ -101,6 +101,9 @@ async function createProducer(body) {
     transport.close();
     throw new HttpError(400, `cannot produce: ${error.message}`);
   }
+  // Fence again: a higher epoch may have registered while we awaited the worker (two owners otherwise).
+  const late = fenced(streamId, epoch);
+  if (late) { transport.close(); throw late; }
   producers.set(producer.id, { producer, transport, streamId, ssrc, payloadType, epoch, node, profile });
   producer.on('transportclose', () => producers.delete(producer.id));
   return { producer_id: producer.id, rtp_host: transport.tuple.localAddress || transport.tuple.localIp,
