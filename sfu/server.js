@@ -175,7 +175,9 @@ async function consume(viewerId, body) {
   const v = viewerOf(viewerId);
   const streamId = need(body, 'stream_id', isText, 'a non-empty string');
   const rtpCapabilities = need(body, 'rtpCapabilities', (x) => x && typeof x === 'object', 'an object');
-  const p = [...producers.values()].find((x) => x.streamId === streamId);
+  // The newest owner's producer (highest epoch, then the latest): an older one is about to be closed.
+  const p = [...producers.values()].filter((x) => x.streamId === streamId)
+    .reduce((best, x) => (!best || (x.epoch || 0) >= (best.epoch || 0) ? x : best), null);
   if (!p) throw new HttpError(404, `stream ${streamId} has no producer`);
   if (!router.canConsume({ producerId: p.producer.id, rtpCapabilities })) {
     throw new HttpError(400, `the viewer cannot decode stream ${streamId}`);

@@ -88,3 +88,17 @@ def test_racing_owners_never_leave_a_lower_epoch_registered_after_a_higher_one(s
         assert epochs == sorted(epochs), f"round {round_}: registered in the order {epochs} ({answers})"
         assert 9 in epochs and answers[9] == 201
         assert all(answers[e] == 409 for e in answers if e not in epochs), answers
+
+
+def test_a_viewer_consumes_the_newest_owners_producer(sfu):
+    """During a handover both producers exist for a moment: a viewer must get the new one.
+
+    Before the fix it got the first registered (the old owner's, about to be
+    closed), and lost its video when that one closed.
+    """
+    old = call(sfu, "POST", "/producers", producer_body("cam1", epoch=4))
+    new = call(sfu, "POST", "/producers", producer_body("cam1", epoch=6))
+    viewer: dict = call(sfu, "POST", "/viewers", {"client_id": "v"})  # type: ignore[assignment]
+    consumer: dict = call(sfu, "POST", f"/viewers/{viewer['viewer_id']}/consume",  # type: ignore[assignment]
+                          {"stream_id": "cam1", "rtpCapabilities": viewer["routerRtpCapabilities"]})
+    assert consumer["producer_id"] == new["producer_id"] != old["producer_id"]  # type: ignore[index]
