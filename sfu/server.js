@@ -164,6 +164,17 @@ function viewerOf(id) {
   return v;
 }
 
+async function connectViewer(id, body) {
+  const { transport } = viewerOf(id);
+  const dtlsParameters = need(body, 'dtlsParameters', (x) => x && typeof x === 'object', 'an object');
+  try {
+    await transport.connect({ dtlsParameters });
+  } catch (error) { // mediasoup's TypeError (its message is often empty) is the caller's fault
+    if (error instanceof TypeError) throw new HttpError(400, `dtlsParameters rejected: ${error.message.trim()}`);
+    throw error;
+  }
+}
+
 function closeViewer(id) {
   const v = viewers.get(id);
   if (!v) return;
@@ -210,8 +221,7 @@ const routes = [
   ['POST', /^\/consumers\/([^/]+)\/resume$/, (m) => consumerOf(m[1]).consumer.resume()],
   ['GET', /^\/router\/rtp-capabilities$/, () => router.rtpCapabilities],
   ['POST', /^\/viewers$/, (m, body) => createViewer(body), 201],
-  ['POST', /^\/viewers\/([^/]+)\/connect$/, (m, body) => viewerOf(m[1]).transport.connect({
-    dtlsParameters: need(body, 'dtlsParameters', (x) => x && typeof x === 'object', 'an object') })],
+  ['POST', /^\/viewers\/([^/]+)\/connect$/, (m, body) => connectViewer(m[1], body)],
   ['POST', /^\/viewers\/([^/]+)\/consume$/, (m, body) => consume(m[1], body), 201],
   ['DELETE', /^\/viewers\/([^/]+)$/, (m) => { viewerOf(m[1]); closeViewer(m[1]); }],
 ];

@@ -102,3 +102,18 @@ def test_a_viewer_consumes_the_newest_owners_producer(sfu):
     consumer: dict = call(sfu, "POST", f"/viewers/{viewer['viewer_id']}/consume",  # type: ignore[assignment]
                           {"stream_id": "cam1", "rtpCapabilities": viewer["routerRtpCapabilities"]})
     assert consumer["producer_id"] == new["producer_id"] != old["producer_id"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("dtls", [{}, {"role": "client"}, {"fingerprints": "x"}])
+def test_malformed_dtls_parameters_are_a_400_not_a_500(sfu, dtls):
+    """mediasoup throws a TypeError on them: the caller's fault, answered 400 with a message.
+
+    Before the fix: 500 with an empty message (" [method:transport.connect]") and a stack trace in
+    the app's log, as for a real fault of the app.
+    """
+    viewer: dict = call(sfu, "POST", "/viewers", {"client_id": "v"})  # type: ignore[assignment]
+    status, answer = raw(sfu, "POST", f"/viewers/{viewer['viewer_id']}/connect",
+                         json.dumps({"dtlsParameters": dtls}).encode())
+    assert status == 400, answer
+    assert answer is not None and "dtlsParameters" in answer["error"], answer
+    assert raw(sfu, "GET", "/health")[0] == 200
