@@ -5,6 +5,7 @@
 //
 //   node sfu/server.js [--port 3000] [--host 127.0.0.1] [--rtp-ip 127.0.0.1]
 //                      [--webrtc-ip 127.0.0.1] [--announced-ip IP] [--h264-profiles 42e01f,640032]
+//                      [--viewer-timeout 60]
 //
 // Run it with node directly (not npm start) so that signals reach it; the agent
 // does so when `mediasoup.command` names it. It finds mediasoup through the usual
@@ -24,10 +25,18 @@ const { values: opt } = parseArgs({ options: {
   'announced-ip': { type: 'string' },
   // The router's H.264 entries (profile-level-ids, comma-separated): limit them to what your viewers decode.
   'h264-profiles': { type: 'string', default: '42e01f,42001f,4d001f,640032,f4001f' },
+  // Seconds a viewer has to complete its DTLS handshake: an unconnected transport holds ports and is
+  // not in GET /consumers until it consumes, so the agent could never expire it.
+  'viewer-timeout': { type: 'string', default: '60' },
 } });
 const [major, minor] = mediasoup.version.split('.').map(Number);
 const HAS_LISTEN_INFO = major > 3 || (major === 3 && minor >= 13); // 3.13 renamed listenIp(s)
 const MAX_BODY = 1 << 20;
+const VIEWER_TIMEOUT_MS = Number(opt['viewer-timeout']) * 1000;
+if (!(VIEWER_TIMEOUT_MS > 0)) {
+  console.error(`--viewer-timeout must be a number of seconds above 0, got ${opt['viewer-timeout']}`);
+  process.exit(2);
+}
 
 // One H.264 entry per profile the router accepts: produce() matches the profile
 // (not the level) of the announced profile-level-id against these.
@@ -42,7 +51,7 @@ const MEDIA_CODECS = H264_PROFILES.map((id) => ({
 }));
 
 const producers = new Map(); // producer.id -> {producer, transport, streamId, ssrc, payloadType, epoch, node}
-const viewers = new Map();   // webrtc transport.id -> {transport, clientId}
+const viewers = new Map();   // webrtc transport.id -> {transport, clientId, timer}
 const consumers = new Map(); // consumer.id -> {consumer, viewerId, streamId, clientId, createdAt}
 let worker; let router;
 
@@ -152,7 +161,9 @@ async function createViewer(body) {
   const clientId = need(body, 'client_id', optional(isText), 'a string') || '';
   const transport = await router.createWebRtcTransport({ ...webRtcListen(), enableUdp: true, enableTcp: true,
     preferUdp: true });
-  viewers.set(transport.id, { transport, clientId });
+  const timer = setTimeout(() => { if (transport.dtlsState !== 'connected') closeViewer(transport.id); },
+    VIEWER_TIMEOUT_MS);
+  viewers.set(transport.id, { transport, clientId, timer });
   transport.on('dtlsstatechange', (state) => { if (state === 'closed' || state === 'failed') closeViewer(transport.id); });
   return { viewer_id: transport.id, iceParameters: transport.iceParameters, iceCandidates: transport.iceCandidates,
     dtlsParameters: transport.dtlsParameters, routerRtpCapabilities: router.rtpCapabilities };
@@ -179,6 +190,7 @@ function closeViewer(id) {
   const v = viewers.get(id);
   if (!v) return;
   viewers.delete(id);
+  clearTimeout(v.timer);
   v.transport.close(); // closes its consumers ('transportclose' removes them from the table)
 }
 

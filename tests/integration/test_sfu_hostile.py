@@ -6,9 +6,11 @@ Every count here is mediasoup's own: producers from ``GET /producers``
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,15 +19,16 @@ import pytest
 
 from camera.fixture import free_port
 from sfu.real_sfu import call, get, start_real_sfu
+from sfu.viewer import Viewer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def sfu(tmp_path) -> Iterator[int]:
-    """The reference SFU on a free port; yields the port."""
+    """The reference SFU on a free port (with a short viewer timeout); yields the port."""
     port = free_port()
-    proc = start_real_sfu(port, log=tmp_path / "sfu.log")
+    proc = start_real_sfu(port, "--viewer-timeout", "2", log=tmp_path / "sfu.log")
     try:
         yield port
     finally:
@@ -102,6 +105,50 @@ def test_a_viewer_consumes_the_newest_owners_producer(sfu):
     consumer: dict = call(sfu, "POST", f"/viewers/{viewer['viewer_id']}/consume",  # type: ignore[assignment]
                           {"stream_id": "cam1", "rtpCapabilities": viewer["routerRtpCapabilities"]})
     assert consumer["producer_id"] == new["producer_id"] != old["producer_id"]  # type: ignore[index]
+
+
+def test_a_viewer_that_never_connects_is_closed(sfu):
+    """``POST /viewers`` and nothing else: its WebRTC transport (a UDP and a TCP socket) stays forever.
+
+    Such a viewer has no consumer, so the agent never sees it (``GET
+    /consumers``) and cannot expire it; a client that retries leaks a port per
+    try.  Before the fix the worker's sockets were still open 35 s later.
+    """
+    before = worker_sockets(sfu)
+    viewers = [call(sfu, "POST", "/viewers", {"client_id": f"v{i}"}) for i in range(3)]
+    assert worker_sockets(sfu) == before + 2 * len(viewers)
+    deadline = time.monotonic() + 6  # --viewer-timeout 2, and the worker closing them
+    while worker_sockets(sfu) > before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker_sockets(sfu) == before
+    status, answer = raw(sfu, "DELETE", f"/viewers/{viewers[0]['viewer_id']}")  # type: ignore[index]
+    assert status == 404, answer
+
+
+def test_a_connected_viewer_outlives_the_timeout_and_an_unconnected_consumer_does_not(sfu):
+    """The timeout closes transports that never completed DTLS, not a real viewer's.
+
+    A consumer whose client never connects is useless too: it goes with its transport, and the
+    agent sees it leave ``GET /consumers``.
+    """
+    call(sfu, "POST", "/producers", producer_body("cam1"))
+    idle: dict = call(sfu, "POST", "/viewers", {"client_id": "idle"})  # type: ignore[assignment]
+    call(sfu, "POST", f"/viewers/{idle['viewer_id']}/consume",
+         {"stream_id": "cam1", "rtpCapabilities": idle["routerRtpCapabilities"]})
+
+    async def watch() -> Viewer:
+        async with Viewer(sfu, "cam1", client_id="real") as viewer:
+            deadline = time.monotonic() + 10
+            while "connected" not in viewer.states and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(4)  # twice --viewer-timeout
+            clients = sorted(c["client_id"] for c in get(sfu, "/consumers"))  # type: ignore[union-attr]
+            assert clients == ["real"], (clients, viewer.states)
+            assert not viewer.closed.is_set(), viewer.states
+            return viewer
+
+    viewer = asyncio.run(watch())
+    assert "connected" in viewer.states
 
 
 @pytest.mark.parametrize("dtls", [{}, {"role": "client"}, {"fingerprints": "x"}])
