@@ -66,6 +66,15 @@ class Producer:
     profile_level_id: str | None = None
     #: Made with a profile just looked up: the first spawn onto it need not probe again.
     profile_fresh: bool = False
+    #: The first RTP sequence number of the last FFmpeg run, and the packets counted when it began.
+    seq_start: int | None = None
+    packets_at_seq_start: int = 0
+
+    def next_seq(self) -> int:
+        """The first sequence number for a new FFmpeg run onto this producer (rtp_source.next_seq)."""
+        self.seq_start = rtp_source.next_seq(self.seq_start, self.packets - self.packets_at_seq_start)
+        self.packets_at_seq_start = self.packets
+        return self.seq_start
 
     def view(self) -> dict[str, Any]:
         return {"id": self.producer_id, "rtp_host": self.target.host, "rtp_port": self.target.port,

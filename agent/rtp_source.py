@@ -18,8 +18,15 @@ to bind ("bind failed: Address already in use") and its producer is re-made.
 """
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Collection
+
+#: How far ahead of where the last FFmpeg run ended a new run starts its RTP sequence: forward
+#: (a WebRTC viewer's SRTP drops a sequence that goes back more than its replay window, until it
+#: passes the old maximum), beyond receivers' windows for lost packets (aiortc waits for up to 512,
+#: mediasoup counts up to 3000 as a gap), and with room for a count a poll or two stale.
+SEQ_JUMP = 8192
 
 #: Tries to find a free pair before giving up (the caller then sends from any port).
 PICK_ATTEMPTS = 20
@@ -64,3 +71,20 @@ def pick(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int | None:
         if not clashes(port, avoid) and can_bind(port, host):
             return int(port)
     return None
+
+
+def next_seq(last_start: int | None, sent: int) -> int:
+    """The first RTP sequence number of a new FFmpeg run of a producer.
+
+    A restarted FFmpeg keeps the producer's SSRC but starts its sequence anew,
+    by default at random in 0..4095.  Behind where the last run ended, a
+    viewer watching across the restart decoded nothing (its SRTP took the
+    packets for replays) until the sequence passed the old end, minutes after
+    a long run; a little ahead, aiortc waited for the "missing" packets in
+    between.  So a new run starts SEQ_JUMP ahead of where the last one ended:
+    its start plus the ``sent`` packets mediasoup counted.  Unknown (the first
+    run, an adopted producer): anywhere.
+    """
+    if last_start is None:
+        return random.randrange(1 << 16)
+    return (last_start + sent + SEQ_JUMP) % (1 << 16)

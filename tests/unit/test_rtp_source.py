@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from agent.producers import _adopted
-from agent.rtp_source import can_bind, clashes, pick
+from agent.ffmpeg import RtpTarget
+from agent.producers import Producer, _adopted
+from agent.rtp_source import SEQ_JUMP, can_bind, clashes, next_seq, pick
 
 
 def ephemeral_range() -> range:
@@ -45,3 +46,22 @@ def test_an_adopted_producer_that_never_received_keeps_clear_of_the_other_produc
     assert producer.target.source_port is None  # no free pair clear of them: FFmpeg picks its own
     producer = _adopted(match, 1234, 96, None, None, {40000})
     assert producer.target.source_port is not None and not clashes(producer.target.source_port, {40000})
+
+
+def test_a_new_run_starts_its_sequence_ahead_of_where_the_last_one_ended():
+    """Forward by SEQ_JUMP from the last run's start plus the packets mediasoup counted, across the wrap."""
+    assert next_seq(1000, 500) == 1000 + 500 + SEQ_JUMP
+    assert next_seq(65000, 1000) == (65000 + 1000 + SEQ_JUMP) % 65536
+    assert 3000 <= SEQ_JUMP < 1 << 14  # past every receiver's gap window, far from ambiguous (half the space)
+    assert all(0 <= next_seq(None, 0) < 65536 for _ in range(100))
+
+
+def test_a_producer_hands_each_run_a_sequence_ahead_of_the_last():
+    """Producer.next_seq keeps the last start and the count it was made at (a poll updates packets)."""
+    producer = Producer("p1", RtpTarget("127.0.0.1", 40000, 1234, 96))
+    first = producer.next_seq()
+    producer.packets = 700  # counted by mediasoup during the first run
+    assert producer.next_seq() == (first + 700 + SEQ_JUMP) % 65536
+    second = producer.seq_start
+    producer.packets = 750
+    assert producer.next_seq() == (second + 50 + SEQ_JUMP) % 65536
