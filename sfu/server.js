@@ -140,7 +140,10 @@ function producerOf(id) {
 function deleteProducer(id, query) {
   const p = producerOf(id);
   if (query.has('epoch')) {
-    const refused = fenced(p.streamId, Number(query.get('epoch')), p);
+    const epoch = query.get('epoch');
+    // Number('1e999') is Infinity and Number('') is 0: only a plain integer may pass the fence.
+    if (!/^[0-9]{1,15}$/.test(epoch)) throw new HttpError(400, `epoch must be an integer, got ${JSON.stringify(epoch)}`);
+    const refused = fenced(p.streamId, Number(epoch), p);
     if (refused) throw refused;
   }
   producers.delete(id);
@@ -243,10 +246,10 @@ function readBody(req) {
     const chunks = []; let size = 0;
     req.on('data', (chunk) => {
       size += chunk.length;
-      if (size > MAX_BODY) { reject(new HttpError(413, 'body over 1 MiB')); req.destroy(); return; }
-      chunks.push(chunk);
+      if (size <= MAX_BODY) chunks.push(chunk); // beyond: read on (and drop) so the caller hears the 413
     });
     req.on('end', () => {
+      if (size > MAX_BODY) { reject(new HttpError(413, 'body over 1 MiB')); return; }
       if (size === 0) { resolve({}); return; }
       try {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));

@@ -164,3 +164,21 @@ def test_malformed_dtls_parameters_are_a_400_not_a_500(sfu, dtls):
     assert status == 400, answer
     assert answer is not None and "dtlsParameters" in answer["error"], answer
     assert raw(sfu, "GET", "/health")[0] == 200
+
+
+@pytest.mark.parametrize("epoch", ["1e999", "Infinity", "", "abc", "-1", "7.5"])
+def test_a_delete_with_a_malformed_epoch_is_refused_not_let_through_the_fence(sfu, epoch):
+    """``?epoch=1e999`` was Number() Infinity, which is above every epoch: it closed a fleet owner's
+    producer.  ``?epoch=`` was 0.  Only a plain integer may be compared."""
+    made: dict = call(sfu, "POST", "/producers", producer_body("cam1", epoch=7))  # type: ignore[assignment]
+    status, answer = raw(sfu, "DELETE", f"/producers/{made['producer_id']}?epoch={epoch}")
+    assert status == 400, answer
+    assert [p["producer_id"] for p in get(sfu, "/producers")] == [made["producer_id"]]  # type: ignore[union-attr]
+    assert raw(sfu, "DELETE", f"/producers/{made['producer_id']}?epoch=7")[0] == 204
+
+
+def test_a_body_over_the_limit_is_answered_413(sfu):
+    """Before the fix the app reset the connection mid-upload: the caller saw a reset, not why."""
+    status, answer = raw(sfu, "POST", "/producers", b" " * (2 << 20))
+    assert status == 413 and answer == {"error": "body over 1 MiB"}
+    assert raw(sfu, "GET", "/health")[0] == 200
