@@ -70,8 +70,9 @@ class RtpTarget:
 
 
 def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
-               rtp: RtpTarget | None = None) -> list[str]:
-    """The argv for one run of ``stream``; ``rtp`` adds the SFU's RTP output.
+               rtp: RtpTarget | None = None, rtp_seq: int | None = None) -> list[str]:
+    """The argv for one run of ``stream``; ``rtp`` adds the SFU's RTP output (its first sequence
+    number ``rtp_seq``, agent/rtp_source.py ``next_seq``).
 
     Recording and RTP are two slaves of one ``tee`` output with ``onfail=ignore``:
     a full disk drops the recording slave, not the viewers' feed, and a vanished
@@ -83,11 +84,11 @@ def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
             "-progress", PROGRESS_TARGET, "-stats_period", f"{STATS_PERIOD:g}"]
     argv += input_args(stream)
     if stream.recording.enabled and rtp is not None:
-        return argv + tee_output(stream, launch, rtp)
+        return argv + tee_output(stream, launch, rtp, rtp_seq)
     if stream.recording.enabled:
         return argv + hls_output(stream, launch)
     if rtp is not None:
-        return argv + ["-map", "0:v:0", "-c:v", "copy"] + rtp_options(rtp) + [rtp.url]
+        return argv + ["-map", "0:v:0", "-c:v", "copy"] + rtp_options(rtp, rtp_seq) + [rtp.url]
     # FFmpeg needs an output; without one, decode to nothing so the camera is still watched.
     return argv + ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
 
@@ -98,14 +99,14 @@ def build_argv(stream: StreamConfig, launch: Launch, *, ffmpeg: str = "ffmpeg",
 RTP_FLAGS = "skip_rtcp"
 
 
-def rtp_options(rtp: RtpTarget) -> list[str]:
-    """The RTP muxer's options: the SSRC and payload type the producer was made with, no RTCP, and
-    packets that fit an MTU after SRTP (WebRTC viewers)."""
+def rtp_options(rtp: RtpTarget, seq: int | None = None) -> list[str]:
+    """The RTP muxer's options: the SSRC and payload type the producer was made with, no RTCP,
+    packets that fit an MTU after SRTP (WebRTC viewers), and the first sequence number if given."""
     return ["-f", "rtp", "-ssrc", str(rtp.ssrc), "-payload_type", str(rtp.payload_type), "-rtpflags", RTP_FLAGS,
-            "-packetsize", str(RTP_PACKET_SIZE)]
+            "-packetsize", str(RTP_PACKET_SIZE)] + (["-seq", str(seq)] if seq is not None else [])
 
 
-def tee_output(stream: StreamConfig, launch: Launch, rtp: RtpTarget) -> list[str]:
+def tee_output(stream: StreamConfig, launch: Launch, rtp: RtpTarget, seq: int | None = None) -> list[str]:
     """One ``tee`` output: HLS segments (video + audio) and RTP (video only), independent."""
     hls = ":".join([
         "f=hls", f"hls_time={stream.recording.segment_duration:g}", f"hls_list_size={LIVE_PLAYLIST_SIZE}",
@@ -113,7 +114,7 @@ def tee_output(stream: StreamConfig, launch: Launch, rtp: RtpTarget) -> list[str
         # Option values are unescaped twice (slave list, then options), the file name once.
         f"hls_segment_filename={_tee_escape(_tee_escape(launch.segment_pattern))}", "onfail=ignore"])
     send = (f"select=v:f=rtp:ssrc={rtp.ssrc}:payload_type={rtp.payload_type}:rtpflags={RTP_FLAGS}"
-            f":packetsize={RTP_PACKET_SIZE}:onfail=ignore")
+            f":packetsize={RTP_PACKET_SIZE}{f':seq={seq}' if seq is not None else ''}:onfail=ignore")
     return ["-map", "0:v:0", "-map", "0:a:0?", "-c:v", "copy", "-c:a", "aac", "-f", "tee",
             f"[{hls}]{_tee_escape(launch.playlist)}|[{send}]{_tee_escape(rtp.url)}"]
 

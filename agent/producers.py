@@ -66,6 +66,15 @@ class Producer:
     profile_level_id: str | None = None
     #: Made with a profile just looked up: the first spawn onto it need not probe again.
     profile_fresh: bool = False
+    #: The first RTP sequence number of the last FFmpeg run, and the packets counted when it began.
+    seq_start: int | None = None
+    packets_at_seq_start: int = 0
+
+    def next_seq(self) -> int:
+        """The first sequence number for a new FFmpeg run onto this producer (rtp_source.next_seq)."""
+        self.seq_start = rtp_source.next_seq(self.seq_start, self.packets - self.packets_at_seq_start)
+        self.packets_at_seq_start = self.packets
+        return self.seq_start
 
     def view(self) -> dict[str, Any]:
         return {"id": self.producer_id, "rtp_host": self.target.host, "rtp_port": self.target.port,
@@ -92,6 +101,7 @@ class ProducerManager:
         self._poller: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one reconcile at a time
         self._repairs: dict[str, int] = {}  # re-creations per stream since it last received
+        self._listed_ports: set[int] = set()  # source ports the SFU's transports are locked to
         self.up = False
 
     async def sfu_up(self) -> None:
@@ -144,6 +154,7 @@ class ProducerManager:
         wanted = {sid: s for sid, s in streams.items() if s.feeds_sfu}
         wants = {sid: _want(s, self.producers.get(sid)) for sid, s in wanted.items()}
         decided = producer_plan.plan(listed, wants, self._fleet())
+        self._listed_ports = {port for p in listed if isinstance(port := getattr(p, "source_port", None), int)}
         doomed = {p.producer_id for p, _ in decided.delete}
         for sid in set(self.producers) - set(wanted):  # ours for sure, even if the SFU echoes no node
             gone = self.producers[sid].producer_id
@@ -179,7 +190,7 @@ class ProducerManager:
                     and stream.producer is known:
                 return refence  # in use and ours: nothing else to do
             if match is not None:
-                producer = _adopted(match, ssrc, pt, known, stream.rtp_running)
+                producer = _adopted(match, ssrc, pt, known, stream.rtp_running, self._taken())
                 log.info("producers: %s adopted %s (rtp %s)", sid, match.producer_id, producer.target.url)
             else:
                 producer = await self._create(stream, ssrc, pt, node)
@@ -195,10 +206,18 @@ class ProducerManager:
         profile = await self._profile(stream) if self._profile is not None else None
         made = await self.api.create_producer(stream.cfg.id, ssrc=ssrc, payload_type=pt,
                                               epoch=stream.epoch or None, node=node, profile_level_id=profile)
-        target = RtpTarget(made.rtp_host, made.rtp_port, ssrc, pt, rtp_source.pick(made.rtp_host))
+        target = RtpTarget(made.rtp_host, made.rtp_port, ssrc, pt, rtp_source.pick(made.rtp_host, self._taken()))
         log.info("producers: %s created %s (rtp %s%s)", stream.cfg.id, made.producer_id, target.url,
                  f", H.264 {profile}" if profile else "")
         return Producer(made.producer_id, target, profile_level_id=profile, profile_fresh=True)
+
+    def _taken(self) -> set[int]:
+        """Source ports of the other producers (and the SFU's locked ones): a new one keeps clear of them.
+
+        They are free while their FFmpeg is down, so the kernel may offer them again.
+        """
+        ports = {p.target.source_port for p in self.producers.values() if p.target.source_port is not None}
+        return ports | self._listed_ports
 
     def due(self, stream_id: str) -> bool:
         """True while this stream's producer is still to be made or re-made (the SFU is up)."""
@@ -309,7 +328,8 @@ class ProducerManager:
         return repair
 
 
-def _adopted(match: Any, ssrc: int, pt: int, known: Producer | None, running: RtpTarget | None) -> Producer:
+def _adopted(match: Any, ssrc: int, pt: int, known: Producer | None, running: RtpTarget | None,
+             taken: set[int]) -> Producer:
     """An existing producer, sent to from the port its transport is locked to (or a new one)."""
     port = getattr(match, "source_port", None)
     if port is None and known is not None and known.producer_id == match.producer_id:
@@ -317,7 +337,7 @@ def _adopted(match: Any, ssrc: int, pt: int, known: Producer | None, running: Rt
     if port is None and running is not None and (running.host, running.port) == (match.rtp_host, match.rtp_port):
         port = running.source_port  # FFmpeg sends to it now (the SFU was hung, not restarted): keep it running
     if port is None:  # nothing received yet (not locked), or an SFU that does not say: a port of our own
-        port = rtp_source.pick(match.rtp_host)
+        port = rtp_source.pick(match.rtp_host, taken)
     target = RtpTarget(match.rtp_host, match.rtp_port, ssrc, pt, port)
     return Producer(match.producer_id, target, packets=match.packets, bytes=match.bytes,
                     profile_level_id=getattr(match, "profile_level_id", None))

@@ -287,7 +287,8 @@ class Stream:
             return self._pending or "exit", 0.0
         rtp = self.rtp if self.feeds_sfu else None
         try:
-            argv = build_argv(self.cfg, launch, ffmpeg=self.host.ffmpeg, rtp=rtp)
+            seq = self.producer.next_seq() if rtp is not None and self.producer is not None else None
+            argv = build_argv(self.cfg, launch, ffmpeg=self.host.ffmpeg, rtp=rtp, rtp_seq=seq)
             if self.cfg.recording.enabled:
                 await self._make_dir(launch.recording_dir)
             if self._closing or self.host.stopping:

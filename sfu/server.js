@@ -5,6 +5,7 @@
 //
 //   node sfu/server.js [--port 3000] [--host 127.0.0.1] [--rtp-ip 127.0.0.1]
 //                      [--webrtc-ip 127.0.0.1] [--announced-ip IP] [--h264-profiles 42e01f,640032]
+//                      [--viewer-timeout 60]
 //
 // Run it with node directly (not npm start) so that signals reach it; the agent
 // does so when `mediasoup.command` names it. It finds mediasoup through the usual
@@ -24,10 +25,18 @@ const { values: opt } = parseArgs({ options: {
   'announced-ip': { type: 'string' },
   // The router's H.264 entries (profile-level-ids, comma-separated): limit them to what your viewers decode.
   'h264-profiles': { type: 'string', default: '42e01f,42001f,4d001f,640032,f4001f' },
+  // Seconds a viewer has to complete its DTLS handshake: an unconnected transport holds ports and is
+  // not in GET /consumers until it consumes, so the agent could never expire it.
+  'viewer-timeout': { type: 'string', default: '60' },
 } });
 const [major, minor] = mediasoup.version.split('.').map(Number);
 const HAS_LISTEN_INFO = major > 3 || (major === 3 && minor >= 13); // 3.13 renamed listenIp(s)
 const MAX_BODY = 1 << 20;
+const VIEWER_TIMEOUT_MS = Number(opt['viewer-timeout']) * 1000;
+if (!(VIEWER_TIMEOUT_MS > 0)) {
+  console.error(`--viewer-timeout must be a number of seconds above 0, got ${opt['viewer-timeout']}`);
+  process.exit(2);
+}
 
 // One H.264 entry per profile the router accepts: produce() matches the profile
 // (not the level) of the announced profile-level-id against these.
@@ -42,7 +51,7 @@ const MEDIA_CODECS = H264_PROFILES.map((id) => ({
 }));
 
 const producers = new Map(); // producer.id -> {producer, transport, streamId, ssrc, payloadType, epoch, node}
-const viewers = new Map();   // webrtc transport.id -> {transport, clientId}
+const viewers = new Map();   // webrtc transport.id -> {transport, clientId, timer}
 const consumers = new Map(); // consumer.id -> {consumer, viewerId, streamId, clientId, createdAt}
 let worker; let router;
 
@@ -167,7 +176,9 @@ async function createViewer(body) {
   const clientId = need(body, 'client_id', optional(isText), 'a string') || '';
   const transport = await router.createWebRtcTransport({ ...webRtcListen(), enableUdp: true, enableTcp: true,
     preferUdp: true });
-  viewers.set(transport.id, { transport, clientId });
+  const timer = setTimeout(() => { if (transport.dtlsState !== 'connected') closeViewer(transport.id); },
+    VIEWER_TIMEOUT_MS);
+  viewers.set(transport.id, { transport, clientId, timer });
   transport.on('dtlsstatechange', (state) => { if (state === 'closed' || state === 'failed') closeViewer(transport.id); });
   return { viewer_id: transport.id, iceParameters: transport.iceParameters, iceCandidates: transport.iceCandidates,
     dtlsParameters: transport.dtlsParameters, routerRtpCapabilities: router.rtpCapabilities };
@@ -179,10 +190,22 @@ function viewerOf(id) {
   return v;
 }
 
+async function connectViewer(id, body) {
+  const { transport } = viewerOf(id);
+  const dtlsParameters = need(body, 'dtlsParameters', (x) => x && typeof x === 'object', 'an object');
+  try {
+    await transport.connect({ dtlsParameters });
+  } catch (error) { // mediasoup's TypeError (its message is often empty) is the caller's fault
+    if (error instanceof TypeError) throw new HttpError(400, `dtlsParameters rejected: ${error.message.trim()}`);
+    throw error;
+  }
+}
+
 function closeViewer(id) {
   const v = viewers.get(id);
   if (!v) return;
   viewers.delete(id);
+  clearTimeout(v.timer);
   v.transport.close(); // closes its consumers ('transportclose' removes them from the table)
 }
 
@@ -190,9 +213,9 @@ async function consume(viewerId, body) {
   const v = viewerOf(viewerId);
   const streamId = need(body, 'stream_id', isText, 'a non-empty string');
   const rtpCapabilities = need(body, 'rtpCapabilities', (x) => x && typeof x === 'object', 'an object');
-  // The owner's producer: the newest epoch's (a warming node's has none until it owns the stream).
+  // The newest owner's producer (highest epoch, then the latest): an older one is about to be closed.
   const p = [...producers.values()].filter((x) => x.streamId === streamId)
-    .reduce((best, x) => (!best || (x.epoch || 0) > (best.epoch || 0) ? x : best), null);
+    .reduce((best, x) => (!best || (x.epoch || 0) >= (best.epoch || 0) ? x : best), null);
   if (!p) throw new HttpError(404, `stream ${streamId} has no producer`);
   if (!router.canConsume({ producerId: p.producer.id, rtpCapabilities })) {
     throw new HttpError(400, `the viewer cannot decode stream ${streamId}`);
@@ -225,8 +248,7 @@ const routes = [
   ['POST', /^\/consumers\/([^/]+)\/resume$/, (m) => consumerOf(m[1]).consumer.resume()],
   ['GET', /^\/router\/rtp-capabilities$/, () => router.rtpCapabilities],
   ['POST', /^\/viewers$/, (m, body) => createViewer(body), 201],
-  ['POST', /^\/viewers\/([^/]+)\/connect$/, (m, body) => viewerOf(m[1]).transport.connect({
-    dtlsParameters: need(body, 'dtlsParameters', (x) => x && typeof x === 'object', 'an object') })],
+  ['POST', /^\/viewers\/([^/]+)\/connect$/, (m, body) => connectViewer(m[1], body)],
   ['POST', /^\/viewers\/([^/]+)\/consume$/, (m, body) => consume(m[1], body), 201],
   ['DELETE', /^\/viewers\/([^/]+)$/, (m) => { viewerOf(m[1]); closeViewer(m[1]); }],
 ];
@@ -236,10 +258,10 @@ function readBody(req) {
     const chunks = []; let size = 0;
     req.on('data', (chunk) => {
       size += chunk.length;
-      if (size > MAX_BODY) { reject(new HttpError(413, 'body over 1 MiB')); req.destroy(); return; }
-      chunks.push(chunk);
+      if (size <= MAX_BODY) chunks.push(chunk); // beyond: read on (and drop) so the caller hears the 413
     });
     req.on('end', () => {
+      if (size > MAX_BODY) { reject(new HttpError(413, 'body over 1 MiB')); return; }
       if (size === 0) { resolve({}); return; }
       try {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));

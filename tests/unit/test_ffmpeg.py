@@ -119,6 +119,14 @@ def test_every_run_of_a_producer_sends_from_its_source_port():
     assert build_argv(verbatim, launch(), rtp=pinned)[-1] == pinned.url
 
 
+def test_a_run_starts_its_rtp_sequence_where_it_is_told():
+    """Both output shapes carry the first sequence number (agent/rtp_source.py next_seq)."""
+    alone = build_argv(stream(recording=RecordingConfig(enabled=False)), launch(), rtp=TARGET, rtp_seq=8200)
+    assert value_after(alone, "-seq") == "8200"
+    tee = build_argv(stream(), launch(), rtp=TARGET, rtp_seq=8200)
+    assert ":seq=8200:onfail=ignore]" in tee[-1].split("|")[1]
+
+
 def test_tee_paths_are_escaped_for_both_levels():
     argv = build_argv(stream(), Launch(Path("/rec/a:b"), STAMP), rtp=TARGET)
     assert "hls_segment_filename=/rec/a\\\\\\:b/" in argv[-1]  # unescaped twice

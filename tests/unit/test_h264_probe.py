@@ -37,3 +37,39 @@ def test_a_picked_source_port_and_its_rtcp_neighbour_are_free():
     port = pick()
     assert port is not None and can_bind(port)
     assert not can_bind(65535) and not can_bind(0)
+
+
+def test_an_rtsp_camera_that_answers_nothing_is_not_probed():
+    """A listener that accepts and never answers (a black hole), a closed port, a real answer."""
+    import asyncio
+    import socket
+    import time
+
+    from agent.h264_probe import rtsp_answers
+
+    async def check() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            writer.write(b"RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        camera = await asyncio.start_server(answer, "127.0.0.1", 0)
+        silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever reads
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        try:
+            cam_port, hole, shut = (camera.sockets[0].getsockname()[1], silent.getsockname()[1],
+                                    closed.getsockname()[1])
+            assert await rtsp_answers(f"rtsp://user:pw@127.0.0.1:{cam_port}/x", 2)  # 401 is an answer
+            start = time.monotonic()
+            assert not await rtsp_answers(f"rtsp://127.0.0.1:{hole}/x", 0.5)
+            assert time.monotonic() - start < 1.5
+            assert not await rtsp_answers(f"rtsp://127.0.0.1:{shut}/x", 0.5)
+            assert await rtsp_answers("/srv/video/loop.mp4") and await rtsp_answers("rtsps://127.0.0.1:1/x")
+        finally:
+            camera.close()
+            silent.close()
+            closed.close()
+
+    asyncio.run(check())
