@@ -47,15 +47,20 @@ Figures = dict[str, tuple[int, int, "float | None"]]
 
 def go(value: Any) -> str:
     """``floatToGoString(value)`` (a sample's value as client_python writes it), with fast paths
-    for the common cases: an int below 2**53 and a float below 1e6 (tests check they agree)."""
+    for ints below 2**53 and floats below 1e16 (tests check that they agree)."""
     kind = type(value)
     if kind is int and 0 <= value < 2**53:
         if value < 1_000_000:
             return f"{value}.0"
         digits = str(value)  # Go writes 1e+06 and up with an exponent: 1234567 -> 1.234567e+06
         return f"{(digits[0] + '.' + digits[1:]).rstrip('0.')}e+{len(digits) - 1:02d}"
-    if kind is float and -INF < value < 1e6:  # NaN and -Inf fail the comparison
-        return repr(value)
+    if kind is float:
+        if -INF < value < 1e6:  # NaN and -Inf fail the comparison
+            return repr(value)
+        if 1e6 <= value < 1e16:  # repr is positional here: 1764300000.25 -> 1.76430000025e+09
+            text = repr(value)
+            dot = text.find(".")
+            return f"{(text[0] + '.' + text[1:dot] + text[dot + 1:]).rstrip('0.')}e+{dot - 1:02d}"
     return floatToGoString(value)
 
 
