@@ -22,6 +22,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 #: Built once: the answers' headers are the same for every check.
 JSON_NO_STORE = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", **NO_STORE}))
 _AGE = "\x00age\x00"  # a placeholder no snapshot can produce: json.dumps writes it "\u0000age\u0000"
+_AGE_JSON = json.dumps(_AGE).encode()
 
 
 def readiness(view: View, settings: Settings) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def split_at_age(result: dict[str, Any]) -> tuple[bytes, bytes]:
     """The JSON of ``result`` as the bytes before and after its first check's value (the age)."""
     fresh = {**result["checks"][0], "value": _AGE}
     text = json.dumps({**result, "checks": [fresh, *result["checks"][1:]]}, separators=(",", ":")).encode()
-    head, _, tail = text.partition(json.dumps(_AGE).encode())
+    head, _, tail = text.partition(_AGE_JSON)
     return head, tail
 
 
