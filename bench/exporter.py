@@ -193,7 +193,8 @@ def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, changed: bool
             times.append((time.perf_counter() - started) * 1000)
             if response.status != 200:
                 raise SystemExit(f"/v2/metrics answered {response.status}")
-            missed += changed and f'vas_stream_frames_total{{stream="cam000"}} {90000 + 125 * k}.0\n'.encode() not in body
+            shown = f'vas_stream_frames_total{{stream="cam000"}} {90000 + 125 * k}.0\n'.encode()
+            missed += changed and shown not in body
     finally:
         conn.close()
     return {"p50": c.pct(times, 50), "p99": c.pct(times, 99), "max": max(times), "missed": missed}

@@ -123,7 +123,8 @@ class _Stream:
         """``(bytes, segments, oldest, deleted segments, deleted bytes, future dated)`` lines."""
         deleted, future = rec.get("deleted") or {}, rec.get("future_dated")
         ahead = future["segments"] if isinstance(future, dict) and isinstance(future.get("segments"), int) else None
-        removed = tuple((reason, counts.get("segments", 0), counts.get("bytes", 0)) for reason, counts in deleted.items())
+        removed = tuple((reason, counts.get("segments", 0), counts.get("bytes", 0))
+                        for reason, counts in deleted.items())
         key = (figures, removed, ahead)
         if self.recording is None or self.recording[0] != key:
             p, lines = self.pre, ["", "", ""]
@@ -133,7 +134,8 @@ class _Stream:
                          f"{p['vas_recording_oldest_segment_timestamp_seconds']}{go(first)}\n"
                          if first is not None else ""]
             by_reason = [(f'{{reason="{escape(reason)}",{self.label}}} ', n, size) for reason, n, size in removed]
-            lines.append("".join(f"vas_recording_deleted_segments_total{labels}{go(n)}\n" for labels, n, _ in by_reason))
+            lines.append("".join(f"vas_recording_deleted_segments_total{labels}{go(n)}\n"
+                                 for labels, n, _ in by_reason))
             lines.append("".join(f"vas_recording_deleted_bytes_total{labels}{go(size)}\n"
                                  for labels, _, size in by_reason))
             lines.append(f"{p['vas_recording_future_dated_segments']}{go(ahead)}\n" if ahead is not None else "")

@@ -150,7 +150,8 @@ def test_go_writes_every_value_as_client_python_does():
                          float("nan"), float("inf"), float("-inf"), NOW, 12_345_678.0]
     for _ in range(20_000):
         e = rnd.uniform(-10, 20)
-        values += [rnd.random() * 10**e, -rnd.random() * 10**e, int(rnd.random() * 10**e), round(rnd.random() * 10**e, 3)]
+        x = rnd.random() * 10**e
+        values += [x, -x, int(x), round(x, 3)]
     from exporter.streamtext import go
     assert [v for v in values if go(v) != floatToGoString(v)] == []
 
