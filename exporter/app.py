@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     ctx = Context(settings)
     app = web.Application(middlewares=[_frame(ctx)])
     app[CONTEXT] = ctx
-    ctx.health = Health(settings, ctx.view)
+    ctx.health = Health(settings, ctx.view, ctx.source)
     ctx.health.routes(app)
     Api(ctx).routes(app)
     app.router.add_get("/v2/metrics", _metrics)

@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .settings import Settings
-from .source import View
+from .source import SnapshotSource, View
 
 NO_STORE = {"Cache-Control": "no-store"}
 #: Built once: the answers' headers are the same for every check.
@@ -78,8 +78,10 @@ def age_json(age: float | None) -> bytes:
 class Health:
     """The three health routes over one snapshot source."""
 
-    def __init__(self, settings: Settings, read: Any) -> None:
-        self.settings, self._read = settings, read
+    def __init__(self, settings: Settings, read: Any, source: SnapshotSource | None = None) -> None:
+        """``read``: the snapshot's View now; ``source``, when given, tells its age and version
+        without a View (a check needs the View only when the verdict may have changed)."""
+        self.settings, self._read, self._source = settings, read, source
         #: (snapshot version, fresh) -> the body around the age and the status.
         self._cache: tuple[tuple[int, bool], bytes, bytes, int] | None = None
 
@@ -94,13 +96,22 @@ class Health:
         return web.Response(body=body, status=200, headers=JSON_NO_STORE)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        view = self._read()
-        key = (view.version, view.fresh(self.settings.stale_after))
+        age, version = self._now()
+        key = (version, age is not None and age <= self.settings.stale_after)  # as View.fresh
         if self._cache is None or self._cache[0] != key:
+            view = self._read()
+            age, key = view.age, (view.version, view.fresh(self.settings.stale_after))
             result = readiness(view, self.settings)
             self._cache = (key, *split_at_age(result), 200 if not result["failing"] else 503)
         _, head, tail, status = self._cache
         # The verdict is cached per snapshot; the snapshot's age moves between snapshots,
         # so it is written fresh into every answer (as vas_agent_snapshot_age_seconds is).
-        body = b"" if request.method == "HEAD" else head + age_json(view.age) + tail
+        body = b"" if request.method == "HEAD" else head + age_json(age) + tail
         return web.Response(body=body, status=status, headers=JSON_NO_STORE)
+
+    def _now(self) -> tuple[float | None, int]:
+        """The snapshot's age and version now."""
+        if self._source is None:
+            view = self._read()
+            return view.age, view.version
+        return self._source.age(), self._source.version
