@@ -218,14 +218,15 @@ setup_venv() {
     printf '%s\n%s\n' "$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)" "$extras" >"$STAMP"
 }
 
-# The demo's exporter port, free now?  Says who holds it (when ss can tell) and what to do.
+# A port the demo listens on, free now?  Says who holds it (when ss can tell) and what to do.
+#   demo_port_free HOST PORT WHO KEY: WHO (the exporter, the SFU) listens there; KEY in the config moves it.
 demo_port_free() {
-    local holder
-    [[ -n "$DEMO_PORT" ]] || return 0  # no plain host:port in the file: the exporter will say
-    if python3 - "$DEMO_HOST" "$DEMO_PORT" <<'PY'
+    local host="$1" port="$2" who="$3" key="$4" holder
+    [[ -n "$port" ]] || return 0  # no plain host:port in the file: the program itself will say
+    if python3 - "$host" "$port" <<'PY'
 import socket, sys
 s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exporter binds: TIME_WAIT is no conflict
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exporter and node bind: TIME_WAIT is no conflict
 try:
     s.bind((sys.argv[1], int(sys.argv[2])))
 except OSError:
@@ -234,11 +235,11 @@ PY
     then
         return 0
     fi
-    holder="$(ss -Hltnp "sport = :$DEMO_PORT" 2>/dev/null | grep -o 'users:(([^)]*))' | head -1)"
-    printf 'install.sh: the demo cannot start: port %s on %s is already in use%s.\n' "$DEMO_PORT" "$DEMO_HOST" \
+    holder="$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(([^)]*))' | head -1)"
+    printf 'install.sh: the demo cannot start: port %s on %s is already in use%s.\n' "$port" "$host" \
         "${holder:+ ($holder)}" >&2
-    printf '  Its exporter must listen there, or curl localhost:%s would reach the other program.\n' "$DEMO_PORT" >&2
-    printf '  Stop that program, or change exporter.listen in %s and run again.\n' "$DEMO_CONFIG" >&2
+    printf '  Its %s must listen there, or curl localhost:%s would reach the other program.\n' "$who" "$port" >&2
+    printf '  Stop that program, or change %s in %s and run again.\n' "$key" "$DEMO_CONFIG" >&2
     return 1
 }
 
@@ -251,7 +252,7 @@ demo_exporter_up() {
             printf 'install.sh: the demo exporter exited (its error is above); nothing else was started\n' >&2
             return 1
         fi
-        demo_port_free 2>/dev/null || return 0
+        demo_port_free "$DEMO_HOST" "$DEMO_PORT" exporter exporter.listen 2>/dev/null || return 0
         sleep 0.1
     done
     printf 'install.sh: the demo exporter did not listen on %s:%s within 10 s\n' "$DEMO_HOST" "$DEMO_PORT" >&2
@@ -319,7 +320,13 @@ fi
 [[ $with_sfu -eq 1 ]] && DEMO_CONFIG=config/demo-sfu.yaml
 DEMO_LISTEN="$(sed -n 's/^  listen: *\([0-9.]*\):\([0-9]*\).*/\1 \2/p' "$DEMO_CONFIG")"
 read -r DEMO_HOST DEMO_PORT <<<"$DEMO_LISTEN"
-demo_port_free || exit 1  # before anything is installed or started: the reason, at once
+# The SFU's port too (--with-sfu): taken, the SFU would crash-loop while the agent's probes and the
+# printed curl reached the other program.  Before anything is installed or started: the reason, at once.
+read -r SFU_HOST SFU_PORT <<<"$(sed -n 's|^  api_url: *http://\([0-9.]*\):\([0-9]*\).*|\1 \2|p' "$DEMO_CONFIG")"
+demo_port_free "$DEMO_HOST" "$DEMO_PORT" exporter exporter.listen || exit 1
+if [[ $with_sfu -eq 1 ]]; then
+    demo_port_free "$SFU_HOST" "$SFU_PORT" SFU "mediasoup.api_url and the --port in mediasoup.command" || exit 1
+fi
 apt_install "${RUNTIME_PACKAGES[@]}"
 if [[ $with_sfu -eq 1 ]]; then
     setup_venv "viewer"  # the WebRTC viewer command printed below
@@ -353,8 +360,8 @@ The demo agent runs in the foreground now, its exporter beside it; Ctrl-C stops 
 EOF
 if [[ $with_sfu -eq 1 ]]; then
     cat <<EOF
-The reference SFU (sfu/server.js on mediasoup 3.8.4), run by the agent on 127.0.0.1:3000:
-  producers:   curl localhost:3000/producers        (mediasoup's own packet counts per camera)
+The reference SFU (sfu/server.js on mediasoup 3.8.4), run by the agent on $SFU_HOST:$SFU_PORT:
+  producers:   curl localhost:$SFU_PORT/producers        (mediasoup's own packet counts per camera)
   watch one:   $VENV/bin/python -m tests.sfu.viewer --stream testsrc --save testsrc.ppm
                (a WebRTC viewer: prints frames decoded, size and fps; saves the last frame)
 

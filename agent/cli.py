@@ -49,6 +49,8 @@ def agent_main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     _setup_logging(args.log_level)
+    from .version import build
+    build()  # now, from the code this process loaded: an upgrade in place later must not rename it
     import asyncio
     return asyncio.run(_run_agent(cfg))
 
@@ -60,11 +62,13 @@ def _check(args) -> int:
     env, env_note = dict(os.environ), None
     env_file = args.environment_file or (service_check.ENVIRONMENT_FILE if service else None)
     if env_file:
-        env, env_note = service_check.environment(Path(env_file))
+        env, env_note = service_check.environment(Path(env_file), explicit=bool(args.environment_file))
     try:
         cfg = config.load(args.config, env)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
+        if env_note:  # it explains a "not set" above: the variables it would have given are missing
+            print(f"note: {env_note}", file=sys.stderr)
         return 1
     errors = service_check.access_errors(args.config, args.user or service_check.default_user(service))
     for line in errors + ([f"note: {env_note}"] if env_note else []):

@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,49 +259,6 @@ def _remove_empty_dirs(root_fd: int, fds: dict, dirs: set[tuple[str, str]]) -> N
             finally:
                 os.close(parent)
             parts.pop()
-
-
-def walk_stream(root_fd: int, stream: str, links: list[str] | None = None
-                ) -> Iterator[tuple[str, list[tuple[float, int, str]]]]:
-    """``(dir_rel, [(mtime, size, name)...])`` for every directory of one stream's tree.
-
-    Never follows a symlink (``links`` collects their paths, relative to the stream's
-    directory: retention never cleans there, so it says so); unreadable directories
-    are logged and skipped.
-    """
-    stack = [""]
-    while stack:
-        dir_rel = stack.pop()
-        try:
-            fd = open_below(root_fd, [stream, *(dir_rel.split("/") if dir_rel else [])])
-        except OSError as exc:
-            if not isinstance(exc, FileNotFoundError):
-                log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")
-            continue
-        files: list[tuple[float, int, str]] = []
-        try:
-            with os.scandir(fd) as entries:
-                for e in entries:
-                    _classify(e, dir_rel, files, stack)
-                    if links is not None and e.is_symlink():
-                        links.append(f"{dir_rel}/{e.name}" if dir_rel else e.name)
-        except OSError as exc:
-            log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")
-        finally:
-            os.close(fd)
-        yield dir_rel, files
-
-
-def _classify(e: os.DirEntry, dir_rel: str, files: list, stack: list) -> None:
-    try:
-        if e.is_dir(follow_symlinks=False):
-            stack.append(f"{dir_rel}/{e.name}" if dir_rel else e.name)
-        elif is_segment_name(e.name):
-            st = e.stat(follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode):
-                files.append((st.st_mtime, st.st_size, e.name))
-    except FileNotFoundError:
-        pass  # deleted while we looked
 
 
 def log_error(message: str) -> None:

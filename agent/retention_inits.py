@@ -151,8 +151,8 @@ def hold_inits_below(root: Path, index: SegmentIndex, plans: list[list[Candidate
     def survivor(sid: str, goes: Callable[[str], bool]) -> bool:
         with index.lock:  # newest first: the newest segment usually stays, so this is quick
             for dir_rel, d in index.streams.get(sid, {}).items():
-                names = d.blob.decode("utf-8", "surrogateescape").split("\0")[1:-1]
-                if any(not goes(f"{dir_rel}/{n}" if dir_rel else n) for n in reversed(names)):
+                names = (d.name(i) for i in range(len(d) - 1, -1, -1))
+                if any(not goes(f"{dir_rel}/{n}" if dir_rel else n) for n in names):
                     return True
         return False
     try:

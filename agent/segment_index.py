@@ -1,135 +1,29 @@
 """The recording index: every segment under ``recordings.root``, per stream and directory.
 
-Twelve million segments must not mean twelve million Python objects, so each
-directory keeps its segments in packed arrays sorted oldest first: mtime (8 B),
-size (8 B) and the name NUL-terminated in one ``bytearray`` (about 50 B per
-segment with the agent's own names).  Totals are kept as they change, so
-reports and policies never walk the tree.  The index is updated from watchdog
-(inotify) events on watchdog's thread and by scans on worker threads; one lock
-guards it.  The policies read it through :meth:`SegmentIndex.oldest_first`.
+Twelve million segments must not mean twelve million Python objects: each directory
+keeps its segments packed (:class:`~agent.segment_pack.DirSegments`, 24 bytes per
+segment), sorted oldest first.  Totals are kept as they change, so reports and
+policies never walk the tree.  The index is updated from watchdog (inotify) events
+on watchdog's thread and by scans on worker threads; one lock guards it.  The
+policies read it through :meth:`SegmentIndex.oldest_first`.
 """
 from __future__ import annotations
 
 import os
+import stat
 import threading
-from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
 
-from .retention import Candidate, candidate, natural_key, walk_stream
+from .retention import SEGMENT_EXTENSIONS, Candidate, candidate, log_error, open_below
+from .segment_pack import DirSegments
 
-#: A name searched for near the newest end of a directory first (new files land there).
-_TAIL = 8192
+__all__ = ["DirSegments", "SegmentIndex", "SCAN_THREADS"]
 #: Stream directories scanned at once.  More threads lose to GIL hand-offs: on a
-#: cold 300k-file tree, 2 threads took 2.3 s, 4 took 2.9 s, 8 took 3.4 s, 1 took 3.8 s.
+#: cold 300k-file tree, 2 threads took 2.3 s, 4 took 2.9 s, 8 took 3.4 s, 1 took 3.8 s (on
+#: a cold 1M-file tree, issue 21: 4 and 8 no better than 2, with more CPU).
 SCAN_THREADS = 2
-
-
-class DirSegments:
-    """One directory's segments, sorted by (mtime, natural name): packed, no object per file."""
-
-    __slots__ = ("mtimes", "sizes", "blob", "total", "dev")
-
-    def __init__(self, entries: list[tuple[float, int, str]] = (), dev: int = -1) -> None:  # type: ignore[assignment]
-        self.mtimes, self.sizes, self.blob, self.total = array("d"), array("q"), bytearray(b"\0"), 0
-        self.dev = dev  # st_dev of the filesystem holding the directory (-1: not known)
-        for mtime, size, name in _ordered(entries):
-            self.mtimes.append(mtime)
-            self.sizes.append(size)
-            self.blob += _enc(name) + b"\0"
-            self.total += size
-
-    def __len__(self) -> int:
-        return len(self.mtimes)
-
-    def iter(self) -> Iterator[tuple[float, int, str]]:
-        """``(mtime, size, name)`` oldest first, lazily (planners stop early)."""
-        pos, blob = 1, self.blob
-        for i in range(len(self.mtimes)):
-            end = blob.index(b"\0", pos)
-            yield self.mtimes[i], self.sizes[i], blob[pos:end].decode("utf-8", "surrogateescape")
-            pos = end + 1
-
-    def find(self, name: str) -> tuple[int, int]:
-        """``(index, byte offset of its leading NUL)`` of ``name``, or ``(-1, -1)``."""
-        needle = b"\0" + _enc(name) + b"\0"
-        pos = self.blob.rfind(needle, max(0, len(self.blob) - _TAIL))
-        if pos < 0:
-            pos = self.blob.find(needle)
-        if pos < 0:
-            return -1, -1
-        # Entries after this one each end in a NUL, and so does this one.
-        return len(self.mtimes) - self.blob.count(b"\0", pos + 1), pos
-
-    def upsert(self, name: str, mtime: float, size: int) -> None:
-        """Add ``name`` or update it (a rewrite moves it to its new place in the order)."""
-        self.discard(name)
-        i = bisect_right(self.mtimes, mtime)
-        self.mtimes.insert(i, mtime)
-        self.sizes.insert(i, size)
-        at = self._offset(i)
-        self.blob[at:at] = _enc(name) + b"\0"
-        self.total += size
-
-    def discard(self, name: str) -> bool:
-        """Remove ``name``; False when it was not here."""
-        i, pos = self.find(name)
-        if i < 0:
-            return False
-        del self.blob[pos + 1:pos + 2 + len(_enc(name))]
-        self.total -= self.sizes[i]
-        del self.mtimes[i], self.sizes[i]
-        return True
-
-    def remove_names(self, names: set[str]) -> None:
-        """Remove several names, found from the oldest end (where deletions happen)."""
-        wanted = {_enc(n) for n in names}
-        keep_m, keep_s, keep_b = array("d"), array("q"), bytearray(b"\0")
-        pos, i, n = 1, 0, len(self.mtimes)
-        while wanted and i < n:
-            end = self.blob.index(b"\0", pos)
-            name = bytes(self.blob[pos:end])
-            if name in wanted:
-                wanted.discard(name)
-                self.total -= self.sizes[i]
-            else:
-                keep_m.append(self.mtimes[i])
-                keep_s.append(self.sizes[i])
-                keep_b += name + b"\0"
-            pos, i = end + 1, i + 1
-        self.blob = keep_b + self.blob[pos:]
-        self.mtimes = keep_m + self.mtimes[i:]
-        self.sizes = keep_s + self.sizes[i:]
-
-    def _offset(self, i: int) -> int:
-        """Byte offset where entry ``i`` starts (len(blob) for one past the end)."""
-        n, blob = len(self.mtimes) - 1, self.blob  # called after the arrays grew by one
-        if i >= n:
-            return len(blob)
-        if i < n // 2:
-            pos = 0
-            for _ in range(i):
-                pos = blob.index(b"\0", pos + 1)
-            return pos + 1
-        pos = len(blob) - 1
-        for _ in range(n - i):
-            pos = blob.rindex(b"\0", 0, pos)
-        return pos + 1
-
-
-def _ordered(entries: list[tuple[float, int, str]]) -> list[tuple[float, int, str]]:
-    """By mtime, ties in natural name order (numbers as numbers) without a key per entry."""
-    out = sorted(entries, key=lambda e: e[0])
-    i = 0
-    while i < len(out) - 1:
-        j = i + 1
-        while j < len(out) and out[j][0] == out[i][0]:
-            j += 1
-        if j - i > 1:
-            out[i:j] = sorted(out[i:j], key=lambda e: natural_key(e[2]))
-        i = j
-    return out
 
 
 def _candidates(sid: str, dir_rel: str, d: DirSegments) -> Iterator[Candidate]:
@@ -138,16 +32,51 @@ def _candidates(sid: str, dir_rel: str, d: DirSegments) -> Iterator[Candidate]:
         yield candidate(sid, dir_rel, name, mtime, size)
 
 
-def _dev_of(root_fd: int, sid: str, dir_rel: str) -> int:
-    """st_dev of a stream directory (the free-space floor is per filesystem); -1 if gone."""
-    try:
-        return os.stat(f"{sid}/{dir_rel}" if dir_rel else sid, dir_fd=root_fd, follow_symlinks=False).st_dev
-    except OSError:
-        return -1
+def walk_packed(root_fd: int, stream: str, links: list[str]) -> Iterator[tuple[str, DirSegments]]:
+    """``(dir_rel, segments)`` for every directory of one stream's tree, packed as read.
+
+    Never follows a symlink (``links`` collects their paths, relative to the stream's
+    directory: retention never cleans there, so it says so); unreadable directories
+    are logged and skipped.  One ``fstatat`` per segment, none per other entry (the
+    type comes from the directory entry).
+    """
+    stack = [""]
+    while stack:
+        dir_rel = stack.pop()
+        try:
+            fd = open_below(root_fd, [stream, *(dir_rel.split("/") if dir_rel else [])])
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")
+            continue
+        d = DirSegments()
+        try:
+            d.dev = os.fstat(fd).st_dev
+            _read_dir(fd, dir_rel, d, stack, links)
+        except OSError as exc:
+            log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")
+        finally:
+            os.close(fd)
+        d.finish()
+        yield dir_rel, d
 
 
-def _enc(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
+def _read_dir(fd: int, dir_rel: str, d: DirSegments, stack: list[str], links: list[str]) -> None:
+    add, isreg = d.add, stat.S_ISREG  # locals: this loop runs once per file of the tree
+    with os.scandir(fd) as entries:
+        for e in entries:  # types from the directory entry: one fstatat per segment, none per other entry
+            name = e.name
+            try:
+                if e.is_symlink():
+                    links.append(f"{dir_rel}/{name}" if dir_rel else name)
+                elif e.is_dir(follow_symlinks=False):
+                    stack.append(f"{dir_rel}/{name}" if dir_rel else name)
+                elif name.endswith(SEGMENT_EXTENSIONS) and name[0] != ".":  # is_segment_name, inline
+                    st = e.stat(follow_symlinks=False)
+                    if isreg(st.st_mode):
+                        add(name, st.st_mtime, st.st_size)
+            except FileNotFoundError:
+                pass  # deleted while we looked
 
 
 class SegmentIndex:
@@ -184,9 +113,9 @@ class SegmentIndex:
         links: list[str] = []
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for dir_rel, files in walk_stream(fd, sid, links):
-                if files:
-                    dirs[dir_rel] = DirSegments(files, _dev_of(fd, sid, dir_rel))
+            for dir_rel, d in walk_packed(fd, sid, links):
+                if len(d):
+                    dirs[dir_rel] = d
         finally:
             os.close(fd)
         with self.lock:
@@ -289,16 +218,6 @@ class SegmentIndex:
         for dir_rel, d in self.streams.get(sid, {}).items():
             i = len(d) if before is None else bisect_right(d.mtimes, before)
             if i:
-                start = _nul_before(d.blob, i, len(d))
-                name = d.blob[start + 1:d.blob.index(b"\0", start + 1)].decode("utf-8", "surrogateescape")
-                c = candidate(sid, dir_rel, name, d.mtimes[i - 1], d.sizes[i - 1])
+                c = candidate(sid, dir_rel, d.name(i - 1), d.mtimes[i - 1], d.sizes[i - 1])
                 best = c if best is None or c > best else best
         return best
-
-
-def _nul_before(blob: bytearray, i: int, n: int) -> int:
-    """Offset of the NUL that starts entry ``i - 1`` of ``n`` (searched from the end: ``i`` is near it)."""
-    pos = len(blob) - 1
-    for _ in range(n - i + 1):
-        pos = blob.rindex(b"\0", 0, pos)
-    return pos

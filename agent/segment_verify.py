@@ -74,10 +74,9 @@ class Verifier:
             d = index.streams.get(sid, {}).get(dir_rel)
             if d is None:
                 return 0
-            # Set operations over the packed names run at C speed (a 20,000-file folder in ms).
-            missing = set(d.blob.decode("utf-8", "surrogateescape").split("\0")[1:-1]) - names
             # A file the watcher indexed after the listing is not in it: only older ones count as gone.
-            gone = {n for m, _, n in d.iter() if n in missing and m < listed_at - RECENT_GRACE} if missing else set()
+            cutoff = listed_at - RECENT_GRACE
+            gone = {n for m, _, n in d.iter() if n not in names and m < cutoff}
             if gone:
                 d.remove_names(gone)
                 index.prune(sid, dir_rel)

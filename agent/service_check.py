@@ -47,13 +47,15 @@ def parse_environment(text: str) -> dict[str, str]:
     return env
 
 
-def environment(path: Path) -> tuple[dict[str, str], str | None]:
+def environment(path: Path, explicit: bool = False) -> tuple[dict[str, str], str | None]:
     """The process environment with ``path``'s variables on top (they win, as under systemd),
-    and a note when the file exists but cannot be read here."""
+    and a note when the file exists but cannot be read here, or was asked for and is missing
+    (the unit's own is optional: ``EnvironmentFile=-``)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return dict(os.environ), None
+        return dict(os.environ), (f"{path}: no such file: ${{NAME}} references use this shell's environment"
+                                  if explicit else None)
     except OSError as exc:
         # Under systemd (ExecStartPre, as vas) the unit has loaded it already: nothing to say.
         quiet = "INVOCATION_ID" in os.environ
@@ -95,16 +97,44 @@ def access_errors(path: str, user: str | None) -> list[str]:
     from . import yamlsrc
     doc = yamlsrc.parse(yamlsrc.read_source(path))  # loaded fine a moment ago
     refs = list(secret_files(doc.value))
-    denied = unreadable_as(user, [str(path), *(p for _, p in refs)])
-    fix = f"the service (user {user}) would fail to start; e.g. chgrp {user} FILE && chmod 0640 FILE"
+    # Absolute: the probe runs in /, so "cd /etc/vas && vas-agent --config streams.yaml" was "No such file".
+    here = os.path.abspath(path)
+    denied = unreadable_as(user, [here, *(p for _, p in refs)])
+    if here in denied:
+        denied[str(path)] = denied.pop(here)
     errors = [f"{path}: user {user} cannot read this file ({describe(path)}: {denied[str(path)]}); "
-              + fix.replace("FILE", str(path))] if str(path) in denied else []
+              + fix(user, str(path), denied[str(path)])] if str(path) in denied else []
     for key, secret in refs:
         if secret in denied:
             errors.append(f"{path}:{doc.line(key)}: {'.'.join(map(str, key))}: ${{file:{secret}}}: user {user} "
                           f"cannot read it ({describe(secret)}: {denied[secret]}); "
-                          + fix.replace("FILE", secret))
+                          + fix(user, secret, denied[secret]))
     return errors
+
+
+def fix(user: str, path: str, reason: str) -> str:
+    """What to run (pure): open the file to the user's group, or the directory that shuts it out."""
+    closed = re.search(r"\(directory (.+) is closed to it\)$", reason)
+    target, mode = (closed.group(1), "g+x") if closed else (path, "0640")
+    return f"the service (user {user}) would fail to start; e.g. chgrp {user} {target} && chmod {mode} {target}"
+
+
+#: Run as the user: each path it cannot open, and why.  A file denied in a readable mode sits
+#: behind a directory the user cannot enter: that directory is named, or "chmod 0640 FILE"
+#: would be advice that changes nothing.
+PROBE = """
+import os, sys
+for p in sys.argv[1:]:
+    try:
+        open(p, 'rb').close()
+    except OSError as e:
+        parents, q = [], os.path.dirname(p)
+        while q not in parents:
+            parents.append(q)
+            q = os.path.dirname(q)
+        shut = [d for d in reversed(parents) if not os.access(d, os.X_OK)]
+        print(p + '\\0' + (e.strerror or str(e)) + (f' (directory {shut[0]} is closed to it)' if shut else ''))
+"""
 
 
 def unreadable_as(user: str, paths: list[str]) -> dict[str, str]:
@@ -115,15 +145,19 @@ def unreadable_as(user: str, paths: list[str]) -> dict[str, str]:
         gid = pwd.getpwnam(user).pw_gid
     except KeyError:
         return {p: f"there is no user {user}" for p in paths}
-    probe = ("import sys\nfor p in sys.argv[1:]:\n try:\n  open(p, 'rb').close()\n"
-             " except OSError as e:\n  print(p + '\\0' + (e.strerror or str(e)))")
-    try:
-        out = subprocess.run([sys.executable, "-I", "-c", probe, *paths], user=user, group=gid,
-                             extra_groups=os.getgrouplist(user, gid), capture_output=True, text=True, timeout=30,
-                             cwd="/")
-    except PermissionError:
+    if os.geteuid() != 0:
         return {p: f"cannot check as user {user}: only root can switch users" for p in paths}
-    return dict(line.split("\0", 1) for line in out.stdout.splitlines() if "\0" in line)
+    # This interpreter may be closed to the user (a venv in /root, a --root stage in a 0700
+    # directory): then Debian's, which every user can run; the probe needs nothing else.
+    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+        try:
+            out = subprocess.run([python, "-I", "-c", PROBE, *paths], user=user, group=gid,
+                                 extra_groups=os.getgrouplist(user, gid), capture_output=True, text=True,
+                                 timeout=30, cwd="/")
+        except OSError:
+            continue
+        return dict(line.split("\0", 1) for line in out.stdout.splitlines() if "\0" in line)
+    return {p: f"cannot check: user {user} can run neither {sys.executable} nor /usr/bin/python3" for p in paths}
 
 
 def describe(path: str) -> str:

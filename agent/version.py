@@ -62,7 +62,8 @@ def from_git() -> Build | None:
     commit = _git("rev-parse", "HEAD")
     if not commit:
         return None
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "agent", "exporter", "pyproject.toml")
+    # A new module not yet added is an edit too (it is installed and imported); .gitignore still applies.
+    dirty = _git("status", "--porcelain", "--untracked-files=all", "--", "agent", "exporter", "pyproject.toml")
     tag, distance = None, 0
     found = _git("describe", "--tags", "--abbrev=0")
     if found:

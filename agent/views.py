@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .redact import redact
 from .snapshot import SCHEMA_VERSION
+from .version import build
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -68,7 +69,7 @@ def agent_view(a: Agent) -> dict[str, Any]:
     cfg = a.cfg
     view = {
         "version": SCHEMA_VERSION,
-        "agent": {"pid": os.getpid(), "started_at": a.started_at, "status": a.status,
+        "agent": {"pid": os.getpid(), "started_at": a.started_at, "status": a.status, **build()._asdict(),
                   "runtime_dir": str(a.runtime_dir),
                   "event_loop_lag_seconds": a.publisher.lag.view()},
         "config": {"path": str(cfg.path), "sha256": cfg.sha256,

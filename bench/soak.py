@@ -7,8 +7,8 @@ What it measures
             answered by exactly one restart, never two processes for one stream
             (checked after every kill), no process left after the agent stops.
     soak    --streams real streams (default 50) from the GStreamer RTSP test camera into
-            the stand-in SFU (tests/sfu/standin_sfu.py, the test stand-in for the
-            operator's MediaSoup app) and HLS recording on a tmpfs, for --minutes
+            the reference SFU on real mediasoup (sfu/server.js, run by the agent)
+            and HLS recording on a tmpfs, for --minutes
             (default 30), with a random fault every --every seconds (on average):
             FFmpeg SIGKILL, FFmpeg SIGSTOP (a stall), camera restart, SFU SIGKILL,
             a reload that changes one stream, a reload with a broken file, the

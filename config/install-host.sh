@@ -10,6 +10,7 @@ BINDIR=/usr/local/bin
 COMMANDS=(vas-agent vasctl vas-exporter)
 UNITS=(vas-agent.service vas-exporter.service)
 changed=0
+config_ok=1  # 0: the kept /etc/vas/streams.yaml failed its --check: no agent or exporter is (re)started
 
 change() { changed=1; log "$*"; }
 
@@ -93,8 +94,10 @@ install_config() {
         change "wrote a starter $ETC/streams.yaml (no cameras yet; every key: $ETC/streams.example.yaml)"
     else
         log "kept your $ETC/streams.yaml; checking it:"
-        "$PREFIX$OPT/venv/bin/vas-agent" --config "$etc/streams.yaml" --check || \
+        if ! "$PREFIX$OPT/venv/bin/vas-agent" --config "$etc/streams.yaml" --check; then
+            config_ok=0
             log "fix the errors above, then: systemctl reload vas-agent"
+        fi
     fi
     if ! cmp -s config/streams.example.yaml "$etc/streams.example.yaml"; then
         install -m 0644 config/streams.example.yaml "$etc/streams.example.yaml"
@@ -115,12 +118,15 @@ install_config() {
 # Reads (health, status, metrics) need no token: say so when anyone on the network can make them.
 warn_open_reads() {
     local listen
-    listen="$("$PREFIX$OPT/venv/bin/vas-exporter" --config "$1" --check 2>/dev/null | sed -n 's/^ok: .*: listen \([^ ,]*\).*/\1/p')"
+    local check listen
+    check="$("$PREFIX$OPT/venv/bin/vas-exporter" --config "$1" --check 2>/dev/null)"
+    [[ "$check" == *"reads open"* ]] || return 0  # exporter.require_read_token is on
+    listen="$(sed -n 's/^ok: .*: listen \([^ ,]*\).*/\1/p' <<<"$check")"
     case "$listen" in
         0.0.0.0:*|::*|\[::\]:*|:*)
             log "warning: the exporter listens on all interfaces ($listen): its read API (/v2/health/*, /v2/metrics)" \
-                "answers anyone who can reach this host without a token; firewall the port or set exporter.listen" \
-                "to an internal address in $ETC/streams.yaml" ;;
+                "answers anyone who can reach this host without a token; firewall the port, set exporter.listen" \
+                "to an internal address, or set exporter.require_read_token: true in $ETC/streams.yaml" ;;
     esac
 }
 
@@ -174,6 +180,10 @@ start_units() {
     [[ $units_changed -eq 1 ]] && systemctl daemon-reload
     local unit
     for unit in "${UNITS[@]}"; do
+        if [[ $config_ok -eq 0 && "$unit" != "$SFU_UNIT" ]]; then
+            hold_unit "$unit"
+            continue
+        fi
         if ! systemctl is-enabled --quiet "$unit" || ! systemctl is-active --quiet "$unit"; then
             systemctl enable --now "$unit"
             change "enabled and started $unit"
@@ -182,6 +192,24 @@ start_units() {
             log "restarted $unit (new code or unit)"
         fi
     done
+}
+
+# The config failed its check: a (re)start would run ExecStartPre's --check, fail, and take
+# down an agent that records on its last good config.  It keeps running (old code, if this
+# was an upgrade) and the operator is told what to run once the file is fixed.
+hold_unit() {
+    local unit="$1"
+    if ! systemctl is-enabled --quiet "$unit"; then
+        systemctl enable "$unit"
+        change "enabled $unit"
+    fi
+    if systemctl is-active --quiet "$unit"; then
+        [[ $changed -eq 1 ]] && log "did not restart $unit: $ETC/streams.yaml has errors (above); it keeps" \
+            "running its old code on its last good config; fix the file, then: systemctl restart $unit"
+    else
+        log "did not start $unit: $ETC/streams.yaml has errors (above); fix the file, then: systemctl start $unit"
+    fi
+    return 0
 }
 
 host_uninstall() {

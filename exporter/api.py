@@ -107,7 +107,7 @@ class Api:
                       **({"error": view.error} if view.error else {})},
             "streams": {"total": len(view.streams), "enabled": sum(bool(s.get("enabled")) for s in view.streams),
                         "by_state": by_state},
-            "sfu": public.sfu(data.get("sfu")), "config": public.config(data.get("config")),
+            "sfu": public.sfu(data.get("sfu"), data), "config": public.config(data.get("config")),
             "build": build()._asdict(),
             "host": {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
                      "load_average": list(os.getloadavg())},
@@ -124,7 +124,8 @@ class Api:
                 return web.json_response({"id": sid, "state": "elsewhere", "up": None, "owner": owner},
                                          status=307 if headers else 200, headers=headers)
             return json_error(404, f"unknown stream '{sid}'")
-        return web.json_response({**stream, "up": stream.get("state") == "live", "stale": view.stale,
+        return web.json_response({**stream, "last_error": public.errors(stream.get("last_error") or [], view.data),
+                                  "up": stream.get("state") == "live", "stale": view.stale,
                                   "snapshot_age_seconds": None if view.age is None else round(view.age, 3)})
 
     def _owner_elsewhere(self, sid: str) -> dict[str, Any] | None:
@@ -162,7 +163,7 @@ class Api:
                         "cpu_seconds": cpu, "rss_bytes": rss,
                         "uptime_seconds": round(now - s["pid_started_at"], 3) if s.get("pid_started_at") else None,
                         "restarts": s.get("restarts", 0), "fps": (s.get("progress") or {}).get("fps"),
-                        "last_error": (s.get("last_error") or [])[-5:]})
+                        "last_error": public.errors((s.get("last_error") or [])[-5:], view.data)})
         return web.json_response({"processes": out, "count": len(out), "stale": view.stale})
 
     async def producers(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from agent.cli import VersionAction
+from agent.version import build
 
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
 log = logging.getLogger("vas.exporter")
@@ -31,10 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"ok: {args.config}: listen {settings.host}:{settings.port}"
               f"{' (https: ' + str(settings.tls_cert) + ')' if settings.tls_cert else ''}, "
-              f"snapshot {settings.snapshot_path}, tokens {settings.tokens_file}")
+              f"snapshot {settings.snapshot_path}, tokens {settings.tokens_file}, "
+              f"reads {'need a read token' if settings.require_read_token else 'open'}")
         _warn_about_tokens(settings.tokens_file)
         return 0
     _setup_logging(args.log_level)
+    build()  # now, from the code this process loaded: an upgrade in place later must not rename it
     try:
         asyncio.run(_serve(args.config, settings))
     except OSError as exc:  # e.g. the port is taken

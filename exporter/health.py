@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from . import public
 from .settings import Settings
 from .source import SnapshotSource, View
 
@@ -54,7 +55,8 @@ def readiness(view: View, settings: Settings) -> dict[str, Any]:
     fleet = data.get("fleet")
     if fleet is not None:  # fleet mode: a node cut off from etcd keeps recording but takes no traffic
         checks.append({"check": "etcd_up", "ok": bool(fleet.get("etcd_up")), "value": bool(fleet.get("etcd_up")),
-                       "want": True, **({"error": fleet["last_error"]} if fleet.get("last_error") else {})})
+                       "want": True, **({"error": public.fleet_error(fleet["last_error"])}
+                                        if fleet.get("last_error") else {})})
     failing = [c["check"] for c in checks if not c["ok"]]
     return {"status": "ready" if not failing else "not ready", "failing": failing, "checks": checks}
 

@@ -12,11 +12,12 @@ added to the snapshot later stays private until someone decides it is public.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 AGENT_KEYS = ("status", "started_at", "version", "commit")
 SFU_KEYS = ("configured", "managed", "state", "since", "generation", "restarts", "restart_reasons", "last_exit",
-            "pid", "pid_started_at", "last_error")
+            "pid_started_at", "last_error")  # no pid: the agent's is left out, and so is its child's
 CONSUMER_KEYS = ("consumer_id", "stream_id", "created_at", "last_heartbeat")
 RELOAD_KEYS = ("ok", "at", "summary")
 
@@ -42,11 +43,48 @@ def config(data: Any) -> dict[str, Any] | None:
     return out
 
 
-def sfu(data: Any) -> dict[str, Any] | None:
-    """The SFU's state and restarts (no API URL)."""
-    return _pick(data, SFU_KEYS) if isinstance(data, dict) else None
+def sfu(data: Any, snapshot: Any = None) -> dict[str, Any] | None:
+    """The SFU's state and restarts (no API URL, no pid; the host's paths out of its last errors)."""
+    if not isinstance(data, dict):
+        return None
+    out = _pick(data, SFU_KEYS)
+    if "last_error" in out:
+        out["last_error"] = errors(out["last_error"], snapshot)
+    return out
+
+
+def errors(lines: Any, snapshot: Any) -> list[str]:
+    """A child's last stderr lines without the host's own paths: FFmpeg names every segment it
+    fails to write (``Failed to open file '/var/lib/vas/recordings/cam/...'``), so the raw lines
+    gave away the recordings root, the runtime directory and the config's path that the rest of
+    the answer leaves out.  Each becomes a placeholder (``<recordings>/cam/...``)."""
+    if not isinstance(lines, list):
+        return []
+    data = snapshot if isinstance(snapshot, dict) else {}
+    cfg, agent_ = data.get("config") or {}, data.get("agent") or {}
+    paths = {cfg.get("recordings_root"): "<recordings>", agent_.get("runtime_dir"): "<runtime_dir>",
+             cfg.get("path"): "<config>"}
+    known = sorted(((p, name) for p, name in paths.items() if isinstance(p, str) and len(p) > 1),
+                   key=lambda item: -len(item[0]))  # the longest first: a root inside another is named as itself
+    out = []
+    for line in lines:
+        text = str(line)
+        for path, name in known:
+            text = text.replace(path, name)
+        out.append(text)
+    return out
 
 
 def consumer(data: Any) -> dict[str, Any]:
     """A viewer session (no ``client_id``)."""
     return _pick(data, CONSUMER_KEYS)
+
+
+def fleet_error(text: Any) -> str | None:
+    """Why this node is cut off from etcd, as ``/readyz`` shows it to anyone: the error's kind,
+    not its text, which names etcd's endpoints and the etcd user (``etcd http://10.0.0.5:2379:
+    cannot authenticate as 'vasnode'``).  The whole text is in the agent's log and snapshot."""
+    if not isinstance(text, str) or not text:
+        return None
+    kind = re.match(r"[A-Za-z_][A-Za-z0-9_]*(?=[:(])", text)
+    return f"{kind.group(0) if kind else 'cut off'} (the reason: vasctl status, the agent's log)"

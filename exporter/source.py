@@ -73,7 +73,11 @@ class SnapshotSource:
         self._seen: tuple[int, float] = (-1, 0.0)  # (mtime_ns, monotonic time it was first seen)
 
     def read(self) -> View:
-        """The snapshot now: one ``stat``; parsed and marked only when something changed."""
+        """The snapshot now: one ``stat``; parsed and marked only when something changed.
+
+        ``error`` goes into answers anyone may read (``/readyz`` never needs a token): it says
+        what is wrong without the snapshot's path, which would give away the runtime directory
+        (the path is in the exporter's start line and in ``vas-exporter --check``)."""
         age = self.age()
         if age is None:
             return View(None, None, self.version, self._error)
@@ -90,7 +94,8 @@ class SnapshotSource:
         except OSError as exc:
             if self._key is not None or self._error is None:
                 self._key, self._data, self.version = None, None, self.version + 1
-            self._error, self._unreadable = f"no snapshot at {self.path}: {exc.strerror}", False
+            why = exc.strerror or type(exc).__name__
+            self._error, self._unreadable = f"no agent snapshot (state.json): {why}", False
             return None
         key = (st.st_dev, st.st_ino, st.st_size)
         if key != self._key:
@@ -120,8 +125,9 @@ class SnapshotSource:
                 raise ValueError(problem)
             self._data, self._error, self._unreadable = data, None, False
         except OSError as exc:
-            self._data, self._error, self._unreadable = None, f"cannot read snapshot {self.path}: {exc}", False
+            why = exc.strerror or type(exc).__name__
+            self._data, self._error, self._unreadable = None, f"cannot read the agent snapshot: {why}", False
         except (ValueError, RecursionError, TypeError, AttributeError) as exc:  # UnicodeDecodeError: a ValueError
             self._data, self._unreadable = None, True
-            self._error = f"agent state unreadable: {self.path}: {str(exc)[:200]}"
+            self._error = f"agent state unreadable: {str(exc)[:200]}"
         self._key, self.version = key, self.version + 1

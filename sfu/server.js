@@ -70,6 +70,13 @@ const isInt = (lo, hi) => (v) => Number.isInteger(v) && v >= lo && v <= hi;
 const isText = (v) => typeof v === 'string' && v.length > 0 && v.length <= 256;
 const optional = (check) => (v) => v === undefined || v === null || check(v);
 
+// Every refusal and every close is logged: on a shared SFU it is the record of who closed what.
+function refuse(error, what, streamId, epoch) {
+  if (!error) return;
+  console.log(`refused ${what} of stream ${streamId} with epoch ${epoch ?? 'none'}: ${error.message}`);
+  throw error;
+}
+
 // The newest epoch among a stream's producers, and whether `epoch` may act on them (the fence).
 function fenced(streamId, epoch, only) {
   const mine = only ? [only] : [...producers.values()].filter((p) => p.streamId === streamId);
@@ -86,9 +93,11 @@ async function createProducer(body) {
   const epoch = need(body, 'epoch', optional(isInt(0, Number.MAX_SAFE_INTEGER)), 'an integer');
   const node = need(body, 'node', optional(isText), 'a string');
   const profile = need(body, 'profile_level_id', optional((v) => /^[0-9a-f]{6}$/i.test(v)), 'six hex digits');
-  // A POST without epoch cannot prove it is newer than a fleet owner's producer: 409, like an older epoch.
-  const refused = fenced(streamId, epoch);
-  if (refused) throw refused;
+  // A POST without epoch is not fenced (like a DELETE without ?epoch=): a fleet node warming up
+  // for a handback registers its producer so, next to the owner's, and adopts it under its epoch
+  // once it owns the stream. It never replaces or closes another producer; viewers get the newest epoch's.
+  const fence = (e) => (epoch === undefined || epoch === null ? null : e);
+  refuse(fence(fenced(streamId, epoch)), 'create', streamId, epoch);
   const transport = await router.createPlainTransport({ ...plainListen(opt['rtp-ip']), rtcpMux: true, comedia: true });
   const parameters = { 'packetization-mode': 1, 'level-asymmetry-allowed': 1 };
   if (profile) parameters['profile-level-id'] = profile.toLowerCase();
@@ -101,6 +110,9 @@ async function createProducer(body) {
     transport.close();
     throw new HttpError(400, `cannot produce: ${error.message}`);
   }
+  // A newer owner may have registered while we awaited mediasoup: check the fence again.
+  const late = fence(fenced(streamId, epoch));
+  if (late) { transport.close(); refuse(late, 'create', streamId, epoch); }
   producers.set(producer.id, { producer, transport, streamId, ssrc, payloadType, epoch, node, profile });
   producer.on('transportclose', () => producers.delete(producer.id));
   return { producer_id: producer.id, rtp_host: transport.tuple.localAddress || transport.tuple.localIp,
@@ -113,6 +125,7 @@ async function listProducers() {
     const { tuple } = p.transport;
     return { producer_id: p.producer.id, stream_id: p.streamId, ssrc: p.ssrc, payload_type: p.payloadType,
       profile_level_id: p.profile || null, packets: inbound.packetCount || 0, bytes: inbound.byteCount || 0,
+      packets_lost: inbound.packetsLost || 0, // mediasoup's count from RTP sequence numbers (RFC 3550)
       score: p.producer.score[0]?.score ?? null, rtp_host: tuple.localAddress || tuple.localIp,
       rtp_port: tuple.localPort, source_port: tuple.remotePort ?? null, epoch: p.epoch ?? null,
       node: p.node ?? null };
@@ -127,21 +140,26 @@ function producerOf(id) {
 
 function deleteProducer(id, query) {
   const p = producerOf(id);
+  let epoch = null;
   if (query.has('epoch')) {
-    const refused = fenced(p.streamId, Number(query.get('epoch')), p);
-    if (refused) throw refused;
+    const raw = query.get('epoch');
+    if (!/^[0-9]{1,15}$/.test(raw)) throw new HttpError(400, `epoch must be an integer, got ${JSON.stringify(raw)}`);
+    epoch = Number(raw);
+    refuse(fenced(p.streamId, epoch, p), 'delete', p.streamId, epoch);
   }
   producers.delete(id);
   p.transport.close(); // closes the producer, and with it every consumer of it
+  console.log(`closed producer ${id} of stream ${p.streamId} (node ${p.node ?? 'none'}, epoch ${p.epoch ?? 'none'}) `
+    + `by DELETE with epoch ${epoch ?? 'none'}`);
 }
 
 function adoptProducer(id, body) {
   const p = producerOf(id);
   const epoch = need(body, 'epoch', isInt(0, Number.MAX_SAFE_INTEGER), 'an integer');
-  const refused = fenced(p.streamId, epoch, p);
-  if (refused) throw refused;
+  const node = need(body, 'node', optional(isText), 'a string'); // checked before anything changes
+  refuse(fenced(p.streamId, epoch, p), 'adopt', p.streamId, epoch);
   p.epoch = epoch;
-  p.node = need(body, 'node', optional(isText), 'a string');
+  p.node = node;
 }
 
 // -- viewers: one WebRTC transport each (create, connect, consume, resume) ----------
@@ -172,7 +190,9 @@ async function consume(viewerId, body) {
   const v = viewerOf(viewerId);
   const streamId = need(body, 'stream_id', isText, 'a non-empty string');
   const rtpCapabilities = need(body, 'rtpCapabilities', (x) => x && typeof x === 'object', 'an object');
-  const p = [...producers.values()].find((x) => x.streamId === streamId);
+  // The owner's producer: the newest epoch's (a warming node's has none until it owns the stream).
+  const p = [...producers.values()].filter((x) => x.streamId === streamId)
+    .reduce((best, x) => (!best || (x.epoch || 0) > (best.epoch || 0) ? x : best), null);
   if (!p) throw new HttpError(404, `stream ${streamId} has no producer`);
   if (!router.canConsume({ producerId: p.producer.id, rtpCapabilities })) {
     throw new HttpError(400, `the viewer cannot decode stream ${streamId}`);

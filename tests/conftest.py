@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ if _TESTS_DIR not in sys.path:  # make `camera` importable under any --import-mo
     sys.path.insert(0, _TESTS_DIR)
 
 from camera.fixture import RtspCamera, free_port  # noqa: E402
+from sfu.real_sfu import SharedSfu  # noqa: E402
 
 __all__ = ["RtspCamera", "free_port"]
 
@@ -58,6 +60,21 @@ def camera_factory():
 def rtsp_camera(camera_factory) -> RtspCamera:
     """A started RtspCamera serving cam1..cam4 on a free port of 127.0.0.1."""
     return camera_factory(DEFAULT_CAMERA_PATHS)
+
+
+@pytest.fixture(scope="module")
+def _module_sfu(tmp_path_factory) -> Iterator[SharedSfu]:
+    sfu = SharedSfu(tmp_path_factory.mktemp("sfu"))
+    yield sfu
+    sfu.stop()
+
+
+@pytest.fixture
+def real_sfu(_module_sfu: SharedSfu) -> SharedSfu:
+    """The reference SFU on real mediasoup (sfu/server.js), run on its own (not by an
+    agent) and shared by a module's tests that do not kill it; emptied before each test."""
+    _module_sfu.reset()
+    return _module_sfu
 
 
 @pytest.fixture(scope="session")

@@ -95,3 +95,96 @@ def test_vasctl_adds_a_read_token(tmp_path):
     path = tmp_path / "tokens"
     assert vasctl_main(["token", "--tokens-file", str(path), "add", "grafana", "--scope", "read"]) == 0
     assert [(t.name, t.scope) for t in tokens.load(path).tokens] == [("grafana", "read")]
+
+
+#: What a real FFmpeg wrote when its recordings filesystem went read-only (demo config, HLS muxer).
+FFMPEG_ROFS = ["[hls @ 0x55aa7efd8c80] Failed to open file '/srv/private-recordings-root/cam1/cam1_000000.ts.tmp'",
+               "[hls @ 0x55aa7efd8c80] failed to rename file /srv/private-recordings-root/cam1/index.m3u8.tmp to "
+               "/srv/private-recordings-root/cam1/index.m3u8: Read-only file system",
+               "cannot open /run/vas/progress/cam1: No such file or directory",
+               "/etc/vas/streams.yaml: something the config said"]
+
+
+async def test_child_errors_name_no_host_path(client, node):
+    """FFmpeg's and the SFU's stderr lines name the recordings root, the runtime dir and the config's
+    path: the open API shows them as placeholders (found by review18 on a read-only recordings fs)."""
+    data = snapshot_dict([stream("cam1", last_error=FFMPEG_ROFS)], root="/srv/private-recordings-root",
+                         sfu={"configured": True, "state": "error", "restarts": 2,
+                              "last_error": ["Error: EACCES: permission denied, open '/run/vas/sfu.log'"]})
+    node.write(data)
+    for path in ("/v2/health/ingestion", "/v2/health/streams/cam1", "/v2/health/system"):
+        text = await (await client.get(path)).text()
+        assert [s for s in ("/srv/private-recordings-root", "/run/vas", "/etc/vas/streams.yaml") if s in text] == [], \
+            (path, text)
+    shown = (await (await client.get("/v2/health/streams/cam1")).json())["last_error"]
+    assert shown[0] == "[hls @ 0x55aa7efd8c80] Failed to open file '<recordings>/cam1/cam1_000000.ts.tmp'"
+    assert shown[2] == "cannot open <runtime_dir>/progress/cam1: No such file or directory"
+    system = await (await client.get("/v2/health/system")).json()
+    assert system["sfu"]["last_error"] == ["Error: EACCES: permission denied, open '<runtime_dir>/sfu.log'"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "a directory"])
+async def test_a_missing_or_broken_snapshot_is_reported_without_its_path(client, node, damage):
+    """Found by review18: with the agent down, every /v2/health answer and /readyz (which never
+    needs a token) said "no snapshot at /run/vas/state.json": the runtime directory the rest of
+    the API leaves out."""
+    import shutil
+
+    from agent import snapshot
+    path = node.runtime / snapshot.SNAPSHOT_NAME
+    path.unlink()
+    if damage == "corrupt":
+        path.write_text('{"version": 1, "agent": ')
+    elif damage == "a directory":
+        path.mkdir()
+    try:
+        for route in ("/readyz", "/v2/health/system", "/v2/health/ingestion", "/v2/health/streams/cam1"):
+            resp = await client.get(route)
+            text = await resp.text()
+            assert str(node.runtime) not in text and "state.json" not in text.replace("(state.json)", ""), \
+                (route, text)
+            assert resp.status in (200, 503) and ("snapshot" in text or "unreadable" in text), (route, text)
+    finally:
+        if path.is_dir():
+            shutil.rmtree(path)
+
+
+#: What agent/etcd.py really raised against an etcd endpoint that refused the node's user.
+ETCD_REFUSED = "EtcdError: etcd http://10.255.255.1:2379: cannot authenticate as 'vasnode': 404"
+
+
+async def test_readyz_says_why_the_node_is_cut_off_without_etcds_address_or_user(guarded, node):
+    """Found by review18: /readyz (open to anyone, token option or not) quoted the etcd error:
+    the cluster's endpoint and the etcd user name."""
+    data = snapshot_dict([stream("cam1")])
+    data["fleet"] = {"node": "a", "etcd_up": False, "last_error": ETCD_REFUSED, "nodes": {}, "owners": {}}
+    node.write(data)
+    resp = await guarded.get("/readyz")
+    text = await resp.text()
+    assert resp.status == 503 and "10.255.255.1" not in text and "vasnode" not in text, text
+    check = next(c for c in (await resp.json())["checks"] if c["check"] == "etcd_up")
+    assert check["ok"] is False and check["error"].startswith("EtcdError (the reason: vasctl status")
+
+
+async def test_the_sfus_pid_is_left_out_like_the_agents(client, node):
+    """Found by review18: /v2/health/system left out the agent's pid but showed the SFU's (docs/api.md
+    lists the SFU's state, since, restarts, last exit and error lines only)."""
+    node.write(snapshot_dict([stream("cam1")], sfu={"configured": True, "managed": True, "state": "up",
+                                                    "pid": 424243, "pid_started_at": 1.0, "restarts": 0}))
+    system = await (await client.get("/v2/health/system")).json()
+    assert system["sfu"]["state"] == "up" and "pid" not in system["sfu"], system["sfu"]
+
+
+def test_check_says_whether_reads_need_a_token(tmp_path):
+    """install.sh warns about open reads on all interfaces from this line; with the option on it must not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    for flag, said in ((False, "reads open"), (True, "reads need a read token")):
+        conf = tmp_path / f"streams-{flag}.yaml"
+        option = str(flag).lower()
+        conf.write_text(f"version: 1\nexporter: {{listen: '0.0.0.0:8080', require_read_token: {option}}}\n"
+                        "streams: {a: {url: 'rtsp://h/x'}}\n")
+        out = subprocess.run([str(Path(sys.executable).parent / "vas-exporter"), "--config", str(conf), "--check"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and said in out.stdout and "listen 0.0.0.0:8080" in out.stdout, out

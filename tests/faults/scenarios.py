@@ -164,9 +164,11 @@ class SfuCrashes:
 
 
 def sfu_crashes(agent: AgentProcess, sids: list[str], crashes: int, *,
-                producers: Callable[[], dict[str, list[dict]]], limit: float = 15.0) -> SfuCrashes:
+                producers: Callable[[], dict[str, list[dict]]], limit: float = 15.0,
+                receiving: Callable[[], dict[str, dict]] | None = None) -> SfuCrashes:
     """SIGKILL the agent's SFU ``crashes`` times; every stream live again within ``limit``
-    seconds of the new SFU being up each time, with exactly one producer per stream."""
+    seconds of the new SFU being up each time, with exactly one producer per stream (and,
+    given ``receiving``, the SFU's own counters growing on every stream's producer)."""
     out = SfuCrashes()
     for _ in range(crashes):
         old = agent.snapshot()["sfu"]["pid"]
@@ -178,6 +180,8 @@ def sfu_crashes(agent: AgentProcess, sids: list[str], crashes: int, *,
         wait_for(new_sfu_up, limit, "a new SFU up")
         wait_for(lambda: all(s["state"] == "live" for sid, s in agent.streams().items() if sid in sids),
                  limit, "every stream live on the new SFU", interval=0.05)
+        if receiving is not None:
+            wait_for(lambda: sorted(receiving()) == sorted(sids), limit, "the SFU counting every stream's RTP")
         out.recoveries.append(time.monotonic() - killed_at)
         by_stream = producers()
         assert sorted(by_stream) == sorted(sids), f"producers for {sorted(by_stream)}, streams {sorted(sids)}"

@@ -1,4 +1,4 @@
-"""The whole node under faults: real FFmpeg from the real RTSP camera, the stand-in SFU,
+"""The whole node under faults: real FFmpeg from the real RTSP camera, the reference SFU on real mediasoup,
 real signals, a real tmpfs and a wall clock that jumps.  Each test states its invariant
 in its docstring; bench/soak.py runs the same scenarios longer (tests/faults/scenarios.py).
 """
@@ -18,7 +18,8 @@ import pytest
 from agent.client import request
 from tests.faults import scenarios as sc
 from tests.integration.harness import CHEAP, alive, config, fill, wait_for
-from tests.integration.test_sfu import producers_by_stream, sfu_config, start_standin
+from tests.integration.test_sfu import producers_by_stream, receiving, sfu_config
+from tests.sfu.real_sfu import start_real_sfu
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
@@ -67,14 +68,15 @@ def test_camera_flaps_streams_return_each_time_and_the_log_stays_quiet(secure_ca
 
 
 def test_sfu_crashes_every_stream_live_again_one_producer_each(rtsp_camera, agent_factory):
-    """The stand-in SFU SIGKILLed (10 times here, 20 in bench/soak.py): every stream live again
-    within 15 s each time, with exactly one producer per stream."""
+    """The reference SFU on real mediasoup SIGKILLed (10 times here): every stream live again
+    within 15 s each time, with exactly one producer per stream that mediasoup counts RTP on."""
     from camera.fixture import free_port
     port = free_port()
     streams = camera_streams(rtsp_camera, 3)
     agent = agent_factory(sfu_config(streams, port)).start()
     agent.wait_all("live", list(streams), timeout=60)
-    crashes = sc.sfu_crashes(agent, list(streams), SFU_CRASHES, producers=lambda: producers_by_stream(port))
+    crashes = sc.sfu_crashes(agent, list(streams), SFU_CRASHES, producers=lambda: producers_by_stream(port),
+                             receiving=lambda: receiving(port, streams, 0.5))
     print(f"\nSFU crashes: {crashes.crashes}, recovery p50 {sc.percentile(crashes.recoveries, 50):.2f}s "
           f"max {max(crashes.recoveries):.2f}s")
     assert crashes.crashes == SFU_CRASHES
@@ -96,6 +98,7 @@ def _come_back_clean(agent, streams: dict, port: int | None = None) -> None:
     if port is not None:
         by_stream = producers_by_stream(port)
         assert sorted(by_stream) == sorted(streams) and all(len(v) == 1 for v in by_stream.values()), by_stream
+        wait_for(lambda: sorted(receiving(port, streams, 0.5)) == sorted(streams), 15, "mediasoup counting RTP")
     assert not [n for n in os.listdir(agent.runtime_dir) if n.endswith(".tmp")]
 
 
@@ -109,7 +112,7 @@ def test_agent_killed_during_a_reload(rtsp_camera, agent_factory):
     new file's streams once each and adopts the external SFU's producers."""
     from camera.fixture import free_port
     port = free_port()
-    sfu = start_standin(port)
+    sfu = start_real_sfu(port)
     try:
         streams = camera_streams(rtsp_camera, 3)
         agent = agent_factory(sfu_config(streams, port, managed=False)).start()
@@ -121,7 +124,7 @@ def test_agent_killed_during_a_reload(rtsp_camera, agent_factory):
         agent.kill()
         _come_back_clean(agent, changed, port)
     finally:
-        sfu.kill()
+        os.killpg(sfu.pid, signal.SIGKILL)
         sfu.wait(5)
 
 
@@ -129,7 +132,7 @@ def test_agent_killed_during_a_manual_restart(rtsp_camera, agent_factory):
     """SIGKILL while `POST /streams/s0/restart` is being served: nothing left behind."""
     from camera.fixture import free_port
     port = free_port()
-    sfu = start_standin(port)
+    sfu = start_real_sfu(port)
     try:
         streams = camera_streams(rtsp_camera, 3)
         agent = agent_factory(sfu_config(streams, port, managed=False)).start()
@@ -145,7 +148,7 @@ def test_agent_killed_during_a_manual_restart(rtsp_camera, agent_factory):
         t.join(15)
         _come_back_clean(agent, streams, port)
     finally:
-        sfu.kill()
+        os.killpg(sfu.pid, signal.SIGKILL)
         sfu.wait(5)
 
 

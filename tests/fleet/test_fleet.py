@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -238,12 +240,14 @@ def test_capacity_is_never_exceeded(etcd, fleet):
 
 
 def test_producers_carry_the_epoch_and_a_stale_owner_is_refused(etcd, rtsp_camera, agent_factory):
-    """The SFU registration is fenced by the ownership epoch (the stand-in SFU applies the
-    contract's rule: a producer of a lower epoch than the stream's current one is refused)."""
+    """The SFU registration is fenced by the ownership epoch (the reference SFU on real mediasoup
+    applies the contract's rule: a producer of a lower epoch than the stream's current one is
+    refused and nothing changes)."""
     from camera.fixture import free_port
-    from tests.integration.test_sfu import get, post, sfu_section, start_standin
+    from tests.integration.test_sfu import get, post, sfu_section
+    from tests.sfu.real_sfu import start_real_sfu
     port = free_port()
-    sfu = start_standin(port)
+    sfu = start_real_sfu(port)
     try:
         cfg = fleet_config(etcd.endpoints, "a", {"cam1": {"url": rtsp_camera.url("cam1")}})
         cfg["mediasoup"] = sfu_section(port, managed=False)
@@ -258,8 +262,9 @@ def test_producers_carry_the_epoch_and_a_stale_owner_is_refused(etcd, rtsp_camer
             raise AssertionError("a stale epoch was accepted")
         except urllib.error.HTTPError as exc:
             assert exc.code == 409
+        assert [p["producer_id"] for p in get(port, "/producers")] == [producer["producer_id"]]  # type: ignore[attr-defined]
     finally:
-        sfu.kill()
+        os.killpg(sfu.pid, signal.SIGKILL)
         sfu.wait(5)
 
 

@@ -24,15 +24,16 @@ def test_agent_pause_longer_than_stall_timeout_restarts_nothing(rtsp_camera, age
     assert "stalled:" not in agent.log()
 
 
-def test_agent_pause_longer_than_heartbeat_timeout_closes_no_viewer(rtsp_camera, agent_factory):
+def test_agent_pause_longer_than_heartbeat_timeout_closes_no_viewer(rtsp_camera, agent_factory, real_sfu):
+    """A real consumer on the reference SFU on real mediasoup survives the agent's pause."""
     from agent.client import request
-    from camera.fixture import free_port
+    from sfu.real_sfu import consume_without_client
 
-    from .test_sfu import post, sfu_config
-    port = free_port()
-    agent = agent_factory(sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()  # heartbeat 3 s
-    pid = agent.wait_state("cam1", "live", timeout=45)["pid"]
-    viewer = post(port, "/_test/consumers", {"stream_id": "cam1", "client_id": "v"})["consumer_id"]
+    from .test_sfu import sfu_config
+    port = real_sfu.port
+    agent = agent_factory(sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port, managed=False)).start()
+    pid = agent.wait_state("cam1", "live", timeout=45)["pid"]  # heartbeat 3 s
+    viewer = consume_without_client(port, "cam1", "v")["consumer_id"]
     sock = str(agent.runtime_dir / "agent.sock")
     from .harness import wait_for
     wait_for(lambda: len(agent.snapshot()["consumers"]["active"]) == 1, 10, "the session")
@@ -46,3 +47,9 @@ def test_agent_pause_longer_than_heartbeat_timeout_closes_no_viewer(rtsp_camera,
     assert request(sock, "POST", f"/consumers/{viewer}/heartbeat")[0] == 200, agent.log()[-2000:]
     assert agent.snapshot()["consumers"]["ended"].get("stale", 0) == 0
     assert agent.streams()["cam1"]["pid"] == pid
+    assert [c["consumer_id"] for c in real_sfu_consumers(port)] == [viewer]  # still open on the SFU
+
+
+def real_sfu_consumers(port: int) -> list[dict]:
+    from sfu.real_sfu import get
+    return get(port, "/consumers")  # type: ignore[return-value]

@@ -87,3 +87,75 @@ def test_started_by_hand_without_its_runtime_dir_it_says_what_to_do(shared):
     assert f"Permission denied: '{run_parent}/vas'" in agent.stderr
     assert "RuntimeDirectory=vas creates /run/vas" in agent.stderr
     assert f"install -d -o vas -g vas -m 0750 {run_parent}/vas" in agent.stderr
+
+
+def test_check_from_the_configs_own_directory_and_a_secret_behind_a_closed_directory(shared):
+    """Found by review18: ``cd /etc/vas && vas-agent --config streams.yaml --check`` (root) said the
+    service user cannot read the file ("No such file or directory": the probe runs in /); a secret
+    shut away by its directory got "chmod 0640 FILE", which changes nothing."""
+    config = write_config(shared)
+    closed = shared / "closed"
+    closed.mkdir(mode=0o700)
+    secret = closed / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)  # readable itself: only the directory shuts the user out
+    config.write_text(config.read_text().replace(f"{shared}/secret", str(secret)))
+    env = shared / "environment"
+    env.write_text("LOBBY_PASSWORD=pw\n")
+    relative = subprocess.run([str(BIN / "vas-agent"), "--config", "streams.yaml", "--check", "--user", USER,
+                               "--environment-file", "environment"], cwd=shared, capture_output=True, text=True,
+                              timeout=60)
+    assert relative.returncode == 1
+    assert "streams.yaml: user nobody cannot read this file" not in relative.stderr, relative.stderr
+    assert (f"streams.yaml:6: streams.cam.url: ${{file:{secret}}}: user {USER} cannot read it (mode 0644 root:root: "
+            f"Permission denied (directory {closed} is closed to it)); the service (user nobody) would fail to "
+            f"start; e.g. chgrp {USER} {closed} && chmod g+x {closed}") in relative.stderr, relative.stderr
+    closed.chmod(0o755)
+    fixed = subprocess.run([str(BIN / "vas-agent"), "--config", "streams.yaml", "--check", "--user", USER,
+                            "--environment-file", "environment"], cwd=shared, capture_output=True, text=True,
+                           timeout=60)
+    assert fixed.returncode == 0 and "ok: streams.yaml: 2 streams" in fixed.stdout, fixed.stderr
+
+
+def test_a_missing_environment_file_asked_for_is_named_with_the_error_it_causes(shared):
+    """``--environment-file`` with a wrong path silently used the shell's environment; and the note
+    on an unreadable environment file was printed only when the file had no error, never beside the
+    "not set" it explains (found by review18)."""
+    config = write_config(shared)
+    (shared / "secret").write_text("s3cret\n")
+    out = check(config, "--environment-file", str(shared / "no-such-file"))
+    assert out.returncode == 1 and "environment variable LOBBY_PASSWORD is not set" in out.stderr
+    assert f"note: {shared}/no-such-file: no such file: ${{NAME}} references use this shell's environment" \
+        in out.stderr, out.stderr
+    env = shared / "environment"
+    env.write_text("LOBBY_PASSWORD=pw\n")
+    env.chmod(0o600)
+    unreadable = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                                 str(BIN / "vas-agent"), "--config", str(config), "--check", "--environment-file",
+                                 str(env)], capture_output=True, text=True, timeout=60, env={
+                                     k: v for k, v in os.environ.items() if k != "INVOCATION_ID"})
+    assert unreadable.returncode == 1 and "LOBBY_PASSWORD is not set" in unreadable.stderr
+    assert f"note: {env}: not read (Permission denied)" in unreadable.stderr, unreadable.stderr
+
+
+def test_check_run_from_an_interpreter_the_user_cannot_run(shared, tmp_path):
+    """Found by review18: root checking with a venv the service user cannot enter (a checkout in
+    /root, a stage in a 0700 directory) got "only root can switch users" for every file, with a
+    chmod for each that would change nothing.  The probe falls back to Debian's python3."""
+    import sys
+    import sysconfig
+    config = write_config(shared)
+    (shared / "secret").write_text("s3cret\n")
+    env_file = shared / "environment"
+    env_file.write_text("LOBBY_PASSWORD=pw\n")
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    python = closed / "python3"
+    python.symlink_to(os.path.realpath(sys.executable))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       sysconfig.get_paths()["purelib"]])}
+    out = subprocess.run([str(python), "-c", "import sys; from agent.cli import agent_main; "
+                          "sys.exit(agent_main(sys.argv[1:]))", "--config", str(config), "--check", "--user", USER,
+                          "--environment-file", str(env_file)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0 and "only root can switch users" not in out.stderr, out.stderr
+    assert f"ok: {config}: 2 streams" in out.stdout

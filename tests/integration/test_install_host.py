@@ -92,3 +92,36 @@ def test_offline_host_install_check_as_vas_and_uninstall(tmp_path):
     assert not (work / "etc/systemd/system/vas-agent.service").exists()
     assert (etc / "streams.yaml").exists() and (etc / "tokens").exists()
     assert (root / "var/lib/vas/recordings").is_dir()
+
+
+#: systemd is not running on a test host: this stands in for systemctl, logs what install.sh asks
+#: and says every unit is enabled and active (a running node being upgraded).
+SYSTEMCTL = """#!/bin/sh
+echo "$*" >>"$(dirname "$0")/systemctl.log"
+exit 0
+"""
+
+
+def test_an_upgrade_onto_a_config_with_errors_leaves_the_running_node_alone(tmp_path):
+    """Found by review18: an upgrade (or any re-run that changed code) restarted vas-agent even when
+    the kept /etc/vas/streams.yaml failed its check; ExecStartPre's --check then fails and an agent
+    that was recording on its last good config is down.  Now it is not restarted, and the operator is
+    told.  systemctl is a logging stand-in here (no systemd on a test host); the rest is real."""
+    work = tmp_path / "host"
+    work.mkdir()
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "systemctl").write_text(SYSTEMCTL)
+    (stub / "systemctl").chmod(0o755)
+    with_systemd = ["bash", "-c", f'mkdir -p /run/systemd/system && PATH="{stub}:$PATH" exec ./install.sh']
+    first = host(work, *with_systemd).stdout
+    assert "restarted vas-agent.service" in first, first  # a node that runs
+    with open(work / "etc/vas/streams.yaml", "a") as fh:
+        fh.write("  lobby:\n    url: rtsp://192.0.2.10/s1\n    stall_timeuot: 5s\n")  # a typo, after the last reload
+    (work / "root/opt/vas/.installed").write_text("an older checkout\n")  # the upgrade: new code to install
+    (stub / "systemctl.log").unlink()
+    upgrade = host(work, *with_systemd).stdout
+    asked = (stub / "systemctl.log").read_text()
+    assert "restart vas-agent.service" not in asked and "restart vas-exporter.service" not in asked, asked
+    assert ("did not restart vas-agent.service: /etc/vas/streams.yaml has errors (above); it keeps running its old "
+            "code on its last good config; fix the file, then: systemctl restart vas-agent.service") in upgrade, upgrade

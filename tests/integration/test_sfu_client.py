@@ -1,8 +1,13 @@
-"""SfuClient against the real stand-in SFU process: every call, and every way the
-SFU can misbehave ends in one clear SfuError within a bounded time."""
+"""SfuClient against the reference SFU on real mediasoup (every call of the contract),
+and against the stand-in for every way an SFU can misbehave that a real one cannot be
+made to (garbage, slow answers, 500s): each ends in one clear SfuError within a
+bounded time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -14,6 +19,7 @@ import pytest
 
 from agent.sfu_client import SfuClient, SfuError
 from camera.fixture import free_port
+from sfu.real_sfu import consume_without_client, start_real_sfu
 
 pytestmark = pytest.mark.integration
 STANDIN = Path(__file__).resolve().parents[1] / "sfu" / "standin_sfu.py"
@@ -21,22 +27,21 @@ STANDIN = Path(__file__).resolve().parents[1] / "sfu" / "standin_sfu.py"
 
 @pytest.fixture
 def standin():
+    """The stand-in SFU (tests/sfu/standin_sfu.py) made to misbehave (``--chaos``)."""
     procs = []
 
     async def start(*chaos: str) -> str:
         port = free_port()
         procs.append(subprocess.Popen([sys.executable, str(STANDIN), "--port", str(port), *chaos],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        url = f"http://127.0.0.1:{port}"
-        # Wait until it listens (a chaos stand-in never answers /health with 200): a fixed
-        # sleep was too short on a loaded box (connection refused instead of the chaos).
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        for _ in range(100):  # listening (a fixed sleep was too short on a loaded box)
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
                 break
-            except OSError:
-                await asyncio.sleep(0.05)
-        return url
+            await asyncio.sleep(0.1)
+        return f"http://127.0.0.1:{port}"
 
     yield start
     for proc in procs:
@@ -44,23 +49,49 @@ def standin():
         proc.wait(5)
 
 
-async def test_every_call_of_the_contract(standin):
-    client = SfuClient(await standin())
+@pytest.fixture
+def real_sfu_port():
+    """A reference SFU of this test's own (its producers are this test's only)."""
+    port = free_port()
+    proc = start_real_sfu(port)
+    yield port
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+
+
+def rtp(seq: int, ssrc: int, payload_type: int = 96) -> bytes:
+    """One RTP packet (V=2) with a one-byte H.264 NAL header and 100 bytes of payload."""
+    return struct.pack("!BBHII", 0x80, payload_type, seq, seq * 3000, ssrc) + b"\x65" + b"x" * 100
+
+
+async def test_every_call_of_the_contract(real_sfu_port):
+    """mediasoup counts only packets at the producer's SSRC, and a stream whose payload type is
+    not the announced one is never counted: ``packets`` proves both."""
+    client = SfuClient(f"http://127.0.0.1:{real_sfu_port}")
     try:
         assert await client.health()
         made = await client.create_producer("cam1", ssrc=1234, payload_type=96)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:  # three real RTP packets
-            for seq in range(3):
-                udp.sendto(struct.pack("!BBHII", 0x80, 96, seq, 0, 1234) + b"x" * 100,
-                           (made.rtp_host, made.rtp_port))
+        wrong_pt = await client.create_producer("cam2", ssrc=5678, payload_type=96)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:  # real RTP packets
+            for seq in range(1000, 1003):
+                udp.sendto(rtp(seq, 1234), (made.rtp_host, made.rtp_port))
+                udp.sendto(rtp(seq, 5678, payload_type=97), (wrong_pt.rtp_host, wrong_pt.rtp_port))
+            udp.sendto(rtp(1003, 999), (made.rtp_host, made.rtp_port))  # another SSRC: dropped
         await asyncio.sleep(0.3)
-        [p] = await client.producers()
+        by_id = {p.producer_id: p for p in await client.producers()}
+        p = by_id[made.producer_id]
         assert (p.producer_id, p.stream_id, p.ssrc, p.packets) == (made.producer_id, "cam1", 1234, 3)
         assert (p.rtp_host, p.rtp_port) == (made.rtp_host, made.rtp_port)
+        assert by_id[wrong_pt.producer_id].packets == 0
+        viewer = consume_without_client(real_sfu_port, "cam1")
+        [consumer] = await client.consumers()
+        assert (consumer.consumer_id, consumer.stream_id) == (viewer["consumer_id"], "cam1")
+        assert await client.delete_consumer(viewer["consumer_id"]) is True
+        assert await client.consumers() == []
+        assert await client.delete_consumer(viewer["consumer_id"]) is False  # 404: already gone
         assert await client.delete_producer(made.producer_id) is True
         assert await client.delete_producer(made.producer_id) is False  # 404: already gone
-        assert await client.consumers() == []
-        assert await client.delete_consumer("nope") is False
+        assert [p.producer_id for p in await client.producers()] == [wrong_pt.producer_id]
     finally:
         await client.close()
         await client.close()  # twice is fine
@@ -73,7 +104,7 @@ async def test_every_call_of_the_contract(standin):
     ("wrongshape", "GET /producers: expected a list of objects"),
     ("hugebody", "GET /producers: body larger than 1 MiB"),
 ])
-async def test_misbehaving_sfu_gives_one_clear_error(standin, chaos, message):
+async def test_a_misbehaving_standin_gives_one_clear_error(standin, chaos, message):
     client = SfuClient(await standin("--chaos", chaos), timeout=0.5, attempts=2)
     started = time.monotonic()
     try:

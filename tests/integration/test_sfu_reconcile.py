@@ -1,27 +1,26 @@
 """Reconciling with the SFU is periodic, not only at SFU start: a slow SFU that creates
-producers after the agent gave up on them leaves no duplicate behind (the stand-in SFU,
-tests/sfu/standin_sfu.py, made slow with its create delay; real FFmpeg and camera)."""
+producers after the agent gave up on them leaves no duplicate behind.  A real SFU cannot be
+made that slow on demand: the stand-in (tests/sfu/standin_sfu.py, with its create delay)
+plays it; real FFmpeg and camera."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
 
 from .harness import wait_for
-from .test_sfu import STANDIN, get, post, producers_by_stream, sfu_config
+from .test_sfu import get, post, producers_by_stream, sfu_config, start_standin
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_producer_created_after_its_timeout_is_removed_as_a_duplicate(rtsp_camera, agent_factory):
+def test_a_producer_created_after_its_timeout_is_removed_as_a_duplicate_with_a_slow_standin(rtsp_camera,
+                                                                                              agent_factory):
     """Issue 16 item 14: POST /producers answers 9 s late (the agent's timeout is 5 s): the
     agent retries and adopts one; every late duplicate is deleted by a later reconcile."""
     from camera.fixture import free_port
     port = free_port()
-    sfu = subprocess.Popen([sys.executable, str(STANDIN), "--port", str(port), "--create-delay", "9"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    sfu = start_standin(port, "--create-delay", "9")
     try:
         agent = agent_factory(sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port, managed=False)).start()
         agent.wait_state("cam1", "live", timeout=60)

@@ -1,5 +1,5 @@
 """Status that tells the truth, with the real agent, FFmpeg, the RTSP camera, the
-stand-in SFU and the exporter process (issue 16, items 15, 15b and 17)."""
+reference SFU on real mediasoup and the exporter process (issue 16, items 15, 15b and 17)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,11 @@ import time
 import pytest
 
 from camera.fixture import free_port
+from sfu.real_sfu import start_real_sfu
 
 from .harness import config, wait_for
 from .test_exporter import Exporter, http
-from .test_sfu import sfu_section, start_standin
+from .test_sfu import producers_by_stream, receiving, sfu_section
 
 pytestmark = pytest.mark.integration
 IDS = ["cam1", "cam2"]
@@ -34,7 +35,7 @@ def _metric(text: str, line_start: str) -> str | None:
 
 def test_an_unreachable_external_sfu_shows_in_streams_readyz_and_metrics(rtsp_camera, agent_factory, tmp_path):
     sfu_port = free_port()
-    sfu = start_standin(sfu_port)
+    sfu = start_real_sfu(sfu_port)
     try:
         agent, port = _node(agent_factory, tmp_path, {i: {"url": rtsp_camera.url(i)} for i in IDS},
                             mediasoup=sfu_section(sfu_port, managed=False))
@@ -43,7 +44,7 @@ def test_an_unreachable_external_sfu_shows_in_streams_readyz_and_metrics(rtsp_ca
         try:
             wait_for(lambda: http(port, "/readyz")[0] == 200, 10, "ready")
             pids = agent.pids()
-            os.kill(sfu.pid, signal.SIGSTOP)  # hung, not gone: the hardest kind to notice
+            os.kill(sfu.pid, signal.SIGSTOP)  # node hung (its worker runs on), not gone: the hardest kind to notice
             try:
                 started = time.monotonic()
                 wait_for(lambda: all(s["state"] != "live" for s in agent.streams().values()), 20,
@@ -61,11 +62,12 @@ def test_an_unreachable_external_sfu_shows_in_streams_readyz_and_metrics(rtsp_ca
             agent.wait_all("live", IDS, timeout=45)
             wait_for(lambda: http(port, "/readyz")[0] == 200, 15, "ready again")
             assert agent.pids() == pids  # FFmpeg recorded all along: no restart for an SFU outage
+            assert sorted(receiving(sfu_port, IDS)) == IDS, producers_by_stream(sfu_port)  # mediasoup counts
             print(f"SFU outage noticed by every stream in {noticed:.1f}s")
         finally:
             exporter.stop()
     finally:
-        sfu.kill()
+        os.killpg(sfu.pid, signal.SIGKILL)
         sfu.wait(5)
 
 

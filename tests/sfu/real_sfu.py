@@ -7,12 +7,15 @@ consumer and packet count comes from mediasoup itself.
 
     argv = sfu_command(port)              # for mediasoup.command (the agent supervises it)
     proc = start_real_sfu(port)           # a server the test runs on its own
+    sfu = SharedSfu(tmp_dir); sfu.reset() # one server for several tests that do not kill it
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -110,3 +113,55 @@ def consume_without_client(port: int, stream_id: str, client_id: str = "viewer")
     consumer: dict = call(port, "POST", f"/viewers/{viewer['viewer_id']}/consume",  # type: ignore[assignment]
                           {"stream_id": stream_id, "rtpCapabilities": viewer["routerRtpCapabilities"]})
     return {"viewer_id": viewer["viewer_id"], **consumer}
+
+
+def producers_by_stream(port: int) -> dict[str, list[dict]]:
+    """mediasoup's producers (``GET /producers``), grouped by stream id."""
+    out: dict[str, list[dict]] = {}
+    listed: list[dict] = get(port, "/producers")  # type: ignore[assignment]
+    for p in listed:
+        out.setdefault(p["stream_id"], []).append(p)
+    return out
+
+
+class SharedSfu:
+    """One reference SFU shared by the tests of a module that do not kill it.
+
+    ``reset()`` (before each test) closes every producer and viewer the last test
+    left and marks where this test's part of the app's log begins: ``log()`` and
+    ``closed()`` see only the current test.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        from camera.fixture import free_port
+        self.port = free_port()
+        self.log_path = workdir / "sfu.log"
+        self.proc = start_real_sfu(self.port, log=self.log_path)
+        self._offset = 0
+
+    def reset(self) -> None:
+        """Close what earlier tests left (producers, consumers and their viewers)."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the shared SFU exited with {self.proc.returncode}: {self.log_path}")
+        listed: list[dict] = get(self.port, "/consumers")  # type: ignore[assignment]
+        for c in listed:
+            call(self.port, "DELETE", f"/consumers/{c['consumer_id']}")
+        for p in get(self.port, "/producers"):  # type: ignore[attr-defined]
+            call(self.port, "DELETE", f"/producers/{p['producer_id']}")
+        self._offset = self.log_path.stat().st_size
+
+    def log(self) -> str:
+        """The app's log since the current test began."""
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self._offset)
+            return fh.read().decode(errors="replace")
+
+    def closed(self) -> list[str]:
+        """The app's ``closed producer ...`` lines since the current test began (who closed what)."""
+        return [line for line in self.log().splitlines() if line.startswith("closed producer ")]
+
+    def stop(self) -> None:
+        """Stop the server and its worker (its own session)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)

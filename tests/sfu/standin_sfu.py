@@ -1,26 +1,26 @@
-"""TEST STAND-IN for the operator's MediaSoup app (which cannot be built here).
+"""TEST STAND-IN for an SFU that misbehaves, for what a real SFU cannot be made to do.
 
-It implements the agent's HTTP contract (docs/mediasoup-contract.md) on
-127.0.0.1 and, for each producer, a real UDP socket that receives the RTP
-FFmpeg sends and parses every packet's header: version, payload type,
-sequence number and SSRC.  Only packets with the producer's SSRC and payload
-type count; mismatches and sequence gaps (lost packets) are counted apart.
+Every test that needs an SFU runs the reference app on real mediasoup
+(sfu/server.js through tests/sfu/real_sfu.py).  This stand-in is kept ONLY to
+play an SFU that answers badly, and the tests that use it say so in their name
+(``..._with_a_misbehaving_standin``, ``..._with_a_slow_standin``):
 
-    python standin_sfu.py --port PORT [--chaos 500|slow|badjson|wrongshape|hugebody] [--create-delay S]
+* ``--chaos 500|slow|badjson|wrongshape|hugebody``: every answer is a 500, 30 s
+  late, malformed JSON, the wrong shape or a body over 1 MiB
+  (tests/integration/test_sfu_client.py, test_sfu.py's contract-errors test);
+* ``--create-delay S`` (or ``POST /_test/delay {"create": S}``): every
+  ``POST /producers`` creates its producer S seconds late and only then answers,
+  even if the caller gave up meanwhile (tests/integration/test_sfu_reconcile.py).
 
-Fleet mode (the contract's fencing rule): a producer keeps the ``epoch`` and
-``node`` it was registered with; ``POST /producers``, ``POST
-/producers/{id}/adopt`` and ``DELETE /producers/{id}?epoch=E`` with an epoch
-lower than the producer's (or the stream's newest) are answered 409.
+    python standin_sfu.py --port PORT [--chaos ...] [--create-delay S]
 
-``--create-delay S`` (or ``POST /_test/delay {"create": S}``) makes every
-``POST /producers`` create its producer S seconds late and only then answer,
-even if the caller gave up meanwhile (a slow SFU).
-
-Test-only extras: ``POST /_test/consumers`` {stream_id, client_id} makes a
-consumer record; ``POST /_test/producers/{id}/mute`` makes a producer stop
-counting (as if the SFU stopped receiving); ``GET /_test/stats`` shows
-per-producer RTP counters and what was deleted.  Never used by product code.
+Otherwise it implements the agent's HTTP contract (docs/mediasoup-contract.md)
+on 127.0.0.1 with the same epoch fence as the reference app (a POST without
+epoch is not fenced), and, per producer, a UDP socket that parses the RTP
+FFmpeg sends.  Its other ``/_test`` endpoints (consumers, mute, stats) are no
+longer used by any test: real consumers, iptables and mediasoup's own counters
+(``GET /producers`` of the reference app) replaced them.  Never used by product
+code.
 """
 from __future__ import annotations
 
