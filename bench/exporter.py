@@ -61,7 +61,24 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 '''
 
 
-args_duration = [10.0]
+#: Run in a child (this file is named exporter.py: it would shadow the package here): the CPU
+#: of one new snapshot's parts inside the exporter's code, median of 20 new snapshots.
+COST = '''
+import json, statistics, sys, time
+from agent.snapshot_view import shape_error
+from exporter.metrics import Metrics
+from exporter.recordings import RecordingStats
+from exporter.source import View
+raws = [json.dumps(s) for s in json.load(sys.stdin)]
+metrics, parts = Metrics(RecordingStats()), {"parse": [], "check": [], "render": []}
+for k, raw in enumerate(raws):
+    t0 = time.process_time(); data = json.loads(raw); t1 = time.process_time(); shape_error(data)
+    t2 = time.process_time(); metrics.render(View(data, 0.5, k + 1), stale_after=5); t3 = time.process_time()
+    if k:  # the first render has nothing kept
+        for name, t in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+            parts[name].append(t * 1000)
+print(json.dumps({name: statistics.median(v) for name, v in parts.items()}))
+'''
 
 
 def fake_snapshot(n: int, k: int = 0) -> dict:
@@ -116,7 +133,6 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=200, help="scrapes of each /v2/metrics case")
     parser.add_argument("--keep-tmp", action="store_true")
     args = parser.parse_args()
-    args_duration[0] = args.duration
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk (./install.sh --dev installs it)")
     with c.bench_tempdir("vas-bench-exporter-", keep=args.keep_tmp) as tmp:
@@ -151,14 +167,19 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
                      exporter.pid)
         rounds = []  # the peer and /readyz back to back, in alternating order: the load moves between rounds
         for i in range(args.rounds):
-            pair = dict(measure(*row) for row in ((floor_row, ready_row) if i % 2 == 0 else (ready_row, floor_row)))
+            order = (floor_row, ready_row) if i % 2 == 0 else (ready_row, floor_row)
+            pair = dict(measure(*row, args.duration) for row in order)
             rounds.append((pair[floor_row[0]], pair[ready_row[0]]))
         rounds.sort(key=lambda pair: pair[1]["rps"] / pair[0]["rps"])
         median = rounds[len(rounds) // 2]
         results = [(floor_row[0], args.connections, median[0]), (ready_row[0], args.connections, median[1]),
                    ("vas-exporter /v2/metrics (cached)", 1, measure("", f"http://127.0.0.1:{port}/v2/metrics", 1, 1,
-                                                                    exporter.pid)[1])]
+                                                                    exporter.pid, args.duration)[1])]
         scraped = {"new snapshot": scrapes(port, runtime, args, changed=True),
+                   "cost": json.loads(subprocess.run([sys.executable, "-c", COST], cwd=tmp, check=True, text=True,
+                                                     capture_output=True,
+                                                     input=json.dumps([fake_snapshot(args.n, k) for k in range(21)])
+                                                     ).stdout),
                    "cached": scrapes(port, runtime, args, changed=False)}
         report(args, results, scraped, [ready["rps"] / peer["rps"] for peer, ready in rounds])
     finally:
@@ -167,11 +188,11 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
         c.stop(floor)
 
 
-def measure(label: str, url: str, conns: int, threads: int, pid: int) -> tuple[str, dict]:
+def measure(label: str, url: str, conns: int, threads: int, pid: int, duration: float) -> tuple[str, dict]:
     """wrk's figures for ``url`` and the server's CPU (% of one core, and µs per request)."""
     target = psutil.Process(pid)
     cpu0, t0 = c.cpu_seconds(target), time.monotonic()
-    r = wrk(url, connections=conns, threads=threads, duration=args_duration[0])
+    r = wrk(url, connections=conns, threads=threads, duration=duration)
     cpu = c.cpu_seconds(target) - cpu0
     r["cpu"], r["us"] = cpu / (time.monotonic() - t0) * 100, cpu / max(1, r["requests"]) * 1e6
     r["rss"] = target.memory_info().rss / 2**20
@@ -210,8 +231,12 @@ def report(args: argparse.Namespace, results: list, scraped: dict, shares: list[
     print(f"(peer and /readyz: the median of {args.rounds} back-to-back pairs; /readyz's share of the peer "
           f"per pair: {', '.join(f'{x:.0%}' for x in shares)})")
     print(f"\n/v2/metrics, {args.scrapes} scrapes each over one connection (ms){'':10} p50      p99      max")
-    for label, r in scraped.items():
+    for label in ("new snapshot", "cached"):
+        r = scraped[label]
         print(f"  {label:60} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['max']:>8.2f}")
+    cost = scraped["cost"]
+    print(f"  CPU of one new snapshot in the exporter's code (in-process, median of 20): parse {cost['parse']:.1f} ms, "
+          f"shape check {cost['check']:.1f} ms, render {cost['render']:.1f} ms")
     floor, ready, metrics = (r for _, _, r in results)
     new, cached = scraped["new snapshot"], scraped["cached"]
     share = ready["rps"] / floor["rps"]
