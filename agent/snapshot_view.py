@@ -69,13 +69,39 @@ def _stream_error(s: Any) -> str | None:
     return problem
 
 
+_NUMBERS = ("fps", "frames", "bytes", "out_time_seconds", "last_progress_at", "since", "packets",
+            "retention_seconds", "segment_count", "total_bytes", "oldest_segment_at", "generation", "restarts",
+            "started_at", "pid")
+_OBJECTS = ("restart_reasons", "deleted", "per_stream", "ended", "owners", "nodes", "last_reload", "last_exit",
+            "takeovers")
+_NUMBER_KEYS, _OBJECT_KEYS = frozenset(_NUMBERS), frozenset(_OBJECTS)
+#: Keys whose items or histograms are checked too: a section holding one takes the full check.
+_DEEP_KEYS = frozenset(("event_loop_lag_seconds", "session_duration_seconds", "lease_renewal_seconds", "active",
+                        "owners", "nodes", "per_stream", "restart_reasons", "takeovers"))
+
+
+def _plainly_fine(section: dict[str, Any]) -> bool:
+    """No problem for certain, judged in one pass over the keys the section has (three
+    sections per stream: the check must not cost more than the parse).  False means "look
+    closer": the full check then finds the problem and names the first in its order."""
+    if not _DEEP_KEYS.isdisjoint(section):
+        return False
+    for key, value in section.items():
+        if value is None:
+            continue
+        if key in _NUMBER_KEYS:
+            if value.__class__ is not int and value.__class__ is not float:  # bool, str, ...
+                return False
+        elif key in _OBJECT_KEYS and value.__class__ is not dict:
+            return False
+    return True
+
+
 def _values_error(section: dict[str, Any], name: str) -> str | None:
     """Known number-or-null and object fields of a section have those types."""
-    numbers = ("fps", "frames", "bytes", "out_time_seconds", "last_progress_at", "since", "packets",
-               "retention_seconds", "segment_count", "total_bytes", "oldest_segment_at", "generation", "restarts",
-               "started_at", "pid")
-    objects = ("restart_reasons", "deleted", "per_stream", "ended", "owners", "nodes", "last_reload", "last_exit",
-               "takeovers")
+    if _plainly_fine(section):
+        return None
+    numbers, objects = _NUMBERS, _OBJECTS
     for key in numbers:
         value = section.get(key)
         if value is not None and (not isinstance(value, _NUM) or isinstance(value, bool)):

@@ -62,9 +62,9 @@ CONTEXT = web.AppKey("context", Context)
 def create_app(settings: Settings) -> web.Application:
     """The exporter's application (served by ``vas-exporter``, or by tests)."""
     ctx = Context(settings)
-    app = web.Application(middlewares=[_observe(ctx), _json_errors, _read_scope(ctx)])
+    app = web.Application(middlewares=[_frame(ctx)])
     app[CONTEXT] = ctx
-    ctx.health = Health(settings, ctx.view)
+    ctx.health = Health(settings, ctx.view, ctx.source)
     ctx.health.routes(app)
     Api(ctx).routes(app)
     app.router.add_get("/v2/metrics", _metrics)
@@ -115,13 +115,24 @@ async def _metrics(request: web.Request) -> web.Response:
                                             "Cache-Control": "no-store"})
 
 
-def _observe(ctx: Context) -> Any:
+def _frame(ctx: Context) -> Any:
     @web.middleware
-    async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
-        """vas_api_request_duration_seconds by route template (never the raw path)."""
+    async def frame(request: web.Request, handler: Any) -> web.StreamResponse:
+        """Around every request, in one middleware (each layer costs a load balancer's check
+        as much as the check itself): the read scope, errors as JSON, and
+        vas_api_request_duration_seconds by route template (never the raw path)."""
         started, status = time.perf_counter(), 500
         try:
-            response = await handler(request)
+            try:
+                _check_read_scope(ctx, request)
+                response = await handler(request)
+            except web.HTTPException as exc:
+                if exc.content_type == "application/json" or exc.status < 400:
+                    raise
+                response = _json_answer(exc)
+            except Exception:
+                log.exception("%s %s failed", request.method, request.path)
+                response = json_error(500, "internal error (logged by vas-exporter)")
             status = response.status
             return response
         except web.HTTPException as exc:
@@ -131,37 +142,24 @@ def _observe(ctx: Context) -> Any:
             route = request.match_info.route.resource
             template = route.canonical if route is not None else "unmatched"
             ctx.metrics.observe_request(template, request.method, status, time.perf_counter() - started)
-    return observe
+    return frame
 
 
-def _read_scope(ctx: Context) -> Any:
-    @web.middleware
-    async def read_scope(request: web.Request, handler: Any) -> web.StreamResponse:
-        """``exporter.require_read_token``: the /v2/health reads need a ``read`` or ``admin``
-        token (load balancers' /livez, /readyz, /healthz never do; changes check their own scope)."""
-        if (ctx.settings.require_read_token and request.method in ("GET", "HEAD")
-                and request.path.startswith("/v2/health/")):
-            ctx.auth.check(request, "read")
-        return await handler(request)
-    return read_scope
+def _check_read_scope(ctx: Context, request: web.Request) -> None:
+    """``exporter.require_read_token``: the /v2/health reads need a ``read`` or ``admin``
+    token (load balancers' /livez, /readyz, /healthz never do; changes check their own scope)."""
+    if (ctx.settings.require_read_token and request.method in ("GET", "HEAD")
+            and request.path.startswith("/v2/health/")):
+        ctx.auth.check(request, "read")
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Errors answer JSON; an unexpected one is logged here, never sent as a trace."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.content_type == "application/json" or exc.status < 400:
-            raise
-        allow = exc.headers.get("Allow")
-        response = json_error(exc.status, exc.reason, **({"allow": allow} if allow is not None else {}))
-        if allow is not None:  # RFC 9110: a 405 names the methods the resource has
-            response.headers["Allow"] = allow
-        return response
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return json_error(500, "internal error (logged by vas-exporter)")
+def _json_answer(exc: web.HTTPException) -> web.Response:
+    """An HTTP error raised as text (aiohttp's 404, 405, ...), answered as JSON instead."""
+    allow = exc.headers.get("Allow")
+    response = json_error(exc.status, exc.reason, **({"allow": allow} if allow is not None else {}))
+    if allow is not None:  # RFC 9110: a 405 names the methods the resource has
+        response.headers["Allow"] = allow
+    return response
 
 
 __all__ = ["create_app", "CONTEXT", "Context"]

@@ -2,20 +2,28 @@
 
 Readiness is a pure function of the snapshot and the settings; its JSON is
 rendered once per (snapshot version, freshness) and served from that cache,
-so a load balancer's check costs one ``stat`` and a dict lookup.
+so a load balancer's check costs one ``stat`` and a join: the body is kept as
+the bytes before and after the snapshot's age, which is written in at the
+moment of each answer.
 """
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import public
 from .settings import Settings
-from .source import View
+from .source import SnapshotSource, View
 
 NO_STORE = {"Cache-Control": "no-store"}
+#: Built once: the answers' headers are the same for every check.
+JSON_NO_STORE = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", **NO_STORE}))
+_AGE = "\x00age\x00"  # a placeholder no snapshot can produce: json.dumps writes it "\u0000age\u0000"
+_AGE_JSON = json.dumps(_AGE).encode()
 
 
 def readiness(view: View, settings: Settings) -> dict[str, Any]:
@@ -53,12 +61,31 @@ def readiness(view: View, settings: Settings) -> dict[str, Any]:
     return {"status": "ready" if not failing else "not ready", "failing": failing, "checks": checks}
 
 
+def split_at_age(result: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The JSON of ``result`` as the bytes before and after its first check's value (the age)."""
+    fresh = {**result["checks"][0], "value": _AGE}
+    text = json.dumps({**result, "checks": [fresh, *result["checks"][1:]]}, separators=(",", ":")).encode()
+    head, _, tail = text.partition(_AGE_JSON)
+    return head, tail
+
+
+def age_json(age: float | None) -> bytes:
+    """``json.dumps(round(age, 3))`` (``null`` without an age), without the encoder's set-up."""
+    if age is None:
+        return b"null"
+    value = round(age, 3)
+    return repr(value).encode() if math.isfinite(value) else json.dumps(value).encode()
+
+
 class Health:
     """The three health routes over one snapshot source."""
 
-    def __init__(self, settings: Settings, read: Any) -> None:
-        self.settings, self._read = settings, read
-        self._cache: tuple[tuple[int, bool], dict[str, Any], int] | None = None
+    def __init__(self, settings: Settings, read: Any, source: SnapshotSource | None = None) -> None:
+        """``read``: the snapshot's View now; ``source``, when given, tells its age and version
+        without a View (a check needs the View only when the verdict may have changed)."""
+        self.settings, self._read, self._source = settings, read, source
+        #: (snapshot version, fresh) -> the body around the age and the status.
+        self._cache: tuple[tuple[int, bool], bytes, bytes, int] | None = None
 
     def routes(self, app: web.Application) -> None:
         for path in ("/livez", "/readyz", "/healthz"):
@@ -68,18 +95,25 @@ class Health:
 
     async def livez(self, request: web.Request) -> web.Response:
         body = b"" if request.method == "HEAD" else b'{"status":"ok"}'
-        return web.Response(body=body, status=200, content_type="application/json", headers=NO_STORE)
+        return web.Response(body=body, status=200, headers=JSON_NO_STORE)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        view = self._read()
-        key = (view.version, view.fresh(self.settings.stale_after))
+        age, version = self._now()
+        key = (version, age is not None and age <= self.settings.stale_after)  # as View.fresh
         if self._cache is None or self._cache[0] != key:
+            view = self._read()
+            age, key = view.age, (view.version, view.fresh(self.settings.stale_after))
             result = readiness(view, self.settings)
-            self._cache = (key, result, 200 if not result["failing"] else 503)
-        _, result, status = self._cache
+            self._cache = (key, *split_at_age(result), 200 if not result["failing"] else 503)
+        _, head, tail, status = self._cache
         # The verdict is cached per snapshot; the snapshot's age moves between snapshots,
         # so it is written fresh into every answer (as vas_agent_snapshot_age_seconds is).
-        fresh = {**result["checks"][0], "value": None if view.age is None else round(view.age, 3)}
-        body = json.dumps({**result, "checks": [fresh, *result["checks"][1:]]}, separators=(",", ":")).encode()
-        return web.Response(body=b"" if request.method == "HEAD" else body, status=status,
-                            content_type="application/json", headers=NO_STORE)
+        body = b"" if request.method == "HEAD" else head + age_json(age) + tail
+        return web.Response(body=body, status=status, headers=JSON_NO_STORE)
+
+    def _now(self) -> tuple[float | None, int]:
+        """The snapshot's age and version now."""
+        if self._source is None:
+            view = self._read()
+            return view.age, view.version
+        return self._source.age(), self._source.version

@@ -1,38 +1,37 @@
-"""Prometheus metrics at /v2/metrics: one collector over the cached snapshot.
+"""Prometheus metrics at /v2/metrics over the cached snapshot.
 
-Families are built fresh from data in ``collect()`` (client_python's custom
-collector pattern) on a private registry.  Rendering ~15,000 samples for 500
-streams takes tens of ms, so the rendered text is kept until the snapshot
-changes or the psutil samples (taken here at scrape time, never by the agent)
-are older than PSUTIL_TTL; the few samples that change on every scrape (agent
-up, snapshot age, API request metrics) live in a second, small registry.
+The per-stream families (~12,000 samples at 500 streams) are written as text by
+exporter/streamtext.py, which re-renders only the streams' values that changed;
+the few node-wide families are built with client_python's custom collector
+pattern.  The snapshot's part is kept until the snapshot changes; the psutil
+samples (taken here at scrape time, never by the agent) until they are older than
+PSUTIL_TTL; the few samples that change on every scrape (agent up, snapshot age,
+API request metrics) live in a second, small registry.
 Label values are bounded: stream ids, states, reasons, route templates.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from agent.snapshot_view import UNKNOWN
-from agent.states import StreamState
 from agent.version import build
 
 from .recordings import RecordingStats
 from .source import View
+from .streamtext import RESTART_REASONS, STATES, StreamText
 
 # A ``*_created`` series per counter and histogram would double them for nothing a query uses
 # (and the families built from the snapshot have none): the exporter serves none at all.
 disable_created_metrics()
 
 PSUTIL_TTL = 2.0
-#: ``unknown``: the snapshot is stale, so nobody knows the stream's state now (agent down or hung).
-STATES = [*(s.value for s in StreamState), UNKNOWN]
-RESTART_REASONS = ("exit", "stall", "config", "manual", "sfu")
+__all__ = ["Metrics", "ProcessSampler", "RESTART_REASONS", "STATES"]
 
 
 class ProcessSampler:
@@ -61,20 +60,18 @@ class ProcessSampler:
         self._procs, self.samples = procs, samples
 
 
-class SnapshotCollector:
-    """Everything that comes from the snapshot (and the psutil samples)."""
+class _Families:
+    """A collector over families already built (to render them with generate_latest)."""
 
-    def __init__(self, owner: Metrics) -> None:
-        self.owner = owner
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = families
 
-    def collect(self) -> Iterator[Metric]:
-        view, streams = self.owner.view, self.owner.view.streams if self.owner.view else []
-        yield from _stream_families(streams)
-        yield from _sfu_families(view.data or {} if view else {}, streams)
-        yield from _recording_families(streams, self.owner.recordings)
-        yield from _unsafe_family(view.data or {} if view else {})
-        yield from _config_families(view.data or {} if view else {})
-        yield from _disk_pressure_families(view.data or {} if view else {})
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def _latest(*groups: Iterable[Metric]) -> bytes:
+    return generate_latest(_Families(chain(*groups)))
 
 
 class Metrics:
@@ -83,9 +80,7 @@ class Metrics:
     def __init__(self, recordings: RecordingStats) -> None:
         self.recordings = recordings
         self.sampler = ProcessSampler()
-        self.view: View | None = None
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(self))
+        self.text = StreamText()
         self.processes = CollectorRegistry(auto_describe=False)
         self.processes.register(_ProcessCollector(self.sampler))
         self.live = CollectorRegistry(auto_describe=False)
@@ -94,24 +89,40 @@ class Metrics:
         self.latency = Histogram("vas_api_request_duration_seconds", "API request latency.",
                                  ["handler", "method", "code"], registry=self.live,
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._cached: tuple[tuple[int, bool, int], bytes] | None = None
         self._cached_processes: tuple[float, bytes] | None = None
 
     def observe_request(self, handler: str, method: str, code: int, seconds: float) -> None:
-        self.requests.labels(handler, method, str(code)).inc()
-        self.latency.labels(handler, method, str(code)).observe(seconds)
+        """Count one request and its latency (the series' children are looked up once: the
+        labels are bounded, and ``labels()`` costs more than the count on a health check)."""
+        key = (handler, method, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(handler, method, str(code)),
+                                              self.latency.labels(handler, method, str(code)))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self, view: View, *, stale_after: float) -> bytes:
         """Three parts, each rendered only when its data changed: snapshot, processes, per-scrape."""
         key = (view.version, view.stale, self.recordings.version)
         if self._cached is None or self._cached[0] != key:
-            self.view = view
-            self._cached = (key, generate_latest(self.registry))
+            self._cached = (key, self._render_snapshot(view))
         self.sampler.sample(view.streams)
         if self._cached_processes is None or self._cached_processes[0] != self.sampler.taken_at:
             self._cached_processes = (self.sampler.taken_at, generate_latest(self.processes))
         live = _LiveCollector(view, stale_after, self.recordings).registry()
-        return self._cached[1] + self._cached_processes[1] + generate_latest(live) + generate_latest(self.live)
+        # One join: each ``+`` would copy the ~600 KB snapshot part once more on every scrape.
+        return b"".join((self._cached[1], self._cached_processes[1], generate_latest(live), generate_latest(self.live)))
+
+    def _render_snapshot(self, view: View) -> bytes:
+        """Everything that comes from the snapshot, in the families' order."""
+        data, streams = view.data or {}, view.streams
+        per_stream, producers, recording = self.text.render(streams, self.recordings.per_stream(streams), time.time())
+        return b"".join((per_stream.encode(), _latest(_sfu_families(data, streams)), producers.encode(),
+                         _latest(_consumer_families(data.get("consumers") or {})), recording.encode(),
+                         _latest(_unsafe_family(data), _config_families(data), _disk_pressure_families(data))))
 
 
 class _ProcessCollector:
@@ -161,43 +172,6 @@ def _gauge(name: str, doc: str, *, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def _stream_families(streams: list[dict[str, Any]]) -> Iterator[Metric]:
-    now = time.time()
-    counts = {state: 0 for state in STATES}
-    up = GaugeMetricFamily("vas_stream_up", "1 when the stream is live (0 while the agent state is stale).",
-                           labels=["stream"])
-    state = GaugeMetricFamily("vas_stream_state", "1 for the stream's current state.", labels=["stream", "state"])
-    uptime = GaugeMetricFamily("vas_stream_uptime_seconds", "Seconds the current process has run.", labels=["stream"])
-    restarts = CounterMetricFamily("vas_stream_restarts", "Restarts by reason.", labels=["stream", "reason"])
-    frames = CounterMetricFamily("vas_stream_frames", "Frames of the current process.", labels=["stream"])
-    fps = GaugeMetricFamily("vas_stream_fps", "Frames per second FFmpeg reports.", labels=["stream"])
-    out = CounterMetricFamily("vas_stream_output_bytes", "Bytes written by the current process.", labels=["stream"])
-    last = GaugeMetricFamily("vas_stream_last_progress_timestamp_seconds", "When media last advanced.",
-                             labels=["stream"])
-    for s in streams:
-        sid, current = s["id"], str(s.get("state"))
-        counts[current] = counts.get(current, 0) + 1
-        up.add_metric([sid], float(current == "live"))
-        for name in STATES:
-            state.add_metric([sid, name], float(name == current))
-        if s.get("pid_started_at"):
-            uptime.add_metric([sid], max(0.0, now - s["pid_started_at"]))
-        counted = s.get("restart_reasons") or {}
-        for reason in sorted(set(RESTART_REASONS) | set(counted)):  # 0s too: increase() works from the start
-            restarts.add_metric([sid, reason], counted.get(reason, 0))
-        progress = s.get("progress") or {}
-        if progress:
-            frames.add_metric([sid], progress.get("frames", 0))
-            fps.add_metric([sid], progress.get("fps", 0.0))
-            out.add_metric([sid], progress.get("bytes", 0))
-            if progress.get("last_progress_at"):
-                last.add_metric([sid], progress["last_progress_at"])
-    total = GaugeMetricFamily("vas_streams", "Streams by state.", labels=["state"])
-    for name, n in counts.items():
-        total.add_metric([name], n)
-    yield from (total, up, state, uptime, restarts, frames, fps, out, last)
-
-
 def _process_families(samples: dict[str, tuple[float, int]]) -> Iterator[Metric]:
     cpu = CounterMetricFamily("vas_ffmpeg_cpu_seconds", "CPU time of the stream's FFmpeg.", labels=["stream"])
     rss = GaugeMetricFamily("vas_ffmpeg_resident_memory_bytes", "RSS of the stream's FFmpeg.", labels=["stream"])
@@ -210,6 +184,7 @@ def _process_families(samples: dict[str, tuple[float, int]]) -> Iterator[Metric]
 
 
 def _sfu_families(data: dict[str, Any], streams: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The SFU and producers by state (each producer's uptime is per-stream text)."""
     sfu = data.get("sfu")
     if sfu:
         yield _gauge("vas_sfu_up", "1 when the SFU answers its health check.", value=float(sfu.get("state") == "up"))
@@ -218,21 +193,14 @@ def _sfu_families(data: dict[str, Any], streams: list[dict[str, Any]]) -> Iterat
             restarts.add_metric([reason], n)
         yield restarts
     producers = GaugeMetricFamily("vas_producers", "SFU producers by state.", labels=["state"])
-    p_uptime = GaugeMetricFamily("vas_producer_uptime_seconds", "Seconds since the producer was made.",
-                                 labels=["stream"])
     states = {"confirmed": 0, "unconfirmed": 0}
     for s in streams:
         p = s.get("producer")
         if p:
             states["confirmed" if p.get("confirmed") else "unconfirmed"] += 1
-            if p.get("stale"):
-                continue  # the agent is down: whether it still exists is unknown
-            p_uptime.add_metric([s["id"]], max(0.0, time.time() - p.get("since", time.time())))
     for name, n in states.items():
         producers.add_metric([name], n)
     yield producers
-    yield p_uptime
-    yield from _consumer_families(data.get("consumers") or {})
 
 
 def _consumer_families(consumers: dict[str, Any]) -> Iterator[Metric]:
@@ -250,33 +218,6 @@ def _consumer_families(consumers: dict[str, Any]) -> Iterator[Metric]:
         family.add_metric([], [(str(float(b)) if b != "+Inf" else "+Inf", n) for b, n in hist["buckets"]],
                           sum_value=hist["sum"])
         yield family
-
-
-def _recording_families(streams: list[dict[str, Any]], stats: RecordingStats) -> Iterator[Metric]:
-    size = GaugeMetricFamily("vas_recording_bytes", "Bytes of recorded segments.", labels=["stream"])
-    count = GaugeMetricFamily("vas_recording_segments", "Recorded segments.", labels=["stream"])
-    oldest = GaugeMetricFamily("vas_recording_oldest_segment_timestamp_seconds", "mtime of the oldest segment.",
-                               labels=["stream"])
-    for sid, (n, total, first) in stats.per_stream(streams).items():
-        size.add_metric([sid], total)
-        count.add_metric([sid], n)
-        if first is not None:
-            oldest.add_metric([sid], first)
-    deleted = CounterMetricFamily("vas_recording_deleted_segments", "Segments retention deleted, by reason.",
-                                  labels=["stream", "reason"])
-    freed = CounterMetricFamily("vas_recording_deleted_bytes", "Bytes retention deleted, by reason.",
-                                labels=["stream", "reason"])
-    ahead = GaugeMetricFamily("vas_recording_future_dated_segments",
-                              "Segments dated over 60 s in the future: no policy deletes them before then.",
-                              labels=["stream"])
-    for s in streams:  # from the agent's retention (reasons: age, size, disk, manual, orphan)
-        for reason, counts in ((s.get("recording") or {}).get("deleted") or {}).items():
-            deleted.add_metric([s["id"], reason], counts.get("segments", 0))
-            freed.add_metric([s["id"], reason], counts.get("bytes", 0))
-        future = (s.get("recording") or {}).get("future_dated")
-        if isinstance(future, dict) and isinstance(future.get("segments"), int):
-            ahead.add_metric([s["id"]], future["segments"])
-    yield from (size, count, oldest, deleted, freed, ahead)
 
 
 def _unsafe_family(data: dict[str, Any]) -> Iterator[Metric]:

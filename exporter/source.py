@@ -78,6 +78,17 @@ class SnapshotSource:
         ``error`` goes into answers anyone may read (``/readyz`` never needs a token): it says
         what is wrong without the snapshot's path, which would give away the runtime directory
         (the path is in the exporter's start line and in ``vas-exporter --check``)."""
+        age = self.age()
+        if age is None:
+            return View(None, None, self.version, self._error)
+        if self._data is not None and age > self.stale_after:
+            # Marked per read (a stale agent is the exception): the age in it is the current one.
+            return View(mark_stale(self._data, age), age, self.version, self._error, stale=True)
+        return View(self._data, age, self.version, self._error, unreadable=self._unreadable)
+
+    def age(self) -> float | None:
+        """The snapshot's age now (None without a file), re-reading it first if it changed
+        (``version`` then grows): what :meth:`read` does, without presenting the content."""
         try:
             st = os.stat(self.path)
         except OSError as exc:
@@ -85,15 +96,11 @@ class SnapshotSource:
                 self._key, self._data, self.version = None, None, self.version + 1
             why = exc.strerror or type(exc).__name__
             self._error, self._unreadable = f"no agent snapshot (state.json): {why}", False
-            return View(None, None, self.version, self._error)
+            return None
         key = (st.st_dev, st.st_ino, st.st_size)
         if key != self._key:
             self._load(key)
-        age = judged_age(time.time() - st.st_mtime, self._unchanged_for(st.st_mtime_ns))
-        if self._data is not None and age > self.stale_after:
-            # Marked per read (a stale agent is the exception): the age in it is the current one.
-            return View(mark_stale(self._data, age), age, self.version, self._error, stale=True)
-        return View(self._data, age, self.version, self._error, unreadable=self._unreadable)
+        return judged_age(time.time() - st.st_mtime, self._unchanged_for(st.st_mtime_ns))
 
     def observe(self) -> None:
         """Note the file's mtime (one ``stat``), so that one which stays put is seen to (the

@@ -58,3 +58,26 @@ async def test_sfu_not_required_and_disabled_streams_do_not_count(aiohttp_client
     node.write(snapshot_dict([stream("a"), stream("off", "stopped")], sfu={"state": "error"}))
     client = await aiohttp_client(create_app(replace(node.settings, require_sfu=False, min_live_ratio=1.0)))
     assert (await client.get("/readyz")).status == 200
+
+
+async def test_readyz_encodes_its_json_once_per_snapshot_and_writes_the_age_of_now(client, node, monkeypatch):
+    """Issue 21, item 5: a load balancer's check costs a stat and a join, not a JSON encoding
+    (half of /readyz's time went there); the body stays exactly the verdict's JSON with the
+    snapshot's age at the moment of the answer."""
+    import json
+
+    from exporter import health
+    from exporter.app import CONTEXT
+    encoded = []
+    real = json.dumps
+    monkeypatch.setattr(health.json, "dumps", lambda *a, **k: encoded.append(1) or real(*a, **k))
+    ctx = client.server.app[CONTEXT]
+    for age in (1.0, 1.5, 2.0, 2.5):
+        node.age(age)  # the same snapshot (same inode and size), only older
+        text = await (await client.get("/readyz")).text()
+        body = json.loads(text)
+        expected = ctx.readiness(ctx.view())
+        expected["checks"][0]["value"] = body["checks"][0]["value"]
+        assert text == real(expected, separators=(",", ":"))
+        assert age - 0.1 < body["checks"][0]["value"] < age + 1.0
+    assert len(encoded) == 1, f"{len(encoded)} encodings for 4 answers about one snapshot"

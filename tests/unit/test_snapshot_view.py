@@ -41,6 +41,22 @@ def test_each_wrong_type_is_named(change, where):
     assert where in (shape_error(data) or ""), shape_error(data)
 
 
+@pytest.mark.parametrize("progress,message", [
+    ({"frames": True}, "progress.frames is bool"),
+    ({"last_progress_at": "x", "fps": "y"}, "progress.fps is str"),  # the check's order, not the dict's
+    ({"fps": 1, "deleted": [1]}, "progress.deleted is list"),
+    ({"fps": 1, "restart_reasons": {"exit": "1"}}, "progress.restart_reasons holds a non-number"),
+    ({"fps": 1, "session_duration_seconds": {"sum": 1}}, "progress.session_duration_seconds is not a histogram"),
+])
+def test_the_quick_pass_leaves_the_full_check_to_name_the_problem(progress, message):
+    """Issue 21: a section is first judged in one pass over its keys (the check cost twice the
+    parse at 500 streams); a problem is still named as the full check names it."""
+    import copy
+    data = copy.deepcopy(GOOD)
+    data["streams"][0]["progress"] = progress
+    assert shape_error(data) == f"streams[0]: {message}"
+
+
 def test_stale_marks_every_stream_and_the_sfu_unknown_without_a_pid():
     out = mark_stale(GOOD, 12.3456)
     s = out["streams"][0]
