@@ -169,7 +169,9 @@ def test_a_preferred_node_that_returns_gets_its_stream_back_without_a_gap(etcd, 
     deadline = time.monotonic() + 10 * TTL + 30  # the hold-down is 10 x lease_ttl
     while time.monotonic() < deadline and (a_recording_at is None or b_stopped_at is None):
         now = time.monotonic()
-        if a_recording_at is None and a.segments("cam1") and "cam1" in running(a):
+        # Writing: any segment file, the one in progress (temp_file: `.ts.tmp`) included.  A complete
+        # segment lags by up to a segment's length: b may stop, rightly, before a's first one is done.
+        if a_recording_at is None and any((a.recordings / "cam1").glob("*.ts*")) and "cam1" in running(a):
             a_recording_at = now
         if b_stopped_at is None and "cam1" not in running(b):
             b_stopped_at = now
