@@ -23,8 +23,8 @@ What it measures
               producer every second) with the SFU, then the same children
               without ``mediasoup:``: the agent's own CPU (psutil user+system)
               over --idle s, as % of one core.  Anchor: the run without an SFU.
-    latency   glass-to-glass (camera to decoded frame at a real WebRTC viewer):
-              not here; it has its own bench file (see the LATENCY note in main()).
+    latency   glass-to-glass (camera to decoded frame at a real WebRTC viewer), p50/p99:
+              bench/sfu_latency.py, run at the end (--latency SECONDS, 0 to skip)
 
 ``--standin`` runs recovery, loss and polling against the stand-in too
 (tests/sfu/standin_sfu.py, the Python test double the figures used to come from)
@@ -244,6 +244,8 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=20.0)
     parser.add_argument("--standin", action="store_true", help="also the stand-in's figures, for comparison")
     parser.add_argument("--keep-tmp", action="store_true")
+    parser.add_argument("--latency", type=float, default=30.0,
+                        help="seconds of glass-to-glass measurement (bench/sfu_latency.py); 0: skip")
     args = parser.parse_args()
     kinds = ["real", "standin"] if args.standin else ["real"]
     with c.bench_tempdir("vas-bench-sfu-", keep=args.keep_tmp) as tmp:
@@ -255,9 +257,9 @@ def main() -> None:
             print(f"[{KINDS[kind]}] agent CPU, {args.n} cheap live streams, idle {args.idle:g}s: with SFU polling "
                   f"{agent:.2f} % of a core, without an SFU {without:.2f} % (anchor: polling adds "
                   f"{agent - without:+.2f} %); the SFU itself {sfu:.2f} %")
-        # LATENCY: the glass-to-glass figure (camera timestamp -> decoded frame at a real WebRTC
-        # viewer, p50/p99) is measured by its own bench file, written by the real-viewer work;
-        # run it after this one and print its figure next to these.
+        if args.latency > 0:  # camera timestamp -> decoded frame at a real WebRTC viewer, p50/p99
+            subprocess.run([sys.executable, str(Path(__file__).with_name("sfu_latency.py")),
+                            "--duration", f"{args.latency:g}"], check=False)
 
 
 if __name__ == "__main__":
