@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,9 @@ def watch(runtime_dir: Path, interval: float, out: TextIO = sys.stdout) -> int:
     """``status --watch``: redraw the table in place every ``interval`` s until Ctrl-C (exit 0)."""
     previous: usage.Sample | None = None
     clear = "\033[H\033[J" if out.isatty() else "\f\n"  # a pipe or file gets one frame after another
+    # Started from a script's background job (`cmd &`), SIGINT arrives ignored and Python then
+    # leaves it so: "Ctrl-C quits" must hold wherever the watch was started from.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             frame = io.StringIO()

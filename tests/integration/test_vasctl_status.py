@@ -57,8 +57,11 @@ def test_status_cpu_is_fine_grained_and_sizes_have_human_units(agent_factory):
 
 def test_status_watch_redraws_until_ctrl_c(agent_factory):
     agent = _node(agent_factory)
+    # Started with SIGINT ignored, as a script's background job (`cmd &`) is: Ctrl-C must still quit
+    # (a full run launched that way hung here for 10 s).
     proc = subprocess.Popen([str(BIN / "vasctl"), "--config", str(agent.config_path), "status", "--watch", "0.3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         time.sleep(1.5)
     finally:
