@@ -387,3 +387,31 @@ def teardown(popen: subprocess.Popen, fifo: Path, ann: Announcer, *, timeout: fl
     finally:
         sweep(fifo)
         ann.close()
+
+
+def write_segment(path: Path, mtime: float) -> None:
+    """A 16-byte stand-in segment with the given mtime (index and retention benches)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"0123456789abcdef")
+    os.utime(fd, (mtime, mtime))
+    os.close(fd)
+
+
+def drop_caches() -> bool:
+    """Empty the page cache (root only); False when it cannot (the figures are then warm)."""
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def walk(root: Path) -> tuple[int, float]:
+    """The floor of a first index: os.walk + lstat of every file; (files, seconds)."""
+    t, n = time.monotonic(), 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            os.lstat(os.path.join(dirpath, name))
+            n += 1
+    return n, time.monotonic() - t

@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import drop_caches, walk, write_segment  # noqa: E402
+
 from agent.segment_index import DirSegments, SegmentIndex  # noqa: E402
 
 ID = "site-0042-building-north-wing-floor-03-corridor-east-camera-{:04d}"  # 64 characters
@@ -91,29 +93,11 @@ def build_tree(root: Path, files: int, streams: int) -> None:
         d = root / sid
         d.mkdir(parents=True, exist_ok=True)
         for mtime, _, name in names(sid, per):
-            fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.write(fd, b"0123456789abcdef")
-            os.utime(fd, (mtime, mtime))
-            os.close(fd)
+            write_segment(d / name, mtime)
 
 
-def drop_caches() -> bool:
-    try:
-        subprocess.run(["sync"], check=True)
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
 
 
-def walk(root: Path) -> tuple[int, float]:
-    """The floor: os.walk + lstat of every file."""
-    t, n = time.monotonic(), 0
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            os.lstat(os.path.join(dirpath, name))
-            n += 1
-    return n, time.monotonic() - t
 
 
 def first_index(root: Path, memory: bool = False) -> tuple[int, float]:

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import drop_caches, walk, write_segment
+
 DAYS = 14
 DAY = 86400.0
 
@@ -44,28 +46,11 @@ def build(root: Path, files: int, streams: int, now: float) -> None:
             d = root / sid / day
             if i == 0 or time.strftime("%Y-%m-%d", time.gmtime(mtime - step)) != day:
                 d.mkdir(parents=True, exist_ok=True)
-            fd = os.open(d / f"{sid}_20261110T000000000Z_{i:07d}.ts", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.write(fd, b"0123456789abcdef")
-            os.utime(fd, (mtime, mtime))
-            os.close(fd)
+            write_segment(d / f"{sid}_20261110T000000000Z_{i:07d}.ts", mtime)
 
 
-def drop_caches() -> bool:
-    try:
-        subprocess.run(["sync"], check=True)
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
 
 
-def walk(root: Path) -> tuple[int, float]:
-    t, n = time.monotonic(), 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            os.lstat(os.path.join(dirpath, name))
-            n += 1
-    return n, time.monotonic() - t
 
 
 def child(root: Path, streams: int, idle: float, with_retention: bool) -> dict:
@@ -141,8 +126,9 @@ async def latency(r, root: Path) -> float:
 
 
 def run_child(root: Path, streams: int, idle: float, with_retention: bool) -> dict:
-    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, %r); import bench.retention as b; "
-            "print(json.dumps(b.child(Path(%r), %d, %r, %r)))" % (str(Path(__file__).resolve().parents[1]),
+    here = Path(__file__).resolve()
+    code = ("import json, sys; from pathlib import Path; sys.path[:0] = [%r, %r]; import bench.retention as b; "
+            "print(json.dumps(b.child(Path(%r), %d, %r, %r)))" % (str(here.parents[1]), str(here.parent),
                                                                   str(root), streams, idle, with_retention))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
     if res.returncode:

@@ -81,27 +81,26 @@ def assert_one_more_spawn(agent: AgentProcess, port: int, sid: str, producer_id:
 
 
 # -- item 1: comedia locks the transport to the first sender's IP:port --------------------
-def test_ffmpeg_sigkill_keeps_the_producer_and_costs_one_spawn(rtsp_camera, agent_factory):
+def _one_camera_receiving(rtsp_camera, agent_factory):
+    """An agent with cam1 live on the real SFU, mediasoup counting; (agent, port, stream, producer, spawns)."""
     from camera.fixture import free_port
     port = free_port()
     agent = agent_factory(real_sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()
     stream = agent.wait_state("cam1", "live", timeout=45)
     producer_id = stream["producer"]["id"]
     grows_on(port, "cam1", producer_id)
-    before = spawns(agent, "cam1")
+    return agent, port, stream, producer_id, spawns(agent, "cam1")
+
+
+def test_ffmpeg_sigkill_keeps_the_producer_and_costs_one_spawn(rtsp_camera, agent_factory):
+    agent, port, stream, producer_id, before = _one_camera_receiving(rtsp_camera, agent_factory)
     os.kill(stream["pid"], signal.SIGKILL)
     new_pid(agent, "cam1", stream["pid"])
     assert_one_more_spawn(agent, port, "cam1", producer_id, before)
 
 
 def test_vasctl_restart_keeps_the_producer_and_costs_one_spawn(rtsp_camera, agent_factory):
-    from camera.fixture import free_port
-    port = free_port()
-    agent = agent_factory(real_sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()
-    stream = agent.wait_state("cam1", "live", timeout=45)
-    producer_id = stream["producer"]["id"]
-    grows_on(port, "cam1", producer_id)
-    before = spawns(agent, "cam1")
+    agent, port, stream, producer_id, before = _one_camera_receiving(rtsp_camera, agent_factory)
     done = agent.vasctl("restart", "cam1")
     assert done.returncode == 0, done.stderr
     new_pid(agent, "cam1", stream["pid"])
