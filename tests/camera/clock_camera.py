@@ -12,8 +12,6 @@ ultrafast/zerolatency, a keyframe a second, 4:2:0).  Prints "READY rtsp://..."
 once listening; exits 0 on SIGTERM/SIGINT or when its parent dies, 3 if the port
 cannot be bound.
 """
-import os
-import signal
 import sys
 import time
 
@@ -23,7 +21,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from clock_pattern import i420_frame  # noqa: E402 - next to this script
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
-from rtsp_camera import EXIT_BIND_FAILED, parse_args  # noqa: E402
+from rtsp_camera import EXIT_BIND_FAILED, parse_args, stop_with  # noqa: E402
 
 PIPELINE = (
     "( appsrc name=clock is-live=true format=time do-timestamp=true"
@@ -68,14 +66,7 @@ def main(argv=None):
         print(f"clock_camera: cannot listen on 127.0.0.1:{args.port}: {exc.message}", file=sys.stderr, flush=True)
         return EXIT_BIND_FAILED
 
-    def quit_(*_):
-        loop.quit()
-        return GLib.SOURCE_REMOVE
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, quit_)
-    parent = os.getppid()
-    GLib.timeout_add_seconds(1, lambda: quit_() if os.getppid() != parent else True)
+    stop_with(loop)
 
     def ready():
         print(f"READY rtsp://127.0.0.1:{args.port}", flush=True)

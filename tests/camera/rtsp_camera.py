@@ -52,6 +52,19 @@ def parse_args(argv):
     return args
 
 
+
+def stop_with(loop) -> None:
+    """Quit ``loop`` on SIGTERM or SIGINT, and when the parent (pytest) is gone (SIGKILLed)."""
+    def quit_(*_):
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, quit_)
+    parent = os.getppid()
+    GLib.timeout_add_seconds(1, lambda: quit_() if os.getppid() != parent else True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     Gst.init(None)
@@ -94,15 +107,7 @@ def main(argv=None):
         return EXIT_BIND_FAILED
     source.attach(None)  # the socket is bound and listening from here on
 
-    def quit_(*_):
-        loop.quit()
-        return GLib.SOURCE_REMOVE
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, quit_)
-    parent = os.getppid()
-    # Do not outlive the test run if pytest gets SIGKILLed.
-    GLib.timeout_add_seconds(1, lambda: quit_() if os.getppid() != parent else True)
+    stop_with(loop)
 
     def ready():
         print(f"READY rtsp://127.0.0.1:{args.port}", flush=True)
