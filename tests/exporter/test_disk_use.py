@@ -25,7 +25,7 @@ from .conftest import snapshot_dict, stream
 def ext4(tmp_path):
     """A 64 MiB ext4 (5 % reserved) mounted at tmp_path/mnt, 20 MiB used."""
     if os.geteuid() != 0 or not shutil.which("mkfs.ext4"):
-        pytest.skip("needs root and mkfs.ext4 for a loop mount")
+        pytest.fail("needs root and mkfs.ext4 for a loop mount (CI runs as root; Debian: e2fsprogs)", pytrace=False)
     image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
     mnt.mkdir()
     with open(image, "wb") as fh:
