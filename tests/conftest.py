@@ -5,6 +5,7 @@ Real-camera fixtures: ``rtsp_camera`` / ``camera_factory`` run tests/camera/rtsp
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -85,3 +86,10 @@ def ffmpeg_bin() -> str:
         pytest.fail("ffmpeg not found on PATH: integration tests need a real ffmpeg "
                     "(apt-get install ffmpeg)", pytrace=False)
     return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): three workers per core.  Most tests wait on real
+    processes (a camera's frames, a stall timeout, a restart's backoff), not on the CPU."""
+    return 3 * (os.cpu_count() or 1)

@@ -348,7 +348,10 @@ def test_wall_clock_jumps_neither_restart_streams_nor_expire_segments(rtsp_camer
         segments = {sid: len(agent.segments(sid)) for sid in streams}
         spec.write_text(jump + "\n")
         time.sleep(12)  # beyond the 4 s stall timeout and the 10 s age batch
-        out = agent.vasctl("cleanup")
+        # vasctl on the real clock: under libfaketime every time.sleep fails with EINVAL (its
+        # clock_nanosleep), and vasctl sleeps while it watches for the agent's touch of a snapshot
+        # dated hours away (or merely late, on a loaded machine).
+        out = agent.vasctl("cleanup", env=dict(os.environ))
         assert out.returncode == 0, out.stderr
         streams_now = agent.streams()
         assert {sid: s["pid"] for sid, s in streams_now.items()} == pids, f"restarted after {jump}"

@@ -17,7 +17,10 @@ import pytest
 
 from tests.integration.harness import BIN, CHEAP, AgentProcess, config
 
-pytestmark = pytest.mark.integration
+# The host's account database is one for the whole machine: this test adds and deletes user and
+# group vas, which install.sh --root (tests/integration/test_install.py, same group) creates and
+# checks files against; in one xdist group they never run at the same time.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("host-accounts")]
 MEMBER, OUTSIDER = "vastest-member", "vastest-outsider"
 
 

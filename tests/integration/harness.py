@@ -128,11 +128,13 @@ class AgentProcess:
             return all(streams.get(i, {}).get("state") == state for i in ids) and streams
         return wait_for(check, timeout, f"streams {ids} to be {state}")
 
-    def vasctl(self, *args: str, timeout: float = 60, by_socket: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run vasctl finding the agent from the config, or (``by_socket``) as ExecReload does."""
+    def vasctl(self, *args: str, timeout: float = 60, by_socket: bool = False,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run vasctl finding the agent from the config, or (``by_socket``) as ExecReload does;
+        in the agent's environment unless ``env`` is given."""
         where = ["--socket", str(self.runtime_dir / "agent.sock")] if by_socket else ["--config", str(self.config_path)]
         return subprocess.run([str(BIN / "vasctl"), *where, *args],
-                              capture_output=True, text=True, timeout=timeout, env=self.env)
+                              capture_output=True, text=True, timeout=timeout, env=self.env if env is None else env)
 
     def segments(self, sid: str) -> list[Path]:
         return sorted((self.recordings / sid).glob("*.ts"))

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# install.sh --root creates user and group vas on THIS host (the account database is one for the
+# machine), and tests/faults/test_permissions.py adds and deletes them: one xdist group.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("host-accounts")]
 CHECKOUT = Path(__file__).resolve().parents[2]
 PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
          "install.sh")

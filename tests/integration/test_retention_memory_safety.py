@@ -30,6 +30,14 @@ def plant(path: Path, days: float) -> Path:
     return path
 
 
+def indexed(agent, sid: str, name: str) -> bool:
+    """Whether the agent's index holds ``name`` (of a segment old enough to go): a dry-run cleanup
+    plans from the index, so it lists the file once the watcher has seen it."""
+    out = agent.vasctl("cleanup", sid, "--dry-run", "--json")
+    files = json.loads(out.stdout)["streams"].get(sid, {}).get("files", []) if out.returncode == 0 else []
+    return any(f.rsplit("/", 1)[-1] == name for f in files)
+
+
 def _started(agent_factory, **recordings):
     agent = agent_factory({**config({"cam": {**CHEAP, "recording": {"retention": "30d"}}}),
                            "recordings": {"orphan_retention": "7d", **recordings}})
@@ -153,6 +161,8 @@ def test_a_removed_stream_s_disk_missing_at_a_start_is_not_forgotten(agent_facto
         agent.start()  # the disk is not there this time
         agent.wait_all("live", ["cam"])
         expired = plant(agent.recordings / "cam" / "cam_40.ts", 40)
+        # The reload's pass goes by the index: wait for the watcher to index the file, not a guess.
+        wait_for(lambda: indexed(agent, "cam", expired.name), 20, "the watcher to index the planted segment")
         assert agent.vasctl("reload").returncode == 0
         wait_for(lambda: not expired.exists(), 20, "a retention pass without the disk")
         agent.stop()
