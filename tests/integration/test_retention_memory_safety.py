@@ -34,8 +34,7 @@ def indexed(agent, sid: str, name: str) -> bool:
     """Whether the agent's index holds ``name`` (of a segment old enough to go): a dry-run cleanup
     plans from the index, so it lists the file once the watcher has seen it."""
     out = agent.vasctl("cleanup", sid, "--dry-run", "--json")
-    files = json.loads(out.stdout)["streams"].get(sid, {}).get("files", []) if out.returncode == 0 else []
-    return any(f.rsplit("/", 1)[-1] == name for f in files)
+    return out.returncode == 0 and f'{name}"' in out.stdout
 
 
 def _started(agent_factory, **recordings):
