@@ -93,3 +93,12 @@ def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject's addopts): three workers per core.  Most tests wait on real
     processes (a camera's frames, a stall timeout, a restart's backoff), not on the CPU."""
     return 3 * (os.cpu_count() or 1)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """In a pytest-xdist worker: slow tests first, then the other integration tests, then the
+    rest, so the longest waits start at once and the many short tests fill the gaps at the end
+    (a long test handed out last would run alone).  Stable: a module's tests stay in order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else
+                   1 if item.get_closest_marker("integration") else 2)

@@ -58,10 +58,10 @@ def test_a_400_digit_stall_timeout_is_a_clear_error(tmp_path):
 def test_an_alias_bomb_stops_within_a_fixed_budget(tmp_path):
     path = tmp_path / "streams.yaml"
     path.write_text(ALIAS_BOMB + "version: 1\nstreams: {}\n")  # 9^9 values if expanded
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the parse alone, not the other processes sharing the cores
     [error] = load_errors(path)
     assert "alias bomb" in error
-    assert time.monotonic() - started < 10  # a generous bound: it used to run for minutes
+    assert time.process_time() - started < 10  # a generous bound: it used to run for minutes
 
 
 def test_an_oversized_file_is_refused(tmp_path):
@@ -80,11 +80,11 @@ def test_twenty_thousand_errors_are_reported_in_linear_time(tmp_path):
     streams = "".join(f"  s{i}: {{url: rtsp://h/, stall_timeout: bad}}\n" for i in range(20_000))
     path = tmp_path / "streams.yaml"
     path.write_text("version: 1\nstreams:\n" + streams)
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the parse alone, not the other processes sharing the cores
     errors = load_errors(path)
     assert len(errors) == 20_000
     assert errors[-1] == f"{path}:20002: streams.s19999.stall_timeout: expected a duration like 20s, got 'bad'"
-    assert time.monotonic() - started < 8  # quadratic line lookup took 12.8 s
+    assert time.process_time() - started < 8  # quadratic line lookup took 12.8 s
 
 
 # -- values the runtime cannot (or should not) take ---------------------------------
