@@ -14,7 +14,9 @@ import pytest
 
 # install.sh --root creates user and group vas on THIS host (the account database is one for the
 # machine), and tests/faults/test_permissions.py adds and deletes them: one xdist group.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("host-accounts")]
+# The hang guard fits the work: several real pip installs (each bounded at 600 s below) take a
+# CPU-minute, which beside the suite's other workers is minutes of wall time, not pytest's 120 s.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("host-accounts"), pytest.mark.timeout(600)]
 CHECKOUT = Path(__file__).resolve().parents[2]
 PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
          "install.sh")
