@@ -87,6 +87,7 @@ def test_scanner_waits_for_a_command_line_that_reads_empty_for_a_moment():
         blanker.stdout.close()
 
 
+@pytest.mark.slow
 def test_no_password_in_any_output(camera_factory, agent_factory, tmp_path):
     camera = camera_factory(("cam1", "cam2", "cam3"), user="vasuser", password=PASSWORD)
     secret_file = tmp_path / "cam3.secret"

@@ -20,7 +20,7 @@ from tests.integration.harness import BIN, CHEAP, AgentProcess, config
 # The host's account database is one for the whole machine: this test adds and deletes user and
 # group vas, which install.sh --root (tests/integration/test_install.py, same group) creates and
 # checks files against; in one xdist group they never run at the same time.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("host-accounts")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("host-accounts"), pytest.mark.slow]
 MEMBER, OUTSIDER = "vastest-member", "vastest-outsider"
 
 

@@ -17,7 +17,7 @@ from camera.fixture import free_port
 
 from .harness import BIN, alive, config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PASSWORD = "Xq9-camera-secret"
 
 

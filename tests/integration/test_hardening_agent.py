@@ -38,6 +38,7 @@ def _nofile_prefix() -> tuple[tuple[str, ...], int]:
     return ("prlimit", f"--nofile=1024:{hard}"), hard
 
 
+@pytest.mark.slow
 def test_500_streams_fit_under_systemds_default_soft_limit(agent_factory):
     prefix, hard = _nofile_prefix()
     assert hard >= 2500, "the hard limit itself is too low to prove anything"
@@ -60,6 +61,7 @@ def test_check_warns_when_streams_cannot_fit_the_limit(agent_factory):
     assert "300 enabled streams need about 1264 file descriptors but the limit is 512" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_removed_runtime_dir_comes_back_and_shutdown_is_graceful(agent_factory):
     agent = agent_factory(config({"cam": {"command": TRAPS_TERM}}, **NO_RECORDING)).start()
     pid = agent.wait_state("cam", "live")["pid"]
@@ -113,6 +115,7 @@ def test_secret_on_a_fifo_is_refused_on_reload_and_sigterm_stops_promptly(agent_
     assert "extra" not in {s["id"] for s in json.loads((agent.runtime_dir / "state.json").read_text())["streams"]}
 
 
+@pytest.mark.slow
 def test_userinfo_with_at_signs_never_leaks(agent_factory):
     password = "p@ss/w#rd"
     url = f"rtsp://user@corp.example:{password}@127.0.0.1:9/stream"  # nothing listens on port 9
@@ -139,6 +142,7 @@ def test_every_control_failure_answers_json(agent_factory):
     assert agent.snapshot()["config"]["last_reload"]["ok"] is False
 
 
+@pytest.mark.slow
 def test_drain_reports_not_ready_before_any_stream_is_signalled(agent_factory):
     cfg = config({"cam": {"command": TRAPS_TERM}}, **NO_RECORDING)
     cfg["node"] = {"drain_period": "2s"}
@@ -165,6 +169,7 @@ def test_a_second_sigterm_skips_the_drain(agent_factory):
     assert agent.proc.wait(15) == 0 and time.monotonic() - started < 10
 
 
+@pytest.mark.slow
 def test_vasctl_status_works_while_the_file_is_broken(agent_factory):
     agent = agent_factory(config({"cam": {"command": IDLE}}, **NO_RECORDING)).start()
     agent.wait_state("cam", "live")

@@ -69,6 +69,7 @@ def test_an_undeletable_directory_does_not_stop_the_others(tmp_path):
         subprocess.run(["umount", "-l", str(stuck)], check=False)
 
 
+@pytest.mark.slow
 def test_concurrent_deletions_of_one_directory_do_not_crash(tmp_path):
     """Defect 9: files vanishing between listing and deletion are neither errors nor counted twice."""
     plant(tmp_path / "cam1", "cam1", range(2000))
@@ -100,6 +101,7 @@ def _config(tmp_path: Path, ids: tuple[str, ...]) -> config_mod.Config:
                              recordings=config_mod.RecordingsConfig(orphan_retention=0))
 
 
+@pytest.mark.slow
 async def test_concurrent_cleanups_and_a_reload_removing_a_stream(tmp_path):
     """Defect 9: two cleanups at once, and a reload dropping a stream while the first one
     deletes: no KeyError, every file deleted and counted once."""

@@ -71,6 +71,7 @@ async def test_a_loop_that_ended_is_revived_by_restart(tmp_path):
     assert not alive(first)
 
 
+@pytest.mark.slow
 async def test_stall_timeout_from_0_to_positive_arms_the_running_process(tmp_path):
     stream = Stream(stream_config(REPORT_THEN_HANG), host(tmp_path))
     stream.start()
@@ -134,6 +135,7 @@ async def test_close_stops_streams_gracefully_when_the_snapshot_cannot_be_writte
     assert "cannot write snapshot" in caplog.text
 
 
+@pytest.mark.slow
 async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tmp_path):
     from agent.stall import watch_recording
     reopened = asyncio.Event()
@@ -143,6 +145,7 @@ async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tm
     await task
 
 
+@pytest.mark.slow
 async def test_a_growing_recording_is_left_alone(tmp_path):
     from agent.stall import watch_recording
     reopened = asyncio.Event()

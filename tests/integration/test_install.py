@@ -16,7 +16,8 @@ import pytest
 # machine), and tests/faults/test_permissions.py adds and deletes them: one xdist group.
 # The hang guard fits the work: several real pip installs (each bounded at 600 s below) take a
 # CPU-minute, which beside the suite's other workers is minutes of wall time, not pytest's 120 s.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("host-accounts"), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("host-accounts"),
+              pytest.mark.timeout(600)]
 CHECKOUT = Path(__file__).resolve().parents[2]
 PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
          "install.sh")

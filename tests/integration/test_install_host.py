@@ -12,7 +12,7 @@ import pytest
 
 # The hang guard fits the work: a wheelhouse and real pip installs (each bounded at 900 s below) take
 # CPU-minutes, which beside the suite's other workers is minutes of wall time, not pytest's 120 s.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900),
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.skipif(os.geteuid() != 0, reason="a host install and mount namespaces need root")]
 CHECKOUT = Path(__file__).resolve().parents[2]
 HOSTNS = Path(__file__).with_name("hostns.sh")

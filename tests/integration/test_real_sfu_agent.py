@@ -19,7 +19,7 @@ from sfu.real_sfu import get, sfu_command, sfu_section_env, start_real_sfu
 
 from .harness import AgentProcess, config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUICK_RESTART = {"initial_delay": "0.3s", "multiplier": 2, "max_delay": "2s", "jitter": 0.1}
 #: Longer than the agent's repair of a silent producer (3 polls of 2 s, plus one): a second,

@@ -14,7 +14,7 @@ from agent.client import request
 
 from .harness import alive, config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def five_streams(camera) -> dict:

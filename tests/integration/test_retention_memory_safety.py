@@ -43,6 +43,7 @@ def _started(agent_factory, **recordings):
     return agent
 
 
+@pytest.mark.slow
 def test_a_symlink_at_the_memory_s_temporary_name_overwrites_nothing(agent_factory, tmp_path):
     agent = _started(agent_factory)
     victim = tmp_path / "precious.conf"
@@ -79,6 +80,7 @@ def test_a_symlinked_memory_folder_is_neither_read_nor_written(agent_factory, tm
     assert not orphan.exists()  # the planted memory was not believed: orphan_retention applied
 
 
+@pytest.mark.slow
 def test_a_damaged_memory_keeps_the_orphans_it_may_have_named_and_is_kept_aside(agent_factory):
     agent = _started(agent_factory)
     (agent.recordings / ".vas").mkdir(parents=True)
@@ -103,6 +105,7 @@ def test_a_damaged_memory_keeps_the_orphans_it_may_have_named_and_is_kept_aside(
     assert lobby.exists()
 
 
+@pytest.mark.slow
 def test_a_stream_folder_moved_aside_keeps_the_retention_its_stream_had(agent_factory, tmp_path):
     # `mv lobby lobby-2025` is how an operator archives a camera's footage (the camera was
     # replaced, the folder is kept): the folder is the stream's, under another name.
@@ -136,6 +139,7 @@ def test_a_stream_folder_moved_aside_keeps_the_retention_its_stream_had(agent_fa
     assert (agent.recordings / "hall-old" / "hall_30.ts").exists()
 
 
+@pytest.mark.slow
 def test_a_removed_stream_s_disk_missing_at_a_start_is_not_forgotten(agent_factory, tmp_path):
     # The removed stream's folder is its own disk (mounted at {root}/lobby); one start with
     # that disk not mounted (a late or failed mount at boot) must not erase what was

@@ -110,6 +110,7 @@ def test_a_file_written_a_second_ago_survives_a_step_up_and_back(tmp_path):
     assert fresh.exists() and future.exists() and not old.exists()
 
 
+@pytest.mark.slow
 async def test_overflow_is_noticed_with_logging_at_error(tmp_path):
     """Item 9: at --log-level error watchdog's WARNING record never exists; the overflow
     must still be noticed (IN_Q_OVERFLOW itself) and the index rescanned."""

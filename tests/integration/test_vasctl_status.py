@@ -12,7 +12,7 @@ import pytest
 
 from .harness import BIN, CHEAP, config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: A child with a steady ~2 % CPU duty cycle (0.2 ms busy, 9.8 ms asleep).
 BURNER = [sys.executable, "-c",

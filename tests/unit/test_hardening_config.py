@@ -76,6 +76,7 @@ def test_a_fifo_as_config_fails_at_once(tmp_path):
     assert load_errors(fifo) == [f"{fifo}: cannot read: not a regular file"]
 
 
+@pytest.mark.slow
 def test_twenty_thousand_errors_are_reported_in_linear_time(tmp_path):
     streams = "".join(f"  s{i}: {{url: rtsp://h/, stall_timeout: bad}}\n" for i in range(20_000))
     path = tmp_path / "streams.yaml"

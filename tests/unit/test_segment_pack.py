@@ -10,6 +10,7 @@ import tracemalloc
 import types
 from collections.abc import Iterator
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,12 +52,14 @@ def best_upsert(size: int, tries: int = 300) -> float:
     return best
 
 
+@pytest.mark.slow
 def test_an_upsert_costs_the_same_in_a_big_folder():
     """Was a scan of the whole name blob per upsert: 200x slower at 200k than at 1k."""
     small, big = best_upsert(1000), best_upsert(200_000)
     assert big < 5 * small + 20e-6, (small, big)
 
 
+@pytest.mark.slow
 def test_bytes_per_segment_steady_and_peak_with_64_character_ids():
     """Was 128 B steady (name bytes) and a list of tuples at build time (400+ B peak)."""
     n = 100_000
@@ -119,6 +122,7 @@ OPS = st.lists(st.tuples(st.sampled_from(["upsert", "discard", "remove"]), NAMES
                          st.integers(0, 20).map(float), st.integers(0, 99)), max_size=60)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 20).map(float), st.integers(0, 99), NAMES), max_size=30), OPS)
 def test_the_packed_folder_behaves_like_a_sorted_list(initial, ops):
@@ -142,6 +146,7 @@ def test_the_packed_folder_behaves_like_a_sorted_list(initial, ops):
     assert all(d.find(n)[0] == i for i, (_, _, n) in enumerate(model))
 
 
+@pytest.mark.slow
 def test_a_scan_of_a_real_folder_peaks_below_twice_its_steady_size(tmp_path, monkeypatch):
     """The scan packs as it reads (it built a list of (mtime, size, name) per folder first):
     what it holds besides the packed arrays is bounded by CHUNK, made small here so that
