@@ -79,6 +79,29 @@ def real_sfu(_module_sfu: SharedSfu) -> SharedSfu:
 
 
 @pytest.fixture(scope="session")
+def host_vas_account() -> None:
+    """User and group vas on this host, as install.sh creates them, made before any test that needs
+    them runs and left in place (as install.sh leaves them).  The account database is one for the
+    machine: tests in other workers make the same account at the same moment, and an "already
+    exists" (exit 9) is their success, not an error; none of them deletes it while another runs.
+    Creating the account on a host without one is tests/integration/test_install_host.py's case
+    (in a copy of /etc)."""
+    import grp
+    import pwd
+    import subprocess
+    for exists, cmd in ((lambda: grp.getgrnam("vas"), ["groupadd", "--system", "vas"]),
+                        (lambda: pwd.getpwnam("vas"), ["useradd", "--system", "--gid", "vas", "--home-dir",
+                                                         "/var/lib/vas", "--no-create-home", "--shell",
+                                                         "/usr/sbin/nologin", "vas"])):
+        try:
+            exists()
+        except KeyError:
+            made = subprocess.run(cmd, capture_output=True, text=True)
+            if made.returncode not in (0, 9):  # 9: made by another worker just now
+                pytest.fail(f"{' '.join(cmd)}: {made.stderr.strip()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def ffmpeg_bin() -> str:
     """Absolute path of ffmpeg; fails (not skips) when it is missing."""
     path = shutil.which("ffmpeg")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-# install.sh --root creates user and group vas on THIS host (the account database is one for the
-# machine), and tests/faults/test_permissions.py adds and deletes them: one xdist group.
+# install.sh --root makes user and group vas on THIS host unless they exist: host_vas_account
+# (tests/conftest.py) makes them first, so that two installs at once never race to create them.
 # The hang guard fits the work: several real pip installs (each bounded at 600 s below) take a
 # CPU-minute, which beside the suite's other workers is minutes of wall time, not pytest's 120 s.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("host-accounts"),
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("host_vas_account"),
               pytest.mark.timeout(600)]
 CHECKOUT = Path(__file__).resolve().parents[2]
 PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
