@@ -119,9 +119,18 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """In a pytest-xdist worker: slow tests first, then the other integration tests, then the
-    rest, so the longest waits start at once and the many short tests fill the gaps at the end
-    (a long test handed out last would run alone).  Stable: a module's tests stay in order."""
+    """In a pytest-xdist worker: the tests that declare minutes of work (a longer timeout) first,
+    then the other slow tests, then the other integration tests, then the rest, so the longest
+    waits start at once and the many short tests fill the gaps at the end (a long test handed
+    out last would run alone).  Stable: a module's tests stay in order."""
     if hasattr(config, "workerinput"):
-        items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else
-                   1 if item.get_closest_marker("integration") else 2)
+        items.sort(key=_dispatch_order)
+
+
+def _dispatch_order(item) -> int:
+    timeout = item.get_closest_marker("timeout")
+    if timeout is not None and timeout.args and timeout.args[0] > 120:
+        return 0
+    if item.get_closest_marker("slow"):
+        return 1
+    return 2 if item.get_closest_marker("integration") else 3
