@@ -10,41 +10,17 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .client import START_BY, too_late
-from .config import ConfigError
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from agent.client import START_BY, too_late
+from agent.config.model import ConfigError
+from agent.httplog import quiet_protocol_errors
+from agent.interface import Controlled, ReloadFailed, ReloadInProgress
 
 AGENT_KEY = web.AppKey("agent", object)
 log = logging.getLogger("vas.control")
-class QuietProtocolErrors(logging.Filter):
-    """aiohttp logs a client's malformed HTTP as an error with a traceback: a port scanner
-    or a broken client would fill the log.  One short debug line instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.exc_info, record.exc_text = None, None
-            record.msg, record.args, record.levelno, record.levelname = (
-                "bad request from a client: %s", (str(exc)[:200],), logging.DEBUG, "DEBUG")
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
-
-
-def quiet_protocol_errors() -> None:
-    """Install :class:`QuietProtocolErrors` once on aiohttp's server logger."""
-    server = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, QuietProtocolErrors) for f in server.filters):
-        server.addFilter(QuietProtocolErrors())
-
-
-def create_app(agent: Agent) -> web.Application:
+def create_app(agent: Controlled) -> web.Application:
     """The control API as an aiohttp application."""
     app = web.Application(middlewares=[_deadline, _json_errors])
     app[AGENT_KEY] = agent
@@ -77,12 +53,12 @@ async def _json_errors(request: web.Request, handler) -> web.StreamResponse:
             raise
         return _error(exc.status, exc.reason)
     except Exception as exc:
-        from .redact import redact
+        from agent.redact import redact
         log.exception("control: %s %s failed", request.method, request.path)
         return _error(500, f"internal error: {redact(repr(exc), _agent(request).cfg.secrets)}")
 
 
-def _agent(request: web.Request) -> Agent:
+def _agent(request: web.Request) -> Controlled:
     return request.app[AGENT_KEY]  # type: ignore[return-value]
 
 
@@ -95,7 +71,6 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _reload(request: web.Request) -> web.Response:
-    from .agent import ReloadFailed, ReloadInProgress
     try:
         plan = await _agent(request).reload()
     except ReloadInProgress as exc:
@@ -127,8 +102,8 @@ async def _cleanup(request: web.Request) -> web.Response:
 
     Any other parameter, a repeated one or ``retention_days`` under one hour: 400, nothing deleted.
     """
-    from . import cleanup_params
-    from .retention import UnsafeDirectory
+    from agent.config import cleanup as cleanup_params
+    from agent.recordings.delete import UnsafeDirectory
     agent = _agent(request)
     try:
         params = cleanup_params.parse(request.query, allowed=("stream", "dry_run", "retention_days"))
@@ -168,7 +143,7 @@ async def _close_consumer(request: web.Request) -> web.Response:
 class ControlServer:
     """Serves :func:`create_app` on a unix socket; ``close()`` is safe twice."""
 
-    def __init__(self, agent: Agent, path: Path) -> None:
+    def __init__(self, agent: Controlled, path: Path) -> None:
         self.path = path
         quiet_protocol_errors()
         # keepalive_timeout: a client that connects and sends nothing is dropped after 30 s.

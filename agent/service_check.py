@@ -94,7 +94,7 @@ def access_errors(path: str, user: str | None) -> list[str]:
     """``file:line: key: ...`` for the config and each ``${file:}`` secret ``user`` cannot read."""
     if user is None:
         return []
-    from . import yamlsrc
+    from agent.config import yamlsrc
     doc = yamlsrc.parse(yamlsrc.read_source(path))  # loaded fine a moment ago
     refs = list(secret_files(doc.value))
     # Absolute: the probe runs in /, so "cd /etc/vas && vas-agent --config streams.yaml" was "No such file".

@@ -1,4 +1,4 @@
-"""Deletion rate of retention's executor (agent/retention.py ``delete_segments``), with
+"""Deletion rate of retention's executor (agent/recordings/delete.py ``delete_segments``), with
 a plain ``os.unlink`` loop over the same files as the anchor.
 
 Each run builds ``--files`` old 16-byte segments in 14 daily folders of one stream
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.retention import candidate, delete_segments
+from agent.recordings.delete import candidate, delete_segments
 
 
 def build(root: Path, files: int) -> list:

@@ -8,8 +8,7 @@ import os
 import signal
 import sys
 
-from agent.cli import VersionAction
-from agent.version import build
+from agent.version import VersionAction, build
 
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
 log = logging.getLogger("vas.exporter")
@@ -73,8 +72,8 @@ def _setup_logging(level: str) -> None:
 async def _serve(config: str, settings) -> None:
     from aiohttp import web
 
-    from agent.control import quiet_protocol_errors
-    from agent.limits import raise_nofile_limit
+    from agent.httplog import quiet_protocol_errors
+    from agent.supervise.limits import raise_nofile_limit
 
     from .app import CONTEXT, create_app
     from .settings import SettingsError, load

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import RecordingsConfig
+from agent.config.model import RecordingsConfig
 from agent.diskuse import used_percent
-from agent.retention_disk import measure
+from agent.recordings.disk import measure
 from exporter.app import create_app
 
 from .conftest import snapshot_dict, stream

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from agent import tokens
+from agent.config.exporter import SettingsError, load
 from exporter.app import create_app
-from exporter.settings import SettingsError, load
 
 from .conftest import snapshot_dict, stream
 from .test_api import GETS
@@ -149,7 +149,7 @@ async def test_a_missing_or_broken_snapshot_is_reported_without_its_path(client,
             shutil.rmtree(path)
 
 
-#: What agent/etcd.py really raised against an etcd endpoint that refused the node's user.
+#: What agent/fleet/etcd.py really raised against an etcd endpoint that refused the node's user.
 ETCD_REFUSED = "EtcdError: etcd http://10.255.255.1:2379: cannot authenticate as 'vasnode': 404"
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import config as config_mod
-from agent.config import RecordingConfig, StreamConfig
-from agent.retention import delete_segments, keeper, plan_age
-from agent.retention_service import Retention
-from agent.segment_index import SegmentIndex
+from agent.config import model as config_mod
+from agent.config.model import RecordingConfig, StreamConfig
+from agent.recordings.delete import delete_segments, keeper, plan_age
+from agent.recordings.index import SegmentIndex
+from agent.recordings.service import Retention
 
 pytestmark = pytest.mark.integration
 DAY = 86400.0

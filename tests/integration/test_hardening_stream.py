@@ -12,12 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent import config as config_mod
-from agent.agent import Agent, ReloadInProgress
-from agent.backoff import RestartPolicy
-from agent.config import RecordingConfig, StreamConfig
-from agent.states import StreamState
-from agent.stream import Host, Stream
+from agent.agent import Agent
+from agent.config import model as config_mod
+from agent.config.model import RecordingConfig, RestartPolicy, StreamConfig
+from agent.interface import ReloadInProgress
+from agent.supervise.states import StreamState
+from agent.supervise.stream import Host, Stream
 
 from .harness import alive
 
@@ -135,7 +135,7 @@ async def test_close_stops_streams_gracefully_when_the_snapshot_cannot_be_writte
 
 
 async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tmp_path):
-    from agent.stall import watch_recording
+    from agent.supervise.stall import watch_recording
     reopened = asyncio.Event()
     (tmp_path / "old.ts").write_bytes(b"x")
     task = asyncio.create_task(watch_recording(tmp_path, 1.0, media_flowing=lambda: True, reopen=reopened.set))
@@ -144,7 +144,7 @@ async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tm
 
 
 async def test_a_growing_recording_is_left_alone(tmp_path):
-    from agent.stall import watch_recording
+    from agent.supervise.stall import watch_recording
     reopened = asyncio.Event()
     task = asyncio.create_task(watch_recording(tmp_path, 1.0, media_flowing=lambda: True, reopen=reopened.set))
     for i in range(7):  # a new segment every 2 s for 14 s

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.retention import candidate, delete_segments
-from agent.retention_service import Retention
-from agent.wallclock import ClockSteps
+from agent.recordings.delete import candidate, delete_segments
+from agent.recordings.service import Retention
+from agent.recordings.wallclock import ClockSteps
 
 from .test_retention import make_cfg, plant, settle, until
 

@@ -18,7 +18,7 @@ from .test_real_sfu_agent import real_sfu_config, spawns
 
 pytestmark = pytest.mark.integration
 
-#: More than the probes run at once (agent/h264_probe.py PROBE_CONCURRENCY = 4), twice over.
+#: More than the probes run at once (agent/supervise/h264_probe.py PROBE_CONCURRENCY = 4), twice over.
 BLACK_HOLES = 8
 
 

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from agent.backoff import RestartPolicy, next_attempt, restart_delay
+from agent.config.model import RestartPolicy
+from agent.supervise.backoff import next_attempt, restart_delay
 
 POLICY = RestartPolicy()  # 1s, x2, 60s cap, 20% jitter, stable after 60s
 ALMOST_ONE = 1.0 - 1e-12
@@ -122,7 +123,7 @@ class Camera:
 
 
 def simulate(policy: RestartPolicy, camera: Camera, until: float, rand) -> list[tuple[float, float, int]]:
-    """The supervision loop in miniature (as agent/stream.py drives the policy).
+    """The supervision loop in miniature (as agent/supervise/stream.py drives the policy).
 
     Returns (spawn time, uptime, attempt) per run; the first run is attempt 0.
     """

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import config
-from agent.backoff import RestartPolicy
-from agent.config import ConfigError, load, runtime_dir_of
+from agent.config import loader
+from agent.config import model as config
+from agent.config.loader import load, runtime_dir_of
+from agent.config.model import ConfigError, RestartPolicy
 
 ENV = {"LOBBY_PASSWORD": "hunter22"}
 
@@ -593,7 +594,7 @@ def test_runtime_dir_of_invalid_yaml(tmp_path):
 
 
 def test_a_secret_with_braces_works_in_a_command_and_never_shows_in_errors(tmp_path):
-    from agent.ffmpeg import Launch, build_argv
+    from agent.supervise.ffmpeg import Launch, build_argv
     env = {"PW": "s3cr}e{t"}
     body = 'command: [ffmpeg, -headers, "Authorization: Basic ${PW}", -progress, "{progress}"]\n'
     s = load(one_stream(tmp_path, body), env).streams["lobby"]
@@ -611,10 +612,10 @@ def test_a_secret_with_braces_works_in_a_command_and_never_shows_in_errors(tmp_p
 ])
 def test_vasctl_finds_the_runtime_dir_of_a_broken_file(tmp_path, text, expected, how):
     path = write(tmp_path, text)
-    found, note = config.runtime_dir_for_vasctl(path)
+    found, note = loader.runtime_dir_for_vasctl(path)
     assert found == Path(expected) and note.startswith(f"{path}:") and how in note
 
 
 def test_vasctl_uses_a_valid_file_without_a_note(tmp_path):
     path = write(tmp_path, "version: 1\nnode:\n  runtime_dir: /run/vas-ok\nstreams: {}\n")
-    assert config.runtime_dir_for_vasctl(path) == (Path("/run/vas-ok"), None)
+    assert loader.runtime_dir_for_vasctl(path) == (Path("/run/vas-ok"), None)

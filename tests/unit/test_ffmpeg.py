@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RecordingConfig, StreamConfig
-from agent.ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
+from agent.config.model import MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RecordingConfig, StreamConfig
+from agent.supervise.ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
 
 ROOT = Path("/var/lib/vas/recordings")
 URL = "rtsp://admin:hunter22@10.0.0.5:554/Streaming/101"
@@ -120,7 +120,7 @@ def test_every_run_of_a_producer_sends_from_its_source_port():
 
 
 def test_a_run_starts_its_rtp_sequence_where_it_is_told():
-    """Both output shapes carry the first sequence number (agent/rtp_source.py next_seq)."""
+    """Both output shapes carry the first sequence number (agent/supervise/rtp_source.py next_seq)."""
     alone = build_argv(stream(recording=RecordingConfig(enabled=False)), launch(), rtp=TARGET, rtp_seq=8200)
     assert value_after(alone, "-seq") == "8200"
     tee = build_argv(stream(), launch(), rtp=TARGET, rtp_seq=8200)

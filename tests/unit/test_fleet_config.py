@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load
+from agent.config.loader import load
+from agent.config.model import ConfigError
 from agent.reload import plan_reload
 
 BASE = """\
@@ -129,8 +130,8 @@ def test_no_fleet_key_is_written_without_a_lease():
 
     import pytest
 
-    from agent.etcd import LeaseLost
-    from agent.fleet import Fleet
+    from agent.fleet.etcd import LeaseLost
+    from agent.fleet.node import Fleet
     with pytest.raises(LeaseLost):
         Fleet._held_lease(types.SimpleNamespace(lease=0))  # type: ignore[arg-type]
     assert Fleet._held_lease(types.SimpleNamespace(lease=0x2a)) == 0x2a  # type: ignore[arg-type]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from agent.config import StreamConfig
-from agent.h264_probe import probe_argv, profile_from_extradata, profile_from_probe
-from agent.rtp_source import can_bind, pick
+from agent.config.model import StreamConfig
+from agent.supervise.h264_probe import probe_argv, profile_from_extradata, profile_from_probe
+from agent.supervise.rtp_source import can_bind, pick
 
 #: ffprobe -show_data of the test camera with profile=high: Annex B SPS (67 64 00 0d) then PPS.
 HIGH_DUMP = ("\n00000000: 0000 0001 6764 000d acb4 0a0f d80b 5060  ....gd........P`\n"
@@ -45,7 +45,7 @@ def test_an_rtsp_camera_that_answers_nothing_is_not_probed():
     import socket
     import time
 
-    from agent.h264_probe import rtsp_answers
+    from agent.supervise.h264_probe import rtsp_answers
 
     async def check() -> None:
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import yamlsrc
-from agent.config import ConfigError, load, runtime_dir_of
-from agent.units import SECRET_FILE_MAX, parse_duration
+from agent.config import yamlsrc
+from agent.config.loader import load, runtime_dir_of
+from agent.config.model import ConfigError
+from agent.config.units import SECRET_FILE_MAX, parse_duration
 
 from .test_config import one_stream
 

@@ -11,11 +11,12 @@ import time
 
 import pytest
 
-from agent.backoff import RestartPolicy, restart_delay
 from agent.blocking import in_thread
-from agent.ffmpeg import PROGRESS_LINE_MAX, ProgressParser
-from agent.limits import fd_warning, fds_needed
+from agent.config.model import RestartPolicy
 from agent.redact import RedactingFilter, redact, redact_url
+from agent.supervise.backoff import restart_delay
+from agent.supervise.ffmpeg import PROGRESS_LINE_MAX, ProgressParser
+from agent.supervise.limits import fd_warning, fds_needed
 
 
 def test_extreme_policies_never_overflow():
@@ -115,7 +116,7 @@ async def test_a_call_that_hangs_on_a_fifo_times_out_and_leaves_the_loop_free(tm
 @pytest.mark.parametrize("content", [
     '[1, 2]', '{"streams": 5}', '{"streams": [7, {"pid": "x"}, {"pid": 1, "pid_started_at": 0}]}'])
 def test_a_damaged_snapshot_does_not_stop_the_agent_from_starting(tmp_path, content):
-    from agent.orphans import kill_orphans
+    from agent.supervise.orphans import kill_orphans
     path = tmp_path / "state.json"
     path.write_text(content)
     assert kill_orphans(path) == []
@@ -136,7 +137,7 @@ def test_malloc_arenas_are_capped_unless_the_environment_says():
     """A fresh interpreter (no thread has allocated yet), as vas-agent's main() is."""
     import subprocess
     import sys
-    probe = "from agent.limits import limit_malloc_arenas as f; print(f())"
+    probe = "from agent.supervise.limits import limit_malloc_arenas as f; print(f())"
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "True"

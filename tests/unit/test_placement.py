@@ -1,10 +1,10 @@
-"""Fleet placement (agent/placement.py): pure, the same on every node."""
+"""Fleet placement (agent/fleet/placement.py): pure, the same on every node."""
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.placement import NodeView, StreamView, candidates, plan_claims, plan_handback, score
+from agent.fleet.placement import NodeView, StreamView, candidates, plan_claims, plan_handback, score
 
 NAMES = ["rec-01", "rec-02", "rec-03", "rec-04", "rec-05"]
 

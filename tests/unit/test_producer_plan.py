@@ -1,9 +1,9 @@
-"""Which SFU producers an agent adopts or deletes (agent/producer_plan.py): pure."""
+"""Which SFU producers an agent adopts or deletes (agent/sfu/plan.py): pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.producer_plan import FleetView, Want, plan
+from agent.sfu.plan import FleetView, Want, plan
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.config import Config, load
+from agent.config.loader import load
+from agent.config.model import Config
 from agent.reload import ReloadPlan, plan_reload
 
 ENV = {"PW": "hunter22"}
@@ -205,7 +206,7 @@ def test_a_new_recordings_root_moves_streams_and_asks_for_a_restart_for_retentio
     import dataclasses
     from pathlib import Path
 
-    from agent.config import Config, NodeConfig, StreamConfig
+    from agent.config.model import Config, NodeConfig, StreamConfig
     from agent.reload import plan_reload
     streams = {"a": StreamConfig(id="a", url="rtsp://h/")}
     old = Config(path=Path("/x.yaml"), sha256="1", node=NodeConfig(), recordings_root=Path("/rec"), streams=streams)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import heapq
 
-from agent.retention import candidate, is_segment_name, keeper, natural_key, plan_age, plan_free, plan_size
-from agent.segment_index import DirSegments
+from agent.recordings.delete import candidate, is_segment_name, keeper, natural_key, plan_age, plan_free, plan_size
+from agent.recordings.index import DirSegments
 
 NOW = 1_000_000.0
 
@@ -92,16 +92,16 @@ def test_unicode_and_odd_names_survive_packing():
 
 
 def _load(tmp_path, text: str):
-    from agent import config as C
     path = tmp_path / "streams.yaml"
     path.write_text(text)
-    return C.load(path)
+    from agent.config.loader import load
+    return load(path)
 
 
 def test_retention_keys_and_their_errors(tmp_path):
     import pytest
 
-    from agent import config as C
+    from agent.config import model as C
     cfg = _load(tmp_path, "version: 1\nrecordings: {min_free: 20GiB, min_free_hysteresis: 2%, sweep_interval: 5m,"
                           " orphan_retention: 0}\ndefaults: {recording: {max_size: 50GiB}}\n"
                           "streams: {a: {url: 'rtsp://h/', recording: {max_size: null}}, b: {url: 'rtsp://h/'}}\n")

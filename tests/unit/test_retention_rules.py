@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.config import RecordingsConfig, SpaceAmount
-from agent.retention import candidate
-from agent.retention_disk import Filesystem, emergency_free, floor_of, floor_problem, plan_relief
-from agent.retention_inits import hold_inits, looks_like_init
-from agent.retention_memory import orphan_max_age, orphan_note
-from agent.wallclock import same
+from agent.config.model import RecordingsConfig, SpaceAmount
+from agent.recordings.delete import candidate
+from agent.recordings.disk import Filesystem, emergency_free, floor_of, floor_problem, plan_relief
+from agent.recordings.inits import hold_inits, looks_like_init
+from agent.recordings.memory import orphan_max_age, orphan_note
+from agent.recordings.wallclock import same
 
 NOW = 10_000_000.0
 GiB = 1 << 30

@@ -1,12 +1,12 @@
-"""agent/rtp_source.py: RTP source ports kept clear of each other (real kernel sockets)."""
+"""agent/supervise/rtp_source.py: RTP source ports kept clear of each other (real kernel sockets)."""
 from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
 
-from agent.ffmpeg import RtpTarget
-from agent.producers import Producer, _adopted
-from agent.rtp_source import SEQ_JUMP, can_bind, clashes, next_seq, pick
+from agent.sfu.producers import Producer, _adopted
+from agent.supervise.ffmpeg import RtpTarget
+from agent.supervise.rtp_source import SEQ_JUMP, can_bind, clashes, next_seq, pick
 
 
 def ephemeral_range() -> range:

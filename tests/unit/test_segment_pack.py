@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import segment_index
-from agent.retention import natural_key
-from agent.segment_index import DirSegments, SegmentIndex
+from agent.recordings import index as segment_index
+from agent.recordings.delete import natural_key
+from agent.recordings.index import DirSegments, SegmentIndex
 
 segment_pack: types.ModuleType
 try:
-    from agent import segment_pack
+    from agent.recordings import pack as segment_pack
 except ImportError:  # the code before issue 21 had none: these tests then fail on substance there
     segment_pack = segment_index  # type: ignore[assignment]
 
@@ -27,7 +27,7 @@ SID = "site-0042-building-north-wing-floor-03-corridor-east-camera-0001"  # 64 c
 
 
 def fleet_names(n: int, first: int = 0) -> Iterator[tuple[float, int, str]]:
-    """The agent's names in fleet mode (agent/ffmpeg.py + stream.py), a new run every 5000."""
+    """The agent's names in fleet mode (agent/supervise/ffmpeg.py + stream.py), a new run every 5000."""
     for i in range(first, first + n):
         run, seq = divmod(i, 5000)
         yield 1e9 + 2.0 * i, 1_000_000 + i, f"{SID}_20261110T{run % 24:02d}0000000Z-e{run + 1}_{seq:06d}.ts"

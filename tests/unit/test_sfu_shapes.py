@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.sfu_client import SfuError, parse_address, parse_consumers, parse_producers
+from agent.sfu.client import SfuError, parse_address, parse_consumers, parse_producers
 
 GOOD = {"producer_id": "p1", "stream_id": "cam1", "ssrc": 7, "payload_type": 96, "packets": 10,
         "bytes": 1200, "score": 10, "rtp_host": "127.0.0.1", "rtp_port": 40000}

@@ -1,7 +1,7 @@
 """The stall timer's decision, a pure function (issue 16, item 16)."""
 from __future__ import annotations
 
-from agent.stall import PAUSE_GAP, SETTLE, stall_verdict
+from agent.supervise.stall import PAUSE_GAP, SETTLE, stall_verdict
 
 
 def test_recent_progress_waits_for_its_deadline():

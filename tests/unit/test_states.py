@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from agent.states import TRANSITIONS, IllegalTransition, StreamState, check_transition
+from agent.supervise.states import TRANSITIONS, IllegalTransition, StreamState, check_transition
 
 S = StreamState
 LEGAL = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.units import InterpolationError, interpolate, parse_duration, parse_size
+from agent.config.units import InterpolationError, interpolate, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(("value", "seconds"), [

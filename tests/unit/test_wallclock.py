@@ -1,8 +1,8 @@
-"""Wall-clock steps (agent/wallclock.py) and what they mean for retention's ages."""
+"""Wall-clock steps (agent/recordings/wallclock.py) and what they mean for retention's ages."""
 from __future__ import annotations
 
-from agent.retention import candidate, is_fresh, keeper, plan_age, plan_size
-from agent.wallclock import ClockSteps
+from agent.recordings.delete import candidate, is_fresh, keeper, plan_age, plan_size
+from agent.recordings.wallclock import ClockSteps
 
 H = 3600.0
 
