@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("config", "supervise", "recordings", "sfu", "fleet")
 #: Small stdlib-only modules at the top of agent/ that everything may use.
 HELPERS = {"redact", "blocking", "snapshot", "snapshot_view", "version", "diskuse", "tokens", "client",
-           "httplog", "sdnotify", "_build"}
+           "httplog", "sdnotify", "_build", "nofollow"}
 #: The core: wires the subsystems together and serves the control socket and the CLIs.
 CORE = {"agent", "interface", "control", "views", "publisher", "reload", "cli", "vasctl", "usage",
         "service_check"}
