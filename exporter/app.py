@@ -22,7 +22,7 @@ from .health import Health, readiness
 from .metrics import Metrics
 from .openapi import spec
 from .recordings import RecordingStats
-from .settings import Settings
+from agent.config.exporter import Settings
 from .source import OBSERVE_EVERY, SnapshotSource, View
 
 log = logging.getLogger("vas.exporter")

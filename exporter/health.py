@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import public
-from .settings import Settings
+from agent.config.exporter import Settings
 from .source import SnapshotSource, View
 
 NO_STORE = {"Cache-Control": "no-store"}
