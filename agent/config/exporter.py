@@ -121,7 +121,8 @@ class _Checker:
                       require_sfu=self.flag(ready.get("require_sfu", True)),
                       require_read_token=self.flag(ex.get("require_read_token", False),
                                                    ("exporter", "require_read_token")),
-                      clip_max_bytes=self.size(("exporter", "clip_max_size"), ex.get("clip_max_size", DEFAULT_CLIP_MAX)))
+                      clip_max_bytes=self.size(("exporter", "clip_max_size"),
+                                               ex.get("clip_max_size", DEFAULT_CLIP_MAX)))
         fields["tls_cert"], fields["tls_key"] = self.tls(ex.get("tls"))
         if self.errors:
             raise SettingsError(self.errors)
