@@ -47,11 +47,13 @@ def refusal(segments: Sequence[Sequence], cap: int) -> str | None:
     return None
 
 
-def concat_script(entries: Sequence[tuple[int, int | None]]) -> str:
-    """The ffconcat script for ``(segment fd, init fd or None)`` pairs (fMP4: init, then segment)."""
+def concat_script(files: Sequence[Sequence[int]]) -> str:
+    """The ffconcat script: each file is one fd (MPEG-TS) or several read as one (fMP4: an init,
+    then a run's segments, whose fragments carry continuous timestamps)."""
     lines = ["ffconcat version 1.0"]
-    for seg, init in entries:
-        lines.append(f"file 'concat:/dev/fd/{init}|/dev/fd/{seg}'" if init is not None else f"file '/dev/fd/{seg}'")
+    for fds in files:
+        lines.append(f"file 'file:/dev/fd/{fds[0]}'" if len(fds) == 1
+                     else "file 'concat:" + "|".join(f"/dev/fd/{fd}" for fd in fds) + "'")
     return "\n".join(lines) + "\n"
 
 
@@ -62,11 +64,15 @@ def clip_argv(ffmpeg: str) -> list[str]:
             "-c", "copy", "-movflags", FRAGMENTED, "-f", "mp4", "pipe:1"]
 
 
-def open_all(root: Path, sid: str, segments: Sequence[Sequence]) -> tuple[list[int], list[tuple[int, int | None]]]:
-    """Open every segment (and each init once); OSError closes what was opened."""
+def open_all(root: Path, sid: str, segments: Sequence[Sequence]) -> tuple[list[int], list[list[int]]]:
+    """Open every segment (and each init once): ``(every fd, the script's files)``.  MPEG-TS
+    segments are a file each (the concat demuxer joins runs whose clocks restart); fMP4 segments
+    of one run and init are one file.  OSError closes what was opened."""
+    from .playlists import run_of
     fds: list[int] = []
     inits: dict[str, int] = {}
-    entries: list[tuple[int, int | None]] = []
+    files: list[list[int]] = []
+    last: tuple[str, str] | None = None
     try:
         for seg in segments:
             init = seg[4]
@@ -75,11 +81,15 @@ def open_all(root: Path, sid: str, segments: Sequence[Sequence]) -> tuple[list[i
                 fds.append(inits[init])
             fd = open_below(root, sid, seg[0])
             fds.append(fd)
-            entries.append((fd, inits[init] if init else None))
+            if init and last == (init, run_of(seg[0])):
+                files[-1].append(fd)
+            else:
+                files.append([inits[init], fd] if init else [fd])
+            last = (init, run_of(seg[0])) if init else None
     except OSError:
         close_all(fds)
         raise
-    return fds, entries
+    return fds, files
 
 
 def close_all(fds: Sequence[int]) -> None:
@@ -90,7 +100,7 @@ def close_all(fds: Sequence[int]) -> None:
 
 
 async def stream(request: web.Request, response: web.StreamResponse, ffmpeg: str, fds: Sequence[int],
-                 entries: Sequence[tuple[int, int | None]]) -> web.StreamResponse:
+                 files: Sequence[Sequence[int]]) -> web.StreamResponse:
     """Run FFmpeg and copy its output to the client; FFmpeg is killed when the client goes away
     (a write fails, or the handler is cancelled) and always reaped."""
     proc = await asyncio.create_subprocess_exec(*clip_argv(ffmpeg), stdin=asyncio.subprocess.PIPE,
@@ -98,7 +108,7 @@ async def stream(request: web.Request, response: web.StreamResponse, ffmpeg: str
                                                 pass_fds=tuple(fds), start_new_session=True)
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(concat_script(entries).encode())
+        proc.stdin.write(concat_script(files).encode())
         proc.stdin.close()
         await response.prepare(request)
         while chunk := await proc.stdout.read(CHUNK):

@@ -176,7 +176,7 @@ class ConsoleRoutes:
         _, root = self._viewer(request)
         self.clip_slots -= 1  # taken before the first await: two requests cannot both pass the check
         try:
-            fds, entries = await asyncio.to_thread(clips.open_all, root, sid, chosen)
+            fds, files = await asyncio.to_thread(clips.open_all, root, sid, chosen)
         except (OSError, ValueError):
             self.clip_slots += 1
             raise NotFound("a segment of the range is gone (deleted by retention?); ask again") from None
@@ -184,7 +184,7 @@ class ConsoleRoutes:
         response = web.StreamResponse(headers={
             "Content-Type": "video/mp4", "Content-Disposition": f'attachment; filename="{_safe(sid)}_{stamp}.mp4"'})
         try:
-            return await clips.stream(request, response, self.ffmpeg, fds, entries)
+            return await clips.stream(request, response, self.ffmpeg, fds, files)
         finally:
             self.clip_slots += 1
             clips.close_all(fds)
