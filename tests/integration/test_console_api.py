@@ -21,6 +21,8 @@ import psutil
 import pytest
 
 from camera.fixture import RtspCamera, free_port
+from exporter.openapi import spec
+from tests.exporter.openapi_check import problems
 
 from .harness import BIN, AgentProcess, config, wait_for
 
@@ -30,6 +32,9 @@ ARCHIVE_START = 1_764_000_000.0  # 2025-11-24T16:00:00Z: the archive's first seg
 ARCHIVE_SEG = 2.0
 ARCHIVE_GAP = 60.0
 SEEN: list[bytes] = []  # every answer's head and body: no password may be in any
+#: Every answer is checked against /v2/openapi.json (tests/exporter/openapi_check.py).
+TEMPLATES = [(t, re.compile(re.sub(r"\\{name\\}", ".+", re.sub(r"\\{(?!name)[a-z_]+\\}", "[^/]+", re.escape(t)))))
+             for t in sorted(spec()["paths"], key=len, reverse=True)]
 
 
 def http(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -41,6 +46,9 @@ def http(port: int, path: str, token: str | None = None) -> tuple[int, dict[str,
     except urllib.error.HTTPError as err:
         status, headers, body = err.code, dict(err.headers), err.read()
     SEEN.append(json.dumps(headers).encode() + body)
+    bare = path.split("?")[0]
+    template = next((t for t, pattern in TEMPLATES if pattern.fullmatch(bare)), None)
+    assert problems("GET", template, status, headers.get("Content-Type", ""), body) == [], path
     return status, headers, body
 
 
