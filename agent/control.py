@@ -6,6 +6,8 @@ disabled, 422 invalid config.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import time
@@ -176,9 +178,13 @@ async def _index_segments(request: web.Request) -> web.Response:
         return found
     agent, sid, seg = found
     start, end = _seconds(request, "start"), _seconds(request, "end")
-    segments, truncated = query.segments_between(agent.retention.index, sid, start, end, seg)
-    return web.json_response({"stream_id": sid, "segment_duration": seg, "segments": segments,
-                              "truncated": truncated, "playlist": query.live_playlist(agent.cfg.recordings_root, sid)})
+    index, root = agent.retention.index, agent.cfg.recordings_root
+
+    def answer() -> str:  # in a thread: a day of 2 s segments is 43,200 entries, not for the event loop
+        segments, truncated = query.segments_between(index, sid, start, end, seg)
+        return json.dumps({"stream_id": sid, "segment_duration": seg, "segments": segments, "truncated": truncated,
+                           "playlist": query.live_playlist(root, sid)}, separators=(",", ":"))
+    return web.Response(text=await asyncio.to_thread(answer), content_type="application/json")
 
 
 async def _index_newest(request: web.Request) -> web.Response:

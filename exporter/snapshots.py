@@ -30,7 +30,7 @@ FORGET_AFTER = 120.0
 
 def decode_argv(ffmpeg: str) -> list[str]:
     """FFmpeg reading a segment on stdin, writing the first keyframe as one JPEG to stdout."""
-    return [ffmpeg, "-hide_banner", "-v", "error", "-skip_frame", "nokey", "-i", "pipe:0",
+    return [ffmpeg, "-hide_banner", "-v", "error", "-threads", "1", "-skip_frame", "nokey", "-i", "pipe:0",
             "-map", "0:v:0", "-frames:v", "1", "-f", "image2", "-c:v", "mjpeg", "-q:v", "5", "pipe:1"]
 
 
