@@ -23,9 +23,16 @@ _MAP_URI = re.compile(r'(URI=")([^"]*)(")')
 Segment = Sequence  # [name, start, duration, size, init]
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_.~/-]+")
+
+
 def segment_uri(sid: str, name: str) -> str:
     """The exporter's URI of one segment (or init) of stream ``sid``."""
-    return f"/v2/recordings/{quote(sid, safe='')}/segments/{quote(name, safe='/')}"
+    return f"/v2/recordings/{quote(sid, safe='')}/segments/{_quoted(name)}"
+
+
+def _quoted(name: str) -> str:
+    return name if _PLAIN.fullmatch(name) else quote(name, safe="/")  # FFmpeg's names need no quoting
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,13 +72,14 @@ def vod(sid: str, segments: Sequence[Segment]) -> str:
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{max(target, 1)}",
              "#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-INDEPENDENT-SEGMENTS"]
     before: Segment | None = None
+    base = segment_uri(sid, "")
     for seg in segments:
         if breaks(before, seg):
             lines.append("#EXT-X-DISCONTINUITY")
         if seg[4] and (before is None or before[4] != seg[4]):
-            lines.append(f'#EXT-X-MAP:URI="{segment_uri(sid, seg[4])}"')
+            lines.append(f'#EXT-X-MAP:URI="{base}{_quoted(seg[4])}"')
         lines += [f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(seg[1])}", f"#EXTINF:{seg[2]:.3f},",
-                  segment_uri(sid, seg[0])]
+                  base + _quoted(seg[0])]
         before = seg
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
