@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -145,15 +146,16 @@ async def _close_consumer(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _indexed(request: web.Request) -> tuple[Controlled, str, float] | web.Response:
-    """The agent, a configured stream's id and its segment duration; or the error to answer."""
+def _indexed(request: web.Request) -> tuple[Controlled, Any, str, float] | web.Response:
+    """The agent, its retention index, a configured stream's id and its segment duration; or the
+    error to answer."""
     agent, sid = _agent(request), request.match_info["id"]
     stream = agent.cfg.streams.get(sid)
     if stream is None:
         return _error(404, f"unknown stream '{sid}'")
     if agent.retention is None:
         return _error(404, "no recordings index (retention is not running)")
-    return agent, sid, stream.recording.segment_duration
+    return agent, agent.retention.index, sid, stream.recording.segment_duration
 
 
 def _seconds(request: web.Request, name: str) -> float:
@@ -176,9 +178,9 @@ async def _index_segments(request: web.Request) -> web.Response:
     found = _indexed(request)
     if isinstance(found, web.Response):
         return found
-    agent, sid, seg = found
+    agent, index, sid, seg = found
     start, end = _seconds(request, "start"), _seconds(request, "end")
-    index, root = agent.retention.index, agent.cfg.recordings_root
+    root = agent.cfg.recordings_root
 
     def answer() -> str:  # in a thread: a day of 2 s segments is 43,200 entries, not for the event loop
         segments, truncated = query.segments_between(index, sid, start, end, seg)
@@ -193,8 +195,8 @@ async def _index_newest(request: web.Request) -> web.Response:
     found = _indexed(request)
     if isinstance(found, web.Response):
         return found
-    agent, sid, seg = found
-    return web.json_response({"stream_id": sid, "segment": query.newest(agent.retention.index, sid, time.time(), seg)})
+    _, index, sid, seg = found
+    return web.json_response({"stream_id": sid, "segment": query.newest(index, sid, time.time(), seg)})
 
 
 async def _index_known(request: web.Request) -> web.Response:
@@ -203,9 +205,9 @@ async def _index_known(request: web.Request) -> web.Response:
     found = _indexed(request)
     if isinstance(found, web.Response):
         return found
-    agent, sid, _ = found
+    _, index, sid, _ = found
     name = request.query.get("name", "")
-    size = query.knows(agent.retention.index, sid, name)
+    size = query.knows(index, sid, name)
     if size is None:
         return _error(404, "not a segment of this stream's index")
     return web.json_response({"stream_id": sid, "name": name, "size": size})

@@ -81,7 +81,8 @@ def test_the_live_playlist_points_only_at_the_stream_and_drops_what_leaves_it():
     out = playlists.rewrite_live("cam1", live)
     assert '#EXT-X-MAP:URI="/v2/recordings/cam1/segments/init.mp4"' in out
     uris = [line for line in out.splitlines() if not line.startswith("#")]
-    assert uris == ["/v2/recordings/cam1/segments/cam1_A_000001.m4s", "/v2/recordings/cam1/segments/sub/cam1_A_000002.m4s"]
+    assert uris == ["/v2/recordings/cam1/segments/cam1_A_000001.m4s",
+                    "/v2/recordings/cam1/segments/sub/cam1_A_000002.m4s"]
     assert out.count("#EXTINF") == 2 and "passwd" not in out and "evil" not in out and "other" not in out
 
 

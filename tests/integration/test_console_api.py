@@ -94,7 +94,8 @@ class Exporter:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     """A camera with a password, an agent recording it (MPEG-TS) and as fMP4 (a verbatim command),
-    the archive, an exporter with an 8 MiB clip cap (the archive holds ~10 MB), and a viewer, a read and an admin token."""
+    the archive, an exporter with an 8 MiB clip cap (the archive holds ~10 MB), and a viewer, a read
+    and an admin token."""
     tmp = tmp_path_factory.mktemp("console")
     camera = RtspCamera(("cam1",), user="admin", password=PASSWORD).start()
     url = camera.url("cam1", user="admin", password=PASSWORD)
@@ -104,8 +105,8 @@ def node(tmp_path_factory):
             "-hls_segment_filename", "{recording_dir}/fm_{stream_id}_%06d.m4s", "-progress", "{progress}",
             "{playlist}"]
     port = free_port()
-    cfg = config({"cam1": {"url": url}, "fm": {"url": url, "command": fmp4},
-                  "archive": {"url": "rtsp://127.0.0.1:9/none", "enabled": False, "recording": {"segment_duration": "2s"}}})
+    archive = {"url": "rtsp://127.0.0.1:9/none", "enabled": False, "recording": {"segment_duration": "2s"}}
+    cfg = config({"cam1": {"url": url}, "fm": {"url": url, "command": fmp4}, "archive": archive})
     cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp / "tokens"), "stale_after": "5s",
                        "clip_max_size": "8MiB"}
     workdir = tmp / "node"

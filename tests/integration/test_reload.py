@@ -129,7 +129,9 @@ def test_reload_storm_ends_consistent(rtsp_camera, agent_factory):
 
 
 def _children_of(pid: int) -> list[int]:
-    return [c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+    """The agent's FFmpeg processes (not the short ffprobe that reads a spawn's codec and resolution)."""
+    return [c.pid for c in psutil.Process(pid).children()
+            if c.status() != psutil.STATUS_ZOMBIE and c.name() != "ffprobe"]
 
 
 def test_concurrent_vasctl_commands(rtsp_camera, agent_factory):
