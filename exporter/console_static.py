@@ -22,7 +22,7 @@ CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; 
 TYPES = {".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
          ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".txt": "text/plain",
          ".json": "application/json", ".map": "application/json", ".woff2": "font/woff2"}
-#: Short names the page uses for vendored files (exporter/console/vendor/ keeps them with their licence).
+#: Short names the page uses for vendored files (kept with their licence in the console's vendor/ folder).
 ALIASES = {"hls.min.js": "vendor/hls.min.js"}
 #: A console file larger than this is not one of ours.
 MAX_FILE = 8 << 20
