@@ -171,6 +171,11 @@ class ConsoleRoutes:
         refused = clips.refusal(chosen, self.ctx.settings.clip_max_bytes)
         if refused:
             return json_error(413, refused)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))
+        headers = {"Content-Type": "video/mp4",
+                   "Content-Disposition": f'attachment; filename="{_safe(sid)}_{stamp}.mp4"'}
+        if request.method == "HEAD":  # what a GET would answer, without running an export into nowhere
+            return web.Response(headers=headers)
         if self.clip_slots <= 0:
             return json_error(503, f"{clips.CONCURRENCY} clips are being exported; try again when one is done")
         _, root = self._viewer(request)
@@ -180,9 +185,7 @@ class ConsoleRoutes:
         except (OSError, ValueError):
             self.clip_slots += 1
             raise NotFound("a segment of the range is gone (deleted by retention?); ask again") from None
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))
-        response = web.StreamResponse(headers={
-            "Content-Type": "video/mp4", "Content-Disposition": f'attachment; filename="{_safe(sid)}_{stamp}.mp4"'})
+        response = web.StreamResponse(headers=headers)
         try:
             return await clips.stream(request, response, self.ffmpeg, fds, files)
         finally:

@@ -32,6 +32,7 @@ ARCHIVE_START = 1_764_000_000.0  # 2025-11-24T16:00:00Z: the archive's first seg
 ARCHIVE_SEG = 2.0
 ARCHIVE_GAP = 60.0
 SEEN: list[bytes] = []  # every answer's head and body: no password may be in any
+node_camera: list = []  # the module's camera's stop(), for the last test
 #: Every answer is checked against /v2/openapi.json (tests/exporter/openapi_check.py).
 TEMPLATES = [(t, re.compile(re.sub(r"\\{name\\}", ".+", re.sub(r"\\{(?!name)[a-z_]+\\}", "[^/]+", re.escape(t)))))
              for t in sorted(spec()["paths"], key=len, reverse=True)]
@@ -98,6 +99,7 @@ def node(tmp_path_factory):
     and an admin token."""
     tmp = tmp_path_factory.mktemp("console")
     camera = RtspCamera(("cam1",), user="admin", password=PASSWORD).start()
+    node_camera[:] = [camera.stop]
     url = camera.url("cam1", user="admin", password=PASSWORD)
     fmp4 = ["ffmpeg", "-nostdin", "-loglevel", "warning", "-rtsp_transport", "tcp", "-i", "{url}", "-map", "0:v:0",
             "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_segment_type", "fmp4",
@@ -308,6 +310,16 @@ def test_the_clips_ffmpeg_is_killed_when_the_client_goes_away(node):
     wait_for(lambda: not exporter.ffmpeg_children(), 10, "the clip's FFmpeg to be gone")
 
 
+def test_a_head_of_a_clip_runs_no_export(node):
+    agent, exporter, tokens, _ = node
+    req = urllib.request.Request(f"http://127.0.0.1:{exporter.port}/v2/recordings/archive/clip.mp4?"
+                                 f"start={ARCHIVE_START:.0f}&end={archive_end(9):.0f}", method="HEAD",
+                                 headers={"Authorization": f"Bearer {tokens['viewer']}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "video/mp4"
+    assert exporter.ffmpeg_children() == []
+
+
 def test_no_answer_carries_the_cameras_password(node):
     agent, exporter, tokens, _ = node
     http(exporter.port, "/v2/console/streams")
@@ -320,3 +332,17 @@ def test_the_page_and_its_files_carry_a_strict_csp(node):
     status, headers, body = http(exporter.port, "/console/nosuch.js")
     assert status == 404 and "default-src 'self'" in headers["Content-Security-Policy"]
     assert re.search(r"script-src 'self';", headers["Content-Security-Policy"])
+
+
+def test_a_stopped_camera_shows_error_and_its_redacted_last_error_within_5_s(node):
+    """Last in the module: it stops the camera."""
+    agent, exporter, tokens, _ = node
+    stopped = time.monotonic()
+    node_camera[0]()
+
+    def shown():
+        tile = {t["id"]: t for t in json.loads(http(exporter.port, "/v2/console/streams")[2])["streams"]}["cam1"]
+        return tile["state"] == "error" and tile["last_error"] and tile
+    tile = wait_for(shown, 5, "cam1 in error with its last error")
+    assert time.monotonic() - stopped <= 5.5
+    assert PASSWORD not in json.dumps(tile)
