@@ -14,7 +14,7 @@ from agent.config.loader import load, runtime_dir_of
 from agent.config.model import ConfigError
 from agent.config.units import SECRET_FILE_MAX, parse_duration
 
-from .test_config import one_stream
+from .config.test_loader import one_stream
 
 
 def load_errors(path: Path, env: dict[str, str] | None = None) -> list[str]:
