@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+#: Installs create venvs and install wheels: minutes on a loaded 2-core machine; the suite's 120 s
+#: hang bound is too short for that work, and each install's own subprocess timeout catches a hang.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 CHECKOUT = Path(__file__).resolve().parents[2]
 PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
          "install.sh")

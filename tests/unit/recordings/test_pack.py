@@ -3,6 +3,7 @@ bytes per segment, and every name (the agent's or not) kept exactly and in order
 from __future__ import annotations
 
 import gc
+import heapq
 import os
 import random
 import time
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.recordings import pack as segment_pack
-from agent.recordings.delete import natural_key
+from agent.recordings.delete import candidate, natural_key
 from agent.recordings.index import DirSegments, SegmentIndex
 
 SID = "site-0042-building-north-wing-floor-03-corridor-east-camera-0001"  # 64 characters
@@ -161,3 +162,28 @@ def test_a_scan_of_a_real_folder_peaks_below_twice_its_steady_size(tmp_path, mon
     steady, peak = (steady - base) / n, (peak - base) / n
     assert index.stats(sid)[0] == n and steady <= 32 and peak <= 2 * 32, (steady, peak)
     assert [c.name for c in index.oldest_first(sid)[0]] == [name for _, _, name in fleet_names(n)]
+
+
+def test_packed_directory_keeps_order_and_totals():
+    d = DirSegments([(30.0, 3, "c.ts"), (10.0, 1, "a.ts"), (20.0, 2, "b.ts")])
+    assert list(d.iter()) == [(10.0, 1, "a.ts"), (20.0, 2, "b.ts"), (30.0, 3, "c.ts")] and d.total == 6
+    d.upsert("d.ts", 25.0, 4)          # out of order: lands in place
+    d.upsert("a.ts", 40.0, 5)          # rewritten: moves to the end with its new size
+    assert [n for _, _, n in d.iter()] == ["b.ts", "d.ts", "c.ts", "a.ts"] and d.total == 14
+    assert d.discard("d.ts") and not d.discard("nope.ts") and d.total == 10
+    d.remove_names({"b.ts", "c.ts"})
+    assert list(d.iter()) == [(40.0, 5, "a.ts")] and d.total == 5 and len(d) == 1
+    assert d.find("a.ts")[0] == 0 and d.find("b.ts") == (-1, -1)
+
+
+def test_packed_directory_merges_oldest_first_like_the_planner_expects():
+    one = DirSegments([(float(i), 1, f"x_{i}.ts") for i in range(0, 100, 2)])
+    two = DirSegments([(float(i), 1, f"y_{i}.ts") for i in range(1, 100, 2)])
+    merged = heapq.merge(*[(candidate("s", d, n, m, z) for m, z, n in x.iter()) for d, x in (("1", one), ("2", two))])
+    assert [c.mtime for c in merged] == [float(i) for i in range(100)]
+
+
+def test_unicode_and_odd_names_survive_packing():
+    d = DirSegments([(1.0, 1, "caméra 1.ts"), (2.0, 1, "b\udcff.ts")])
+    assert [n for _, _, n in d.iter()] == ["caméra 1.ts", "b\udcff.ts"]
+    assert d.discard("caméra 1.ts") and len(d) == 1

@@ -1,12 +1,21 @@
 """Pure FFmpeg argv building and the ``-progress`` parser."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from agent.config.model import MIN_STALL_TIMEOUT, PROGRESS_PERIOD, RecordingConfig, StreamConfig
-from agent.supervise.ffmpeg import Launch, Progress, ProgressParser, RtpTarget, build_argv, start_stamp
+from agent.supervise.ffmpeg import (
+    PROGRESS_LINE_MAX,
+    Launch,
+    Progress,
+    ProgressParser,
+    RtpTarget,
+    build_argv,
+    start_stamp,
+)
 
 ROOT = Path("/var/lib/vas/recordings")
 URL = "rtsp://admin:hunter22@10.0.0.5:554/Streaming/101"
@@ -265,6 +274,26 @@ def test_junk_and_partial_lines_are_ignored_until_complete():
     assert parser.feed(b"[hls @ 0x5] Opening 'x.ts' for writing\n\nframe=1") == []
     assert parser.feed(b"0\nprogress=cont") == []
     assert parser.feed(b"inue\n") == [Progress(frame=10)]
+
+
+def test_progress_parser_memory_is_bounded_for_newline_free_junk():
+    parser, junk = ProgressParser(), b"x" * 65536
+    started = time.process_time()
+    for _ in range(300):
+        assert parser.feed(junk) == []
+    assert len(parser._partial) <= PROGRESS_LINE_MAX  # was 19.6 MB
+    assert time.process_time() - started < 1.0
+    # Still parses once real reports come again.
+    [report] = parser.feed(b"\nframe=5\nprogress=continue\n")
+    assert report.frame == 5
+
+
+def test_progress_parser_bounds_unknown_keys_and_nan():
+    parser = ProgressParser()
+    parser.feed(b"".join(b"k%d=v\n" % i for i in range(10_000)))
+    assert parser._fields == {}
+    [report] = parser.feed(b"fps=nan\nframe=3\nprogress=continue\n")
+    assert report.fps == 0.0 and report.frame == 3
 
 
 def test_advanced_from_nothing():

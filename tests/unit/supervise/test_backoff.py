@@ -65,6 +65,13 @@ def test_huge_attempt_numbers_do_not_overflow(attempt):
     assert restart_delay(big, attempt, rand=ALMOST_ONE) == 86400.0
 
 
+def test_extreme_policies_never_overflow():
+    policy = RestartPolicy(initial_delay=1e-300, max_delay=1e10, jitter=0.2)
+    for attempt in (1, 1024, 1025, 5000, 10**7):
+        assert 0 <= restart_delay(policy, attempt, rand=0.5) <= policy.max_delay
+    assert restart_delay(RestartPolicy(max_delay=float("inf")), 3, rand=0.5) < float("inf")
+
+
 @pytest.mark.parametrize("multiplier", [1.0, 1.0000001])
 def test_cost_does_not_grow_with_the_attempt_number(multiplier):
     # With a multiplier of (almost) 1 the base never reaches the cap, so a loop over

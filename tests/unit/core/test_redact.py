@@ -1,9 +1,12 @@
 """Credentials never shown: URL passwords and known secret values are masked."""
 from __future__ import annotations
 
+import io
+import logging
+
 import pytest
 
-from agent.redact import redact, redact_url
+from agent.redact import RedactingFilter, redact, redact_url
 
 
 @pytest.mark.parametrize(("url", "shown"), [
@@ -79,3 +82,42 @@ def test_a_secret_inside_a_longer_secret_does_not_leak_the_rest():
         user, password = f"op{n}", f"op{n}-2024!"
         out = redact(f"login {user}/{password} refused", frozenset({user, password}))
         assert out == "login ***/*** refused", (user, password, out)
+
+
+@pytest.mark.parametrize("url,password", [
+    ("rtsp://user@domain:pass@10.0.0.5/s1", "pass"),
+    ("rtsp://user@domain:p@ss@cam.local:554/s1", "p@ss"),
+    ("rtsp://admin:pa/ss@cam/s1", "pa/ss"),
+    ("rtsp://admin:pa ss@cam/s1", "pa ss"),
+    ("rtsp://admin:pa#ss@cam/s1", "pa#ss"),
+    ("rtsp://admin:p:a:s:s@[fe80::1]:554/s1", "p:a:s:s"),
+])
+def test_userinfo_is_redacted_up_to_the_last_at(url, password):
+    for text in (url, f"[rtsp @ 0x55d] {url}: Connection refused", f"'{url}' and rtsp://b:x2@h2/"):
+        shown = redact_url(text)
+        assert password not in shown and ":***@" in shown
+    assert redact_url("[tcp @ 0x5] rtsp://cam.local:554/x failed") == "[tcp @ 0x5] rtsp://cam.local:554/x failed"
+
+
+def test_the_log_filter_redacts_messages_arguments_and_tracebacks():
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactingFilter(frozenset({"hunter22"})))
+    log = logging.getLogger("test.redacting")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.error("cam %s failed with %s", "rtsp://u@d:p@ss@cam/", "hunter22")
+        try:
+            raise ValueError("bad url rtsp://admin:hunter22@cam/ and rtsp://x:topsecret@h/")
+        except ValueError:
+            log.exception("reload failed")
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    assert "hunter22" not in text and "p@ss" not in text and "topsecret" not in text
+    assert "rtsp://u@d:***@cam/" in text and "Traceback" in text
+
+
+def test_redact_hides_known_secrets_anywhere():
+    assert redact("token=abcdef-secret", frozenset({"abcdef-secret"})) == "token=***"

@@ -26,6 +26,13 @@ def test_parse_duration_rejects(value):
         parse_duration(value)
 
 
+def test_durations_are_finite_and_bounded():
+    for bad in ("9" * 310 + "s", 10 ** 400, float("inf"), "101000d"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert parse_duration("36500d") == 36500 * 86400.0
+
+
 @pytest.mark.parametrize(("value", "size"), [
     ("100B", 100), ("100", 100), ("1KiB", 1024), ("500MiB", 500 << 20), ("50GiB", 50 << 30),
     ("2TiB", 2 << 40), ("1.5GiB", 3 << 29), (" 8 MiB ", 8 << 20), (0, 0), (4096, 4096),

@@ -1,13 +1,9 @@
-"""The pure rules behind "retention deletes only what a policy asks for" (issue 16, A.1-4)."""
+"""The free-space floor, pure: an unreachable floor, and the newest hour kept unless the disk is about to be full."""
 from __future__ import annotations
-
-from pathlib import Path
 
 from agent.config.model import RecordingsConfig, SpaceAmount
 from agent.recordings.delete import candidate
 from agent.recordings.disk import Filesystem, emergency_free, floor_of, floor_problem, plan_relief
-from agent.recordings.inits import hold_inits, looks_like_init
-from agent.recordings.memory import orphan_max_age, orphan_note
 from agent.recordings.wallclock import same
 
 NOW = 10_000_000.0
@@ -48,32 +44,3 @@ def test_the_floor_keeps_the_last_hour_unless_about_to_be_full():
     taken = plan_relief(full, streams, now=NOW, planned=0, keep=never, shift=same)
     assert [c.name for c in taken] == ["old", "young1"]                    # back to 2 x 100 free, no further
     assert plan_relief(full, streams, now=NOW, planned=0, keep=lambda c: c.name != "old", shift=same)[0].name == "old"
-
-
-def test_init_files_go_only_with_the_last_segment_of_their_stream():
-    inits = {"a": {"hdr.mp4"}, "b": set()}
-    every = {"a": ["hdr.mp4", "s1.m4s", "s2.m4s"], "b": ["init.mp4", "x1.m4s"], "c": ["c1.ts"]}
-
-    def survivor(sid, goes):
-        return any(not goes(r) for r in every[sid])
-
-    plans = [[seg("a", "hdr.mp4", 90), seg("a", "s1.m4s", 80)], [seg("b", "init.mp4", 90)], [seg("c", "c1.ts", 9)]]
-    hold_inits(plans, inits=lambda sid: inits.get(sid, set()), survivor=survivor)
-    assert [[c.name for c in p] for p in plans] == [["s1.m4s"], [], ["c1.ts"]]
-    plans = [[seg("a", "hdr.mp4", 90), seg("a", "s1.m4s", 80)], [seg("a", "s2.m4s", 70)]]
-    hold_inits(plans, inits=lambda sid: inits[sid], survivor=survivor)
-    assert [[c.name for c in p] for p in plans] == [["hdr.mp4", "s1.m4s"], ["s2.m4s"]]
-    assert looks_like_init("cam1_init_0.mp4") and not looks_like_init("clip.mp4") and not looks_like_init("init.m3u8")
-
-
-def test_an_orphan_keeps_at_least_its_streams_retention():
-    day = 86400.0
-    assert orphan_max_age(0.0, 7 * day) == 0.0              # kept for ever stays kept for ever
-    assert orphan_max_age(30 * day, 7 * day) == 30 * day
-    assert orphan_max_age(1 * day, 7 * day) == 7 * day
-    assert orphan_max_age(None, 7 * day) == 7 * day         # never configured: the orphan default
-    assert orphan_max_age(30 * day, 0.0) == 0.0
-    assert "the oldest at once" in orphan_note("hall", Path("/rec/hall"), (2, 3 * GiB, 0.0, 1.0), 15 * day)
-    note = orphan_note("hall", Path("/rec/hall"), (2, 3 * GiB, 4e9, 4e9), 15 * day)
-    assert note.startswith("recordings of removed stream hall (2 segments, 3.0GiB) stay in /rec/hall; each is "
-                           "deleted when it is 15 days old (reason orphan), the first from 2096-10-17 07:06 UTC")
