@@ -89,10 +89,11 @@ class Browser:
             const out = {};
             for (const t of document.querySelectorAll('#grid article.tile')) {
               const f = (c) => t.querySelector(`[data-f="${c}"]`).textContent;
-              const v = t.querySelector('[data-f=live]');
+              const v = t.querySelector('[data-f=live]'), picture = t.querySelector('[data-f=picture]');
               out[t.dataset.stream] = {name: f('name'), state: f('state'), error: f('error'), uptime: f('uptime'),
-                recorded: f('recorded'), video: f('video'), playing: t.querySelector('[data-f=picture]').classList.contains('playing'),
-                live: Boolean(v.currentSrc), time: v.currentTime, thumb: Boolean(t.querySelector('[data-f=thumb]').src)};
+                recorded: f('recorded'), video: f('video'), playing: picture.classList.contains('playing'),
+                live: Boolean(v.currentSrc), time: v.currentTime,
+                thumb: Boolean(t.querySelector('[data-f=thumb]').src)};
             }
             return out;""")
 

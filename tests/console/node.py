@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from camera.fixture import RtspCamera, free_port
-
-from tests.integration.harness import BIN, AgentProcess, config, wait_for
+from tests.integration.harness import BIN, CHEAP, AgentProcess, config, wait_for
 
 PASSWORD = "Zk7-console-secret"
 USER = "admin"
@@ -52,7 +51,6 @@ class ConsoleNode:
         """Start everything; the real streams are live and the exporter answers."""
         self.camera.start()
         self.locked.start()
-        from tests.integration.harness import CHEAP
         streams = self.streams or {
             "cam1": {"name": "Gate", "url": self.camera.url("cam1")},
             "cam2": {"name": "Yard", "url": self.camera.url("cam2")},
