@@ -27,8 +27,10 @@ SEGMENT = 1.0  # the harness's recording.segment_duration (tests/integration/har
 
 
 def assert_clean(browser: Browser, node: ConsoleNode) -> None:
-    """The camera password nowhere the page shows or sends; no request to any host but the node."""
+    """The camera password nowhere the page shows or sends; no request to any host but the node;
+    nothing the node's Content-Security-Policy had to refuse."""
     assert browser.foreign_requests(node.port) == []
+    assert "Content Security Policy" not in browser.console_text()
     for where, text in (("DOM", browser.dom_text()), ("network log", browser.network_text()),
                         ("console log", browser.console_text())):
         assert PASSWORD not in text, f"the camera password is in the browser's {where}"
