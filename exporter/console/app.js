@@ -57,6 +57,22 @@ export function parseTime(text) {
   return Number.isNaN(ms) ? null : ms / 1000;
 }
 
+/** Restarts after a failure (exit or stall), when the node says; else every restart. */
+function failures(s) {
+  return s.failures ?? s.restarts ?? 0;
+}
+
+/**
+ * The state a tile shows.  A camera that is down cycles error -> initializing (the retry) -> error;
+ * a poll that lands in the retry must still say error, or a 2 s poll can alias with the backoff
+ * and show a dead camera as starting for as long as it likes.  So: initializing after a failure
+ * since the last poll, or after error, is shown as error until the stream is up again.
+ */
+export function shownState(s, last) {
+  if (s.state !== 'initializing' || !last) return s.state;
+  return last.state === 'error' || failures(s) > last.failures ? 'error' : s.state;
+}
+
 function video(s) {
   const size = s.width && s.height ? `${s.width}×${s.height}` : '';
   return [s.codec, size].filter(Boolean).join(' ') || '–';
@@ -153,8 +169,12 @@ class Tile {
 
   update(s) {
     this.set('name', s.name || s.id);
-    this.set('state', s.state);
-    this.f.state.className = `state ${String(s.state).replace(/[^a-z]/g, '')}`;
+    const state = shownState(s, this.last);
+    this.last = { state, failures: failures(s) };
+    this.set('state', state);
+    this.f.state.className = `state ${String(state).replace(/[^a-z]/g, '')}`;
+    this.f.state.title = state === s.state ? '' : `failed, retrying (the node says ${s.state})`;
+    this.el.classList.toggle('failing', state === 'error');
     this.set('uptime', duration(s.uptime_seconds));
     this.set('restarts', String(s.restarts ?? '–'));
     this.set('fps', s.fps == null ? '–' : Number(s.fps).toFixed(1));
@@ -277,6 +297,10 @@ function render(data) {
     for (const tile of tiles.values()) { seen.observe(tile.el); nearby.observe(tile.el); }
   }
   const count = (state) => data.streams.filter((s) => s.state === state).length;
+  if (!performance.getEntriesByName('vas-first-render').length) {
+    performance.mark('vas-first-render');  // bench/console_page.py reads it
+    loadHls();
+  }
   $('summary').textContent = `${ids.length} cameras: ${count('live')} live, ${count('error')} in error`
     + ` · updated ${clock(data.generated_at || Date.now() / 1000).slice(11)}`;
   schedule();
@@ -290,9 +314,11 @@ async function poll() {
   try {
     const resp = await fetch(STATUS_URL, { signal: ctl.signal, cache: 'no-store', headers: token ? bearer() : {} });
     if (!resp.ok) throw new Error(`HTTP ${resp.status}: ${await errorText(resp)}`);
-    render(await resp.json());
+    const data = await resp.json();
+    render(data);
     statusFailedSince = null;
-    $('status-error').hidden = true;
+    $('status-error').hidden = !data.stale;
+    if (data.stale) $('status-error').textContent = "The agent has not reported recently: the tiles show its last word.";
   } catch (err) {
     statusFailedSince = statusFailedSince || Date.now() / 1000;
     $('status-error').textContent = `Cannot read the node's status since ${clock(statusFailedSince).slice(11)}`
@@ -408,6 +434,7 @@ async function playRange() {
   select(r[0], r[1]);
   stopVod();
   const url = `/v2/recordings/${enc(rec.id)}/playlist.m3u8?start=${r[0]}&end=${r[1]}`;
+  if (!window.Hls) { message('The player is still loading; try again in a moment.', true); return; }
   try {  // asked once first: a 400 or 404 is shown in the node's own words, not as an hls.js code
     const resp = await viewerFetch(url);
     if (!resp.ok) { message(await errorText(resp), true); return; }
@@ -442,6 +469,16 @@ async function downloadRange() {
 }
 
 // ---------------------------------------------------------------- wiring
+
+/** hls.js (600 kB) after the first status is drawn: names and states must not wait for a player. */
+function loadHls() {
+  if (document.getElementById('hls-js')) return;
+  const script = document.createElement('script');
+  script.id = 'hls-js';
+  script.src = '/console/hls.min.js';
+  script.addEventListener('load', schedule);
+  document.head.append(script);
+}
 
 function wire() {
   $('token-button').addEventListener('click', askToken);
