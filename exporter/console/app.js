@@ -182,7 +182,8 @@ class Tile {
     this.set('video', video(s));
     const rec = s.recording || {};
     this.set('recorded', bytes(rec.bytes));
-    this.set('oldest', rec.oldest_at ? `${clock(rec.oldest_at)} (${duration(Date.now() / 1000 - rec.oldest_at)} ago)` : '–');
+    this.set('oldest', rec.oldest_at ? `${duration(Date.now() / 1000 - rec.oldest_at)} ago` : '–');
+    this.f.oldest.title = rec.oldest_at ? clock(rec.oldest_at) : '';
     this.set('viewers', String(s.viewers ?? '–'));
     this.set('error', s.last_error || '');
     this.f.error.title = s.last_error || '';
