@@ -73,6 +73,16 @@ export function shownState(s, last) {
   return last.state === 'error' || failures(s) > last.failures ? 'error' : s.state;
 }
 
+/** An http(s) URL as a link target; anything else (javascript:, data:, garbage) is no link at all. */
+export function safeHref(text) {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : '';
+  } catch {
+    return '';
+  }
+}
+
 function video(s) {
   const size = s.width && s.height ? `${s.width}×${s.height}` : '';
   return [s.codec, size].filter(Boolean).join(' ') || '–';
@@ -198,11 +208,7 @@ class Tile {
     this.f.owner.hidden = !(node.fleet && owner);
     if (!owner) return;
     this.f.ownerLink.textContent = owner.node;
-    let href = '';
-    try {
-      const url = new URL(owner.console_url);
-      if (url.protocol === 'http:' || url.protocol === 'https:') href = url.href;
-    } catch { /* not a URL: shown as text only */ }
+    const href = safeHref(owner.console_url);
     if (href) this.f.ownerLink.href = href; else this.f.ownerLink.removeAttribute('href');
   }
 
@@ -233,6 +239,7 @@ class Tile {
     if (!this.hls) return;
     this.hls.destroy();
     this.hls = null;
+    this.thumbAt = 0;  // the picture where the live view was: a fresh thumbnail now
     this.f.picture.classList.remove('playing');
     this.f.live.removeAttribute('src');
     this.f.live.load();

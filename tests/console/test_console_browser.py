@@ -77,8 +77,18 @@ def test_a_stopped_camera_shows_error_and_its_redacted_error_within_5_s(node_fac
     browser.wait(lambda: browser.tiles()["locked"]["error"] == node.stream_status("locked")["last_error"], 10,
                  "the tile's last error to be the node's")
     assert "***@" in browser.tiles()["locked"]["error"]  # the URL in FFmpeg's message, its password redacted
+    browser.wait(lambda: browser.tiles()["locked"]["thumb"], 10, "the last picture as a thumbnail, live view gone")
     assert_clean(browser, node)
     assert PASSWORD not in node.logs()
+
+    assert node.exporter is not None
+    node.exporter.terminate()  # the node itself gone: said on the page within 5 s, the last state kept
+    node.exporter.wait(10)
+    banner = browser.driver.find_element(By.ID, "status-error")
+    gone = time.monotonic()
+    browser.wait(lambda: banner.is_displayed(), 5, "the page to say the node does not answer")
+    assert time.monotonic() - gone <= 5 and "status" in banner.text
+    assert len(browser.tiles()) == 3
 
 
 def test_a_recorded_range_plays_and_downloads_as_a_valid_mp4(console_node, browser):
@@ -137,6 +147,8 @@ def test_without_a_token_no_video_is_served_and_the_page_says_why(console_node, 
     browser.wait(lambda: len(browser.tiles()) == 3, 10, "the tiles (status needs no token)")
     why = browser.driver.find_element(By.ID, "auth")
     assert why.is_displayed() and "vasctl token add" in why.text and "viewer" in why.text
+    browser.give_token(read)
+    browser.wait(lambda: "403" in why.text and "viewer scope" in why.text, 10, "the wrong scope on the page")
     browser.give_token("not-a-token")
     browser.wait(lambda: "401" in why.text, 10, "the node's refusal on the page")
     assert not any(t["playing"] or t["thumb"] for t in browser.tiles().values())
@@ -187,3 +199,14 @@ def test_a_poll_that_lands_between_retries_still_shows_error(console_node, brows
         import('/console/app.js').then((m) => done(cases.map(([s, last]) => m.shownState(s, last))));""",
                                               [[s, last] for s, last, _ in cases])
     assert got == [want for _, _, want in cases]
+
+
+def test_a_fleet_owner_link_is_only_ever_an_http_link(console_node, browser):
+    """Fleet mode links each stream to its owner's console: a URL from the cluster is data, never script."""
+    browser.open(console_node.url())
+    browser.wait(lambda: len(browser.tiles()) == 3, 10, "the tiles")
+    urls = ["http://node-b:8080/", "https://node-c.example/", "javascript:alert(1)", "data:text/html,x", "node-b", None]
+    got = browser.driver.execute_async_script("""
+        const [urls, done] = arguments;
+        import('/console/app.js').then((m) => done(urls.map((u) => m.safeHref(u))));""", urls)
+    assert got == ["http://node-b:8080/", "https://node-c.example/", "", "", "", ""]
