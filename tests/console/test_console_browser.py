@@ -121,6 +121,21 @@ def test_a_recorded_range_plays_and_downloads_as_a_valid_mp4(console_node, brows
     assert "mp4" in fmt["format_name"]
     assert abs(float(fmt["duration"]) - (end - start)) <= SEGMENT, fmt
 
+    # A range the node refuses (nothing recorded then; past the size cap it is a 413, the same path):
+    # the page shows the node's own words, not a bare status code.
+    future = time.time() + 3600
+    for field, value in (("range-start", future), ("range-end", future + 60)):
+        box = browser.driver.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(f"{value:.0f}")
+    code, body, _ = http(node.port, f"/v2/recordings/cam1/clip.mp4?start={future:.0f}&end={future + 60:.0f}",
+                         node.viewer)
+    assert code >= 400
+    said = browser.driver.find_element(By.ID, "rec-message")
+    browser.driver.find_element(By.ID, "range-download").click()
+    browser.wait(lambda: said.text == json.loads(body)["error"], 10, "the node's refusal on the page",
+                 detail=lambda: said.text)
+
     browser.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     browser.wait(lambda: not browser.driver.find_element(By.ID, "recordings").is_displayed(), 5, "Esc to close")
     assert browser.driver.switch_to.active_element.get_attribute("data-stream") == "cam1"  # focus back on the tile
