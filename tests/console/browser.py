@@ -42,10 +42,14 @@ class Browser:
         opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                                "download.prompt_for_download": False})
         self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-        self.driver.set_page_load_timeout(30)
-        self.driver.set_script_timeout(30)
-        self.driver.execute_cdp_cmd("Browser.setDownloadBehavior",
-                                    {"behavior": "allow", "downloadPath": str(downloads)})
+        try:
+            self.driver.set_page_load_timeout(30)
+            self.driver.set_script_timeout(30)
+            self.driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                                        {"behavior": "allow", "downloadPath": str(downloads)})
+        except Exception:
+            self.driver.quit()  # the caller never gets an object to quit
+            raise
         self.events: list[dict[str, Any]] = []  # performance log messages, kept (reading drains them)
         self.console: list[dict[str, Any]] = []
 
