@@ -14,18 +14,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import config as config_mod
-from . import snapshot
-from .blocking import in_thread
-from .limits import fd_warning, raise_nofile_limit
-from .orphans import kill_orphans
-from .publisher import Publisher
-from .redact import LOG_FILTER
-from .reload import ReloadPlan, plan_reload
-from .sdnotify import Notifier
-from .states import StreamState
-from .stream import Host, Stream
-from .views import snapshot_json
+from agent import snapshot
+from agent.blocking import in_thread
+from agent.config import model as config_mod
+from agent.config.loader import load as load_config
+from agent.interface import AlreadyRunning, ReloadFailed, ReloadInProgress
+from agent.publisher import Publisher
+from agent.redact import LOG_FILTER
+from agent.reload import ReloadPlan, plan_reload
+from agent.sdnotify import Notifier
+from agent.supervise.limits import fd_warning, raise_nofile_limit
+from agent.supervise.orphans import kill_orphans
+from agent.supervise.states import StreamState
+from agent.supervise.stream import Host, Stream
+from agent.views import snapshot_json
 
 log = logging.getLogger("vas.agent")
 #: A reload whose file (or a ``${file:}`` secret) takes longer than this to read fails.
@@ -36,7 +38,7 @@ def _settle_gc(*, full: bool) -> None:
     """Move what exists now (modules, streams, config) out of the collector's sight.
 
     With hundreds of streams a full collection walks every long-lived object
-    and paused the event loop for 40-90 ms in the middle of reloads and
+    and pauses the event loop for 40-90 ms in the middle of reloads and
     respawns.  Frozen objects are still freed by reference counting; only
     cyclic garbage already present is kept, so collect the young first.
     """
@@ -44,26 +46,14 @@ def _settle_gc(*, full: bool) -> None:
     gc.freeze()
 
 
-class AlreadyRunning(RuntimeError):
-    """Another agent holds this runtime_dir."""
-
-
-class ReloadInProgress(RuntimeError):
-    """A reload is already being applied (or the agent is stopping)."""
-
-
-class ReloadFailed(RuntimeError):
-    """A reload failed for a reason other than an invalid file (recorded in ``last_reload``)."""
-
-
 class Agent:
     """Keeps every configured stream running.  ``start()``, then ``close()`` once done."""
 
     def __init__(self, cfg: config_mod.Config, *, env: dict[str, str] | None = None,
-                 loader: Callable[..., config_mod.Config] = config_mod.load) -> None:
+                 loader: Callable[..., config_mod.Config] = load_config) -> None:
         self.cfg = cfg
         self.env = env
-        self._loader = loader  # config_mod.load; tests pass one that blocks like a hung mount
+        self._loader = loader  # load_config; tests pass one that blocks like a hung mount
         self.started_at = time.time()
         self.streams: dict[str, Stream] = {}
         self.status = "starting"
@@ -93,8 +83,8 @@ class Agent:
             self._setup_sfu(cfg)
         self._stopped = asyncio.Event()
         self._closed = False
-        self.retention: Any = None  # retention_service.Retention once started
-        self.fleet: Any = None  # fleet.Fleet when cluster: is configured (runs only the streams it owns)
+        self.retention: Any = None  # recordings.service.Retention once started
+        self.fleet: Any = None  # fleet.node.Fleet when cluster: is configured (runs only the streams it owns)
         self.running: dict[str, int] | None = None  # fleet mode: stream -> epoch this node runs
 
     # -- lifecycle -----------------------------------------------------------
@@ -104,7 +94,7 @@ class Agent:
         self._take_lock()
         self._check_fd_limit(raise_limit=True)
         kill_orphans(self.snapshot_path)
-        from .control import ControlServer  # aiohttp is only needed once running
+        from agent.control import ControlServer  # aiohttp is only needed once running
         self._control = ControlServer(self, self.runtime_dir / snapshot.SOCKET_NAME)
         await self._control.start()
         await self._start_retention()
@@ -221,7 +211,7 @@ class Agent:
     async def reload(self, *, wait: bool = False) -> ReloadPlan:
         """Re-read the config file and apply the difference.
 
-        Raises :class:`config.ConfigError` (nothing changed),
+        Raises :class:`~agent.config.model.ConfigError` (nothing changed),
         :class:`ReloadFailed` (any other failure, recorded in ``last_reload``) or
         :class:`ReloadInProgress` when ``wait`` is false and one is running.
         """
@@ -272,11 +262,11 @@ class Agent:
 
     def _setup_sfu(self, cfg: config_mod.Config) -> None:
         assert cfg.mediasoup is not None
-        from .consumers import ConsumerTracker
-        from .h264_probe import ProfileCache
-        from .producers import ProducerManager
-        from .sfu import SfuProcess
-        from .sfu_client import SfuClient
+        from agent.sfu.client import SfuClient
+        from agent.sfu.consumers import ConsumerTracker
+        from agent.sfu.process import SfuProcess
+        from agent.sfu.producers import ProducerManager
+        from agent.supervise.h264_probe import ProfileCache
         self._sfu_client = client = SfuClient(cfg.mediasoup.api_url)
         profiles = ProfileCache(lambda: self.host.ffmpeg)
         self.producers = ProducerManager(client, lambda: self.streams, on_change=self._changed,
@@ -335,10 +325,10 @@ class Agent:
         return dataclasses.replace(cfg, streams={sid: s for sid, s in cfg.streams.items() if sid in self.running})
 
     def _producer_fleet(self) -> Any:
-        """Fleet mode: whose SFU producers are whose (agent/producer_plan.py); None outside it."""
+        """Fleet mode: whose SFU producers are whose (agent/sfu/plan.py); None outside it."""
         if self.cfg.cluster is None:
             return None
-        from .producer_plan import FleetView
+        from agent.sfu.plan import FleetView
         nodes = frozenset(self.fleet.nodes) if self.fleet is not None else frozenset()
         wanted = frozenset(sid for sid, s in self.cfg.streams.items() if s.enabled)
         # Before etcd first answered, cut off from it, or thawed from a freeze, no node can be told dead.
@@ -346,7 +336,7 @@ class Agent:
         return FleetView(self.cfg.cluster.node_name, nodes, wanted, known)
 
     def _start_fleet(self, cluster: config_mod.ClusterConfig) -> None:
-        from .fleet import Fleet
+        from agent.fleet.node import Fleet
 
         def live(sid: str) -> bool:
             stream = self.streams.get(sid)
@@ -440,14 +430,14 @@ class Agent:
         The VAS-MS-V2 health API's result shape per stream (``stream_id``, ``retention_days``,
         ``deleted_count``, ``deleted_size_mb``, ``cutoff_time``), plus totals.
         """
-        from .retention_report import cleanup_result
+        from agent.recordings.report import cleanup_result
         now = time.time()
         outcomes = await self.retention.cleanup(sid, retention_days=retention_days, dry_run=dry_run)
         return cleanup_result(outcomes, now=now, dry_run=dry_run, retention_days=retention_days)
 
     async def _start_retention(self) -> None:
         """Index the recordings root (in the background) and enforce retention from then on."""
-        from .retention_service import Retention
+        from agent.recordings.service import Retention
 
         def running(sid: str) -> bool:
             stream = self.streams.get(sid)

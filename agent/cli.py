@@ -7,22 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+from agent.version import VersionAction
+
 # Heavy modules (asyncio, aiohttp, yaml, psutil) are imported where used:
 # `systemctl reload` runs vasctl, and its start-up time is the operator's wait.
 
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
-
-
-class VersionAction(argparse.Action):
-    """``--version``: tag and commit, looked up only when asked (git may run)."""
-
-    def __init__(self, option_strings, dest, **kwargs) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="print the version and commit, then exit")
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from .version import line
-        print(line(parser.prog))
-        parser.exit()
 
 
 def agent_main(argv: list[str] | None = None) -> int:
@@ -37,19 +27,20 @@ def agent_main(argv: list[str] | None = None) -> int:
                         "EnvironmentFile= (default for /etc/vas/streams.yaml: /etc/vas/environment)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
-    from . import config
-    from .limits import limit_malloc_arenas
+    from agent.config import loader
+    from agent.config import model as config
+    from agent.supervise.limits import limit_malloc_arenas
 
     limit_malloc_arenas()  # first: no thread has allocated yet
     if args.check:
         return _check(args)
     try:
-        cfg = config.load(args.config)
+        cfg = loader.load(args.config)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     _setup_logging(args.log_level)
-    from .version import build
+    from agent.version import build
     build()  # now, from the code this process loaded: an upgrade in place later must not rename it
     import asyncio
     return asyncio.run(_run_agent(cfg))
@@ -57,14 +48,16 @@ def agent_main(argv: list[str] | None = None) -> int:
 
 def _check(args) -> int:
     """``--check``: the file as the service will load it (its environment file, its user)."""
-    from . import config, service_check
+    from agent import service_check
+    from agent.config import loader
+    from agent.config import model as config
     service = service_check.is_service_config(args.config)
     env, env_note = dict(os.environ), None
     env_file = args.environment_file or (service_check.ENVIRONMENT_FILE if service else None)
     if env_file:
         env, env_note = service_check.environment(Path(env_file), explicit=bool(args.environment_file))
     try:
-        cfg = config.load(args.config, env)
+        cfg = loader.load(args.config, env)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         if env_note:  # it explains a "not set" above: the variables it would have given are missing
@@ -82,7 +75,7 @@ def _check(args) -> int:
 def _report_ok(path: str, cfg) -> None:
     """Warnings and notes about a valid file, then its ``ok:`` line."""
     enabled = sum(s.enabled for s in cfg.streams.values())
-    from .retention_disk import check_floors
+    from agent.recordings.disk import check_floors
     floors = check_floors(cfg.recordings, str(cfg.recordings_root), cfg.streams)
     for warning in _missing_programs(cfg) + _fd_limit(enabled) + floors:
         print(f"warning: {warning}", file=sys.stderr)
@@ -124,14 +117,15 @@ def _fd_limit(enabled: int) -> list[str]:
     """The descriptor budget as the agent will have it (it raises soft to hard at start)."""
     import resource
 
-    from .limits import fd_warning
+    from agent.supervise.limits import fd_warning
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     warning = fd_warning(enabled, hard if hard != resource.RLIM_INFINITY else 1 << 30)
     return [warning] if warning else []
 
 
 async def _run_agent(cfg) -> int:
-    from .agent import Agent, AlreadyRunning
+    from agent.agent import Agent
+    from agent.interface import AlreadyRunning
     agent = Agent(cfg)
     try:
         await agent.run()
@@ -155,7 +149,7 @@ def runtime_dir_hint(exc: OSError, runtime_dir: Path) -> str:
 
 
 def _setup_logging(level: str) -> None:
-    from .redact import LOG_FILTER
+    from agent.redact import LOG_FILTER
     # Under systemd the journal stamps each line already.
     fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s"
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
@@ -213,9 +207,10 @@ def _vasctl(argv: list[str] | None) -> int:
     tks = tk.add_subparsers(dest="token_command", required=True, metavar="add|list|remove")
     ta = tks.add_parser("add", help="create a token, print it once, store only its hash")
     ta.add_argument("name")
-    ta.add_argument("--scope", required=True, choices=["heartbeat", "read", "admin"],
+    from agent.tokens import SCOPES
+    ta.add_argument("--scope", required=True, choices=list(SCOPES),
                     help="heartbeat: viewers' heartbeats; read: /v2/health reads (exporter.require_read_token); "
-                         "admin: everything")
+                         "viewer: the console's video (live, recordings, snapshots, clips); admin: everything")
     tks.add_parser("list", help="names and scopes (never the tokens)")
     tr = tks.add_parser("remove", help="revoke a token")
     tr.add_argument("name")
@@ -223,13 +218,13 @@ def _vasctl(argv: list[str] | None) -> int:
     if args.command == "token":
         return _token(args)
 
-    from . import snapshot, vasctl
+    from agent import snapshot, vasctl
 
     try:
         if args.socket:
             runtime = Path(args.socket).parent
         else:
-            from .config import runtime_dir_for_vasctl
+            from agent.config.loader import runtime_dir_for_vasctl
             runtime, note = runtime_dir_for_vasctl(args.config)
             if note:
                 print(f"vasctl: {note}", file=sys.stderr)
@@ -255,7 +250,7 @@ def _vasctl(argv: list[str] | None) -> int:
 def _cleanup(vasctl, sock: Path, args) -> int:
     """``vasctl cleanup``: ``--retention-days`` is checked like the API's parameter (a plain ASCII
     decimal, one hour to 100 years); a bad one exits 1 with nothing deleted."""
-    from .cleanup_params import BadParameter, parse_days
+    from agent.config.cleanup import BadParameter, parse_days
     days = None
     if args.retention_days is not None:
         try:
@@ -268,7 +263,7 @@ def _cleanup(vasctl, sock: Path, args) -> int:
 
 def _token(args) -> int:
     """``vasctl token add|list|remove``: the tokens file holds only SHA-256 hashes."""
-    from . import tokens
+    from agent import tokens
     path = Path(args.tokens_file) if args.tokens_file else _tokens_file_of(args.config)
     try:
         if args.token_command == "add":
@@ -289,7 +284,7 @@ def _token(args) -> int:
 
 def _token_list(path: Path) -> int:
     """Names and scopes of the tokens the exporter accepts; each problem on stderr (exit 1)."""
-    from . import tokens
+    from agent import tokens
     loaded = tokens.load(path)
     for t in loaded.tokens:
         print(f"{t.name}\t{t.scope}")
@@ -300,7 +295,7 @@ def _token_list(path: Path) -> int:
 
 def _tokens_file_of(config: str) -> Path:
     try:
-        from exporter.settings import SettingsError, load
+        from agent.config.exporter import SettingsError, load
         return load(config).tokens_file
     except (ImportError, SettingsError):
         return Path("/etc/vas/tokens")

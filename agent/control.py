@@ -6,45 +6,24 @@ disabled, 422 invalid config.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aiohttp import web
 
-from .client import START_BY, too_late
-from .config import ConfigError
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from agent.client import START_BY, too_late
+from agent.config.model import ConfigError
+from agent.httplog import quiet_protocol_errors
+from agent.interface import Controlled, ReloadFailed, ReloadInProgress
 
 AGENT_KEY = web.AppKey("agent", object)
 log = logging.getLogger("vas.control")
-class QuietProtocolErrors(logging.Filter):
-    """aiohttp logs a client's malformed HTTP as an error with a traceback: a port scanner
-    or a broken client would fill the log.  One short debug line instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.exc_info, record.exc_text = None, None
-            record.msg, record.args, record.levelno, record.levelname = (
-                "bad request from a client: %s", (str(exc)[:200],), logging.DEBUG, "DEBUG")
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
-
-
-def quiet_protocol_errors() -> None:
-    """Install :class:`QuietProtocolErrors` once on aiohttp's server logger."""
-    server = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, QuietProtocolErrors) for f in server.filters):
-        server.addFilter(QuietProtocolErrors())
-
-
-def create_app(agent: Agent) -> web.Application:
+def create_app(agent: Controlled) -> web.Application:
     """The control API as an aiohttp application."""
     app = web.Application(middlewares=[_deadline, _json_errors])
     app[AGENT_KEY] = agent
@@ -54,6 +33,9 @@ def create_app(agent: Agent) -> web.Application:
     app.router.add_post("/recordings/cleanup", _cleanup)
     app.router.add_post("/consumers/{id}/heartbeat", _heartbeat)
     app.router.add_delete("/streams/{sid}/consumers/{cid}", _close_consumer)
+    app.router.add_get("/index/{id}/segments", _index_segments)
+    app.router.add_get("/index/{id}/newest", _index_newest)
+    app.router.add_get("/index/{id}/known", _index_known)
     return app
 
 
@@ -77,12 +59,12 @@ async def _json_errors(request: web.Request, handler) -> web.StreamResponse:
             raise
         return _error(exc.status, exc.reason)
     except Exception as exc:
-        from .redact import redact
+        from agent.redact import redact
         log.exception("control: %s %s failed", request.method, request.path)
         return _error(500, f"internal error: {redact(repr(exc), _agent(request).cfg.secrets)}")
 
 
-def _agent(request: web.Request) -> Agent:
+def _agent(request: web.Request) -> Controlled:
     return request.app[AGENT_KEY]  # type: ignore[return-value]
 
 
@@ -95,7 +77,6 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _reload(request: web.Request) -> web.Response:
-    from .agent import ReloadFailed, ReloadInProgress
     try:
         plan = await _agent(request).reload()
     except ReloadInProgress as exc:
@@ -127,8 +108,8 @@ async def _cleanup(request: web.Request) -> web.Response:
 
     Any other parameter, a repeated one or ``retention_days`` under one hour: 400, nothing deleted.
     """
-    from . import cleanup_params
-    from .retention import UnsafeDirectory
+    from agent.config import cleanup as cleanup_params
+    from agent.recordings.delete import UnsafeDirectory
     agent = _agent(request)
     try:
         params = cleanup_params.parse(request.query, allowed=("stream", "dry_run", "retention_days"))
@@ -165,10 +146,77 @@ async def _close_consumer(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _indexed(request: web.Request) -> tuple[Controlled, Any, str, float] | web.Response:
+    """The agent, its retention index, a configured stream's id and its segment duration; or the
+    error to answer."""
+    agent, sid = _agent(request), request.match_info["id"]
+    stream = agent.cfg.streams.get(sid)
+    if stream is None:
+        return _error(404, f"unknown stream '{sid}'")
+    if agent.retention is None:
+        return _error(404, "no recordings index (retention is not running)")
+    return agent, agent.retention.index, sid, stream.recording.segment_duration
+
+
+def _seconds(request: web.Request, name: str) -> float:
+    import math
+    try:
+        value = float(request.query[name])
+    except (KeyError, ValueError):
+        raise web.HTTPBadRequest(text=f'{{"error": "{name}: unix seconds expected", "parameter": "{name}"}}',
+                                 content_type="application/json") from None
+    if not math.isfinite(value):
+        raise web.HTTPBadRequest(text=f'{{"error": "{name}: not finite", "parameter": "{name}"}}',
+                                 content_type="application/json")
+    return value
+
+
+async def _index_segments(request: web.Request) -> web.Response:
+    """Read only: ``[name, start, duration, size, init]`` of the segments in [start, end) and
+    the live playlist's name (agent/recordings/query.py); names are relative to the stream's directory."""
+    from agent.recordings import query
+    found = _indexed(request)
+    if isinstance(found, web.Response):
+        return found
+    agent, index, sid, seg = found
+    start, end = _seconds(request, "start"), _seconds(request, "end")
+    root = agent.cfg.recordings_root
+
+    def answer() -> str:  # in a thread: a day of 2 s segments is 43,200 entries, not for the event loop
+        segments, truncated = query.segments_between(index, sid, start, end, seg)
+        return json.dumps({"stream_id": sid, "segment_duration": seg, "segments": segments, "truncated": truncated,
+                           "playlist": query.live_playlist(root, sid)}, separators=(",", ":"))
+    return web.Response(text=await asyncio.to_thread(answer), content_type="application/json")
+
+
+async def _index_newest(request: web.Request) -> web.Response:
+    """Read only: the stream's newest complete segment (null when it has none)."""
+    from agent.recordings import query
+    found = _indexed(request)
+    if isinstance(found, web.Response):
+        return found
+    _, index, sid, seg = found
+    return web.json_response({"stream_id": sid, "segment": query.newest(index, sid, time.time(), seg)})
+
+
+async def _index_known(request: web.Request) -> web.Response:
+    """Read only: 200 with the size when the index holds ``name`` (a segment or init), else 404."""
+    from agent.recordings import query
+    found = _indexed(request)
+    if isinstance(found, web.Response):
+        return found
+    _, index, sid, _ = found
+    name = request.query.get("name", "")
+    size = query.knows(index, sid, name)
+    if size is None:
+        return _error(404, "not a segment of this stream's index")
+    return web.json_response({"stream_id": sid, "name": name, "size": size})
+
+
 class ControlServer:
     """Serves :func:`create_app` on a unix socket; ``close()`` is safe twice."""
 
-    def __init__(self, agent: Agent, path: Path) -> None:
+    def __init__(self, agent: Controlled, path: Path) -> None:
         self.path = path
         quiet_protocol_errors()
         # keepalive_timeout: a client that connects and sends nothing is dropped after 30 s.

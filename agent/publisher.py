@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import snapshot
-from .sdnotify import Notifier
+from agent import snapshot
+from agent.sdnotify import Notifier
 
 log = logging.getLogger("vas.agent")
 #: State changes within this window are written as one snapshot.

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import Config, StreamConfig, stream_ssrc
-from .ffmpeg import Launch, RtpTarget, build_argv
+from agent.config.model import Config, StreamConfig, stream_ssrc
+from agent.supervise.ffmpeg import Launch, RtpTarget, build_argv
 
 
 def process_signature(cfg: Config, stream: StreamConfig) -> tuple[str, ...]:

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import snapshot, usage
-from .client import AgentUnreachable, request
-from .snapshot_view import mark_stale, shape_error
+from agent import snapshot, usage
+from agent.client import AgentUnreachable, request
+from agent.snapshot_view import mark_stale, shape_error
 
 RELOAD_BUSY_WAIT = 60.0
 #: Seconds the agent has to start a restart or cleanup; after that it drops the request unread.
@@ -249,7 +249,7 @@ def cleanup(socket_path: Path, stream_id: str | None, *, dry_run: bool, retentio
     """Apply recording retention now and report what went (or would go); exit 1 when refused."""
     from urllib.parse import quote
 
-    from .cleanup_params import BadParameter, check_days
+    from agent.config.cleanup import BadParameter, check_days
     try:
         if retention_days is not None:
             check_days(retention_days)
@@ -292,7 +292,7 @@ def _change(socket_path: Path, method: str, path: str) -> tuple[int, dict[str, A
     """
     import threading
 
-    from .client import start_by
+    from agent.client import start_by
     state = socket_path.parent / snapshot.SNAPSHOT_NAME
     try:
         state.stat()

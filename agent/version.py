@@ -2,13 +2,13 @@
 
 An installed copy carries them in ``agent/_build.py``, written by install.sh from the
 checkout (``python3 -m agent.version --module``); a checkout (``--dev``, ``--demo``,
-tests) asks git.  ``0.1.0`` from the package metadata alone said nothing: every
-build had it.
+tests) asks git.  The package metadata's version (``0.1.0``) is the same in every
+build, so it never stands alone.
 """
 from __future__ import annotations
 
+import argparse
 import functools
-import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +39,7 @@ def describe(tag: str | None, distance: int, commit: str, dirty: bool, fallback:
 
 
 def _git(*args: str) -> str | None:
+    import subprocess  # here: vasctl imports this module and must start fast
     try:  # safe.directory: root reading a checkout another user owns (sudo ./install.sh)
         out = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(CHECKOUT), *args],
                              capture_output=True, text=True, timeout=10)
@@ -76,7 +77,7 @@ def from_git() -> Build | None:
 def build() -> Build:
     """This process's build (computed once: git runs at most once per process)."""
     try:
-        from . import _build  # type: ignore[attr-defined]
+        from agent import _build  # type: ignore[attr-defined]
         return Build(_build.VERSION, _build.COMMIT)
     except ImportError:
         pass
@@ -87,6 +88,17 @@ def line(prog: str) -> str:
     """``--version`` output: ``vasctl 0.1.0+gabc1234 (commit abc1234...)``."""
     b = build()
     return f"{prog} {b.version} (commit {b.commit})"
+
+
+class VersionAction(argparse.Action):
+    """``--version``: tag and commit, looked up only when asked (git may run)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and commit, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(line(parser.prog))
+        parser.exit()
 
 
 def main(argv: list[str]) -> int:

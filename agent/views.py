@@ -8,13 +8,13 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from .redact import redact
-from .snapshot import SCHEMA_VERSION
-from .version import build
+from agent.interface import Observed
+from agent.redact import redact
+from agent.snapshot import SCHEMA_VERSION
+from agent.version import build
 
 if TYPE_CHECKING:
-    from .agent import Agent
-    from .stream import Stream
+    from agent.supervise.stream import Stream
 
 
 def stream_view(s: Stream, secrets: frozenset[str], retention: Any = None) -> dict[str, Any]:
@@ -40,6 +40,7 @@ def stream_view(s: Stream, secrets: frozenset[str], retention: Any = None) -> di
             "out_time_seconds": p.out_time_us / 1e6, "last_progress_at": s.last_progress_at,
         },
         "producer": None if s.producer is None else s.producer.view(),
+        "video": s.video,  # codec, width, height: probed once per spawn, None until known
         "recording": {"enabled": s.cfg.recording.enabled,
                       "segment_duration_seconds": s.cfg.recording.segment_duration,
                       "retention_seconds": s.cfg.recording.retention,
@@ -48,23 +49,23 @@ def stream_view(s: Stream, secrets: frozenset[str], retention: Any = None) -> di
     }
 
 
-def snapshot_json(a: Agent) -> str:
+def snapshot_json(a: Observed) -> str:
     """The whole snapshot as JSON; unchanged streams reuse their cached entry.
 
-    Serialising 500 streams on every state change cost ~15 ms of event loop;
-    a restart or reload now re-serialises only the streams it touched.
+    Serialising 500 streams on every state change costs ~15 ms of event loop,
+    so a restart or reload re-serialises only the streams it touched.
     """
     head = json.dumps(agent_view(a), separators=(",", ":"))
     entries = []
     for s in a.streams.values():
         if s.view_json is None:
-            view = stream_view(s, a.cfg.secrets, getattr(a, "retention", None))
+            view = stream_view(s, a.cfg.secrets, a.retention)
             s.view_json = json.dumps(view, separators=(",", ":"))
         entries.append(s.view_json)
     return head[:-1] + ',"streams":[' + ",".join(entries) + "]}"
 
 
-def agent_view(a: Agent) -> dict[str, Any]:
+def agent_view(a: Observed) -> dict[str, Any]:
     """The snapshot without its stream list (see :func:`snapshot_json`)."""
     cfg = a.cfg
     view = {
@@ -76,11 +77,11 @@ def agent_view(a: Agent) -> dict[str, Any]:
                    "recordings_root": str(cfg.recordings_root),
                    "last_reload": a.last_reload, "needs_restart": list(a.needs_restart)},
     }
-    if getattr(a, "retention", None) is not None:
+    if a.retention is not None:
         view["recordings"] = a.retention.view()
-    if getattr(a, "fleet", None) is not None:  # absent: single-host mode
+    if a.fleet is not None:  # absent: single-host mode
         view["fleet"] = a.fleet.view()
-    if a.sfu is not None:  # absent: no SFU configured
+    if a.sfu is not None and a.consumers is not None:  # absent: no SFU configured
         view["sfu"] = a.sfu.view()
         view["consumers"] = a.consumers.view()
     return view

@@ -65,7 +65,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 #: of one new snapshot's parts inside the exporter's code, median of 20 new snapshots.
 COST = '''
 import json, statistics, sys, time
-from agent.snapshot_view import shape_error
+from agent.snapshot_view import shape_error  # noqa: E402
 from exporter.metrics import Metrics
 from exporter.recordings import RecordingStats
 from exporter.source import View

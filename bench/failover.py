@@ -20,7 +20,7 @@ What it measures
     --freezes N: SIGSTOP (not kill) the busiest agent N times, SIGCONT once its
     streams are live elsewhere: duplicate-owner seconds per stream (its process
     alive, not a zombie, on the frozen agent and on a survivor at once; the
-    lease fence, agent/fence.py, stops the frozen agent's children); anchor:
+    lease fence, agent/fleet/fence.py, stops the frozen agent's children); anchor:
     worst <= lease_ttl + 2 s; and processes the thawed agent started for streams
     it no longer owns (anchor 0).
 

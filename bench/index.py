@@ -1,7 +1,7 @@
 """The retention index alone: upsert cost by folder size, bytes per segment, cold first index.
 
 Names are the agent's own in fleet mode, with 64-character stream ids:
-``{id}_{YYYYmmddTHHMMSSmmmZ}-eN_%06d.ts`` (agent/ffmpeg.py's pattern, agent/stream.py's
+``{id}_{YYYYmmddTHHMMSSmmmZ}-eN_%06d.ts`` (agent/supervise/ffmpeg.py's pattern, agent/supervise/stream.py's
 ``-eN``), a new run (start stamp, epoch) every ``RUN`` segments.
 
 Figures (each from this run):
@@ -17,8 +17,9 @@ Figures (each from this run):
 
 Usage: ``python bench/index.py [--files 1000000] [--streams 100] [--dir /work/tmp-perf-index] [--keep]``.
 Needs root for ``drop_caches`` (without it the "cold" figures are warm, and say so).
-Runs against whichever ``agent`` package is first on PYTHONPATH (old code too: it uses
-only ``DirSegments(entries)``, ``SegmentIndex.upsert`` and ``scan_all``).
+Runs against whichever ``agent`` package is first on PYTHONPATH, any tree with
+``agent/recordings/index.py``: it uses only ``DirSegments(entries)``, ``SegmentIndex.upsert``
+and ``scan_all``.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import drop_caches, walk, write_segment  # noqa: E402
 
-from agent.segment_index import DirSegments, SegmentIndex  # noqa: E402
+from agent.recordings.index import DirSegments, SegmentIndex  # noqa: E402
 
 ID = "site-0042-building-north-wing-floor-03-corridor-east-camera-{:04d}"  # 64 characters
 RUN = 5000  # segments per FFmpeg run (a restart: new start stamp and epoch)
@@ -104,7 +105,7 @@ def first_index(root: Path, memory: bool = False) -> tuple[int, float]:
     """SegmentIndex.scan_all in a fresh interpreter: (segments, seconds); with ``memory``,
     (segments, steady B/segment, peak B/segment) from tracemalloc instead (slower)."""
     code = ("import json, sys, time, tracemalloc; from pathlib import Path; "
-            "from agent.segment_index import SegmentIndex; "
+            "from agent.recordings.index import SegmentIndex; "
             "m = sys.argv[2] == '1'; m and tracemalloc.start(); "
             "i = SegmentIndex(Path(sys.argv[1])); t = time.monotonic(); i.scan_all(); t = time.monotonic() - t; "
             "n = sum(i.stats(s)[0] for s in i.streams); c, p = tracemalloc.get_traced_memory() if m else (0, 0); "

@@ -22,7 +22,7 @@ What it measures
     ``supervisorctl -c CONF update``, counting kept PIDs from
     ``supervisorctl status`` before and after, and supervisord's CPU time.
 
-    For context: ``agent.config.load()`` of the generated file in-process
+    For context: ``agent.config.loader.load()`` of the generated file in-process
     (p50 over --load-repeats), which every reload pays before diffing.
 
 How to run
@@ -50,9 +50,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 
-from agent import config as agent_config  # noqa: E402
 from agent import snapshot  # noqa: E402
 from agent.client import request  # noqa: E402
+from agent.config import loader as agent_config  # noqa: E402
 
 ROUND_TIMEOUT = 15.0  # seconds: the edited child must be running again within this
 
@@ -250,7 +250,7 @@ def run_supervisord(args: argparse.Namespace, base: Path, rng: random.Random) ->
         c.teardown(popen, fifo, ann, timeout=60)
 
 
-# -- config.load in-process -------------------------------------------------------------------
+# -- loader.load in-process -------------------------------------------------------------------
 def time_config_load(args: argparse.Namespace, base: Path) -> list[float]:
     tmp = base / "load"
     tmp.mkdir()
@@ -294,7 +294,7 @@ def report(args: argparse.Namespace, series: list[Series], load_ms: list[float],
     if strays:
         print(f"  warning: {strays} other children (re)started during reloads")
     if load_ms:
-        print(f"agent.config.load() of the {args.n}-stream file in-process: p50 {c.pct(load_ms, 50):.1f} ms "
+        print(f"agent.config.loader.load() of the {args.n}-stream file in-process: p50 {c.pct(load_ms, 50):.1f} ms "
               f"over {len(load_ms)} (min {min(load_ms):.1f}, max {max(load_ms):.1f})")
     for note in notes:
         if note:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -57,8 +56,8 @@ def child(root: Path, streams: int, idle: float, with_retention: bool) -> dict:
     """Runs in a fresh interpreter: the agent's retention alone, measured from inside."""
     import psutil
 
-    from agent import config as C
-    from agent.retention_service import Retention
+    from agent.config import model as C
+    from agent.recordings.service import Retention
     proc = psutil.Process()
     cfg_streams = {f"cam-{s:03d}": C.StreamConfig(id=f"cam-{s:03d}", url="rtsp://h/",
                                                   recording=C.RecordingConfig(retention=0.0))

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import RecordingsConfig  # noqa: E402
-from agent.retention_disk import measure_below  # noqa: E402
-from agent.segment_index import SegmentIndex  # noqa: E402
-from agent.segment_verify import Verifier  # noqa: E402
+from agent.config.model import RecordingsConfig  # noqa: E402
+from agent.recordings.disk import measure_below  # noqa: E402
+from agent.recordings.index import SegmentIndex  # noqa: E402
+from agent.recordings.verify import Verifier  # noqa: E402
 
 
 def best(repeat: int, fn) -> float:

@@ -232,7 +232,7 @@ class Api:
     async def _cleanup(self, request: web.Request, sid: str | None) -> web.Response:
         """Forward a cleanup to the agent; a parameter it would not understand is a 400 here
         (the agent checks again: it deletes, so it trusts no caller)."""
-        from agent import cleanup_params
+        from agent.config import cleanup as cleanup_params
         try:
             params = cleanup_params.parse(request.query, allowed=("retention_days", "dry_run"))
         except cleanup_params.BadParameter as exc:

@@ -19,7 +19,7 @@ import aiohttp
 from agent.client import START_BY
 
 #: Seconds the agent has to start a call, then seconds the call itself may take, per kind.
-KINDS = {"heartbeat": (2.0, 1.0), "consumer": (2.0, 8.0), "cleanup": (2.0, 58.0)}
+KINDS = {"heartbeat": (2.0, 1.0), "consumer": (2.0, 8.0), "cleanup": (2.0, 58.0), "index": (2.0, 8.0)}
 #: While waiting, how often the agent's liveness (its snapshot) is looked at.
 ALIVE_CHECK = 0.5
 
@@ -32,6 +32,8 @@ def kind_of(path: str) -> str:
     """The call kind of a control path (its timeouts)."""
     if path.startswith("/recordings/"):
         return "cleanup"
+    if path.startswith("/index/"):
+        return "index"  # the console's read-only questions to the retention index
     return "heartbeat" if path.endswith("/heartbeat") else "consumer"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.utils import floatToGoString
 
 from agent.snapshot_view import UNKNOWN
-from agent.states import StreamState
+from agent.supervise.states import StreamState
 
 #: ``unknown``: the snapshot is stale, so nobody knows the stream's state now (agent down or hung).
 STATES = [*(s.value for s in StreamState), UNKNOWN]

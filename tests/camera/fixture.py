@@ -51,6 +51,7 @@ class RtspCamera:
         fps: int = 25,
         size: str = "320x240",
         profile: str | None = None,
+        background: str | None = None,
         ready_timeout: float = READY_TIMEOUT,
     ) -> None:
         if (user is None) != (password is None):
@@ -63,6 +64,7 @@ class RtspCamera:
         self.user, self.password = user, password
         self.fps, self.size = fps, size
         self.profile = profile  # the H.264 profile x264 must encode (None: its own choice)
+        self.background = background  # the ball's background, 0xAARRGGBB (None: black)
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
         self.starts = 0  # number of successful start() calls
@@ -161,6 +163,8 @@ class RtspCamera:
             cmd += ["--path", p]
         if self.profile:
             cmd += ["--profile", self.profile]
+        if self.background:
+            cmd += ["--background", self.background]
         if self.user is not None:
             cmd += ["--user", self.user, "--password", self.password or ""]
         return cmd

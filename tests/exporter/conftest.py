@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from agent import snapshot, tokens
+from agent.config.exporter import Settings
 from exporter.app import create_app
-from exporter.settings import Settings
 
 PASSWORD = "s3cr3t-camera-pw"
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from agent import cleanup_params
+from agent.config import cleanup as cleanup_params
 
 from .test_api import GETS
 

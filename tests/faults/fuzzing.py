@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
-from agent.config import Config, ConfigError, load
+from agent.config.loader import load
+from agent.config.model import Config, ConfigError
 
 ENV = {"CAM_PASSWORD": "Fuzz-Pw:1@x"}
 KEYS = ["version", "node", "recordings", "defaults", "streams", "exporter", "mediasoup", "consumers", "cluster",

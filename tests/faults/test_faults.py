@@ -159,7 +159,7 @@ def test_agent_killed_during_a_manual_restart(rtsp_camera, agent_factory):
 
 _SPAWN_AND_WAIT = """
 import asyncio, sys
-import agent.process as p
+import agent.supervise.process as p
 p.SETPRIV = sys.argv[1]  # a setpriv that takes a second to start: the agent dies meanwhile
 async def main():
     child = await p.Child.spawn([sys.executable, "-c", "import time; time.sleep(30)", sys.argv[2]],

@@ -1,4 +1,4 @@
-"""agent/etcd.py against a real etcd: leases, exclusive claims, watches, compaction,
+"""agent/fleet/etcd.py against a real etcd: leases, exclusive claims, watches, compaction,
 authentication and a member dying under the client."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent.etcd import Compacted, EtcdClient, EtcdError, EtcdUnavailable, LeaseLost
+from agent.fleet.etcd import Compacted, EtcdClient, EtcdError, EtcdUnavailable, LeaseLost
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """One owner per camera on disk: a frozen (SIGSTOPped) agent's FFmpegs stop before, or
-just as, another node takes its cameras (the lease fence, agent/fence.py). Real etcd,
+just as, another node takes its cameras (the lease fence, agent/fleet/fence.py). Real etcd,
 real agents, real FFmpeg on the RTSP camera fixture."""
 from __future__ import annotations
 
@@ -74,13 +74,13 @@ def test_a_frozen_agent_stops_recording_before_another_node_takes_over(etcd, rts
 
 
 def test_the_fence_stops_only_the_groups_it_was_vouched_for_once_the_voucher_lapses():
-    """The fence process alone (agent/fence_proc.py): renewed vouchers keep the children;
+    """The fence process alone (agent/fleet/fence_proc.py): renewed vouchers keep the children;
     a lapsed one stops the listed groups (TERM, then KILL), never an unlisted one."""
     import json
     import subprocess
     import sys
 
-    from agent.fence import SCRIPT
+    from agent.fleet.fence import SCRIPT
     listed = subprocess.Popen(["sleep", "60"], start_new_session=True)
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     fence = subprocess.Popen([sys.executable, "-I", "-S", str(SCRIPT)], stdin=subprocess.PIPE,
@@ -115,8 +115,8 @@ def _sleepers(n: int) -> list:
 
 
 def _vouch_for(fence, seconds: float) -> None:
-    """The agent's vouching loop (agent/fleet.py ``_vouch``) for ``seconds``."""
-    from agent.fence import VOUCH_INTERVAL
+    """The agent's vouching loop (agent/fleet/node.py ``_vouch``) for ``seconds``."""
+    from agent.fleet.fence import VOUCH_INTERVAL
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         fence.tick()
@@ -125,11 +125,11 @@ def _vouch_for(fence, seconds: float) -> None:
 
 @pytest.mark.slow
 def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
-    """review-fleet: the fence process SIGSTOPped (an operator's mistake, a stray ``kill -STOP -g``) is
+    """The fence process SIGSTOPped (an operator's mistake, a stray ``kill -STOP -g``) is
     noticed within lease_ttl and replaced, so the agent is guarded again.  And one whose input filled up
     while stopped (minutes of vouchers: the newest dropped) never wakes to fire on the stale ones,
     killing an awake agent's children."""
-    from agent.fence import Fence
+    from agent.fleet.fence import Fence
     children = _sleepers(2)
     fence = Fence(lambda: [c.pid for c in children], ttl=1.0)
     fence.start()
@@ -168,7 +168,7 @@ def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
 
 @pytest.mark.slow
 def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, agent_factory):
-    """review-fleet: lease_ttl 1 s, but etcd grants no lease shorter than 2 s (its minimum), so no node can
+    """lease_ttl 1 s, but etcd grants no lease shorter than 2 s (its minimum), so no node can
     take a stream over before 2 s.  The agent stalled for 1.4 s (SIGSTOP standing for an event loop
     blocked by heavy work) must find its children still running: stopping them is a gap and nothing else."""
     from tests.integration.harness import CHEAP
@@ -189,7 +189,7 @@ def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, ag
 
 @pytest.mark.slow
 def test_a_killed_or_stopped_fence_of_a_running_agent_is_replaced_and_guards_again(etcd, agent_factory):
-    """review-fleet: the fence SIGKILLed, then the new one SIGSTOPped, under a running agent: each is replaced
+    """The fence SIGKILLed, then the new one SIGSTOPped, under a running agent: each is replaced
     (the snapshot names the live fence, not the dead one), the streams run on untouched, and a freeze of
     the agent afterwards is still fenced."""
     from tests.integration.harness import CHEAP

@@ -112,7 +112,7 @@ def test_streams_spread_as_placement_says_and_each_runs_once(etcd, fleet):
     wait_for(lambda: sum(len(live(a)) for a in agents.values()) == len(streams), 30, "every stream live somewhere")
     # Rendezvous says where the others go: c gets its share handed over once it has been up
     # for the hold-down (10 x lease_ttl), each with an overlap rather than a gap.
-    from agent.placement import NodeView, StreamView, candidates
+    from agent.fleet.placement import NodeView, StreamView, candidates
     view = {n: NodeView(n, True, 0, 64, 0.0) for n in agents}
     spread = {sid: candidates(StreamView(sid, (), (), None, 0.0), view)[0] for sid in streams if sid[0] == "r"}
     wait_for(lambda: {sid: n for sid, (n, _) in etcd_owners(etcd.endpoints[0]).items() if sid in spread} == spread

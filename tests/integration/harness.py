@@ -27,6 +27,16 @@ FAST = {
 #: A cheap child: one process per stream, its recording dir in its argv, no camera, no CPU.
 CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
 
+#: A cheap stand-in for FFmpeg: one progress report, then it idles (live, no CPU).
+IDLE = ["/bin/sh", "-c", "printf 'frame=1\\nprogress=continue\\n'; exec sleep 3600", "{progress}"]
+
+#: Exits 7 on SIGTERM: its exit status tells a graceful stop from PDEATHSIG's SIGKILL.
+TRAPS_TERM = ["/bin/sh", "-c", "trap 'exit 7' TERM; printf 'frame=1\\nprogress=continue\\n'; "
+              "while :; do sleep 0.2; done", "{progress}"]
+
+#: Streams without recordings or stall detection, for stand-ins that write nothing.
+NO_RECORDING = {"recording": {"enabled": False}, "stall_timeout": 0}
+
 
 def config(streams: dict, **defaults) -> dict:
     """A config dict for ``streams`` with the quick defaults (overridable per call)."""

@@ -70,7 +70,7 @@ def test_a_segment_touched_after_it_was_indexed_is_judged_by_its_date_now(agent_
 async def test_future_dated_bytes_do_not_start_a_size_pass_every_tick(tmp_path):
     import asyncio
 
-    from agent.retention_service import TICK
+    from agent.recordings.service import TICK
 
     from .test_retention import make_cfg, running
     root, now = tmp_path / "rec", time.time()
@@ -88,7 +88,7 @@ async def test_a_held_fmp4_init_does_not_start_a_size_pass_every_tick(tmp_path):
     # its cap, which no pass can change until a new segment arrives.
     import asyncio
 
-    from agent.retention_service import TICK
+    from agent.recordings.service import TICK
 
     from .test_retention import make_cfg, running, settle
     root, now = tmp_path / "rec", time.time()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import config as C
-from agent.retention_service import Retention
+from agent.config import model as C
+from agent.recordings.service import Retention
 
 pytestmark = pytest.mark.integration
 DAY = 86400.0
@@ -190,7 +190,7 @@ def test_an_unreadable_directory_is_skipped_not_fatal():
         for d in (base, base / "cam1", base / "cam1" / "open", base / "cam2"):
             d.chmod(0o755)
         (base / "cam1" / "closed").chmod(0o000)
-        code = ("import sys; from pathlib import Path; from agent.segment_index import SegmentIndex; "
+        code = ("import sys; from pathlib import Path; from agent.recordings.index import SegmentIndex; "
                 "i = SegmentIndex(Path(sys.argv[1])); i.scan_all(); print(i.stats('cam1')[0], i.stats('cam2')[0])")
         res = subprocess.run([sys.executable, "-c", code, str(base)], capture_output=True, text=True, timeout=60,
                              user=65534, group=65534, cwd=Path(__file__).resolve().parents[2])

@@ -186,8 +186,8 @@ async def test_a_reload_during_the_start_scan_is_not_undone_by_the_memory_file(t
     # its retention remembered, not replaced by the file's older content.
     import asyncio
 
-    from agent import retention_memory
-    from agent.retention_service import Retention
+    from agent.recordings import memory as retention_memory
+    from agent.recordings.service import Retention
 
     from .test_retention import make_cfg, settle
     root = tmp_path / "rec"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import config as C
+from agent.config import model as C
 
 from .harness import BIN, CHEAP, config, wait_for
 from .test_retention import DAY, make_cfg, plant, running, settle, until
@@ -105,7 +105,7 @@ async def test_the_floor_keeps_the_newest_hour_unless_the_disk_is_about_to_be_fu
         assert f"retention (disk): {root} had " in caplog.text and "deleted 4 segments (4.0MiB) of cam1" \
             in caplog.text and "segments younger than 1h are kept" in caplog.text
         # Now the disk is about to be full: the margin gives way, but only back to twice the threshold.
-        from agent.retention_disk import emergency_free
+        from agent.recordings.disk import emergency_free
         total = os.statvfs(root).f_blocks * os.statvfs(root).f_frsize
         ballast(root / "other" / "ballast.bin", free(root) - emergency_free(total) // 2)
         await r.enforce()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from agent.client import request
-from agent.config import StreamConfig, stream_ssrc
+from agent.config.model import StreamConfig, stream_ssrc
 from sfu.real_sfu import call, consume_without_client, sfu_command, sfu_section_env, start_real_sfu
 from sfu.real_sfu import producers_by_stream as producers_by_stream
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sfu_client import SfuClient, SfuError
+from agent.sfu.client import SfuClient, SfuError
 from camera.fixture import free_port
 from sfu.real_sfu import consume_without_client, start_real_sfu
 

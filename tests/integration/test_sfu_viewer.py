@@ -11,7 +11,7 @@ import time
 import pytest
 
 from agent.client import request
-from agent.ffmpeg import RtpTarget, rtp_options
+from agent.supervise.ffmpeg import RtpTarget, rtp_options
 from camera.fixture import free_port
 from sfu.real_sfu import call, get, sfu_command, sfu_section_env, start_real_sfu
 from sfu.viewer import Frame, Viewer
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: keyframe (one a second) fills FFmpeg's RTP packets to their maximum size.
 WIDTH, HEIGHT, FPS = 640, 360, 20
 HEARTBEAT_TIMEOUT, SWEEP = 3.0, 1.0
-#: How often the agent lists the SFU's consumers (agent/consumers.py: POLL_INTERVAL, or the sweep if shorter).
+#: How often the agent lists the SFU's consumers (agent/sfu/consumers.py: POLL_INTERVAL, or the sweep if shorter).
 CONSUMER_POLL = min(5.0, SWEEP)
 
 

@@ -262,3 +262,18 @@ def test_snapshot_heartbeat_tells_a_hung_agent_from_a_quiet_one(agent_factory):
     finally:
         agent.signal(signal.SIGCONT)
     wait_for(lambda: agent.vasctl("status").returncode == 0, 10, "the agent to be seen alive again")
+
+
+@pytest.mark.slow
+def test_userinfo_with_at_signs_never_leaks(agent_factory):
+    password = "p@ss/w#rd"
+    url = f"rtsp://user@corp.example:{password}@127.0.0.1:9/stream"  # nothing listens on port 9
+    agent = agent_factory(config({"cam": {"url": url}})).start()
+    wait_for(lambda: agent.streams()["cam"]["restarts"] >= 1, 30, "a failed attempt")
+    shown = [(agent.runtime_dir / "state.json").read_text(), agent.vasctl("status").stdout,
+             agent.vasctl("status", "--json").stdout]
+    agent.stop()
+    shown.append(agent.log())
+    for text in shown:
+        assert password not in text and "p@ss" not in text and "w#rd" not in text
+    assert "rtsp://user@corp.example:***@127.0.0.1:9/stream" in shown[0]

@@ -1,5 +1,6 @@
 """vasctl status as an operator uses it, against a real agent (issue 18, item 10): into a pipe
-closed early, CPU measured finely, sizes in human units, and --watch redrawing in place."""
+closed early, CPU measured finely, sizes in human units, --watch redrawing in place, and status
+while streams.yaml is broken."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from .harness import BIN, CHEAP, config, wait_for
+from .harness import BIN, CHEAP, IDLE, NO_RECORDING, config, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,3 +77,12 @@ def test_status_watch_redraws_until_ctrl_c(agent_factory):
     usage = subprocess.run([str(BIN / "vasctl"), "--config", str(agent.config_path), "status", "--watch", "--json"],
                            capture_output=True, text=True, timeout=30)
     assert usage.returncode == 2 and "--watch redraws the table" in usage.stderr
+
+
+def test_vasctl_status_works_while_the_file_is_broken(agent_factory):
+    agent = agent_factory(config({"cam": {"command": IDLE}}, **NO_RECORDING)).start()
+    agent.wait_state("cam", "live")
+    agent.write_raw(agent.config_path.read_text() + "streams: [broken\n")
+    status = agent.vasctl("status")
+    assert status.returncode == 0 and "live" in status.stdout
+    assert "invalid YAML" in status.stderr and f"using runtime_dir {agent.runtime_dir}" in status.stderr

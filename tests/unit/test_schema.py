@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from agent.validate import accepted_keys
+from agent.config.validate import accepted_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "config" / "streams.schema.json").read_text())

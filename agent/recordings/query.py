@@ -1,0 +1,118 @@
+"""What the console asks of the retention index: a stream's segments in a time range, its
+newest complete segment, whether it knows a name, and where its live playlist is.
+
+The index knows each segment's name, size and mtime (when FFmpeg finished writing it),
+not its duration.  A segment's start is the end of the one before it in its folder when
+that one ended at most ``gap_limit`` earlier (a continuous recording), else its end minus
+the configured segment duration (the first after a gap or a restart).  Names are relative
+to the stream's directory (``folder/name`` in dated folders); fMP4 segments carry the name
+of the init file in their folder.  Pure reads under the index lock: nothing walks the tree.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from bisect import bisect_right
+from pathlib import Path
+
+from agent.recordings.index import SegmentIndex
+from agent.recordings.inits import looks_like_init
+from agent.recordings.pack import DirSegments
+
+#: Segments one answer holds at most (55 h at 2 s); the caller then asks a shorter range.
+MAX_SEGMENTS = 100_000
+#: The live playlist FFmpeg writes in the stream's directory (agent/supervise/ffmpeg.py).
+PLAYLIST = "index.m3u8"
+#: A segment dated this far after now is a clock glitch's, not the newest one.
+FUTURE_SLACK = 60.0
+
+
+def gap_limit(segment_duration: float) -> float:
+    """Seconds between two segments' ends beyond which the recording had a gap (FFmpeg cuts at
+    keyframes, so a segment may run a GOP longer than asked)."""
+    return max(2.5 * segment_duration, segment_duration + 2.0)
+
+
+def _rel(dir_rel: str, name: str) -> str:
+    return f"{dir_rel}/{name}" if dir_rel else name
+
+
+def _init_of(d: DirSegments) -> str | None:
+    """The init file of a folder's fMP4 segments (the newest init-named file in it)."""
+    for i in range(len(d) - 1, -1, -1):
+        if looks_like_init(d.name(i)):
+            return d.name(i)
+    return None
+
+
+def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: float) -> list[list]:
+    """``[name, start, duration, size, init]`` of one folder's segments overlapping [start, end)."""
+    limit, out = gap_limit(seg), []
+    init: str | None = ""  # "" = not looked up yet
+    i = max(0, bisect_right(d.mtimes, start) - 1)
+    while i < len(d):
+        mtime = d.mtimes[i]
+        if mtime - limit >= end:
+            break
+        name = d.name(i)
+        prev = d.mtimes[i - 1] if i else None
+        i += 1
+        if looks_like_init(name):
+            continue
+        duration = mtime - prev if prev is not None and 0 < mtime - prev <= limit else seg
+        if mtime <= start or mtime - duration >= end:
+            continue
+        if init == "":
+            init = _init_of(d) if name.endswith(".m4s") else None
+        out.append([_rel(dir_rel, name), round(mtime - duration, 3), round(duration, 3), d.sizes[i - 1],
+                    _rel(dir_rel, init) if init else None])
+    return out
+
+
+def segments_between(index: SegmentIndex, sid: str, start: float, end: float, segment_duration: float,
+                     limit: int = MAX_SEGMENTS) -> tuple[list[list], bool]:
+    """``(segments oldest first, truncated)``: each ``[name, start, duration, size, init]``."""
+    with index.lock:
+        found = [seg for dir_rel, d in index.streams.get(sid, {}).items()
+                 for seg in _dir_range(dir_rel, d, start, end, segment_duration)]
+    found.sort(key=lambda s: (s[1], s[0]))
+    return found[:limit], len(found) > limit
+
+
+def newest(index: SegmentIndex, sid: str, now: float, segment_duration: float) -> list | None:
+    """The newest segment that is not an init (a future-dated one is skipped), as in
+    :func:`segments_between`.  FFmpeg's ``temp_file`` flag means an indexed ``.ts`` is complete."""
+    best: tuple[float, str, DirSegments, int] | None = None
+    with index.lock:
+        for dir_rel, d in index.streams.get(sid, {}).items():
+            i = bisect_right(d.mtimes, now + FUTURE_SLACK) - 1
+            while i >= 0 and looks_like_init(d.name(i)):
+                i -= 1
+            if i >= 0 and (best is None or d.mtimes[i] > best[0]):
+                best = (d.mtimes[i], dir_rel, d, i)
+        if best is None:
+            return None
+        mtime, dir_rel, d, i = best
+        found = _dir_range(dir_rel, d, mtime - 1e-6, mtime, segment_duration)
+        return found[-1] if found else None
+
+
+def knows(index: SegmentIndex, sid: str, name: str) -> int | None:
+    """The size of ``name`` (relative to the stream's directory) when the index holds it, else None."""
+    dir_rel, _, base = name.rpartition("/")
+    with index.lock:
+        d = index.streams.get(sid, {}).get(dir_rel)
+        if d is None:
+            return None
+        i, _ = d.find(base)
+        return d.sizes[i] if i >= 0 else None
+
+
+def live_playlist(root: Path, sid: str) -> str | None:
+    """``index.m3u8`` when the stream's directory holds it as a regular file (never a symlink)."""
+    try:
+        st = os.lstat(root / sid / PLAYLIST)
+        parent = os.lstat(root / sid)
+    except OSError:
+        return None
+    return PLAYLIST if stat.S_ISREG(st.st_mode) and stat.S_ISDIR(parent.st_mode) else None

@@ -1,0 +1,434 @@
+"""Retention inside the agent: keeps the index current and runs the policies.
+
+* **age**: a timer set for when the oldest segment expires (not a poll of every stream);
+* **size**: a stream above ``recording.max_size`` loses its oldest segments;
+* **disk**: below ``recordings.min_free``, the oldest segments of all streams go until
+  free space reaches the floor plus ``min_free_hysteresis`` (statvfs every TICK seconds);
+* **orphan**: directories of streams no longer configured, after ``orphan_retention``;
+* **manual**: ``vasctl cleanup`` / the control route.
+
+Every pass holds one asyncio lock (passes, manual cleanups and rescans never
+overlap) and does its file system work in a thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.config.model import Config
+from agent.recordings import memory as memory
+from agent.recordings.delete import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
+from agent.recordings.disk import Filesystem, floor_problem, measure_below
+from agent.recordings.index import SegmentIndex
+from agent.recordings.inits import Playlists, hold_inits_below
+from agent.recordings.memory import orphan_max_age
+from agent.recordings.plans import plan_disk, plan_stream
+from agent.recordings.pressure import Pressure
+from agent.recordings.verify import Verifier
+from agent.recordings.wallclock import ClockSteps
+from agent.recordings.watch import Watch
+
+log = logging.getLogger("vas.retention")
+#: statvfs, pending snapshot updates and overflow checks run this often.
+TICK = 2.0
+#: Age passes run at most this often: segments of a few seconds expire in batches.
+AGE_BATCH = 10.0
+#: A floor pass that found nothing it may take is retried after this long (or at once in an emergency).
+PRESSURE_RETRY = 60.0
+#: Threads deleting at once (one stream each).
+DELETE_THREADS = 8
+
+
+class Retention:
+    """Retention for the whole recordings root.  ``start()``, then ``close()``."""
+
+    def __init__(self, cfg: Config, *, is_running: Callable[[str], bool],
+                 on_change: Callable[[str], None]) -> None:
+        self.cfg, self.root = cfg, cfg.recordings_root
+        self._is_running, self._on_change = is_running, on_change
+        self.index = SegmentIndex(self.root)
+        self.ready = asyncio.Event()
+        self.deleted: dict[str, dict[str, list[int]]] = {}  # stream -> reason -> [segments, bytes]
+        self.errors = 0
+        self.filesystem: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+        self._watch: Watch | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._age_handle: asyncio.TimerHandle | None = None
+        self._last_age = 0.0
+        self._next_sweep = time.monotonic() + cfg.recordings.sweep_interval
+        self._pressure_idle_until = 0.0
+        self._verifier = Verifier()  # size and floor decisions rest on files that exist
+        self._playlists = Playlists()  # where fMP4 init files are named (EXT-X-MAP)
+        self.remembered: dict[str, float] = {}  # stream -> last known retention (orphans keep it)
+        self.folders: dict[str, tuple[int, int]] = {}  # stream -> its folder's (st_dev, st_ino)
+        self._ahead_told: set[str] = set()  # streams whose future-dated segments were logged
+        self._cap_left: dict[str, int] = {}  # capped stream -> its total when the last pass ended
+        self.pressure = Pressure(str(self.root))  # free-space passes: warnings, counts, unreachable floors
+        self._closed = False
+        self.failed: str | None = None
+        self.clock = ClockSteps()  # ages stay true across wall-clock steps
+        self.unsafe: dict[str, str] = {}  # root entries retention refuses (symlinks): name -> reason
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        """Watch the root, then index it in the background (streams start meanwhile)."""
+        try:
+            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+            self._watch = Watch(self.root, self.index)
+            await asyncio.to_thread(self._watch.start)  # adding watches walks the directories
+        except OSError as exc:  # recording may still work later; retention says why it cannot
+            self.failed = f"cannot watch recordings root {self.root}: {exc.strerror or exc}"
+            log.error("retention disabled: %s", self.failed)
+            return
+        self._spawn(self._rescan("start"))
+        self._tick_handle = asyncio.get_running_loop().call_later(TICK, self._tick)
+
+    async def close(self) -> None:
+        """Stop watching and timers; a pass in progress finishes first.  Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in (self._tick_handle, self._age_handle):
+            if handle is not None:
+                handle.cancel()
+        async with self._lock:
+            if self._watch is not None:
+                await asyncio.to_thread(self._watch.stop)
+
+    def update(self, cfg: Config) -> list[str]:
+        """A reload: new policies apply in place (a new root needs an agent restart).
+
+        Returns what the operator should hear: removed streams' recordings, unreachable floors.
+        """
+        if cfg.recordings_root != self.root:
+            log.warning("recordings.root changed to %s: retention keeps watching %s until the agent restarts",
+                        cfg.recordings_root, self.root)
+            cfg = dataclasses.replace(cfg, recordings_root=self.root)
+        old, self.cfg = self.cfg, cfg
+        with self.index.lock:
+            on_disk = list(self.index.streams)
+        self.remembered = {**self.remembered, **memory.merged({}, old)}
+        self._follow_folders(on_disk)  # a few stats: before a removed stream's entry is dropped
+        self.remembered = memory.merged(self.remembered, cfg)
+        self._spawn(self._save_memory())
+        notes = memory.removed_notes(old, cfg, self.index, self.remembered)
+        notes += [p for fs in self.pressure.filesystems
+                  if (p := floor_problem(cfg.recordings, fs.total, fs.path, fs.usable)) is not None]
+        self._schedule_age(0.0)
+        self._spawn(self._check_unsafe(announce_all=True))
+        self._spawn(self.enforce())
+        return notes
+
+    async def _save_memory(self) -> None:
+        async with self._lock:  # one writer of the file at a time
+            await asyncio.to_thread(self._save_now)
+
+    def _save_now(self) -> None:
+        memory.save(self.root, dict(self.remembered), {k: v for k, v in self.folders.items() if k in self.remembered})
+
+    def _follow_folders(self, on_disk: list[str]) -> bool:
+        """Folders moved aside keep their stream's retention (memory.follow); True when it changed."""
+        self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
+                                                               set(self.cfg.streams), on_disk)
+        return changed
+
+    # -- passes -------------------------------------------------------------------
+    async def _rescan(self, why: str) -> None:
+        async with self._lock:
+            started = time.monotonic()
+            await asyncio.to_thread(self.index.scan_all)
+            if why == "start":
+                with self.index.lock:
+                    on_disk = list(self.index.streams)
+                loaded = await asyncio.to_thread(memory.load, self.root)
+                # A reload during the scan already put newer entries in memory: they win over the file.
+                self.remembered = {**memory.keep_unknown(loaded, loaded.streams, on_disk), **self.remembered}
+                self.folders = {**loaded.folders, **self.folders}
+                await asyncio.to_thread(self._follow_folders, on_disk)
+                self.remembered = memory.merged(self.remembered, self.cfg)
+                await asyncio.to_thread(self._save_now)
+            n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
+            log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
+            await self._check_unsafe(announce_all=why == "start")
+            self.ready.set()
+            for sid in list(self.index.streams) + list(self.cfg.streams):
+                self._on_change(sid)
+        await self.enforce()
+
+    async def _check_unsafe(self, *, announce_all: bool) -> None:
+        """Find the root's symlinks again; log every one (start, reload) or the new ones (sweeps)."""
+        from agent.recordings.unsafe import announce, find_unsafe
+        with self.index.lock:
+            nested = {sid: list(links) for sid, links in self.index.links.items() if links}
+        found = await asyncio.to_thread(find_unsafe, self.root, list(self.cfg.streams), nested)
+        fresh = found if announce_all else {k: v for k, v in found.items() if self.unsafe.get(k) != v}
+        announce(self.root, fresh, self.cfg.streams)
+        changed = set(found.items()) ^ set(self.unsafe.items())
+        self.unsafe = found
+        for name in {name for name, _ in changed}:
+            self._on_change(name)
+
+    async def enforce(self) -> None:
+        """Run every policy now (age, orphan, size, then the free-space floor per filesystem)."""
+        await self.ready.wait()
+        async with self._lock:
+            with self.index.lock:
+                on_disk = list(self.index.streams)
+            if await asyncio.to_thread(self._follow_folders, on_disk):
+                await asyncio.to_thread(self._save_now)
+            self.clock.check()
+            now = time.time()
+            plans, pressure = await asyncio.to_thread(self._plan_all, now)
+            merged: dict[str, list[Candidate]] = {}  # one run per reason: streams delete in parallel
+            for reason, doomed in plans:
+                merged.setdefault(reason, []).extend(doomed)
+            for reason, doomed in merged.items():
+                await asyncio.to_thread(self._execute, doomed, reason, now)
+            freed = False
+            for fs, doomed in pressure:
+                outcome = await asyncio.to_thread(self._execute, doomed, "disk", now)
+                self.pressure.record(fs, outcome)
+                freed = freed or bool(outcome.deleted)
+            if pressure and not freed:  # below a floor with nothing it may take: look again later, not every tick
+                self._pressure_idle_until = time.monotonic() + PRESSURE_RETRY
+            self._last_age = time.monotonic()
+            self._schedule_age(now)
+            self._report_ahead(now)
+            self._cap_left = {sid: self.index.stats(sid)[1] for sid, s in self.cfg.streams.items()
+                              if s.recording.max_size > 0}
+
+    def _report_ahead(self, now: float) -> None:
+        """A WARNING once per stream that holds segments dated in the future (no policy takes them)."""
+        from agent.recordings.report import report_ahead
+        report_ahead(self.index, now, self._ahead_told)
+
+    def _plan_all(self, now: float) -> tuple[list[tuple[str, list[Candidate]]], list[tuple[Filesystem, list]]]:
+        fss = self._statvfs()
+        with self.index.lock:
+            plans = plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift, self.remembered)
+        plans = self._verified(plans, now, fss)
+        pressure: list[tuple[Filesystem, list[Candidate]]] = []
+        with self.index.lock:
+            for fs in fss:
+                if fs.free < fs.floor:
+                    planned = [c for _, d in plans for c in d] + [c for _, d in pressure for c in d]
+                    pressure.append((fs, plan_disk(self.index, fs, now, self._is_running, planned=planned,
+                                                   shift=self.clock.shift)))
+        self._hold_inits([d for _, d in plans] + [d for _, d in pressure])
+        return plans, pressure
+
+    def _hold_inits(self, plans: list[list[Candidate]]) -> None:
+        """fMP4 init files stay while segments that need them stay (agent/recordings/inits.py)."""
+        hold_inits_below(self.root, self.index, plans, self._playlists)
+
+    def _verified(self, plans: list[tuple[str, list[Candidate]]], now: float,
+                  fss: list[Filesystem]) -> list[tuple[str, list[Candidate]]]:
+        """The plans again once the index holds only files that still exist, when a size cap
+        or the floor is about to act on its totals (agent/recordings/verify.py)."""
+        with self.index.lock:
+            every = set(self.index.streams)
+        pressed = any(fs.free < fs.floor for fs in fss)
+        sids = every if pressed else {c.stream for r, d in plans if r == "size" for c in d}
+        if not sids:
+            return plans
+        dropped = self._verifier.verify_below(self.root, self.index, sorted(sids))
+        if not dropped:
+            return plans
+        log.info("recordings: %d indexed segments no longer exist (removed or moved away); "
+                 "sizes recounted before deciding", dropped)
+        for sid in sids:
+            self._on_change(sid)
+        with self.index.lock:
+            return plan_stream(self.index, self.cfg, now, self._is_running, self.clock.shift, self.remembered)
+
+    def _execute(self, doomed: list[Candidate], reason: str, now: float) -> Outcome:
+        if not doomed:
+            return Outcome()
+        outcome = self._delete_parallel(doomed, now)
+        self.index.forget(outcome.deleted + outcome.gone)
+        for c in outcome.changed:  # no inotify event says so (IN_ATTRIB is not watched)
+            self.index.upsert(c.stream, c.dir, c.name, c.mtime, c.size)
+        self.errors += outcome.errors
+        for c in outcome.deleted:
+            counts = self.deleted.setdefault(c.stream, {}).setdefault(reason, [0, 0])
+            counts[0] += 1
+            counts[1] += c.size
+        for sid in {c.stream for c in outcome.deleted + outcome.gone}:
+            self._on_change(sid)
+        if outcome.deleted:
+            log.info("retention (%s): deleted %d segments (%d bytes) of %s", reason, len(outcome.deleted),
+                     outcome.bytes, ", ".join(sorted({c.stream for c in outcome.deleted})))
+        return outcome
+
+    def _delete_parallel(self, doomed: list[Candidate], now: float) -> Outcome:
+        """Streams' files deleted by several threads: unlink mostly waits on the disk
+        (inode and bitmap blocks when cold), and those waits overlap.  Each stream's
+        own files still go oldest first."""
+        from concurrent.futures import ThreadPoolExecutor
+        groups: dict[str, list[Candidate]] = {}
+        for c in doomed:
+            groups.setdefault(c.stream, []).append(c)
+        if len(groups) == 1:
+            return delete_segments(self.root, doomed, now=now, shift=self.clock.shift)
+        with ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="vas-delete") as pool:
+            parts = list(pool.map(lambda g: delete_segments(self.root, g, now=now, shift=self.clock.shift),
+                                  groups.values()))
+        return Outcome(deleted=[c for p in parts for c in p.deleted], gone=[c for p in parts for c in p.gone],
+                       changed=[c for p in parts for c in p.changed],
+                       errors=sum(p.errors for p in parts))
+
+    # -- timers -------------------------------------------------------------------
+    def _schedule_age(self, now: float) -> None:
+        """Arm the age timer for the moment the oldest segment of any stream expires."""
+        if self._closed:
+            return
+        if self._age_handle is not None:
+            self._age_handle.cancel()
+        due = self._next_expiry()
+        if due is None:
+            return
+        delay = max(due - time.time(), AGE_BATCH - (time.monotonic() - self._last_age), 0.0)
+        self._age_handle = asyncio.get_running_loop().call_later(min(delay, 86400.0),
+                                                                 lambda: self._spawn(self.enforce()))
+
+    def _next_expiry(self) -> float | None:
+        due = None
+        for sid in list(self.index.streams):
+            cfg = self.cfg.streams.get(sid)
+            keep = (cfg.recording.retention if cfg is not None
+                    else orphan_max_age(self.remembered.get(sid), self.cfg.recordings.orphan_retention))
+            oldest = self.index.stats(sid)[2]
+            if keep > 0 and oldest is not None:
+                expires = self.clock.shift(oldest) + keep
+                due = expires if due is None else min(due, expires)
+        return due
+
+    def _tick(self) -> None:
+        if self._closed:
+            return
+        self._tick_handle = asyncio.get_running_loop().call_later(TICK, self._tick)
+        self._spawn(self._check())
+
+    async def _check(self) -> None:
+        if self._lock.locked() or not self.ready.is_set():
+            return  # a pass is running: it looks at the disk itself
+        if self._watch is not None and self._watch.take_overflow():
+            log.warning("recordings: inotify queue overflowed; rescanning the whole root")
+            await self._rescan("inotify overflow")
+            return
+        for sid in self._watch.take_rescans() if self._watch else ():
+            async with self._lock:
+                await asyncio.to_thread(self.index.scan_stream, sid)
+        for sid in self._watch.take_changed() if self._watch else ():
+            self._on_change(sid)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.cfg.recordings.sweep_interval
+            await self._rescan("sweep")
+            return
+        fss = await asyncio.to_thread(self._statvfs)
+        pressed = [fs for fs in fss if fs.free < fs.floor]
+        if self._over_cap() or any(fs.emergency for fs in pressed) or \
+                (pressed and time.monotonic() >= self._pressure_idle_until):
+            await self.enforce()
+
+    def _over_cap(self) -> bool:
+        """A stream's recordings grew past its ``max_size`` (from the index's totals)."""
+        after = time.time() + FUTURE_AHEAD  # future-dated segments are not counted (nothing may take them)
+        for sid, scfg in self.cfg.streams.items():
+            if scfg.recording.max_size <= 0:
+                continue
+            with self.index.lock:
+                ahead = self.index.ahead(sid, after)[1]
+            total = self.index.stats(sid)[1]
+            # Over its cap at the total the last pass left (a held fMP4 init, the live file): no
+            # pass can change that until the total does.
+            if total - ahead > scfg.recording.max_size and total != self._cap_left.get(sid):
+                return True
+        return False
+
+    def _statvfs(self) -> list[Filesystem]:
+        """Every filesystem holding the root or segments (blocking)."""
+        fss = measure_below(self.root, self.cfg.recordings, self.index.devices())
+        if fss:  # the root's own comes first
+            self.filesystem = fss[0].legacy_view()
+        self.pressure.filesystems = fss
+        self.pressure.check_floors(self.cfg.recordings)
+        return fss
+
+    def _spawn(self, coro: Any) -> None:
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("retention pass failed: %r", task.exception(), exc_info=task.exception())
+
+    # -- on demand and reports ------------------------------------------------------
+    async def cleanup(self, sid: str | None, *, retention_days: float | None, dry_run: bool) -> dict[str, Any]:
+        """Apply age retention now (reason ``manual``); per stream: deleted segments and errors."""
+        from agent.config.cleanup import check_days
+        from agent.recordings.plans import plan_manual
+        if retention_days is not None:
+            check_days(retention_days)  # every caller checks; this is the last line before deleting
+        if sid is not None and self._unsafe(sid):
+            raise UnsafeDirectory(f"{self.root / sid}: not a plain directory; nothing deleted")
+        if self.failed:
+            raise UnsafeDirectory(self.failed)
+        await self.ready.wait()
+        async with self._lock:
+            self.clock.check()
+            now = time.time()
+            ids = [sid] if sid else list(self.cfg.streams)
+            with self.index.lock:
+                plans = plan_manual(self.index, self.cfg, ids, now, self._is_running, retention_days,
+                                    self.clock.shift)
+            await asyncio.to_thread(self._hold_inits, [d for _, d in plans.values()])
+            out = {}
+            for stream_id, (max_age, doomed) in plans.items():
+                outcome = (Outcome(deleted=doomed) if dry_run
+                           else await asyncio.to_thread(self._execute, doomed, "manual", now))
+                out[stream_id] = (max_age, outcome)
+            return out
+
+    def _unsafe(self, sid: str) -> bool:
+        """The stream's directory exists but is a symlink or not a directory."""
+        import stat
+        try:
+            return not stat.S_ISDIR(os.lstat(self.root / sid).st_mode)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+
+    def stream_view(self, sid: str) -> dict[str, Any]:
+        """The snapshot's per-stream recording figures."""
+        count, size, oldest, newest = self.index.stats(sid)
+        with self.index.lock:
+            ahead, ahead_bytes, _ = self.index.ahead(sid, time.time() + FUTURE_AHEAD)
+        return {"segment_count": count, "total_bytes": size, "oldest_segment_at": oldest,
+                "newest_segment_at": newest, "unsafe": self.unsafe.get(sid),
+                "future_dated": {"segments": ahead, "bytes": ahead_bytes},
+                "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
+
+    def view(self) -> dict[str, Any]:
+        """The snapshot's top-level ``recordings`` entry."""
+        return {"root": str(self.root), "filesystem": self.filesystem, **self.pressure.view(),
+                "indexed": self.ready.is_set(),
+                "deletion_errors": self.errors, "clock_steps": len(self.clock.steps),
+                "orphans": sorted(set(self.index.streams) - set(self.cfg.streams)),
+                "unsafe_directories": dict(sorted(self.unsafe.items()))}
+
+
+

@@ -1,0 +1,206 @@
+"""One child process: spawned in its own session, stopped TERM -> KILL, never
+signalled after it was reaped.
+
+The child is a plain :class:`subprocess.Popen`; the event loop watches its
+pidfd (readable once it exits) and its stdout/stderr pipes directly, so a
+progress report costs one wakeup and no asyncio transport layers.  Reaping
+goes through ``Popen.wait`` only after the pidfd said the child exited.
+
+Children get ``PR_SET_PDEATHSIG`` (through util-linux's ``setpriv``, or a
+``preexec_fn`` where it is missing) so they die with the agent even when it is
+SIGKILLed.  Signals go to the process group only while the pidfd proves the
+leader has not been reaped (its PID, and so the group id, cannot be reused).
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from agent.supervise import limits
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+#: util-linux's setpriv sets PR_SET_PDEATHSIG and execs the command.  Prefixing
+#: it lets Python spawn with vfork; a ``preexec_fn`` forces a full fork of the
+#: agent (5-10 ms at 200 streams instead of ~2 ms).
+SETPRIV = shutil.which("setpriv")
+#: Variables that belong to the agent's own supervisor, not to its children.
+_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+#: After the exit, how long to wait for the pipes' last bytes (a grandchild may hold them).
+DRAIN_TIMEOUT = 0.5
+_READ_SIZE = 65536
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The agent's environment minus what only the agent may use (sd_notify etc.)."""
+    source = os.environ if env is None else env
+    return {k: v for k, v in source.items() if k not in _PRIVATE_ENV}
+
+
+#: Runs between setpriv and the command: exits unless its parent is still the agent ($0).
+#: setpriv sets PR_SET_PDEATHSIG but never checks the parent afterwards, so an agent
+#: SIGKILLed between the spawn and setpriv's prctl left a child that never got the signal:
+#: an FFmpeg nobody owned, beside the next agent's (seen in a fault test under load).
+#: Checked after the prctl, the parent is either still the agent (and its death will kill
+#: us) or already gone.  125: not run.
+_PARENT_CHECK = '[ "$PPID" = "$0" ] || exit 125; exec "$@"'
+_SH = shutil.which("sh") or "/bin/sh"
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    def preexec() -> None:  # runs in the forked child, before exec
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the agent died before prctl took effect
+            os._exit(1)
+    return preexec
+
+
+def dying_with_agent(argv: Sequence[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``argv`` made to die with this process (PR_SET_PDEATHSIG), and the ``preexec_fn`` if any.
+
+    With setpriv (vfork-fast): ``setpriv --pdeathsig KILL -- sh -c CHECK PID argv...``, the
+    shell checking the parent after the prctl.  Without it: a ``preexec_fn`` doing both.
+    """
+    if SETPRIV:
+        return [SETPRIV, "--pdeathsig", "KILL", "--", _SH, "-c", _PARENT_CHECK, str(os.getpid()), *argv], None
+    return list(argv), _die_with_parent(os.getpid())
+
+
+class _LineSplitter:
+    """Complete lines of a byte stream, with a bound on a line that never ends."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self._emit, self._partial = emit, b""
+
+    def feed(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-4096:]
+        for line in lines:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self._emit(text)
+
+
+class Child:
+    """A running child.  Create with :meth:`spawn`; ``wait()`` returns its exit status."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], pidfd: int,
+                 on_stdout: Callable[[bytes], None], on_stderr: Callable[[str], None]) -> None:
+        self._proc, self._pidfd = proc, pidfd
+        limits.children += 1
+        self.pid: int = proc.pid
+        self.started_at = time.monotonic()
+        self.wall_started_at = time.time()
+        self._termed = False
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[None] = self._loop.create_future()
+        self._drained: asyncio.Future[None] = self._loop.create_future()
+        assert proc.stdout is not None and proc.stderr is not None
+        self._open = {proc.stdout.fileno(): on_stdout, proc.stderr.fileno(): _LineSplitter(on_stderr).feed}
+        for fd in self._open:
+            os.set_blocking(fd, False)
+            self._loop.add_reader(fd, self._read, fd)
+        self._loop.add_reader(pidfd, self._on_exit)
+
+    @classmethod
+    async def spawn(cls, argv: Sequence[str], *, on_stdout: Callable[[bytes], None],
+                    on_stderr: Callable[[str], None], env: Mapping[str, str] | None = None,
+                    cwd: str | os.PathLike[str] | None = None) -> Child:
+        """Start ``argv`` in a new session; raises ``OSError`` if it cannot be executed."""
+        argv, preexec = dying_with_agent(argv)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=child_env(env), start_new_session=True,
+                                preexec_fn=preexec, cwd=cwd)
+        # Not reaped before this: only Popen.wait reaps, and only after the pidfd fires.
+        return cls(proc, os.pidfd_open(proc.pid), on_stdout, on_stderr)
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status once reaped: negative for a signal, as in :mod:`subprocess`."""
+        return self._proc.returncode
+
+    async def wait(self) -> int:
+        """Wait for the exit (and the pipes' last bytes); return the exit status."""
+        await asyncio.shield(self._exited)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._drained), DRAIN_TIMEOUT)
+        except TimeoutError:
+            for fd in list(self._open):
+                self._close_pipe(fd)
+        return self._proc.returncode if self._proc.returncode is not None else -1
+
+    def signal_group(self, sig: int) -> bool:
+        """Send ``sig`` to the child's process group if its leader is not reaped yet."""
+        if self._proc.returncode is not None:
+            return False
+        try:
+            signal.pidfd_send_signal(self._pidfd, 0)  # ESRCH once reaped: PID may be reused
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def stop(self, timeout: float) -> int:
+        """SIGTERM the group once, SIGKILL it after ``timeout``; return the exit status."""
+        if not self._termed:
+            # Only once: a second SIGTERM makes FFmpeg quit without finishing its output.
+            self._termed = True
+            self.signal_group(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.wait(), timeout)
+        except TimeoutError:
+            self.signal_group(signal.SIGKILL)
+            return await self.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now (a hung child cannot be asked nicely)."""
+        self.signal_group(signal.SIGKILL)
+
+    # -- event loop callbacks ----------------------------------------------------
+    def _read(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._open[fd](data)
+        else:
+            self._close_pipe(fd)
+
+    def _close_pipe(self, fd: int) -> None:
+        if self._open.pop(fd, None) is None:
+            return
+        self._loop.remove_reader(fd)
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            if pipe is not None and not pipe.closed and pipe.fileno() == fd:
+                pipe.close()
+        if not self._open and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _on_exit(self) -> None:
+        """The pidfd is readable: the child exited.  Reap it (instant now) through Popen."""
+        self._loop.remove_reader(self._pidfd)
+        self._proc.wait()
+        os.close(self._pidfd)  # after the reap: signal_group checks returncode first
+        self._pidfd = -1
+        limits.children -= 1
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+
+def describe_exit(returncode: int) -> str:
+    """Supervisor-style wording: ``exit status 1`` or ``terminated by SIGKILL``."""
+    if returncode < 0:
+        try:
+            return f"terminated by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"terminated by signal {-returncode}"
+    return f"exit status {returncode}"
