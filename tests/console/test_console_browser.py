@@ -21,7 +21,7 @@ from selenium.webdriver.common.keys import Keys
 from .browser import Browser
 from .node import PASSWORD, ConsoleNode, http
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 SEGMENT = 1.0  # the harness's recording.segment_duration (tests/integration/harness.py FAST)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHECKOUT = Path(__file__).resolve().parents[2]
 FILES = ("index.html", "app.js", "app.css", "vendor/hls.min.js", "vendor/LICENSE")
 

@@ -131,6 +131,7 @@ def node(tmp_path_factory):
         camera.stop()
 
 
+@pytest.mark.slow
 def test_the_status_shows_codec_and_resolution_probed_from_the_stream(node):
     agent, exporter, tokens, _ = node
 
@@ -150,6 +151,7 @@ VIDEO = ["/v2/streams/cam1/live.m3u8", "/v2/streams/cam1/snapshot.jpg", "/v2/rec
          "/v2/recordings/cam1/playlist.m3u8", "/v2/recordings/archive/clip.mp4?start=1764000000&end=1764000010"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", VIDEO)
 def test_video_needs_a_viewer_or_admin_token(node, path):
     agent, exporter, tokens, _ = node
@@ -194,6 +196,7 @@ def test_names_the_index_does_not_know_are_404_even_when_a_file_is_there(node):
         (agent.recordings / "outside.ts").unlink()
 
 
+@pytest.mark.slow
 def test_concurrent_snapshots_share_one_ffmpeg_decode(node):
     agent, exporter, tokens, _ = node
     time.sleep(3.5)  # past the cache: the first request below decodes
