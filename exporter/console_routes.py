@@ -152,7 +152,7 @@ class ConsoleRoutes:
     async def timeline(self, request: web.Request) -> web.Response:
         """Recorded ranges and gaps in [start, end] (default: the last 24 h)."""
         sid, start, end, found = await self._range(request)
-        ranges, gaps = playlists.timeline(found["segments"], start, end)
+        ranges, gaps = await asyncio.to_thread(playlists.timeline, found["segments"], start, end)
         return web.json_response({"stream_id": sid, "start": start, "end": end, "ranges": ranges, "gaps": gaps})
 
     async def playlist(self, request: web.Request) -> web.Response:
@@ -160,12 +160,13 @@ class ConsoleRoutes:
         sid, _, _, found = await self._range(request)
         if not found["segments"]:
             raise NotFound(f"stream '{sid}' has no recording in that range")
-        return web.Response(text=playlists.vod(sid, found["segments"]), content_type=HLS)
+        text = await asyncio.to_thread(playlists.vod, sid, found["segments"])  # ~100k lines: not on the loop
+        return web.Response(text=text, content_type=HLS)
 
     async def clip(self, request: web.Request) -> web.StreamResponse:
         """[start, end] as one MP4 (stream copy), streamed; 413 past the size cap, before any byte."""
         sid, start, end, found = await self._range(request, required=True)
-        chosen = clips.pick(found["segments"], start, end)
+        chosen = await asyncio.to_thread(clips.pick, found["segments"], start, end)
         if not chosen:
             raise NotFound(f"stream '{sid}' has no recording in that range")
         refused = clips.refusal(chosen, self.ctx.settings.clip_max_bytes)
