@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import clips, console_static, playlists
 from .console_view import console_streams
-from .media import Index, NotFound, Unavailable, content_type, json_error, open_below, read_below
+from .media import Index, NotFound, Unavailable, content_type, json_error, open_below, read_below, write_or_drop
 from .recordings import root_of
 from .snapshots import DecodeError, Snapshots
 from .timerange import BadParameter, time_range
@@ -110,7 +110,7 @@ class ConsoleRoutes:
             await response.prepare(request)
             left = size
             while left > 0 and (chunk := await asyncio.to_thread(fh.read, min(SEGMENT_CHUNK, left))):
-                await response.write(chunk)
+                await write_or_drop(request, response, chunk)
                 left -= len(chunk)
         await response.write_eof()
         return response

@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .children import reap
+
 #: ``newest()`` of a stream: its newest segment's name and a loader of its bytes (init first), or None.
 Newest = Callable[[], Awaitable["tuple[str, Callable[[], Awaitable[bytes]]] | None"]]
 
@@ -49,8 +51,7 @@ async def decode(ffmpeg: str, data: bytes, timeout: float = DECODE_TIMEOUT) -> b
         raise DecodeError(f"no frame within {timeout:g}s") from None
     finally:  # timed out or cancelled: no FFmpeg outlives the call
         if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
+            await asyncio.shield(reap(proc))
     if proc.returncode != 0 or not out.startswith(b"\xff\xd8"):
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise DecodeError(f"FFmpeg decoded no frame ({tail[0][:200]})")

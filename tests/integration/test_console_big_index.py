@@ -68,10 +68,15 @@ def node(tmp_path_factory):
                                                  f"&end={int(first) + 3600}", token)[1], 60, "the big stream's index")
         yield port, token, first
     finally:
-        if exporter is not None:
-            exporter.terminate()
+        try:
+            if exporter is not None:
+                exporter.terminate()
+                exporter.wait(10)
+        except subprocess.TimeoutExpired:
+            exporter.kill()
             exporter.wait(10)
-        agent.stop()
+        finally:
+            agent.stop()
 
 
 def longest_livez_while(port: int, path: str, token: str) -> tuple[int, bytes, float]:
