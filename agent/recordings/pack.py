@@ -154,6 +154,10 @@ class DirSegments:
         w.groups, w.gids, w.free, w.total, w.dev = list(self.groups), {}, [], sum(w.sizes), self.dev
         return w
 
+    def same_run(self, i: int, j: int) -> bool:
+        """True when entries ``i`` and ``j`` are of one run (one name pattern: one FFmpeg start)."""
+        return self.keys[i] >> _SEQ_BITS == self.keys[j] >> _SEQ_BITS
+
     def names_like(self, wanted: Callable[[str], bool], span: int = 64) -> list[str] | None:
         """The names held here that ``wanted`` accepts, asked per run (a run's names differ only in
         their number): a few lookups, not a walk.  None when a run of more than ``span`` numbers

@@ -3,10 +3,12 @@ newest complete segment, whether it knows a name, and where its live playlist is
 
 The index knows each segment's name, size and mtime (when FFmpeg finished writing it),
 not its duration.  A segment's start is the end of the one before it in its folder when
-that one ended at most ``gap_limit`` earlier (a continuous recording), else its end minus
-the configured segment duration (the first after a gap or a restart).  Names are relative
-to the stream's directory (``folder/name`` in dated folders); fMP4 segments carry the name
-of the init file in their folder.  Pure reads under the index lock: nothing walks the tree.
+that one ended at most ``gap_limit`` earlier in the same FFmpeg run (a continuous recording),
+else its end minus the configured segment duration (the first after a gap; after a restart,
+not before the previous run's end: "since the one before" was the downtime plus its own).
+Names are relative to the stream's directory (``folder/name`` in dated folders); fMP4
+segments carry the name of the init file in their folder.  Nothing walks the tree, and the
+index lock is held only to copy what a question needs (the agent's event loop takes it too).
 """
 from __future__ import annotations
 
@@ -67,7 +69,10 @@ def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: floa
         i += 1
         if looks_like_init(name):
             continue
-        duration = mtime - prev if prev is not None and 0 < mtime - prev <= limit else seg
+        if prev is not None and 0 < mtime - prev <= limit:  # continuous; a new run's first never spans the restart
+            duration = mtime - prev if d.same_run(i - 1, i - 2) else min(seg, mtime - prev)
+        else:
+            duration = seg
         if mtime <= start or mtime - duration >= end:
             continue
         if init == "":

@@ -5,6 +5,7 @@ for seconds.  A real SegmentIndex of packed folders, the query in a real thread,
 route runs it."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -67,3 +68,33 @@ def test_the_newest_fmp4_segment_is_found_without_walking_the_folder():
         took.append(time.perf_counter() - began)
     assert seg is not None and seg[0] == f"fm_{n - 1:06d}.m4s" and seg[4] == "init.mp4"
     assert min(took) < 0.05, f"newest() took {min(took):.3f}s under the index lock"
+
+
+def test_the_first_segment_after_a_restart_does_not_span_the_downtime(tmp_path):
+    """FFmpeg restarted 1.5 s after its last segment (a reload, a crash and the backoff): the new run's
+    first segment was dated from the old run's end, so its EXTINF, PROGRAM-DATE-TIME and the timeline
+    claimed 3.5 s of video for 2 s of it and hid the downtime."""
+    from exporter.playlists import timeline
+
+    root = tmp_path / "rec"
+    names = [(T0 + 2.0 * (i + 1), f"cam_20261128T100000000Z_{i:06d}.ts") for i in range(5)]
+    restart = T0 + 10.0 + 1.5  # the old run's last segment ended at T0 + 10; 1.5 s without FFmpeg
+    names += [(restart + 2.0 * (i + 1), f"cam_20261128T100011500Z_{i:06d}.ts") for i in range(3)]
+    for mtime, name in names:
+        path = root / "cam" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 10)
+        os.utime(path, (mtime, mtime))
+    index = SegmentIndex(root)
+    index.scan_all()
+    found, _ = query.segments_between(index, "cam", T0, T0 + 60, 2.0)
+    first_of_run = found[5]
+    assert first_of_run[0].startswith("cam_20261128T100011500Z")
+    assert (first_of_run[1], first_of_run[2]) == (restart, 2.0)
+    assert [s[2] for s in found] == [2.0] * 8
+    ranges, gaps = timeline(found, T0, T0 + 17.5)
+    assert ranges == [[T0, T0 + 10.0], [restart, T0 + 17.5]] and gaps == [[T0 + 10.0, restart]]
+    short = T0 + 10.0 + 0.5  # a restart quicker than a segment: the first segment starts at the old run's end
+    index.upsert("cam", "", "cam_20261128T100010500Z_000000.ts", short + 1.0, 10)
+    quick = [s for s in query.segments_between(index, "cam", T0, T0 + 60, 2.0)[0] if "100010500Z" in s[0]]
+    assert [(s[1], s[2]) for s in quick] == [(T0 + 10.0, 1.5)]
