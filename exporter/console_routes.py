@@ -22,7 +22,7 @@ from . import clips, console_static, playlists
 from .console_view import console_streams
 from .media import Index, NotFound, Unavailable, content_type, json_error, open_below, read_below, write_or_drop
 from .recordings import root_of
-from .snapshots import DecodeError, Snapshots
+from .snapshots import MAX_INIT, MAX_INPUT, DecodeError, Snapshots
 from .timerange import BadParameter, time_range
 
 HLS = "application/vnd.apple.mpegurl"
@@ -125,8 +125,8 @@ class ConsoleRoutes:
                 return None
 
             def load() -> bytes:
-                init = read_below(root, sid, seg[4], 16 << 20) if seg[4] else b""
-                return init + read_below(root, sid, seg[0], 64 << 20)
+                init = read_below(root, sid, seg[4], MAX_INIT) if seg[4] else b""
+                return init + read_below(root, sid, seg[0], MAX_INPUT)
             return seg[0], lambda: asyncio.to_thread(load)
 
         try:
