@@ -5,7 +5,8 @@ exporter below the recordings root without following a symlink; FFmpeg gets the 
 files (``/dev/fd/N``, which reopens that very file, never a path in the tree) in an
 ``ffconcat`` script on stdin.  A range whose segments add up to more than
 ``exporter.clip_max_size`` (or more than MAX_SEGMENTS files) is refused with 413 before a
-byte is sent.  The FFmpeg child is killed the moment the client goes away.
+byte is sent.  The FFmpeg child is killed the moment the client goes away, or once it has
+accepted nothing for ``media.WRITE_STALL`` seconds (else two stuck clients hold both slots).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .media import open_below
+from .children import reap
+from .media import open_below, write_or_drop
 
 #: Files one clip may join (each is an open descriptor while it is exported).
 MAX_SEGMENTS = 5000
@@ -112,13 +114,12 @@ async def stream(request: web.Request, response: web.StreamResponse, ffmpeg: str
         proc.stdin.close()
         await response.prepare(request)
         while chunk := await proc.stdout.read(CHUNK):
-            await response.write(chunk)  # ConnectionResetError once the client is gone
+            await write_or_drop(request, response, chunk)  # ConnectionResetError once the client is gone or stuck
         if await proc.wait() != 0 and request.transport is not None:
             request.transport.close()  # no last chunk: the client sees a broken download, not a short clip
             return response
         await response.write_eof()
     finally:
         if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
+            await asyncio.shield(reap(proc))
     return response

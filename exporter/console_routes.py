@@ -20,9 +20,9 @@ from aiohttp import web
 
 from . import clips, console_static, playlists
 from .console_view import console_streams
-from .media import Index, NotFound, Unavailable, content_type, json_error, open_below, read_below
+from .media import Index, NotFound, Unavailable, content_type, json_error, open_below, read_below, write_or_drop
 from .recordings import root_of
-from .snapshots import DecodeError, Snapshots
+from .snapshots import MAX_INIT, MAX_INPUT, DecodeError, Snapshots
 from .timerange import BadParameter, time_range
 
 HLS = "application/vnd.apple.mpegurl"
@@ -110,7 +110,7 @@ class ConsoleRoutes:
             await response.prepare(request)
             left = size
             while left > 0 and (chunk := await asyncio.to_thread(fh.read, min(SEGMENT_CHUNK, left))):
-                await response.write(chunk)
+                await write_or_drop(request, response, chunk)
                 left -= len(chunk)
         await response.write_eof()
         return response
@@ -125,8 +125,8 @@ class ConsoleRoutes:
                 return None
 
             def load() -> bytes:
-                init = read_below(root, sid, seg[4], 16 << 20) if seg[4] else b""
-                return init + read_below(root, sid, seg[0], 64 << 20)
+                init = read_below(root, sid, seg[4], MAX_INIT) if seg[4] else b""
+                return init + read_below(root, sid, seg[0], MAX_INPUT)
             return seg[0], lambda: asyncio.to_thread(load)
 
         try:
@@ -152,7 +152,7 @@ class ConsoleRoutes:
     async def timeline(self, request: web.Request) -> web.Response:
         """Recorded ranges and gaps in [start, end] (default: the last 24 h)."""
         sid, start, end, found = await self._range(request)
-        ranges, gaps = playlists.timeline(found["segments"], start, end)
+        ranges, gaps = await asyncio.to_thread(playlists.timeline, found["segments"], start, end)
         return web.json_response({"stream_id": sid, "start": start, "end": end, "ranges": ranges, "gaps": gaps})
 
     async def playlist(self, request: web.Request) -> web.Response:
@@ -160,12 +160,13 @@ class ConsoleRoutes:
         sid, _, _, found = await self._range(request)
         if not found["segments"]:
             raise NotFound(f"stream '{sid}' has no recording in that range")
-        return web.Response(text=playlists.vod(sid, found["segments"]), content_type=HLS)
+        text = await asyncio.to_thread(playlists.vod, sid, found["segments"])  # ~100k lines: not on the loop
+        return web.Response(text=text, content_type=HLS)
 
     async def clip(self, request: web.Request) -> web.StreamResponse:
         """[start, end] as one MP4 (stream copy), streamed; 413 past the size cap, before any byte."""
         sid, start, end, found = await self._range(request, required=True)
-        chosen = clips.pick(found["segments"], start, end)
+        chosen = await asyncio.to_thread(clips.pick, found["segments"], start, end)
         if not chosen:
             raise NotFound(f"stream '{sid}' has no recording in that range")
         refused = clips.refusal(chosen, self.ctx.settings.clip_max_bytes)

@@ -22,6 +22,8 @@ from agent.client import START_BY
 KINDS = {"heartbeat": (2.0, 1.0), "consumer": (2.0, 8.0), "cleanup": (2.0, 58.0), "index": (2.0, 8.0)}
 #: While waiting, how often the agent's liveness (its snapshot) is looked at.
 ALIVE_CHECK = 0.5
+#: Answers longer than this (characters) are parsed in a thread: /metrics and /livez keep answering.
+PARSE_INLINE = 1 << 16
 
 
 class AgentUnreachable(Exception):
@@ -79,8 +81,9 @@ class AgentControl:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise AgentUnreachable(f"the agent does not answer on {self.socket_path}: {type(exc).__name__}; "
                                    "not applied") from None
-        try:
-            body = json.loads(text) if text else {}
+        try:  # an index answer may be megabytes (a day of segments): parsed beside the event loop
+            body = (await asyncio.to_thread(json.loads, text) if len(text) > PARSE_INLINE
+                    else json.loads(text) if text else {})
         except ValueError:
             body = {"error": text[:200]}
         return status, body if isinstance(body, dict) else {"result": body}

@@ -8,6 +8,7 @@ in a stream's folder leads nowhere.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,24 @@ class Unavailable(Exception):
 
 class NotFound(Exception):
     """The agent does not know the stream or name: the route answers 404 with this text."""
+
+
+#: Seconds a client may take to accept one chunk of video before it is dropped: one that stopped
+#: reading (a laptop shut mid-download keeps its connection for many minutes) must not keep an
+#: FFmpeg, descriptors and one of the few clip slots forever.
+WRITE_STALL = 30.0
+
+
+async def write_or_drop(request: web.Request, response: web.StreamResponse, chunk: bytes,
+                        stall: float = WRITE_STALL) -> None:
+    """Write ``chunk``; a client that accepts nothing for ``stall`` seconds is disconnected
+    (ConnectionResetError, as when it leaves by itself)."""
+    try:
+        await asyncio.wait_for(response.write(chunk), stall)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"the client took no data for {stall:g}s") from None
 
 
 def content_type(name: str) -> str:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .children import reap
+
 #: ``newest()`` of a stream: its newest segment's name and a loader of its bytes (init first), or None.
 Newest = Callable[[], Awaitable["tuple[str, Callable[[], Awaitable[bytes]]] | None"]]
 
@@ -22,8 +24,12 @@ TTL = 3.0
 CONCURRENCY = 2
 #: Seconds one decode may take before its FFmpeg is killed.
 DECODE_TIMEOUT = 10.0
-#: A segment larger than this is not decoded (one keyframe is at its start anyway).
-MAX_INPUT = 64 << 20
+#: Bytes of a segment read for its frame: FFmpeg cuts segments at keyframes, so the first one is
+#: at the start (a 4K keyframe is a few MB).  Reading whole segments cost the disk a segment per
+#: tile per poll (100 tiles of 20 MB segments every 10 s: 200 MB/s) and the exporter its size in memory.
+MAX_INPUT = 8 << 20
+#: An fMP4 init file is a few kB; this bounds a hostile one.
+MAX_INIT = 1 << 20
 #: Entries untouched this long are dropped (a stream removed, a page closed).
 FORGET_AFTER = 120.0
 
@@ -49,8 +55,7 @@ async def decode(ffmpeg: str, data: bytes, timeout: float = DECODE_TIMEOUT) -> b
         raise DecodeError(f"no frame within {timeout:g}s") from None
     finally:  # timed out or cancelled: no FFmpeg outlives the call
         if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
+            await asyncio.shield(reap(proc))
     if proc.returncode != 0 or not out.startswith(b"\xff\xd8"):
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise DecodeError(f"FFmpeg decoded no frame ({tail[0][:200]})")

@@ -12,6 +12,8 @@ from datetime import datetime
 
 #: A plain ASCII decimal: no sign, exponent, underscores or other scripts' digits.
 _UNIX = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?")
+#: An ISO time whose offset's "+" arrived as a space (form decoding of a query).
+_PLUS_AS_SPACE = re.compile(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? [0-9]{2}(:?[0-9]{2})?$")
 #: Times before 2000 or after 2100 are a typo, not a recording.
 EARLIEST, LATEST = 946684800.0, 4102444800.0
 #: The default range: the last 24 hours.
@@ -36,6 +38,9 @@ def parse_time(text: str, parameter: str) -> float:
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
+            if _PLUS_AS_SPACE.search(text):  # curl '...?start=2026-11-28T14:02:00+01:00' sends a space
+                raise BadParameter(parameter, f"{text[:40]!r}: a '+' in a URL's query reads as a space; "
+                                              "write the offset's + as %2B") from None
             raise BadParameter(parameter, f"{text[:40]!r} is neither ISO 8601 (2026-11-28T14:02:00Z) "
                                           "nor unix seconds") from None
         if when.tzinfo is None:

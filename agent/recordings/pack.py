@@ -21,7 +21,7 @@ import re
 import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, MutableSequence
+from collections.abc import Callable, Iterable, Iterator, MutableSequence
 
 from agent.recordings.delete import natural_key
 
@@ -145,6 +145,34 @@ class DirSegments:
         """``(mtime, size, name)`` oldest first, lazily (planners stop early)."""
         for i in range(len(self.mtimes)):
             yield self.mtimes[i], self.sizes[i], self.name(i)
+
+    def window(self, lo: int, hi: int) -> DirSegments:
+        """A copy of entries ``[lo, hi)`` to read without the index lock: arrays copied at memory
+        speed, and the groups it names (a group's name parts never change once made)."""
+        w = DirSegments.__new__(DirSegments)
+        w.mtimes, w.sizes, w.keys = self.mtimes[lo:hi], self.sizes[lo:hi], self.keys[lo:hi]
+        w.groups, w.gids, w.free, w.total, w.dev = list(self.groups), {}, [], sum(w.sizes), self.dev
+        return w
+
+    def same_run(self, i: int, j: int) -> bool:
+        """True when entries ``i`` and ``j`` are of one run (one name pattern: one FFmpeg start)."""
+        return self.keys[i] >> _SEQ_BITS == self.keys[j] >> _SEQ_BITS
+
+    def names_like(self, wanted: Callable[[str], bool], span: int = 64) -> list[str] | None:
+        """The names held here that ``wanted`` accepts, asked per run (a run's names differ only in
+        their number): a few lookups, not a walk.  None when a run of more than ``span`` numbers
+        might hold one (the caller walks then)."""
+        out: list[str] = []
+        for g in self.groups:
+            if g is None or not g.count or not wanted(g.name(g.lo)):
+                continue
+            if g.suffix is None:
+                out.append(g.prefix)
+            elif g.hi - g.lo >= span:
+                return None
+            else:
+                out += [n for seq in range(g.lo, g.hi + 1) if self.find(n := g.name(seq))[0] >= 0]
+        return out
 
     def find(self, name: str) -> tuple[int, int]:
         """``(index, key)`` of ``name``, or ``(-1, -1)``."""

@@ -3,16 +3,18 @@ newest complete segment, whether it knows a name, and where its live playlist is
 
 The index knows each segment's name, size and mtime (when FFmpeg finished writing it),
 not its duration.  A segment's start is the end of the one before it in its folder when
-that one ended at most ``gap_limit`` earlier (a continuous recording), else its end minus
-the configured segment duration (the first after a gap or a restart).  Names are relative
-to the stream's directory (``folder/name`` in dated folders); fMP4 segments carry the name
-of the init file in their folder.  Pure reads under the index lock: nothing walks the tree.
+that one ended at most ``gap_limit`` earlier in the same FFmpeg run (a continuous recording),
+else its end minus the configured segment duration (the first after a gap; after a restart,
+not before the previous run's end: "since the one before" was the downtime plus its own).
+Names are relative to the stream's directory (``folder/name`` in dated folders); fMP4
+segments carry the name of the init file in their folder.  Nothing walks the tree, and the
+index lock is held only to copy what a question needs (the agent's event loop takes it too).
 """
 from __future__ import annotations
 
 import os
 import stat
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 
 from agent.recordings.index import SegmentIndex
@@ -38,17 +40,25 @@ def _rel(dir_rel: str, name: str) -> str:
 
 
 def _init_of(d: DirSegments) -> str | None:
-    """The init file of a folder's fMP4 segments (the newest init-named file in it)."""
+    """The init file of a folder's fMP4 segments (the newest init-named file in it): looked up
+    by run, walked only when a long numbered run looks like inits (FFmpeg writes its init first,
+    so a walk from the newest end crosses the whole folder)."""
+    names = d.names_like(looks_like_init)
+    if names is not None:
+        return max(names, key=lambda n: d.find(n)[0], default=None)
     for i in range(len(d) - 1, -1, -1):
         if looks_like_init(d.name(i)):
             return d.name(i)
     return None
 
 
-def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: float) -> list[list]:
-    """``[name, start, duration, size, init]`` of one folder's segments overlapping [start, end)."""
+def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: float,
+               folder_init: str | None = "") -> list[list]:
+    """``[name, start, duration, size, init]`` of one folder's segments overlapping [start, end);
+    ``folder_init`` the folder's init file when known ("": looked up in ``d``), used when the
+    first segment in range is fMP4."""
     limit, out = gap_limit(seg), []
-    init: str | None = ""  # "" = not looked up yet
+    init: str | None = ""  # "" = not decided yet
     i = max(0, bisect_right(d.mtimes, start) - 1)
     while i < len(d):
         mtime = d.mtimes[i]
@@ -59,24 +69,51 @@ def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: floa
         i += 1
         if looks_like_init(name):
             continue
-        duration = mtime - prev if prev is not None and 0 < mtime - prev <= limit else seg
+        if prev is not None and 0 < mtime - prev <= limit:  # continuous; a new run's first never spans the restart
+            duration = mtime - prev if d.same_run(i - 1, i - 2) else min(seg, mtime - prev)
+        else:
+            duration = seg
         if mtime <= start or mtime - duration >= end:
             continue
         if init == "":
-            init = _init_of(d) if name.endswith(".m4s") else None
+            init = (_init_of(d) if folder_init == "" else folder_init) if name.endswith(".m4s") else None
         out.append([_rel(dir_rel, name), round(mtime - duration, 3), round(duration, 3), d.sizes[i - 1],
                     _rel(dir_rel, init) if init else None])
     return out
 
 
+def _window(d: DirSegments, start: float, end: float, seg: float, limit: int) -> tuple[DirSegments, str | None, bool]:
+    """``(copy, init, capped)``: the entries of ``d`` :func:`_dir_range` may use for [start, end)
+    (the one before, for its duration), at most ``limit`` + a few.  Call with the lock held."""
+    lo = max(0, bisect_right(d.mtimes, start) - 2)
+    hi = bisect_left(d.mtimes, end + gap_limit(seg))
+    capped = hi - lo > limit + 4
+    return d.window(lo, min(hi, lo + limit + 4)), _init_of(d), capped
+
+
 def segments_between(index: SegmentIndex, sid: str, start: float, end: float, segment_duration: float,
                      limit: int = MAX_SEGMENTS) -> tuple[list[list], bool]:
-    """``(segments oldest first, truncated)``: each ``[name, start, duration, size, init]``."""
+    """``(segments oldest first, truncated)``: each ``[name, start, duration, size, init]``.
+
+    Under the index lock only copies are taken (the agent's event loop takes that lock too: a
+    month of 2 s segments named under it stalled the loop for seconds); the work outside it is
+    at most ``limit`` + a few segments per folder, and folders that start after the ``limit``-th
+    segment found are not read."""
     with index.lock:
-        found = [seg for dir_rel, d in index.streams.get(sid, {}).items()
-                 for seg in _dir_range(dir_rel, d, start, end, segment_duration)]
+        windows = [(dir_rel, *_window(d, start, end, segment_duration, limit))
+                   for dir_rel, d in index.streams.get(sid, {}).items() if len(d)]
+    windows.sort(key=lambda w: w[1].mtimes[0] if len(w[1]) else 0.0)
+    found: list[list] = []
+    truncated = any(w[3] for w in windows)
+    earliest = gap_limit(segment_duration)  # a segment starts at most this long before its mtime
+    for dir_rel, window, init, _ in windows:
+        if len(found) > limit and len(window) and window.mtimes[0] - earliest > found[limit][1]:
+            break  # every segment of this folder and the next starts after the cut
+        found += _dir_range(dir_rel, window, start, end, segment_duration, init)
+        if len(found) > limit:
+            found.sort(key=lambda s: (s[1], s[0]))
     found.sort(key=lambda s: (s[1], s[0]))
-    return found[:limit], len(found) > limit
+    return found[:limit], truncated or len(found) > limit
 
 
 def newest(index: SegmentIndex, sid: str, now: float, segment_duration: float) -> list | None:
