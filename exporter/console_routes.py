@@ -142,6 +142,9 @@ class ConsoleRoutes:
 
     async def _range(self, request: web.Request, *, required: bool = False) -> tuple[str, float, float, dict]:
         sid, _ = self._viewer(request)
+        view = self.ctx.view()
+        if view.streams and sid not in {s.get("id") for s in view.streams}:  # 404 before judging the range
+            raise NotFound(f"unknown stream '{sid}'")
         start, end = time_range(request.query, time.time(), required=required)
         found = await self.index.segments(sid, start, end)
         if found.get("truncated"):

@@ -78,6 +78,10 @@ class AgentProcess:
         config.setdefault("node", {}).setdefault("runtime_dir", str(self.runtime_dir))
         config["node"].setdefault("drain_period", "0s")  # tests that drain set their own
         config.setdefault("recordings", {}).setdefault("root", str(self.recordings))
+        # The build machine's free space is not a test input: with the default floor (10 % free) a
+        # disk filled by other work made retention delete the footage a test planted. Tests of the
+        # floor set their own.
+        config["recordings"].setdefault("min_free", "1MiB")
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def write_raw(self, text: str) -> None:
