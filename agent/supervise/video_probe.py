@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.config.model import StreamConfig
 from agent.supervise.ffmpeg import Launch, input_args
-from agent.supervise.h264_probe import PROBE_TIMEOUT, ffprobe_for
+from agent.supervise.h264_probe import PROBE_TIMEOUT, ffprobe_for, run_ffprobe
 
 #: Seconds past a few segment durations to wait for this run's first segment.
 FIRST_SEGMENT_WAIT = 30.0
@@ -72,21 +72,8 @@ async def run_probe(argv: list[str], timeout: float = PROBE_TIMEOUT) -> dict[str
 
 
 async def _run(argv: list[str], timeout: float) -> dict[str, Any] | None:
-    try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-    except OSError:
-        return None
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        return None
-    finally:  # timed out or cancelled: no ffprobe outlives the call
-        if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
-    return video_from_probe(out) if proc.returncode == 0 else None
+    out = await run_ffprobe(argv, timeout)
+    return None if out is None else video_from_probe(out)
 
 
 async def probe_spawn(ffmpeg: str, stream: StreamConfig, launch: Launch) -> dict[str, Any] | None:

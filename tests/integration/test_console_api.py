@@ -75,6 +75,21 @@ def make_archive(stream_dir: Path, scratch: Path) -> list[str]:
     return names
 
 
+def archive_stream(segment_duration: str) -> dict:
+    """A disabled stream whose folder holds a planted archive (kept: 400 days of retention)."""
+    return {"url": "rtsp://127.0.0.1:9/none", "enabled": False,
+            "recording": {"segment_duration": segment_duration, "retention": "400d"}}
+
+
+def archive_node(tmp: Path, streams: dict[str, dict]) -> tuple[AgentProcess, int]:
+    """An agent (not started yet) of ``streams`` in ``tmp/node``, and its exporter's free port."""
+    port = free_port()
+    cfg = config(streams)
+    cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp / "tokens"), "stale_after": "5s"}
+    (tmp / "node").mkdir()
+    return AgentProcess(tmp / "node", cfg), port
+
+
 class Exporter:
     def __init__(self, agent: AgentProcess, port: int) -> None:
         self.port, self.log = port, agent.workdir / "exporter.log"

@@ -13,9 +13,8 @@ import urllib.request
 
 import pytest
 
-from camera.fixture import free_port
-
-from .harness import BIN, AgentProcess, config, wait_for
+from .harness import BIN, wait_for
+from .test_console_api import archive_node, archive_stream
 
 pytestmark = pytest.mark.integration
 SEGMENTS = 101_000
@@ -38,14 +37,7 @@ def get(port: int, path: str, token: str | None = None) -> tuple[int, bytes, flo
 def node(tmp_path_factory):
     """``big``: SEGMENTS one-byte 2 s segments in dated folders, ending 10 minutes ago."""
     tmp = tmp_path_factory.mktemp("bigindex")
-    port = free_port()
-    big = {"url": "rtsp://127.0.0.1:9/none", "enabled": False,
-           "recording": {"segment_duration": "2s", "retention": "400d"}}
-    cfg = config({"big": big})
-    cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp / "tokens"), "stale_after": "5s"}
-    workdir = tmp / "node"
-    workdir.mkdir()
-    agent = AgentProcess(workdir, cfg)
+    agent, port = archive_node(tmp, {"big": archive_stream("2s")})
     first = time.time() - 600 - SEG * SEGMENTS
     for i in range(SEGMENTS):
         folder = agent.recordings / "big" / f"2026-06-{i // 43_200 + 1:02d}"
@@ -60,7 +52,7 @@ def node(tmp_path_factory):
     exporter = None
     try:
         token = agent.vasctl("token", "add", "t-viewer", "--scope", "viewer").stdout.split()[-1]
-        with open(workdir / "exporter.log", "ab") as log:
+        with open(agent.workdir / "exporter.log", "ab") as log:
             exporter = subprocess.Popen([str(BIN / "vas-exporter"), "--config", str(agent.config_path)],
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: get(port, "/livez")[0] == 200, 15, "the exporter")

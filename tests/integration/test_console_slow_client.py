@@ -11,11 +11,10 @@ import time
 
 import pytest
 
-from camera.fixture import free_port
 from exporter.media import WRITE_STALL
 
-from .harness import AgentProcess, config, wait_for
-from .test_console_api import ARCHIVE_START, Exporter, archive_end, http, make_archive
+from .harness import wait_for
+from .test_console_api import ARCHIVE_START, Exporter, archive_end, archive_node, archive_stream, http, make_archive
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +22,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slow")
-    port = free_port()
-    archive = {"url": "rtsp://127.0.0.1:9/none", "enabled": False,
-               "recording": {"segment_duration": "2s", "retention": "400d"}}
-    cfg = config({"archive": archive})
-    cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp / "tokens"), "stale_after": "5s"}
-    workdir = tmp / "node"
-    workdir.mkdir()
-    agent = AgentProcess(workdir, cfg).start()
+    agent, port = archive_node(tmp, {"archive": archive_stream("2s")})
+    agent.start()
     exporter = None
     try:
         (agent.recordings / "archive").mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from camera.fixture import free_port
 from exporter.snapshots import MAX_INPUT
 
-from .harness import AgentProcess, config, wait_for
-from .test_console_api import Exporter, http
+from .harness import wait_for
+from .test_console_api import Exporter, archive_node, archive_stream, http
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +27,8 @@ def read_bytes(pid: int) -> int:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("snapio")
-    port = free_port()
-    cam = {"url": "rtsp://127.0.0.1:9/none", "enabled": False,
-           "recording": {"segment_duration": "10s", "retention": "400d"}}
-    cfg = config({"big": cam})
-    cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp / "tokens"), "stale_after": "5s"}
-    workdir = tmp / "node"
-    workdir.mkdir()
-    agent = AgentProcess(workdir, cfg).start()
+    agent, port = archive_node(tmp, {"big": archive_stream("10s")})
+    agent.start()
     exporter = None
     try:
         segment = tmp / "big_20261128T100000000Z_000000.ts"  # 10 s at ~20 Mbit/s of noise: ~26 MB
