@@ -22,6 +22,7 @@ from typing import Any
 
 from watchdog.events import (
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileMovedEvent,
@@ -30,7 +31,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyFD
+from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
 
 from agent.recordings.delete import is_segment_name, log_error, open_below
 from agent.recordings.index import SegmentIndex
@@ -42,8 +43,11 @@ OBSERVER_TIMEOUT = 5.0
 #: IN_OPEN: every write of every FFmpeg would wake watchdog's threads.  Not IN_DELETE:
 #: watchdog spends ~70 us of Python per event, which held retention's own deletions
 #: to 6,900/s (38,000/s without).  A file deleted by another tool is found by the
-#: executor (counted as gone, not deleted) or by the periodic sweep.
-EVENTS = [FileCreatedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent]
+#: executor (counted as gone, not deleted) or by the periodic sweep.  IN_ATTRIB: a
+#: copy that keeps its times (``cp -p``, ``tar x``) sets the mtime after the close, so
+#: the close alone would index an old file as new (an unlink is no IN_ATTRIB on a
+#: directory's watch: retention's deletions do not wake it).
+EVENTS = [FileCreatedEvent, FileClosedEvent, FileAttribEvent, FileMovedEvent, DirMovedEvent]
 
 
 @dataclass
@@ -64,6 +68,13 @@ class _OverflowEmitter(InotifyEmitter):
     def __init__(self, *args: Any, on_overflow: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_overflow = on_overflow
+
+    def get_event_mask_from_filter(self) -> Any:
+        # watchdog 7.1 maps no filter class to IN_ATTRIB alone (FileModifiedEvent brings IN_MODIFY).
+        mask = super().get_event_mask_from_filter()
+        if FileAttribEvent in (self._event_filter or ()):
+            return type(mask)(mask | InotifyConstants.IN_ATTRIB)
+        return mask
 
     def on_thread_start(self) -> None:
         self._inotify = _OverflowGroup(self._inotify_fd, os.fsencode(self.watch.path),
@@ -148,7 +159,7 @@ class Watch(FileSystemEventHandler):
             self._gone(os.fsdecode(event.src_path), event.is_directory)
         if kind == "moved":
             self._appeared(os.fsdecode(event.dest_path), event.is_directory, moved=True)
-        elif kind in ("created", "closed"):
+        elif kind in ("created", "closed", "attrib"):  # attrib: a new mtime (cp -p)
             self._appeared(os.fsdecode(event.src_path), event.is_directory)
 
     def _split(self, path: str) -> tuple[str, str, str] | None:
