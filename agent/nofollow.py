@@ -59,3 +59,18 @@ def open_file_below(root: str | os.PathLike[str], parts: Sequence[str]) -> int:
         raise OSError(errno.EINVAL, "not a regular file")
     os.set_blocking(fd, True)
     return fd
+
+
+def read_small(dir_fd: int, name: str, limit: int) -> bytes:
+    """The first ``limit`` bytes of the regular file ``name`` in the open directory ``dir_fd``,
+    not through a symlink (a FIFO or device is refused: it would block or never end)."""
+    _check(name)
+    fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)

@@ -1,11 +1,14 @@
 """What the console asks of the retention index: a stream's segments in a time range, its
 newest complete segment, whether it knows a name, and where its live playlist is.
 
-The index knows each segment's name, size and mtime (when FFmpeg finished writing it),
-not its duration.  A segment's start is the end of the one before it in its folder when
-that one ended at most ``gap_limit`` earlier in the same FFmpeg run (a continuous recording),
-else its end minus the configured segment duration (the first after a gap; after a restart,
-not before the previous run's end: "since the one before" was the downtime plus its own).
+A segment's start and duration are FFmpeg's own, from its live playlist
+(agent/recordings/timing.py), when a playlist named it while the agent ran.  Else they come
+from the mtimes (when FFmpeg finished writing each file): its start is the end of the one
+before it in its folder when that one ended at most ``gap_limit`` earlier in the same FFmpeg
+run (a continuous recording), else its end minus the configured segment duration (the first
+after a gap; after a restart, not before the previous run's end: "since the one before" was
+the downtime plus its own).  An FFmpeg starved of CPU writes in bursts, so mtimes misplace
+segments by seconds under load: the playlist's figures are the ones to trust.
 Names are relative to the stream's directory (``folder/name`` in dated folders); fMP4
 segments carry the name of the init file in their folder.  Nothing walks the tree, and the
 index lock is held only to copy what a question needs (the agent's event loop takes it too).
@@ -20,6 +23,7 @@ from pathlib import Path
 from agent.recordings.index import SegmentIndex
 from agent.recordings.inits import looks_like_init
 from agent.recordings.pack import DirSegments
+from agent.recordings.timing import RunTimes
 
 #: Segments one answer holds at most (55 h at 2 s); the caller then asks a shorter range.
 MAX_SEGMENTS = 100_000
@@ -27,6 +31,11 @@ MAX_SEGMENTS = 100_000
 PLAYLIST = "index.m3u8"
 #: A segment dated this far after now is a clock glitch's, not the newest one.
 FUTURE_SLACK = 60.0
+#: How long after its media ended a segment's file may be written (an FFmpeg starved of CPU
+#: catching up): ranges are looked up this much wider by mtime.
+MAX_LAG = 30.0
+#: A folder's runs' timing, by run key (agent/recordings/timing.py): copies, read without the lock.
+Times = dict[tuple, RunTimes]
 
 
 def gap_limit(segment_duration: float) -> float:
@@ -52,32 +61,44 @@ def _init_of(d: DirSegments) -> str | None:
     return None
 
 
+def _span(d: DirSegments, i: int, seg: float, times: Times) -> tuple[float, float]:
+    """``(start, duration)`` of entry ``i``: its playlist's, else from the mtimes."""
+    if times:
+        gkey, number = d.run_of(i)
+        run = times.get(gkey)
+        known = run.get(number) if run is not None else None
+        if known is not None:
+            return known
+    mtime, limit = d.mtimes[i], gap_limit(seg)
+    prev = d.mtimes[i - 1] if i else None
+    if prev is not None and 0 < mtime - prev <= limit:  # continuous; a new run's first never spans the restart
+        duration = mtime - prev if d.same_run(i, i - 1) else min(seg, mtime - prev)
+    else:
+        duration = seg
+    return mtime - duration, duration
+
+
 def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: float,
-               folder_init: str | None = "") -> list[list]:
+               folder_init: str | None = "", times: Times | None = None) -> list[list]:
     """``[name, start, duration, size, init]`` of one folder's segments overlapping [start, end);
     ``folder_init`` the folder's init file when known ("": looked up in ``d``), used when the
-    first segment in range is fMP4."""
-    limit, out = gap_limit(seg), []
+    first segment in range is fMP4; ``times`` the folder's runs' timing."""
+    reach, out = gap_limit(seg) + MAX_LAG, []
     init: str | None = ""  # "" = not decided yet
-    i = max(0, bisect_right(d.mtimes, start) - 1)
+    i = max(0, bisect_right(d.mtimes, start - MAX_LAG) - 1)
     while i < len(d):
-        mtime = d.mtimes[i]
-        if mtime - limit >= end:
+        if d.mtimes[i] - reach >= end:
             break
         name = d.name(i)
-        prev = d.mtimes[i - 1] if i else None
         i += 1
         if looks_like_init(name):
             continue
-        if prev is not None and 0 < mtime - prev <= limit:  # continuous; a new run's first never spans the restart
-            duration = mtime - prev if d.same_run(i - 1, i - 2) else min(seg, mtime - prev)
-        else:
-            duration = seg
-        if mtime <= start or mtime - duration >= end:
+        first, duration = _span(d, i - 1, seg, times or {})
+        if first + duration <= start or first >= end:
             continue
         if init == "":
             init = (_init_of(d) if folder_init == "" else folder_init) if name.endswith(".m4s") else None
-        out.append([_rel(dir_rel, name), round(mtime - duration, 3), round(duration, 3), d.sizes[i - 1],
+        out.append([_rel(dir_rel, name), round(first, 3), round(duration, 3), d.sizes[i - 1],
                     _rel(dir_rel, init) if init else None])
     return out
 
@@ -85,10 +106,19 @@ def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: floa
 def _window(d: DirSegments, start: float, end: float, seg: float, limit: int) -> tuple[DirSegments, str | None, bool]:
     """``(copy, init, capped)``: the entries of ``d`` :func:`_dir_range` may use for [start, end)
     (the one before, for its duration), at most ``limit`` + a few.  Call with the lock held."""
-    lo = max(0, bisect_right(d.mtimes, start) - 2)
-    hi = bisect_left(d.mtimes, end + gap_limit(seg))
+    lo = max(0, bisect_right(d.mtimes, start - MAX_LAG) - 2)
+    hi = bisect_left(d.mtimes, end + gap_limit(seg) + MAX_LAG)
     capped = hi - lo > limit + 4
     return d.window(lo, min(hi, lo + limit + 4)), _init_of(d), capped
+
+
+def _times(index: SegmentIndex, sid: str, dir_rel: str, window: DirSegments) -> Times:
+    """The timing of a window's runs, copied under the lock for the numbers the window holds
+    (found without the lock)."""
+    bounds = window.run_bounds()
+    with index.lock:
+        return {gkey: run for gkey, (lo, hi) in bounds.items()
+                if (run := index.timing.slice(sid, dir_rel, gkey, lo, hi)) is not None}
 
 
 def segments_between(index: SegmentIndex, sid: str, start: float, end: float, segment_duration: float,
@@ -105,11 +135,11 @@ def segments_between(index: SegmentIndex, sid: str, start: float, end: float, se
     windows.sort(key=lambda w: w[1].mtimes[0] if len(w[1]) else 0.0)
     found: list[list] = []
     truncated = any(w[3] for w in windows)
-    earliest = gap_limit(segment_duration)  # a segment starts at most this long before its mtime
+    earliest = gap_limit(segment_duration) + MAX_LAG  # a segment starts at most this long before its mtime
     for dir_rel, window, init, _ in windows:
         if len(found) > limit and len(window) and window.mtimes[0] - earliest > found[limit][1]:
             break  # every segment of this folder and the next starts after the cut
-        found += _dir_range(dir_rel, window, start, end, segment_duration, init)
+        found += _dir_range(dir_rel, window, start, end, segment_duration, init, _times(index, sid, dir_rel, window))
         if len(found) > limit:
             found.sort(key=lambda s: (s[1], s[0]))
     found.sort(key=lambda s: (s[1], s[0]))
@@ -129,9 +159,14 @@ def newest(index: SegmentIndex, sid: str, now: float, segment_duration: float) -
                 best = (d.mtimes[i], dir_rel, d, i)
         if best is None:
             return None
-        mtime, dir_rel, d, i = best
-        found = _dir_range(dir_rel, d, mtime - 1e-6, mtime, segment_duration)
-        return found[-1] if found else None
+        _, dir_rel, d, i = best
+        gkey, number = d.run_of(i)
+        run = index.timing.slice(sid, dir_rel, gkey, number, number)
+        first, duration = _span(d, i, segment_duration, {gkey: run} if run is not None else {})
+        name = d.name(i)
+        init = _init_of(d) if name.endswith(".m4s") else None
+        return [_rel(dir_rel, name), round(first, 3), round(duration, 3), d.sizes[i],
+                _rel(dir_rel, init) if init else None]
 
 
 def knows(index: SegmentIndex, sid: str, name: str) -> int | None:

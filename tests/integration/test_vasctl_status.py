@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -63,11 +62,18 @@ def test_status_watch_redraws_until_ctrl_c(agent_factory):
     proc = subprocess.Popen([str(BIN / "vasctl"), "--config", str(agent.config_path), "status", "--watch", "0.3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    seen: list[str] = []
     try:
-        time.sleep(1.5)
+        # Three frames first: a SIGINT sent before vasctl has set its handler (a slow start under
+        # load) is ignored as the job's SIGINT is, and the test would wait for nothing.
+        assert proc.stdout is not None
+        while sum("every 0.3s" in line for line in seen) < 3 and (line := proc.stdout.readline()):
+            seen.append(line)
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+    out = "".join(seen) + proc.stdout.read()  # not communicate(): it would skip what readline buffered
+    err = proc.stderr.read()
     frames = [f for f in out.split("\f\n") if f]
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert len(frames) >= 3, out
