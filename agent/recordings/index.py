@@ -134,6 +134,12 @@ class SegmentIndex:
             d.dev = dev if dev >= 0 else d.dev  # a file's st_dev is its directory's filesystem
             d.upsert(name, mtime, size)
 
+    def mtime_of(self, sid: str, dir_rel: str, name: str) -> float | None:
+        """The indexed mtime of one segment, or None (lock held)."""
+        d = self.streams.get(sid, {}).get(dir_rel)
+        i = d.find(name)[0] if d is not None else -1
+        return d.mtimes[i] if d is not None and i >= 0 else None
+
     def lowest_number(self, sid: str, dir_rel: str, gkey: tuple) -> int | None:
         """A number at or below the lowest of run ``gkey`` in one folder; None: none left (lock held)."""
         d = self.streams.get(sid, {}).get(dir_rel)

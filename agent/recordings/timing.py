@@ -5,7 +5,8 @@ starved of CPU writes several segments in one burst, and durations taken from th
 consecutive files then misplace them by seconds (a 4 s clip came out 6 s long).  FFmpeg's
 live playlist names each new segment with its ``#EXTINF`` duration and (``program_date_time``,
 as the templated command asks) its ``#EXT-X-PROGRAM-DATE-TIME``: its start on the wall clock,
-counted in media time from the run's start.  The watcher reads the playlist each time FFmpeg
+counted in media time from the run's start (a command without it: each segment starts where
+the one before ended).  The watcher reads the playlist each time FFmpeg
 renames a new one into place (agent/recordings/watch.py), and :class:`Timing` keeps what it
 said per run of names: a start (float64) and a duration (float32) per segment number, 12 bytes
 a segment, kept apart from the index's packed entries so a rescan keeps them.  What no playlist
@@ -71,12 +72,15 @@ def _date(text: str) -> float | None:
 
 
 class RunTimes:
-    """One run's segments, by number from ``first``: start (NaN: not known) and duration."""
+    """One run's segments, by number from ``first``: the start its playlist claims (NaN: not
+    known) and its duration.  ``lead``: how far the claims run ahead of the files, taken off
+    every start (a segment's media cannot end after FFmpeg wrote its file; FFmpeg dates a run
+    from when it opened its output, after probing the camera, so its dates may run ahead)."""
 
-    __slots__ = ("first", "starts", "durations")
+    __slots__ = ("first", "starts", "durations", "lead")
 
-    def __init__(self, first: int) -> None:
-        self.first = first
+    def __init__(self, first: int, lead: float = 0.0) -> None:
+        self.first, self.lead = first, lead
         self.starts, self.durations = array("d"), array("f")
 
     def set(self, seq: int, start: float, duration: float) -> None:
@@ -92,11 +96,17 @@ class RunTimes:
             self.durations.extend([0.0] * pad)
         self.starts[i], self.durations[i] = start, duration
 
-    def get(self, seq: int) -> tuple[float, float] | None:
+    def claimed(self, seq: int) -> tuple[float, float] | None:
+        """``(start, duration)`` as the playlist had them, or None."""
         i = seq - self.first
         if 0 <= i < len(self.starts) and not math.isnan(self.starts[i]):
             return self.starts[i], float(self.durations[i])
         return None
+
+    def get(self, seq: int) -> tuple[float, float] | None:
+        """``(start, duration)``, the start taken back by the run's lead, or None."""
+        known = self.claimed(seq)
+        return (known[0] - self.lead, known[1]) if known is not None else None
 
     def drop_before(self, seq: int) -> None:
         """Forget numbers below ``seq`` (their segments are gone)."""
@@ -118,12 +128,15 @@ class Timing:
     def __init__(self) -> None:
         self.runs: dict[RunId, RunTimes] = {}
 
-    def learn(self, sid: str, dir_rel: str, entries: list[tuple[str, float | None, float]]) -> int:
-        """Record a playlist's dated segments (URIs relative to ``dir_rel``); how many were new."""
+    def learn(self, sid: str, dir_rel: str, entries: list[tuple[str, float | None, float]],
+              mtime_of: Callable[[str, str], float | None]) -> int:
+        """Record a playlist's segments (URIs relative to ``dir_rel``); how many were new.
+
+        An undated segment (a command without ``program_date_time``) starts where the one
+        before it in its run ended; the first one known of a run ends at its file's mtime.
+        ``mtime_of(folder, name)``: the indexed segment's mtime, or None."""
         learned = 0
         for uri, start, duration in entries:
-            if start is None:
-                continue  # undated: the mtimes do as well
             where = _below(dir_rel, uri)
             if where is None:
                 continue
@@ -131,10 +144,22 @@ class Timing:
             gkey, seq = run_key(name)
             run = self.runs.get((sid, folder, gkey))
             if run is None or abs(seq - run.first) > MAX_JUMP:
-                run = self.runs[(sid, folder, gkey)] = RunTimes(seq)
-            if run.get(seq) != (start, duration):
-                run.set(seq, start, duration)
-                learned += 1
+                run = RunTimes(seq)
+            mtime = mtime_of(folder, name)
+            if start is None:
+                before = run.claimed(seq - 1)
+                start = before[0] + before[1] if before is not None else (
+                    mtime - duration if mtime is not None else None)
+            if start is None:
+                continue  # not indexed yet and nothing before it: the next playlist names it again
+            known = run.claimed(seq)
+            if known is not None and abs(known[0] - start) < 1e-6:
+                continue
+            run.set(seq, start, duration)
+            if mtime is not None:
+                run.lead = max(run.lead, start + duration - mtime)
+            self.runs[(sid, folder, gkey)] = run
+            learned += 1
         return learned
 
     def span(self, sid: str, dir_rel: str, name: str) -> tuple[float, float] | None:
@@ -149,7 +174,7 @@ class Timing:
         if run is None:
             return None
         a, b = max(lo - run.first, 0), max(hi + 1 - run.first, 0)
-        out = RunTimes(run.first + a)
+        out = RunTimes(run.first + a, run.lead)
         out.starts, out.durations = run.starts[a:b], run.durations[a:b]
         return out
 

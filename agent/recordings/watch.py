@@ -231,4 +231,5 @@ class Watch(FileSystemEventHandler):
             os.close(fd)
         entries = playlist_entries(text.decode("utf-8", "replace"))
         with self.index.lock:
-            self.index.timing.learn(sid, dir_rel, entries)
+            self.index.timing.learn(sid, dir_rel, entries,
+                                    lambda folder, seg: self.index.mtime_of(sid, folder, seg))

@@ -29,10 +29,20 @@ MALFORMED = [
 
 
 def connect(path: Path) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(str(path))
-    return s
+    """A connection, waiting (up to 10 s) while the listen backlog is full: a unix socket's
+    connect with a timeout set says EAGAIN then, where a TCP one would wait."""
+    deadline = time.monotonic() + 10
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        try:
+            s.connect(str(path))
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def send_and_close(path: Path, data: bytes) -> None:

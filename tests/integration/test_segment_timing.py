@@ -22,7 +22,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SEG = 1.0
 
 
-def test_segments_written_in_a_burst_keep_their_media_times(rtsp_camera, tmp_path):
+@pytest.mark.parametrize("dated", [True, False], ids=["templated", "without-program-date-time"])
+def test_segments_written_in_a_burst_keep_their_media_times(rtsp_camera, tmp_path, dated):
+    # The templated command dates each segment (program_date_time); an operator's command may
+    # not, and then each segment starts where the one before it ended.
     root = tmp_path / "rec"
     (root / "cam").mkdir(parents=True)
     index = SegmentIndex(root)
@@ -30,8 +33,12 @@ def test_segments_written_in_a_burst_keep_their_media_times(rtsp_camera, tmp_pat
     watch.start()
     stream = StreamConfig(id="cam", url=rtsp_camera.url("cam1"), recording=RecordingConfig(segment_duration=SEG))
     launch = Launch(recording_dir=root / "cam", start_stamp="20261128T120000000Z")
+    output = hls_output(stream, launch)
+    if not dated:
+        flags = output.index("-hls_flags") + 1
+        output[flags] = output[flags].replace("+program_date_time", "")
     ffmpeg = subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-rtsp_transport", "tcp",
-                               "-i", stream.url or "", *hls_output(stream, launch)], stdin=subprocess.DEVNULL)
+                               "-i", stream.url or "", *output], stdin=subprocess.DEVNULL)
     try:
         wait_for(lambda: index.stats("cam")[0] >= 3, 30, "three segments")
         ffmpeg.send_signal(signal.SIGSTOP)  # starved: the camera's packets wait in the socket

@@ -69,13 +69,17 @@ def test_timing_keeps_what_playlists_said_per_run_and_only_inside_the_stream():
                ("../other/cam_A_000004.ts", T0 + 3, 1.0), ("/abs/cam_A_000005.ts", T0 + 4, 1.0),
                ("http://h/cam_A_000006.ts", T0 + 5, 1.0), ("cam_A_000007.ts?x=1", T0 + 6, 1.0),
                ("cam_A_000008.ts", None, 1.0)]
-    assert t.learn("cam", "", entries) == 3
-    assert t.learn("cam", "", entries) == 0  # the next playlist repeats most: nothing new
+    assert t.learn("cam", "", entries, NOT_INDEXED) == 3  # the undated one: neither indexed nor after a known one
+    assert t.learn("cam", "", entries, NOT_INDEXED) == 0  # the next playlist repeats most: nothing new
     assert t.span("cam", "", "cam_A_000002.ts") == (T0 + 1, 1.0)
     assert t.span("cam", "sub", "cam_A_000003.ts") == (T0 + 2, 1.0)
     assert t.span("cam", "", "cam_A_000008.ts") is None
     assert t.span("cam", "", "cam_B_000002.ts") is None and t.span("other", "", "cam_A_000004.ts") is None
     assert len(t.runs) == 2  # ("cam", "", run A) and ("cam", "sub", run A): nothing outside the stream
+
+
+def NOT_INDEXED(folder: str, name: str) -> None:
+    return None
 
 
 def test_a_run_grows_at_either_end_and_forgets_below_a_number():
@@ -106,6 +110,16 @@ def burst_index(tmp_path) -> SegmentIndex:
     return index
 
 
+def learn(index: SegmentIndex, entries: list) -> int:
+    """As the watcher does, one live playlist of FFmpeg's (6 entries) per new segment."""
+    n = 0
+    for end in range(1, len(entries) + 1):
+        with index.lock:
+            n += index.timing.learn("cam", "", entries[max(0, end - 6):end],
+                                    lambda folder, name: index.mtime_of("cam", folder, name))
+    return n
+
+
 def test_a_burst_of_writes_misplaces_segments_when_only_mtimes_date_them(tmp_path):
     # The fallback, kept for footage no playlist named: under a burst it is wrong by seconds.
     found, _ = query.segments_between(burst_index(tmp_path), "cam", T0 + 5, T0 + 9, 1.0)
@@ -114,7 +128,7 @@ def test_a_burst_of_writes_misplaces_segments_when_only_mtimes_date_them(tmp_pat
 
 def test_the_playlist_s_timing_puts_a_burst_s_segments_where_their_media_is(tmp_path):
     index = burst_index(tmp_path)
-    index.timing.learn("cam", "", [(f"cam_R_{i:06d}.ts", T0 + i, 1.0) for i in range(10)])
+    learn(index, [(f"cam_R_{i:06d}.ts", T0 + i, 1.0) for i in range(10)])
     found, truncated = query.segments_between(index, "cam", T0 + 5, T0 + 9, 1.0)
     assert [(s[0], s[1], s[2]) for s in found] == [(f"cam_R_{i:06d}.ts", T0 + i, 1.0) for i in range(5, 9)]
     assert not truncated
@@ -124,8 +138,8 @@ def test_the_playlist_s_timing_puts_a_burst_s_segments_where_their_media_is(tmp_
 
 def test_timing_of_deleted_runs_and_numbers_is_pruned(tmp_path):
     index = burst_index(tmp_path)
-    index.timing.learn("cam", "", [(f"cam_R_{i:06d}.ts", T0 + i, 1.0) for i in range(10)])
-    index.timing.learn("cam", "", [("cam_GONE_000001.ts", T0, 1.0)])
+    learn(index, [(f"cam_R_{i:06d}.ts", T0 + i, 1.0) for i in range(10)])
+    learn(index, [("cam_GONE_000001.ts", T0, 1.0)])
     for i in range(3):
         (index.root / "cam" / f"cam_R_{i:06d}.ts").unlink()
     index.scan_all()  # a sweep: the packed entries are rebuilt, the timing stays
@@ -134,3 +148,22 @@ def test_timing_of_deleted_runs_and_numbers_is_pruned(tmp_path):
     assert index.timing.span("cam", "", "cam_R_000002.ts") is None
     assert index.timing.span("cam", "", "cam_R_000003.ts") == (T0 + 3, 1.0)
     assert not math.isnan(index.timing.runs[("cam", "", ("cam_R_", ".ts", 6))].starts[0])
+
+
+def test_an_undated_playlist_chains_each_segment_from_the_one_before(tmp_path):
+    # An operator's command without program_date_time: EXTINF only.  The first segment ends at
+    # its file's mtime; each next one starts where the one before ended, whenever it was written.
+    index = burst_index(tmp_path)
+    assert learn(index, [(f"cam_R_{i:06d}.ts", None, 1.0) for i in range(10)]) == 10
+    found, _ = query.segments_between(index, "cam", T0 + 5, T0 + 9, 1.0)
+    assert [(s[0], s[1], s[2]) for s in found] == [(f"cam_R_{i:06d}.ts", T0 + i, 1.0) for i in range(5, 9)]
+
+
+def test_dates_that_run_ahead_of_the_files_are_taken_back_by_the_run_s_lead(tmp_path):
+    # FFmpeg dates a run from when it opened its output, after probing the camera: its dates
+    # can claim media that ended after the file holding it was written.  The run's largest such
+    # lead comes off every start, so the run stays back to back.
+    index = burst_index(tmp_path)
+    learn(index, [(f"cam_R_{i:06d}.ts", T0 + i + 2.5, 1.0) for i in range(10)])
+    found, _ = query.segments_between(index, "cam", T0, T0 + 20, 1.0)
+    assert [s[1] for s in found] == [T0 + i for i in range(10)]
