@@ -42,9 +42,20 @@ class _UnixConnection(http.client.HTTPConnection):
         self._path = path
 
     def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+        # A unix socket whose accept queue is full says EAGAIN at once where TCP would wait:
+        # wait here too (within the timeout), as a burst of other clients drains.
+        deadline = time.monotonic() + (self.timeout if isinstance(self.timeout, (int, float)) else 60.0)
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            try:
+                self.sock.connect(self._path)
+                return
+            except BlockingIOError:
+                self.sock.close()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
 
 def request(socket_path: str, method: str, path: str, *, timeout: float = 60.0,

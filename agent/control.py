@@ -213,6 +213,12 @@ async def _index_known(request: web.Request) -> web.Response:
     return web.json_response({"stream_id": sid, "name": name, "size": size})
 
 
+#: Connections the kernel queues before the loop accepts them.  A full queue makes a unix
+#: socket's connect fail at once (EAGAIN), not wait as TCP's does: a burst of clients (the
+#: exporter's requests, scripts calling vasctl) must not find it full.
+BACKLOG = 1024
+
+
 class ControlServer:
     """Serves :func:`create_app` on a unix socket; ``close()`` is safe twice."""
 
@@ -233,7 +239,7 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
         old_umask = os.umask(0o117)  # created 0660: no window with a wider mode
         try:
-            self._site = web.UnixSite(self._runner, str(self.path))
+            self._site = web.UnixSite(self._runner, str(self.path), backlog=BACKLOG)
             await self._site.start()
         finally:
             os.umask(old_umask)

@@ -1,0 +1,47 @@
+"""The control socket's client (agent/client.py) against a real unix socket."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from agent.client import request
+
+
+def test_a_full_accept_queue_is_waited_for_not_taken_for_a_dead_agent(tmp_path):
+    # A unix socket with a full accept queue fails connect() at once (EAGAIN) where TCP waits:
+    # vasctl said "no answer from vas-agent" while a burst of other clients drained.
+    path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(0)
+    queued = []
+    while True:  # fill the queue
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            c.close()
+            break
+        queued.append(c)
+
+    def serve() -> None:
+        time.sleep(0.5)
+        for _ in queued:
+            server.accept()[0].close()
+        conn, _ = server.accept()
+        conn.recv(65536)
+        body = b'{"ok": true}'
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        assert request(path, "GET", "/status", timeout=10) == (200, {"ok": True})
+    finally:
+        thread.join(10)
+        for c in queued:
+            c.close()
+        server.close()
