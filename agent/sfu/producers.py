@@ -39,6 +39,10 @@ log = logging.getLogger("vas.sfu")
 POLL_INTERVAL = 2.0
 #: Polls without new packets (while FFmpeg progresses) before the producer is re-created.
 REPAIR_AFTER_POLLS = 3
+#: Seconds between probes of a run's profile while its source does not answer them (a camera
+#: restarting: FFmpeg, started alongside, may still reach it once it is back).  The run's
+#: FFmpeg gives up on an absent camera within its RTSP timeout (10 s), and its next run probes anew.
+PROFILE_RETRIES = (1.0, 2.0, 4.0, 8.0)
 
 
 class ProducerApi(Protocol):
@@ -228,7 +232,8 @@ class ProducerManager:
         """A new FFmpeg run: if the source's H.264 profile changed, a producer announcing the new one.
 
         Probed alongside the run (the common case costs no delay), except for
-        the first run onto a producer just made with a looked-up profile.  Only
+        the first run onto a producer just made with a looked-up profile; a
+        source that does not answer is asked again while the run lasts.  Only
         a producer whose profile is known is compared: one an SFU does not
         echo the profile of is kept.
         """
@@ -238,7 +243,15 @@ class ProducerManager:
         if producer.profile_fresh:
             producer.profile_fresh = False
             return
+        run = stream.child
         profile = await self._profile_check(stream)
+        for delay in PROFILE_RETRIES:  # unanswered: while this run lasts, ask again
+            if profile is not None:
+                break
+            await asyncio.sleep(delay)
+            if stream.child is not run or self.producers.get(stream_id) is not producer:
+                return  # a new run checks for itself
+            profile = await self._profile_check(stream)
         if profile is None or profile == producer.profile_level_id or self.producers.get(stream_id) is not producer:
             return
         log.warning("producers: %s now sends H.264 %s, its producer was made for %s; re-creating it",

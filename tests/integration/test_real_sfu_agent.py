@@ -262,3 +262,95 @@ def test_a_stream_added_by_a_reload_spawns_once(rtsp_camera, agent_factory):
     grows_on(port, "cam2", only_producer(port, "cam2")["producer_id"])
     time.sleep(REPAIR_WINDOW)
     assert (spawns(agent, "cam1"), spawns(agent, "cam2")) == (1, 1), agent.log()
+
+
+class HoldingProxy:
+    """TCP in front of a camera that, while ``hold`` is set, keeps each new connection waiting
+    ``hold`` seconds before it reaches the camera: a probe's 2 s question goes unanswered,
+    while FFmpeg (10 s RTSP timeout) is served late."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+        from camera.fixture import free_port
+        self.port, self.upstream, self.hold = free_port(), upstream_port, 0.0
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        import threading
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(client, self.hold), daemon=True).start()
+
+    def _serve(self, client, hold: float) -> None:
+        import socket
+        import threading
+        with client:
+            if self._stop.wait(hold):
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+            except OSError:
+                return
+            with upstream:
+                pipes = [threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                         for a, b in ((client, upstream), (upstream, client))]
+                for p in pipes:
+                    p.start()
+                for p in pipes:
+                    p.join()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        import socket
+        src.settimeout(None)
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        self._threads[0].join(5)
+
+
+def test_a_new_profile_is_found_when_the_camera_answered_ffmpeg_but_not_the_probe(camera_factory, agent_factory):
+    """The camera came back between the probe and FFmpeg (seen under load): the probe at the
+    spawn went unanswered, FFmpeg then reached it, and the producer kept announcing the old
+    profile for the whole run.  Asked again while the run lasts, the new one is found."""
+    from camera.fixture import free_port
+    camera = camera_factory(("cam",), profile="high")
+    proxy = HoldingProxy(camera.port)
+    try:
+        port = free_port()
+        url = f"rtsp://127.0.0.1:{proxy.port}/cam"
+        cfg = real_sfu_config({"cam": {"url": url}}, port, extra=("--h264-profiles", "42e01f,640032"))
+        agent = agent_factory(cfg).start()
+        assert agent.wait_state("cam", "live", timeout=45)["producer"]["profile_level_id"][:4] == "6400"
+        before = spawns(agent, "cam")
+        proxy.hold = 4.0  # every new connection: answered 4 s late (the probe gives up after 2 s)
+        camera.profile = None
+        camera.restart()  # FFmpeg's session ends; its next run reaches the camera 4 s late
+        wait_for(lambda: spawns(agent, "cam") > before, 30, "FFmpeg's next run")
+        time.sleep(1.0)
+        proxy.hold = 0.0  # the probes asked again from now on are answered
+        wait_for(lambda: (p := only_producer(port, "cam"))["profile_level_id"][:2] == "42" and p["packets"] > 50,
+                 60, "a producer announcing the camera's new profile, receiving")
+        assert "now sends H.264 42" in agent.log()
+    finally:
+        proxy.close()
