@@ -11,10 +11,12 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 
 import pytest
 
+from camera.fixture import free_port
 from sfu.real_sfu import get, sfu_command, sfu_section_env, start_real_sfu
 
 from .harness import AgentProcess, config, wait_for
@@ -89,7 +91,6 @@ def assert_one_more_spawn(agent: AgentProcess, port: int, sid: str, producer_id:
 # -- item 1: comedia locks the transport to the first sender's IP:port --------------------
 def _one_camera_receiving(rtsp_camera, agent_factory):
     """An agent with cam1 live on the real SFU, mediasoup counting; (agent, port, stream, producer, spawns)."""
-    from camera.fixture import free_port
     port = free_port()
     agent = agent_factory(real_sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()
     stream = agent.wait_state("cam1", "live", timeout=45)
@@ -114,7 +115,6 @@ def test_vasctl_restart_keeps_the_producer_and_costs_one_spawn(rtsp_camera, agen
 
 
 def test_agent_restart_keeps_adopted_producers_receiving(rtsp_camera, agent_factory, tmp_path):
-    from camera.fixture import free_port
     port = free_port()
     sfu = start_real_sfu(port, log=tmp_path / "sfu.log")
     try:
@@ -138,7 +138,6 @@ def test_agent_restart_keeps_adopted_producers_receiving(rtsp_camera, agent_fact
 # -- item 2: RTCP ------------------------------------------------------------------------
 def test_no_rtcp_goes_to_the_port_after_the_producers(rtsp_camera, agent_factory):
     """FFmpeg's RTCP would go to rtp_port+1, which mediasoup never reads (and may be another producer's)."""
-    from camera.fixture import free_port
     port = free_port()
     agent = agent_factory(real_sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()
     stream = agent.wait_state("cam1", "live", timeout=45)
@@ -162,7 +161,6 @@ def test_no_rtcp_goes_to_the_port_after_the_producers(rtsp_camera, agent_factory
 
 # -- item 4: start-up --------------------------------------------------------------------
 def test_one_spawn_per_stream_at_start_and_no_log_line_without_a_change(rtsp_camera, agent_factory):
-    from camera.fixture import free_port
     port = free_port()
     streams = {f"cam{i}": {"url": rtsp_camera.url(f"cam{i}")} for i in (1, 2, 3)}
     agent = agent_factory(real_sfu_config(streams, port)).start()
@@ -175,7 +173,6 @@ def test_one_spawn_per_stream_at_start_and_no_log_line_without_a_change(rtsp_cam
 # -- item 3: the stream's real H.264 profile ---------------------------------------------
 def test_a_high_profile_camera_goes_live_on_a_high_only_router(camera_factory, agent_factory):
     """Without its profile-level-id, produce() matches only a Constrained Baseline router entry."""
-    from camera.fixture import free_port
     camera = camera_factory(("hi",), profile="high")
     port = free_port()
     cfg = real_sfu_config({"hi": {"url": camera.url("hi")}}, port, extra=("--h264-profiles", "640032"))
@@ -190,7 +187,6 @@ def test_a_high_profile_camera_goes_live_on_a_high_only_router(camera_factory, a
 # -- item 5: a score that is null until the first packet ------------------------------------
 def test_a_producer_that_never_received_has_a_null_score_and_is_not_live(camera_factory, agent_factory):
     """mediasoup's producer.score is [] until the first packet: the SFU says null, the agent shows null."""
-    from camera.fixture import free_port
     camera = camera_factory(("cam1",), start=False)  # FFmpeg cannot connect: nothing is ever sent
     port = free_port()
     agent = agent_factory(real_sfu_config({"cam1": {"url": camera.url("cam1")}}, port)).start()
@@ -207,7 +203,6 @@ def test_a_producer_that_never_received_has_a_null_score_and_is_not_live(camera_
 
 def test_a_camera_that_changes_profile_gets_a_producer_with_the_new_one(camera_factory, agent_factory):
     """Probed again at each spawn: a producer's codec cannot change, so a new profile needs a new producer."""
-    from camera.fixture import free_port
     camera = camera_factory(("cam",), profile="high")
     port = free_port()
     cfg = real_sfu_config({"cam": {"url": camera.url("cam")}}, port, extra=("--h264-profiles", "42e01f,640032"))
@@ -224,7 +219,6 @@ def test_a_camera_that_changes_profile_gets_a_producer_with_the_new_one(camera_f
 
 def test_a_source_port_taken_while_ffmpeg_was_down_gets_a_new_producer_before_the_spawn(rtsp_camera, agent_factory):
     """Another program took the port between two runs: a new producer (and port), and still one spawn."""
-    from camera.fixture import free_port
     port = free_port()
     agent = agent_factory(real_sfu_config({"cam1": {"url": rtsp_camera.url("cam1")}}, port)).start()
     stream = agent.wait_state("cam1", "live", timeout=45)
@@ -250,7 +244,6 @@ def test_a_source_port_taken_while_ffmpeg_was_down_gets_a_new_producer_before_th
 
 def test_a_stream_added_by_a_reload_spawns_once(rtsp_camera, agent_factory):
     """The producer of a new stream is made alongside its start: no spawn, then a restart onto it."""
-    from camera.fixture import free_port
     port = free_port()
     streams = {"cam1": {"url": rtsp_camera.url("cam1")}}
     agent = agent_factory(real_sfu_config(streams, port)).start()
@@ -270,9 +263,6 @@ class HoldingProxy:
     while FFmpeg (10 s RTSP timeout) is served late."""
 
     def __init__(self, upstream_port: int) -> None:
-        import socket
-        import threading
-        from camera.fixture import free_port
         self.port, self.upstream, self.hold = free_port(), upstream_port, 0.0
         self._server = socket.create_server(("127.0.0.1", self.port))
         self._server.settimeout(0.2)
@@ -281,7 +271,6 @@ class HoldingProxy:
         self._threads[0].start()
 
     def _accept(self) -> None:
-        import threading
         while not self._stop.is_set():
             try:
                 client, _ = self._server.accept()
@@ -290,8 +279,6 @@ class HoldingProxy:
             threading.Thread(target=self._serve, args=(client, self.hold), daemon=True).start()
 
     def _serve(self, client, hold: float) -> None:
-        import socket
-        import threading
         with client:
             if self._stop.wait(hold):
                 return
@@ -309,7 +296,6 @@ class HoldingProxy:
 
     @staticmethod
     def _pipe(src, dst) -> None:
-        import socket
         src.settimeout(None)
         try:
             while data := src.recv(65536):
@@ -333,7 +319,6 @@ def test_a_new_profile_is_found_when_the_camera_answered_ffmpeg_but_not_the_prob
     """The camera came back between the probe and FFmpeg (seen under load): the probe at the
     spawn went unanswered, FFmpeg then reached it, and the producer kept announcing the old
     profile for the whole run.  Asked again while the run lasts, the new one is found."""
-    from camera.fixture import free_port
     camera = camera_factory(("cam",), profile="high")
     proxy = HoldingProxy(camera.port)
     try:
