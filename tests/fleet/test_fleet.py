@@ -205,8 +205,12 @@ def test_losing_the_etcd_leader_moves_no_stream(etcd_cluster, fleet):
 
 
 def _firewall(port: int, on: bool) -> None:
-    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-    subprocess.run(["iptables", "-I" if on else "-D", *rule], check=True)
+    """Both ways: a rule on ``--dport`` alone lets etcd's answers through, so a watch opened
+    before the cut still tells the node that another took its streams (it then rightly stops
+    them: a one-way partition, not the node cut off that this file is about)."""
+    for way in ("--dport", "--sport"):
+        rule = ["INPUT", "-i", "lo", "-p", "tcp", way, str(port), "-j", "DROP"]
+        subprocess.run(["iptables", "-I" if on else "-D", *rule], check=True)
 
 
 def test_a_node_cut_off_from_etcd_keeps_recording_then_yields(etcd, fleet):
