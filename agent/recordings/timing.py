@@ -25,6 +25,11 @@ from agent.recordings.pack import run_key
 #: A run whose numbers jump further than this past what it holds starts again from there
 #: (a playlist's numbers are consecutive; a jump is a new run reusing the name pattern).
 MAX_JUMP = 100_000
+#: How far a segment's claimed end may lie from its file's mtime, either way: FFmpeg dates a run
+#: from after its probe (ahead), a starved FFmpeg writes late (behind).  Further is a clock
+#: stepped under a running FFmpeg (a host that booted in 1970 and set its clock later), or a
+#: date that is no date (year 9999): not learned, the mtimes date that segment.
+MAX_SKEW = 30.0
 _UNKNOWN = math.nan
 
 
@@ -132,8 +137,11 @@ class Timing:
               mtime_of: Callable[[str, str], float | None]) -> int:
         """Record a playlist's segments (URIs relative to ``dir_rel``); how many were new.
 
-        An undated segment (a command without ``program_date_time``) starts where the one
-        before it in its run ended; the first one known of a run ends at its file's mtime.
+        Only segments the index holds are learned (a playlist naming files that do not exist
+        would grow runs without bound: their numbers' gaps are padded), and only dates whose end
+        lies within MAX_SKEW of the file's mtime.  An undated segment (a command without
+        ``program_date_time``) starts where the one before it in its run ended; the first one
+        known of a run ends at its file's mtime.
         ``mtime_of(folder, name)``: the indexed segment's mtime, or None."""
         learned = 0
         for uri, start, duration in entries:
@@ -146,18 +154,18 @@ class Timing:
             if run is None or abs(seq - run.first) > MAX_JUMP:
                 run = RunTimes(seq)
             mtime = mtime_of(folder, name)
+            if mtime is None:
+                continue  # not indexed (yet: the next playlist names it again; or no such file)
             if start is None:
                 before = run.claimed(seq - 1)
-                start = before[0] + before[1] if before is not None else (
-                    mtime - duration if mtime is not None else None)
-            if start is None:
-                continue  # not indexed yet and nothing before it: the next playlist names it again
+                start = before[0] + before[1] if before is not None else mtime - duration
+            if abs(start + duration - mtime) > MAX_SKEW:
+                continue  # a clock step or no date at all: it would take the whole run with it (lead)
             known = run.claimed(seq)
             if known is not None and abs(known[0] - start) < 1e-6:
                 continue
             run.set(seq, start, duration)
-            if mtime is not None:
-                run.lead = max(run.lead, start + duration - mtime)
+            run.lead = max(run.lead, start + duration - mtime)
             self.runs[(sid, folder, gkey)] = run
             learned += 1
         return learned

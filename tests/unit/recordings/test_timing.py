@@ -69,8 +69,8 @@ def test_timing_keeps_what_playlists_said_per_run_and_only_inside_the_stream():
                ("../other/cam_A_000004.ts", T0 + 3, 1.0), ("/abs/cam_A_000005.ts", T0 + 4, 1.0),
                ("http://h/cam_A_000006.ts", T0 + 5, 1.0), ("cam_A_000007.ts?x=1", T0 + 6, 1.0),
                ("cam_A_000008.ts", None, 1.0)]
-    assert t.learn("cam", "", entries, NOT_INDEXED) == 3  # the undated one: neither indexed nor after a known one
-    assert t.learn("cam", "", entries, NOT_INDEXED) == 0  # the next playlist repeats most: nothing new
+    assert t.learn("cam", "", entries, INDEXED) == 3  # the undated one: neither indexed nor after a known one
+    assert t.learn("cam", "", entries, INDEXED) == 0  # the next playlist repeats most: nothing new
     assert t.span("cam", "", "cam_A_000002.ts") == (T0 + 1, 1.0)
     assert t.span("cam", "sub", "cam_A_000003.ts") == (T0 + 2, 1.0)
     assert t.span("cam", "", "cam_A_000008.ts") is None
@@ -80,6 +80,50 @@ def test_timing_keeps_what_playlists_said_per_run_and_only_inside_the_stream():
 
 def NOT_INDEXED(folder: str, name: str) -> None:
     return None
+
+
+def INDEXED(folder: str, name: str) -> float | None:
+    """Each of cam_A_000001..7 written as its media (T0 + n - 1, 1 s) ended; 8 not indexed yet."""
+    n = int(name[-9:-3])
+    return T0 + n if n < 8 else None
+
+
+def test_only_segments_the_index_holds_are_learned():
+    # A playlist naming files that do not exist (planted, or left by another tool) must not grow
+    # the timing: runs' gaps are padded, so two numbers 100,000 apart cost 1.2 MB, and 200 such
+    # names in one 18 KB playlist held 230 MB and the index lock for seconds.
+    t = Timing()
+    text = "".join(f"#EXT-X-PROGRAM-DATE-TIME:2026-11-28T12:02:00Z\n#EXTINF:1,\nr{k}_0.ts\n"
+                   f"#EXTINF:1,\nr{k}_100000.ts\n" for k in range(200))
+    assert t.learn("cam", "", playlist_entries(text), NOT_INDEXED) == 0
+    assert t.runs == {}
+
+
+@pytest.mark.parametrize("claim", [
+    pytest.param(lambda i: T0 + i + (3600 if i >= 5 else 0), id="clock-stepped-back"),
+    pytest.param(lambda i: T0 + i - (3600 if i >= 5 else 0), id="clock-stepped-ahead"),
+    pytest.param(lambda i: i, id="booted-in-1970"),
+    pytest.param(lambda i: T0 + i if i != 7 else 253_402_300_000.0, id="one-date-in-9999"),
+])
+def test_dates_far_from_the_files_lose_no_segment_from_a_range(tmp_path, claim):
+    # A clock stepped under a running FFmpeg (its dates count on from its start), or one date
+    # that is no date: the run's lead took every segment of the run out of every range.
+    index = burst_index(tmp_path)
+    learn(index, [(f"cam_R_{i:06d}.ts", claim(i), 1.0) for i in range(10)])
+    found, _ = query.segments_between(index, "cam", T0 - 100, T0 + 100, 1.0)
+    assert sorted(s[0] for s in found) == [f"cam_R_{i:06d}.ts" for i in range(10)]
+    assert all(T0 - 1 <= s[1] <= T0 + 15 for s in found), found
+
+
+def test_a_duration_no_lookup_reaches_is_not_served_for_every_range(tmp_path):
+    # A segment claiming 1e9 s (dated as its file's end, a garbage EXTINF) was in every range
+    # of 31 years and, through the lead, took the rest of its run out of them.
+    index = burst_index(tmp_path)
+    learn(index, [(f"cam_R_{i:06d}.ts", T0 + i if i != 3 else T0 + 4 - 1e9, 1.0 if i != 3 else 1e9)
+                  for i in range(10)])
+    found, _ = query.segments_between(index, "cam", T0 - 100, T0 + 100, 1.0)
+    assert sorted(s[0] for s in found) == [f"cam_R_{i:06d}.ts" for i in range(10)]
+    assert query.segments_between(index, "cam", T0 - 10_000_000, T0 - 9_000_000, 1.0)[0] == []
 
 
 def test_a_run_grows_at_either_end_and_forgets_below_a_number():
