@@ -116,13 +116,15 @@ def test_dates_far_from_the_files_lose_no_segment_from_a_range(tmp_path, claim):
 
 
 def test_a_duration_no_lookup_reaches_is_not_served_for_every_range(tmp_path):
-    # A segment claiming 1e9 s (dated as its file's end, a garbage EXTINF) was in every range
-    # of 31 years and, through the lead, took the rest of its run out of them.
+    # A segment claiming 1e9 s that ends at its file's mtime (a garbage EXTINF and date): the
+    # timeline showed it over the whole range and 31 years before, and a clip (which takes a
+    # segment whose middle is in its range) left it out.
     index = burst_index(tmp_path)
     learn(index, [(f"cam_R_{i:06d}.ts", T0 + i if i != 3 else T0 + 4 - 1e9, 1.0 if i != 3 else 1e9)
                   for i in range(10)])
     found, _ = query.segments_between(index, "cam", T0 - 100, T0 + 100, 1.0)
     assert sorted(s[0] for s in found) == [f"cam_R_{i:06d}.ts" for i in range(10)]
+    assert all(s[2] <= 10 and s[1] >= T0 - 10 for s in found), found
     assert query.segments_between(index, "cam", T0 - 10_000_000, T0 - 9_000_000, 1.0)[0] == []
 
 
