@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable
 from datetime import datetime
 
@@ -78,15 +79,34 @@ def _date(text: str) -> float | None:
 
 class RunTimes:
     """One run's segments, by number from ``first``: the start its playlist claims (NaN: not
-    known) and its duration.  ``lead``: how far the claims run ahead of the files, taken off
+    known) and its duration.  A lead: how far the claims run ahead of the files, taken off
     every start (a segment's media cannot end after FFmpeg wrote its file; FFmpeg dates a run
-    from when it opened its output, after probing the camera, so its dates may run ahead)."""
+    from when it opened its output, after probing the camera, so its dates may run ahead).
+    One lead per stretch of consecutive numbers (``breaks``: each stretch's first number):
+    names that count on across FFmpeg's restarts (``-hls_start_number_source epoch``) hold
+    several FFmpeg runs, each probed for its own time."""
 
-    __slots__ = ("first", "starts", "durations", "lead")
+    __slots__ = ("first", "starts", "durations", "breaks", "leads")
 
     def __init__(self, first: int, lead: float = 0.0) -> None:
-        self.first, self.lead = first, lead
+        self.first = first
         self.starts, self.durations = array("d"), array("f")
+        self.breaks, self.leads = [first], [lead]
+
+    def _stretch(self, seq: int) -> int:
+        return max(bisect_right(self.breaks, seq) - 1, 0)
+
+    def lead_of(self, seq: int) -> float:
+        return self.leads[self._stretch(seq)]
+
+    def raise_lead(self, seq: int, lead: float) -> None:
+        """``seq``'s media ended ``lead`` after its file was written: its stretch's lead is at least that."""
+        if seq >= self.first + len(self.starts) and len(self.starts) and self.claimed(seq - 1) is None:
+            if seq > self.breaks[-1]:  # past the numbers held, after a gap: FFmpeg started again
+                self.breaks.append(seq)
+                self.leads.append(0.0)
+        i = self._stretch(seq)
+        self.leads[i] = max(self.leads[i], lead)
 
     def set(self, seq: int, start: float, duration: float) -> None:
         if seq < self.first:  # an older number than held (rare: a playlist read late): grow at the front
@@ -111,7 +131,7 @@ class RunTimes:
     def get(self, seq: int) -> tuple[float, float] | None:
         """``(start, duration)``, the start taken back by the run's lead, or None."""
         known = self.claimed(seq)
-        return (known[0] - self.lead, known[1]) if known is not None else None
+        return (known[0] - self.lead_of(seq), known[1]) if known is not None else None
 
     def drop_before(self, seq: int) -> None:
         """Forget numbers below ``seq`` (their segments are gone)."""
@@ -119,6 +139,8 @@ class RunTimes:
         if n > 0:
             del self.starts[:n], self.durations[:n]
             self.first += n
+            i = self._stretch(self.first)
+            self.breaks, self.leads = [self.first, *self.breaks[i + 1:]], self.leads[i:]
 
 
 #: (stream, folder relative to the stream's directory, run key of the names)
@@ -164,8 +186,8 @@ class Timing:
             known = run.claimed(seq)
             if known is not None and abs(known[0] - start) < 1e-6:
                 continue
+            run.raise_lead(seq, start + duration - mtime)  # first: a new stretch is told by the gap before it
             run.set(seq, start, duration)
-            run.lead = max(run.lead, start + duration - mtime)
             self.runs[(sid, folder, gkey)] = run
             learned += 1
         return learned
@@ -182,8 +204,10 @@ class Timing:
         if run is None:
             return None
         a, b = max(lo - run.first, 0), max(hi + 1 - run.first, 0)
-        out = RunTimes(run.first + a, run.lead)
+        out = RunTimes(run.first + a)
         out.starts, out.durations = run.starts[a:b], run.durations[a:b]
+        i, j = run._stretch(out.first), run._stretch(run.first + b)
+        out.breaks, out.leads = [out.first, *run.breaks[i + 1:j + 1]], run.leads[i:j + 1]
         return out
 
     def prune(self, lowest_number: Callable[[str, str, tuple], int | None]) -> None:

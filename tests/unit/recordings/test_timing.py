@@ -213,3 +213,26 @@ def test_dates_that_run_ahead_of_the_files_are_taken_back_by_the_run_s_lead(tmp_
     learn(index, [(f"cam_R_{i:06d}.ts", T0 + i + 2.5, 1.0) for i in range(10)])
     found, _ = query.segments_between(index, "cam", T0, T0 + 20, 1.0)
     assert [s[1] for s in found] == [T0 + i for i in range(10)]
+
+
+def test_names_that_count_on_across_restarts_keep_each_ffmpeg_run_s_lead(tmp_path):
+    # -hls_start_number_source epoch: every FFmpeg run's numbers start at its start second, so
+    # two runs 65 s apart are one run of names.  The second run's probe took 20 s (its dates
+    # run 20 s ahead), the first's 2 s: one lead for both moved the first run 18 s early, out
+    # of its own range.
+    root = tmp_path / "rec"
+    runs = [(1_795_867_320, 0, 2.0), (1_795_867_385, 65, 20.0)]  # (first number, start, lead)
+    for first, off, _ in runs:
+        for j in range(5):
+            put(root / "cam" / f"seg{first + j}.ts", T0 + off + j + 1)
+    index = SegmentIndex(root)
+    index.scan_all()
+    for first, off, lead in runs:
+        learn(index, [(f"seg{first + j}.ts", T0 + off + j + lead, 1.0) for j in range(5)])
+    found, _ = query.segments_between(index, "cam", T0, T0 + 5, 1.0)
+    assert [(s[0], s[1]) for s in found] == [(f"seg{1_795_867_320 + j}.ts", T0 + j) for j in range(5)]
+    found, _ = query.segments_between(index, "cam", T0 + 65, T0 + 70, 1.0)
+    assert [s[1] for s in found] == [T0 + 65 + j for j in range(5)]
+    run = index.timing.runs[("cam", "", ("seg", ".ts", 1))]
+    run.drop_before(1_795_867_386)  # the first run and a segment of the second deleted
+    assert run.breaks == [1_795_867_386] and run.leads == [20.0] and run.get(1_795_867_386) == (T0 + 66, 1.0)
