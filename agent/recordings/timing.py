@@ -31,6 +31,10 @@ MAX_JUMP = 100_000
 #: stepped under a running FFmpeg (a host that booted in 1970 and set its clock later), or a
 #: date that is no date (year 9999): not learned, the mtimes date that segment.
 MAX_SKEW = 30.0
+#: Entries of one playlist learned at most, its last (FFmpeg appends each new segment; a
+#: command with ``hls_list_size 0`` lists every segment of its run): each is a lookup in the
+#: index under its lock, and one of an old segment in a big folder costs up to a millisecond.
+MAX_ENTRIES = 64
 _UNKNOWN = math.nan
 
 
@@ -166,7 +170,7 @@ class Timing:
         known of a run ends at its file's mtime.
         ``mtime_of(folder, name)``: the indexed segment's mtime, or None."""
         learned = 0
-        for uri, start, duration in entries:
+        for uri, start, duration in entries[-MAX_ENTRIES:]:
             where = _below(dir_rel, uri)
             if where is None:
                 continue
@@ -175,6 +179,9 @@ class Timing:
             run = self.runs.get((sid, folder, gkey))
             if run is None or abs(seq - run.first) > MAX_JUMP:
                 run = RunTimes(seq)
+            known = run.claimed(seq)
+            if known is not None and (start is None or abs(known[0] - start) < 1e-6):
+                continue  # the playlist before this one named it: no lookup in the index
             mtime = mtime_of(folder, name)
             if mtime is None:
                 continue  # not indexed (yet: the next playlist names it again; or no such file)
@@ -183,9 +190,6 @@ class Timing:
                 start = before[0] + before[1] if before is not None else mtime - duration
             if abs(start + duration - mtime) > MAX_SKEW:
                 continue  # a clock step or no date at all: it would take the whole run with it (lead)
-            known = run.claimed(seq)
-            if known is not None and abs(known[0] - start) < 1e-6:
-                continue
             run.raise_lead(seq, start + duration - mtime)  # first: a new stretch is told by the gap before it
             run.set(seq, start, duration)
             self.runs[(sid, folder, gkey)] = run

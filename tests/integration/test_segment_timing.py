@@ -13,7 +13,7 @@ import pytest
 from agent.config.model import RecordingConfig, StreamConfig
 from agent.recordings import query
 from agent.recordings.index import SegmentIndex
-from agent.recordings.watch import Watch
+from agent.recordings.watch import PLAYLIST_MAX, Watch
 from agent.supervise.ffmpeg import Launch, hls_output
 
 from .harness import wait_for
@@ -60,3 +60,31 @@ def test_segments_written_in_a_burst_keep_their_media_times(rtsp_camera, tmp_pat
     for prev, seg in zip(found, found[1:]):  # back to back in media time, each about SEG long
         assert abs(prev[1] + prev[2] - seg[1]) < 0.05, (prev, seg)
     assert all(0.5 * SEG <= s[2] <= 2.5 * SEG for s in found[:-1]), [s[2] for s in found]
+
+
+def test_a_playlist_past_the_size_of_a_live_one_is_not_read(tmp_path):
+    # The watcher read the first 256 KiB of a bigger playlist (an hls_list_size 0 command after
+    # hours): only old entries, looked up in the index under its lock at every new segment.
+    root = tmp_path / "rec"
+    (root / "cam").mkdir(parents=True)
+    now = time.time()
+    names = [f"cam_R_{i:06d}.ts" for i in range(10_000)]  # 340 KB listed
+    entry = "#EXTINF:1.000000,\n{}\n"
+    cut = (PLAYLIST_MAX - len("#EXTM3U\n")) // len(entry.format(names[0]))  # the entries 256 KiB hold
+    planted = [*names[cut - 3:cut], names[-1]]
+    for i, name in enumerate(planted):
+        (root / "cam" / name).write_bytes(b"x")
+        os.utime(root / "cam" / name, (now - 10 + i, now - 10 + i))
+    index = SegmentIndex(root)
+    index.scan_all()
+    watch = Watch(root, index)
+    watch.start()
+    try:
+        for playlist, listed in (("big.m3u8", names), ("index.m3u8", names[-1:])):  # in this order
+            tmp = root / "cam" / f"{playlist}.tmp"
+            tmp.write_text("#EXTM3U\n" + "".join(entry.format(n) for n in listed))
+            tmp.rename(root / "cam" / playlist)
+        wait_for(lambda: index.timing.span("cam", "", names[-1]) is not None, 10, "the live playlist read")
+    finally:
+        watch.stop()
+    assert [index.timing.span("cam", "", n) for n in planted[:3]] == [None] * 3

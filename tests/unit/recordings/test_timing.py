@@ -236,3 +236,24 @@ def test_names_that_count_on_across_restarts_keep_each_ffmpeg_run_s_lead(tmp_pat
     run = index.timing.runs[("cam", "", ("seg", ".ts", 1))]
     run.drop_before(1_795_867_386)  # the first run and a segment of the second deleted
     assert run.breaks == [1_795_867_386] and run.leads == [20.0] and run.get(1_795_867_386) == (T0 + 66, 1.0)
+
+
+def test_a_playlist_of_a_whole_run_costs_a_few_lookups_under_the_lock():
+    # A command with hls_list_size 0 lists every segment of its run, and FFmpeg rewrites it for
+    # each new one: each entry was a lookup in the index under its lock (2,545 in a folder of
+    # 300,000 segments held it 1.8 s, every segment).  Only the last ones, and only what the
+    # playlist before it did not name, are looked up.
+    calls: list[str] = []
+
+    def mtime_of(folder: str, name: str) -> float:
+        calls.append(name)
+        return T0 + int(name[6:12]) + 1
+
+    t = Timing()
+    entries = [(f"cam_R_{i:06d}.ts", T0 + i, 1.0) for i in range(2000)]
+    t.learn("cam", "", entries, mtime_of)
+    assert len(calls) <= 100
+    assert t.span("cam", "", "cam_R_001999.ts") == (T0 + 1999, 1.0)
+    calls.clear()
+    assert t.learn("cam", "", [*entries, ("cam_R_002000.ts", T0 + 2000, 1.0)], mtime_of) == 1
+    assert calls == ["cam_R_002000.ts"]
