@@ -180,7 +180,7 @@ class Timing:
             if run is None or abs(seq - run.first) > MAX_JUMP:
                 run = RunTimes(seq)
             known = run.claimed(seq)
-            if known is not None and (start is None or abs(known[0] - start) < 1e-6):
+            if known is not None and start is not None and abs(known[0] - start) < 1e-6:
                 continue  # the playlist before this one named it: no lookup in the index
             mtime = mtime_of(folder, name)
             if mtime is None:
@@ -190,6 +190,8 @@ class Timing:
                 start = before[0] + before[1] if before is not None else mtime - duration
             if abs(start + duration - mtime) > MAX_SKEW:
                 continue  # a clock step or no date at all: it would take the whole run with it (lead)
+            if known is not None and abs(known[0] - start) < 1e-6:
+                continue  # undated, as the playlist before this one had it
             run.raise_lead(seq, start + duration - mtime)  # first: a new stretch is told by the gap before it
             run.set(seq, start, duration)
             self.runs[(sid, folder, gkey)] = run

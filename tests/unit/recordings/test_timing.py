@@ -257,3 +257,18 @@ def test_a_playlist_of_a_whole_run_costs_a_few_lookups_under_the_lock():
     calls.clear()
     assert t.learn("cam", "", [*entries, ("cam_R_002000.ts", T0 + 2000, 1.0)], mtime_of) == 1
     assert calls == ["cam_R_002000.ts"]
+
+
+def test_an_undated_segment_rewritten_by_the_next_run_is_dated_again(tmp_path):
+    # An operator's command that names segments seg0.ts, seg1.ts, ... and no date, restarted:
+    # the new run rewrites seg0.ts; it ends at its new mtime, not where the old run had it.
+    root = tmp_path / "rec"
+    for i in range(3):
+        put(root / "cam" / f"seg{i}.ts", T0 + i + 1)
+    index = SegmentIndex(root)
+    index.scan_all()
+    learn(index, [(f"seg{i}.ts", None, 1.0) for i in range(3)])
+    put(root / "cam" / "seg0.ts", T0 + 20)
+    index.scan_all()
+    learn(index, [("seg0.ts", None, 1.0)])
+    assert index.timing.span("cam", "", "seg0.ts") == (T0 + 19, 1.0)
