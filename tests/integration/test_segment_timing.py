@@ -16,7 +16,7 @@ from agent.recordings.index import SegmentIndex
 from agent.recordings.watch import PLAYLIST_MAX, Watch
 from agent.supervise.ffmpeg import Launch, hls_output
 
-from .harness import wait_for
+from .harness import config, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SEG = 1.0
@@ -88,3 +88,43 @@ def test_a_playlist_past_the_size_of_a_live_one_is_not_read(tmp_path):
     finally:
         watch.stop()
     assert [index.timing.span("cam", "", n) for n in planted[:3]] == [None] * 3
+
+
+def test_a_planted_playlist_takes_no_segment_out_of_the_agent_s_answers(rtsp_camera, agent_factory):
+    # A playlist in the stream's folder dating its segments in year 9999 and in 1970, with 1e9 s
+    # durations, rewritten in a loop; a FIFO, a symlink to /dev/zero and 1 MiB of noise named
+    # .m3u8 beside it.  The agent's range answer lost every segment (the run's lead became
+    # 8,000 years); the watcher must stay up and keep indexing.
+    from agent.client import request
+    agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}})).start()
+    folder = agent.recordings / "cam1"
+    wait_for(lambda: len(agent.segments("cam1")) >= 4, 30, "four segments")
+    names = [p.name for p in agent.segments("cam1")]
+    for k in range(200):
+        date = "9999-12-31T00:00:00Z" if k % 2 else "1970-01-01T00:00:00Z"
+        tmp = folder / "planted.m3u8.tmp"
+        tmp.write_text("#EXTM3U\n" + "".join(f"#EXT-X-PROGRAM-DATE-TIME:{date}\n#EXTINF:1e9,\n{n}\n" for n in names)
+                       + "#EXTINF:1,\n../../../etc/passwd.ts\n#EXTINF:1,\n/etc/x.ts\n")
+        tmp.rename(folder / "planted.m3u8")
+    os.mkfifo(folder / "fifo.m3u8")
+    reader = os.open(folder / "fifo.m3u8", os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(folder / "fifo.m3u8", os.O_WRONLY)
+    os.write(writer, b"#EXTINF:1,\nx.ts\n")
+    os.close(writer)  # IN_CLOSE_WRITE on a FIFO: the watcher must not open it
+    os.close(reader)
+    os.symlink("/dev/zero", folder / "zero.m3u8")
+    (folder / "noise.m3u8").write_bytes(os.urandom(1 << 20))
+    before = len(agent.segments("cam1"))
+    wait_for(lambda: len(agent.segments("cam1")) >= before + 2, 30, "two more segments")
+    sock = str(agent.runtime_dir / "agent.sock")
+    now = time.time()
+    newest = lambda: request(sock, "GET", "/index/cam1/newest")[1]["segment"][0]  # noqa: E731
+    wait_for(lambda: newest() not in names, 10, "a new segment indexed")
+    status, body = request(sock, "GET", f"/index/cam1/segments?start={now - 300:.3f}&end={now + 60:.3f}")
+    assert status == 200
+    found = {s[0]: s for s in body["segments"]}
+    assert set(names) <= set(found), (names, sorted(found))
+    for name in names:
+        mtime = os.stat(folder / name).st_mtime
+        assert mtime - 5 < found[name][1] < mtime and 0 < found[name][2] < 5, found[name]
+    assert "Traceback" not in agent.log(), agent.log()[-3000:]
