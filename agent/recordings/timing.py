@@ -43,7 +43,8 @@ def playlist_entries(text: str) -> list[tuple[str, float | None, float]]:
 
     ``start`` is the segment's ``EXT-X-PROGRAM-DATE-TIME`` (epoch seconds), else the one
     before it plus its duration when the playlist dated that one, else None.  A
-    DISCONTINUITY breaks that chain.  Lines that do not parse are skipped."""
+    DISCONTINUITY breaks that chain, and so does a segment left out (no usable duration).
+    Lines that do not parse are skipped."""
     out: list[tuple[str, float | None, float]] = []
     duration: float | None = None
     dated: float | None = None
@@ -61,6 +62,8 @@ def playlist_entries(text: str) -> list[tuple[str, float | None, float]]:
                 start = dated if dated is not None else chain
                 out.append((line, start, duration))
                 chain = start + duration if start is not None else None
+            else:
+                chain = None  # a segment of unknown length: the next one's start is not known either
             duration = dated = None
     return out
 

@@ -58,6 +58,13 @@ def test_a_segment_without_a_usable_duration_is_left_out(bad):
     assert playlist_entries(bad) == []
 
 
+def test_a_segment_left_out_breaks_the_chain_of_dates():
+    # s5's EXTINF does not parse (or is missing): s6 was dated where s5 began, a segment early.
+    for bad in ("#EXTINF:nan,\n", "#EXTINF:-1,\n", ""):
+        text = f"#EXT-X-PROGRAM-DATE-TIME:2026-11-28T12:02:00Z\n#EXTINF:1,\ns4.ts\n{bad}s5.ts\n#EXTINF:1,\ns6.ts\n"
+        assert playlist_entries(text) == [("s4.ts", T0, 1.0), ("s6.ts", None, 1.0)]
+
+
 def test_a_date_without_a_zone_or_that_does_not_parse_dates_nothing():
     for date in ("2026-11-28T12:02:00", "yesterday", ""):
         assert playlist_entries(f"#EXT-X-PROGRAM-DATE-TIME:{date}\n#EXTINF:1,\na.ts\n") == [("a.ts", None, 1.0)]
