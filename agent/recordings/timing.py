@@ -10,8 +10,9 @@ the one before ended).  The watcher reads the playlist each time FFmpeg
 renames a new one into place (agent/recordings/watch.py), and :class:`Timing` keeps what it
 said per run of names: a start (float64) and a duration (float32) per segment number, 12 bytes
 a segment, kept apart from the index's packed entries so a rescan keeps them.  What no playlist
-named (footage from before the agent started, an operator's command without a playlist) has no
-entry here; the query then falls back on the mtimes (agent/recordings/query.py).
+named (footage from before the agent started, an operator's command without a playlist), or
+dated more than MAX_SKEW from its file's mtime (a clock step, a planted date), has no entry
+here; the query then falls back on the mtimes (agent/recordings/query.py).
 """
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ class RunTimes:
         return None
 
     def get(self, seq: int) -> tuple[float, float] | None:
-        """``(start, duration)``, the start taken back by the run's lead, or None."""
+        """``(start, duration)``, the start taken back by its stretch's lead, or None."""
         known = self.claimed(seq)
         return (known[0] - self.lead_of(seq), known[1]) if known is not None else None
 
