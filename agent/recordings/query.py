@@ -67,7 +67,8 @@ def _span(d: DirSegments, i: int, seg: float, times: Times) -> tuple[float, floa
         gkey, number = d.run_of(i)
         run = times.get(gkey)
         known = run.get(number) if run is not None else None
-        if known is not None:
+        # A start earlier than a lookup by mtime reaches (a claimed duration of hours): the mtimes date it.
+        if known is not None and known[0] >= d.mtimes[i] - gap_limit(seg) - MAX_LAG:
             return known
     mtime, limit = d.mtimes[i], gap_limit(seg)
     prev = d.mtimes[i - 1] if i else None

@@ -10,13 +10,15 @@ the one before ended).  The watcher reads the playlist each time FFmpeg
 renames a new one into place (agent/recordings/watch.py), and :class:`Timing` keeps what it
 said per run of names: a start (float64) and a duration (float32) per segment number, 12 bytes
 a segment, kept apart from the index's packed entries so a rescan keeps them.  What no playlist
-named (footage from before the agent started, an operator's command without a playlist) has no
-entry here; the query then falls back on the mtimes (agent/recordings/query.py).
+named (footage from before the agent started, an operator's command without a playlist), or
+dated more than MAX_SKEW from its file's mtime (a clock step, a planted date), has no entry
+here; the query then falls back on the mtimes (agent/recordings/query.py).
 """
 from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable
 from datetime import datetime
 
@@ -25,6 +27,15 @@ from agent.recordings.pack import run_key
 #: A run whose numbers jump further than this past what it holds starts again from there
 #: (a playlist's numbers are consecutive; a jump is a new run reusing the name pattern).
 MAX_JUMP = 100_000
+#: How far a segment's claimed end may lie from its file's mtime, either way: FFmpeg dates a run
+#: from after its probe (ahead), a starved FFmpeg writes late (behind).  Further is a clock
+#: stepped under a running FFmpeg (a host that booted in 1970 and set its clock later), or a
+#: date that is no date (year 9999): not learned, the mtimes date that segment.
+MAX_SKEW = 30.0
+#: Entries of one playlist learned at most, its last (FFmpeg appends each new segment; a
+#: command with ``hls_list_size 0`` lists every segment of its run): each is a lookup in the
+#: index under its lock, and one of an old segment in a big folder costs up to a millisecond.
+MAX_ENTRIES = 64
 _UNKNOWN = math.nan
 
 
@@ -33,7 +44,8 @@ def playlist_entries(text: str) -> list[tuple[str, float | None, float]]:
 
     ``start`` is the segment's ``EXT-X-PROGRAM-DATE-TIME`` (epoch seconds), else the one
     before it plus its duration when the playlist dated that one, else None.  A
-    DISCONTINUITY breaks that chain.  Lines that do not parse are skipped."""
+    DISCONTINUITY breaks that chain, and so does a segment left out (no usable duration).
+    Lines that do not parse are skipped."""
     out: list[tuple[str, float | None, float]] = []
     duration: float | None = None
     dated: float | None = None
@@ -51,6 +63,8 @@ def playlist_entries(text: str) -> list[tuple[str, float | None, float]]:
                 start = dated if dated is not None else chain
                 out.append((line, start, duration))
                 chain = start + duration if start is not None else None
+            else:
+                chain = None  # a segment of unknown length: the next one's start is not known either
             duration = dated = None
     return out
 
@@ -73,15 +87,34 @@ def _date(text: str) -> float | None:
 
 class RunTimes:
     """One run's segments, by number from ``first``: the start its playlist claims (NaN: not
-    known) and its duration.  ``lead``: how far the claims run ahead of the files, taken off
+    known) and its duration.  A lead: how far the claims run ahead of the files, taken off
     every start (a segment's media cannot end after FFmpeg wrote its file; FFmpeg dates a run
-    from when it opened its output, after probing the camera, so its dates may run ahead)."""
+    from when it opened its output, after probing the camera, so its dates may run ahead).
+    One lead per stretch of consecutive numbers (``breaks``: each stretch's first number):
+    names that count on across FFmpeg's restarts (``-hls_start_number_source epoch``) hold
+    several FFmpeg runs, each probed for its own time."""
 
-    __slots__ = ("first", "starts", "durations", "lead")
+    __slots__ = ("first", "starts", "durations", "breaks", "leads")
 
     def __init__(self, first: int, lead: float = 0.0) -> None:
-        self.first, self.lead = first, lead
+        self.first = first
         self.starts, self.durations = array("d"), array("f")
+        self.breaks, self.leads = [first], [lead]
+
+    def _stretch(self, seq: int) -> int:
+        return max(bisect_right(self.breaks, seq) - 1, 0)
+
+    def lead_of(self, seq: int) -> float:
+        return self.leads[self._stretch(seq)]
+
+    def raise_lead(self, seq: int, lead: float) -> None:
+        """``seq``'s media ended ``lead`` after its file was written: its stretch's lead is at least that."""
+        if seq >= self.first + len(self.starts) and len(self.starts) and self.claimed(seq - 1) is None:
+            if seq > self.breaks[-1]:  # past the numbers held, after a gap: FFmpeg started again
+                self.breaks.append(seq)
+                self.leads.append(0.0)
+        i = self._stretch(seq)
+        self.leads[i] = max(self.leads[i], lead)
 
     def set(self, seq: int, start: float, duration: float) -> None:
         if seq < self.first:  # an older number than held (rare: a playlist read late): grow at the front
@@ -104,9 +137,9 @@ class RunTimes:
         return None
 
     def get(self, seq: int) -> tuple[float, float] | None:
-        """``(start, duration)``, the start taken back by the run's lead, or None."""
+        """``(start, duration)``, the start taken back by its stretch's lead, or None."""
         known = self.claimed(seq)
-        return (known[0] - self.lead, known[1]) if known is not None else None
+        return (known[0] - self.lead_of(seq), known[1]) if known is not None else None
 
     def drop_before(self, seq: int) -> None:
         """Forget numbers below ``seq`` (their segments are gone)."""
@@ -114,6 +147,8 @@ class RunTimes:
         if n > 0:
             del self.starts[:n], self.durations[:n]
             self.first += n
+            i = self._stretch(self.first)
+            self.breaks, self.leads = [self.first, *self.breaks[i + 1:]], self.leads[i:]
 
 
 #: (stream, folder relative to the stream's directory, run key of the names)
@@ -132,11 +167,14 @@ class Timing:
               mtime_of: Callable[[str, str], float | None]) -> int:
         """Record a playlist's segments (URIs relative to ``dir_rel``); how many were new.
 
-        An undated segment (a command without ``program_date_time``) starts where the one
-        before it in its run ended; the first one known of a run ends at its file's mtime.
+        Only segments the index holds are learned (a playlist naming files that do not exist
+        would grow runs without bound: their numbers' gaps are padded), and only dates whose end
+        lies within MAX_SKEW of the file's mtime.  An undated segment (a command without
+        ``program_date_time``) starts where the one before it in its run ended; the first one
+        known of a run ends at its file's mtime.
         ``mtime_of(folder, name)``: the indexed segment's mtime, or None."""
         learned = 0
-        for uri, start, duration in entries:
+        for uri, start, duration in entries[-MAX_ENTRIES:]:
             where = _below(dir_rel, uri)
             if where is None:
                 continue
@@ -145,19 +183,21 @@ class Timing:
             run = self.runs.get((sid, folder, gkey))
             if run is None or abs(seq - run.first) > MAX_JUMP:
                 run = RunTimes(seq)
+            known = run.claimed(seq)
+            if known is not None and start is not None and abs(known[0] - start) < 1e-6:
+                continue  # the playlist before this one named it: no lookup in the index
             mtime = mtime_of(folder, name)
+            if mtime is None:
+                continue  # not indexed (yet: the next playlist names it again; or no such file)
             if start is None:
                 before = run.claimed(seq - 1)
-                start = before[0] + before[1] if before is not None else (
-                    mtime - duration if mtime is not None else None)
-            if start is None:
-                continue  # not indexed yet and nothing before it: the next playlist names it again
-            known = run.claimed(seq)
+                start = before[0] + before[1] if before is not None else mtime - duration
+            if abs(start + duration - mtime) > MAX_SKEW:
+                continue  # a clock step or no date at all: it would take the whole run with it (lead)
             if known is not None and abs(known[0] - start) < 1e-6:
-                continue
+                continue  # undated, as the playlist before this one had it
+            run.raise_lead(seq, start + duration - mtime)  # first: a new stretch is told by the gap before it
             run.set(seq, start, duration)
-            if mtime is not None:
-                run.lead = max(run.lead, start + duration - mtime)
             self.runs[(sid, folder, gkey)] = run
             learned += 1
         return learned
@@ -174,8 +214,10 @@ class Timing:
         if run is None:
             return None
         a, b = max(lo - run.first, 0), max(hi + 1 - run.first, 0)
-        out = RunTimes(run.first + a, run.lead)
+        out = RunTimes(run.first + a)
         out.starts, out.durations = run.starts[a:b], run.durations[a:b]
+        i, j = run._stretch(out.first), run._stretch(run.first + b)
+        out.breaks, out.leads = [out.first, *run.breaks[i + 1:j + 1]], run.leads[i:j + 1]
         return out
 
     def prune(self, lowest_number: Callable[[str, str, tuple], int | None]) -> None:

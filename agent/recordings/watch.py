@@ -224,11 +224,13 @@ class Watch(FileSystemEventHandler):
         except OSError:
             return
         try:
-            text = read_small(fd, name, PLAYLIST_MAX)
+            text = read_small(fd, name, PLAYLIST_MAX + 1)
         except OSError:
             return  # gone or replaced already, or not a regular file: the next one says as much
         finally:
             os.close(fd)
+        if len(text) > PLAYLIST_MAX:
+            return  # not a live playlist (hls_list_size 0 after hours): its first 256 KiB are old news
         entries = playlist_entries(text.decode("utf-8", "replace"))
         with self.index.lock:
             self.index.timing.learn(sid, dir_rel, entries,

@@ -58,6 +58,13 @@ def test_a_segment_without_a_usable_duration_is_left_out(bad):
     assert playlist_entries(bad) == []
 
 
+def test_a_segment_left_out_breaks_the_chain_of_dates():
+    # s5's EXTINF does not parse (or is missing): s6 was dated where s5 began, a segment early.
+    for bad in ("#EXTINF:nan,\n", "#EXTINF:-1,\n", ""):
+        text = f"#EXT-X-PROGRAM-DATE-TIME:2026-11-28T12:02:00Z\n#EXTINF:1,\ns4.ts\n{bad}s5.ts\n#EXTINF:1,\ns6.ts\n"
+        assert playlist_entries(text) == [("s4.ts", T0, 1.0), ("s6.ts", None, 1.0)]
+
+
 def test_a_date_without_a_zone_or_that_does_not_parse_dates_nothing():
     for date in ("2026-11-28T12:02:00", "yesterday", ""):
         assert playlist_entries(f"#EXT-X-PROGRAM-DATE-TIME:{date}\n#EXTINF:1,\na.ts\n") == [("a.ts", None, 1.0)]
@@ -69,8 +76,8 @@ def test_timing_keeps_what_playlists_said_per_run_and_only_inside_the_stream():
                ("../other/cam_A_000004.ts", T0 + 3, 1.0), ("/abs/cam_A_000005.ts", T0 + 4, 1.0),
                ("http://h/cam_A_000006.ts", T0 + 5, 1.0), ("cam_A_000007.ts?x=1", T0 + 6, 1.0),
                ("cam_A_000008.ts", None, 1.0)]
-    assert t.learn("cam", "", entries, NOT_INDEXED) == 3  # the undated one: neither indexed nor after a known one
-    assert t.learn("cam", "", entries, NOT_INDEXED) == 0  # the next playlist repeats most: nothing new
+    assert t.learn("cam", "", entries, INDEXED) == 3  # the undated one: neither indexed nor after a known one
+    assert t.learn("cam", "", entries, INDEXED) == 0  # the next playlist repeats most: nothing new
     assert t.span("cam", "", "cam_A_000002.ts") == (T0 + 1, 1.0)
     assert t.span("cam", "sub", "cam_A_000003.ts") == (T0 + 2, 1.0)
     assert t.span("cam", "", "cam_A_000008.ts") is None
@@ -80,6 +87,52 @@ def test_timing_keeps_what_playlists_said_per_run_and_only_inside_the_stream():
 
 def NOT_INDEXED(folder: str, name: str) -> None:
     return None
+
+
+def INDEXED(folder: str, name: str) -> float | None:
+    """Each of cam_A_000001..7 written as its media (T0 + n - 1, 1 s) ended; 8 not indexed yet."""
+    n = int(name[-9:-3])
+    return T0 + n if n < 8 else None
+
+
+def test_only_segments_the_index_holds_are_learned():
+    # A playlist naming files that do not exist (planted, or left by another tool) must not grow
+    # the timing: runs' gaps are padded, so two numbers 100,000 apart cost 1.2 MB, and 200 such
+    # names in one 18 KB playlist held 230 MB and the index lock for seconds.
+    t = Timing()
+    text = "".join(f"#EXT-X-PROGRAM-DATE-TIME:2026-11-28T12:02:00Z\n#EXTINF:1,\nr{k}_0.ts\n"
+                   f"#EXTINF:1,\nr{k}_100000.ts\n" for k in range(200))
+    assert t.learn("cam", "", playlist_entries(text), NOT_INDEXED) == 0
+    assert t.runs == {}
+
+
+@pytest.mark.parametrize("claim", [
+    pytest.param(lambda i: T0 + i + (3600 if i >= 5 else 0), id="clock-stepped-back"),
+    pytest.param(lambda i: T0 + i - (3600 if i >= 5 else 0), id="clock-stepped-ahead"),
+    pytest.param(lambda i: i, id="booted-in-1970"),
+    pytest.param(lambda i: T0 + i if i != 7 else 253_402_300_000.0, id="one-date-in-9999"),
+])
+def test_dates_far_from_the_files_lose_no_segment_from_a_range(tmp_path, claim):
+    # A clock stepped under a running FFmpeg (its dates count on from its start), or one date
+    # that is no date: the run's lead took every segment of the run out of every range.
+    index = burst_index(tmp_path)
+    learn(index, [(f"cam_R_{i:06d}.ts", claim(i), 1.0) for i in range(10)])
+    found, _ = query.segments_between(index, "cam", T0 - 100, T0 + 100, 1.0)
+    assert sorted(s[0] for s in found) == [f"cam_R_{i:06d}.ts" for i in range(10)]
+    assert all(T0 - 1 <= s[1] <= T0 + 15 for s in found), found
+
+
+def test_a_duration_no_lookup_reaches_is_not_served_for_every_range(tmp_path):
+    # A segment claiming 1e9 s that ends at its file's mtime (a garbage EXTINF and date): the
+    # timeline showed it over the whole range and 31 years before, and a clip (which takes a
+    # segment whose middle is in its range) left it out.
+    index = burst_index(tmp_path)
+    learn(index, [(f"cam_R_{i:06d}.ts", T0 + i if i != 3 else T0 + 4 - 1e9, 1.0 if i != 3 else 1e9)
+                  for i in range(10)])
+    found, _ = query.segments_between(index, "cam", T0 - 100, T0 + 100, 1.0)
+    assert sorted(s[0] for s in found) == [f"cam_R_{i:06d}.ts" for i in range(10)]
+    assert all(s[2] <= 10 and s[1] >= T0 - 10 for s in found), found
+    assert query.segments_between(index, "cam", T0 - 10_000_000, T0 - 9_000_000, 1.0)[0] == []
 
 
 def test_a_run_grows_at_either_end_and_forgets_below_a_number():
@@ -167,3 +220,62 @@ def test_dates_that_run_ahead_of_the_files_are_taken_back_by_the_run_s_lead(tmp_
     learn(index, [(f"cam_R_{i:06d}.ts", T0 + i + 2.5, 1.0) for i in range(10)])
     found, _ = query.segments_between(index, "cam", T0, T0 + 20, 1.0)
     assert [s[1] for s in found] == [T0 + i for i in range(10)]
+
+
+def test_names_that_count_on_across_restarts_keep_each_ffmpeg_run_s_lead(tmp_path):
+    # -hls_start_number_source epoch: every FFmpeg run's numbers start at its start second, so
+    # two runs 65 s apart are one run of names.  The second run's probe took 20 s (its dates
+    # run 20 s ahead), the first's 2 s: one lead for both moved the first run 18 s early, out
+    # of its own range.
+    root = tmp_path / "rec"
+    runs = [(1_795_867_320, 0, 2.0), (1_795_867_385, 65, 20.0)]  # (first number, start, lead)
+    for first, off, _ in runs:
+        for j in range(5):
+            put(root / "cam" / f"seg{first + j}.ts", T0 + off + j + 1)
+    index = SegmentIndex(root)
+    index.scan_all()
+    for first, off, lead in runs:
+        learn(index, [(f"seg{first + j}.ts", T0 + off + j + lead, 1.0) for j in range(5)])
+    found, _ = query.segments_between(index, "cam", T0, T0 + 5, 1.0)
+    assert [(s[0], s[1]) for s in found] == [(f"seg{1_795_867_320 + j}.ts", T0 + j) for j in range(5)]
+    found, _ = query.segments_between(index, "cam", T0 + 65, T0 + 70, 1.0)
+    assert [s[1] for s in found] == [T0 + 65 + j for j in range(5)]
+    run = index.timing.runs[("cam", "", ("seg", ".ts", 1))]
+    run.drop_before(1_795_867_386)  # the first run and a segment of the second deleted
+    assert run.breaks == [1_795_867_386] and run.leads == [20.0] and run.get(1_795_867_386) == (T0 + 66, 1.0)
+
+
+def test_a_playlist_of_a_whole_run_costs_a_few_lookups_under_the_lock():
+    # A command with hls_list_size 0 lists every segment of its run, and FFmpeg rewrites it for
+    # each new one: each entry was a lookup in the index under its lock (2,545 in a folder of
+    # 300,000 segments held it 1.8 s, every segment).  Only the last ones, and only what the
+    # playlist before it did not name, are looked up.
+    calls: list[str] = []
+
+    def mtime_of(folder: str, name: str) -> float:
+        calls.append(name)
+        return T0 + int(name[6:12]) + 1
+
+    t = Timing()
+    entries = [(f"cam_R_{i:06d}.ts", T0 + i, 1.0) for i in range(2000)]
+    t.learn("cam", "", entries, mtime_of)
+    assert len(calls) <= 100
+    assert t.span("cam", "", "cam_R_001999.ts") == (T0 + 1999, 1.0)
+    calls.clear()
+    assert t.learn("cam", "", [*entries, ("cam_R_002000.ts", T0 + 2000, 1.0)], mtime_of) == 1
+    assert calls == ["cam_R_002000.ts"]
+
+
+def test_an_undated_segment_rewritten_by_the_next_run_is_dated_again(tmp_path):
+    # An operator's command that names segments seg0.ts, seg1.ts, ... and no date, restarted:
+    # the new run rewrites seg0.ts; it ends at its new mtime, not where the old run had it.
+    root = tmp_path / "rec"
+    for i in range(3):
+        put(root / "cam" / f"seg{i}.ts", T0 + i + 1)
+    index = SegmentIndex(root)
+    index.scan_all()
+    learn(index, [(f"seg{i}.ts", None, 1.0) for i in range(3)])
+    put(root / "cam" / "seg0.ts", T0 + 20)
+    index.scan_all()
+    learn(index, [("seg0.ts", None, 1.0)])
+    assert index.timing.span("cam", "", "seg0.ts") == (T0 + 19, 1.0)
