@@ -104,10 +104,14 @@ def close_all(fds: Sequence[int]) -> None:
 async def stream(request: web.Request, response: web.StreamResponse, ffmpeg: str, fds: Sequence[int],
                  files: Sequence[Sequence[int]]) -> web.StreamResponse:
     """Run FFmpeg and copy its output to the client; FFmpeg is killed when the client goes away
-    (a write fails, or the handler is cancelled) and always reaped."""
-    proc = await asyncio.create_subprocess_exec(*clip_argv(ffmpeg), stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                                                pass_fds=tuple(fds), start_new_session=True)
+    (a write fails, or the handler is cancelled) and always reaped.  ``fds`` are closed here, once
+    (FFmpeg inherited them): the caller must not close them again (a number may be reused by then)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(*clip_argv(ffmpeg), stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                                                    pass_fds=tuple(fds), start_new_session=True)
+    finally:
+        close_all(fds)  # FFmpeg holds its own copies (or never started): none stays open here for the clip
     try:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(concat_script(files).encode())

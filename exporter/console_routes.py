@@ -191,10 +191,9 @@ class ConsoleRoutes:
             raise NotFound("a segment of the range is gone (deleted by retention?); ask again") from None
         response = web.StreamResponse(headers=headers)
         try:
-            return await clips.stream(request, response, self.ffmpeg, fds, files)
+            return await clips.stream(request, response, self.ffmpeg, fds, files)  # closes fds
         finally:
             self.clip_slots += 1
-            clips.close_all(fds)
 
 
 def _safe(text: str) -> str:
