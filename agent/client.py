@@ -39,12 +39,12 @@ class AgentUnreachable(Exception):
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
-        self._path = path
+        self._path, self._wait = path, timeout
 
     def connect(self) -> None:
         # A unix socket whose accept queue is full says EAGAIN at once where TCP would wait:
         # wait here too (within the timeout), as a burst of other clients drains.
-        deadline = time.monotonic() + (self.timeout if isinstance(self.timeout, (int, float)) else 60.0)
+        deadline = time.monotonic() + self._wait
         while True:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.settimeout(self.timeout)

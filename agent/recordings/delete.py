@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.recordings.dirfd import STRICT_EVERY, Placement, open_below
+from agent.recordings.dirfd import STRICT_EVERY, Placement, open_below, open_folder
 from agent.recordings.wallclock import same
 
 __all__ = ["STRICT_EVERY", "Placement", "open_below"]  # re-exported: callers import them from here
@@ -194,7 +194,7 @@ def _dir_fd(root_fd: int, fds: dict, stream: str, dir_rel: str) -> int | None:
     key = (stream, dir_rel)
     if key not in fds:
         try:
-            fds[key] = open_below(root_fd, [stream, *(dir_rel.split("/") if dir_rel else [])])
+            fds[key] = open_folder(root_fd, stream, dir_rel)
         except FileNotFoundError:
             fds[key] = None
         except OSError as exc:

@@ -15,7 +15,18 @@ from agent.nofollow import open_below
 #: Every this many files of a directory, its whole path is checked with no symlink followed.
 STRICT_EVERY = 64
 
-__all__ = ["STRICT_EVERY", "Placement", "open_below"]  # open_below lives in agent/nofollow.py (the exporter shares it)
+# open_below lives in agent/nofollow.py (the exporter shares it).
+__all__ = ["STRICT_EVERY", "Placement", "folder_parts", "open_below", "open_folder"]
+
+
+def folder_parts(stream: str, dir_rel: str) -> list[str]:
+    """The path components of ``stream/dir_rel`` below the root (``dir_rel`` "": the stream's folder)."""
+    return [stream, *(dir_rel.split("/") if dir_rel else [])]
+
+
+def open_folder(root_fd: int, stream: str, dir_rel: str) -> int:
+    """An fd of ``root/stream/dir_rel``, no component followed if it is a symlink (:func:`open_below`)."""
+    return open_below(root_fd, folder_parts(stream, dir_rel))
 
 
 class Placement:
@@ -39,7 +50,7 @@ class Placement:
         """True when ``fd`` is ``root/stream/dir_rel`` now."""
         n = self._checks.get((stream, dir_rel), 0)
         self._checks[(stream, dir_rel)] = n + 1
-        parts = [stream, *(dir_rel.split("/") if dir_rel else [])]
+        parts = folder_parts(stream, dir_rel)
         try:
             if n % STRICT_EVERY:
                 # Up from the fd itself ("..", never a symlink): its real ancestor that many levels

@@ -20,6 +20,7 @@ from pathlib import Path
 from agent.config.model import RecordingsConfig
 from agent.diskuse import used_percent
 from agent.recordings.delete import Candidate, log_error, open_below, plan_free
+from agent.recordings.dirfd import folder_parts, open_folder
 
 #: The floor keeps every segment younger than this (the newest hour of each stream).
 SAFETY_MARGIN = 3600.0
@@ -139,7 +140,7 @@ class LiveMtimes:
         key = (c.stream, c.dir)
         if key not in self._fds:
             try:
-                self._fds[key] = open_below(self._root_fd, [c.stream, *(c.dir.split("/") if c.dir else [])])
+                self._fds[key] = open_folder(self._root_fd, c.stream, c.dir)
             except OSError:
                 self._fds[key] = None
         fd = self._fds[key]
@@ -188,7 +189,7 @@ def measure(root_fd: int, rec: RecordingsConfig, root: str,
     another filesystem meanwhile is measured where it is now (the next scan re-files it).
     """
     seen: dict[int, Filesystem] = {}
-    for parts in [[], *([sid, *(dir_rel.split("/") if dir_rel else [])] for sid, dir_rel in places.values())]:
+    for parts in [[], *(folder_parts(sid, dir_rel) for sid, dir_rel in places.values())]:
         try:
             fd = open_below(root_fd, parts)
         except OSError:

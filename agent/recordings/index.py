@@ -16,7 +16,8 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.recordings.delete import SEGMENT_EXTENSIONS, Candidate, candidate, log_error, open_below
+from agent.recordings.delete import SEGMENT_EXTENSIONS, Candidate, candidate, log_error
+from agent.recordings.dirfd import open_folder
 from agent.recordings.pack import DirSegments
 from agent.recordings.timing import Timing
 
@@ -45,7 +46,7 @@ def walk_packed(root_fd: int, stream: str, links: list[str]) -> Iterator[tuple[s
     while stack:
         dir_rel = stack.pop()
         try:
-            fd = open_below(root_fd, [stream, *(dir_rel.split("/") if dir_rel else [])])
+            fd = open_folder(root_fd, stream, dir_rel)
         except OSError as exc:
             if not isinstance(exc, FileNotFoundError):
                 log_error(f"cannot index {stream}/{dir_rel}: {exc.strerror}")

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agent.nofollow import read_small
-from agent.recordings.delete import Candidate, open_below
+from agent.recordings.delete import Candidate
+from agent.recordings.dirfd import open_folder
 from agent.recordings.index import SegmentIndex
 
 _MAP = re.compile(rb'#EXT-X-MAP:[^\n]*?URI="([^"]+)"')
@@ -63,7 +64,7 @@ class Playlists:
         """Paths (relative to the stream's folder) named by EXT-X-MAP in ``dir_rel``'s playlists."""
         out: set[str] = set()
         try:
-            fd = open_below(root_fd, [sid, *(dir_rel.split("/") if dir_rel else [])])
+            fd = open_folder(root_fd, sid, dir_rel)
         except OSError:
             return out
         try:

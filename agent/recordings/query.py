@@ -44,6 +44,11 @@ def gap_limit(segment_duration: float) -> float:
     return max(2.5 * segment_duration, segment_duration + 2.0)
 
 
+def reach(segment_duration: float) -> float:
+    """Seconds a segment's start may lie before its mtime: a gap's worth, and a late write's."""
+    return gap_limit(segment_duration) + MAX_LAG
+
+
 def _rel(dir_rel: str, name: str) -> str:
     return f"{dir_rel}/{name}" if dir_rel else name
 
@@ -68,7 +73,7 @@ def _span(d: DirSegments, i: int, seg: float, times: Times) -> tuple[float, floa
         run = times.get(gkey)
         known = run.get(number) if run is not None else None
         # A start earlier than a lookup by mtime reaches (a claimed duration of hours): the mtimes date it.
-        if known is not None and known[0] >= d.mtimes[i] - gap_limit(seg) - MAX_LAG:
+        if known is not None and known[0] >= d.mtimes[i] - reach(seg):
             return known
     mtime, limit = d.mtimes[i], gap_limit(seg)
     prev = d.mtimes[i - 1] if i else None
@@ -84,11 +89,11 @@ def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: floa
     """``[name, start, duration, size, init]`` of one folder's segments overlapping [start, end);
     ``folder_init`` the folder's init file when known ("": looked up in ``d``), used when the
     first segment in range is fMP4; ``times`` the folder's runs' timing."""
-    reach, out = gap_limit(seg) + MAX_LAG, []
+    furthest, out = reach(seg), []
     init: str | None = ""  # "" = not decided yet
     i = max(0, bisect_right(d.mtimes, start - MAX_LAG) - 1)
     while i < len(d):
-        if d.mtimes[i] - reach >= end:
+        if d.mtimes[i] - furthest >= end:
             break
         name = d.name(i)
         i += 1
@@ -108,7 +113,7 @@ def _window(d: DirSegments, start: float, end: float, seg: float, limit: int) ->
     """``(copy, init, capped)``: the entries of ``d`` :func:`_dir_range` may use for [start, end)
     (the one before, for its duration), at most ``limit`` + a few.  Call with the lock held."""
     lo = max(0, bisect_right(d.mtimes, start - MAX_LAG) - 2)
-    hi = bisect_left(d.mtimes, end + gap_limit(seg) + MAX_LAG)
+    hi = bisect_left(d.mtimes, end + reach(seg))
     capped = hi - lo > limit + 4
     return d.window(lo, min(hi, lo + limit + 4)), _init_of(d), capped
 
@@ -136,7 +141,7 @@ def segments_between(index: SegmentIndex, sid: str, start: float, end: float, se
     windows.sort(key=lambda w: w[1].mtimes[0] if len(w[1]) else 0.0)
     found: list[list] = []
     truncated = any(w[3] for w in windows)
-    earliest = gap_limit(segment_duration) + MAX_LAG  # a segment starts at most this long before its mtime
+    earliest = reach(segment_duration)
     for dir_rel, window, init, _ in windows:
         if len(found) > limit and len(window) and window.mtimes[0] - earliest > found[limit][1]:
             break  # every segment of this folder and the next starts after the cut

@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from agent.recordings.delete import RECENT_GRACE, open_below
+from agent.recordings.delete import RECENT_GRACE
+from agent.recordings.dirfd import open_folder
 from agent.recordings.index import SegmentIndex
 
 #: A directory changed this recently is listed again next time whatever its mtime says
@@ -54,7 +55,7 @@ class Verifier:
     def _verify_dir(self, root_fd: int, index: SegmentIndex, sid: str, dir_rel: str) -> int:
         key = (sid, dir_rel)
         try:
-            fd = open_below(root_fd, [sid, *(dir_rel.split("/") if dir_rel else [])])
+            fd = open_folder(root_fd, sid, dir_rel)
         except FileNotFoundError:
             index.discard_tree(sid, dir_rel)  # the whole directory went (rm -r, moved away)
             self._listed.pop(key, None)

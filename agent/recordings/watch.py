@@ -34,13 +34,16 @@ from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyW
 from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
 
 from agent.nofollow import read_small
-from agent.recordings.delete import is_segment_name, log_error, open_below
+from agent.recordings.delete import is_segment_name, log_error
+from agent.recordings.dirfd import open_folder
 from agent.recordings.index import SegmentIndex
 from agent.recordings.timing import playlist_entries
 
 log = logging.getLogger("vas.retention")
 #: watchdog's threads wake this often when nothing happens (its default, 1 s, shows as idle CPU).
 OBSERVER_TIMEOUT = 5.0
+#: A live playlist holds a few segments (FFmpeg's hls_list_size); bigger ones are not read.
+PLAYLIST_MAX = 256 << 10
 #: What the index needs (the inotify mask is built from this list).  Not IN_MODIFY or
 #: IN_OPEN: every write of every FFmpeg would wake watchdog's threads.  Not IN_DELETE:
 #: watchdog spends ~70 us of Python per event, which held retention's own deletions
@@ -49,8 +52,6 @@ OBSERVER_TIMEOUT = 5.0
 #: copy that keeps its times (``cp -p``, ``tar x``) sets the mtime after the close, so
 #: the close alone would index an old file as new (an unlink is no IN_ATTRIB on a
 #: directory's watch: retention's deletions do not wake it).
-#: A live playlist holds a few segments (FFmpeg's hls_list_size); bigger ones are not read.
-PLAYLIST_MAX = 256 << 10
 EVENTS = [FileCreatedEvent, FileClosedEvent, FileAttribEvent, FileMovedEvent, DirMovedEvent]
 
 
@@ -200,7 +201,7 @@ class Watch(FileSystemEventHandler):
         if not is_segment_name(name) or self._root_fd is None:
             return
         try:
-            fd = open_below(self._root_fd, [sid, *(dir_rel.split("/") if dir_rel else [])])
+            fd = open_folder(self._root_fd, sid, dir_rel)
         except OSError:
             return  # a symlinked or vanished directory: nothing to index
         try:
@@ -220,7 +221,7 @@ class Watch(FileSystemEventHandler):
         """FFmpeg renamed a new playlist into place: learn its segments' media timing."""
         assert self._root_fd is not None
         try:
-            fd = open_below(self._root_fd, [sid, *(dir_rel.split("/") if dir_rel else [])])
+            fd = open_folder(self._root_fd, sid, dir_rel)
         except OSError:
             return
         try:
