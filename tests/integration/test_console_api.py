@@ -7,6 +7,7 @@ so the agent's index holds a known timeline: 10 segments of 2 s, a 60 s gap, 10 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -88,6 +90,34 @@ def archive_node(tmp: Path, streams: dict[str, dict]) -> tuple[AgentProcess, int
     cfg["exporter"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp / "tokens"), "stale_after": "5s"}
     (tmp / "node").mkdir()
     return AgentProcess(tmp / "node", cfg), port
+
+
+@contextlib.contextmanager
+def archive_running(tmp: Path, streams: dict[str, dict], fill: Callable[[AgentProcess], None], *,
+                    stuck_ok: bool = False) -> Iterator[tuple[AgentProcess, Exporter, str]]:
+    """:func:`archive_node` started, ``fill(agent)`` run, its exporter up: ``(agent, exporter, viewer token)``.
+    At the end an exporter that does not stop on SIGTERM is killed (an error unless ``stuck_ok``:
+    a file about stuck handlers), and the agent is stopped."""
+    agent, port = archive_node(tmp, streams)
+    agent.start()
+    exporter = None
+    try:
+        fill(agent)
+        token = agent.vasctl("token", "add", "t-viewer", "--scope", "viewer").stdout.split()[-1]
+        exporter = Exporter(agent, port)
+        yield agent, exporter, token
+    finally:
+        try:
+            if exporter is not None:
+                try:
+                    exporter.stop()
+                except subprocess.TimeoutExpired:
+                    exporter.proc.kill()
+                    exporter.proc.wait(10)
+                    if not stuck_ok:
+                        raise
+        finally:
+            agent.stop()
 
 
 class Exporter:

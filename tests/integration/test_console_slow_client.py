@@ -14,7 +14,7 @@ import pytest
 from exporter.media import WRITE_STALL
 
 from .harness import wait_for
-from .test_console_api import ARCHIVE_START, Exporter, archive_end, archive_node, archive_stream, http, make_archive
+from .test_console_api import ARCHIVE_START, archive_end, archive_running, archive_stream, http, make_archive
 
 pytestmark = pytest.mark.integration
 
@@ -22,24 +22,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slow")
-    agent, port = archive_node(tmp, {"archive": archive_stream("2s")})
-    agent.start()
-    exporter = None
-    try:
+
+    def fill(agent) -> None:
         (agent.recordings / "archive").mkdir(parents=True, exist_ok=True)
         make_archive(agent.recordings / "archive", tmp / "scratch")
-        token = agent.vasctl("token", "add", "t-viewer", "--scope", "viewer").stdout.split()[-1]
-        exporter = Exporter(agent, port)
+
+    # stuck_ok: handlers stuck (the defect this file is about) must not leave an exporter behind.
+    with archive_running(tmp, {"archive": archive_stream("2s")}, fill, stuck_ok=True) as (_, exporter, token):
         yield exporter, token
-    finally:
-        try:
-            if exporter is not None:
-                exporter.stop()
-        except subprocess.TimeoutExpired:  # handlers stuck (the defect this file is about): still clean up
-            exporter.proc.kill()
-            exporter.proc.wait(10)
-        finally:
-            agent.stop()
 
 
 def stuck_client(port: int, path: str, token: str) -> socket.socket:

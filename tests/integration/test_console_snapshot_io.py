@@ -13,7 +13,7 @@ import pytest
 from exporter.snapshots import MAX_INPUT
 
 from .harness import wait_for
-from .test_console_api import Exporter, archive_node, archive_stream, http
+from .test_console_api import archive_running, archive_stream, http
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +27,8 @@ def read_bytes(pid: int) -> int:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("snapio")
-    agent, port = archive_node(tmp, {"big": archive_stream("10s")})
-    agent.start()
-    exporter = None
-    try:
+
+    def fill(agent) -> None:
         segment = tmp / "big_20261128T100000000Z_000000.ts"  # 10 s at ~20 Mbit/s of noise: ~26 MB
         subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
                         "-vf", "noise=alls=60:allf=t", "-t", "10", "-c:v", "libx264", "-preset", "ultrafast",
@@ -39,15 +37,9 @@ def node(tmp_path_factory):
         (agent.recordings / "big").mkdir(parents=True, exist_ok=True)
         os.utime(segment, (time.time() - 15,) * 2)
         os.rename(segment, agent.recordings / "big" / segment.name)
-        token = agent.vasctl("token", "add", "t-viewer", "--scope", "viewer").stdout.split()[-1]
-        exporter = Exporter(agent, port)
-        yield agent, exporter, token
-    finally:
-        try:
-            if exporter is not None:
-                exporter.stop()
-        finally:
-            agent.stop()
+
+    with archive_running(tmp, {"big": archive_stream("10s")}, fill) as running:
+        yield running
 
 
 def test_a_snapshot_of_a_big_segment_reads_only_its_start(node):
