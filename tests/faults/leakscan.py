@@ -8,8 +8,9 @@
 with upper- or lower-case escapes, form-encoded, base64, JSON-escaped); ``scan``
 looks for each in every file under ``paths`` (media segments excepted: FFmpeg
 writes video, not text), in every captured text, and in the command line of
-every process on the machine except FFmpeg itself (which must be given the URL),
-the test camera (which is told the password it demands) and ``skip_pids``.  Each hit names where it was.
+every process on the machine except FFmpeg itself (which must be given the URL, and so
+is the agent's die-with-the-agent wrapper for the moment before it execs FFmpeg), the test
+camera (which is told the password it demands) and ``skip_pids``.  Each hit names where it was.
 
 A process caught between ``execve``'s point of no return and the setup of its new
 argv reads an empty command line for a moment (on this kernel, right after
@@ -124,9 +125,19 @@ def _always_empty(pid: str) -> bool:
     return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & PF_KTHREAD)
 
 
+#: FFmpeg must be given the camera's URL.
+FFMPEG = ("ffmpeg", "ffprobe")
+#: The agent's spawn wrapper (agent/supervise/process.py dying_with_agent): ``setpriv ... -- sh -c
+#: CHECK PID ffmpeg ...`` holds FFmpeg's argv until it execs it; only the words before FFmpeg's are checked.
+WRAPPER = ("setpriv", "sh", "dash", "bash")
+
+
 def _check_argv(pid: str, argv: list[str], forms: list[str]) -> list[Hit]:
-    if os.path.basename(argv[0]) in ("ffmpeg", "ffprobe"):
-        return []  # FFmpeg must be given the camera's URL
+    names = [os.path.basename(a) for a in argv]
+    if names[0] in FFMPEG:
+        return []
+    if names[0] in WRAPPER and any(n in FFMPEG for n in names):
+        argv = argv[:next(i for i, n in enumerate(names) if n in FFMPEG)]
     if any(a.endswith("rtsp_camera.py") for a in argv[:3]):
         return []  # the test camera is told the password it demands
     form = _find(" ".join(argv), forms)

@@ -5,6 +5,7 @@ API response, metric, vasctl output and process command line is searched."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from urllib.parse import quote
 
 import pytest
 
+from agent.supervise.process import dying_with_agent
 from camera.fixture import free_port
-from tests.faults.leakscan import scan, secret_forms
+from tests.faults.leakscan import _check_argv, scan, secret_forms
 from tests.integration.harness import config, wait_for
 from tests.integration.test_exporter import Exporter, http
 
@@ -85,6 +87,18 @@ def test_scanner_waits_for_a_command_line_that_reads_empty_for_a_moment():
         blanker.wait()
         assert blanker.stdout is not None
         blanker.stdout.close()
+
+
+def test_scanner_passes_the_agents_spawn_wrapper_but_not_a_secret_in_its_own_words():
+    """For a moment before it execs FFmpeg, the agent's die-with-the-agent wrapper holds FFmpeg's
+    argv (seen by a scan of every process while another test spawned): that is FFmpeg's URL, not
+    a leak; a secret in the wrapper's own words still is."""
+    url = f"rtsp://u:{PLANTED_ENCODED}@127.0.0.1/x"
+    wrapped, _ = dying_with_agent([shutil.which("ffmpeg") or "/usr/bin/ffmpeg", "-i", url, "out.ts"])
+    forms = sorted(secret_forms(PLANTED), key=len, reverse=True)
+    assert _check_argv("1", wrapped, forms) == []
+    assert _check_argv("1", ["/bin/sh", "-c", f"echo {PLANTED_ENCODED}; exec \"$@\"", "ffmpeg", url], forms)
+    assert _check_argv("1", ["/bin/sh", "-c", "exec \"$@\"", "cat", url], forms)  # not FFmpeg: checked whole
 
 
 @pytest.mark.slow
