@@ -16,6 +16,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.blocking import pool
 from agent.recordings.delete import SEGMENT_EXTENSIONS, Candidate, candidate, log_error
 from agent.recordings.dirfd import open_folder
 from agent.recordings.pack import DirSegments
@@ -101,9 +102,7 @@ class SegmentIndex:
             names = []
         # Threads: a cold scan waits on the disk for each inode; overlapping those waits
         # (the GIL is released meanwhile) saves a third of the time.
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="vas-scan") as pool:
-            list(pool.map(self.scan_stream, names))
+        list(pool("vas-scan", SCAN_THREADS).map(self.scan_stream, names))
         with self.lock:
             for gone in set(self.streams) - set(names):
                 del self.streams[gone]

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.blocking import pool
 from agent.config.model import Config
 from agent.recordings import memory as memory
 from agent.recordings.delete import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
@@ -273,15 +274,13 @@ class Retention:
         """Streams' files deleted by several threads: unlink mostly waits on the disk
         (inode and bitmap blocks when cold), and those waits overlap.  Each stream's
         own files still go oldest first."""
-        from concurrent.futures import ThreadPoolExecutor
         groups: dict[str, list[Candidate]] = {}
         for c in doomed:
             groups.setdefault(c.stream, []).append(c)
         if len(groups) == 1:
             return delete_segments(self.root, doomed, now=now, shift=self.clock.shift)
-        with ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="vas-delete") as pool:
-            parts = list(pool.map(lambda g: delete_segments(self.root, g, now=now, shift=self.clock.shift),
-                                  groups.values()))
+        parts = list(pool("vas-delete", DELETE_THREADS).map(
+            lambda g: delete_segments(self.root, g, now=now, shift=self.clock.shift), groups.values()))
         return Outcome(deleted=[c for p in parts for c in p.deleted], gone=[c for p in parts for c in p.gone],
                        changed=[c for p in parts for c in p.changed],
                        errors=sum(p.errors for p in parts))
