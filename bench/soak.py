@@ -321,6 +321,9 @@ class Soak:
         fd_slope = slope_per_hour(longest["fds"])
         rss = [v for _, v in longest["rss"]]
         fds = [v for _, v in longest["fds"]]
+        later = longest["rss"][len(longest["rss"]) // 2:]  # a lifetime's second half: past its warm-up
+        later_fds = longest["fds"][len(longest["fds"]) // 2:]
+        span = (later[-1][0] - later[0][0]) / 60 if len(later) > 1 else 0.0
         lags = [life["lag"] for life in self.lifetimes if life["lag"]]
         p99 = max((lag_p99(v) for v in lags), default=0.0)
         lag_max = max((v.get("max", 0.0) for v in lags), default=0.0)
@@ -332,6 +335,9 @@ class Soak:
               f"max {max(self.recoveries, default=0):.1f}s")
         print(f"agent RSS (longest lifetime, {len(rss)} samples): {min(rss) / 2**20:.1f}-{max(rss) / 2**20:.1f} MiB, "
               f"slope {rss_slope / 2**20:+.2f} MiB/h; open fds {min(fds)}-{max(fds)}, slope {fd_slope:+.2f}/h")
+        print(f"  second half of that lifetime ({span:.0f} min): RSS slope {slope_per_hour(later) / 2**20:+.2f} MiB/h "
+              f"(target <= +0.5), {min(v for _, v in later) / 2**20:.1f}-{max(v for _, v in later) / 2**20:.1f} MiB; "
+              f"fds slope {slope_per_hour(later_fds):+.2f}/h")
         print(f"event-loop lag p99 <= {p99 * 1000:.0f} ms (bucket bound), max {lag_max * 1000:.1f} ms")
         print(f"segments seen {seen} (scans every {self.args.sample:g}s), gone {gone}; retention deleted "
               f"{by_policy} by policy (oldest first, incl. ones written and deleted between scans); lost "
@@ -341,6 +347,7 @@ class Soak:
         ok = (self.recovered == injected and lost == 0 and self.duplicates == 0 and not self.failures and rc == 0)
         print(f"anchor: recoveries == faults, 0 lost, 0 duplicates: {c.verdict(ok)}")
         print(json.dumps({"faults": self.faults, "recovered": self.recovered, "rss_slope_mib_per_h": rss_slope / 2**20,
+                          "rss_slope_second_half_mib_per_h": slope_per_hour(later) / 2**20,
                           "fd_slope_per_h": fd_slope, "lag_p99_s": p99, "lag_max_s": lag_max, "segments_seen": seen,
                           "segments_lost": lost}))
         return ok
