@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -83,14 +84,16 @@ def stream_config(i: int, fifo: Path) -> StreamConfig:
                         recording=RecordingConfig(enabled=False))
 
 
-async def _window(seconds: float, count) -> tuple[float, int]:
+async def _window(seconds: float, count) -> tuple[float, float, int]:
+    """User and system CPU seconds of this process over ``seconds``, and the reports counted."""
     await asyncio.sleep(1.0)  # settle: every child forwarding
-    c0, r0 = time.process_time(), count()
+    t0, r0 = resource.getrusage(resource.RUSAGE_SELF), count()
     await asyncio.sleep(seconds)
-    return time.process_time() - c0, count() - r0
+    t1 = resource.getrusage(resource.RUSAGE_SELF)
+    return t1.ru_utime - t0.ru_utime, t1.ru_stime - t0.ru_stime, count() - r0
 
 
-async def run_ours(tmp: Path, n: int, seconds: float) -> tuple[float, int]:
+async def run_ours(tmp: Path, n: int, seconds: float) -> tuple[float, float, int]:
     """CPU seconds and reports over the window, through real Streams."""
     dirty = [False]
     host = Host(ffmpeg="ffmpeg", recordings_root=tmp, secrets=frozenset(),
@@ -110,7 +113,7 @@ async def run_ours(tmp: Path, n: int, seconds: float) -> tuple[float, int]:
         await asyncio.gather(*(s.close() for s in streams))
 
 
-async def run_loop_floor(tmp: Path, n: int, seconds: float) -> tuple[float, int]:
+async def run_loop_floor(tmp: Path, n: int, seconds: float) -> tuple[float, float, int]:
     """CPU seconds and reads over the window: bare add_reader callbacks on the same pipes."""
     loop, reads = asyncio.get_running_loop(), [0]
     procs = [subprocess.Popen(["cat", str(tmp / f"f{i}")], stdout=subprocess.PIPE) for i in range(n)]
@@ -159,12 +162,13 @@ def measure(kind: str, tmp: Path, n: int, period: float, seconds: float) -> floa
     writer = subprocess.Popen([sys.executable, __file__, "--writer", str(tmp), str(n), f"{period:g}"])
     try:
         run = run_ours if kind == "ours" else run_loop_floor
-        cpu, reports = asyncio.run(run(tmp, n, seconds))
+        user, system, reports = asyncio.run(run(tmp, n, seconds))
     finally:
         writer.terminate()
         writer.wait()
-    print(f"[{kind}] {reports} reports, {cpu * 1000:.0f} ms CPU", flush=True)
-    return cpu / max(reports, 1) * 1e6
+    print(f"[{kind}] {reports} reports, CPU {(user + system) * 1000:.0f} ms (user {user * 1000:.0f}, "
+          f"sys {system * 1000:.0f})", flush=True)
+    return (user + system) / max(reports, 1) * 1e6
 
 
 def main() -> int:
