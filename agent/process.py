@@ -106,10 +106,10 @@ class _Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._epoll = select.epoll()
-        self._readers: dict[int, Callable[[int], None]] = {}
+        self._readers: dict[int, Callable[[int], object]] = {}
         loop.add_reader(self._epoll.fileno(), self._wake)
 
-    def add(self, fd: int, read: Callable[[int], None]) -> None:
+    def add(self, fd: int, read: Callable[[int], object]) -> None:
         """Call ``read(fd)`` (in a batch) while ``fd`` is readable, until :meth:`remove`."""
         self._epoll.register(fd, select.EPOLLIN)
         self._readers[fd] = read
