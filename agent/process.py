@@ -2,9 +2,10 @@
 signalled after it was reaped.
 
 The child is a plain :class:`subprocess.Popen`; the event loop watches its
-pidfd (readable once it exits) and its stdout/stderr pipes directly, so a
-progress report costs one wakeup and no asyncio transport layers.  Reaping
-goes through ``Popen.wait`` only after the pidfd said the child exited.
+pidfd (readable once it exits) and its stderr pipe directly, with no asyncio
+transport layers.  Its stdout (the progress reports) is read in batches shared
+by all children, one loop wakeup per COALESCE (see there).  Reaping goes
+through ``Popen.wait`` only after the pidfd said the child exited.
 
 Children get ``PR_SET_PDEATHSIG`` (through util-linux's ``setpriv``, or a
 ``preexec_fn`` where it is missing) so they die with the agent even when it is
