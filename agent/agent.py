@@ -38,7 +38,7 @@ def _settle_gc(*, full: bool) -> None:
     """Move what exists now (modules, streams, config) out of the collector's sight.
 
     With hundreds of streams a full collection walks every long-lived object
-    and paused the event loop for 40-90 ms in the middle of reloads and
+    and pauses the event loop for 40-90 ms in the middle of reloads and
     respawns.  Frozen objects are still freed by reference counting; only
     cyclic garbage already present is kept, so collect the young first.
     """
@@ -83,8 +83,8 @@ class Agent:
             self._setup_sfu(cfg)
         self._stopped = asyncio.Event()
         self._closed = False
-        self.retention: Any = None  # retention_service.Retention once started
-        self.fleet: Any = None  # fleet.Fleet when cluster: is configured (runs only the streams it owns)
+        self.retention: Any = None  # recordings.service.Retention once started
+        self.fleet: Any = None  # fleet.node.Fleet when cluster: is configured (runs only the streams it owns)
         self.running: dict[str, int] | None = None  # fleet mode: stream -> epoch this node runs
 
     # -- lifecycle -----------------------------------------------------------
@@ -211,7 +211,7 @@ class Agent:
     async def reload(self, *, wait: bool = False) -> ReloadPlan:
         """Re-read the config file and apply the difference.
 
-        Raises :class:`config.ConfigError` (nothing changed),
+        Raises :class:`~agent.config.model.ConfigError` (nothing changed),
         :class:`ReloadFailed` (any other failure, recorded in ``last_reload``) or
         :class:`ReloadInProgress` when ``wait`` is false and one is running.
         """

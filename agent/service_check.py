@@ -1,9 +1,9 @@
 """``vas-agent --check`` as the service will see it: its environment file and its user.
 
 The unit runs the agent as user ``vas`` with ``EnvironmentFile=-/etc/vas/environment``.
-A check run by root in a login shell saw neither: it said ``ok`` for a secret file only
-root can read (then ``ExecStartPre`` failed) and ``not set`` for a variable the service
-has.  So a check of the service's file reads that environment file, and when run as
+A check run by root in a login shell sees neither: it would say ``ok`` for a secret file
+only root can read (and ``ExecStartPre`` then fails) and ``not set`` for a variable the
+service has.  So a check of the service's file reads that environment file, and when run as
 root opens the config and every ``${file:}`` secret as the service user.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def access_errors(path: str, user: str | None) -> list[str]:
     from agent.config import yamlsrc
     doc = yamlsrc.parse(yamlsrc.read_source(path))  # loaded fine a moment ago
     refs = list(secret_files(doc.value))
-    # Absolute: the probe runs in /, so "cd /etc/vas && vas-agent --config streams.yaml" was "No such file".
+    # Absolute: the probe runs in /, where "cd /etc/vas && vas-agent --config streams.yaml" is "No such file".
     here = os.path.abspath(path)
     denied = unreadable_as(user, [here, *(p for _, p in refs)])
     if here in denied:

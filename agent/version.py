@@ -2,8 +2,8 @@
 
 An installed copy carries them in ``agent/_build.py``, written by install.sh from the
 checkout (``python3 -m agent.version --module``); a checkout (``--dev``, ``--demo``,
-tests) asks git.  ``0.1.0`` from the package metadata alone said nothing: every
-build had it.
+tests) asks git.  The package metadata's version (``0.1.0``) is the same in every
+build, so it never stands alone.
 """
 from __future__ import annotations
 

@@ -51,8 +51,8 @@ def stream_view(s: Stream, secrets: frozenset[str], retention: Any = None) -> di
 def snapshot_json(a: Observed) -> str:
     """The whole snapshot as JSON; unchanged streams reuse their cached entry.
 
-    Serialising 500 streams on every state change cost ~15 ms of event loop;
-    a restart or reload now re-serialises only the streams it touched.
+    Serialising 500 streams on every state change costs ~15 ms of event loop,
+    so a restart or reload re-serialises only the streams it touched.
     """
     head = json.dumps(agent_view(a), separators=(",", ":"))
     entries = []

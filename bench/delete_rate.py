@@ -4,7 +4,8 @@ a plain ``os.unlink`` loop over the same files as the anchor.
 Each run builds ``--files`` old 16-byte segments in 14 daily folders of one stream
 under ``--dir``, then deletes them all; repeated ``--runs`` times, best run shown.
 The figure is what the per-unlink re-check (the directory must still be the one
-under the root, issue 16 item 7) costs; compare with PYTHONPATH at an older tree.
+under the root) costs; to compare two trees with ``agent/recordings/delete.py``, point
+PYTHONPATH at each.
 
 Usage: ``python bench/delete_rate.py [--files 20000] [--runs 3] [--dir /var/tmp]``.
 """

@@ -17,8 +17,9 @@ Figures (each from this run):
 
 Usage: ``python bench/index.py [--files 1000000] [--streams 100] [--dir /work/tmp-perf-index] [--keep]``.
 Needs root for ``drop_caches`` (without it the "cold" figures are warm, and say so).
-Runs against whichever ``agent`` package is first on PYTHONPATH (old code too: it uses
-only ``DirSegments(entries)``, ``SegmentIndex.upsert`` and ``scan_all``).
+Runs against whichever ``agent`` package is first on PYTHONPATH, any tree with
+``agent/recordings/index.py``: it uses only ``DirSegments(entries)``, ``SegmentIndex.upsert``
+and ``scan_all``.
 """
 from __future__ import annotations
 

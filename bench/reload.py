@@ -250,7 +250,7 @@ def run_supervisord(args: argparse.Namespace, base: Path, rng: random.Random) ->
         c.teardown(popen, fifo, ann, timeout=60)
 
 
-# -- config.load in-process -------------------------------------------------------------------
+# -- loader.load in-process -------------------------------------------------------------------
 def time_config_load(args: argparse.Namespace, base: Path) -> list[float]:
     tmp = base / "load"
     tmp.mkdir()

@@ -18,7 +18,7 @@ What it measures
 
     The agent runs verbatim ``command:`` streams with the smallest backoff its
     config accepts (initial_delay 1ms, jitter 0, stable_after 0s: the issue
-    asked for 0 s, but config.py requires initial_delay > 0), so its measured
+    asked for 0 s, but the config requires initial_delay >= 1 ms), so its measured
     delay minus 1 ms is all overhead; the targets apply to that overhead.
     supervisord runs the same argv with autorestart=true, startsecs=0,
     startretries=1000, stopasgroup/killasgroup, and stdout/stderr_logfile=NONE

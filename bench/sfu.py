@@ -27,7 +27,7 @@ What it measures
               bench/sfu_latency.py, run at the end (--latency SECONDS, 0 to skip)
 
 ``--standin`` runs recovery, loss and polling against the stand-in too
-(tests/sfu/standin_sfu.py, the Python test double the figures used to come from)
+(tests/sfu/standin_sfu.py, the Python test double)
 and prints both side by side.
 
 How to run

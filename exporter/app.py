@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.config.exporter import Settings
+
 from .api import Api, json_error
 from .auth import Auth
 from .control import AgentControl
@@ -22,7 +24,6 @@ from .health import Health, readiness
 from .metrics import Metrics
 from .openapi import spec
 from .recordings import RecordingStats
-from .settings import Settings
 from .source import OBSERVE_EVERY, SnapshotSource, View
 
 log = logging.getLogger("vas.exporter")

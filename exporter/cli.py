@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate the exporter: section and exit")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
-    from .settings import SettingsError, load
+    from agent.config.exporter import SettingsError, load
     try:
         settings = load(args.config)
     except SettingsError as exc:
@@ -72,11 +72,11 @@ def _setup_logging(level: str) -> None:
 async def _serve(config: str, settings) -> None:
     from aiohttp import web
 
+    from agent.config.exporter import SettingsError, load
     from agent.httplog import quiet_protocol_errors
     from agent.supervise.limits import raise_nofile_limit
 
     from .app import CONTEXT, create_app
-    from .settings import SettingsError, load
 
     quiet_protocol_errors()  # scanners and broken clients: one debug line each, not a traceback
     soft, _ = raise_nofile_limit()  # thousands of idle clients must not starve the load balancer's checks

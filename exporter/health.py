@@ -15,8 +15,9 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from agent.config.exporter import Settings
+
 from . import public
-from .settings import Settings
 from .source import SnapshotSource, View
 
 NO_STORE = {"Cache-Control": "no-store"}

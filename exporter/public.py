@@ -1,5 +1,5 @@
 """What the /v2/health API shows of the agent's own internals: only what a remote reader
-needs (issue 18, item 15).
+needs.
 
 The snapshot is the host's full account (``vasctl status --json`` shows it to whoever may
 read ``/run/vas``); the HTTP API is readable by anyone who reaches the port by default, so

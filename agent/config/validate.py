@@ -1,6 +1,6 @@
 """The schema of ``streams.yaml``: one pass over the parsed document that checks
 every key, collects every error (``file:line: key.path: problem``) and builds the
-frozen dataclasses of ``config.py``.
+frozen dataclasses of ``model.py``.
 """
 from __future__ import annotations
 

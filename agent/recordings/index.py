@@ -22,7 +22,7 @@ from agent.recordings.pack import DirSegments
 __all__ = ["DirSegments", "SegmentIndex", "SCAN_THREADS"]
 #: Stream directories scanned at once.  More threads lose to GIL hand-offs: on a
 #: cold 300k-file tree, 2 threads took 2.3 s, 4 took 2.9 s, 8 took 3.4 s, 1 took 3.8 s (on
-#: a cold 1M-file tree, issue 21: 4 and 8 no better than 2, with more CPU).
+#: a cold 1M-file tree, 4 and 8 no better than 2, with more CPU).
 SCAN_THREADS = 2
 
 

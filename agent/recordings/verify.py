@@ -1,7 +1,7 @@
 """Before a size or free-space decision: drop index entries whose files no longer exist.
 
-The watcher does not follow deletions or moves out of the root (see segment_watch.EVENTS:
-watching IN_DELETE cost retention's own deletions 80 % of their speed), so a file
+The watcher does not follow deletions or moves out of the root (see ``watch.EVENTS``:
+watching IN_DELETE costs retention's own deletions 80 % of their speed), so a file
 removed with ``rm`` or moved away stays counted until the hourly sweep.  Age decisions
 rest on each file's own mtime and tolerate that (a vanished file is just "gone"); size
 and free-space decisions rest on totals and must not, or they delete real footage to

@@ -78,9 +78,9 @@ def next_seq(last_start: int | None, sent: int) -> int:
 
     A restarted FFmpeg keeps the producer's SSRC but starts its sequence anew,
     by default at random in 0..4095.  Behind where the last run ended, a
-    viewer watching across the restart decoded nothing (its SRTP took the
-    packets for replays) until the sequence passed the old end, minutes after
-    a long run; a little ahead, aiortc waited for the "missing" packets in
+    viewer watching across the restart decodes nothing (its SRTP takes the
+    packets for replays) until the sequence passes the last run's end, minutes
+    after a long run; a little ahead, aiortc waits for the "missing" packets in
     between.  So a new run starts SEQ_JUMP ahead of where the last one ended:
     its start plus the ``sent`` packets mediasoup counted.  Unknown (the first
     run, an adopted producer): anywhere.

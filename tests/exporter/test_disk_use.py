@@ -1,8 +1,8 @@
 """One "disk used %" everywhere, and it is df's (issue 18, item 17); the filesystem gauges are
 there from the first scrape after a snapshot exists (item 16).
 
-A real ext4 filesystem with 5 % of its blocks reserved for root, loop-mounted, is where the
-definitions used to part: reserved blocks are neither used nor available to ``df``."""
+A real ext4 filesystem with 5 % of its blocks reserved for root, loop-mounted, is where two
+definitions would part: reserved blocks are neither used nor available to ``df``."""
 from __future__ import annotations
 
 import math

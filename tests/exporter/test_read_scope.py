@@ -107,7 +107,7 @@ FFMPEG_ROFS = ["[hls @ 0x55aa7efd8c80] Failed to open file '/srv/private-recordi
 
 async def test_child_errors_name_no_host_path(client, node):
     """FFmpeg's and the SFU's stderr lines name the recordings root, the runtime dir and the config's
-    path: the open API shows them as placeholders (found by review18 on a read-only recordings fs)."""
+    path (a read-only recordings filesystem does): the open API shows them as placeholders."""
     data = snapshot_dict([stream("cam1", last_error=FFMPEG_ROFS)], root="/srv/private-recordings-root",
                          sfu={"configured": True, "state": "error", "restarts": 2,
                               "last_error": ["Error: EACCES: permission denied, open '/run/vas/sfu.log'"]})
@@ -125,9 +125,9 @@ async def test_child_errors_name_no_host_path(client, node):
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "a directory"])
 async def test_a_missing_or_broken_snapshot_is_reported_without_its_path(client, node, damage):
-    """Found by review18: with the agent down, every /v2/health answer and /readyz (which never
-    needs a token) said "no snapshot at /run/vas/state.json": the runtime directory the rest of
-    the API leaves out."""
+    """With the agent down, every /v2/health answer and /readyz (which never needs a token) says
+    the snapshot is missing or broken without its path ("/run/vas/state.json"): the runtime
+    directory the rest of the API leaves out."""
     import shutil
 
     from agent import snapshot
@@ -154,8 +154,8 @@ ETCD_REFUSED = "EtcdError: etcd http://10.255.255.1:2379: cannot authenticate as
 
 
 async def test_readyz_says_why_the_node_is_cut_off_without_etcds_address_or_user(guarded, node):
-    """Found by review18: /readyz (open to anyone, token option or not) quoted the etcd error:
-    the cluster's endpoint and the etcd user name."""
+    """/readyz (open to anyone, token option or not) does not quote the etcd error, which names
+    the cluster's endpoint and the etcd user."""
     data = snapshot_dict([stream("cam1")])
     data["fleet"] = {"node": "a", "etcd_up": False, "last_error": ETCD_REFUSED, "nodes": {}, "owners": {}}
     node.write(data)
@@ -167,8 +167,8 @@ async def test_readyz_says_why_the_node_is_cut_off_without_etcds_address_or_user
 
 
 async def test_the_sfus_pid_is_left_out_like_the_agents(client, node):
-    """Found by review18: /v2/health/system left out the agent's pid but showed the SFU's (docs/api.md
-    lists the SFU's state, since, restarts, last exit and error lines only)."""
+    """/v2/health/system leaves out the SFU's pid as it does the agent's (docs/api.md lists the
+    SFU's state, since, restarts, last exit and error lines only)."""
     node.write(snapshot_dict([stream("cam1")], sfu={"configured": True, "managed": True, "state": "up",
                                                     "pid": 424243, "pid_started_at": 1.0, "restarts": 0}))
     system = await (await client.get("/v2/health/system")).json()

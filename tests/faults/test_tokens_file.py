@@ -158,7 +158,7 @@ def test_tokens_added_and_removed_by_vasctl_apply_without_a_sighup(node):
     """Item 19: vasctl token add/remove, then the very next request."""
     node.start_exporter()
     added = node.vasctl("add", "fresh", "--scope", "heartbeat").stdout
-    assert "vas-exporter accepts it from its next request on" in added  # issue 18 item 11: and it does
+    assert "vas-exporter accepts it from its next request on" in added  # and it does
     fresh = added.split()[-1]
     assert node.heartbeat(fresh)[0] == 404
     assert node.vasctl("remove", "fresh").returncode == 0

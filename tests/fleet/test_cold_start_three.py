@@ -1,4 +1,4 @@
-"""review-fleet experiment: three agents started staggered within the start window."""
+"""Three agents started staggered within the start window: placement follows ``prefer``."""
 from __future__ import annotations
 
 import threading

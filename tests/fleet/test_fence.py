@@ -123,7 +123,7 @@ def _vouch_for(fence, seconds: float) -> None:
 
 
 def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
-    """review-fleet: the fence process SIGSTOPped (an operator's mistake, a stray ``kill -STOP -g``) is
+    """The fence process SIGSTOPped (an operator's mistake, a stray ``kill -STOP -g``) is
     noticed within lease_ttl and replaced, so the agent is guarded again.  And one whose input filled up
     while stopped (minutes of vouchers: the newest dropped) never wakes to fire on the stale ones,
     killing an awake agent's children."""
@@ -165,7 +165,7 @@ def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
 
 
 def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, agent_factory):
-    """review-fleet: lease_ttl 1 s, but etcd grants no lease shorter than 2 s (its minimum), so no node can
+    """lease_ttl 1 s, but etcd grants no lease shorter than 2 s (its minimum), so no node can
     take a stream over before 2 s.  The agent stalled for 1.4 s (SIGSTOP standing for an event loop
     blocked by heavy work) must find its children still running: stopping them is a gap and nothing else."""
     from tests.integration.harness import CHEAP
@@ -185,7 +185,7 @@ def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, ag
 
 
 def test_a_killed_or_stopped_fence_of_a_running_agent_is_replaced_and_guards_again(etcd, agent_factory):
-    """review-fleet: the fence SIGKILLed, then the new one SIGSTOPped, under a running agent: each is replaced
+    """The fence SIGKILLed, then the new one SIGSTOPped, under a running agent: each is replaced
     (the snapshot names the live fence, not the dead one), the streams run on untouched, and a freeze of
     the agent afterwards is still fenced."""
     from tests.integration.harness import CHEAP

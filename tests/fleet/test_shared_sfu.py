@@ -141,7 +141,7 @@ def test_a_handback_through_a_shared_sfu_keeps_the_new_owners_producer(etcd, rts
 
 def test_a_producer_of_a_stream_missing_from_one_nodes_file_is_left_to_its_owner(etcd, rtsp_camera, agent_factory,
                                                                                 sfu):
-    """review-fleet: during a rolling config change a's file has cam2 and b's not yet; an operator registered a
+    """During a rolling config change a's file has cam2 and b's not yet; an operator registered a
     producer of their own (no node, no epoch).  b closes neither: a's live producer of cam2 is a's (closing it
     restarts a's FFmpeg every poll), and one whose owner b cannot tell is not b's."""
     from tests.integration.test_sfu import post, sfu_section
@@ -162,7 +162,7 @@ def test_a_producer_of_a_stream_missing_from_one_nodes_file_is_left_to_its_owner
 
 
 def test_an_agent_that_cannot_reach_etcd_closes_no_other_nodes_producer(etcd, rtsp_camera, agent_factory, sfu):
-    """review-fleet: b starts while etcd is unreachable (its endpoint is closed), so it knows no live node;
+    """b starts while etcd is unreachable (its endpoint is closed), so it knows no live node;
     a's producer of cam2 (not in b's file yet) must not look like a dead node's to b."""
     from camera.fixture import free_port
     from tests.integration.test_sfu import sfu_section
@@ -183,7 +183,7 @@ def test_an_agent_that_cannot_reach_etcd_closes_no_other_nodes_producer(etcd, rt
 
 def test_an_sfu_restart_during_a_handback_ends_with_one_producer_of_the_new_owner(etcd, rtsp_camera,
                                                                                    agent_factory):
-    """review-fleet: the shared SFU restarts (all producers lost) while a warms up to take cam1 back from b.
+    """The shared SFU restarts (all producers lost) while a warms up to take cam1 back from b.
     In the end the SFU holds one producer of cam1, a's under a's epoch, and a records it live."""
     from camera.fixture import free_port
     from tests.integration.test_sfu import sfu_section

@@ -112,9 +112,9 @@ def test_version_string_from_tag_distance_and_edits(tag, distance, dirty, expect
 
 
 def test_a_new_untracked_module_makes_the_version_dirty(tmp_path):
-    """Found by review18: a module added but not yet committed was left out of ``+dirty``, while
-    install.sh installs it (its code hash counts it): the printed version named code that was not
-    the commit's.  Ignored files (``__pycache__``, ``_build.py``) still do not count."""
+    """A module added but not yet committed makes the version ``+dirty``: install.sh installs it
+    (its code hash counts it), so without the mark the printed version would name code that is not
+    the commit's.  Ignored files (``__pycache__``, ``_build.py``) do not count."""
     repo = tmp_path / "checkout"
     for part in ("agent", "exporter"):
         shutil.copytree(CHECKOUT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__", "_build.py"))

@@ -90,9 +90,10 @@ def test_started_by_hand_without_its_runtime_dir_it_says_what_to_do(shared):
 
 
 def test_check_from_the_configs_own_directory_and_a_secret_behind_a_closed_directory(shared):
-    """Found by review18: ``cd /etc/vas && vas-agent --config streams.yaml --check`` (root) said the
-    service user cannot read the file ("No such file or directory": the probe runs in /); a secret
-    shut away by its directory got "chmod 0640 FILE", which changes nothing."""
+    """``cd /etc/vas && vas-agent --config streams.yaml --check`` (root) finds the file although
+    the probe runs in / (where the relative path is "No such file or directory"); a secret shut
+    away by its directory is told to open the directory, not "chmod 0640 FILE", which would
+    change nothing."""
     config = write_config(shared)
     closed = shared / "closed"
     closed.mkdir(mode=0o700)
@@ -118,9 +119,9 @@ def test_check_from_the_configs_own_directory_and_a_secret_behind_a_closed_direc
 
 
 def test_a_missing_environment_file_asked_for_is_named_with_the_error_it_causes(shared):
-    """``--environment-file`` with a wrong path silently used the shell's environment; and the note
-    on an unreadable environment file was printed only when the file had no error, never beside the
-    "not set" it explains (found by review18)."""
+    """``--environment-file`` with a wrong path is named, not silently replaced by the shell's
+    environment; and the note on a missing or unreadable environment file is printed beside the
+    "not set" it explains."""
     config = write_config(shared)
     (shared / "secret").write_text("s3cret\n")
     out = check(config, "--environment-file", str(shared / "no-such-file"))
@@ -139,9 +140,9 @@ def test_a_missing_environment_file_asked_for_is_named_with_the_error_it_causes(
 
 
 def test_check_run_from_an_interpreter_the_user_cannot_run(shared, tmp_path):
-    """Found by review18: root checking with a venv the service user cannot enter (a checkout in
-    /root, a stage in a 0700 directory) got "only root can switch users" for every file, with a
-    chmod for each that would change nothing.  The probe falls back to Debian's python3."""
+    """Root checking with a venv the service user cannot enter (a checkout in /root, a stage in a
+    0700 directory): the probe falls back to Debian's python3 instead of reporting "only root can
+    switch users" for every file, with a chmod for each that would change nothing."""
     import sys
     import sysconfig
     config = write_config(shared)

@@ -1,6 +1,6 @@
 """install.sh on a host's real root, not a --root stage (issue 18, items 1 and 3-6, 8): in a mount
 namespace (tests/integration/hostns.sh) whose /etc is a copy without any vas account, from a
-wheelhouse with every package index hidden, then the uninstall that used to stop half-way."""
+wheelhouse with every package index hidden, then the uninstall, to its end."""
 from __future__ import annotations
 
 import os
@@ -103,10 +103,10 @@ exit 0
 
 
 def test_an_upgrade_onto_a_config_with_errors_leaves_the_running_node_alone(tmp_path):
-    """Found by review18: an upgrade (or any re-run that changed code) restarted vas-agent even when
-    the kept /etc/vas/streams.yaml failed its check; ExecStartPre's --check then fails and an agent
-    that was recording on its last good config is down.  Now it is not restarted, and the operator is
-    told.  systemctl is a logging stand-in here (no systemd on a test host); the rest is real."""
+    """An upgrade (or any re-run that changes code) onto a kept /etc/vas/streams.yaml that fails its
+    check does not restart vas-agent, and tells the operator: a restart would fail in ExecStartPre's
+    --check and take down an agent recording on its last good config.  systemctl is a logging
+    stand-in here (no systemd on a test host); the rest is real."""
     work = tmp_path / "host"
     work.mkdir()
     stub = tmp_path / "stub"

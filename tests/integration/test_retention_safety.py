@@ -50,7 +50,7 @@ def candidates(root: Path, sid: str, dir_rel: str = "") -> list:
     return [candidate(sid, dir_rel, p.name, p.stat().st_mtime, p.stat().st_size) for p in files]
 
 
-@pytest.mark.parametrize("at", [0, 1, 63, 67])  # around retention.STRICT_EVERY (64)
+@pytest.mark.parametrize("at", [0, 1, 63, 67])  # around dirfd.STRICT_EVERY (64)
 def test_a_directory_moved_out_mid_pass_loses_nothing_outside_the_root(tmp_path, at):
     """Item 7: the cached directory fd follows a move; nothing may go once it left the root."""
     root, outside = tmp_path / "rec", tmp_path / "elsewhere"
@@ -169,7 +169,7 @@ async def test_a_symlinked_stream_directory_is_reported_once_per_start_and_reloa
     assert old.exists()
 
 
-@pytest.mark.parametrize("at", [1, 5, 63])  # between the whole-path walks (every retention.STRICT_EVERY)
+@pytest.mark.parametrize("at", [1, 5, 63])  # between the whole-path walks (every dirfd.STRICT_EVERY)
 def test_a_stream_folder_moved_out_and_symlinked_back_mid_pass_loses_nothing_outside(tmp_path, at):
     """`mv cam1 /other/cam1 && ln -s /other/cam1 cam1` on the same filesystem during a pass: the
     path from the root reaches the same date folder through the symlink, but it is outside now."""

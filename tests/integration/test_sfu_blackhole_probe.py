@@ -49,9 +49,9 @@ def black_hole() -> Iterator[int]:
 
 def test_a_good_camera_is_not_held_up_by_cameras_that_black_hole_the_probe(rtsp_camera, agent_factory,
                                                                             black_hole):
-    """Before the fix each black hole held one of the 4 probe slots for the probe's 5 s: the good
-    camera's producer came 12 s after start, so its stream started without RTP after waiting 10 s
-    and was restarted onto the producer (2 spawns; live after 14.8 s)."""
+    """Black holes must not hold the probe slots: if each held one of the 4 for the probe's 5 s, the
+    good camera's producer would come 12 s after start, so its stream would start without RTP after
+    waiting 10 s and be restarted onto the producer (2 spawns; live after 14.8 s)."""
     streams = {f"dead{i}": {"url": f"rtsp://127.0.0.1:{black_hole}/dead{i}"} for i in range(BLACK_HOLES)}
     streams["good"] = {"url": rtsp_camera.url("cam1")}  # last: the slots go in config order
     port = free_port()

@@ -70,10 +70,10 @@ def worker_sockets(port: int) -> int:
 def test_racing_owners_never_leave_a_lower_epoch_registered_after_a_higher_one(sfu):
     """Two owners POST at once (a paused fleet node wakes up while the new one takes over).
 
-    The fence was checked before the await on the worker, so both passed it and
-    the older owner's producer was registered after the newer one's: two owners
-    of one stream in the SFU (20 of 20 rounds before the fix).  Registration
-    order is the order ``GET /producers`` lists them in.
+    A fence checked only before the await on the worker lets both pass and
+    registers the older owner's producer after the newer one's: two owners of
+    one stream in the SFU (20 of 20 rounds without the second check).
+    Registration order is the order ``GET /producers`` lists them in.
     """
     for round_ in range(10):
         sid = f"race{round_}"
@@ -96,8 +96,8 @@ def test_racing_owners_never_leave_a_lower_epoch_registered_after_a_higher_one(s
 def test_a_viewer_consumes_the_newest_owners_producer(sfu):
     """During a handover both producers exist for a moment: a viewer must get the new one.
 
-    Before the fix it got the first registered (the old owner's, about to be
-    closed), and lost its video when that one closed.
+    The first registered is the old owner's, about to be closed: a viewer given
+    that one would lose its video when it closes.
     """
     old = call(sfu, "POST", "/producers", producer_body("cam1", epoch=4))
     new = call(sfu, "POST", "/producers", producer_body("cam1", epoch=6))
@@ -112,7 +112,7 @@ def test_a_viewer_that_never_connects_is_closed(sfu):
 
     Such a viewer has no consumer, so the agent never sees it (``GET
     /consumers``) and cannot expire it; a client that retries leaks a port per
-    try.  Before the fix the worker's sockets were still open 35 s later.
+    try unless the app closes such a viewer itself (``--viewer-timeout``).
     """
     before = worker_sockets(sfu)
     viewers = [call(sfu, "POST", "/viewers", {"client_id": f"v{i}"}) for i in range(3)]
@@ -155,8 +155,8 @@ def test_a_connected_viewer_outlives_the_timeout_and_an_unconnected_consumer_doe
 def test_malformed_dtls_parameters_are_a_400_not_a_500(sfu, dtls):
     """mediasoup throws a TypeError on them: the caller's fault, answered 400 with a message.
 
-    Before the fix: 500 with an empty message (" [method:transport.connect]") and a stack trace in
-    the app's log, as for a real fault of the app.
+    Not a 500 with an empty message (" [method:transport.connect]") and a stack trace in the
+    app's log, as for a real fault of the app.
     """
     viewer: dict = call(sfu, "POST", "/viewers", {"client_id": "v"})  # type: ignore[assignment]
     status, answer = raw(sfu, "POST", f"/viewers/{viewer['viewer_id']}/connect",
@@ -168,8 +168,8 @@ def test_malformed_dtls_parameters_are_a_400_not_a_500(sfu, dtls):
 
 @pytest.mark.parametrize("epoch", ["1e999", "Infinity", "", "abc", "-1", "7.5"])
 def test_a_delete_with_a_malformed_epoch_is_refused_not_let_through_the_fence(sfu, epoch):
-    """``?epoch=1e999`` was Number() Infinity, which is above every epoch: it closed a fleet owner's
-    producer.  ``?epoch=`` was 0.  Only a plain integer may be compared."""
+    """``?epoch=1e999`` is Number() Infinity, above every epoch: it would close a fleet owner's
+    producer.  ``?epoch=`` is 0.  Only a plain integer may be compared."""
     made: dict = call(sfu, "POST", "/producers", producer_body("cam1", epoch=7))  # type: ignore[assignment]
     status, answer = raw(sfu, "DELETE", f"/producers/{made['producer_id']}?epoch={epoch}")
     assert status == 400, answer
@@ -178,7 +178,7 @@ def test_a_delete_with_a_malformed_epoch_is_refused_not_let_through_the_fence(sf
 
 
 def test_a_body_over_the_limit_is_answered_413(sfu):
-    """Before the fix the app reset the connection mid-upload: the caller saw a reset, not why."""
+    """Answered, not a connection reset mid-upload: the caller learns why."""
     status, answer = raw(sfu, "POST", "/producers", b" " * (2 << 20))
     assert status == 413 and answer == {"error": "body over 1 MiB"}
     assert raw(sfu, "GET", "/health")[0] == 200

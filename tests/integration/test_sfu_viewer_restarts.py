@@ -54,9 +54,9 @@ def restart_jump(seqs: list[int]) -> int:
 
 
 def test_a_viewer_keeps_decoding_across_ffmpeg_restarts(camera_factory, agent_factory):
-    """Before the fix a restarted FFmpeg began its sequence at random in 0..4095: behind where the last
-    run ended, the viewer got nothing (SRTP replay protection) until the sequence caught up; a little
-    ahead, aiortc waited for the "missing" packets.  Either way no frame for 15 s, about one restart
+    """A restarted FFmpeg left to begin its sequence at random in 0..4095: behind where the last run
+    ended, the viewer gets nothing (SRTP replay protection) until the sequence catches up; a little
+    ahead, aiortc waits for the "missing" packets.  Either way no frame for 15 s, about one restart
     in five here (runs of 2 s); after a run of minutes, most restarts land behind."""
     agent, port = live_agent(camera_factory, agent_factory)
     [producer] = get(port, "/producers")  # type: ignore[misc]

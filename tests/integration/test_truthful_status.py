@@ -103,8 +103,8 @@ def test_a_killed_agent_stops_claiming_live_in_api_metrics_and_vasctl(agent_fact
         exporter.stop()
 
 
-#: Hang catchers, not timing goals (those are printed): a change to a stopped agent used to wait
-#: 60 s; the call deadline is 3 s, and a loaded 2-core box adds seconds of process start-up.
+#: Hang catchers, not timing goals (those are printed): without a deadline a change to a stopped
+#: agent would wait 60 s; the call deadline is 3 s, and a loaded 2-core box adds seconds of process start-up.
 GAVE_UP = 20.0
 #: A stale snapshot answers without calling the agent at all: well under the 3 s call deadline.
 AT_ONCE = 2.0

@@ -34,20 +34,28 @@ def sources() -> dict[str, Path]:
     return {module_name(p): p for top in ("agent", "exporter") for p in sorted((ROOT / top).rglob("*.py"))}
 
 
-def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """The first-party modules ``name`` imports, anywhere in its source."""
+def imported_bases(name: str, path: Path) -> list[tuple[str, list[str]]]:
+    """Each import of ``name``'s source as (module, names imported from it), relative ones resolved."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
+    found: list[tuple[str, list[str]]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
+            found += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}  # ``from pkg import module``
+            found.append((base, [a.name for a in node.names]))
+    return found
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The first-party modules ``name`` imports, anywhere in its source."""
+    found: set[str] = set()
+    for base, names in imported_bases(name, path):
+        found.add(base)
+        found |= {f"{base}.{n}" for n in names}  # ``from pkg import module``
     return {m for m in found if m in known}
 
 
@@ -103,6 +111,14 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+def test_every_first_party_import_names_a_module_of_this_tree():
+    """A moved module's old name must fail here, not resolve through an installed copy elsewhere."""
+    mods = sources()
+    wrong = [f"{name}: {base}" for name, path in mods.items() for base, _ in imported_bases(name, path)
+             if base.split(".")[0] in ("agent", "exporter") and base not in mods and base != "agent._build"]
+    assert wrong == []
 
 
 def test_there_is_no_import_circle(graph):

@@ -74,7 +74,7 @@ def test_the_producer_in_use_stays_ours_when_the_sfu_does_not_echo_node_or_epoch
 
 
 def test_a_live_nodes_or_an_unknown_owners_producer_of_a_stream_not_in_our_file_is_kept():
-    """review-fleet: during a rolling config change b runs a stream a's file does not have yet;
+    """During a rolling config change b runs a stream a's file does not have yet;
     an operator (or an older agent) registered a producer with no node.  Neither is a's to close."""
     listed = [P("p1", "new-cam", epoch=12, node="b"), P("p2", "operator-feed"), P("p3", "old", epoch=2, node="c")]
     out = plan(listed, {}, FLEET)
@@ -82,7 +82,7 @@ def test_a_live_nodes_or_an_unknown_owners_producer_of_a_stream_not_in_our_file_
 
 
 def test_no_node_is_taken_for_dead_while_etcd_has_not_said_who_lives():
-    """review-fleet: an agent started while etcd is unreachable (or cut off) has no live-node list;
+    """An agent started while etcd is unreachable (or cut off) has no live-node list;
     another node's producer must not look like a dead node's."""
     listed = [P("p1", "new-cam", epoch=12, node="b"), P("p2", "s1", epoch=3, node="b")]
     blind = FleetView("a", frozenset(), frozenset({"s1"}), known=False)

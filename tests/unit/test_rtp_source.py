@@ -27,7 +27,7 @@ def test_pick_never_returns_a_port_whose_pair_overlaps_one_to_avoid():
 def test_many_producers_get_disjoint_pairs():
     """200 picks, each avoiding the earlier ones (the agent's 200-stream case).
 
-    Without ``avoid`` (before the fix), 43 of 50 such runs had an overlapping pair:
+    Without ``avoid``, 43 of 50 such runs had an overlapping pair:
     both FFmpegs' ports are free until they spawn, and the kernel offers freed ports again.
     """
     taken: list[int] = []

@@ -7,21 +7,14 @@ import os
 import random
 import time
 import tracemalloc
-import types
 from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.recordings import index as segment_index
+from agent.recordings import pack as segment_pack
 from agent.recordings.delete import natural_key
 from agent.recordings.index import DirSegments, SegmentIndex
-
-segment_pack: types.ModuleType
-try:
-    from agent.recordings import pack as segment_pack
-except ImportError:  # the code before issue 21 had none: these tests then fail on substance there
-    segment_pack = segment_index  # type: ignore[assignment]
 
 SID = "site-0042-building-north-wing-floor-03-corridor-east-camera-0001"  # 64 characters
 
@@ -52,13 +45,14 @@ def best_upsert(size: int, tries: int = 300) -> float:
 
 
 def test_an_upsert_costs_the_same_in_a_big_folder():
-    """Was a scan of the whole name blob per upsert: 200x slower at 200k than at 1k."""
+    """No scan of the whole name blob per upsert (that is 200x slower at 200k than at 1k)."""
     small, big = best_upsert(1000), best_upsert(200_000)
     assert big < 5 * small + 20e-6, (small, big)
 
 
 def test_bytes_per_segment_steady_and_peak_with_64_character_ids():
-    """Was 128 B steady (name bytes) and a list of tuples at build time (400+ B peak)."""
+    """At most 32 B steady (names kept as bytes take 128 B), and no list of tuples at build time
+    (400+ B peak)."""
     n = 100_000
     gc.collect()
     tracemalloc.start()
