@@ -38,6 +38,8 @@ DEV_PACKAGES=(
     etcd-server etcd-client
     # sfu/build-mediasoup.sh builds mediasoup 3.8.4's worker for the reference SFU the tests run.
     make g++
+    # The console's browser tests (tests/console/): headless Chromium driven through its chromedriver.
+    chromium chromium-driver
 )
 RUNTIME_PACKAGES=(ffmpeg python3 python3-venv util-linux)
 VENV=.venv
@@ -80,7 +82,7 @@ Usage: ./install.sh [--root DIR]
             the SFU (config/demo-sfu.yaml, 2 cameras live in mediasoup)
 
   --dev     install the system packages (FFmpeg, GStreamer RTSP server for the
-            test camera) and create .venv with the agent plus its test and
+            test camera, Chromium for the console's browser tests) and create .venv with the agent plus its test and
             bench extras (pip install -e '.[test,bench]')
   --test    after --dev, run the test suite (.venv/bin/python -m pytest -q);
             every argument after --test goes to pytest; exits with pytest's code

@@ -207,9 +207,10 @@ def _vasctl(argv: list[str] | None) -> int:
     tks = tk.add_subparsers(dest="token_command", required=True, metavar="add|list|remove")
     ta = tks.add_parser("add", help="create a token, print it once, store only its hash")
     ta.add_argument("name")
-    ta.add_argument("--scope", required=True, choices=["heartbeat", "read", "admin"],
+    from agent.tokens import SCOPES
+    ta.add_argument("--scope", required=True, choices=list(SCOPES),
                     help="heartbeat: viewers' heartbeats; read: /v2/health reads (exporter.require_read_token); "
-                         "admin: everything")
+                         "viewer: the console's video (live, recordings, snapshots, clips); admin: everything")
     tks.add_parser("list", help="names and scopes (never the tokens)")
     tr = tks.add_parser("remove", help="revoke a token")
     tr.add_argument("name")

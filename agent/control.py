@@ -6,10 +6,13 @@ disabled, 422 invalid config.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -30,6 +33,9 @@ def create_app(agent: Controlled) -> web.Application:
     app.router.add_post("/recordings/cleanup", _cleanup)
     app.router.add_post("/consumers/{id}/heartbeat", _heartbeat)
     app.router.add_delete("/streams/{sid}/consumers/{cid}", _close_consumer)
+    app.router.add_get("/index/{id}/segments", _index_segments)
+    app.router.add_get("/index/{id}/newest", _index_newest)
+    app.router.add_get("/index/{id}/known", _index_known)
     return app
 
 
@@ -138,6 +144,73 @@ async def _close_consumer(request: web.Request) -> web.Response:
     if not closed:
         return _error(404, f"unknown consumer '{cid}' of stream '{sid}'")
     return web.Response(status=204)
+
+
+def _indexed(request: web.Request) -> tuple[Controlled, Any, str, float] | web.Response:
+    """The agent, its retention index, a configured stream's id and its segment duration; or the
+    error to answer."""
+    agent, sid = _agent(request), request.match_info["id"]
+    stream = agent.cfg.streams.get(sid)
+    if stream is None:
+        return _error(404, f"unknown stream '{sid}'")
+    if agent.retention is None:
+        return _error(404, "no recordings index (retention is not running)")
+    return agent, agent.retention.index, sid, stream.recording.segment_duration
+
+
+def _seconds(request: web.Request, name: str) -> float:
+    import math
+    try:
+        value = float(request.query[name])
+    except (KeyError, ValueError):
+        raise web.HTTPBadRequest(text=f'{{"error": "{name}: unix seconds expected", "parameter": "{name}"}}',
+                                 content_type="application/json") from None
+    if not math.isfinite(value):
+        raise web.HTTPBadRequest(text=f'{{"error": "{name}: not finite", "parameter": "{name}"}}',
+                                 content_type="application/json")
+    return value
+
+
+async def _index_segments(request: web.Request) -> web.Response:
+    """Read only: ``[name, start, duration, size, init]`` of the segments in [start, end) and
+    the live playlist's name (agent/recordings/query.py); names are relative to the stream's directory."""
+    from agent.recordings import query
+    found = _indexed(request)
+    if isinstance(found, web.Response):
+        return found
+    agent, index, sid, seg = found
+    start, end = _seconds(request, "start"), _seconds(request, "end")
+    root = agent.cfg.recordings_root
+
+    def answer() -> str:  # in a thread: a day of 2 s segments is 43,200 entries, not for the event loop
+        segments, truncated = query.segments_between(index, sid, start, end, seg)
+        return json.dumps({"stream_id": sid, "segment_duration": seg, "segments": segments, "truncated": truncated,
+                           "playlist": query.live_playlist(root, sid)}, separators=(",", ":"))
+    return web.Response(text=await asyncio.to_thread(answer), content_type="application/json")
+
+
+async def _index_newest(request: web.Request) -> web.Response:
+    """Read only: the stream's newest complete segment (null when it has none)."""
+    from agent.recordings import query
+    found = _indexed(request)
+    if isinstance(found, web.Response):
+        return found
+    _, index, sid, seg = found
+    return web.json_response({"stream_id": sid, "segment": query.newest(index, sid, time.time(), seg)})
+
+
+async def _index_known(request: web.Request) -> web.Response:
+    """Read only: 200 with the size when the index holds ``name`` (a segment or init), else 404."""
+    from agent.recordings import query
+    found = _indexed(request)
+    if isinstance(found, web.Response):
+        return found
+    _, index, sid, _ = found
+    name = request.query.get("name", "")
+    size = query.knows(index, sid, name)
+    if size is None:
+        return _error(404, "not a segment of this stream's index")
+    return web.json_response({"stream_id": sid, "name": name, "size": size})
 
 
 class ControlServer:

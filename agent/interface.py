@@ -36,6 +36,7 @@ class Controlled(Protocol):
 
     cfg: Config
     last_reload: dict[str, Any] | None
+    retention: Retention | None
 
     @property
     def streams(self) -> Mapping[str, Stream]:

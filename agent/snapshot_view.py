@@ -22,7 +22,7 @@ _TOP = {"agent": (dict,), "streams": (list,), "config": _OPT_DICT, "sfu": _OPT_D
         "fleet": _OPT_DICT, "recordings": _OPT_DICT}
 _STREAM = {"id": (str,), "state": (str,), "enabled": (bool,), "pid": (int, type(None)),
            "pid_started_at": (*_NUM, type(None)), "restarts": (int,), "restart_reasons": (dict,),
-           "since": _NUM, "progress": _OPT_DICT, "producer": _OPT_DICT, "recording": _OPT_DICT,
+           "since": _NUM, "progress": _OPT_DICT, "producer": _OPT_DICT, "recording": _OPT_DICT, "video": _OPT_DICT,
            "last_error": (list, type(None)), "last_exit": _OPT_DICT, "next_restart_at": (*_NUM, type(None))}
 _NESTED_NUMBERS = ("progress", "producer")
 

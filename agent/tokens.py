@@ -3,7 +3,8 @@
 One line per token: ``name scope sha256hex``.  The token itself is printed
 once by ``vasctl token add`` and stored nowhere.  Scopes: ``heartbeat``
 (consumer heartbeats only), ``read`` (the /v2/health reads when
-``exporter.require_read_token`` is on) and ``admin`` (everything).  Stdlib only: the
+``exporter.require_read_token`` is on), ``viewer`` (the console's video: live views,
+segments, snapshots, playlists, clips) and ``admin`` (everything, video included).  Stdlib only: the
 exporter imports this too.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-SCOPES = ("heartbeat", "read", "admin")
+SCOPES = ("heartbeat", "read", "viewer", "admin")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEX = re.compile(r"^[0-9a-f]{64}$")
 FILE_MODE = 0o640

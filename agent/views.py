@@ -40,6 +40,7 @@ def stream_view(s: Stream, secrets: frozenset[str], retention: Any = None) -> di
             "out_time_seconds": p.out_time_us / 1e6, "last_progress_at": s.last_progress_at,
         },
         "producer": None if s.producer is None else s.producer.view(),
+        "video": s.video,  # codec, width, height: probed once per spawn, None until known
         "recording": {"enabled": s.cfg.recording.enabled,
                       "segment_duration_seconds": s.cfg.recording.segment_duration,
                       "retention_seconds": s.cfg.recording.retention,

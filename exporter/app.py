@@ -1,4 +1,4 @@
-"""``create_app(settings) -> web.Application``: health, the /v2 API and /v2/metrics.
+"""``create_app(settings) -> web.Application``: health, the /v2 API, /v2/metrics and the console.
 
 The exporter is the only network-facing part of the node.  It reads the
 agent's snapshot (cached until the file is replaced), samples processes with
@@ -19,6 +19,7 @@ from agent.config.exporter import Settings
 
 from .api import Api, json_error
 from .auth import Auth
+from .console_routes import ConsoleRoutes
 from .control import AgentControl
 from .health import Health, readiness
 from .metrics import Metrics
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     ctx.health = Health(settings, ctx.view, ctx.source)
     ctx.health.routes(app)
     Api(ctx).routes(app)
+    ConsoleRoutes(ctx).routes(app)
     app.router.add_get("/v2/metrics", _metrics)
     openapi = json.dumps(spec()).encode()
 

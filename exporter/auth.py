@@ -1,4 +1,5 @@
-"""Bearer-token checks for mutating endpoints (read-only ones need none).
+"""Bearer-token checks: changes, the console's video (scope ``viewer``), and the reads when
+``exporter.require_read_token`` is on.  An ``admin`` token may do everything.
 
 Missing, malformed or unknown token: 401 with ``WWW-Authenticate: Bearer``; a
 token whose scope does not allow the call: 403; a tokens file the exporter
@@ -61,8 +62,9 @@ class Auth:
         if _identity(self.path) != self._seen:
             self.reload()
 
-    def check(self, request: web.Request, scope: str) -> str:
-        """The name of the request's token if it may do ``scope``; else the HTTP error to answer."""
+    def check(self, request: web.Request, scope: str | tuple[str, ...]) -> str:
+        """The name of the request's token if its scope is ``scope`` (or one of them) or admin;
+        else the HTTP error to answer."""
         self.refresh()
         if self.loaded.refused:
             raise _json_error(web.HTTPServiceUnavailable, REFUSED)
@@ -74,7 +76,7 @@ class Auth:
         if token is None:
             raise _json_error(web.HTTPUnauthorized, "a valid bearer token is required",
                               {"WWW-Authenticate": 'Bearer realm="vas"'})
-        if token.scope != "admin" and token.scope != scope:
+        if token.scope != "admin" and token.scope not in ((scope,) if isinstance(scope, str) else scope):
             raise _json_error(web.HTTPForbidden, f"token '{token.name}' (scope {token.scope}) may not do this")
         return token.name
 

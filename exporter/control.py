@@ -19,9 +19,11 @@ import aiohttp
 from agent.client import START_BY
 
 #: Seconds the agent has to start a call, then seconds the call itself may take, per kind.
-KINDS = {"heartbeat": (2.0, 1.0), "consumer": (2.0, 8.0), "cleanup": (2.0, 58.0)}
+KINDS = {"heartbeat": (2.0, 1.0), "consumer": (2.0, 8.0), "cleanup": (2.0, 58.0), "index": (2.0, 8.0)}
 #: While waiting, how often the agent's liveness (its snapshot) is looked at.
 ALIVE_CHECK = 0.5
+#: Answers longer than this (characters) are parsed in a thread: /metrics and /livez keep answering.
+PARSE_INLINE = 1 << 16
 
 
 class AgentUnreachable(Exception):
@@ -32,6 +34,8 @@ def kind_of(path: str) -> str:
     """The call kind of a control path (its timeouts)."""
     if path.startswith("/recordings/"):
         return "cleanup"
+    if path.startswith("/index/"):
+        return "index"  # the console's read-only questions to the retention index
     return "heartbeat" if path.endswith("/heartbeat") else "consumer"
 
 
@@ -77,8 +81,9 @@ class AgentControl:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise AgentUnreachable(f"the agent does not answer on {self.socket_path}: {type(exc).__name__}; "
                                    "not applied") from None
-        try:
-            body = json.loads(text) if text else {}
+        try:  # an index answer may be megabytes (a day of segments): parsed beside the event loop
+            body = (await asyncio.to_thread(json.loads, text) if len(text) > PARSE_INLINE
+                    else json.loads(text) if text else {})
         except ValueError:
             body = {"error": text[:200]}
         return status, body if isinstance(body, dict) else {"result": body}

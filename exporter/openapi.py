@@ -26,6 +26,22 @@ _RECORDING = {"type": "object", "required": ["stream_id", "segment_count", "tota
               "properties": {"stream_id": {"type": "string"}, "segment_count": {"type": ["integer", "null"]},
                              "total_bytes": {"type": ["integer", "null"]}, "oldest_segment_at": _NUM,
                              "retention_days": _NUM, "unsafe": _STR, "stale": {"type": "boolean"}}}
+_TILE = {"type": "object", "required": ["id", "state", "codec", "width", "height", "last_error", "recording",
+                                       "viewers", "owner"], "properties": {
+    "id": {"type": "string"}, "name": {"type": "string"}, "state": {"type": "string"}, "since": _NUM,
+    "uptime_seconds": _NUM, "restarts": {"type": "integer"}, "fps": _NUM, "bitrate_kbps": _NUM, "codec": _STR,
+    "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]}, "last_error": _STR,
+    "recording": {"type": "object", "properties": {"bytes": {"type": ["integer", "null"]}, "oldest_at": _NUM,
+                                                   "newest_at": _NUM}},
+    "viewers": {"type": "integer"},
+    "owner": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["node", "console_url"]}]}}}
+_CONSOLE = {"type": "object", "required": ["generated_at", "node", "streams"], "properties": {
+    "generated_at": {"type": "number"}, "stale": {"type": "boolean"},
+    "node": {"type": "object", "required": ["name", "fleet"]}, "streams": {"type": "array", "items": _TILE}}}
+_TIMELINE = {"type": "object", "required": ["stream_id", "start", "end", "ranges", "gaps"], "properties": {
+    "stream_id": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},
+    "ranges": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+    "gaps": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}}
 _HEALTH = {"type": "object", "required": ["status"], "properties": {
     "status": {"enum": ["ok", "ready", "not ready"]}, "failing": {"type": "array", "items": {"type": "string"}},
     "checks": {"type": "array", "items": {"type": "object", "required": ["check", "ok"]}}}}
@@ -39,6 +55,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "bad, unknown or repeated parameter (named in `parameter`)",
              401: "missing, unknown or malformed bearer token",
              403: "token scope too small", 404: "unknown id", 409: "refused by the agent",
+             413: "the clip's segments add up to more than exporter.clip_max_size (nothing was sent)",
              502: "the agent (or, for a force-close, the SFU) failed the change: the body says how",
              503: "agent state unreadable or unavailable, or the tokens file was refused; "
                   "for a change: not applied (agent down, hung or late)"}
@@ -78,6 +95,52 @@ def _with_protocol_errors(paths: dict[str, Any]) -> dict[str, Any]:
             if answer["description"] != _PROTOCOL_400:
                 answer["description"] += f"; or a {_PROTOCOL_400}"
     return paths
+
+
+#: What the console's files are served as (exporter/console_static.py TYPES).
+_STATIC_TYPES = ("text/html", "text/javascript", "text/css", "image/svg+xml", "image/png", "image/x-icon",
+                 "text/plain", "application/json", "font/woff2", "application/octet-stream")
+
+
+def _video(summary: str, kind: str, params: list, codes: tuple = (), ok: str = "OK") -> dict[str, Any]:
+    """A console route with video or recordings: a viewer (or admin) token, JSON errors."""
+    kinds = kind.split()
+    return {"get": {"summary": summary + " (scope viewer or admin)", "security": [{"bearer": []}],
+                    "parameters": params, "responses": {
+                        "200": {"description": ok, "content": {k: {"schema": {"type": "string"}} for k in kinds}},
+                        **_errors(*sorted({401, 403, 404, 503, *codes}))}}}
+
+
+def _console_paths() -> dict[str, Any]:
+    """The console's routes (docs/api.md, "Console")."""
+    sid = _param("stream_id")
+    when = [_param("start", "query"), _param("end", "query")]
+    hls = "application/vnd.apple.mpegurl"
+    static = {"get": {"summary": "the console's page and files (no token; a strict Content-Security-Policy)",
+                      "responses": {"200": {"description": "the file", "content": {k: {} for k in _STATIC_TYPES}},
+                                    **_errors(404)}}}
+    streams = _get("every stream's tile for the console (open like /v2/health)", _CONSOLE)
+    return {
+        "/": static, "/console/{path}": {"get": {**static["get"], "parameters": [_param("path")]}},
+        "/v2/console/streams": streams,
+        "/v2/streams/{stream_id}/live.m3u8": _video("the live HLS playlist, URIs rewritten to segment routes",
+                                                   hls, [sid]),
+        "/v2/streams/{stream_id}/snapshot.jpg": _video(
+            "one keyframe of the newest complete segment as JPEG (cached; header X-Vas-Snapshot: decoded, "
+            "shared or cached); 502: FFmpeg made no frame", "image/jpeg", [sid], (502,)),
+        "/v2/recordings/{stream_id}/segments/{name}": _video(
+            "a segment or init file by a name the agent's index holds (relative to the stream's directory)",
+            "video/mp2t video/mp4 video/iso.segment video/x-matroska", [sid, _param("name")]),
+        "/v2/recordings/{stream_id}/timeline": {"get": {
+            **_video("recorded ranges and gaps (default: the last 24 h)", "application/json", [sid, *when],
+                     (400,))["get"], "responses": {"200": _json(_TIMELINE), **_errors(400, 401, 403, 404, 503)}}},
+        "/v2/recordings/{stream_id}/playlist.m3u8": _video(
+            "a VOD playlist of the range (PROGRAM-DATE-TIME, DISCONTINUITY at gaps, EXT-X-MAP for fMP4)", hls,
+            [sid, *when], (400,)),
+        "/v2/recordings/{stream_id}/clip.mp4": _video(
+            "the range as one fragmented MP4 (stream copy), streamed as an attachment; start and end required; "
+            "503 also when two clips are being exported", "video/mp4", [sid, *when], (400, 413)),
+    }
 
 
 def _health_path(summary: str) -> dict[str, Any]:
@@ -140,5 +203,6 @@ def spec() -> dict[str, Any]:
                 "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {
                     "type": "string"}}}}}}},
             "/v2/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json(obj)}}},
+            **_console_paths(),
         }),
     }

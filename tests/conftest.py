@@ -5,6 +5,7 @@ Real-camera fixtures: ``rtsp_camera`` / ``camera_factory`` run tests/camera/rtsp
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -78,6 +79,29 @@ def real_sfu(_module_sfu: SharedSfu) -> SharedSfu:
 
 
 @pytest.fixture(scope="session")
+def host_vas_account() -> None:
+    """User and group vas on this host, as install.sh creates them, made before any test that needs
+    them runs and left in place (as install.sh leaves them).  The account database is one for the
+    machine: tests in other workers make the same account at the same moment, and an "already
+    exists" (exit 9) is their success, not an error; none of them deletes it while another runs.
+    Creating the account on a host without one is tests/integration/test_install_host.py's case
+    (in a copy of /etc)."""
+    import grp
+    import pwd
+    import subprocess
+    for exists, cmd in ((lambda: grp.getgrnam("vas"), ["groupadd", "--system", "vas"]),
+                        (lambda: pwd.getpwnam("vas"), ["useradd", "--system", "--gid", "vas", "--home-dir",
+                                                         "/var/lib/vas", "--no-create-home", "--shell",
+                                                         "/usr/sbin/nologin", "vas"])):
+        try:
+            exists()
+        except KeyError:
+            made = subprocess.run(cmd, capture_output=True, text=True)
+            if made.returncode not in (0, 9):  # 9: made by another worker just now
+                pytest.fail(f"{' '.join(cmd)}: {made.stderr.strip()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def ffmpeg_bin() -> str:
     """Absolute path of ffmpeg; fails (not skips) when it is missing."""
     path = shutil.which("ffmpeg")
@@ -85,3 +109,28 @@ def ffmpeg_bin() -> str:
         pytest.fail("ffmpeg not found on PATH: integration tests need a real ffmpeg "
                     "(apt-get install ffmpeg)", pytrace=False)
     return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): three workers per core.  Most tests wait on real
+    processes (a camera's frames, a stall timeout, a restart's backoff), not on the CPU."""
+    return 3 * len(os.sched_getaffinity(0))  # the cores this process may use, not the host's
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """In a pytest-xdist worker: the tests that declare minutes of work (a longer timeout) first,
+    then the other slow tests, then the other integration tests, then the rest, so the longest
+    waits start at once and the many short tests fill the gaps at the end (a long test handed
+    out last would run alone).  Stable: a module's tests stay in order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=_dispatch_order)
+
+
+def _dispatch_order(item) -> int:
+    timeout = item.get_closest_marker("timeout")
+    if timeout is not None and timeout.args and timeout.args[0] > 120:
+        return 0
+    if item.get_closest_marker("slow"):
+        return 1
+    return 2 if item.get_closest_marker("integration") else 3

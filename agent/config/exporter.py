@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import yamlsrc
-from agent.config.units import parse_duration
+from agent.config.units import parse_duration, parse_size
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
 DEFAULT_TOKENS = Path("/etc/vas/tokens")
-KEYS = frozenset({"listen", "tokens_file", "stale_after", "readiness", "tls", "require_read_token"})
+KEYS = frozenset({"listen", "tokens_file", "stale_after", "readiness", "tls", "require_read_token", "clip_max_size"})
+#: The console's clip.mp4 answers 413 past this many bytes of segments (2 GiB).
+DEFAULT_CLIP_MAX = 2 << 30
+#: clip_max_size bounds: one segment at least, a large disk at most.
+CLIP_MAX_RANGE = (1 << 20, 1 << 44)
 READINESS_KEYS = frozenset({"min_live_ratio", "require_sfu"})
 TLS_KEYS = frozenset({"cert_file", "key_file"})
 
@@ -48,6 +52,8 @@ class Settings:
     tls_key: Path | None = None
     #: GET/HEAD of /v2/health/* need a ``read`` (or ``admin``) token; /livez, /readyz, /healthz never do.
     require_read_token: bool = False
+    #: The console's clip.mp4: a range whose segments add up to more answers 413 before anything is sent.
+    clip_max_bytes: int = DEFAULT_CLIP_MAX
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The HTTPS context, or None for plain HTTP."""
@@ -114,7 +120,9 @@ class _Checker:
                       min_live_ratio=self.ratio(ready.get("min_live_ratio", 0.5)),
                       require_sfu=self.flag(ready.get("require_sfu", True)),
                       require_read_token=self.flag(ex.get("require_read_token", False),
-                                                   ("exporter", "require_read_token")))
+                                                   ("exporter", "require_read_token")),
+                      clip_max_bytes=self.size(("exporter", "clip_max_size"),
+                                               ex.get("clip_max_size", DEFAULT_CLIP_MAX)))
         fields["tls_cert"], fields["tls_key"] = self.tls(ex.get("tls"))
         if self.errors:
             raise SettingsError(self.errors)
@@ -187,6 +195,18 @@ class _Checker:
             self.error(keypath, f"expected a duration from 1s to 1h, got {value!r:.60}")
             return 5.0
         return seconds
+
+    def size(self, keypath: tuple, value: Any) -> int:
+        """A size like ``2GiB`` or bytes, within CLIP_MAX_RANGE."""
+        low, high = CLIP_MAX_RANGE
+        try:
+            size = parse_size(value)
+            if not low <= size <= high:
+                raise ValueError
+        except (ValueError, TypeError):
+            self.error(keypath, f"expected a size from 1MiB to 16TiB like 2GiB, got {value!r:.60}")
+            return DEFAULT_CLIP_MAX
+        return size
 
     def ratio(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:

@@ -503,7 +503,7 @@ class Fleet:
 
     async def _receive(self) -> None:
         """Handbacks to this node: record first (warming), say so once live, then own."""
-        for sid, offer in self.handoffs.items():
+        for sid, offer in list(self.handoffs.items()):  # the watch changes the cache while a put is awaited
             if offer.get("to") == self.me and sid not in self.mine and sid in self._cfg().streams:
                 if sid not in self.warming:
                     log.info("fleet: %s offered back by %s: starting it here first", sid, offer.get("from"))

@@ -9,27 +9,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+from agent.nofollow import open_below
+
 #: Every this many files of a directory, its whole path is checked with no symlink followed.
 STRICT_EVERY = 64
 
-
-def open_below(root_fd: int, parts: Iterable[str]) -> int:
-    """An fd of ``root/parts...``, no component followed if it is a symlink (OSError: ELOOP)."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            if part in ("", ".", "..") or "/" in part:
-                raise OSError(22, f"bad path component {part!r}")
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+__all__ = ["STRICT_EVERY", "Placement", "open_below"]  # open_below lives in agent/nofollow.py (the exporter shares it)
 
 
 class Placement:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent.recordings.delete import SEGMENT_EXTENSIONS, Candidate, candidate, log_error, open_below
 from agent.recordings.pack import DirSegments
+from agent.recordings.timing import Timing
 
 __all__ = ["DirSegments", "SegmentIndex", "SCAN_THREADS"]
 #: Stream directories scanned at once.  More threads lose to GIL hand-offs: on a
@@ -87,6 +88,7 @@ class SegmentIndex:
         self.lock = threading.Lock()
         self.streams: dict[str, dict[str, DirSegments]] = {}
         self.links: dict[str, list[str]] = {}  # per stream: symlinks found by the last scan (never followed)
+        self.timing = Timing()  # media start and duration of segments FFmpeg's playlists named
 
     # -- building ----------------------------------------------------------------
     def scan_all(self) -> None:
@@ -131,6 +133,11 @@ class SegmentIndex:
             d = self.streams.setdefault(sid, {}).setdefault(dir_rel, DirSegments(dev=dev))
             d.dev = dev if dev >= 0 else d.dev  # a file's st_dev is its directory's filesystem
             d.upsert(name, mtime, size)
+
+    def lowest_number(self, sid: str, dir_rel: str, gkey: tuple) -> int | None:
+        """A number at or below the lowest of run ``gkey`` in one folder; None: none left (lock held)."""
+        d = self.streams.get(sid, {}).get(dir_rel)
+        return d.lowest(gkey) if d is not None else None
 
     def discard(self, sid: str, dir_rel: str, name: str) -> bool:
         with self.lock:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from agent.nofollow import read_small
 from agent.recordings.delete import Candidate, open_below
 from agent.recordings.index import SegmentIndex
 
@@ -80,11 +81,9 @@ class Playlists:
 
 def _map_uris(fd: int, name: str) -> list[str]:
     try:
-        pfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        text = read_small(fd, name, PLAYLIST_LIMIT)  # a FIFO named *.m3u8 would hold the pass for ever
     except OSError:
         return []
-    with os.fdopen(pfd, "rb") as f:
-        text = f.read(PLAYLIST_LIMIT)
     return [uri.decode("utf-8", "surrogateescape") for uri in _MAP.findall(text)]
 
 

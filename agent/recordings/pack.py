@@ -21,7 +21,7 @@ import re
 import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, MutableSequence
+from collections.abc import Callable, Iterable, Iterator, MutableSequence
 
 from agent.recordings.delete import natural_key
 
@@ -52,8 +52,9 @@ class _Group:
         return self.prefix if self.suffix is None else f"{self.prefix}{seq:0{self.width}d}{self.suffix}"
 
 
-def _split(name: str) -> tuple[tuple[str, str | None, int], int]:
+def run_key(name: str) -> tuple[tuple[str, str | None, int], int]:
     """``(group key, number)`` of a name; ``number`` formats back to the very same digits.
+    The names of one FFmpeg run share the group key.
 
     The number is the last one before the extension (``.mp4``'s 4 is not a sequence)."""
     dot = name.rfind(".")
@@ -91,7 +92,7 @@ class DirSegments:
     # -- building (a scan: add every file, then finish once) -----------------------------
     def add(self, name: str, mtime: float, size: int) -> None:
         """Append a segment in any order (the caller calls :meth:`finish` after the last)."""
-        gkey, seq = _split(name)
+        gkey, seq = run_key(name)
         gid = self.gids.get(gkey)
         if gid is None:
             gid = self._group(gkey)
@@ -146,6 +147,66 @@ class DirSegments:
         for i in range(len(self.mtimes)):
             yield self.mtimes[i], self.sizes[i], self.name(i)
 
+    def window(self, lo: int, hi: int) -> DirSegments:
+        """A copy of entries ``[lo, hi)`` to read without the index lock: arrays copied at memory
+        speed, and the groups it names (a group's name parts never change once made)."""
+        w = DirSegments.__new__(DirSegments)
+        w.mtimes, w.sizes, w.keys = self.mtimes[lo:hi], self.sizes[lo:hi], self.keys[lo:hi]
+        w.groups, w.gids, w.free, w.total, w.dev = list(self.groups), {}, [], sum(w.sizes), self.dev
+        return w
+
+    def run_of(self, i: int) -> tuple[tuple[str, str | None, int], int]:
+        """``(group key, number)`` of entry ``i`` (as :func:`run_key` of its name)."""
+        key = self.keys[i]
+        g = self.groups[key >> _SEQ_BITS]
+        assert g is not None
+        return (g.prefix, g.suffix, g.width), key & _SEQ_MASK
+
+    def run_bounds(self) -> dict[tuple[str, str | None, int], tuple[int, int]]:
+        """Each run's lowest and highest number among the entries held (one pass over the keys)."""
+        seen: dict[int, list[int]] = {}
+        for key in self.keys:
+            gid, seq = key >> _SEQ_BITS, key & _SEQ_MASK
+            b = seen.get(gid)
+            if b is None:
+                seen[gid] = [seq, seq]
+            elif seq < b[0]:
+                b[0] = seq
+            elif seq > b[1]:
+                b[1] = seq
+        out = {}
+        for gid, (lo, hi) in seen.items():
+            g = self.groups[gid]
+            assert g is not None
+            out[(g.prefix, g.suffix, g.width)] = (lo, hi)
+        return out
+
+    def lowest(self, gkey: tuple[str, str | None, int]) -> int | None:
+        """A number at or below the lowest the run ``gkey`` holds; None when it holds none."""
+        gid = self.gids.get(gkey)
+        g = self.groups[gid] if gid is not None else None
+        return g.lo if g is not None and g.count else None
+
+    def same_run(self, i: int, j: int) -> bool:
+        """True when entries ``i`` and ``j`` are of one run (one name pattern: one FFmpeg start)."""
+        return self.keys[i] >> _SEQ_BITS == self.keys[j] >> _SEQ_BITS
+
+    def names_like(self, wanted: Callable[[str], bool], span: int = 64) -> list[str] | None:
+        """The names held here that ``wanted`` accepts, asked per run (a run's names differ only in
+        their number): a few lookups, not a walk.  None when a run of more than ``span`` numbers
+        might hold one (the caller walks then)."""
+        out: list[str] = []
+        for g in self.groups:
+            if g is None or not g.count or not wanted(g.name(g.lo)):
+                continue
+            if g.suffix is None:
+                out.append(g.prefix)
+            elif g.hi - g.lo >= span:
+                return None
+            else:
+                out += [n for seq in range(g.lo, g.hi + 1) if self.find(n := g.name(seq))[0] >= 0]
+        return out
+
     def find(self, name: str) -> tuple[int, int]:
         """``(index, key)`` of ``name``, or ``(-1, -1)``."""
         key = self._key(name, create=False)
@@ -193,7 +254,7 @@ class DirSegments:
     # -- keys and groups ------------------------------------------------------------------
     def _key(self, name: str, create: bool) -> int:
         """The key of ``name`` (-1: its group is unknown and ``create`` is false)."""
-        gkey, seq = _split(name)
+        gkey, seq = run_key(name)
         gid = self.gids.get(gkey)
         if gid is None:
             if not create:

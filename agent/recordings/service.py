@@ -198,6 +198,8 @@ class Retention:
                 freed = freed or bool(outcome.deleted)
             if pressure and not freed:  # below a floor with nothing it may take: look again later, not every tick
                 self._pressure_idle_until = time.monotonic() + PRESSURE_RETRY
+            with self.index.lock:
+                self.index.timing.prune(self.index.lowest_number)  # the runs and numbers no segment holds any more
             self._last_age = time.monotonic()
             self._schedule_age(now)
             self._report_ahead(now)

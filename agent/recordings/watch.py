@@ -22,6 +22,7 @@ from typing import Any
 
 from watchdog.events import (
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileMovedEvent,
@@ -30,10 +31,12 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyFD
+from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
 
+from agent.nofollow import read_small
 from agent.recordings.delete import is_segment_name, log_error, open_below
 from agent.recordings.index import SegmentIndex
+from agent.recordings.timing import playlist_entries
 
 log = logging.getLogger("vas.retention")
 #: watchdog's threads wake this often when nothing happens (its default, 1 s, shows as idle CPU).
@@ -42,8 +45,13 @@ OBSERVER_TIMEOUT = 5.0
 #: IN_OPEN: every write of every FFmpeg would wake watchdog's threads.  Not IN_DELETE:
 #: watchdog spends ~70 us of Python per event, which held retention's own deletions
 #: to 6,900/s (38,000/s without).  A file deleted by another tool is found by the
-#: executor (counted as gone, not deleted) or by the periodic sweep.
-EVENTS = [FileCreatedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent]
+#: executor (counted as gone, not deleted) or by the periodic sweep.  IN_ATTRIB: a
+#: copy that keeps its times (``cp -p``, ``tar x``) sets the mtime after the close, so
+#: the close alone would index an old file as new (an unlink is no IN_ATTRIB on a
+#: directory's watch: retention's deletions do not wake it).
+#: A live playlist holds a few segments (FFmpeg's hls_list_size); bigger ones are not read.
+PLAYLIST_MAX = 256 << 10
+EVENTS = [FileCreatedEvent, FileClosedEvent, FileAttribEvent, FileMovedEvent, DirMovedEvent]
 
 
 @dataclass
@@ -64,6 +72,13 @@ class _OverflowEmitter(InotifyEmitter):
     def __init__(self, *args: Any, on_overflow: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_overflow = on_overflow
+
+    def get_event_mask_from_filter(self) -> Any:
+        # watchdog 7.1 maps no filter class to IN_ATTRIB alone (FileModifiedEvent brings IN_MODIFY).
+        mask = super().get_event_mask_from_filter()
+        if FileAttribEvent in (self._event_filter or ()):
+            return type(mask)(mask | InotifyConstants.IN_ATTRIB)
+        return mask
 
     def on_thread_start(self) -> None:
         self._inotify = _OverflowGroup(self._inotify_fd, os.fsencode(self.watch.path),
@@ -148,7 +163,7 @@ class Watch(FileSystemEventHandler):
             self._gone(os.fsdecode(event.src_path), event.is_directory)
         if kind == "moved":
             self._appeared(os.fsdecode(event.dest_path), event.is_directory, moved=True)
-        elif kind in ("created", "closed"):
+        elif kind in ("created", "closed", "attrib"):  # attrib: a new mtime (cp -p)
             self._appeared(os.fsdecode(event.src_path), event.is_directory)
 
     def _split(self, path: str) -> tuple[str, str, str] | None:
@@ -179,6 +194,9 @@ class Watch(FileSystemEventHandler):
             if moved:  # a tree moved in: its files bring no events of their own
                 self._rescan.add(sid)
             return  # a new directory: watchdog reports the files created in it
+        if name.endswith(".m3u8") and self._root_fd is not None:
+            self._playlist(sid, dir_rel, name)
+            return
         if not is_segment_name(name) or self._root_fd is None:
             return
         try:
@@ -197,3 +215,20 @@ class Watch(FileSystemEventHandler):
         if stat.S_ISREG(st.st_mode):
             self.index.upsert(sid, dir_rel, name, st.st_mtime, st.st_size, st.st_dev)
             self._changed.add(sid)
+
+    def _playlist(self, sid: str, dir_rel: str, name: str) -> None:
+        """FFmpeg renamed a new playlist into place: learn its segments' media timing."""
+        assert self._root_fd is not None
+        try:
+            fd = open_below(self._root_fd, [sid, *(dir_rel.split("/") if dir_rel else [])])
+        except OSError:
+            return
+        try:
+            text = read_small(fd, name, PLAYLIST_MAX)
+        except OSError:
+            return  # gone or replaced already, or not a regular file: the next one says as much
+        finally:
+            os.close(fd)
+        entries = playlist_entries(text.decode("utf-8", "replace"))
+        with self.index.lock:
+            self.index.timing.learn(sid, dir_rel, entries)

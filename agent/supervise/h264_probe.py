@@ -67,10 +67,16 @@ async def probe_profile(ffmpeg: str, stream: StreamConfig, *, timeout: float = P
     """The stream's profile-level-id, or None (no URL, not H.264, unreachable, too slow)."""
     if stream.command is not None or not stream.url:
         return None  # a verbatim command's input is the operator's: not ours to open twice
+    out = await run_ffprobe(probe_argv(ffprobe_for(ffmpeg), stream), timeout)
+    return None if out is None else profile_from_probe(out)
+
+
+async def run_ffprobe(argv: list[str], timeout: float) -> bytes | None:
+    """ffprobe's standard output, or None when it cannot start, fails or takes over ``timeout`` s."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            *probe_argv(ffprobe_for(ffmpeg), stream), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
     except OSError:
         return None
     try:
@@ -81,7 +87,7 @@ async def probe_profile(ffmpeg: str, stream: StreamConfig, *, timeout: float = P
         if proc.returncode is None:
             proc.kill()
             await asyncio.shield(proc.wait())
-    return profile_from_probe(out) if proc.returncode == 0 else None
+    return out if proc.returncode == 0 else None
 
 
 #: ffprobes at once: each opens an RTSP session to a camera (some allow only a few).

@@ -105,6 +105,9 @@ class Stream:
         self.producer: Any = None  # producers.Producer, kept by the producer manager
         self._producer_wait_spent = False  # waited PRODUCER_WAIT in vain: do not wait again until one comes
         self._tasks: set[asyncio.Task[None]] = set()  # fire-and-forget calls to the producer manager
+        #: ``{"codec", "width", "height"}`` of the running process's video, probed once per spawn (None: unknown).
+        self.video: dict[str, Any] | None = None
+        self._video_probe: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -311,6 +314,7 @@ class Stream:
             self.host.spawned()
         self._stall, self.rtp_running = stall, rtp
         log.info("spawned: '%s' with pid %d", self.cfg.id, self.child.pid)
+        self._probe_video(launch)
         self._changed(True)
         if rtp is not None and self.cfg.command is None and self.host.rtp_spawned is not None:
             self._background(self.host.rtp_spawned(self.cfg.id))  # alongside: the common case costs no delay
@@ -378,6 +382,23 @@ class Stream:
             return False
         self._background(self.host.source_port_taken(self.cfg.id))
         return True
+
+    def _probe_video(self, launch: Launch) -> None:
+        """Forget the last run's codec and resolution and probe this run's (agent/supervise/video_probe.py);
+        a probe still waiting for an earlier run's first segment is cancelled."""
+        from agent.supervise.video_probe import probe_spawn
+        if self._video_probe is not None:
+            self._video_probe.cancel()
+        self.video = None
+
+        async def probe() -> None:
+            video = await probe_spawn(self.host.ffmpeg, self.cfg, launch)
+            if video is not None:
+                self.video = video
+                self._changed(False)
+        self._video_probe = asyncio.get_running_loop().create_task(probe(), name=f"video-probe:{self.cfg.id}")
+        self._tasks.add(self._video_probe)
+        self._video_probe.add_done_callback(self._tasks.discard)
 
     def _background(self, call: Coroutine[Any, Any, None]) -> None:
         """Run a call to the producer manager without waiting for it (cancelled by ``close()``)."""

@@ -9,6 +9,7 @@ interpreter can import, so it always runs as a separate ``/usr/bin/python3`` pro
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -31,11 +32,32 @@ class CameraError(RuntimeError):
     """The camera process did not come up."""
 
 
+#: Each test process hands out ports from its own block below the kernel's ephemeral range
+#: (32768-60999): a port the kernel picked for port 0 was taken by another worker's etcd or by an
+#: outgoing connection before the child that was meant to bind it did.
+PORT_BLOCK = 2000
+_handed = itertools.count()
+
+
+def _block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    low = 10000 + index % 11 * PORT_BLOCK
+    return range(low, low + PORT_BLOCK)
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1, free now, that no other test process hands out."""
+    block = _block()
+    for _ in range(len(block)):
+        port = block[next(_handed) % len(block)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # held by something else: the next one
+            return port
+    raise RuntimeError(f"no free port in {block.start}-{block.stop - 1}")
 
 
 class RtspCamera:
@@ -51,6 +73,7 @@ class RtspCamera:
         fps: int = 25,
         size: str = "320x240",
         profile: str | None = None,
+        background: str | None = None,
         ready_timeout: float = READY_TIMEOUT,
     ) -> None:
         if (user is None) != (password is None):
@@ -63,6 +86,7 @@ class RtspCamera:
         self.user, self.password = user, password
         self.fps, self.size = fps, size
         self.profile = profile  # the H.264 profile x264 must encode (None: its own choice)
+        self.background = background  # the ball's background, 0xAARRGGBB (None: black)
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
         self.starts = 0  # number of successful start() calls
@@ -161,6 +185,8 @@ class RtspCamera:
             cmd += ["--path", p]
         if self.profile:
             cmd += ["--profile", self.profile]
+        if self.background:
+            cmd += ["--background", self.background]
         if self.user is not None:
             cmd += ["--user", self.user, "--password", self.password or ""]
         return cmd

@@ -4,12 +4,13 @@ Must be run by the system interpreter (the only one that can import the GStreame
 bindings from python3-gi / gir1.2-gst-rtsp-server-1.0):
 
     /usr/bin/python3 tests/camera/rtsp_camera.py --port 8554 --path cam1 --path cam2 \
-        [--fps 25] [--size 320x240] [--profile high] [--user admin --password secret]
+        [--fps 25] [--size 320x240] [--profile high] [--background 0xff3060a0] [--user admin --password secret]
 
 Each --path is served as rtsp://127.0.0.1:PORT/<path>: a live H.264 test pattern
 (keyframe every second, SPS/PPS repeated every second) from one shared pipeline per
 path, so several clients can read the same path (--profile: the H.264 profile x264
-encodes, e.g. ``high``; by default x264's own choice for the test pattern). Only 127.0.0.1 is bound. With
+encodes, e.g. ``high``; by default x264's own choice for the test pattern; --background: the ball's
+background as 0xAARRGGBB, black by default, e.g. a picture that is mostly non-black). Only 127.0.0.1 is bound. With
 --user/--password, RTSP basic auth is required. Prints "READY rtsp://127.0.0.1:PORT"
 on stdout once listening; exits 0 on SIGTERM/SIGINT (or when its parent dies), and
 exit code 3 if the port cannot be bound (e.g. already in use).
@@ -27,7 +28,7 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 EXIT_BIND_FAILED = 3
 PIPELINE = (
-    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={fps}/1"
+    "( videotestsrc is-live=true pattern=ball{background} ! video/x-raw,width={w},height={h},framerate={fps}/1"
     " ! x264enc tune=zerolatency speed-preset={preset} key-int-max={fps} bitrate=300"
     "{profile} ! rtph264pay name=pay0 pt=96 config-interval=1 )"
 )
@@ -40,6 +41,7 @@ def parse_args(argv):
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")
     p.add_argument("--profile", help="H.264 profile x264 must encode (e.g. high, main, baseline)")
+    p.add_argument("--background", help="the ball's background colour, 0xAARRGGBB (default black)")
     p.add_argument("--user")
     p.add_argument("--password")
     args = p.parse_args(argv)
@@ -84,7 +86,9 @@ def main(argv=None):
     # ultrafast uses no CABAC and no 8x8 transform, so x264 writes Constrained Baseline whatever the
     # caps ask (they are a ceiling); superfast has both, so the SPS says the profile asked for.
     preset = "superfast" if args.profile else "ultrafast"
-    launch = PIPELINE.format(w=args.width, h=args.height, fps=args.fps, profile=profile, preset=preset)
+    background = f" background-color={int(args.background, 16)}" if args.background else ""
+    launch = PIPELINE.format(w=args.width, h=args.height, fps=args.fps, profile=profile, preset=preset,
+                             background=background)
     mounts = server.get_mount_points()
     for path in args.path:
         factory = GstRtspServer.RTSPMediaFactory()

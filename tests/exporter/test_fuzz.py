@@ -23,6 +23,8 @@ from exporter.openapi import spec
 
 from .conftest import Node
 
+pytestmark = pytest.mark.slow
+
 DOC = spec()
 OPERATIONS = [(path, method) for path, ops in DOC["paths"].items() for method in ops
               if method in ("get", "post", "delete", "options", "head")]

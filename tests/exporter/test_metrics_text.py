@@ -12,6 +12,7 @@ import random
 import time
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -165,6 +166,7 @@ def _cpu(fn: Any, runs: int) -> float:
     return best
 
 
+@pytest.mark.slow
 def test_a_new_snapshot_costs_a_fraction_of_a_full_render(monkeypatch):
     """500 streams, each one's progress and recording figures moved (the production case: the
     snapshot changes every 5 s, Prometheus scrapes every 15 s).  A full client_python render of

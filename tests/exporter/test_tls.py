@@ -19,6 +19,8 @@ import pytest
 from camera.fixture import free_port
 from tests.integration.harness import wait_for
 
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
 
 

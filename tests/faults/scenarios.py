@@ -24,7 +24,10 @@ from tests.integration.harness import AgentProcess, alive, wait_for
 
 # -- process accounting ------------------------------------------------------------
 def processes_under(recordings: Path) -> dict[str, list[int]]:
-    """Stream id -> live PIDs whose command line writes into ``recordings/<id>/``."""
+    """Stream id -> live PIDs whose command line writes into ``recordings/<id>/``.
+
+    The agent's ffprobe of a run's first segment names that file too, but only reads it: not counted.
+    """
     marker = str(recordings).rstrip("/") + "/"
     out: dict[str, list[int]] = {}
     for entry in os.scandir("/proc"):
@@ -34,6 +37,8 @@ def processes_under(recordings: Path) -> dict[str, list[int]]:
             with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
                 argv = fh.read().decode(errors="replace").split("\0")
         except OSError:
+            continue
+        if os.path.basename(argv[0]) == "ffprobe":
             continue
         for arg in argv:  # the HLS output may sit inside a tee muxer's spec: search, don't match
             if marker in arg:

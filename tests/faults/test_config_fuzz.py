@@ -18,6 +18,7 @@ from tests.integration.harness import BIN, config, wait_for
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(structured())
 def test_structured_configs_load_or_name_a_line(tmp_path_factory, data):
@@ -30,6 +31,7 @@ def test_raw_bytes_load_or_name_a_line(tmp_path_factory, data):
     check_load(tmp_path_factory.mktemp("f") / "streams.yaml", data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, data", attacks(), ids=[a[0] for a in attacks()])
 def test_classic_attacks_are_refused_quickly_with_a_line(tmp_path, name, data):
     started = time.monotonic()
@@ -52,6 +54,7 @@ def test_vas_agent_check_on_attacks_exits_1_naming_the_file(tmp_path, name, data
     _check_cli(tmp_path / "streams.yaml", data)
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(structured())
 def test_vas_agent_check_never_prints_a_traceback(tmp_path_factory, data):
@@ -77,6 +80,7 @@ def mutations(good: str, n: int, seed: int = 5) -> list[bytes]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_reload_with_a_fuzzed_file_never_touches_running_streams(rtsp_camera, agent_factory):
     streams = {"cam1": {"url": rtsp_camera.url("cam1")}, "cam2": {"url": rtsp_camera.url("cam2")}}

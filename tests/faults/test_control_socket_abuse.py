@@ -49,6 +49,7 @@ def send_and_close(path: Path, data: bytes) -> None:
         s.close()
 
 
+@pytest.mark.slow
 def test_malformed_huge_slow_and_many_clients_never_hurt_the_agent(agent_factory):
     agent = agent_factory(config({"cam1": CHEAP, "cam2": CHEAP})).start()
     pids = {sid: s["pid"] for sid, s in agent.wait_all("live", ["cam1", "cam2"], timeout=30).items()}

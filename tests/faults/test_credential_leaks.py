@@ -22,6 +22,10 @@ from tests.integration.test_exporter import Exporter, http
 pytestmark = pytest.mark.integration
 PASSWORD = "Zq9@k:/%40p@ss"
 ENCODED = quote(PASSWORD, safe="")
+#: What the scanner's own tests plant in processes: not PASSWORD, or a scan of every process by
+#: test_no_password_in_any_output running at the same time (pytest -n) would find their plants.
+PLANTED = "Pl4@nt:/%40ed"
+PLANTED_ENCODED = quote(PLANTED, safe="")
 
 
 #: The planted process writes one byte once it runs its own program: its argv is then in /proc.
@@ -29,15 +33,15 @@ SLEEPER = "import os, time; os.write(1, b'r'); time.sleep(30)"
 
 
 def test_scanner_finds_a_planted_secret_in_each_source(tmp_path):
-    forms = secret_forms(PASSWORD)
-    assert ENCODED in forms and PASSWORD in forms
-    (tmp_path / "log").write_text(f"rtsp://u:{ENCODED}@h/x\n")
+    forms = secret_forms(PLANTED)
+    assert PLANTED_ENCODED in forms and PLANTED in forms
+    (tmp_path / "log").write_text(f"rtsp://u:{PLANTED_ENCODED}@h/x\n")
     # Not ``sh -c``: dash execs its last command in place, and the argument vanishes.
-    sleeper = subprocess.Popen([sys.executable, "-c", SLEEPER, f"pw={ENCODED}"], stdout=subprocess.PIPE)
-    lower = ENCODED.replace("%2F", "%2f").replace("%3A", "%3a")
+    sleeper = subprocess.Popen([sys.executable, "-c", SLEEPER, f"pw={PLANTED_ENCODED}"], stdout=subprocess.PIPE)
+    lower = PLANTED_ENCODED.replace("%2F", "%2f").replace("%3A", "%3a")
     try:
         assert sleeper.stdout is not None and sleeper.stdout.read(1) == b"r"  # planted and visible
-        hits = scan(forms, [tmp_path], {"vasctl": f"x {PASSWORD} y", "api": f"u:{lower}@h"})
+        hits = scan(forms, [tmp_path], {"vasctl": f"x {PLANTED} y", "api": f"u:{lower}@h"})
         where = {h.where.split(" ")[0] for h in hits}
         assert {str(tmp_path / "log"), "vasctl", "api", f"/proc/{sleeper.pid}/cmdline"} <= where, where
     finally:
@@ -69,11 +73,11 @@ time.sleep(30)
 def test_scanner_waits_for_a_command_line_that_reads_empty_for_a_moment():
     """Right after ``Popen`` returns, a child's command line can read empty (about one time in
     three here): the scanner must look again, within a bound, not pass the process over."""
-    blanker = subprocess.Popen([sys.executable, "-c", BLANKER, f"pw={ENCODED}"], stdout=subprocess.PIPE)
+    blanker = subprocess.Popen([sys.executable, "-c", BLANKER, f"pw={PLANTED_ENCODED}"], stdout=subprocess.PIPE)
     try:
         assert blanker.stdout is not None and blanker.stdout.read(1) == b"b"  # its argv reads empty now
         started = time.monotonic()
-        hits = scan(secret_forms(PASSWORD))
+        hits = scan(secret_forms(PLANTED))
         assert f"/proc/{blanker.pid}/cmdline" in {h.where.split(" ")[0] for h in hits}, hits
         assert time.monotonic() - started < 2.5  # bounded: EMPTY_RETRY_SECONDS and one pass
     finally:
@@ -83,6 +87,7 @@ def test_scanner_waits_for_a_command_line_that_reads_empty_for_a_moment():
         blanker.stdout.close()
 
 
+@pytest.mark.slow
 def test_no_password_in_any_output(camera_factory, agent_factory, tmp_path):
     camera = camera_factory(("cam1", "cam2", "cam3"), user="vasuser", password=PASSWORD)
     secret_file = tmp_path / "cam3.secret"

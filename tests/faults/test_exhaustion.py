@@ -12,7 +12,7 @@ from camera.fixture import free_port
 from tests.integration.harness import CHEAP, config, wait_for
 from tests.integration.test_exporter import Exporter, http
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 IDLE = 3000
 
 

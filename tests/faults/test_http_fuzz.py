@@ -17,7 +17,7 @@ from camera.fixture import free_port
 from tests.integration.harness import BIN, CHEAP, AgentProcess, config, wait_for
 from tests.integration.test_exporter import Exporter
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STREAM = {**CHEAP, "recording": {"retention": "30d"}}
 EXAMPLES = int(os.environ.get("VAS_FUZZ_EXAMPLES", "25"))  # per operation; bench/fuzz.py raises it
 

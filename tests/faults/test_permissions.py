@@ -3,7 +3,6 @@ group vas: the agent runs as user vas (as systemd/vas-agent.service does), and r
 processes running as other users are refused."""
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import shutil
@@ -17,7 +16,7 @@ import pytest
 
 from tests.integration.harness import BIN, CHEAP, AgentProcess, config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MEMBER, OUTSIDER = "vastest-member", "vastest-outsider"
 
 
@@ -26,19 +25,8 @@ def _run(*args: str) -> None:
 
 
 @pytest.fixture
-def accounts() -> Iterator[dict[str, pwd.struct_passwd]]:
+def accounts(host_vas_account) -> Iterator[dict[str, pwd.struct_passwd]]:
     """User vas and group vas (as install.sh creates them), a member of vas and an outsider."""
-    made_group = made_vas = False
-    try:
-        grp.getgrnam("vas")
-    except KeyError:
-        _run("groupadd", "--system", "vas")
-        made_group = True
-    try:
-        pwd.getpwnam("vas")
-    except KeyError:
-        _run("useradd", "--system", "-g", "vas", "-M", "-s", "/usr/sbin/nologin", "vas")
-        made_vas = True
     for name, groups in ((MEMBER, ["-G", "vas"]), (OUTSIDER, [])):
         subprocess.run(["userdel", name], capture_output=True)
         _run("useradd", "--system", "-M", "-s", "/usr/sbin/nologin", *groups, name)
@@ -47,10 +35,6 @@ def accounts() -> Iterator[dict[str, pwd.struct_passwd]]:
     finally:
         for name in (MEMBER, OUTSIDER):
             subprocess.run(["userdel", name], capture_output=True)
-        if made_vas:
-            subprocess.run(["userdel", "vas"], capture_output=True)
-        if made_group:
-            subprocess.run(["groupdel", "vas"], capture_output=True)
 
 
 def as_user(user: str, *argv: str) -> subprocess.CompletedProcess[str]:

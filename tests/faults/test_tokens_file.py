@@ -18,7 +18,7 @@ from camera.fixture import free_port
 from tests.integration.harness import BIN, CHEAP, config, wait_for
 from tests.integration.test_exporter import Exporter, http
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HEARTBEAT = "/v2/health/consumers/c1/heartbeat"
 #: A token pasted where its hash belongs: an error may say which line, never print this.
 PASTED = "Pasted-token-Vq3xLk9"

@@ -10,7 +10,7 @@ import pytest
 from tests.fleet.test_fleet import TTL, etcd_owners, fleet_config, running
 from tests.integration.harness import CHEAP, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_two_agents_started_together_place_by_prefer_with_no_handover(etcd, agent_factory):

@@ -9,7 +9,7 @@ import pytest
 from tests.fleet.test_fleet import TTL, etcd_owners, fleet_config, running
 from tests.integration.harness import CHEAP, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_three_agents_started_staggered_within_the_window_place_by_prefer(etcd, agent_factory):

@@ -11,6 +11,7 @@ import pytest
 from agent.fleet.etcd import Compacted, EtcdClient, EtcdError, EtcdUnavailable, LeaseLost
 
 
+@pytest.mark.slow
 async def test_a_leased_key_goes_with_its_lease_and_the_watch_sees_it(etcd):
     c = EtcdClient(etcd.endpoints)
     try:
@@ -123,6 +124,7 @@ async def test_authentication_works_and_never_shows_the_password(etcd):
         await bad.close()
 
 
+@pytest.mark.slow
 async def test_the_client_and_its_watch_survive_the_leader_dying(etcd_cluster):
     c = EtcdClient(etcd_cluster.endpoints, timeout=1.0)
     try:

@@ -21,6 +21,7 @@ def alive_under(agent) -> set[str]:
     return {sid for sid, pids in processes_under(agent.recordings).items() if any(alive(p) for p in pids)}
 
 
+@pytest.mark.slow
 def test_a_frozen_agent_stops_recording_before_another_node_takes_over(etcd, rtsp_camera, agent_factory):
     """Issue 16 item 13: SIGSTOP of agent a alone; duplicate-owner seconds (both nodes'
     FFmpeg alive for the same camera) stay within lease_ttl + 2 s; on SIGCONT a restarts
@@ -122,6 +123,7 @@ def _vouch_for(fence, seconds: float) -> None:
         time.sleep(VOUCH_INTERVAL)
 
 
+@pytest.mark.slow
 def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
     """The fence process SIGSTOPped (an operator's mistake, a stray ``kill -STOP -g``) is
     noticed within lease_ttl and replaced, so the agent is guarded again.  And one whose input filled up
@@ -164,6 +166,7 @@ def test_a_stopped_fence_is_replaced_and_never_fires_on_stale_vouchers():
         fence.close()
 
 
+@pytest.mark.slow
 def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, agent_factory):
     """lease_ttl 1 s, but etcd grants no lease shorter than 2 s (its minimum), so no node can
     take a stream over before 2 s.  The agent stalled for 1.4 s (SIGSTOP standing for an event loop
@@ -184,6 +187,7 @@ def test_a_stall_shorter_than_the_lease_etcd_granted_keeps_the_children(etcd, ag
     assert "frozen" not in a.log()
 
 
+@pytest.mark.slow
 def test_a_killed_or_stopped_fence_of_a_running_agent_is_replaced_and_guards_again(etcd, agent_factory):
     """The fence SIGKILLed, then the new one SIGSTOPped, under a running agent: each is replaced
     (the snapshot names the live fence, not the dead one), the streams run on untouched, and a freeze of

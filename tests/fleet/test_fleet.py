@@ -20,7 +20,7 @@ from tests.faults.scenarios import processes_under
 from tests.fleet.etcd import EtcdCluster
 from tests.integration.harness import CHEAP, FAST, AgentProcess, alive, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TTL = 2.0
 
 

@@ -17,7 +17,7 @@ from tests.integration.harness import AgentProcess, wait_for
 from tests.integration.test_sfu import receiving
 from tests.sfu.real_sfu import SharedSfu, start_real_sfu
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: Seconds the shared SFU is watched (the issue's figure is over 60 s: VAS_SHARED_SFU_SECONDS=60).
 WATCH = float(os.environ.get("VAS_SHARED_SFU_SECONDS", "20"))
 

@@ -19,13 +19,25 @@ BIN = Path(sys.executable).parent
 #: Quick supervision settings so failures and restarts happen in seconds.
 FAST = {
     "restart": {"initial_delay": "0.3s", "multiplier": 2, "max_delay": "2s", "jitter": 0.1, "stable_after": "60s"},
-    "stall_timeout": "4s",
+    # A first progress report needs the camera's RTSP session set up; beside five other test workers
+    # that took over 4 s, and streams no test stalled were killed as stalled. Stall tests set 4 s.
+    "stall_timeout": "10s",
     "stop_timeout": "3s",
     "recording": {"segment_duration": "1s"},
 }
 
 #: A cheap child: one process per stream, its recording dir in its argv, no camera, no CPU.
 CHEAP = {"command": ["tail", "-F", "-s", "60", "{recording_dir}/.alive"], "ready_after": "0.5s", "stall_timeout": 0}
+
+#: A cheap stand-in for FFmpeg: one progress report, then it idles (live, no CPU).
+IDLE = ["/bin/sh", "-c", "printf 'frame=1\\nprogress=continue\\n'; exec sleep 3600", "{progress}"]
+
+#: Exits 7 on SIGTERM: its exit status tells a graceful stop from PDEATHSIG's SIGKILL.
+TRAPS_TERM = ["/bin/sh", "-c", "trap 'exit 7' TERM; printf 'frame=1\\nprogress=continue\\n'; "
+              "while :; do sleep 0.2; done", "{progress}"]
+
+#: Streams without recordings or stall detection, for stand-ins that write nothing.
+NO_RECORDING = {"recording": {"enabled": False}, "stall_timeout": 0}
 
 
 def config(streams: dict, **defaults) -> dict:
@@ -68,6 +80,10 @@ class AgentProcess:
         config.setdefault("node", {}).setdefault("runtime_dir", str(self.runtime_dir))
         config["node"].setdefault("drain_period", "0s")  # tests that drain set their own
         config.setdefault("recordings", {}).setdefault("root", str(self.recordings))
+        # The build machine's free space is not a test input: with the default floor (10 % free) a
+        # disk filled by other work made retention delete the footage a test planted. Tests of the
+        # floor set their own.
+        config["recordings"].setdefault("min_free", "1MiB")
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def write_raw(self, text: str) -> None:
@@ -128,11 +144,13 @@ class AgentProcess:
             return all(streams.get(i, {}).get("state") == state for i in ids) and streams
         return wait_for(check, timeout, f"streams {ids} to be {state}")
 
-    def vasctl(self, *args: str, timeout: float = 60, by_socket: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run vasctl finding the agent from the config, or (``by_socket``) as ExecReload does."""
+    def vasctl(self, *args: str, timeout: float = 60, by_socket: bool = False,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run vasctl finding the agent from the config, or (``by_socket``) as ExecReload does;
+        in the agent's environment unless ``env`` is given."""
         where = ["--socket", str(self.runtime_dir / "agent.sock")] if by_socket else ["--config", str(self.config_path)]
         return subprocess.run([str(BIN / "vasctl"), *where, *args],
-                              capture_output=True, text=True, timeout=timeout, env=self.env)
+                              capture_output=True, text=True, timeout=timeout, env=self.env if env is None else env)
 
     def segments(self, sid: str) -> list[Path]:
         return sorted((self.recordings / sid).glob("*.ts"))

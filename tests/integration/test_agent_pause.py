@@ -4,7 +4,11 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from .harness import alive, config
+
+pytestmark = pytest.mark.slow
 
 
 def test_agent_pause_longer_than_stall_timeout_restarts_nothing(rtsp_camera, agent_factory):

@@ -28,6 +28,7 @@ def checkout_build() -> tuple[str, str]:
     return commit[:7], commit
 
 
+@pytest.mark.slow
 def test_every_command_metrics_and_api_name_the_checkouts_commit(agent_factory, tmp_path):
     short, commit = checkout_build()
     if not commit:
@@ -68,6 +69,7 @@ def stamp(where: Path, version: str) -> None:
     (where / "agent/_build.py").write_text(f"VERSION = {version!r}\nCOMMIT = {version * 8!r}\n")
 
 
+@pytest.mark.slow
 def test_an_upgrade_in_place_does_not_rename_the_running_processes(tmp_path):
     """install.sh replaces /opt/vas/src while the agent and exporter run (a failed restart, a
     container, by hand): each process must keep naming the code it loaded, and the agent's own
@@ -111,6 +113,7 @@ def test_version_string_from_tag_distance_and_edits(tag, distance, dirty, expect
     assert describe(tag, distance, "abc1234" + "0" * 33, dirty, "0.1.0") == expected
 
 
+@pytest.mark.slow
 def test_a_new_untracked_module_makes_the_version_dirty(tmp_path):
     """A module added but not yet committed makes the version ``+dirty``: install.sh installs it
     (its code hash counts it), so without the mark the printed version would name code that is not

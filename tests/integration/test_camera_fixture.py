@@ -15,7 +15,7 @@ import pytest
 
 from camera.fixture import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FFMPEG_TIMEOUT = 30  # seconds; a healthy 3 s pull finishes in ~4 s
 

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.integration
 DAY = 86400
 
 
+@pytest.mark.slow
 def test_cleanup_deletes_only_old_segments_of_the_stream(rtsp_camera, agent_factory, tmp_path):
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1"), "recording": {"retention": "30d"}}}))
     seg_dir = agent.recordings / "cam1"
@@ -65,6 +66,7 @@ def test_cleanup_refuses_a_symlinked_stream_directory(rtsp_camera, agent_factory
     assert len(list(elsewhere.iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_cleanup_json_contract_and_status_figures(rtsp_camera, agent_factory):
     import json
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1"), "recording": {"retention": "30d"}}}))

@@ -16,7 +16,7 @@ from camera.fixture import free_port
 from .harness import BIN, config, wait_for
 from .test_exporter import Exporter, http
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAY = 86400.0
 
 

@@ -14,7 +14,7 @@ from .harness import config, wait_for
 from .prometheus import scraping
 from .test_exporter import Exporter, http
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DASHBOARD = Path(__file__).resolve().parents[2] / "config" / "grafana" / "vas-overview.json"
 
 

@@ -15,7 +15,7 @@ from camera.fixture import free_port
 
 from .harness import BIN, AgentProcess, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "config" / "demo.yaml"
 DEMO_SFU = ROOT / "config" / "demo-sfu.yaml"

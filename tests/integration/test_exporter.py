@@ -17,7 +17,7 @@ from camera.fixture import free_port
 
 from .harness import BIN, alive, config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PASSWORD = "Xq9-camera-secret"
 
 
@@ -120,12 +120,15 @@ def test_mutations_reach_the_agent_with_tokens_only(node):
     exporter.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: len(agent.segments("cam1")) >= 2, 20, "fresh segments (the newest is never deleted)")
     # Written beside the root and moved in already old: the watcher indexes the move with the file's
-    # real mtime (it does not watch a later utime, so writing in place would race the watcher).
+    # real mtime at once (written in place, its close and its utime would be two events).
     staged = agent.recordings.parent / "cam1_20200101T000000000Z_000001.ts"
     staged.write_bytes(b"x" * 2048)
     os.utime(staged, (time.time() - 10 * 86400,) * 2)
     old = agent.recordings / "cam1" / staged.name
     os.rename(staged, old)
+    # The cleanup plans from the index: wait for the watcher to have indexed the move.
+    wait_for(lambda: (agent.streams()["cam1"]["recording"].get("oldest_segment_at") or time.time())
+             < time.time() - 5 * 86400, 10, "the moved-in segment in the index")
     path = "/v2/health/recordings/cam1/cleanup?retention_days=5"
     assert http(exporter.port, path, "POST")[0] == 401
     status, body = wait_for(lambda: (r := http(exporter.port, path, "POST", admin)) and r[0] == 200 and r, 5,

@@ -13,7 +13,7 @@ import pytest
 
 from .harness import CHEAP, config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MiB = 1 << 20
 DAY = 86400.0
 

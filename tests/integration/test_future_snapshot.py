@@ -18,7 +18,7 @@ from .harness import config, wait_for
 from .test_exporter import Exporter, http
 from .test_truthful_status import CHEAP_REC, IDS, _metric, _node
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 AHEAD = 3600.0  # the snapshot dated an hour ahead: a one-hour backward step
 
 

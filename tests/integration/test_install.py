@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+#: install.sh --root makes user and group vas on THIS host unless they exist: host_vas_account
+#: (tests/conftest.py) makes them first, so that two installs at once never race to create them.
+#: Installs create venvs and install wheels: minutes on a loaded 2-core machine; the suite's 120 s
+#: hang bound is too short for that work, and each install's own subprocess timeout catches a hang.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("host_vas_account"),
+              pytest.mark.timeout(900)]
 CHECKOUT = Path(__file__).resolve().parents[2]
 PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
          "install.sh")

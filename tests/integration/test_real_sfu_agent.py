@@ -19,7 +19,7 @@ from sfu.real_sfu import get, sfu_command, sfu_section_env, start_real_sfu
 
 from .harness import AgentProcess, config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUICK_RESTART = {"initial_delay": "0.3s", "multiplier": 2, "max_delay": "2s", "jitter": 0.1}
 #: Longer than the agent's repair of a silent producer (3 polls of 2 s, plus one): a second,
@@ -29,7 +29,13 @@ REPAIR_WINDOW = 10.0
 
 def real_sfu_config(streams: dict, port: int, *, managed: bool = True, extra: tuple[str, ...] = (),
                     **defaults) -> dict:
-    """An agent config whose SFU is the reference app (run by the agent, or on its own)."""
+    """An agent config whose SFU is the reference app (run by the agent, or on its own).
+
+    These tests count spawns and none is about stalls: a respawned FFmpeg that needs more than the
+    quick 4 s for its first progress (the camera's RTSP session torn down and set up again, on a
+    loaded machine) would be killed as stalled and counted as one more spawn.
+    """
+    defaults.setdefault("stall_timeout", "15s")
     cfg = config(streams, **defaults)
     section = {"api_url": f"http://127.0.0.1:{port}", "ready_timeout": "20s", "restart": QUICK_RESTART,
                "stop_timeout": "2s"}

@@ -1,7 +1,9 @@
-"""Live reconfiguration: reload touches exactly what changed; a bad file changes nothing."""
+"""Live reconfiguration: reload touches exactly what changed; a bad file changes nothing; the control
+socket answers every failure in JSON."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import stat
@@ -12,9 +14,9 @@ import pytest
 
 from agent.client import request
 
-from .harness import alive, config, wait_for
+from .harness import IDLE, NO_RECORDING, alive, config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def five_streams(camera) -> dict:
@@ -129,7 +131,9 @@ def test_reload_storm_ends_consistent(rtsp_camera, agent_factory):
 
 
 def _children_of(pid: int) -> list[int]:
-    return [c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+    """The agent's FFmpeg processes (not the short ffprobe that reads a spawn's codec and resolution)."""
+    return [c.pid for c in psutil.Process(pid).children()
+            if c.status() != psutil.STATUS_ZOMBIE and c.name() != "ffprobe"]
 
 
 def test_concurrent_vasctl_commands(rtsp_camera, agent_factory):
@@ -234,3 +238,35 @@ def test_second_reload_while_one_applies_gets_409(agent_factory):
         assert first.result(timeout=30)[0] == 200
     stream = agent.wait_state("stubborn", "live")
     assert stream["pid"] != old and not alive(old)  # SIGKILLed after stop_timeout
+
+
+def test_secret_on_a_fifo_is_refused_on_reload_and_sigterm_stops_promptly(agent_factory, tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("pw\n")
+    cam = {"url": f"rtsp://admin:${{file:{secret}}}@127.0.0.1:9/x", **NO_RECORDING}
+    agent = agent_factory(config({"cam": cam})).start()
+    wait_for(lambda: agent.streams()["cam"]["pid"], 10, "a first process")
+    secret.unlink()
+    os.mkfifo(secret)  # no writer: a read would block forever
+    cam2 = dict(cam, url=cam["url"].replace("/x", "/y"))
+    agent.write_config(config({"cam": cam2, "extra": cam2}))
+    agent.signal(signal.SIGHUP)
+    wait_for(lambda: (agent.snapshot()["config"]["last_reload"] or {}).get("ok") is False, 10, "the refusal")
+    error = agent.snapshot()["config"]["last_reload"]["error"]
+    assert any(f"secret file {secret} is not a regular file" in e for e in error)
+    started = time.monotonic()
+    assert agent.stop(timeout=20) == 0
+    assert time.monotonic() - started < 10
+    assert "extra" not in {s["id"] for s in json.loads((agent.runtime_dir / "state.json").read_text())["streams"]}
+
+
+def test_every_control_failure_answers_json(agent_factory):
+    agent = agent_factory(config({"cam": {"command": IDLE}}, **NO_RECORDING)).start()
+    sock = str(agent.runtime_dir / "agent.sock")
+    for method, path, code in (("GET", "/nope", 404), ("DELETE", "/reload", 405)):
+        status, body = request(sock, method, path)
+        assert status == code and "error" in body
+    agent.write_raw(agent.config_path.read_text() + "bad: !!int abc\n")
+    status, body = request(sock, "POST", "/reload")
+    assert status == 422 and any("invalid int value 'abc'" in d for d in body["details"])
+    assert agent.snapshot()["config"]["last_reload"]["ok"] is False

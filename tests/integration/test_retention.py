@@ -105,6 +105,17 @@ async def test_the_newest_segment_of_a_running_stream_is_kept(tmp_path):
         assert [p.exists() for p in files] == [False, False, True]
 
 
+async def test_a_copy_that_keeps_its_times_is_indexed_at_its_own_age(tmp_path):
+    # cp -p, tar x, rsync --inplace -t: the file is written and closed, then its mtime is set.
+    # Indexed at the close alone, an archive restored from 2020 would count as this minute's.
+    root = tmp_path / "rec"
+    async with running(make_cfg(root, {"cam1": {"retention": 0.0}})) as r:
+        restored = plant(root / "cam1" / "restored.ts", size=10, mtime=time.time())
+        await until(lambda: r.index.stats("cam1")[0] == 1)
+        os.utime(restored, (OLD, OLD))
+        await until(lambda: r.index.stats("cam1")[2] == OLD)
+
+
 async def test_index_follows_new_files_and_deletions_behind_its_back(tmp_path):
     root = tmp_path / "rec"
     cfg = make_cfg(root, {"cam1": {"retention": 0.0}})

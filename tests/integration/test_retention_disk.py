@@ -11,7 +11,7 @@ import pytest
 
 from .harness import config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MiB = 1 << 20
 OLD = time.time() - 3 * 86400
 

@@ -30,12 +30,20 @@ def plant(path: Path, days: float) -> Path:
     return path
 
 
+def indexed(agent, sid: str, name: str) -> bool:
+    """Whether the agent's index holds ``name`` (of a segment old enough to go): a dry-run cleanup
+    plans from the index, so it lists the file once the watcher has seen it."""
+    out = agent.vasctl("cleanup", sid, "--dry-run", "--json")
+    return out.returncode == 0 and f'{name}"' in out.stdout
+
+
 def _started(agent_factory, **recordings):
     agent = agent_factory({**config({"cam": {**CHEAP, "recording": {"retention": "30d"}}}),
                            "recordings": {"orphan_retention": "7d", **recordings}})
     return agent
 
 
+@pytest.mark.slow
 def test_a_symlink_at_the_memory_s_temporary_name_overwrites_nothing(agent_factory, tmp_path):
     agent = _started(agent_factory)
     victim = tmp_path / "precious.conf"
@@ -72,6 +80,7 @@ def test_a_symlinked_memory_folder_is_neither_read_nor_written(agent_factory, tm
     assert not orphan.exists()  # the planted memory was not believed: orphan_retention applied
 
 
+@pytest.mark.slow
 def test_a_damaged_memory_keeps_the_orphans_it_may_have_named_and_is_kept_aside(agent_factory):
     agent = _started(agent_factory)
     (agent.recordings / ".vas").mkdir(parents=True)
@@ -96,6 +105,7 @@ def test_a_damaged_memory_keeps_the_orphans_it_may_have_named_and_is_kept_aside(
     assert lobby.exists()
 
 
+@pytest.mark.slow
 def test_a_stream_folder_moved_aside_keeps_the_retention_its_stream_had(agent_factory, tmp_path):
     # `mv lobby lobby-2025` is how an operator archives a camera's footage (the camera was
     # replaced, the folder is kept): the folder is the stream's, under another name.
@@ -129,6 +139,7 @@ def test_a_stream_folder_moved_aside_keeps_the_retention_its_stream_had(agent_fa
     assert (agent.recordings / "hall-old" / "hall_30.ts").exists()
 
 
+@pytest.mark.slow
 def test_a_removed_stream_s_disk_missing_at_a_start_is_not_forgotten(agent_factory, tmp_path):
     # The removed stream's folder is its own disk (mounted at {root}/lobby); one start with
     # that disk not mounted (a late or failed mount at boot) must not erase what was
@@ -153,6 +164,8 @@ def test_a_removed_stream_s_disk_missing_at_a_start_is_not_forgotten(agent_facto
         agent.start()  # the disk is not there this time
         agent.wait_all("live", ["cam"])
         expired = plant(agent.recordings / "cam" / "cam_40.ts", 40)
+        # The reload's pass goes by the index: wait for the watcher to index the file, not a guess.
+        wait_for(lambda: indexed(agent, "cam", expired.name), 20, "the watcher to index the planted segment")
         assert agent.vasctl("reload").returncode == 0
         wait_for(lambda: not expired.exists(), 20, "a retention pass without the disk")
         agent.stop()

@@ -175,6 +175,7 @@ async def test_an_fmp4_init_segment_goes_only_with_the_last_segment_that_needs_i
 
 
 # -- 4: renamed and removed streams ----------------------------------------------------------------
+@pytest.mark.slow
 def test_a_renamed_stream_keeps_its_recordings_as_long_as_its_retention_said(agent_factory):
     def files(sid: str, *days: int) -> list[Path]:
         return [plant(agent.recordings / sid / f"{sid}_{d}.ts", 100, NOW - d * DAY) for d in days]

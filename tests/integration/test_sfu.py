@@ -26,7 +26,7 @@ from sfu.real_sfu import producers_by_stream as producers_by_stream
 
 from .harness import alive, config, fill, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STANDIN = Path(__file__).resolve().parents[1] / "sfu" / "standin_sfu.py"
 QUICK_RESTART = {"initial_delay": "0.3s", "multiplier": 2, "max_delay": "2s", "jitter": 0.1}

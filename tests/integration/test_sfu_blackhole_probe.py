@@ -16,7 +16,7 @@ from camera.fixture import free_port
 from .harness import wait_for
 from .test_real_sfu_agent import real_sfu_config, spawns
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: More than the probes run at once (agent/supervise/h264_probe.py PROBE_CONCURRENCY = 4), twice over.
 BLACK_HOLES = 8

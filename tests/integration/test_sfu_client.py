@@ -97,6 +97,7 @@ async def test_every_call_of_the_contract(real_sfu_port):
         await client.close()  # twice is fine
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chaos,message", [
     ("500", "GET /producers: 500 boom"),
     ("slow", "GET /producers: timed out after 0.5s"),

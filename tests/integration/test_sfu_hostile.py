@@ -107,6 +107,7 @@ def test_a_viewer_consumes_the_newest_owners_producer(sfu):
     assert consumer["producer_id"] == new["producer_id"] != old["producer_id"]  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_a_viewer_that_never_connects_is_closed(sfu):
     """``POST /viewers`` and nothing else: its WebRTC transport (a UDP and a TCP socket) stays forever.
 
@@ -125,6 +126,7 @@ def test_a_viewer_that_never_connects_is_closed(sfu):
     assert status == 404, answer
 
 
+@pytest.mark.slow
 def test_a_connected_viewer_outlives_the_timeout_and_an_unconnected_consumer_does_not(sfu):
     """The timeout closes transports that never completed DTLS, not a real viewer's.
 

@@ -15,7 +15,7 @@ from sfu.real_sfu import healthy
 from .harness import wait_for
 from .test_real_sfu_agent import producers, real_sfu_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STREAMS = ("cam1", "cam2", "cam3")
 

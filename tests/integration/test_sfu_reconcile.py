@@ -11,7 +11,7 @@ import pytest
 from .harness import wait_for
 from .test_sfu import get, post, producers_by_stream, sfu_config, start_standin
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_producer_created_after_its_timeout_is_removed_as_a_duplicate_with_a_slow_standin(rtsp_camera,

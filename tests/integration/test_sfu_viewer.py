@@ -18,7 +18,7 @@ from sfu.viewer import Frame, Viewer
 
 from .harness import config, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Not the fixture's default (a size nobody produces by accident), and big enough that every
 #: keyframe (one a second) fills FFmpeg's RTP packets to their maximum size.

@@ -17,7 +17,7 @@ from sfu.viewer import Viewer
 
 from .test_sfu_viewer import FPS, HEIGHT, WIDTH, live_agent
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KILLS = 4
 #: A restart's sequence jump must be forward (SRTP drops a sequence that goes back beyond its replay

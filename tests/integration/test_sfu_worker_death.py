@@ -14,7 +14,7 @@ from sfu.real_sfu import get
 from .harness import wait_for
 from .test_real_sfu_agent import producers, real_sfu_config, spawns
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_dead_mediasoup_worker_costs_the_viewers_not_the_recording(rtsp_camera, agent_factory):

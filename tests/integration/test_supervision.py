@@ -17,6 +17,7 @@ from .harness import BIN, alive, config, wait_for
 
 pytestmark = pytest.mark.integration
 
+@pytest.mark.slow
 def test_streams_go_live_and_record(rtsp_camera, agent_factory):
     agent = agent_factory(config({
         f"cam{i}": {"name": f"Camera {i}", "url": rtsp_camera.url(f"cam{i}")} for i in (1, 2, 3)
@@ -42,6 +43,7 @@ def test_streams_go_live_and_record(rtsp_camera, agent_factory):
     assert by_id["cam2"]["rss_bytes"] > 0 and by_id["cam2"]["restarts"] == 0
 
 
+@pytest.mark.slow
 def test_ffmpeg_sigkill_recovers_to_live(rtsp_camera, agent_factory):
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}})).start()
     old = agent.wait_state("cam1", "live")["pid"]
@@ -53,6 +55,7 @@ def test_ffmpeg_sigkill_recovers_to_live(rtsp_camera, agent_factory):
     assert "exited: cam1 (terminated by SIGKILL; not expected)" in agent.log()
 
 
+@pytest.mark.slow
 def test_hung_ffmpeg_is_detected_as_stall_and_replaced(rtsp_camera, agent_factory):
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}}, stall_timeout="4s")).start()
     old = agent.wait_state("cam1", "live")["pid"]
@@ -64,6 +67,7 @@ def test_hung_ffmpeg_is_detected_as_stall_and_replaced(rtsp_camera, agent_factor
     assert "stalled: cam1 (no progress for 4s)" in agent.log()
 
 
+@pytest.mark.slow
 def test_camera_down_backs_off_and_recovers_by_itself(camera_factory, agent_factory):
     camera = camera_factory(("cam1",))
     agent = agent_factory(config({"cam1": {"url": camera.url("cam1")}})).start()
@@ -84,6 +88,7 @@ def test_camera_down_backs_off_and_recovers_by_itself(camera_factory, agent_fact
     assert alive(stream["pid"])
 
 
+@pytest.mark.slow
 def test_agent_sigkill_leaves_no_ffmpeg_behind(rtsp_camera, agent_factory):
     agent = agent_factory(config({f"cam{i}": {"url": rtsp_camera.url(f"cam{i}")} for i in (1, 2)})).start()
     pids = [s["pid"] for s in agent.wait_all("live", ["cam1", "cam2"]).values()]
@@ -91,6 +96,7 @@ def test_agent_sigkill_leaves_no_ffmpeg_behind(rtsp_camera, agent_factory):
     wait_for(lambda: not any(alive(p) for p in pids), 10, "FFmpeg to die with the agent")
 
 
+@pytest.mark.slow
 def test_restarted_agent_kills_a_leftover_ffmpeg(rtsp_camera, agent_factory, tmp_path):
     """Second line of defence: a child that escaped PDEATHSIG is killed by the next agent."""
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}})).start()
@@ -110,6 +116,7 @@ def _start_time(pid: int) -> float:
     return psutil.Process(pid).create_time()
 
 
+@pytest.mark.slow
 def test_segments_are_never_overwritten_across_restarts(rtsp_camera, agent_factory):
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}})).start()
     first = agent.wait_state("cam1", "live")["pid"]
@@ -128,6 +135,7 @@ def test_segments_are_never_overwritten_across_restarts(rtsp_camera, agent_facto
     assert first != agent.streams()["cam1"]["pid"]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_children_and_exits_zero(rtsp_camera, agent_factory):
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}})).start()
     pid = agent.wait_state("cam1", "live")["pid"]
@@ -138,6 +146,7 @@ def test_sigterm_stops_children_and_exits_zero(rtsp_camera, agent_factory):
     assert not (agent.runtime_dir / "agent.sock").exists()
 
 
+@pytest.mark.slow
 def test_credentials_never_leak(camera_factory, agent_factory):
     password = "S3cr3t-pw"
     camera = camera_factory(("cam1",), user="admin", password=password)
@@ -171,6 +180,7 @@ def test_invalid_config_starts_nothing(agent_factory, tmp_path):
     assert not agent.runtime_dir.exists(), "an invalid config must not start anything"
 
 
+@pytest.mark.slow
 def test_sd_notify_and_children_env(rtsp_camera, agent_factory, tmp_path):
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -203,6 +213,7 @@ def test_sd_notify_and_children_env(rtsp_camera, agent_factory, tmp_path):
         sock.close()
 
 
+@pytest.mark.slow
 def test_second_agent_on_same_runtime_dir_refuses(rtsp_camera, agent_factory):
     agent = agent_factory(config({"cam1": {"url": rtsp_camera.url("cam1")}})).start()
     pid = agent.wait_state("cam1", "live")["pid"]
@@ -232,6 +243,7 @@ def test_check_warns_about_programs_missing_on_this_host(agent_factory):
     assert "warning: node.ffmpeg: 'ffmpeg-not-installed' not found" in check.stderr
 
 
+@pytest.mark.slow
 def test_snapshot_heartbeat_tells_a_hung_agent_from_a_quiet_one(agent_factory):
     agent = agent_factory({"streams": {}}).start()
     path = agent.runtime_dir / "state.json"
@@ -250,3 +262,18 @@ def test_snapshot_heartbeat_tells_a_hung_agent_from_a_quiet_one(agent_factory):
     finally:
         agent.signal(signal.SIGCONT)
     wait_for(lambda: agent.vasctl("status").returncode == 0, 10, "the agent to be seen alive again")
+
+
+@pytest.mark.slow
+def test_userinfo_with_at_signs_never_leaks(agent_factory):
+    password = "p@ss/w#rd"
+    url = f"rtsp://user@corp.example:{password}@127.0.0.1:9/stream"  # nothing listens on port 9
+    agent = agent_factory(config({"cam": {"url": url}})).start()
+    wait_for(lambda: agent.streams()["cam"]["restarts"] >= 1, 30, "a failed attempt")
+    shown = [(agent.runtime_dir / "state.json").read_text(), agent.vasctl("status").stdout,
+             agent.vasctl("status", "--json").stdout]
+    agent.stop()
+    shown.append(agent.log())
+    for text in shown:
+        assert password not in text and "p@ss" not in text and "w#rd" not in text
+    assert "rtsp://user@corp.example:***@127.0.0.1:9/stream" in shown[0]

@@ -16,7 +16,7 @@ from .harness import config, wait_for
 from .test_exporter import Exporter, http
 from .test_sfu import producers_by_stream, receiving, sfu_section
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 IDS = ["cam1", "cam2"]
 
 

@@ -22,8 +22,6 @@ MODULE_PATH = re.compile(r"(?<![\w/.-])((?:agent|exporter)/[\w/]*\w(?:\.py|/)?)"
 PY_FILE = re.compile(r"(?<![\w/.-])(\w+\.py)\b")
 #: Written by install.sh into an installed copy; never in a checkout.
 GENERATED = {"agent/_build.py", "_build.py"}
-#: Scripts named where they are known to live elsewhere: (doc, file name).
-ELSEWHERE = {("docs/reliability.md", "raw.py")}  # "script in this report's session"
 #: Module names the package move retired (agent/<old>.py, exporter/settings.py): their
 #: modules live on under other names, so these names mislead wherever they appear.
 RETIRED = {"fleet_config", "retention_config", "cleanup_params", "retention_service", "retention_plans",
@@ -70,7 +68,7 @@ def test_every_module_path_named_exists():
 def test_every_python_file_named_exists():
     names = {p.name for p in [*ROOT.glob("*.py"), *sources("agent", "exporter", "tests", "bench", "config")]}
     missing = [f"{where}: {name}" for where, text in texts() for name in PY_FILE.findall(text)
-               if name not in names | GENERATED and (where.split(":")[0], name) not in ELSEWHERE]
+               if name not in names | GENERATED]
     assert missing == []
 
 

@@ -1,4 +1,4 @@
-"""The house rules of agent/ and exporter/, read from the source with ``ast``.
+"""The house rules of agent/ and exporter/, read from the source with ``ast``, and where tests/unit keeps their tests.
 
 Every import counts, also one inside a function or under ``TYPE_CHECKING``: a circle
 hidden behind a late import is still a circle (docs/architecture.md).
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("config", "supervise", "recordings", "sfu", "fleet")
 #: Small stdlib-only modules at the top of agent/ that everything may use.
 HELPERS = {"redact", "blocking", "snapshot", "snapshot_view", "version", "diskuse", "tokens", "client",
-           "httplog", "sdnotify", "_build"}
+           "httplog", "sdnotify", "_build", "nofollow"}
 #: The core: wires the subsystems together and serves the control socket and the CLIs.
 CORE = {"agent", "interface", "control", "views", "publisher", "reload", "cli", "vasctl", "usage",
         "service_check"}
@@ -178,3 +178,33 @@ def test_the_rules_see_a_broken_one():
     assert RANK[part_of("agent.recordings.service")] == RANK[part_of("agent.sfu.producers")]
     with pytest.raises(AssertionError, match="new module"):
         part_of("agent.newthing")
+
+
+#: Checks of the whole repository (and of the camera fixture), kept at the top of tests/unit.
+PROJECT_WIDE = {"test_clock_pattern.py", "test_docs.py", "test_docs_layout.py", "test_layout.py", "test_lint.py",
+                "test_prometheus_rules.py", "test_schema.py", "test_shell.py", "test_systemd_units.py"}
+#: Words that name the work that produced a test rather than what it tests.
+WORK_WORDS = ("hardening", "regression", "review", "issue", "pure", "fixes", "misc")
+
+
+def test_unit_tests_sit_with_the_package_and_module_they_test():
+    """tests/unit/<package>/test_<module>.py for agent/<package>/<module>.py; core/ is agent/'s top."""
+    unit = ROOT / "tests" / "unit"
+    wrong = [f"tests/unit/{p.name}: goes into tests/unit/<package>/" for p in sorted(unit.glob("test_*.py"))
+             if p.name not in PROJECT_WIDE]
+    for folder in sorted(p for p in unit.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        if folder.name not in (*PACKAGES, "core"):
+            wrong.append(f"tests/unit/{folder.name}/: not an agent package (or core)")
+            continue
+        if not (folder / "__init__.py").exists():
+            wrong.append(f"tests/unit/{folder.name}/__init__.py is missing (test file names repeat across folders)")
+        source = ROOT / "agent" if folder.name == "core" else ROOT / "agent" / folder.name
+        wrong += [f"{t.relative_to(ROOT)}: no module {(source / t.name[5:]).relative_to(ROOT)} to test"
+                  for t in sorted(folder.glob("test_*.py")) if not (source / t.name[5:]).exists()]
+    assert wrong == []
+
+
+def test_no_test_file_is_named_for_the_work_that_produced_it():
+    named = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
+                   if any(word in p.stem for word in WORK_WORDS))
+    assert named == []

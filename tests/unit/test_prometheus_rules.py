@@ -23,6 +23,7 @@ def test_rules_are_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_every_alert_has_passing_unit_tests():
     result = subprocess.run([promtool(), "test", "rules", "alerts_test.yml"], cwd=RULES,
                             capture_output=True, text=True)

@@ -1,0 +1,93 @@
+"""A stream's codec and resolution, probed once per spawn from what the camera really sends.
+
+Never parsed from the URL: ffprobe reads the first segment this FFmpeg run wrote (no
+second RTSP session to the camera), or, for a stream that does not record, the camera's
+input.  A verbatim ``command:`` names its own segments and input: not probed (null).
+Bounded: the first segment is waited for at most FIRST_SEGMENT_WAIT past three segment
+durations, at most PROBE_CONCURRENCY ffprobes run at once (500 streams starting must not
+start 500 of them), each runs at most PROBE_TIMEOUT and is killed with its session when
+the call is cancelled (the process exits or the stream stops).  A failure leaves codec
+and resolution unknown (null).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from pathlib import Path
+from typing import Any
+
+from agent.config.model import StreamConfig
+from agent.supervise.ffmpeg import Launch, input_args
+from agent.supervise.h264_probe import PROBE_TIMEOUT, ffprobe_for, run_ffprobe
+
+#: Seconds past a few segment durations to wait for this run's first segment.
+FIRST_SEGMENT_WAIT = 30.0
+#: ffprobes at once, per event loop (each costs ~0.1 s of CPU, nearly all of it FFmpeg's start).
+PROBE_CONCURRENCY = 2
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+_ENTRIES = ["-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height", "-of", "json"]
+
+
+def video_from_probe(output: bytes | str) -> dict[str, Any] | None:
+    """``{"codec", "width", "height"}`` of the first video stream in ffprobe's JSON, or None."""
+    try:
+        streams = json.loads(output).get("streams") or []
+        first = streams[0]
+        codec, width, height = first.get("codec_name"), first.get("width"), first.get("height")
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return None
+    if not isinstance(codec, str) or not codec:
+        return None
+    size_ok = all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65535 for v in (width, height))
+    return {"codec": codec[:32], "width": width if size_ok else None, "height": height if size_ok else None}
+
+
+def file_argv(ffprobe: str, path: Path) -> list[str]:
+    """ffprobe's argv for one recorded segment."""
+    return [ffprobe, "-v", "error", *_ENTRIES, str(path)]
+
+
+def camera_argv(ffprobe: str, stream: StreamConfig) -> list[str]:
+    """ffprobe's argv for the camera itself (with the stream's own input options)."""
+    return [ffprobe, "-v", "error", *input_args(stream), *_ENTRIES]
+
+
+def first_segment(launch: Launch) -> Path:
+    """The first segment this run writes (``%06d`` is 0): complete once it has its name (temp_file)."""
+    return Path(launch.segment_pattern % 0)
+
+
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    if loop not in _SLOTS:
+        _SLOTS[loop] = asyncio.Semaphore(PROBE_CONCURRENCY)
+    return _SLOTS[loop]
+
+
+async def run_probe(argv: list[str], timeout: float = PROBE_TIMEOUT) -> dict[str, Any] | None:
+    """Run one ffprobe (waiting for a slot); its video, or None (failed, too slow, no video)."""
+    async with _slots():
+        return await _run(argv, timeout)
+
+
+async def _run(argv: list[str], timeout: float) -> dict[str, Any] | None:
+    out = await run_ffprobe(argv, timeout)
+    return None if out is None else video_from_probe(out)
+
+
+async def probe_spawn(ffmpeg: str, stream: StreamConfig, launch: Launch) -> dict[str, Any] | None:
+    """The video of one run: its first segment when it records, else the camera (a URL only)."""
+    if stream.command is not None or not stream.url:
+        return None  # a verbatim command's input and segment names are the operator's
+    ffprobe = ffprobe_for(ffmpeg)
+    if not stream.recording.enabled:
+        return await run_probe(camera_argv(ffprobe, stream))
+    path, every = first_segment(launch), max(0.5, stream.recording.segment_duration / 2)
+    waited, limit = 0.0, FIRST_SEGMENT_WAIT + 3 * stream.recording.segment_duration
+    while not path.is_file():  # one stat per half segment: cheap at 500 streams
+        if waited >= limit:
+            return None
+        await asyncio.sleep(every)
+        waited += every
+    return await run_probe(file_argv(ffprobe, path))

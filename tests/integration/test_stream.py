@@ -1,0 +1,104 @@
+"""One stream's supervision in process, with real child processes (shell stand-ins for
+FFmpeg): a command that cannot be built, a loop that ended, a stall_timeout changed in
+place, and the watch that reopens a recording output that stopped."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from agent.config.model import RecordingConfig, RestartPolicy, StreamConfig
+from agent.supervise.states import StreamState
+from agent.supervise.stream import Host, Stream
+
+from .harness import alive
+
+pytestmark = pytest.mark.integration
+
+#: One progress report, then silence: a process that stalls at once.
+REPORT_THEN_HANG = ("/bin/sh", "-c", "printf 'frame=1\\nprogress=continue\\n'; exec sleep 600", "{progress}")
+QUICK = RestartPolicy(initial_delay=0.05, multiplier=2, max_delay=0.5, jitter=0, stable_after=60)
+
+
+def stream_config(command: tuple[str, ...], **kw) -> StreamConfig:
+    return StreamConfig(id="cam", url="rtsp://admin:pw@cam/", command=command, restart=QUICK,
+                        stall_timeout=0, stop_timeout=2, recording=RecordingConfig(enabled=False), **kw)
+
+
+def host(tmp_path: Path) -> Host:
+    return Host(ffmpeg="ffmpeg", recordings_root=tmp_path, secrets=frozenset(), on_change=lambda _: None)
+
+
+async def wait_until(check, timeout: float, what: str) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_a_command_that_cannot_be_built_shows_error_and_restart_still_answers(tmp_path, caplog):
+    # "{url!x}" passed validation before the fix and raised inside format_map.
+    stream = Stream(stream_config(("/bin/true", "{url!x}", "{progress}")), host(tmp_path))
+    stream.start()
+    await wait_until(lambda: stream.state is StreamState.ERROR, 5, "error state")
+    assert "internal error" in stream.last_exit["description"]
+    assert "internal error supervising cam" in caplog.text
+    await asyncio.wait_for(stream.restart("manual"), 5)  # used to wait forever
+    await asyncio.wait_for(stream.apply(stream.cfg, restart=True), 5)
+    await asyncio.wait_for(stream.close(), 5)
+    assert stream.state is StreamState.STOPPED
+
+
+async def test_a_loop_that_ended_is_revived_by_restart(tmp_path):
+    stream = Stream(stream_config(REPORT_THEN_HANG), host(tmp_path))
+    stream.start()
+    await wait_until(lambda: stream.state is StreamState.LIVE, 5, "live")
+    first = stream.pid
+    stream._task.cancel()  # the loop ends, as an unexpected BaseException would end it
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(stream.restart("manual"), 5)
+    await wait_until(lambda: stream.pid not in (None, first), 5, "a new process")
+    await asyncio.wait_for(stream.close(), 5)
+    assert not alive(first)
+
+
+@pytest.mark.slow
+async def test_stall_timeout_from_0_to_positive_arms_the_running_process(tmp_path):
+    stream = Stream(stream_config(REPORT_THEN_HANG), host(tmp_path))
+    stream.start()
+    await wait_until(lambda: stream.state is StreamState.LIVE, 5, "live")
+    pid = stream.pid
+    await stream.apply(dataclasses.replace(stream.cfg, stall_timeout=1.0), restart=False)
+    await wait_until(lambda: stream.restart_reasons["stall"] == 1, 6, "a stall restart")
+    assert stream.pid != pid and not alive(pid)
+    # And back to 0: the new process is left alone.
+    await stream.apply(dataclasses.replace(stream.cfg, stall_timeout=0), restart=False)
+    await wait_until(lambda: stream.state is StreamState.LIVE, 5, "live again")
+    await asyncio.sleep(1.5)
+    assert stream.restart_reasons["stall"] == 1
+    await stream.close()
+
+
+@pytest.mark.slow
+async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tmp_path):
+    from agent.supervise.stall import watch_recording
+    reopened = asyncio.Event()
+    (tmp_path / "old.ts").write_bytes(b"x")
+    task = asyncio.create_task(watch_recording(tmp_path, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    await asyncio.wait_for(reopened.wait(), 20)  # no new segment for 10 s while media flows
+    await task
+
+
+@pytest.mark.slow
+async def test_a_growing_recording_is_left_alone(tmp_path):
+    from agent.supervise.stall import watch_recording
+    reopened = asyncio.Event()
+    task = asyncio.create_task(watch_recording(tmp_path, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    for i in range(7):  # a new segment every 2 s for 14 s
+        (tmp_path / f"{i}.ts").write_bytes(b"x")
+        await asyncio.sleep(2)
+    assert not reopened.is_set()
+    task.cancel()
