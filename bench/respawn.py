@@ -253,9 +253,12 @@ def report(results: dict[str, Result], rss500: float | None, rss500_note: str, a
         d = [x - backoff_ms for x in agent.delays_ms]
         print(f"vas-agent minus configured backoff ({backoff_ms:g} ms): p50 {c.pct(d, 50):.1f} ms, "
               f"p99 {c.pct(d, 99):.1f} ms, max {max(d):.1f} ms")
-        if floor and floor.delays_ms:
-            print(f"vas-agent minus the floor's p50 ({c.pct(floor.delays_ms, 50):.1f} ms): "
-                  f"p50 {c.pct(agent.delays_ms, 50) - c.pct(floor.delays_ms, 50):.1f} ms")
+        if floor and floor.delays_ms:  # the floor respawns at once: its whole delay is overhead
+            f = floor.delays_ms
+            print(f"overhead beyond the configured delay, same run: vas-agent p50 {c.pct(d, 50):.1f} / "
+                  f"p99 {c.pct(d, 99):.1f} ms | floor (bare asyncio) p50 {c.pct(f, 50):.1f} / "
+                  f"p99 {c.pct(f, 99):.1f} ms | ratio p50 {c.pct(d, 50) / c.pct(f, 50):.2f}x, "
+                  f"p99 {c.pct(d, 99) / c.pct(f, 99):.2f}x")
     if sup and sup.delays_ms:
         print(f"supervisord respawns on its loop's next wakeup after the reap: any child's output or its 1 s "
               f"poll timeout (here {args.n} children write every {args.period:g} s)")
@@ -268,8 +271,8 @@ def report(results: dict[str, Result], rss500: float | None, rss500_note: str, a
         d = [x - backoff_ms for x in agent.delays_ms]
         p50, p99 = c.pct(d, 50), c.pct(d, 99)
         ok = agent.timeouts == 0
-        print(f"  overhead p50 <= 10 ms: {p50:.1f} ms  {c.verdict(p50 <= 10 and ok)}")
-        print(f"  overhead p99 <= 20 ms: {p99:.1f} ms  {c.verdict(p99 <= 20 and ok)}"
+        print(f"  overhead p50 <= 5 ms: {p50:.1f} ms  {c.verdict(p50 <= 5 and ok)}")
+        print(f"  overhead p99 <= 10 ms: {p99:.1f} ms  {c.verdict(p99 <= 10 and ok)}"
               + ("" if ok else f"  ({agent.timeouts} respawns never seen)"))
     else:
         print("  overhead: not measured  FAIL")

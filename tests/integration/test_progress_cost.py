@@ -1,0 +1,88 @@
+"""The cost of a progress report (issue 21 item 2), counted rather than timed: reports that
+arrive spread over time share loop wakeups, and none of a report's fields or bytes is lost."""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.supervise.ffmpeg import ProgressParser
+from agent.supervise.process import Child
+
+pytestmark = pytest.mark.integration
+
+#: One real FFmpeg 5.1 ``-progress pipe:1`` block (counters filled in per report).
+BLOCK = ("frame={n}\nfps=25.00\nstream_0_0_q=2.0\nbitrate=385.3kbits/s\ntotal_size={size}\n"
+         "out_time_us={us}\nout_time_ms={us}\nout_time=00:00:0{n}.000000\ndup_frames=0\n"
+         "drop_frames=0\nspeed=1.00x\nprogress=continue\n")
+CHILDREN = 10
+
+
+def _write_rounds(fifos: list[Path], rounds: range, gap: float) -> None:
+    """Writer thread: one block per FIFO, ``gap`` apart, for each round."""
+    fds = [os.open(f, os.O_WRONLY) for f in fifos]
+    try:
+        for n in rounds:
+            for fd in fds:
+                os.write(fd, BLOCK.format(n=n, size=1000 * n, us=1_000_000 * n).encode())
+                time.sleep(gap)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+async def test_reports_spread_over_time_share_loop_wakeups(tmp_path):
+    loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+    real_select, turns = selector.select, [0]
+
+    def counting_select(timeout=None):
+        turns[0] += 1
+        return real_select(timeout)
+
+    selector.select = counting_select
+    fifos = [tmp_path / f"f{i}" for i in range(CHILDREN)]
+    for f in fifos:
+        os.mkfifo(f)
+    parsers = [ProgressParser() for _ in fifos]
+    reports: list[list] = [[] for _ in fifos]
+    wakeups: list[set[int]] = [set(), set()]  # loop turns that read reports, per round
+
+    def on_stdout(i: int):
+        def feed(data: bytes) -> None:
+            for report in parsers[i].feed(data):
+                reports[i].append(report)
+                wakeups[report.frame - 1].add(turns[0])
+        return feed
+
+    children = [await Child.spawn(["/bin/sh", "-c", 'exec cat "$0"', str(f)], on_stdout=on_stdout(i),
+                                  on_stderr=lambda line: None) for i, f in enumerate(fifos)]
+    try:
+        writer = threading.Thread(target=_write_rounds, args=(fifos, range(1, 3), 0.02))
+        writer.start()
+        for _ in range(200):  # hang catcher: 10 s
+            if all(len(r) == 2 for r in reports):
+                break
+            await asyncio.sleep(0.05)
+        writer.join(5)
+        # Round 1 is each run's first output (read at once); round 2: 10 reports 20 ms apart.
+        assert [[(p.frame, p.total_size, p.out_time_us, p.fps) for p in r] for r in reports] == \
+            [[(1, 1000, 1_000_000, 25.0), (2, 2000, 2_000_000, 25.0)]] * CHILDREN
+        assert len(wakeups[1]) <= CHILDREN // 3, f"{len(wakeups[1])} loop wakeups for {CHILDREN} reports"
+    finally:
+        selector.select = real_select
+        for child in children:
+            child.kill()
+        await asyncio.gather(*(child.wait() for child in children))
+
+
+async def test_the_last_report_before_an_exit_is_read_before_wait_returns(tmp_path):
+    got: list[bytes] = []
+    child = await Child.spawn(["/bin/sh", "-c", "printf 'first\\n'; sleep 0.5; printf 'last\\n'; exit 3"],
+                              on_stdout=got.append, on_stderr=lambda line: None)
+    assert await asyncio.wait_for(child.wait(), 10) == 3
+    assert b"".join(got) == b"first\nlast\n"
