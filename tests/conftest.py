@@ -17,12 +17,10 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:  # make `camera` importable under any --import-mode
     sys.path.insert(0, _TESTS_DIR)
 
-from camera.fixture import RtspCamera, free_port  # noqa: E402
+from camera.fixture import LentCamera, RtspCamera, free_port, lend_camera  # noqa: E402
 from sfu.real_sfu import SharedSfu  # noqa: E402
 
 __all__ = ["RtspCamera", "free_port"]
-
-DEFAULT_CAMERA_PATHS = ("cam1", "cam2", "cam3", "cam4")
 
 
 @pytest.fixture
@@ -57,10 +55,19 @@ def camera_factory():
         pytest.fail("failed to stop cameras: " + "; ".join(errors))
 
 
+@pytest.fixture(scope="session")
+def _lent_cameras() -> Iterator[dict[tuple[str | None, str | None], LentCamera]]:
+    cameras: dict[tuple[str | None, str | None], LentCamera] = {}
+    yield cameras
+    for cam in cameras.values():
+        cam.close()
+
+
 @pytest.fixture
-def rtsp_camera(camera_factory) -> RtspCamera:
-    """A started RtspCamera serving cam1..cam4 on a free port of 127.0.0.1."""
-    return camera_factory(DEFAULT_CAMERA_PATHS)
+def rtsp_camera(_lent_cameras) -> Iterator[RtspCamera]:
+    """A started RtspCamera serving cam1..cam4 on a free port of 127.0.0.1 (see ``lend_camera``)."""
+    with lend_camera(_lent_cameras) as cam:
+        yield cam
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ interpreter can import, so it always runs as a separate ``/usr/bin/python3`` pro
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -214,3 +215,37 @@ class RtspCamera:
             f"{self.ready_timeout:.0f} s.\ncommand: {' '.join(self._command())}\n"
             f"stderr:\n{self.stderr_text() or '<empty>'}"
         )
+
+
+#: The paths of the camera lent to tests (``lend_camera``).
+LENT_PATHS = ("cam1", "cam2", "cam3", "cam4")
+
+
+class LentCamera(RtspCamera):
+    """A camera lent to one test at a time (``rtsp_camera``): it counts the test's stops."""
+
+    stops = 0
+
+    def stop(self) -> int | None:
+        self.stops += 1
+        return super().stop()
+
+
+@contextlib.contextmanager
+def lend_camera(cameras: dict[tuple[str | None, str | None], LentCamera], user: str | None = None,
+                password: str | None = None) -> Iterator[LentCamera]:
+    """This worker's camera serving cam1..cam4 (with these credentials), shared by the tests one
+    after another: a camera starts in about half a second of CPU, and most tests only read from it.
+    One that a test stopped, restarted or closed is replaced afterwards, so every test gets a
+    camera that has run untouched since its start (``starts == 1``)."""
+    key = (user, password)
+    cam = cameras.get(key)
+    if cam is None or cam.stops or not cam.running:
+        if cam is not None:
+            cam.close()
+        cam = cameras[key] = LentCamera(LENT_PATHS, user=user, password=password)
+        cam.start()
+    yield cam
+    if cam.stops or not cam.running:  # touched by the test: not lent again
+        del cameras[key]
+        cam.close()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from camera.fixture import lend_camera
 from tests.faults.leakscan import scan, secret_forms
 from tests.integration.conftest import agent_factory
 
@@ -38,9 +39,10 @@ def secure_camera_factory(camera_factory):
 
 
 @pytest.fixture
-def rtsp_camera(secure_camera_factory) -> SecureCamera:
+def rtsp_camera(_lent_cameras) -> Iterator[SecureCamera]:
     """Here the shared camera (cam1..cam4) requires the fault password."""
-    return secure_camera_factory()
+    with lend_camera(_lent_cameras, user="fault", password=FAULT_PASSWORD) as cam:
+        yield SecureCamera(cam)
 
 
 @pytest.fixture(autouse=True)
