@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 BIN = Path(sys.executable).parent
@@ -163,6 +164,19 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between open and read
         return False
+
+
+def children(pid: int, *, recursive: bool = False, named: str | None = None) -> list[psutil.Process]:
+    """The living (not zombie) children of ``pid``, ``named`` so if given; a child that exits while
+    they are listed is left out, not an error (a clip's FFmpeg, a spawn's short ffprobe)."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=recursive):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and child.name() == (named or child.name()):  # name cached
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def fill(directory: Path, name: str = "filler") -> None:

@@ -26,7 +26,7 @@ from camera.fixture import RtspCamera, free_port
 from exporter.openapi import spec
 from tests.exporter.openapi_check import problems
 
-from .harness import BIN, AgentProcess, config, wait_for
+from .harness import BIN, AgentProcess, children, config, wait_for
 
 pytestmark = pytest.mark.integration
 PASSWORD = "Zq7-console-secret"
@@ -129,7 +129,7 @@ class Exporter:
         wait_for(lambda: http(port, "/livez")[0] == 200, 15, "the exporter")
 
     def ffmpeg_children(self) -> list[psutil.Process]:
-        return [p for p in psutil.Process(self.proc.pid).children(recursive=True) if p.name() == "ffmpeg"]
+        return children(self.proc.pid, recursive=True, named="ffmpeg")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

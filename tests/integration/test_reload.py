@@ -9,12 +9,11 @@ import signal
 import stat
 import time
 
-import psutil
 import pytest
 
 from agent.client import request
 
-from .harness import IDLE, NO_RECORDING, alive, config, wait_for
+from .harness import IDLE, NO_RECORDING, alive, children, config, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -126,14 +125,13 @@ def test_reload_storm_ends_consistent(rtsp_camera, agent_factory):
     pids = [s["pid"] for s in live.values()]
     assert len(set(pids)) == len(final) and all(alive(p) for p in pids)
     # Exactly one FFmpeg per stream: no process from an earlier variant survived.
-    children = _children_of(agent.proc.pid)
-    assert sorted(children) == sorted(pids)
+    running = _children_of(agent.proc.pid)
+    assert sorted(running) == sorted(pids)
 
 
 def _children_of(pid: int) -> list[int]:
     """The agent's FFmpeg processes (not the short ffprobe that reads a spawn's codec and resolution)."""
-    return [c.pid for c in psutil.Process(pid).children()
-            if c.status() != psutil.STATUS_ZOMBIE and c.name() != "ffprobe"]
+    return [c.pid for c in children(pid) if c.name() != "ffprobe"]
 
 
 def test_concurrent_vasctl_commands(rtsp_camera, agent_factory):

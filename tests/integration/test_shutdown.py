@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from agent.agent import Agent
@@ -22,7 +22,7 @@ from agent.config.model import StreamConfig
 from agent.interface import ReloadInProgress
 from agent.supervise.states import StreamState
 
-from .harness import NO_RECORDING, TRAPS_TERM, alive, config, fill, wait_for
+from .harness import NO_RECORDING, TRAPS_TERM, alive, children, config, fill, wait_for
 from .test_stream import REPORT_THEN_HANG, stream_config, wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,6 +44,7 @@ async def test_close_abandons_a_reload_stuck_reading_and_starts_nothing(tmp_path
         release.wait(30)
         return newer
 
+    before = {p.pid for p in children(os.getpid(), recursive=True)}  # this worker's lent camera
     agent = Agent(agent_config(tmp_path, {"cam": cam}), loader=hung_loader)
     await agent.start()
     try:
@@ -58,7 +59,7 @@ async def test_close_abandons_a_reload_stuck_reading_and_starts_nothing(tmp_path
         await agent.close()
     await asyncio.sleep(0.3)
     assert "extra" not in agent.streams
-    assert [p for p in psutil.Process().children(recursive=True) if p.status() != "zombie"] == []
+    assert [p for p in children(os.getpid(), recursive=True) if p.pid not in before] == []
 
 
 async def test_close_stops_streams_gracefully_when_the_snapshot_cannot_be_written(tmp_path, caplog):
