@@ -37,7 +37,10 @@ class CameraError(RuntimeError):
 #: (32768-60999): a port the kernel picked for port 0 was taken by another worker's etcd or by an
 #: outgoing connection before the child that was meant to bind it did.
 PORT_BLOCK = 2000
-_handed = itertools.count()
+#: Where in its block this process starts: processes outside pytest-xdist (a bench, a soak, a
+#: ``pytest -n 0``) share block 0, and a camera restarted on its port lost it to another such
+#: process that also began at the block's first port (a 2-hour soak ended so).
+_handed = itertools.count(os.getpid() % PORT_BLOCK)
 
 
 def _block() -> range:
