@@ -120,9 +120,9 @@ def ffmpeg_bin() -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto`` (pyproject's addopts): three workers per core.  Most tests wait on real
+    """``-n auto`` (pyproject's addopts): four workers per core.  Most tests wait on real
     processes (a camera's frames, a stall timeout, a restart's backoff), not on the CPU."""
-    return 3 * len(os.sched_getaffinity(0))  # the cores this process may use, not the host's
+    return 4 * len(os.sched_getaffinity(0))  # the cores this process may use, not the host's
 
 
 def pytest_collection_modifyitems(config, items) -> None:
