@@ -21,7 +21,8 @@ from selenium.webdriver.common.keys import Keys
 from .browser import Browser
 from .node import PASSWORD, ConsoleNode, http
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+#: One worker runs this module's tests, so its module-scoped node is built once, not once per worker.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("console_browser")]
 REPO = Path(__file__).resolve().parents[2]
 SEGMENT = 1.0  # the harness's recording.segment_duration (tests/integration/harness.py FAST)
 

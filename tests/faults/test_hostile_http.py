@@ -11,7 +11,8 @@ from camera.fixture import free_port
 from tests.integration.harness import CHEAP, AgentProcess, config
 from tests.integration.test_exporter import Exporter, http
 
-pytestmark = pytest.mark.integration
+#: One worker runs this module's tests, so its module-scoped node is built once, not once per worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("hostile_http")]
 
 #: One request each, as raw bytes: header and path bytes HTTP forbids, smuggling shapes, odd targets.
 RAW = {

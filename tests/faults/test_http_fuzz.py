@@ -17,7 +17,8 @@ from camera.fixture import free_port
 from tests.integration.harness import BIN, CHEAP, AgentProcess, config, wait_for
 from tests.integration.test_exporter import Exporter
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+#: One worker runs this module's tests, so its module-scoped node is built once, not once per worker.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("http_fuzz")]
 STREAM = {**CHEAP, "recording": {"retention": "30d"}}
 EXAMPLES = int(os.environ.get("VAS_FUZZ_EXAMPLES", "25"))  # per operation; bench/fuzz.py raises it
 

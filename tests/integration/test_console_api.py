@@ -28,7 +28,8 @@ from tests.exporter.openapi_check import problems
 
 from .harness import BIN, AgentProcess, children, config, wait_for
 
-pytestmark = pytest.mark.integration
+#: One worker runs this module's tests, so its module-scoped node is built once, not once per worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("console_api")]
 PASSWORD = "Zq7-console-secret"
 ARCHIVE_START = 1_764_000_000.0  # 2025-11-24T16:00:00Z: the archive's first segment starts here
 ARCHIVE_SEG = 2.0

@@ -16,7 +16,8 @@ import pytest
 from .harness import BIN, wait_for
 from .test_console_api import archive_node, archive_stream
 
-pytestmark = pytest.mark.integration
+#: One worker runs this module's tests, so its module-scoped node is built once, not once per worker.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("console_big_index")]
 SEGMENTS = 101_000
 SEG = 2.0
 

@@ -16,7 +16,8 @@ from exporter.media import WRITE_STALL
 from .harness import wait_for
 from .test_console_api import ARCHIVE_START, archive_end, archive_running, archive_stream, http, make_archive
 
-pytestmark = pytest.mark.integration
+#: One worker runs this module's tests, so its module-scoped node is built once, not once per worker.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("console_slow_client")]
 
 
 @pytest.fixture(scope="module")
