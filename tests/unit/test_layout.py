@@ -182,7 +182,8 @@ def test_the_rules_see_a_broken_one():
 
 #: Checks of the whole repository (and of the camera fixture), kept at the top of tests/unit.
 PROJECT_WIDE = {"test_clock_pattern.py", "test_docs.py", "test_docs_layout.py", "test_layout.py", "test_lint.py",
-                "test_prometheus_rules.py", "test_schema.py", "test_shell.py", "test_systemd_units.py"}
+                "test_prometheus_rules.py", "test_schema.py", "test_shell.py", "test_systemd_units.py",
+                "test_xdist_groups.py"}
 #: Words that name the work that produced a test rather than what it tests.
 WORK_WORDS = ("hardening", "regression", "review", "issue", "pure", "fixes", "misc")
 
