@@ -106,15 +106,21 @@ class Metrics:
 
     def render(self, view: View, *, stale_after: float) -> bytes:
         """Three parts, each rendered only when its data changed: snapshot, processes, per-scrape."""
-        key = (view.version, view.stale, self.recordings.version)
-        if self._cached is None or self._cached[0] != key:
-            self._cached = (key, self._render_snapshot(view))
+        cached = self.prepare(view)
         self.sampler.sample(view.streams)
         if self._cached_processes is None or self._cached_processes[0] != self.sampler.taken_at:
             self._cached_processes = (self.sampler.taken_at, generate_latest(self.processes))
         live = _LiveCollector(view, stale_after, self.recordings).registry()
         # One join: each ``+`` would copy the ~600 KB snapshot part once more on every scrape.
-        return b"".join((self._cached[1], self._cached_processes[1], generate_latest(live), generate_latest(self.live)))
+        return b"".join((cached, self._cached_processes[1], generate_latest(live), generate_latest(self.live)))
+
+    def prepare(self, view: View) -> bytes:
+        """The snapshot's part, rendered now unless it was for this snapshot (the app calls this
+        when a new snapshot lands, so that the next scrape finds it done)."""
+        key = (view.version, view.stale, self.recordings.version)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._render_snapshot(view))
+        return self._cached[1]
 
     def _render_snapshot(self, view: View) -> bytes:
         """Everything that comes from the snapshot, in the families' order."""
