@@ -95,9 +95,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
     # A new snapshot's metrics are rendered the moment it lands, on the loop, before any
     # request that follows it: a scrape finds the text done and never the previous one.
-    ctx.source.listeners.append(lambda: ctx.metrics.prepare(ctx.view()))
+    def render() -> None:
+        ctx.metrics.prepare(ctx.view())
+    ctx.source.listeners.append(render)
     ctx.source.watch()
-    tasks = [asyncio.create_task(ctx.recordings.run(ctx.view), name="recording-scan"),
+    tasks = [asyncio.create_task(ctx.recordings.run(ctx.view, render), name="recording-scan"),
              asyncio.create_task(_tick_snapshot(ctx), name="snapshot-observe")]
     yield
     for task in tasks:
