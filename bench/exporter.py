@@ -22,7 +22,8 @@ What it measures
                    window 5x less often than here)
       right after  a new snapshot, then the scrape at once: the worst case, the
                    scrape waits for the exporter to parse, check and render it
-      cached       the snapshot unchanged
+      cached       the snapshot unchanged: scrapes back to back, and (the production
+                   case's anchor) each uniformly within --period s after the last
     Only the request is timed; every new-snapshot answer is checked to show the
     new values (``missed``).  Then the CPU of one new snapshot in the exporter's
     code, in-process: the parse (the standard library's and the exporter's), the
@@ -194,7 +195,8 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
                                                      capture_output=True,
                                                      input=json.dumps([fake_snapshot(args.n, k) for k in range(21)])
                                                      ).stdout),
-                   "cached": scrapes(port, runtime, args, wait=None)}
+                   "cached": scrapes(port, runtime, args, wait=None),
+                   "cached, idle": scrapes(port, runtime, args, wait=None, idle=args.period)}
         report(args, results, scraped, [ready["rps"] / peer["rps"] for peer, ready in rounds])
     finally:
         stop.set()
@@ -213,10 +215,11 @@ def measure(label: str, url: str, conns: int, threads: int, pid: int, duration: 
     return label, r
 
 
-def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, wait: float | None) -> dict:
+def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, wait: float | None, idle: float = 0.0) -> dict:
     """/v2/metrics latencies (ms) over one keep-alive connection.  ``wait`` None: the snapshot
-    unchanged; otherwise a new snapshot is renamed into place before each scrape (not timed),
-    the scrape comes uniformly within ``wait`` s after it, and the answer must show it."""
+    unchanged, each scrape uniformly within ``idle`` s after the previous; otherwise a new snapshot
+    is renamed into place before each scrape (not timed), the scrape comes uniformly within
+    ``wait`` s after it, and the answer must show it."""
     conn, times, missed = http.client.HTTPConnection("127.0.0.1", port, timeout=30), [], 0
     rng = random.Random(21)
     try:
@@ -224,6 +227,8 @@ def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, wait: float |
             if wait is not None:
                 snapshot.write_atomic(runtime / "state.json", fake_snapshot(args.n, k + SCRAPED[0]))
                 time.sleep(rng.uniform(0, wait))
+            else:
+                time.sleep(rng.uniform(0, idle))
             started = time.perf_counter()
             conn.request("GET", "/v2/metrics")
             response = conn.getresponse()
@@ -255,7 +260,8 @@ def report(args: argparse.Namespace, results: list, scraped: dict, shares: list[
           f"per pair: {', '.join(f'{x:.0%}' for x in shares)})")
     print(f"\n/v2/metrics, {args.scrapes} scrapes each over one connection (ms){'':10} p50      p99      max  missed")
     labels = {"production": f"new snapshot, scrape uniformly 0-{args.period:g} s after it (production)",
-              "right after": "new snapshot, scrape right after it (worst case)", "cached": "snapshot unchanged (cached)"}
+              "right after": "new snapshot, scrape right after it (worst case)", "cached": "snapshot unchanged (cached)",
+              "cached, idle": f"snapshot unchanged, scrape uniformly 0-{args.period:g} s after the last"}
     for label, text in labels.items():
         r = scraped[label]
         print(f"  {text:60} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['max']:>8.2f} {r['missed']:>7}")

@@ -11,7 +11,7 @@ the rename call, and ready callbacks run before a request handler's first step.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import struct
 from collections.abc import Iterator
@@ -49,6 +49,12 @@ def masks_for(buffer: bytes, name: bytes) -> int:
     return mask
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library's symbols, loaded once (the process has it: ``dlopen(NULL)``)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 class DirWatch:
     """An inotify instance (non-blocking, close-on-exec) with one watch on ``directory``."""
 
@@ -59,7 +65,7 @@ class DirWatch:
 
     def open(self) -> None:
         """Arm the watch; OSError when inotify is missing or the directory cannot be watched."""
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
         fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))

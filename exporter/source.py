@@ -142,8 +142,8 @@ class SnapshotSource:
     def tick(self) -> None:
         """The app's task, every OBSERVE_EVERY seconds: drop a watch that no longer sees the
         path (the directory renamed over); without one, note the mtime and try to arm one."""
-        if self._watch is not None and self._watch.moved():
-            log.warning("snapshot directory replaced: watching it again")
+        if self._watch is not None and self._watch.moved():  # no event (e.g. a mount over it)
+            log.warning("the snapshot's directory was replaced: watching the new one")
             self._unwatch()
         if self._watch is None:
             self.observe()
@@ -157,10 +157,13 @@ class SnapshotSource:
             watch.open()
         except (OSError, AttributeError) as exc:  # AttributeError: a libc without inotify
             if not self._warned:
-                log.warning("snapshot: no inotify watch (%s); a stat per request until one can be armed",
-                            getattr(exc, "strerror", None) or type(exc).__name__)
+                log.warning("cannot watch the snapshot's directory (%s): reading it with a stat per request "
+                            "until it can", getattr(exc, "strerror", None) or type(exc).__name__)
                 self._warned = True
             return False
+        if self._warned:
+            log.info("watching the snapshot's directory again")
+            self._warned = False
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(watch.fileno(), self._on_events)
         self._watch = watch
@@ -175,6 +178,9 @@ class SnapshotSource:
         assert self._watch is not None
         mask = masks_for(self._watch.read(), os.fsencode(self.path.name))
         if mask & LOST:
+            log.warning("the snapshot's directory was removed or moved: reading it with a stat per request "
+                        "until it can be watched again")
+            self._warned = True
             self._unwatch()  # a stat per read from now on, until the tick arms a new watch
         elif mask & (CONTENT | OTHER | IN_Q_OVERFLOW):
             self._changed(bool(mask & (CONTENT | IN_Q_OVERFLOW)))
