@@ -167,7 +167,7 @@ class StreamText:
             rows.append((up, state, uptime, restarts, *entry.progress_text(s.get("progress") or {}), producer,
                          *entry.recording_text(figures.get(sid), s.get("recording") or {})))
         totals = [f'vas_streams{{state="{escape(name)}"}} {go(n)}\n' for name, n in counts.items()]
-        column = [[row[i] for row in rows] for i in range(15)]
+        column = list(zip(*rows)) if rows else [()] * 15  # the families are written column by column
         return (family(TOTALS, totals) + "".join(family(spec, lines) for spec, lines in zip(STREAM, column)),
                 family(PRODUCER, column[8]),
                 "".join(family(spec, lines) for spec, lines in zip(RECORDING, column[9:])))
