@@ -11,6 +11,7 @@ move with the clock.  The output is byte for byte what prometheus_client's
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client.utils import floatToGoString
@@ -76,7 +77,7 @@ def header(name: str, kind: str, doc: str) -> str:
     return f"# HELP {exposed} {doc}\n# TYPE {exposed} {kind}\n"
 
 
-def family(spec: tuple[str, str, str], lines: list[str]) -> str:
+def family(spec: tuple[str, str, str], lines: Sequence[str]) -> str:
     """One family's text: its header and its sample lines."""
     return header(*spec) + "".join(lines)
 
