@@ -152,7 +152,7 @@ class SnapshotSource:
     def watch(self) -> bool:
         """Learn of changes from inotify on the running loop from now on; False (a ``stat`` per
         read, as without it) when inotify or the directory is not there (warned once)."""
-        watch = DirWatch(self.path.parent)
+        loop, watch = asyncio.get_running_loop(), DirWatch(self.path.parent)
         try:
             watch.open()
         except (OSError, AttributeError) as exc:  # AttributeError: a libc without inotify
@@ -164,8 +164,8 @@ class SnapshotSource:
         if self._warned:
             log.info("watching the snapshot's directory again")
             self._warned = False
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(watch.fileno(), self._on_events)
+        self._loop = loop
+        loop.add_reader(watch.fileno(), self._on_events)
         self._watch = watch
         self._changed(False)  # armed first: whatever changes after this stat has an event
         return True
