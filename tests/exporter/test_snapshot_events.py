@@ -202,3 +202,20 @@ def test_nothing_is_left_running_by_the_watch(tmp_path):
     watch.open()
     assert threading.active_count() == before
     watch.close()
+
+
+def test_what_orjson_refuses_is_read_as_the_json_module_reads_it():
+    """orjson parses the snapshot (twice as fast); what only the json module reads (NaN, an
+    integer past 64 bits, a lone surrogate) is still read, and garbage still fails with json's
+    own message (what "agent state unreadable" has always shown)."""
+    import json
+    import math
+
+    import pytest
+
+    from exporter.source import parse
+    assert math.isnan(parse(b'{"fps": NaN}')["fps"])
+    assert parse(b'{"n": 123456789012345678901234567890}')["n"] == 123456789012345678901234567890
+    assert parse(b'{"s": "\\ud800"}')["s"] == "\ud800"
+    with pytest.raises(json.JSONDecodeError, match="Expecting value"):
+        parse(b'{"x": }')
