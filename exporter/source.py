@@ -77,8 +77,9 @@ def judged_age(wall: float, unchanged: float) -> float:
 
 def parse(raw: bytes) -> Any:
     """The snapshot's JSON: orjson (twice as fast at 500 streams); what it refuses and the
-    standard library reads (NaN, integers past 64 bits, lone surrogates) goes to ``json``,
-    whose error names the problem when neither can."""
+    standard library reads (NaN, lone surrogates) goes to ``json``, whose error names the
+    problem when neither can.  An integer past 64 bits comes back a float (no counter of the
+    agent's gets there)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
