@@ -90,7 +90,8 @@ async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    """The recording scan while the app runs; the agent session closed at the end."""
+    """The snapshot's watch and the recording scan while the app runs; the agent session
+    closed at the end."""
     import asyncio
     ctx = app[CONTEXT]
     # A new snapshot's metrics are rendered the moment it lands, on the loop, before any
