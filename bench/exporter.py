@@ -13,11 +13,21 @@ What it measures
     core) and RSS after the run.  /readyz answers 200 (the snapshot is fresh).
 
     Then /v2/metrics scraped --scrapes times over one keep-alive connection in
-    two ways, in the same run: with a NEW snapshot written before every scrape
-    (every stream's progress, recording figures and times moved: the production
-    case, where the snapshot changes every 5 s and Prometheus scrapes every 15 s),
-    and with the snapshot unchanged (cached).  Only the request is timed; every
-    new-snapshot answer is checked to show the new values.
+    three ways, in the same run; each NEW snapshot moves every stream's progress,
+    recording figures and times, and is renamed into place as the agent does:
+      production   a new snapshot, then the scrape at a random moment uniformly
+                   within --period s after it (default 1 s: a shortened snapshot
+                   period; in production the snapshot changes every 5 s and
+                   Prometheus scrapes every 15 s, so a scrape lands in the render's
+                   window 5x less often than here)
+      right after  a new snapshot, then the scrape at once: the worst case, the
+                   scrape waits for the exporter to parse, check and render it
+      cached       the snapshot unchanged: scrapes back to back, and (the production
+                   case's anchor) each uniformly within --period s after the last
+    Only the request is timed; every new-snapshot answer is checked to show the
+    new values (``missed``).  Then the CPU of one new snapshot in the exporter's
+    code, in-process: the parse (the standard library's and the exporter's), the
+    shape check and the render.
 
 Targets (issue 21): /readyz >= 75 % of the bare aiohttp peer's req/s with p99 <= 3 ms
 (items 5); /v2/metrics p99 <= 5 ms for a new snapshot (item 1); 0 errors.
@@ -32,6 +42,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -68,14 +79,19 @@ import json, statistics, sys, time
 from agent.snapshot_view import shape_error  # noqa: E402
 from exporter.metrics import Metrics
 from exporter.recordings import RecordingStats
+from exporter import source
 from exporter.source import View
-raws = [json.dumps(s) for s in json.load(sys.stdin)]
-metrics, parts = Metrics(RecordingStats()), {"parse": [], "check": [], "render": []}
+raws = [json.dumps(s).encode() for s in json.load(sys.stdin)]
+metrics, parts = Metrics(RecordingStats()), {"json": [], "parse": [], "check": [], "render": []}
+# The code before issue 21 (to run this bench against it): the json module, a render per scrape.
+parse = getattr(source, "parse", lambda raw: json.loads(raw.decode()))
+prepare = getattr(metrics, "prepare", lambda view: metrics.render(view, stale_after=5))
 for k, raw in enumerate(raws):
-    t0 = time.process_time(); data = json.loads(raw); t1 = time.process_time(); shape_error(data)
-    t2 = time.process_time(); metrics.render(View(data, 0.5, k + 1), stale_after=5); t3 = time.process_time()
+    t0 = time.process_time(); json.loads(raw.decode()); t1 = time.process_time(); data = parse(raw)
+    t2 = time.process_time(); shape_error(data); t3 = time.process_time()
+    prepare(View(data, 0.5, k + 1)); t4 = time.process_time()
     if k:  # the first render has nothing kept
-        for name, t in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+        for name, t in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             parts[name].append(t * 1000)
 print(json.dumps({name: statistics.median(v) for name, v in parts.items()}))
 '''
@@ -131,6 +147,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="peer and /readyz pairs (the median is shown)")
     parser.add_argument("--scrapes", type=int, default=200, help="scrapes of each /v2/metrics case")
+    parser.add_argument("--period", type=float, default=1.0,
+                        help="production case: the scrape lands uniformly within this many s after the new snapshot")
     parser.add_argument("--keep-tmp", action="store_true")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -175,12 +193,14 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
         results = [(floor_row[0], args.connections, median[0]), (ready_row[0], args.connections, median[1]),
                    ("vas-exporter /v2/metrics (cached)", 1, measure("", f"http://127.0.0.1:{port}/v2/metrics", 1, 1,
                                                                     exporter.pid, args.duration)[1])]
-        scraped = {"new snapshot": scrapes(port, runtime, args, changed=True),
+        scraped = {"production": scrapes(port, runtime, args, wait=args.period),
+                   "right after": scrapes(port, runtime, args, wait=0.0),
                    "cost": json.loads(subprocess.run([sys.executable, "-c", COST], cwd=tmp, check=True, text=True,
                                                      capture_output=True,
                                                      input=json.dumps([fake_snapshot(args.n, k) for k in range(21)])
                                                      ).stdout),
-                   "cached": scrapes(port, runtime, args, changed=False)}
+                   "cached": scrapes(port, runtime, args, wait=None),
+                   "cached, idle": scrapes(port, runtime, args, wait=None, idle=args.period)}
         report(args, results, scraped, [ready["rps"] / peer["rps"] for peer, ready in rounds])
     finally:
         stop.set()
@@ -199,14 +219,20 @@ def measure(label: str, url: str, conns: int, threads: int, pid: int, duration: 
     return label, r
 
 
-def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, changed: bool) -> dict:
-    """/v2/metrics latencies (ms) over one keep-alive connection; with ``changed``, a new
-    snapshot is written before each scrape (not timed) and the answer must show it."""
+def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, wait: float | None, idle: float = 0.0) -> dict:
+    """/v2/metrics latencies (ms) over one keep-alive connection.  ``wait`` None: the snapshot
+    unchanged, each scrape uniformly within ``idle`` s after the previous; otherwise a new snapshot
+    is renamed into place before each scrape (not timed), the scrape comes uniformly within
+    ``wait`` s after it, and the answer must show it."""
     conn, times, missed = http.client.HTTPConnection("127.0.0.1", port, timeout=30), [], 0
+    rng = random.Random(21)
     try:
         for k in range(1, args.scrapes + 1):
-            if changed:
-                snapshot.write_atomic(runtime / "state.json", fake_snapshot(args.n, k))
+            if wait is not None:
+                snapshot.write_atomic(runtime / "state.json", fake_snapshot(args.n, k + SCRAPED[0]))
+                time.sleep(rng.uniform(0, wait))
+            else:
+                time.sleep(rng.uniform(0, idle))
             started = time.perf_counter()
             conn.request("GET", "/v2/metrics")
             response = conn.getresponse()
@@ -214,11 +240,17 @@ def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, changed: bool
             times.append((time.perf_counter() - started) * 1000)
             if response.status != 200:
                 raise SystemExit(f"/v2/metrics answered {response.status}")
-            shown = f'vas_stream_frames_total{{stream="cam000"}} {90000 + 125 * k}.0\n'.encode()
-            missed += changed and shown not in body
+            shown = f'vas_stream_frames_total{{stream="cam000"}} {90000 + 125 * (k + SCRAPED[0])}.0\n'.encode()
+            missed += wait is not None and shown not in body
     finally:
         conn.close()
+    if wait is not None:
+        SCRAPED[0] += args.scrapes  # the next case's snapshots are new too
     return {"p50": c.pct(times, 50), "p99": c.pct(times, 99), "max": max(times), "missed": missed}
+
+
+#: Snapshots written so far (each case's first snapshot must differ from the last one).
+SCRAPED = [0]
 
 
 def report(args: argparse.Namespace, results: list, scraped: dict, shares: list[float]) -> None:
@@ -230,23 +262,31 @@ def report(args: argparse.Namespace, results: list, scraped: dict, shares: list[
               f"{r['cpu']:>7.1f} {r['us']:>10.1f} {r['rss']:>7.1f}")
     print(f"(peer and /readyz: the median of {args.rounds} back-to-back pairs; /readyz's share of the peer "
           f"per pair: {', '.join(f'{x:.0%}' for x in shares)})")
-    print(f"\n/v2/metrics, {args.scrapes} scrapes each over one connection (ms){'':10} p50      p99      max")
-    for label in ("new snapshot", "cached"):
+    print(f"\n/v2/metrics, {args.scrapes} scrapes each over one connection (ms){'':10} p50      p99      max  missed")
+    labels = {"production": f"new snapshot, scrape uniformly 0-{args.period:g} s after it (production)",
+              "right after": "new snapshot, scrape right after it (worst case)", "cached": "snapshot unchanged (cached)",
+              "cached, idle": f"snapshot unchanged, scrape uniformly 0-{args.period:g} s after the last"}
+    for label, text in labels.items():
         r = scraped[label]
-        print(f"  {label:60} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['max']:>8.2f}")
+        print(f"  {text:60} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['max']:>8.2f} {r['missed']:>7}")
     cost = scraped["cost"]
-    print(f"  CPU of one new snapshot in the exporter's code (in-process, median of 20): parse {cost['parse']:.1f} ms, "
-          f"shape check {cost['check']:.1f} ms, render {cost['render']:.1f} ms")
+    total = cost["parse"] + cost["check"] + cost["render"]
+    print(f"  CPU of one new snapshot in the exporter's code (in-process, median of 20): {total:.1f} ms = parse "
+          f"{cost['parse']:.1f} (json module: {cost['json']:.1f}) + shape check {cost['check']:.1f} + render "
+          f"{cost['render']:.1f} ms")
     floor, ready, metrics = (r for _, _, r in results)
-    new, cached = scraped["new snapshot"], scraped["cached"]
+    new, worst, cached = scraped["production"], scraped["right after"], scraped["cached"]
     share = ready["rps"] / floor["rps"]
     print("\ntargets (issue 21; the peer measured in this run):")
     print(f"  /readyz >= 75% of the bare aiohttp peer: {share:.0%} ({ready['rps']:.0f} vs {floor['rps']:.0f} req/s; "
           f"CPU per request {floor['us'] / ready['us']:.0%} of the peer's)  {c.verdict(share >= 0.75)}")
     print(f"  /readyz p99 <= 3 ms: {ready['p99']:.2f} ms (peer {floor['p99']:.2f} ms)  {c.verdict(ready['p99'] <= 3)}")
-    print(f"  /v2/metrics p99 <= 5 ms for a new snapshot: {new['p99']:.2f} ms (cached {cached['p99']:.2f} ms, "
-          f"{new['p99'] / cached['p99']:.1f}x)  {c.verdict(new['p99'] <= 5)}")
-    print(f"  every new snapshot seen by its scrape: {new['missed']} missed  {c.verdict(new['missed'] == 0)}")
+    print(f"  /v2/metrics p99 <= 5 ms for a new snapshot (production): {new['p99']:.2f} ms (cached "
+          f"{cached['p99']:.2f} ms)  {c.verdict(new['p99'] <= 5)}")
+    print(f"  /v2/metrics p99 <= 5 ms right after a new snapshot (worst case): {worst['p99']:.2f} ms  "
+          f"{c.verdict(worst['p99'] <= 5)}")
+    print(f"  every new snapshot seen by its scrape: {new['missed'] + worst['missed']} missed  "
+          f"{c.verdict(new['missed'] + worst['missed'] == 0)}")
     errors = ready["errors"] + metrics["errors"]
     print(f"  0 errors: {errors}  {c.verdict(errors == 0)}")
 

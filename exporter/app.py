@@ -90,24 +90,33 @@ async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    """The recording scan while the app runs; the agent session closed at the end."""
+    """The snapshot's watch and the recording scan while the app runs; the agent session
+    closed at the end."""
     import asyncio
     ctx = app[CONTEXT]
-    tasks = [asyncio.create_task(ctx.recordings.run(ctx.view), name="recording-scan"),
-             asyncio.create_task(_observe_snapshot(ctx), name="snapshot-observe")]
+    # A new snapshot's metrics are rendered the moment it lands, on the loop, before any
+    # request that follows it: a scrape finds the text done and never the previous one.
+    def render() -> None:
+        ctx.metrics.prepare(ctx.view())
+    ctx.source.listeners.append(render)
+    ctx.source.watch()
+    tasks = [asyncio.create_task(ctx.recordings.run(ctx.view, render), name="recording-scan"),
+             asyncio.create_task(_tick_snapshot(ctx), name="snapshot-observe")]
     yield
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)  # cancelled on purpose
+    ctx.source.close()
     await ctx.control.close()
 
 
-async def _observe_snapshot(ctx: Context) -> None:
-    """A frozen agent's snapshot is seen to stay put even when it is dated ahead of the
-    clock (a backward wall-clock step), where its mtime alone would say "fresh"."""
+async def _tick_snapshot(ctx: Context) -> None:
+    """Without a watch, a frozen agent's snapshot is seen to stay put even when it is dated
+    ahead of the clock (a backward wall-clock step), where its mtime alone would say "fresh";
+    and the watch is re-armed once it can be (the directory re-created)."""
     import asyncio
     while True:
-        ctx.source.observe()
+        ctx.source.tick()
         await asyncio.sleep(OBSERVE_EVERY)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -86,6 +87,11 @@ async def _serve(config: str, settings) -> None:
     await runner.setup()
     tls = settings.ssl_context()  # checked by load(): a broken pair never gets this far
     await web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=tls).start()
+    # What start-up built (modules, the app, the first snapshot) lives as long as the process:
+    # frozen out of the collector's way, a full collection walks only what new snapshots make
+    # (500 streams, measured in-process: 10-23 ms -> ~1 ms), and it is those that land on a scrape.
+    gc.collect()
+    gc.freeze()
     log.info("serving %s on %s:%d (snapshot %s; up to %d descriptors)", "https" if tls else "http", settings.host,
              settings.port, settings.snapshot_path, soft)
     stop = asyncio.Event()

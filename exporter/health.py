@@ -2,7 +2,8 @@
 
 Readiness is a pure function of the snapshot and the settings; its JSON is
 rendered once per (snapshot version, freshness) and served from that cache,
-so a load balancer's check costs one ``stat`` and a join: the body is kept as
+so a load balancer's check costs a join (the snapshot's age comes from the mtime the
+inotify watch last saw, no ``stat``; exporter/source.py): the body is kept as
 the bytes before and after the snapshot's age, which is written in at the
 moment of each answer.
 """

@@ -17,11 +17,12 @@ from itertools import chain
 from typing import Any
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from agent.version import build
 
+from .apistats import RequestStats
 from .recordings import RecordingStats
 from .source import View
 from .streamtext import RESTART_REASONS, STATES, StreamText
@@ -83,38 +84,33 @@ class Metrics:
         self.text = StreamText()
         self.processes = CollectorRegistry(auto_describe=False)
         self.processes.register(_ProcessCollector(self.sampler))
+        self.requests = RequestStats()
         self.live = CollectorRegistry(auto_describe=False)
-        self.requests = Counter("vas_api_requests", "API requests served.", ["handler", "method", "code"],
-                                registry=self.live)
-        self.latency = Histogram("vas_api_request_duration_seconds", "API request latency.",
-                                 ["handler", "method", "code"], registry=self.live,
-                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.live.register(self.requests)
         self._cached: tuple[tuple[int, bool, int], bytes] | None = None
         self._cached_processes: tuple[float, bytes] | None = None
 
     def observe_request(self, handler: str, method: str, code: int, seconds: float) -> None:
-        """Count one request and its latency (the series' children are looked up once: the
-        labels are bounded, and ``labels()`` costs more than the count on a health check)."""
-        key = (handler, method, code)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (self.requests.labels(handler, method, str(code)),
-                                              self.latency.labels(handler, method, str(code)))
-        children[0].inc()
-        children[1].observe(seconds)
+        """Count one request and its latency (exporter/apistats.py: cheap next to a health check)."""
+        self.requests.observe(handler, method, code, seconds)
 
     def render(self, view: View, *, stale_after: float) -> bytes:
         """Three parts, each rendered only when its data changed: snapshot, processes, per-scrape."""
-        key = (view.version, view.stale, self.recordings.version)
-        if self._cached is None or self._cached[0] != key:
-            self._cached = (key, self._render_snapshot(view))
+        cached = self.prepare(view)
         self.sampler.sample(view.streams)
         if self._cached_processes is None or self._cached_processes[0] != self.sampler.taken_at:
             self._cached_processes = (self.sampler.taken_at, generate_latest(self.processes))
         live = _LiveCollector(view, stale_after, self.recordings).registry()
         # One join: each ``+`` would copy the ~600 KB snapshot part once more on every scrape.
-        return b"".join((self._cached[1], self._cached_processes[1], generate_latest(live), generate_latest(self.live)))
+        return b"".join((cached, self._cached_processes[1], generate_latest(live), generate_latest(self.live)))
+
+    def prepare(self, view: View) -> bytes:
+        """The snapshot's part, rendered now unless it was for this snapshot (the app calls this
+        when a new snapshot lands, so that the next scrape finds it done)."""
+        key = (view.version, view.stale, self.recordings.version)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._render_snapshot(view))
+        return self._cached[1]
 
     def _render_snapshot(self, view: View) -> bytes:
         """Everything that comes from the snapshot, in the families' order."""

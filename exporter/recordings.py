@@ -84,8 +84,9 @@ class RecordingStats:
                 out[s["id"]] = self._scanned[s["id"]]
         return out
 
-    async def run(self, read_view: Callable[[], Any]) -> None:
-        """Keep the fallback figures fresh (a background task of the app)."""
+    async def run(self, read_view: Callable[[], Any], then: Callable[[], None] = lambda: None) -> None:
+        """Keep the fallback figures fresh (a background task of the app); ``then`` runs after
+        each scan (the metrics' render, so that no scrape pays for it)."""
         while True:
             view = read_view()
             self.root = root_of(view) or self.root
@@ -93,6 +94,7 @@ class RecordingStats:
             if self.root is not None and ids:
                 self._scanned = await asyncio.to_thread(_scan_all, self.root, ids)
                 self.version += 1
+                then()
             await asyncio.sleep(SCAN_INTERVAL if ids else 5.0)
 
 

@@ -11,6 +11,7 @@ move with the clock.  The output is byte for byte what prometheus_client's
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client.utils import floatToGoString
@@ -76,7 +77,7 @@ def header(name: str, kind: str, doc: str) -> str:
     return f"# HELP {exposed} {doc}\n# TYPE {exposed} {kind}\n"
 
 
-def family(spec: tuple[str, str, str], lines: list[str]) -> str:
+def family(spec: tuple[str, str, str], lines: Sequence[str]) -> str:
     """One family's text: its header and its sample lines."""
     return header(*spec) + "".join(lines)
 
@@ -167,7 +168,7 @@ class StreamText:
             rows.append((up, state, uptime, restarts, *entry.progress_text(s.get("progress") or {}), producer,
                          *entry.recording_text(figures.get(sid), s.get("recording") or {})))
         totals = [f'vas_streams{{state="{escape(name)}"}} {go(n)}\n' for name, n in counts.items()]
-        column = [[row[i] for row in rows] for i in range(15)]
+        column = list(zip(*rows)) if rows else [()] * 15  # the families are written column by column
         return (family(TOTALS, totals) + "".join(family(spec, lines) for spec, lines in zip(STREAM, column)),
                 family(PRODUCER, column[8]),
                 "".join(family(spec, lines) for spec, lines in zip(RECORDING, column[9:])))

@@ -25,3 +25,31 @@ async def test_no_family_comes_and_goes_between_scrapes(client, node):
     node.age(30)
     stale = _families(await (await client.get("/v2/metrics")).text())
     assert first - second == set() and first - stale == set(), (first - second, first - stale)
+
+
+def test_request_counts_are_written_as_client_pythons_counter_and_histogram_wrote_them():
+    """Issue 21, item 5: the API's own families are counted in plain lists (a lock per value
+    cost a health check ~5 µs); what a scrape shows is byte for byte what the instruments
+    showed for the same requests, bucket edges, large and tiny latencies included."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from exporter.apistats import BUCKETS, RequestStats
+    registry = CollectorRegistry(auto_describe=False)
+    requests = Counter("vas_api_requests", "API requests served.", ["handler", "method", "code"], registry=registry)
+    latency = Histogram("vas_api_request_duration_seconds", "API request latency.", ["handler", "method", "code"],
+                        registry=registry, buckets=BUCKETS[:-1])
+    stats, mine = RequestStats(), CollectorRegistry(auto_describe=False)
+    mine.register(stats)
+    assert generate_latest(mine) == generate_latest(registry)  # no request yet: the headers only
+    rng = random.Random(21)
+    keys = [("/readyz", "GET", 200), ("/readyz", "OPTIONS", 503), ("/v2/metrics", "GET", 200),
+            ("unmatched", "GET", 404)]
+    seconds = [*BUCKETS[:-1], 0.0, 1e-9, 3.5, 1234.5, *(rng.expovariate(200) for _ in range(5000))]
+    for value in seconds:
+        handler, method, code = rng.choice(keys)
+        requests.labels(handler, method, str(code)).inc()
+        latency.labels(handler, method, str(code)).observe(value)
+        stats.observe(handler, method, code, value)
+    assert generate_latest(mine) == generate_latest(registry)
