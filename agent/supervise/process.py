@@ -266,10 +266,13 @@ class Child:
     def _on_exit(self) -> None:
         """The pidfd is readable: the child exited.  Reap it (instant now) through Popen."""
         self._loop.remove_reader(self._pidfd)
-        # Its last report and EOF now, not a batch later: wait() (and so a respawn) waits for them.
-        for _ in range(_EXIT_READS):
-            if self._stdout not in self._open or not self._read(self._stdout):
-                break
+        try:
+            # Its last report and EOF now, not a batch later: wait() (and so a respawn) waits for them.
+            for _ in range(_EXIT_READS):
+                if self._stdout not in self._open or not self._read(self._stdout):
+                    break
+        except Exception as exc:  # a reader's bug must not leave the child unreaped and wait() hung
+            self._loop.call_exception_handler({"message": "progress reader failed", "exception": exc})
         self._proc.wait()
         os.close(self._pidfd)  # after the reap: signal_group checks returncode first
         self._pidfd = -1
