@@ -108,3 +108,23 @@ async def test_a_reader_that_raises_on_the_last_report_still_lets_the_exit_throu
     finally:
         loop.set_exception_handler(None)
     assert any(isinstance(e.get("exception"), ValueError) for e in errors)
+
+
+async def test_a_child_flooding_its_stdout_is_not_throttled_to_a_pipe_per_batch():
+    """A batch every COALESCE read at most one 64 KiB pipe buffer: a child writing faster (an
+    SFU app logging to stdout, a verbatim command) sat blocked in write() - 4 MiB took 12 s.
+    A pipe found full is read at once while the flood lasts, and batched again after it."""
+    got = [0]
+
+    def count(data: bytes) -> None:
+        got[0] += len(data)
+
+    started = time.monotonic()
+    child = await Child.spawn(["/bin/sh", "-c", "head -c 4194304 /dev/zero; sleep 0.6; printf 'progress=end\\n'"],
+                              on_stdout=count, on_stderr=lambda line: None)
+    while got[0] < 4 << 20 and time.monotonic() - started < 15:
+        await asyncio.sleep(0.02)
+    assert got[0] >= 4 << 20 and time.monotonic() - started < 4, \
+        f"{got[0]} bytes in {time.monotonic() - started:.1f}s"
+    assert await asyncio.wait_for(child.wait(), 10) == 0
+    assert got[0] == (4 << 20) + len("progress=end\n")
