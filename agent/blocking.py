@@ -12,6 +12,13 @@ checking its directory every 2 s.  A call finds an idle thread, or a new one is
 started for it while fewer than ``MAX_THREADS`` exist, so one call stuck on a hung
 mount never holds up the others; when all of them are stuck the call waits in a
 queue of at most ``MAX_QUEUED``, and past that it fails at once.
+
+A thread whose caller gave up on it (timeout, cancel) is written off: it no longer
+counts against ``MAX_THREADS``, so calls stuck on one hung mount cannot take every
+thread and starve the rest of the agent (a reload, another disk's streams); it
+leaves when its call returns.  A call with a ``key`` (a directory watched every
+2 s) fails at once while the previous call with that key is still stuck, so one
+hung mount holds a thread per key, not a new one per check.
 """
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ T = TypeVar("T")
 MAX_THREADS = 32
 #: Calls waiting for a thread at most, when all are busy (stuck on a hung mount).
 MAX_QUEUED = 1024
+#: Written-off threads (still stuck in a call nobody waits for) at most; past it, stuck ones count again.
+MAX_WRITTEN_OFF = 256
 
 _Job = Callable[[], None]
 
@@ -39,30 +48,59 @@ class Workers:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._max_threads, self._max_queued = max_threads, max_queued
-        self.threads = 0
+        self.threads = 0  # counted against max_threads: not written off
+        self.written_off = 0  # stuck in a call whose caller gave up; they leave when it returns
         self._idle = 0
         self._queued = 0
+        self._running: dict[_Job, threading.Thread] = {}
+        self._gone: set[threading.Thread] = set()
 
     def submit(self, job: _Job, name: str) -> None:
         """Run ``job()`` on a worker; ``TimeoutError`` when every worker is stuck and the queue is full."""
         with self._lock:
-            if self._idle <= self._queued and self.threads < self._max_threads:
-                self.threads += 1
-                threading.Thread(target=self._serve, name=f"vas-worker-{self.threads}", daemon=True).start()
-            elif self._idle <= self._queued and self._queued >= self._max_queued:
+            if self._idle <= self._queued and self._queued >= self._max_queued and not self._room():
                 raise TimeoutError(f"{name}: all {self.threads} worker threads are stuck (a hung file system?)")
             self._queued += 1
+            self._grow()
         self._jobs.put(job)
 
+    def write_off(self, job: _Job) -> None:
+        """The caller of ``job`` gave up: if a thread is stuck in it, another may take its place."""
+        with self._lock:
+            thread = self._running.get(job)
+            if thread is None or thread in self._gone or self.written_off >= MAX_WRITTEN_OFF:
+                return
+            self._gone.add(thread)
+            self.threads -= 1
+            self.written_off += 1
+            self._grow()  # calls already queued behind it get a thread now
+
+    def _room(self) -> bool:
+        return self.threads < self._max_threads
+
+    def _grow(self) -> None:
+        """Start a thread when the queued calls outnumber the idle threads (under the lock)."""
+        if self._idle < self._queued and self._room():
+            self.threads += 1
+            self._idle += 1  # counted idle from now: it is on its way to the queue
+            threading.Thread(target=self._serve, name=f"vas-worker-{self.threads}", daemon=True).start()
+
     def _serve(self) -> None:
+        me = threading.current_thread()
         while True:
-            with self._lock:
-                self._idle += 1
             job = self._jobs.get()
             with self._lock:
                 self._idle -= 1
                 self._queued -= 1
-            job()
+                self._running[job] = me
+            job()  # in_thread's jobs never raise
+            with self._lock:
+                del self._running[job]
+                if me in self._gone:  # written off while stuck: a successor took its place
+                    self._gone.discard(me)
+                    self.written_off -= 1
+                    return
+                self._idle += 1
 
 
 _workers = Workers()
@@ -79,12 +117,32 @@ def pool(name: str, size: int) -> ThreadPoolExecutor:
         return _pools[name]
 
 
-async def in_thread(fn: Callable[[], T], *, timeout: float, name: str) -> T:
+_keys: set[str] = set()  # keys of calls submitted and not yet returned
+_keys_lock = threading.Lock()
+
+
+async def in_thread(fn: Callable[[], T], *, timeout: float, name: str, key: str | None = None) -> T:
     """``fn()`` on a long-lived daemon thread; ``TimeoutError`` after ``timeout`` seconds.
 
     Cancelling the caller (e.g. the agent stopping) stops the wait at once; a call whose
-    caller stopped waiting before a thread took it up is not run.
+    caller stopped waiting before a thread took it up is not run.  While an earlier call
+    with the same ``key`` has not returned (stuck), ``TimeoutError`` at once.
     """
+    if key is not None:
+        with _keys_lock:
+            if key in _keys:
+                raise TimeoutError(f"{name}: an earlier call on {key} is still stuck (a hung file system?)")
+            _keys.add(key)
+    return await _call(fn, timeout, name, key)
+
+
+def _release(key: str | None) -> None:
+    if key is not None:
+        with _keys_lock:
+            _keys.discard(key)
+
+
+async def _call(fn: Callable[[], T], timeout: float, name: str, key: str | None) -> T:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 
@@ -97,6 +155,12 @@ async def in_thread(fn: Callable[[], T], *, timeout: float, name: str) -> T:
             done.set_result(result)
 
     def work() -> None:
+        try:
+            run()
+        finally:
+            _release(key)  # returned: the next call with this key may go
+
+    def run() -> None:
         if done.done():  # given up while queued: nobody wants the answer (read without the loop: a hint)
             return
         me = threading.current_thread()
@@ -112,5 +176,13 @@ async def in_thread(fn: Callable[[], T], *, timeout: float, name: str) -> T:
         except RuntimeError:
             pass  # the loop is closed: nobody is waiting any more
 
-    _workers.submit(work, name)
-    return await asyncio.wait_for(done, timeout)
+    try:
+        _workers.submit(work, name)
+    except TimeoutError:
+        _release(key)
+        raise
+    try:
+        return await asyncio.wait_for(done, timeout)
+    except BaseException:
+        _workers.write_off(work)  # stuck in it (or never started): it no longer counts
+        raise

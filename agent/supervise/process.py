@@ -47,6 +47,10 @@ COALESCE = 0.2
 #: Reads of one pipe right after its child exited, before the batch takes over (a grandchild
 #: writing without end must not hold the loop).
 _EXIT_READS = 16
+#: A batch read that fills the buffer found the pipe full: its child is blocked writing, and a
+#: batch a COALESCE would cap it at 64 KiB per 0.2 s (FFmpeg, an SFU app logging to stdout,
+#: stuck in write()).  Such a pipe is read at once until it sends less than this per COALESCE.
+_FLOOD_BYTES = _READ_SIZE // 2
 
 
 def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -167,6 +171,7 @@ class Child:
         assert proc.stdout is not None and proc.stderr is not None
         self._stdout = proc.stdout.fileno()
         self._batch: _Batch | None = None  # set once stdout moved to the batch (after its first bytes)
+        self._flood: list[float] | None = None  # read at once (flooding): [window start, bytes in it]
         self._open = {self._stdout: on_stdout, proc.stderr.fileno(): _LineSplitter(on_stderr).feed}
         for fd in self._open:
             os.set_blocking(fd, False)
@@ -234,29 +239,50 @@ class Child:
         if self._read(self._stdout) and self._stdout in self._open:
             self._loop.remove_reader(self._stdout)
             self._batch = _batch(self._loop)
-            self._batch.add(self._stdout, self._read)
+            self._batch.add(self._stdout, self._read_batched)
 
-    def _read(self, fd: int) -> bool:
-        """One read of ``fd``; False when nothing was there yet (or the pipe is closed)."""
+    def _read_batched(self, fd: int) -> None:
+        """A batch's read; a full buffer (the child blocked on a full pipe) moves it to reads at once."""
+        if self._read(fd) == _READ_SIZE and fd in self._open and self._batch is not None:
+            self._batch.remove(fd)
+            self._flood = [time.monotonic(), 0.0]
+            self._loop.add_reader(fd, self._read_flooding, fd)
+
+    def _read_flooding(self, fd: int) -> None:
+        """Read at once while the child writes more than _FLOOD_BYTES per COALESCE; then batches again."""
+        assert self._flood is not None
+        self._flood[1] += self._read(fd)
+        now = time.monotonic()
+        if fd not in self._open or now - self._flood[0] < COALESCE:
+            return
+        if self._flood[1] >= _FLOOD_BYTES:
+            self._flood = [now, 0.0]
+            return
+        self._loop.remove_reader(fd)
+        self._flood = None
+        if self._batch is not None:
+            self._batch.add(fd, self._read_batched)
+
+    def _read(self, fd: int) -> int:
+        """One read of ``fd``: the bytes read, 0 when nothing was there yet (or the pipe is closed)."""
         try:
             data = os.read(fd, _READ_SIZE)
         except BlockingIOError:
-            return False
+            return 0
         except OSError:
             data = b""
         if data:
             self._open[fd](data)
-            return True
+            return len(data)
         self._close_pipe(fd)
-        return False
+        return 0
 
     def _close_pipe(self, fd: int) -> None:
         if self._open.pop(fd, None) is None:
             return
         if fd == self._stdout and self._batch is not None:
-            self._batch.remove(fd)
-        else:
-            self._loop.remove_reader(fd)
+            self._batch.remove(fd)  # a no-op while it is read at once (flooding)
+        self._loop.remove_reader(fd)
         for pipe in (self._proc.stdout, self._proc.stderr):
             if pipe is not None and not pipe.closed and pipe.fileno() == fd:
                 pipe.close()
@@ -266,10 +292,13 @@ class Child:
     def _on_exit(self) -> None:
         """The pidfd is readable: the child exited.  Reap it (instant now) through Popen."""
         self._loop.remove_reader(self._pidfd)
-        # Its last report and EOF now, not a batch later: wait() (and so a respawn) waits for them.
-        for _ in range(_EXIT_READS):
-            if self._stdout not in self._open or not self._read(self._stdout):
-                break
+        try:
+            # Its last report and EOF now, not a batch later: wait() (and so a respawn) waits for them.
+            for _ in range(_EXIT_READS):
+                if self._stdout not in self._open or not self._read(self._stdout):
+                    break
+        except Exception as exc:  # a reader's bug must not leave the child unreaped and wait() hung
+            self._loop.call_exception_handler({"message": "progress reader failed", "exception": exc})
         self._proc.wait()
         os.close(self._pidfd)  # after the reap: signal_group checks returncode first
         self._pidfd = -1

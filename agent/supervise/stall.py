@@ -121,11 +121,12 @@ GROWTH_CHECK_INTERVAL = 2.0
 async def watch_growth(directory: Path, stall: StallWatch, on_growth: Callable[[], None]) -> None:
     """Progress for commands that report none: a newer file in the recording directory."""
     from agent.blocking import in_thread
-    newest = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="growth")
+    key = f"growth:{directory}"  # one stuck check per directory at most, not one per 2 s
+    newest = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="growth", key=key)
     while True:
         await asyncio.sleep(GROWTH_CHECK_INTERVAL)
         try:
-            now = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="growth")
+            now = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="growth", key=key)
         except (TimeoutError, OSError):
             continue  # a slow disk is no progress: the stall timer decides
         if now > newest:
@@ -159,8 +160,9 @@ async def watch_recording(directory: Path, segment_duration: float, *, media_flo
     while True:
         await asyncio.sleep(GROWTH_CHECK_INTERVAL)
         try:
-            now = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="recording-watch")
-            free = await in_thread(lambda: _free_bytes(directory), timeout=10, name="recording-watch")
+            key = f"recording-watch:{directory}"  # one stuck check per directory at most, not one per 2 s
+            now = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="recording-watch", key=key)
+            free = await in_thread(lambda: _free_bytes(directory), timeout=10, name="recording-watch", key=key)
         except (TimeoutError, OSError):
             continue
         if now > newest:

@@ -86,3 +86,45 @@ async def test_the_last_report_before_an_exit_is_read_before_wait_returns(tmp_pa
                               on_stdout=got.append, on_stderr=lambda line: None)
     assert await asyncio.wait_for(child.wait(), 10) == 3
     assert b"".join(got) == b"first\nlast\n"
+
+
+async def test_a_reader_that_raises_on_the_last_report_still_lets_the_exit_through(tmp_path):
+    """The last report is read when the child exits, before it is reaped: a reader raising
+    there (a bug, a report it chokes on) left the child unreaped and wait() hung, so the
+    stream never restarted.  The error goes to the loop's handler; the exit still counts."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+
+    def choke(data: bytes) -> None:
+        if b"last" in data:
+            raise ValueError("reader choked")
+
+    try:
+        child = await Child.spawn(["/bin/sh", "-c", "printf 'first\\n'; sleep 0.5; printf 'last\\n'; exit 3"],
+                                  on_stdout=choke, on_stderr=lambda line: None)
+        assert await asyncio.wait_for(child.wait(), 10) == 3
+        assert child.returncode == 3  # reaped: no zombie
+    finally:
+        loop.set_exception_handler(None)
+    assert any(isinstance(e.get("exception"), ValueError) for e in errors)
+
+
+async def test_a_child_flooding_its_stdout_is_not_throttled_to_a_pipe_per_batch():
+    """A batch every COALESCE read at most one 64 KiB pipe buffer: a child writing faster (an
+    SFU app logging to stdout, a verbatim command) sat blocked in write() - 4 MiB took 12 s.
+    A pipe found full is read at once while the flood lasts, and batched again after it."""
+    got = [0]
+
+    def count(data: bytes) -> None:
+        got[0] += len(data)
+
+    started = time.monotonic()
+    child = await Child.spawn(["/bin/sh", "-c", "head -c 4194304 /dev/zero; sleep 0.6; printf 'progress=end\\n'"],
+                              on_stdout=count, on_stderr=lambda line: None)
+    while got[0] < 4 << 20 and time.monotonic() - started < 15:
+        await asyncio.sleep(0.02)
+    assert got[0] >= 4 << 20 and time.monotonic() - started < 4, \
+        f"{got[0]} bytes in {time.monotonic() - started:.1f}s"
+    assert await asyncio.wait_for(child.wait(), 10) == 0
+    assert got[0] == (4 << 20) + len("progress=end\n")

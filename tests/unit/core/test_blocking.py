@@ -90,3 +90,54 @@ async def test_a_call_given_up_while_queued_is_not_run(monkeypatch):
     release.set()
     assert await in_thread(lambda: 5, timeout=5, name="test-next") == 5  # the queue has moved past it
     assert ran == []
+
+
+async def test_calls_stuck_on_a_hung_mount_do_not_starve_the_rest_of_the_agent(tmp_path, monkeypatch):
+    """A recording directory on a hung mount, checked every 2 s: each check a caller gave up on
+    used to keep its thread, so after MAX_THREADS checks a config reload (or a healthy disk's
+    stream) waited in the queue and failed as if its own file hung.  Written-off threads no
+    longer count: the reload still gets a thread."""
+    workers = Workers(max_threads=4)
+    monkeypatch.setattr(blocking, "_workers", workers)
+    fifo = tmp_path / "hung"
+    os.mkfifo(fifo)
+    try:
+        for _ in range(6):  # more stuck checks than threads
+            with pytest.raises(TimeoutError):
+                await in_thread(lambda: open(fifo).read(), timeout=0.1, name="test-hung")
+        assert await in_thread(lambda: "parsed", timeout=2, name="vas-config") == "parsed"
+        assert workers.threads <= 4 and workers.written_off == 6
+    finally:
+        deadline = time.monotonic() + 5
+        while workers.written_off and time.monotonic() < deadline:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # releases the readers waiting now
+            except OSError:
+                pass  # none waiting at this instant
+            await asyncio.sleep(0.01)
+    assert workers.written_off == 0  # they left once their call returned
+
+
+async def test_a_key_still_stuck_fails_at_once_and_holds_one_thread(tmp_path):
+    """One hung directory checked every 2 s holds one thread, not one more per check."""
+    fifo = tmp_path / "hung"
+    os.mkfifo(fifo)
+    with pytest.raises(TimeoutError):
+        await in_thread(lambda: open(fifo).read(), timeout=0.1, name="test-key", key="dir:a")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="an earlier call on dir:a is still stuck"):
+        await in_thread(lambda: open(fifo).read(), timeout=5, name="test-key", key="dir:a")
+    assert time.monotonic() - started < 1
+    assert await in_thread(lambda: 3, timeout=2, name="test-key", key="dir:b") == 3  # other keys go on
+    assert len([t for t in threading.enumerate() if t.name == "test-key"]) == 1
+    with open(fifo, "w"):
+        pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert await in_thread(lambda: 4, timeout=2, name="test-key", key="dir:a") == 4
+            break
+        except TimeoutError:
+            await asyncio.sleep(0.01)  # the released call is on its way back
+    else:
+        pytest.fail("key dir:a never freed after its call returned")
