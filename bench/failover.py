@@ -16,7 +16,7 @@ What it measures
       grpc_server_handled_total over --idle seconds, with --streams and with 10x
       as many streams (anchor: the same: one lease per node, not one per stream).
     --camera N adds a real-camera variant: N streams from the GStreamer RTSP test
-    camera, 3 kills.
+    camera, --camera-kills kills (default 3).
     --freezes N: SIGSTOP (not kill) the busiest agent N times, SIGCONT once its
     streams are live elsewhere: duplicate-owner seconds per stream (its process
     alive, not a zombie, on the frozen agent and on a survivor at once; the
@@ -28,6 +28,7 @@ How to run
     .venv/bin/python bench/failover.py                  # 30 streams, 20 kills, ttl 3s
     .venv/bin/python bench/failover.py --kills 3 --idle 5  # a quick check
     .venv/bin/python bench/failover.py --camera 6         # plus the real-camera variant
+    .venv/bin/python bench/failover.py --streams 3 --kills 1 --idle 2 --camera 6 --camera-kills 8   # camera figure
     .venv/bin/python bench/failover.py --kills 0 --freezes 5 --idle 2   # SIGSTOP figures only
 
 Everything binds 127.0.0.1; every process is stopped at the end.
@@ -223,7 +224,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--ttl", type=float, default=3.0)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds to count etcd requests at steady state")
-    parser.add_argument("--camera", type=int, default=0, help="also N real-camera streams, 3 kills")
+    parser.add_argument("--camera", type=int, default=0, help="also N real-camera streams")
+    parser.add_argument("--camera-kills", type=int, default=3, help="kills in the real-camera variant (default 3)")
     parser.add_argument("--freezes", type=int, default=0, help="also N SIGSTOPs of the busiest agent")
     args = parser.parse_args()
     print(c.machine_line())
@@ -244,7 +246,7 @@ def main() -> int:
             camera = RtspCamera(("cam1", "cam2", "cam3", "cam4")).start()
             try:
                 streams = {f"cam{i}": {"url": camera.url(f"cam{i % 4 + 1}")} for i in range(args.camera)}
-                res = run(base / "camera", streams, args, "camera", 3)
+                res = run(base / "camera", streams, args, "camera", args.camera_kills)
                 ok &= report(f"{args.camera} real-camera streams", res, args.ttl)
             finally:
                 camera.close()
