@@ -38,7 +38,9 @@ MAX_QUEUED = 1024
 #: Written-off threads (still stuck in a call nobody waits for) at most; past it, stuck ones count again.
 MAX_WRITTEN_OFF = 256
 
-_Job = Callable[[], None]
+#: A job may return what delivers its answer: run once its thread counts as idle again, so a caller
+#: that submits its next call on the answer finds that thread free instead of starting one.
+_Job = Callable[[], object]
 
 
 class Workers:
@@ -93,14 +95,19 @@ class Workers:
                 self._idle -= 1
                 self._queued -= 1
                 self._running[job] = me
-            job()  # in_thread's jobs never raise
+            deliver = job()  # in_thread's jobs never raise
             with self._lock:
                 del self._running[job]
-                if me in self._gone:  # written off while stuck: a successor took its place
+                gone = me in self._gone  # written off while stuck: a successor took its place
+                if gone:
                     self._gone.discard(me)
                     self.written_off -= 1
-                    return
-                self._idle += 1
+                else:
+                    self._idle += 1
+            if callable(deliver):
+                deliver()
+            if gone:
+                return
 
 
 _workers = Workers()
@@ -154,15 +161,15 @@ async def _call(fn: Callable[[], T], timeout: float, name: str, key: str | None)
         else:
             done.set_result(result)
 
-    def work() -> None:
+    def work() -> Callable[[], None] | None:
         try:
-            run()
+            return run()
         finally:
             _release(key)  # returned: the next call with this key may go
 
-    def run() -> None:
+    def run() -> Callable[[], None] | None:
         if done.done():  # given up while queued: nobody wants the answer (read without the loop: a hint)
-            return
+            return None
         me = threading.current_thread()
         idle_name, me.name = me.name, name  # a stuck thread says what it was doing (py-spy, /proc/PID/task)
         try:
@@ -171,10 +178,13 @@ async def _call(fn: Callable[[], T], timeout: float, name: str, key: str | None)
             result, exc = None, error
         finally:
             me.name = idle_name
-        try:
-            loop.call_soon_threadsafe(settle, result, exc)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
+
+        def deliver() -> None:
+            try:
+                loop.call_soon_threadsafe(settle, result, exc)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
+        return deliver
 
     try:
         _workers.submit(work, name)
