@@ -16,9 +16,11 @@ nothing about the present (every stream ``unknown``, ``stale: true``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,11 +81,38 @@ def parse(raw: bytes) -> Any:
     """The snapshot's JSON: orjson (twice as fast at 500 streams); what it refuses and the
     standard library reads (NaN, lone surrogates) goes to ``json``, whose error names the
     problem when neither can.  An integer past 64 bits comes back a float (no counter of the
-    agent's gets there)."""
+    agent's gets there; :func:`checked` judges such a file as ``json`` reads it)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw.decode("utf-8"))
+
+
+def checked(raw: bytes) -> tuple[Any, str | None]:
+    """The snapshot and its shape problem (None: a snapshot), accepted exactly when ``json``'s
+    reading is: orjson turns an integer past 64 bits into a float, which the shape refuses where
+    it wants an integer (``restarts``, ``pid``), so a refused file is judged again as ``json``
+    reads it (the rare path; a good snapshot pays for orjson only)."""
+    data = parse(raw)
+    problem = shape_error(data)
+    if problem:
+        data = json.loads(raw.decode("utf-8"))
+        problem = shape_error(data)
+    return data, problem
+
+
+def read_regular(path: Path) -> bytes:
+    """The file's bytes; OSError unless it is a regular file.  Opened without blocking and
+    checked before reading: a FIFO put in its place would block the event loop (every answer,
+    ``/livez`` too) until someone writes to it, a device such as /dev/zero would never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fh.read()
 
 
 class SnapshotSource:
@@ -228,9 +257,7 @@ class SnapshotSource:
 
     def _load(self, key: tuple[int, int, int]) -> None:
         try:
-            with open(self.path, "rb") as fh:
-                data = parse(fh.read())
-            problem = shape_error(data)
+            data, problem = checked(read_regular(self.path))
             if problem:
                 raise ValueError(problem)
             self._data, self._error, self._unreadable = data, None, False
