@@ -130,6 +130,7 @@ class SnapshotSource:
         self._watch: DirWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned = False
+        self._linked = False  # the path is a symlink: the watch sees neither its target's touch nor its rename
         #: Run on the loop right after a watch event brought a new content (``version`` grew).
         self.listeners: list[Callable[[], None]] = []
 
@@ -154,8 +155,14 @@ class SnapshotSource:
 
     def age(self) -> float | None:
         """The snapshot's age now (None without a file): from the mtime the last event's ``stat``
-        saw; without a watch, ``stat`` now, re-reading the file first if it changed."""
-        if self._watch is None:
+        saw; without a watch, or when the path is a symlink (the watch sees the directory's
+        entries, not a target elsewhere), ``stat`` now, re-reading the file first if it changed."""
+        if self._watch is None and self._loop is not None:
+            # Re-armed at once, not at the next tick: the arm reads the file anew, which a stat
+            # cannot replace (a snapshot of the same size written into a directory made again
+            # takes the inode just freed on ext4).  Without a directory or inotify: ~3 syscalls.
+            self.watch(quiet=True)
+        if self._watch is None or self._linked:
             self._refresh(force=False)
         if self._mtime is None:
             return None
@@ -179,14 +186,16 @@ class SnapshotSource:
             self.observe()
             self.watch()
 
-    def watch(self) -> bool:
+    def watch(self, *, quiet: bool = False) -> bool:
         """Learn of changes from inotify on the running loop from now on; False (a ``stat`` per
-        read, as without it) when inotify or the directory is not there (warned once)."""
+        read, as without it) when inotify or the directory is not there (warned once; ``quiet``:
+        not at all, a read's own attempt)."""
         loop, watch = asyncio.get_running_loop(), DirWatch(self.path.parent)
+        self._loop = loop
         try:
             watch.open()
         except (OSError, AttributeError) as exc:  # AttributeError: a libc without inotify
-            if not self._warned:
+            if not self._warned and not quiet:
                 log.warning("cannot watch the snapshot's directory (%s): reading it with a stat per request "
                             "until it can", getattr(exc, "strerror", None) or type(exc).__name__)
                 self._warned = True
@@ -194,15 +203,17 @@ class SnapshotSource:
         if self._warned:
             log.info("watching the snapshot's directory again")
             self._warned = False
-        self._loop = loop
         loop.add_reader(watch.fileno(), self._on_events)
         self._watch = watch
-        self._changed(False)  # armed first: whatever changes after this stat has an event
+        # Armed first: whatever changes after this read has an event.  Read anew, not when the
+        # (dev, inode, size) moved: unwatched, a file of the same size may have taken a freed inode.
+        self._changed(True)
         return True
 
     def close(self) -> None:
-        """Stop watching (safe to call twice)."""
+        """Stop watching (safe to call twice); reads ``stat`` from now on."""
         self._unwatch()
+        self._loop = None
 
     def _on_events(self) -> None:
         assert self._watch is not None
@@ -230,7 +241,9 @@ class SnapshotSource:
         if self._watch is not None and self._loop is not None:
             self._loop.remove_reader(self._watch.fileno())
             self._watch.close()
-        self._watch = None
+        # The directory is another one: its file is read anew at the next read, even on the
+        # (dev, inode, size) of the last one (ext4 gives a new file the inode just freed).
+        self._watch, self._key = None, None
 
     def _refresh(self, *, force: bool) -> None:
         """One ``stat``: the mtime noted; the file re-read if it changed (or ``force``: an event
@@ -244,6 +257,7 @@ class SnapshotSource:
             self._error, self._unreadable, self._mtime = f"no agent snapshot (state.json): {why}", False, None
             return
         key = (st.st_dev, st.st_ino, st.st_size)
+        self._linked = self._watch is not None and os.path.islink(self.path)
         if force or key != self._key:
             self._load(key)
         self._mtime = st.st_mtime

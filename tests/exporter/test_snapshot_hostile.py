@@ -6,7 +6,10 @@ Real files, a real FIFO, real HTTP (the app on 127.0.0.1).
 """
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
+import shutil
 import threading
 import time
 
@@ -80,3 +83,44 @@ def test_a_directory_or_a_device_in_the_snapshots_place_is_no_snapshot(tmp_path)
     path.symlink_to("/dev/null")
     view = SnapshotSource(path).read()
     assert view.data is None and view.error == "cannot read the agent snapshot: not a regular file"
+
+
+async def test_a_directory_made_again_with_a_snapshot_of_the_same_size_is_read(aiohttp_client, node):
+    """The runtime directory removed and made again, a new snapshot of the same size written
+    into it (a restarted agent): ext4 gives the new file the inode just freed, so the
+    (dev, inode, size) key of the stat per read, and of the watch's re-arm, said "unchanged"
+    and the old snapshot was served (54 of 200 cycles in review21b's live run)."""
+    from .test_snapshot_events import frames, shows
+    client = await aiohttp_client(create_app(node.settings))
+    stale = []
+    for k in range(1, 41):
+        shutil.rmtree(node.runtime)
+        node.runtime.mkdir()
+        node.write(frames(k))
+        if not shows(await (await client.get("/v2/metrics")).text(), k):
+            stale.append(k)
+        if k % 4 == 0:
+            await asyncio.sleep(0.6)  # the tick re-arms the watch on the new directory
+    assert not stale, f"{len(stale)} of 40 new snapshots not served: {stale}"
+
+
+async def test_a_symlinked_snapshot_whose_target_is_touched_stays_fresh(aiohttp_client, node):
+    """state.json made a symlink to a file elsewhere, which the agent's touch (through the
+    path) keeps fresh: the watch on the directory sees no event for a target in another
+    directory, so the age grew from the last event and /readyz said 503 for a live agent
+    (a stat per read, as before the watch, followed the link)."""
+    client = await aiohttp_client(create_app(dataclasses.replace(node.settings, stale_after=1.0)))
+    path = node.runtime / snapshot.SNAPSHOT_NAME
+    other = node.runtime.parent / "elsewhere"
+    other.mkdir()
+    os.rename(path, other / snapshot.SNAPSHOT_NAME)
+    os.symlink(other / snapshot.SNAPSHOT_NAME, node.runtime / "link.tmp")
+    os.rename(node.runtime / "link.tmp", path)
+    codes = []
+    for _ in range(12):
+        os.utime(path)  # follows the link, as the agent's touch does
+        codes.append((await client.get("/readyz")).status)
+        await asyncio.sleep(0.25)
+    assert codes == [200] * 12, codes
+    os.utime(other / snapshot.SNAPSHOT_NAME, (time.time() - 5, time.time() - 5))  # the agent frozen
+    assert (await client.get("/readyz")).status == 503
