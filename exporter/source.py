@@ -7,7 +7,11 @@ event gives the file's identity and mtime, a new content is parsed and checked
 there and then (and the listeners run, e.g. the metrics' render), and a request
 pays no ``stat``: the age is ``now - mtime`` at the moment of the answer.  Without
 a watch (no inotify, no directory yet, the directory removed or replaced) each
-read ``stat``s the file as before, and the app's tick re-arms the watch.
+read tries to arm it again (reading the file anew when it can) and else ``stat``s
+the file as before; the app's tick re-arms it after a mount over the directory
+(no event).  A symlinked ``state.json`` is ``stat``ed per read (its target's touch
+sends the directory no event), and only a regular file is read (a FIFO would block
+the loop).
 
 What the handlers get is presented by agent/snapshot_view.py: a file of the wrong
 shape is unreadable (``data`` None, ``unreadable`` True), and a stale one claims
