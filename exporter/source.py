@@ -7,7 +7,11 @@ event gives the file's identity and mtime, a new content is parsed and checked
 there and then (and the listeners run, e.g. the metrics' render), and a request
 pays no ``stat``: the age is ``now - mtime`` at the moment of the answer.  Without
 a watch (no inotify, no directory yet, the directory removed or replaced) each
-read ``stat``s the file as before, and the app's tick re-arms the watch.
+read tries to arm it again (reading the file anew when it can) and else ``stat``s
+the file as before; the app's tick re-arms it after a mount over the directory
+(no event).  A symlinked ``state.json`` is ``stat``ed per read (its target's touch
+sends the directory no event), and only a regular file is read (a FIFO would block
+the loop).
 
 What the handlers get is presented by agent/snapshot_view.py: a file of the wrong
 shape is unreadable (``data`` None, ``unreadable`` True), and a stale one claims
@@ -16,9 +20,11 @@ nothing about the present (every stream ``unknown``, ``stale: true``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,11 +85,38 @@ def parse(raw: bytes) -> Any:
     """The snapshot's JSON: orjson (twice as fast at 500 streams); what it refuses and the
     standard library reads (NaN, lone surrogates) goes to ``json``, whose error names the
     problem when neither can.  An integer past 64 bits comes back a float (no counter of the
-    agent's gets there)."""
+    agent's gets there; :func:`checked` judges such a file as ``json`` reads it)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw.decode("utf-8"))
+
+
+def checked(raw: bytes) -> tuple[Any, str | None]:
+    """The snapshot and its shape problem (None: a snapshot), accepted exactly when ``json``'s
+    reading is: orjson turns an integer past 64 bits into a float, which the shape refuses where
+    it wants an integer (``restarts``, ``pid``), so a refused file is judged again as ``json``
+    reads it (the rare path; a good snapshot pays for orjson only)."""
+    data = parse(raw)
+    problem = shape_error(data)
+    if problem:
+        data = json.loads(raw.decode("utf-8"))
+        problem = shape_error(data)
+    return data, problem
+
+
+def read_regular(path: Path) -> bytes:
+    """The file's bytes; OSError unless it is a regular file.  Opened without blocking and
+    checked before reading: a FIFO put in its place would block the event loop (every answer,
+    ``/livez`` too) until someone writes to it, a device such as /dev/zero would never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fh.read()
 
 
 class SnapshotSource:
@@ -101,6 +134,7 @@ class SnapshotSource:
         self._watch: DirWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned = False
+        self._linked = False  # the path is a symlink: the watch sees neither its target's touch nor its rename
         #: Run on the loop right after a watch event brought a new content (``version`` grew).
         self.listeners: list[Callable[[], None]] = []
 
@@ -125,8 +159,14 @@ class SnapshotSource:
 
     def age(self) -> float | None:
         """The snapshot's age now (None without a file): from the mtime the last event's ``stat``
-        saw; without a watch, ``stat`` now, re-reading the file first if it changed."""
-        if self._watch is None:
+        saw; without a watch, or when the path is a symlink (the watch sees the directory's
+        entries, not a target elsewhere), ``stat`` now, re-reading the file first if it changed."""
+        if self._watch is None and self._loop is not None:
+            # Re-armed at once, not at the next tick: the arm reads the file anew, which a stat
+            # cannot replace (a snapshot of the same size written into a directory made again
+            # takes the inode just freed on ext4).  Without a directory or inotify: ~3 syscalls.
+            self.watch(quiet=True)
+        if self._watch is None or self._linked:
             self._refresh(force=False)
         if self._mtime is None:
             return None
@@ -150,14 +190,16 @@ class SnapshotSource:
             self.observe()
             self.watch()
 
-    def watch(self) -> bool:
+    def watch(self, *, quiet: bool = False) -> bool:
         """Learn of changes from inotify on the running loop from now on; False (a ``stat`` per
-        read, as without it) when inotify or the directory is not there (warned once)."""
+        read, as without it) when inotify or the directory is not there (warned once; ``quiet``:
+        not at all, a read's own attempt)."""
         loop, watch = asyncio.get_running_loop(), DirWatch(self.path.parent)
+        self._loop = loop
         try:
             watch.open()
         except (OSError, AttributeError) as exc:  # AttributeError: a libc without inotify
-            if not self._warned:
+            if not self._warned and not quiet:
                 log.warning("cannot watch the snapshot's directory (%s): reading it with a stat per request "
                             "until it can", getattr(exc, "strerror", None) or type(exc).__name__)
                 self._warned = True
@@ -165,15 +207,17 @@ class SnapshotSource:
         if self._warned:
             log.info("watching the snapshot's directory again")
             self._warned = False
-        self._loop = loop
         loop.add_reader(watch.fileno(), self._on_events)
         self._watch = watch
-        self._changed(False)  # armed first: whatever changes after this stat has an event
+        # Armed first: whatever changes after this read has an event.  Read anew, not when the
+        # (dev, inode, size) moved: unwatched, a file of the same size may have taken a freed inode.
+        self._changed(True)
         return True
 
     def close(self) -> None:
-        """Stop watching (safe to call twice)."""
+        """Stop watching (safe to call twice); reads ``stat`` from now on."""
         self._unwatch()
+        self._loop = None
 
     def _on_events(self) -> None:
         assert self._watch is not None
@@ -201,7 +245,9 @@ class SnapshotSource:
         if self._watch is not None and self._loop is not None:
             self._loop.remove_reader(self._watch.fileno())
             self._watch.close()
-        self._watch = None
+        # The directory is another one: its file is read anew at the next read, even on the
+        # (dev, inode, size) of the last one (ext4 gives a new file the inode just freed).
+        self._watch, self._key = None, None
 
     def _refresh(self, *, force: bool) -> None:
         """One ``stat``: the mtime noted; the file re-read if it changed (or ``force``: an event
@@ -215,6 +261,7 @@ class SnapshotSource:
             self._error, self._unreadable, self._mtime = f"no agent snapshot (state.json): {why}", False, None
             return
         key = (st.st_dev, st.st_ino, st.st_size)
+        self._linked = self._watch is not None and os.path.islink(self.path)
         if force or key != self._key:
             self._load(key)
         self._mtime = st.st_mtime
@@ -228,9 +275,7 @@ class SnapshotSource:
 
     def _load(self, key: tuple[int, int, int]) -> None:
         try:
-            with open(self.path, "rb") as fh:
-                data = parse(fh.read())
-            problem = shape_error(data)
+            data, problem = checked(read_regular(self.path))
             if problem:
                 raise ValueError(problem)
             self._data, self._error, self._unreadable = data, None, False
