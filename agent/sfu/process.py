@@ -147,11 +147,7 @@ class SfuProcess:
         if self.child is None:
             await asyncio.sleep(seconds)
             return False
-        try:
-            await asyncio.wait_for(asyncio.shield(self.child.wait()), seconds)
-        except TimeoutError:
-            return False
-        return True
+        return await self.child.exited_within(seconds)
 
     async def _end(self, reason: str, detail: str | None) -> str:
         """Stop what is left of this life and record why it ended."""

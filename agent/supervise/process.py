@@ -196,6 +196,13 @@ class Child:
         """Exit status once reaped: negative for a signal, as in :mod:`subprocess`."""
         return self._proc.returncode
 
+    async def exited_within(self, seconds: float) -> bool:
+        """True once the child exited, False after ``seconds`` without an exit.  A periodic check
+        (the SFU's health loop) leaves nothing behind: ``shield(wait())`` made a task per check that
+        lived as long as the child, 2.6 MiB/h of them in a 20-stream soak."""
+        done, _ = await asyncio.wait({self._exited}, timeout=seconds)
+        return bool(done)
+
     async def wait(self) -> int:
         """Wait for the exit (and the pipes' last bytes); return the exit status."""
         await asyncio.shield(self._exited)
