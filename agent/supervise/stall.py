@@ -156,11 +156,11 @@ async def watch_recording(directory: Path, segment_duration: float, *, media_flo
     room again, ask for the process to be restarted so recording resumes by itself."""
     from agent.blocking import in_thread
     quiet_after = max(3 * segment_duration, 10.0)
+    key = f"recording-watch:{directory}"  # one stuck check per directory at most, not one per 2 s
     newest, since = 0.0, time.monotonic()
     while True:
         await asyncio.sleep(GROWTH_CHECK_INTERVAL)
         try:
-            key = f"recording-watch:{directory}"  # one stuck check per directory at most, not one per 2 s
             now = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="recording-watch", key=key)
             free = await in_thread(lambda: _free_bytes(directory), timeout=10, name="recording-watch", key=key)
         except (TimeoutError, OSError):
