@@ -16,13 +16,30 @@ if [[ -z "${VAS_NS_INSIDE:-}" ]]; then
     VAS_NS_INSIDE=1 exec unshare --mount --propagation private "$0" "$work" -- "$@"
 fi
 
-if [[ ! -d "$work/etc" ]]; then
-    cp -a /etc "$work/etc"
-    rm -rf "$work/etc/vas" "$work/etc/systemd/system"/vas-*.service
-    for f in passwd group shadow gshadow passwd- group- shadow- gshadow-; do
-        [[ -f "$work/etc/$f" ]] && sed -i '/^vas:/d' "$work/etc/$f"
+# /etc is live: other tests add and remove accounts on this host while it is copied, and
+# useradd's lock and temporary files (NAME.lock, NAME+) come and go between listing and copy.
+# Those are skipped; any other entry that fails to copy fails the run.  The copy is made under
+# another name and renamed, so a copy cut short is never taken for a whole one.
+copy_etc() {
+    local part="$work/etc.part" entry err
+    rm -rf "$part"
+    mkdir "$part"
+    chown --reference=/etc "$part"
+    chmod --reference=/etc "$part"
+    for entry in /etc/* /etc/.[!.]*; do
+        case "${entry##*/}" in *.lock | *+) continue ;; esac
+        [[ -e "$entry" || -L "$entry" ]] || continue
+        if ! err=$(cp -a "$entry" "$part/" 2>&1); then
+            [[ -e "$entry" || -L "$entry" ]] && { echo "hostns.sh: copying $entry: $err" >&2; exit 1; }
+        fi
     done
-fi
+    rm -rf "$part/vas" "$part/systemd/system"/vas-*.service
+    for entry in passwd group shadow gshadow passwd- group- shadow- gshadow-; do
+        [[ -f "$part/$entry" ]] && sed -i '/^vas:/d' "$part/$entry"
+    done
+    mv "$part" "$work/etc"
+}
+[[ -d "$work/etc" ]] || copy_etc
 mount --bind "$work/etc" /etc
 
 overlay() {
