@@ -127,9 +127,9 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """In a pytest-xdist worker: the tests that declare minutes of work (a longer timeout) first,
-    then the other slow tests, then the other integration tests, then the rest, so the longest
-    waits start at once and the many short tests fill the gaps at the end (a long test handed
-    out last would run alone).  Stable: a module's tests stay in order."""
+    then the other slow tests, then the heavy ones with the other integration tests, then the
+    rest, so the longest waits start at once and the many short tests fill the gaps at the end
+    (a long test handed out last would run alone).  Stable: a module's tests stay in order."""
     if hasattr(config, "workerinput"):
         items.sort(key=_dispatch_order)
 
@@ -138,6 +138,8 @@ def _dispatch_order(item) -> int:
     timeout = item.get_closest_marker("timeout")
     if timeout is not None and timeout.args and timeout.args[0] > 120:
         return 0
+    if item.get_closest_marker("heavy"):  # its own load would slow the long tests beside it
+        return 2
     if item.get_closest_marker("slow"):
         return 1
     return 2 if item.get_closest_marker("integration") else 3
