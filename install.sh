@@ -162,6 +162,13 @@ pip_install() {
     "$python" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" "${PIP_SOURCE[@]}" "$@"
 }
 
+# pip wheel with the venv of PYTHON, as pip_install installs (constraints, --offline's wheelhouse).
+pip_wheel() {
+    local python="$1"
+    shift
+    "$python" -m pip wheel -q --disable-pip-version-check -c "$CONSTRAINTS" "${PIP_SOURCE[@]}" "$@"
+}
+
 # --wheelhouse DIR: wheels of everything, so that --offline DIR needs no index at all.
 build_wheelhouse() {
     local dir="$1" work

@@ -68,10 +68,18 @@ install_code() {
         # Which version runs: the checkout's tag and commit, frozen into the installed package.
         python3 -m agent.version --module >"$dest/src/agent/_build.py"
         install -m 0644 config/streams.schema.json config/streams.example.yaml "$dest/config/"
-        [[ -x "$dest/venv/bin/python" ]] || "$(pick_python)" -m venv "$dest/venv"
-        pip_install "$dest/venv/bin/python" "$dest/src"
-        # Same version number, new code: replace the package itself too.
-        pip_install "$dest/venv/bin/python" --no-deps --force-reinstall "$dest/src"
+        local fresh=0 wheels
+        if [[ ! -x "$dest/venv/bin/python" ]]; then
+            "$(pick_python)" -m venv "$dest/venv"
+            fresh=1
+        fi
+        # Built once, then installed with its dependencies; over an older install of the same
+        # version number (new code), the package itself is replaced too.
+        wheels="$(mktemp -d)"
+        pip_wheel "$dest/venv/bin/python" --no-deps -w "$wheels" "$dest/src"
+        pip_install "$dest/venv/bin/python" "$wheels"/*.whl
+        [[ $fresh -eq 1 ]] || pip_install "$dest/venv/bin/python" --no-deps --force-reinstall "$wheels"/*.whl
+        rm -rf "$wheels"
         echo "$hash" >"$dest/.installed"
         change "code: installed $("$dest/venv/bin/vas-agent" --version) into $dest/venv"
     fi
