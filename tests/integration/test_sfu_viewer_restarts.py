@@ -53,6 +53,11 @@ def restart_jump(seqs: list[int]) -> int:
     return next((forward(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if forward(a, b) != 1), -1)
 
 
+def producer_lines(log: str) -> list[str]:
+    """What the agent said about producers and source ports (the SFU closes a viewer whose producer closed)."""
+    return [line for line in log.splitlines() if "producer" in line or "RTP source port" in line][-12:]
+
+
 def test_a_viewer_keeps_decoding_across_ffmpeg_restarts(camera_factory, agent_factory):
     """A restarted FFmpeg left to begin its sequence at random in 0..4095: behind where the last run
     ended, the viewer gets nothing (SRTP replay protection) until the sequence catches up; a little
@@ -76,7 +81,8 @@ def test_a_viewer_keeps_decoding_across_ffmpeg_restarts(camera_factory, agent_fa
                         break
                 after.append(len(viewer.frames) - before)
                 jumps.append(restart_jump(seqs[seqs.index(last):]))
-                assert not viewer.closed.is_set(), f"the viewer's transport died: {viewer.states}"
+                assert not viewer.closed.is_set(), (f"the viewer's transport died: {viewer.states}; the agent's "
+                                                    f"producer lines: {producer_lines(agent.log())}")
             return after, jumps, viewer
 
     after, jumps, viewer = asyncio.run(watch())
