@@ -17,7 +17,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:  # make `camera` importable under any --import-mode
     sys.path.insert(0, _TESTS_DIR)
 
-from camera.fixture import LentCamera, RtspCamera, free_port, lend_camera  # noqa: E402
+from camera.fixture import SUITE_FPS, LentCamera, RtspCamera, free_port, lend_camera  # noqa: E402
 from sfu.real_sfu import SharedSfu  # noqa: E402
 
 __all__ = ["RtspCamera", "free_port"]
@@ -26,7 +26,7 @@ __all__ = ["RtspCamera", "free_port"]
 @pytest.fixture
 def camera_factory():
     """Start extra cameras: ``camera_factory(paths=("cam1",), port=None, user=None,
-    password=None, fps=25, size="320x240", profile=None, start=True) -> RtspCamera``
+    password=None, fps=SUITE_FPS, size="320x240", profile=None, start=True) -> RtspCamera``
     (``profile="high"``: a High-profile H.264 camera).
 
     Every camera created through the factory is stopped at teardown.
@@ -34,7 +34,7 @@ def camera_factory():
     cameras: list[RtspCamera] = []
 
     def make(paths=("cam1",), port=None, *, user=None, password=None,
-             fps=25, size="320x240", profile=None, start=True) -> RtspCamera:
+             fps=SUITE_FPS, size="320x240", profile=None, start=True) -> RtspCamera:
         if isinstance(paths, str):
             paths = (paths,)
         cam = RtspCamera(paths, port, user=user, password=password, fps=fps, size=size,

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from camera.fixture import RtspCamera, free_port
+from camera.fixture import SUITE_FPS, RtspCamera, free_port
 from tests.integration.harness import BIN, CHEAP, AgentProcess, config, wait_for
 
 PASSWORD = "Zk7-console-secret"
@@ -38,8 +38,8 @@ class ConsoleNode:
     def __init__(self, workdir: Path, streams: dict[str, dict[str, Any]] | None = None,
                  cheap: int = 0) -> None:
         self.workdir = workdir
-        self.camera = RtspCamera(("cam1", "cam2"), background=BACKGROUND)
-        self.locked = RtspCamera(("cam1",), user=USER, password=PASSWORD, background=BACKGROUND)
+        self.camera = RtspCamera(("cam1", "cam2"), background=BACKGROUND, fps=SUITE_FPS)
+        self.locked = RtspCamera(("cam1",), user=USER, password=PASSWORD, background=BACKGROUND, fps=SUITE_FPS)
         self.port = free_port()
         self.agent: AgentProcess | None = None
         self.exporter: subprocess.Popen[bytes] | None = None

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from camera.fixture import RtspCamera, free_port
+from camera.fixture import SUITE_FPS, RtspCamera, free_port
 from exporter.openapi import spec
 from tests.exporter.openapi_check import problems
 
@@ -144,7 +144,7 @@ def node(tmp_path_factory):
     the archive, an exporter with an 8 MiB clip cap (the archive holds ~10 MB), and a viewer, a read
     and an admin token."""
     tmp = tmp_path_factory.mktemp("console")
-    camera = RtspCamera(("cam1",), user="admin", password=PASSWORD).start()
+    camera = RtspCamera(("cam1",), user="admin", password=PASSWORD, fps=SUITE_FPS).start()
     node_camera[:] = [camera.stop]
     url = camera.url("cam1", user="admin", password=PASSWORD)
     fmp4 = ["ffmpeg", "-nostdin", "-loglevel", "warning", "-rtsp_transport", "tcp", "-i", "{url}", "-map", "0:v:0",
