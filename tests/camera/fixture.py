@@ -10,6 +10,7 @@ interpreter can import, so it always runs as a separate ``/usr/bin/python3`` pro
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import signal
@@ -37,17 +38,40 @@ class CameraError(RuntimeError):
 #: (32768-60999): a port the kernel picked for port 0 was taken by another worker's etcd or by an
 #: outgoing connection before the child that was meant to bind it did.
 PORT_BLOCK = 2000
-#: Where in its block this process starts: processes outside pytest-xdist (a bench, a soak, a
-#: ``pytest -n 0``) share block 0, and a camera restarted on its port lost it to another such
-#: process that also began at the block's first port (a 2-hour soak ended so).
+#: Blocks between 10000 and the ephemeral range.
+BLOCKS = 11
+#: A process holds its block with an flock on one of these for as long as it lives, so two runs at
+#: once (two suites, a suite beside a soak or a bench) never hand out the same port: with blocks
+#: chosen by xdist worker name alone, gw4 of one run and gw4 of another started SFUs on the same
+#: port, and one agent adopted, then closed, the other's producer.
+BLOCK_LOCK = "/tmp/vas-test-ports.{}.lock"
+#: Where in its block this process starts: when all blocks are held, processes share one, and a
+#: camera restarted on its port lost it to another process that began at the block's first port.
 _handed = itertools.count(os.getpid() % PORT_BLOCK)
+_held: list[int] = []  # [block index, lock fd] once claimed
 
 
 def _block() -> range:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    index = int(worker[2:]) + 1 if worker[:2] == "gw" and worker[2:].isdigit() else 0
-    low = 10000 + index % 11 * PORT_BLOCK
+    if not _held:
+        _held.extend(_claim_block())
+    low = 10000 + _held[0] * PORT_BLOCK
     return range(low, low + PORT_BLOCK)
+
+
+def _claim_block() -> tuple[int, int]:
+    """``(index, fd)``: the first block no live process holds, from the xdist worker's own; when all
+    are held, the worker's own, shared (fd -1)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    first = int(worker[2:]) + 1 if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    for index in [(first + i) % BLOCKS for i in range(BLOCKS)]:
+        fd = os.open(BLOCK_LOCK.format(index), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return index, fd  # held until this process exits
+    return first % BLOCKS, -1
 
 
 def free_port() -> int:

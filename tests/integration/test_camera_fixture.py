@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -191,3 +192,20 @@ def test_basic_auth_requires_the_right_password(camera_factory, ffmpeg_bin, tmp_
     good = tmp_path / "good"
     assert_h264_hls(pull_hls(ffmpeg_bin, cam.url("secure", user, password), good), good,
                     ffmpeg_bin)
+
+
+def test_two_runs_at_once_hand_out_ports_from_different_blocks():
+    """Two test processes with the same xdist worker name (two suites at once) never share a block:
+    each holds its block's lock while it lives."""
+    hold = ("import sys; from camera.fixture import free_port, PORT_BLOCK; "
+            "print(free_port() // PORT_BLOCK, flush=True); sys.stdin.read()")
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": tests_dir, "PYTEST_XDIST_WORKER": "gw3"}
+    procs = [subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    try:
+        blocks = [int(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
+    finally:
+        for p in procs:
+            p.communicate("", timeout=10)
+    assert blocks[0] != blocks[1], blocks
