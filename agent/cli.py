@@ -43,7 +43,22 @@ def agent_main(argv: list[str] | None = None) -> int:
     from agent.version import build
     build()  # now, from the code this process loaded: an upgrade in place later must not rename it
     import asyncio
-    return asyncio.run(_run_agent(cfg))
+    code = asyncio.run(_run_agent(cfg))
+    _report_stuck()
+    return code
+
+
+def _report_stuck() -> None:
+    """One line at exit naming the calls still stuck (a hung mount): their daemon threads die with
+    the process, nobody waits for them (agent/blocking.py)."""
+    from collections import Counter
+
+    from agent.blocking import stuck
+    calls = Counter(stuck())
+    if calls:
+        logging.getLogger("vas.agent").warning(
+            "exiting with %d calls still stuck (a hung mount?), not waited for: %s", sum(calls.values()),
+            ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(calls.items())))
 
 
 def _check(args) -> int:
@@ -124,8 +139,14 @@ def _fd_limit(enabled: int) -> list[str]:
 
 
 async def _run_agent(cfg) -> int:
+    import asyncio
+
     from agent.agent import Agent
+    from agent.blocking import DaemonExecutor
     from agent.interface import AlreadyRunning
+    # asyncio.run joins its default executor's threads at the end, with no timeout: on daemon threads
+    # instead, one call stuck on a hung mount (asyncio.to_thread anywhere) cannot hold up the exit.
+    asyncio.get_running_loop().set_default_executor(DaemonExecutor())
     agent = Agent(cfg)
     try:
         await agent.run()
