@@ -33,7 +33,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
@@ -159,9 +159,11 @@ class Fanout:
                 self.busy.discard(me)
 
 
-class DaemonExecutor(Executor):
+class DaemonExecutor(ThreadPoolExecutor):
     """asyncio's default executor on :class:`Workers`' daemon threads: ``shutdown`` joins nothing,
-    so a call stuck on a hung mount (``asyncio.to_thread``, a DNS lookup) cannot hold up the exit."""
+    so a call stuck on a hung mount (``asyncio.to_thread``, a DNS lookup) cannot hold up the exit.
+    A ThreadPoolExecutor only for ``loop.set_default_executor`` (3.11 asks for one): it starts none
+    of its own threads."""
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` on a worker thread (named for ``fn`` while it runs)."""

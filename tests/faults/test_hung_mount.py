@@ -1,0 +1,138 @@
+"""One stream's recording folder on a hung mount (a real FUSE mount no server answers,
+tests/faults/hungfs.py, in a private mount namespace): the agent starts and publishes its
+snapshot, the healthy stream runs and its retention is enforced, retention's status names
+the folder that does not answer, and comes up for it by itself once it answers; SIGTERM
+still ends the agent within its stop budget, the final snapshot written."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import BIN, TRAPS_TERM, AgentProcess, alive, config, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse") or not shutil.which("unshare"),
+                                 reason="needs root, /dev/fuse and unshare (a FUSE mount in a private namespace)")]
+HUNGFS = Path(__file__).with_name("hungfs.py")
+OLD = time.time() - 30 * 86400
+
+
+def plant(folder: Path) -> Path:
+    """Two segments 30 days old: retention 1d takes the first (the newest segment of a running
+    stream is kept: it may be the one being written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(("old.ts", "newest.ts")):
+        (folder / name).write_bytes(b"x" * 100)
+        os.utime(folder / name, (OLD + i, OLD + i))
+    return folder / "old.ts"
+
+
+class HungAgent(AgentProcess):
+    """The agent started by hungfs.py in a private mount namespace where ``hung_dirs`` hang."""
+
+    def __init__(self, workdir: Path, cfg: dict, hung_dirs: list[Path]) -> None:
+        super().__init__(workdir, cfg)
+        self.hung_dirs = hung_dirs
+        self.runner: subprocess.Popen[str] | None = None
+        self.pid = 0
+
+    def launch(self) -> HungAgent:
+        mounts = [a for d in self.hung_dirs for a in ("--mount", str(d))]
+        self.runner = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", sys.executable, str(HUNGFS), *mounts,
+             "--log", str(self.log_path), "--", str(BIN / "vas-agent"), "--config", str(self.config_path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env, start_new_session=True)
+        assert self.runner.stdout is not None
+        line = self.runner.stdout.readline()  # "pid N" once mounted and started (bounded by the runner)
+        assert line.startswith("pid "), f"hungfs runner: {line!r}\n{self.log()}"
+        self.pid = int(line.split()[1])
+        return self
+
+    def abort(self) -> None:
+        """The mount answers again (ENOTCONN, then the plain directory beneath it)."""
+        assert self.runner is not None and self.runner.stdin is not None and self.runner.stdout is not None
+        self.runner.stdin.write("abort\n")
+        self.runner.stdin.flush()
+        assert self.runner.stdout.readline().strip() == "aborted"
+
+    def wait_exit(self, timeout: float) -> None:
+        wait_for(lambda: not alive(self.pid), timeout, "the agent to exit")
+
+    def close(self) -> None:
+        """Kill what is left (only this test's agent and runner); the runner aborts the mounts."""
+        if self.pid and alive(self.pid):
+            os.kill(self.pid, signal.SIGKILL)
+        if self.runner is not None:
+            if self.runner.stdin is not None:
+                self.runner.stdin.close()  # EOF: the runner aborts every mount
+            try:
+                self.runner.wait(20)
+            except subprocess.TimeoutExpired:
+                self.runner.kill()
+                self.runner.wait(10)
+
+
+@pytest.fixture
+def hung_agent(tmp_path) -> Iterator[HungAgent]:
+    """An agent with a healthy stream ``ok`` (an old segment to delete) and ``hung``, whose
+    recording folder is a hung mount (old segments planted beneath it, hidden until abort)."""
+    rec = tmp_path / "recordings"
+    plant(rec / "ok")
+    plant(rec / "hung")
+    streams = {"ok": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}},
+               "hung": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
+    agent = HungAgent(tmp_path, config(streams), [rec / "hung"])
+    try:
+        yield agent
+    finally:
+        agent.close()
+
+
+def recordings(agent: AgentProcess) -> dict:
+    return agent.snapshot()["recordings"]
+
+
+def test_a_hung_stream_folder_neither_holds_up_start_nor_the_other_streams_and_retention_returns_for_it(
+        hung_agent, tmp_path):
+    """Snapshot and the healthy stream live at once; retention deletes the healthy stream's old
+    segment while naming the hung folder; once it answers, its old segment goes too."""
+    agent, rec = hung_agent.launch(), tmp_path / "recordings"
+    wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+    agent.wait_state("ok", "live", timeout=30)
+    wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "hung")], 30, "retention to name the hung folder")
+    assert str(rec / "hung") in recordings(agent)["problem"]
+    status = agent.vasctl("status", by_socket=True)
+    assert f"{rec / 'hung'}: not answering" in status.stdout, status.stdout
+    wait_for(lambda: not (rec / "ok" / "old.ts").exists(), 30, "the healthy stream's old segment to be deleted")
+    assert "is not answering (a hung mount?)" in agent.log()
+
+    agent.abort()
+    wait_for(lambda: recordings(agent)["problem"] is None, 30, "retention's problem to clear")
+    wait_for(lambda: not (rec / "hung" / "old.ts").exists(), 30, "the old segment of the folder back to be deleted")
+    assert "answers again" in agent.log()
+    os.kill(agent.pid, signal.SIGTERM)
+    agent.wait_exit(30)
+    assert agent.snapshot()["agent"]["status"] == "stopped"
+    assert "Traceback" not in agent.log()
+
+
+def test_sigterm_ends_the_agent_while_a_folder_stays_hung(hung_agent):
+    """SIGTERM with the mount still hung: the agent exits within its stop budget, its final
+    snapshot written, and says which calls it left stuck."""
+    agent = hung_agent.launch()
+    wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+    wait_for(lambda: recordings(agent)["not_answering"], 30, "retention to name the hung folder")
+    started = time.monotonic()
+    os.kill(agent.pid, signal.SIGTERM)
+    agent.wait_exit(30)
+    print(f"\nexit with a hung folder: {time.monotonic() - started:.1f}s after SIGTERM")
+    assert agent.snapshot()["agent"]["status"] == "stopped"
+    assert "calls still stuck (a hung mount?)" in agent.log()
