@@ -81,8 +81,8 @@ class Answering:
         answers = await asyncio.gather(*(self._answers(n) for n in names))
         fresh = {n for n, ok in zip(names, answers) if not ok} - self.hung
         for name in sorted(fresh):
-            log.error("recordings: %s is not answering (a hung mount?): retention leaves it out until it "
-                      "answers; its stream keeps recording only if its own disk does", self.root / name)
+            log.error("recordings: %s is not answering (a hung mount?): retention leaves it out (nothing there "
+                      "is indexed or deleted) until it answers; the other streams are not held up", self.root / name)
         self.hung |= fresh
         return fresh
 

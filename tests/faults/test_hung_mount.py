@@ -125,14 +125,35 @@ def test_a_hung_stream_folder_neither_holds_up_start_nor_the_other_streams_and_r
 
 
 def test_sigterm_ends_the_agent_while_a_folder_stays_hung(hung_agent):
-    """SIGTERM with the mount still hung: the agent exits within its stop budget, its final
-    snapshot written, and says which calls it left stuck."""
+    """SIGTERM as soon as the agent listens (its retention coming up, the mount still hung): the
+    agent exits within its stop budget, its final snapshot written."""
     agent = hung_agent.launch()
-    wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
-    wait_for(lambda: recordings(agent)["not_answering"], 30, "retention to name the hung folder")
+    wait_for(lambda: (agent.runtime_dir / "agent.sock").exists(), 15, "the agent's control socket")
     started = time.monotonic()
     os.kill(agent.pid, signal.SIGTERM)
     agent.wait_exit(30)
     print(f"\nexit with a hung folder: {time.monotonic() - started:.1f}s after SIGTERM")
     assert agent.snapshot()["agent"]["status"] == "stopped"
-    assert "calls still stuck (a hung mount?)" in agent.log()
+
+
+def test_a_hang_below_a_stream_folder_makes_retention_wait_and_say_so(tmp_path):
+    """A mount hung below a stream's folder (the probe of the root's entries cannot see it): the
+    agent starts all the same, retention says after START_PATIENCE that it waits for the root,
+    and SIGTERM ends the agent, which names the calls it left stuck."""
+    rec = tmp_path / "recordings"
+    streams = {"ok": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
+    agent = HungAgent(tmp_path, config(streams), [rec / "ok" / "2026"])
+    try:
+        agent.launch()
+        wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+        agent.wait_state("ok", "live", timeout=30)
+        wait_for(lambda: "a directory below" in (recordings(agent)["problem"] or ""), 30, "retention to say it waits")
+        assert str(rec) in recordings(agent)["problem"]
+        started = time.monotonic()
+        os.kill(agent.pid, signal.SIGTERM)
+        agent.wait_exit(30)
+        print(f"\nexit with the root's watch stuck: {time.monotonic() - started:.1f}s after SIGTERM")
+        assert agent.snapshot()["agent"]["status"] == "stopped"
+        assert "calls still stuck (a hung mount?), not waited for: retention:watch" in agent.log()
+    finally:
+        agent.close()
