@@ -28,6 +28,10 @@ log = logging.getLogger("vas.retention")
 PROBE_TIMEOUT = 5.0
 #: Retention's watch and first index not up after this long: its status names what it waits for.
 START_PATIENCE = 10.0
+#: Every entry under the root is probed this often (a folder that hangs after it was indexed).
+PROBE_EVERY = 30.0
+#: With a folder not answering, a retention call that has not returned after this long is named.
+STUCK_AFTER = 10.0
 
 
 def skipped_text(root: Path, names: set[str]) -> str | None:
@@ -46,6 +50,16 @@ def waiting_text(root: Path, *, root_answers: bool, waited: float) -> str:
                 "for it; nothing is indexed or deleted until it answers")
     return (f"a directory below {root} is not answering (a hung mount?): retention's watch has waited "
             f"{waited:g}s for it; nothing is indexed or deleted until it answers")
+
+
+def stuck_text(calls: list[tuple[str, float]], now: float) -> str | None:
+    """The oldest of retention's calls (``(what, since)``) not returned after STUCK_AFTER (pure): a
+    pass inside a folder when its mount hung holds every later pass until it answers."""
+    late = [(since, what) for what, since in calls if now - since >= STUCK_AFTER]
+    if not late:
+        return None
+    what = min(late)[1]
+    return f"{what} has been running for more than {STUCK_AFTER:g}s: no other retention pass runs until it returns"
 
 
 def problem_text(*parts: str | None) -> str | None:
@@ -82,7 +96,7 @@ class Answering:
         fresh = {n for n, ok in zip(names, answers) if not ok} - self.hung
         for name in sorted(fresh):
             log.error("recordings: %s is not answering (a hung mount?): retention leaves it out (nothing there "
-                      "is indexed or deleted) until it answers; the other streams are not held up", self.root / name)
+                      "is indexed or deleted) until it answers", self.root / name)
         self.hung |= fresh
         return fresh
 

@@ -29,7 +29,7 @@ from agent.config.model import Config
 from agent.recordings import memory as memory
 from agent.recordings.delete import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
 from agent.recordings.disk import Filesystem, floor_problem, measure_below
-from agent.recordings.hung import PROBE_TIMEOUT, START_PATIENCE, Answering, problem_text
+from agent.recordings.hung import PROBE_EVERY, PROBE_TIMEOUT, START_PATIENCE, Answering, problem_text, stuck_text
 from agent.recordings.index import SegmentIndex
 from agent.recordings.inits import Playlists, hold_inits_below
 from agent.recordings.memory import orphan_max_age
@@ -90,6 +90,9 @@ class Retention:
         self._coming_up: asyncio.Future | None = None
         self._patience: asyncio.TimerHandle | None = None
         self._rechecking = False
+        self._next_probe = time.monotonic() + PROBE_EVERY
+        self._calls: dict[object, tuple[str, float]] = {}  # retention's calls in threads: what, since
+        self._problem_said: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -130,7 +133,12 @@ class Retention:
 
     async def _io(self, fn: Callable[[], T], what: str, key: str | None = None) -> T:
         """``fn()`` on a daemon thread named ``retention:{what}`` (a stuck one says what it was doing)."""
-        return await in_thread(fn, timeout=None, name=f"retention:{what}", key=key)
+        token = object()
+        self._calls[token] = (f"retention:{what}", time.monotonic())
+        try:
+            return await in_thread(fn, timeout=None, name=f"retention:{what}", key=key)
+        finally:
+            del self._calls[token]
 
     async def close(self) -> None:
         """Stop watching and timers; a pass in progress gets CLOSE_PATIENCE to finish.  Safe twice."""
@@ -204,9 +212,7 @@ class Retention:
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
         if why != "start":  # (start probed just before) a folder that hangs since is left out from now
-            for sid in await self.answering.find():
-                self.index.discard_tree(sid, "")  # no pass may plan a deletion there
-                self._on_change(sid)
+            await self._find_hung()
         async with self._lock:
             started = time.monotonic()
             await self._io(partial(self.index.scan_all, frozenset(self.answering.hung)), "scan")
@@ -384,6 +390,18 @@ class Retention:
         self._spawn(self._check())
         if self.answering.hung and not self._rechecking:
             self._spawn(self._recheck())
+        if self._problem() != self._problem_said:  # e.g. a call stuck past STUCK_AFTER: the snapshot says so
+            self._problem_said = self._problem()
+            self._on_change("")
+        if time.monotonic() >= self._next_probe:  # while a pass runs too: it may be the one stuck
+            self._next_probe = time.monotonic() + PROBE_EVERY
+            self._spawn(self._find_hung())
+
+    async def _find_hung(self) -> None:
+        """Folders that stopped answering since they were indexed leave the index (no pass plans there)."""
+        for sid in await self.answering.find():
+            self.index.discard_tree(sid, "")
+            self._on_change(sid)
 
     async def _recheck(self) -> None:
         """Folders left out that answer again are watched, indexed and enforced as the others."""
@@ -415,7 +433,11 @@ class Retention:
             self._next_sweep = time.monotonic() + self.cfg.recordings.sweep_interval
             await self._rescan("sweep")
             return
-        fss = await self._io(self._statvfs, "statvfs")
+        try:  # bounded: a folder that hangs since it was indexed would hold a thread per tick
+            fss = await in_thread(self._statvfs, timeout=PROBE_TIMEOUT, name="retention:statvfs")
+        except TimeoutError:
+            self._spawn(self._find_hung())
+            return
         pressed = [fs for fs in fss if fs.free < fs.floor]
         if self._over_cap() or any(fs.emergency for fs in pressed) or \
                 (pressed and time.monotonic() >= self._pressure_idle_until):
@@ -518,11 +540,15 @@ class Retention:
                 "future_dated": {"segments": ahead, "bytes": ahead_bytes},
                 "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
 
+    def _problem(self) -> str | None:
+        stuck = stuck_text(list(self._calls.values()), time.monotonic()) if self.answering.hung else None
+        return problem_text(self.failed, self.answering.text(), stuck)
+
     def view(self) -> dict[str, Any]:
         """The snapshot's top-level ``recordings`` entry."""
         return {"root": str(self.root), "filesystem": self.filesystem, **self.pressure.view(),
                 "indexed": self.ready.is_set(),
-                "problem": problem_text(self.failed, self.answering.text()),
+                "problem": self._problem(),
                 "not_answering": sorted(str(self.root / n) for n in self.answering.hung),
                 "deletion_errors": self.errors, "clock_steps": len(self.clock.steps),
                 "orphans": sorted(set(self.index.streams) - set(self.cfg.streams)),

@@ -12,7 +12,8 @@ process (a ``df``, the soak) meets the mount: run this module as a program under
         --log FILE -- COMMAND...
 
 It mounts, starts COMMAND (its output to FILE; in the same namespace, so it sees the mounts),
-prints ``pid N``, then reads its stdin: ``abort`` aborts every mount (prints ``aborted``); at
+prints ``pid N``, then reads its stdin: ``mount DIR`` mounts one more (over what DIR holds; prints
+``mounted``), ``abort`` aborts every mount (prints ``aborted``); at
 EOF it aborts them, gives COMMAND 10 s to exit and kills it.  The mounts are aborted whatever
 happens (and the kernel aborts them anyway when this process dies: it holds the connection).
 """
@@ -54,7 +55,7 @@ class HungMount:
 def main(argv: list[str]) -> int:
     """Mount, run the command, abort on ``abort`` or at EOF (see the module's docstring)."""
     parser = argparse.ArgumentParser(prog="hungfs")
-    parser.add_argument("--mount", action="append", required=True)
+    parser.add_argument("--mount", action="append", default=[])
     parser.add_argument("--log", required=True)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -68,7 +69,10 @@ def main(argv: list[str]) -> int:
                                      start_new_session=True)
         print(f"pid {child.pid}", flush=True)
         for line in sys.stdin:
-            if line.strip() == "abort":
+            if line.startswith("mount "):
+                mounts.append(HungMount(line[len("mount "):].strip()))
+                print("mounted", flush=True)
+            elif line.strip() == "abort":
                 for m in mounts:
                     m.abort()
                 print("aborted", flush=True)

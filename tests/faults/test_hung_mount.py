@@ -58,10 +58,17 @@ class HungAgent(AgentProcess):
 
     def abort(self) -> None:
         """The mount answers again (ENOTCONN, then the plain directory beneath it)."""
+        assert self._ask("abort") == "aborted"
+
+    def mount(self, target: Path) -> None:
+        """One more hung mount, over ``target`` (in the agent's namespace)."""
+        assert self._ask(f"mount {target}") == "mounted"
+
+    def _ask(self, line: str) -> str:
         assert self.runner is not None and self.runner.stdin is not None and self.runner.stdout is not None
-        self.runner.stdin.write("abort\n")
+        self.runner.stdin.write(line + "\n")
         self.runner.stdin.flush()
-        assert self.runner.stdout.readline().strip() == "aborted"
+        return self.runner.stdout.readline().strip()
 
     def wait_exit(self, timeout: float) -> None:
         wait_for(lambda: not alive(self.pid), timeout, "the agent to exit")
@@ -155,5 +162,38 @@ def test_a_hang_below_a_stream_folder_makes_retention_wait_and_say_so(tmp_path):
         print(f"\nexit with the root's watch stuck: {time.monotonic() - started:.1f}s after SIGTERM")
         assert agent.snapshot()["agent"]["status"] == "stopped"
         assert "calls still stuck (a hung mount?), not waited for: retention:watch" in agent.log()
+    finally:
+        agent.close()
+
+
+def test_a_pass_stuck_on_a_mount_that_hung_later_is_named_and_does_not_hold_up_the_exit(tmp_path):
+    """A folder indexed while it answered hangs just before the age pass that deletes there: the
+    pass is stuck in the kernel.  Retention's status names the folder and the stuck call; SIGTERM:
+    retention gives the pass CLOSE_PATIENCE, then gives up on it (each deletion was decided and
+    is checked again before its unlink), and the agent exits."""
+    rec = tmp_path / "recordings"
+    due = time.time() + 12  # the older segment expires then: the age timer's pass deletes it
+    (rec / "late").mkdir(parents=True)
+    for i, name in enumerate(("a.ts", "b.ts")):
+        (rec / "late" / name).write_bytes(b"x" * 100)
+        os.utime(rec / "late" / name, (due - 86400 + i * 3600,) * 2)
+    streams = {"late": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
+    agent = HungAgent(tmp_path, config(streams), [])
+    try:
+        agent.launch()
+        wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+        wait_for(lambda: agent.streams()["late"]["recording"]["segment_count"] == 2, 10, "the index")
+        wait_for(lambda: time.time() > due - 1, 12, "a moment before the age pass (its timer)")
+        agent.mount(rec / "late")
+        wait_for(lambda: "has been running for more than" in (recordings(agent)["problem"] or ""), 40,
+                 "retention to name the stuck call")
+        assert f"{rec / 'late'}: not answering" in recordings(agent)["problem"]
+        started = time.monotonic()
+        os.kill(agent.pid, signal.SIGTERM)
+        agent.wait_exit(30)
+        print(f"\nexit with a retention pass stuck: {time.monotonic() - started:.1f}s after SIGTERM")
+        assert agent.snapshot()["agent"]["status"] == "stopped"
+        assert "a pass is still running after 3s" in agent.log()
+        assert "calls still stuck (a hung mount?), not waited for: " in agent.log()
     finally:
         agent.close()
