@@ -111,8 +111,10 @@ def test_a_hung_stream_folder_neither_holds_up_start_nor_the_other_streams_and_r
         hung_agent, tmp_path):
     """Snapshot and the healthy stream live at once; retention deletes the healthy stream's old
     segment while naming the hung folder; once it answers, its old segment goes too."""
+    started = time.monotonic()
     agent, rec = hung_agent.launch(), tmp_path / "recordings"
     wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+    print(f"\nfirst snapshot with a hung folder: {time.monotonic() - started:.1f}s after the start")
     agent.wait_state("ok", "live", timeout=30)
     wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "hung")], 30, "retention to name the hung folder")
     assert str(rec / "hung") in recordings(agent)["problem"]
