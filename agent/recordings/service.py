@@ -98,14 +98,15 @@ class Retention:
     async def start(self) -> None:
         """Come up in the background (watch, then index): streams start meanwhile, and a hung
         mount under the root holds up neither the agent's start nor its first snapshot."""
-        self._coming_up = asyncio.ensure_future(self._come_up())
+        # The inotify instance now (no file system access): its queue size is the one set at start.
+        watch = Watch(self.root, self.index, skip=self._left_out)
+        self._coming_up = asyncio.ensure_future(self._come_up(watch))
         self._patience = asyncio.get_running_loop().call_later(START_PATIENCE, self._impatient)
 
-    async def _come_up(self) -> None:
+    async def _come_up(self, watch: Watch) -> None:
         try:
             await self.answering.find()  # stream folders that do not answer are left out of the walk
             await self._io(partial(self.root.mkdir, parents=True, exist_ok=True), "mkdir")
-            watch = Watch(self.root, self.index, skip=self._left_out)
             await self._io(watch.start, "watch")  # adding watches walks the directories
         except OSError as exc:  # recording may still work later; retention says why it cannot
             self.failed = f"cannot watch recordings root {self.root}: {exc.strerror or exc}"
