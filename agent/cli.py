@@ -13,6 +13,8 @@ from agent.version import VersionAction
 # `systemctl reload` runs vasctl, and its start-up time is the operator's wait.
 
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
+#: The last log line names this many of the calls still stuck at exit.
+STUCK_NAMED = 10
 
 
 def agent_main(argv: list[str] | None = None) -> int:
@@ -56,9 +58,11 @@ def _report_stuck() -> None:
     from agent.blocking import stuck
     calls = Counter(stuck())
     if calls:
+        named = [f"{name} x{n}" if n > 1 else name for name, n in sorted(calls.items())]
+        more = f" and {len(named) - STUCK_NAMED} more" if len(named) > STUCK_NAMED else ""
         logging.getLogger("vas.agent").warning(
-            "exiting with %d calls still stuck (a hung mount?), not waited for: %s", sum(calls.values()),
-            ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(calls.items())))
+            "exiting with %d calls still stuck (a hung mount?), not waited for: %s%s",
+            sum(calls.values()), ", ".join(named[:STUCK_NAMED]), more)
 
 
 def _check(args) -> int:
