@@ -28,6 +28,8 @@ log = logging.getLogger("vas.retention")
 PROBE_TIMEOUT = 5.0
 #: Retention's watch and first index not up after this long: its status names what it waits for.
 START_PATIENCE = 10.0
+#: The status names this many folders (the snapshot's ``not_answering`` lists them all).
+NAMED = 5
 #: Every entry under the root is probed this often (a folder that hangs after it was indexed).
 PROBE_EVERY = 30.0
 #: With a folder not answering, a retention call that has not returned after this long is named.
@@ -38,7 +40,8 @@ def skipped_text(root: Path, names: set[str]) -> str | None:
     """What retention says about the stream folders it leaves out (pure); None when there are none."""
     if not names:
         return None
-    paths = ", ".join(str(root / n) for n in sorted(names))
+    shown = sorted(names)[:NAMED]
+    paths = ", ".join(str(root / n) for n in shown) + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
     return (f"{paths}: not answering (a hung mount?): retention leaves "
             f"{'it' if len(names) == 1 else 'them'} out (nothing there is indexed or deleted) until it answers")
 
