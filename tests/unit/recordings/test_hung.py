@@ -22,7 +22,8 @@ def test_texts_name_the_paths_and_say_what_retention_does():
     two = skipped_text(ROOT, {"cam9", "cam2"})
     assert two is not None and two.startswith("/srv/rec/cam2, /srv/rec/cam9:") and "leaves them out" in two
     many = skipped_text(ROOT, {f"cam{i}" for i in range(10, 50)})
-    assert many is not None and many.startswith("/srv/rec/cam10, /srv/rec/cam11") and "/srv/rec/cam14 and 35 more:" in many
+    assert many is not None and many.startswith("/srv/rec/cam10, /srv/rec/cam11")
+    assert "/srv/rec/cam14 and 35 more:" in many
     assert waiting_text(ROOT, root_answers=False, waited=10).startswith("recordings root /srv/rec is not answering")
     below = waiting_text(ROOT, root_answers=True, waited=10)
     assert below.startswith("a directory below /srv/rec is not answering")
