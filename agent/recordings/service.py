@@ -405,18 +405,24 @@ class Retention:
             self._on_change(sid)
 
     async def _recheck(self) -> None:
-        """Folders left out that answer again are watched, indexed and enforced as the others."""
+        """Folders left out that answer again are taken back, each on its own (one that hangs again
+        at once holds only its own task)."""
         self._rechecking = True
         try:
-            for sid in sorted(await self.answering.recheck()):
-                if self._watch is not None:
-                    await self._io(partial(self._watch.add, sid), f"watch:{sid}")
-                async with self._lock:
-                    await self._io(partial(self.index.scan_stream, sid), f"scan:{sid}")
-                self._on_change(sid)
-                self._spawn(self.enforce())
+            back = await self.answering.recheck()
         finally:
             self._rechecking = False
+        for sid in sorted(back):
+            self._spawn(self._take_back(sid))
+
+    async def _take_back(self, sid: str) -> None:
+        """Watch, index and enforce a folder that answers again, as the others."""
+        if self._watch is not None:
+            await self._io(partial(self._watch.add, sid), f"watch:{sid}")
+        async with self._lock:
+            await self._io(partial(self.index.scan_stream, sid), f"scan:{sid}")
+        self._on_change(sid)
+        await self.enforce()
 
     async def _check(self) -> None:
         if self._lock.locked() or not self.ready.is_set():
