@@ -19,14 +19,22 @@ thread and starve the rest of the agent (a reload, another disk's streams); it
 leaves when its call returns.  A call with a ``key`` (a directory watched every
 2 s) fails at once while the previous call with that key is still stuck, so one
 hung mount holds a thread per key, not a new one per check.
+
+Nothing here is joined at exit: :func:`pool`'s threads and asyncio's default
+executor (:class:`DaemonExecutor`, installed by ``vas-agent``) are daemon threads
+too (``concurrent.futures.ThreadPoolExecutor`` joins its threads at interpreter
+exit, and ``asyncio.run`` joins the default executor's with no timeout: one call
+stuck on a hung mount kept the agent from exiting).  :func:`stuck` names the calls
+still running, for the agent's last log line.
 """
 from __future__ import annotations
 
 import asyncio
 import queue
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -110,26 +118,109 @@ class Workers:
                 return
 
 
+class Fanout:
+    """Up to ``size`` long-lived daemon threads named ``{name}-N`` for work fanned out over several
+    threads (a first index, a deletion pass); ``map`` as ``Executor.map`` but eager and a list."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name, self.size = name, size
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self.busy: set[threading.Thread] = set()
+
+    def map(self, fn: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+        """``[fn(item) ...]`` run on the pool's threads; the first error is raised (after all ran)."""
+        futures: list[Future[T]] = []
+        for item in items:
+            future: Future[T] = Future()
+            self._jobs.put(partial(self._run, future, fn, item))
+            futures.append(future)
+            with self._lock:
+                if self._threads < min(self.size, len(futures)):
+                    self._threads += 1
+                    threading.Thread(target=self._serve, name=f"{self.name}-{self._threads}", daemon=True).start()
+        return [f.result() for f in futures]
+
+    def _run(self, future: Future[T], fn: Callable[[Any], T], item: Any) -> None:
+        try:
+            future.set_result(fn(item))
+        except BaseException as exc:  # raised in map's caller
+            future.set_exception(exc)
+
+    def _serve(self) -> None:
+        me = threading.current_thread()
+        while True:
+            job = self._jobs.get()
+            with self._lock:
+                self.busy.add(me)
+            job()
+            with self._lock:
+                self.busy.discard(me)
+
+
+class DaemonExecutor(ThreadPoolExecutor):
+    """asyncio's default executor on :class:`Workers`' daemon threads: ``shutdown`` joins nothing,
+    so a call stuck on a hung mount (``asyncio.to_thread``, a DNS lookup) cannot hold up the exit.
+    A ThreadPoolExecutor only for ``loop.set_default_executor`` (3.11 asks for one): it starts none
+    of its own threads."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` on a worker thread (named for ``fn`` while it runs)."""
+        future: Future[T] = Future()
+        name = f"executor:{getattr(fn, '__qualname__', 'call')}"
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            me = threading.current_thread()
+            idle_name, me.name = me.name, name
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+            finally:
+                me.name = idle_name
+        _workers.submit(job, name)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to join: the threads are daemons, shared with :func:`in_thread`."""
+
+
 _workers = Workers()
-_pools: dict[str, ThreadPoolExecutor] = {}
+_pools: dict[str, Fanout] = {}
 _pools_lock = threading.Lock()
 
 
-def pool(name: str, size: int) -> ThreadPoolExecutor:
+def pool(name: str, size: int) -> Fanout:
     """The process-lifetime pool ``name`` of ``size`` threads, for work fanned out over several
     threads (a first index, a deletion pass): made once, not per pass (see the module's docstring)."""
     with _pools_lock:
         if name not in _pools:
-            _pools[name] = ThreadPoolExecutor(size, thread_name_prefix=name)
+            _pools[name] = Fanout(name, size)
         return _pools[name]
+
+
+def stuck() -> list[str]:
+    """The names of the threads still inside a call (at exit: what is stuck, e.g. on a hung mount)."""
+    with _workers._lock:
+        names = [t.name for t in _workers._running.values()]
+    with _pools_lock:
+        fanouts = list(_pools.values())
+    for fan in fanouts:
+        with fan._lock:
+            names += [t.name for t in fan.busy]
+    return sorted(names)
 
 
 _keys: set[str] = set()  # keys of calls submitted and not yet returned
 _keys_lock = threading.Lock()
 
 
-async def in_thread(fn: Callable[[], T], *, timeout: float, name: str, key: str | None = None) -> T:
-    """``fn()`` on a long-lived daemon thread; ``TimeoutError`` after ``timeout`` seconds.
+async def in_thread(fn: Callable[[], T], *, timeout: float | None, name: str, key: str | None = None) -> T:
+    """``fn()`` on a long-lived daemon thread; ``TimeoutError`` after ``timeout`` seconds (None:
+    no limit; the caller still stops waiting when cancelled, and the thread is never joined).
 
     Cancelling the caller (e.g. the agent stopping) stops the wait at once; a call whose
     caller stopped waiting before a thread took it up is not run.  While an earlier call
@@ -149,7 +240,7 @@ def _release(key: str | None) -> None:
             _keys.discard(key)
 
 
-async def _call(fn: Callable[[], T], timeout: float, name: str, key: str | None) -> T:
+async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str | None) -> T:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 

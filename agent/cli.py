@@ -13,6 +13,8 @@ from agent.version import VersionAction
 # `systemctl reload` runs vasctl, and its start-up time is the operator's wait.
 
 DEFAULT_CONFIG = "/etc/vas/streams.yaml"
+#: The last log line names this many of the calls still stuck at exit.
+STUCK_NAMED = 10
 
 
 def agent_main(argv: list[str] | None = None) -> int:
@@ -43,7 +45,24 @@ def agent_main(argv: list[str] | None = None) -> int:
     from agent.version import build
     build()  # now, from the code this process loaded: an upgrade in place later must not rename it
     import asyncio
-    return asyncio.run(_run_agent(cfg))
+    code = asyncio.run(_run_agent(cfg))
+    _report_stuck()
+    return code
+
+
+def _report_stuck() -> None:
+    """One line at exit naming the calls still stuck (a hung mount): their daemon threads die with
+    the process, nobody waits for them (agent/blocking.py)."""
+    from collections import Counter
+
+    from agent.blocking import stuck
+    calls = Counter(stuck())
+    if calls:
+        named = [f"{name} x{n}" if n > 1 else name for name, n in sorted(calls.items())]
+        more = f" and {len(named) - STUCK_NAMED} more" if len(named) > STUCK_NAMED else ""
+        logging.getLogger("vas.agent").warning(
+            "exiting with %d calls still stuck (a hung mount?), not waited for: %s%s",
+            sum(calls.values()), ", ".join(named[:STUCK_NAMED]), more)
 
 
 def _check(args) -> int:
@@ -124,8 +143,14 @@ def _fd_limit(enabled: int) -> list[str]:
 
 
 async def _run_agent(cfg) -> int:
+    import asyncio
+
     from agent.agent import Agent
+    from agent.blocking import DaemonExecutor
     from agent.interface import AlreadyRunning
+    # asyncio.run joins its default executor's threads at the end, with no timeout: on daemon threads
+    # instead, one call stuck on a hung mount (asyncio.to_thread anywhere) cannot hold up the exit.
+    asyncio.get_running_loop().set_default_executor(DaemonExecutor())
     agent = Agent(cfg)
     try:
         await agent.run()

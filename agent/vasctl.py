@@ -193,6 +193,8 @@ def _print_retention_warnings(data: dict[str, Any], out: TextIO) -> None:
         if ahead:
             out.write(f"recordings: {s['id']}: {ahead} segments dated in the future: no policy deletes them "
                       "before then (fix the clock; see the agent's log)\n")
+    if (data.get("recordings") or {}).get("problem"):  # e.g. a stream folder on a hung mount
+        out.write(f"recordings: RETENTION: {data['recordings']['problem']}\n")
     for fs in (data.get("recordings") or {}).get("filesystems") or []:
         if fs.get("floor_unreachable"):
             out.write(f"recordings: min_free + min_free_hysteresis >= the size of {fs['path']} "

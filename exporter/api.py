@@ -111,7 +111,7 @@ class Api:
             "build": build()._asdict(),
             "host": {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
                      "load_average": list(os.getloadavg())},
-            "recordings": {"filesystem": _disk(fs)},
+            "recordings": {"filesystem": _disk(fs), "problem": (data.get("recordings") or {}).get("problem")},
             "readiness": {"min_live_ratio": settings.min_live_ratio, "require_sfu": settings.require_sfu}})
 
     async def stream(self, request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ import os
 import stat
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from agent.blocking import pool
@@ -93,20 +93,21 @@ class SegmentIndex:
         self.timing = Timing()  # media start and duration of segments FFmpeg's playlists named
 
     # -- building ----------------------------------------------------------------
-    def scan_all(self) -> None:
-        """Index the whole root (blocking: run it in a thread).  Replaces what was known."""
+    def scan_all(self, skip: Collection[str] = ()) -> None:
+        """Index the whole root (blocking: run it in a thread).  Replaces what was known, but for
+        the folders in ``skip`` (not answering: a hung mount), which keep what they had."""
         try:
             with os.scandir(self.root) as entries:
-                names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+                names = [e.name for e in entries if e.name not in skip and e.is_dir(follow_symlinks=False)]
         except FileNotFoundError:
             names = []
         # Threads: a cold scan waits on the disk for each inode; overlapping those waits
         # (the GIL is released meanwhile) saves a third of the time.
         list(pool("vas-scan", SCAN_THREADS).map(self.scan_stream, names))
         with self.lock:
-            for gone in set(self.streams) - set(names):
+            for gone in set(self.streams) - set(names) - set(skip):
                 del self.streams[gone]
-            for gone in set(self.links) - set(names):
+            for gone in set(self.links) - set(names) - set(skip):
                 del self.links[gone]
 
     def scan_stream(self, sid: str) -> None:

@@ -8,7 +8,10 @@
 * **manual**: ``vasctl cleanup`` / the control route.
 
 Every pass holds one asyncio lock (passes, manual cleanups and rescans never
-overlap) and does its file system work in a thread.
+overlap) and does its file system work on an ``agent.blocking`` daemon thread: a call
+stuck on a hung mount can neither hold up the agent's start (retention comes up in
+the background) nor its exit (``close`` gives up on it; nothing joins the thread).
+Stream folders that do not answer are left out (agent/recordings/hung.py).
 """
 from __future__ import annotations
 
@@ -18,13 +21,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
-from agent.blocking import pool
+from agent.blocking import in_thread, pool
 from agent.config.model import Config
 from agent.recordings import memory as memory
 from agent.recordings.delete import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
 from agent.recordings.disk import Filesystem, floor_problem, measure_below
+from agent.recordings.hung import PROBE_EVERY, PROBE_TIMEOUT, START_PATIENCE, Answering, problem_text, stuck_text
 from agent.recordings.index import SegmentIndex
 from agent.recordings.inits import Playlists, hold_inits_below
 from agent.recordings.memory import orphan_max_age
@@ -43,6 +48,11 @@ AGE_BATCH = 10.0
 PRESSURE_RETRY = 60.0
 #: Threads deleting at once (one stream each).
 DELETE_THREADS = 8
+#: At stop, a pass in progress gets this long to finish before it is given up (stuck on a hung mount).
+CLOSE_PATIENCE = 3.0
+#: At stop, the inotify watch gets this long to stop (watchdog's threads join within OBSERVER_TIMEOUT).
+WATCH_STOP_TIMEOUT = 8.0
+T = TypeVar("T")
 
 
 class Retention:
@@ -76,32 +86,92 @@ class Retention:
         self.failed: str | None = None
         self.clock = ClockSteps()  # ages stay true across wall-clock steps
         self.unsafe: dict[str, str] = {}  # root entries retention refuses (symlinks): name -> reason
+        self.answering = Answering(self.root)  # stream folders that do not answer (a hung mount): left out
+        self._coming_up: asyncio.Future | None = None
+        self._patience: asyncio.TimerHandle | None = None
+        self._rechecking = False
+        self._next_probe = time.monotonic() + PROBE_EVERY
+        self._calls: dict[object, tuple[str, float]] = {}  # retention's calls in threads: what, since
+        self._problem_said: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
-        """Watch the root, then index it in the background (streams start meanwhile)."""
+        """Come up in the background (watch, then index): streams start meanwhile, and a hung
+        mount under the root holds up neither the agent's start nor its first snapshot."""
+        # The inotify instance now (no file system access): its queue size is the one set at start.
+        watch = Watch(self.root, self.index, skip=self._left_out)
+        self._coming_up = asyncio.ensure_future(self._come_up(watch))
+        self._patience = asyncio.get_running_loop().call_later(START_PATIENCE, self._impatient)
+
+    async def _come_up(self, watch: Watch) -> None:
         try:
-            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-            self._watch = Watch(self.root, self.index)
-            await asyncio.to_thread(self._watch.start)  # adding watches walks the directories
+            await self.answering.find()  # stream folders that do not answer are left out of the walk
+            await self._io(partial(self.root.mkdir, parents=True, exist_ok=True), "mkdir")
+            await self._io(watch.start, "watch")  # adding watches walks the directories
         except OSError as exc:  # recording may still work later; retention says why it cannot
             self.failed = f"cannot watch recordings root {self.root}: {exc.strerror or exc}"
             log.error("retention disabled: %s", self.failed)
+            self._on_change("")
             return
+        self._watch = watch
+        self.answering.watching()
         self._spawn(self._rescan("start"))
         self._tick_handle = asyncio.get_running_loop().call_later(TICK, self._tick)
+        self._on_change("")
+
+    def _left_out(self, name: str) -> bool:
+        return name in self.answering.hung  # read on watchdog's threads: a set lookup, no lock needed
+
+    def _impatient(self) -> None:
+        if self._watch is None and not self.failed:
+            self._spawn(self._say_waiting())
+
+    async def _say_waiting(self) -> None:
+        await self.answering.find()  # does the root itself answer?  (which folders do not)
+        if self._watch is None and not self.failed:
+            self.answering.impatient(START_PATIENCE)
+            self._on_change("")
+
+    async def _io(self, fn: Callable[[], T], what: str, key: str | None = None) -> T:
+        """``fn()`` on a daemon thread named ``retention:{what}`` (a stuck one says what it was doing)."""
+        token = object()
+        self._calls[token] = (f"retention:{what}", time.monotonic())
+        try:
+            return await in_thread(fn, timeout=None, name=f"retention:{what}", key=key)
+        finally:
+            del self._calls[token]
 
     async def close(self) -> None:
-        """Stop watching and timers; a pass in progress finishes first.  Safe twice."""
+        """Stop watching and timers; a pass in progress gets CLOSE_PATIENCE to finish.  Safe twice."""
         if self._closed:
             return
         self._closed = True
-        for handle in (self._tick_handle, self._age_handle):
+        for handle in (self._tick_handle, self._age_handle, self._patience):
             if handle is not None:
                 handle.cancel()
-        async with self._lock:
+        if self._coming_up is not None:
+            self._coming_up.cancel()  # a watch still starting (stuck on the root) is left to its thread
+        held = False
+        try:
+            await asyncio.wait_for(self._lock.acquire(), CLOSE_PATIENCE)
+            held = True
+        except TimeoutError:
+            # A pass stuck on a hung mount is given up; its thread dies with the process.  Safe: it
+            # deletes one planned file at a time, each checked again right before its unlink, and the
+            # next start's pass plans what it left.
+            log.warning("retention: a pass is still running after %gs (stuck on a hung mount?): not waiting "
+                        "for it", CLOSE_PATIENCE)
+        for task in list(self._tasks):
+            task.cancel()  # passes waiting for the lock (or stuck) do not run after close
+        try:
             if self._watch is not None:
-                await asyncio.to_thread(self._watch.stop)
+                await in_thread(self._watch.stop, timeout=WATCH_STOP_TIMEOUT, name="retention:watch-stop")
+        except TimeoutError:
+            log.warning("retention: the inotify watch did not stop within %gs (a hung mount?): left behind",
+                        WATCH_STOP_TIMEOUT)
+        finally:
+            if held:
+                self._lock.release()
 
     def update(self, cfg: Config) -> list[str]:
         """A reload: new policies apply in place (a new root needs an agent restart).
@@ -129,7 +199,7 @@ class Retention:
 
     async def _save_memory(self) -> None:
         async with self._lock:  # one writer of the file at a time
-            await asyncio.to_thread(self._save_now)
+            await self._io(self._save_now, "memory")
 
     def _save_now(self) -> None:
         memory.save(self.root, dict(self.remembered), {k: v for k, v in self.folders.items() if k in self.remembered})
@@ -142,19 +212,21 @@ class Retention:
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
+        if why != "start":  # (start probed just before) a folder that hangs since is left out from now
+            await self._find_hung()
         async with self._lock:
             started = time.monotonic()
-            await asyncio.to_thread(self.index.scan_all)
+            await self._io(partial(self.index.scan_all, frozenset(self.answering.hung)), "scan")
             if why == "start":
                 with self.index.lock:
                     on_disk = list(self.index.streams)
-                loaded = await asyncio.to_thread(memory.load, self.root)
+                loaded = await self._io(partial(memory.load, self.root), "memory")
                 # A reload during the scan already put newer entries in memory: they win over the file.
                 self.remembered = {**memory.keep_unknown(loaded, loaded.streams, on_disk), **self.remembered}
                 self.folders = {**loaded.folders, **self.folders}
-                await asyncio.to_thread(self._follow_folders, on_disk)
+                await self._io(partial(self._follow_folders, on_disk), "folders")
                 self.remembered = memory.merged(self.remembered, self.cfg)
-                await asyncio.to_thread(self._save_now)
+                await self._io(self._save_now, "memory")
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
             log.info("recordings indexed (%s): %d segments in %.2fs", why, n, time.monotonic() - started)
             await self._check_unsafe(announce_all=why == "start")
@@ -168,7 +240,8 @@ class Retention:
         from agent.recordings.unsafe import announce, find_unsafe
         with self.index.lock:
             nested = {sid: list(links) for sid, links in self.index.links.items() if links}
-        found = await asyncio.to_thread(find_unsafe, self.root, list(self.cfg.streams), nested)
+        configured = [sid for sid in self.cfg.streams if sid not in self.answering.hung]  # an lstat each
+        found = await self._io(partial(find_unsafe, self.root, configured, nested), "unsafe")
         fresh = found if announce_all else {k: v for k, v in found.items() if self.unsafe.get(k) != v}
         announce(self.root, fresh, self.cfg.streams)
         changed = set(found.items()) ^ set(self.unsafe.items())
@@ -182,19 +255,19 @@ class Retention:
         async with self._lock:
             with self.index.lock:
                 on_disk = list(self.index.streams)
-            if await asyncio.to_thread(self._follow_folders, on_disk):
-                await asyncio.to_thread(self._save_now)
+            if await self._io(partial(self._follow_folders, on_disk), "folders"):
+                await self._io(self._save_now, "memory")
             self.clock.check()
             now = time.time()
-            plans, pressure = await asyncio.to_thread(self._plan_all, now)
+            plans, pressure = await self._io(partial(self._plan_all, now), "plan")
             merged: dict[str, list[Candidate]] = {}  # one run per reason: streams delete in parallel
             for reason, doomed in plans:
                 merged.setdefault(reason, []).extend(doomed)
             for reason, doomed in merged.items():
-                await asyncio.to_thread(self._execute, doomed, reason, now)
+                await self._io(partial(self._execute, doomed, reason, now), f"delete:{reason}")
             freed = False
             for fs, doomed in pressure:
-                outcome = await asyncio.to_thread(self._execute, doomed, "disk", now)
+                outcome = await self._io(partial(self._execute, doomed, "disk", now), "delete:disk")
                 self.pressure.record(fs, outcome)
                 freed = freed or bool(outcome.deleted)
             if pressure and not freed:  # below a floor with nothing it may take: look again later, not every tick
@@ -316,6 +389,40 @@ class Retention:
             return
         self._tick_handle = asyncio.get_running_loop().call_later(TICK, self._tick)
         self._spawn(self._check())
+        if self.answering.hung and not self._rechecking:
+            self._spawn(self._recheck())
+        if self._problem() != self._problem_said:  # e.g. a call stuck past STUCK_AFTER: the snapshot says so
+            self._problem_said = self._problem()
+            self._on_change("")
+        if time.monotonic() >= self._next_probe:  # while a pass runs too: it may be the one stuck
+            self._next_probe = time.monotonic() + PROBE_EVERY
+            self._spawn(self._find_hung())
+
+    async def _find_hung(self) -> None:
+        """Folders that stopped answering since they were indexed leave the index (no pass plans there)."""
+        for sid in await self.answering.find():
+            self.index.discard_tree(sid, "")
+            self._on_change(sid)
+
+    async def _recheck(self) -> None:
+        """Folders left out that answer again are taken back, each on its own (one that hangs again
+        at once holds only its own task)."""
+        self._rechecking = True
+        try:
+            back = await self.answering.recheck()
+        finally:
+            self._rechecking = False
+        for sid in sorted(back):
+            self._spawn(self._take_back(sid))
+
+    async def _take_back(self, sid: str) -> None:
+        """Watch, index and enforce a folder that answers again, as the others."""
+        if self._watch is not None:
+            await self._io(partial(self._watch.add, sid), f"watch:{sid}")
+        async with self._lock:
+            await self._io(partial(self.index.scan_stream, sid), f"scan:{sid}")
+        self._on_change(sid)
+        await self.enforce()
 
     async def _check(self) -> None:
         if self._lock.locked() or not self.ready.is_set():
@@ -326,14 +433,18 @@ class Retention:
             return
         for sid in self._watch.take_rescans() if self._watch else ():
             async with self._lock:
-                await asyncio.to_thread(self.index.scan_stream, sid)
+                await self._io(partial(self.index.scan_stream, sid), f"scan:{sid}")
         for sid in self._watch.take_changed() if self._watch else ():
             self._on_change(sid)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.cfg.recordings.sweep_interval
             await self._rescan("sweep")
             return
-        fss = await asyncio.to_thread(self._statvfs)
+        try:  # bounded: a folder that hangs since it was indexed would hold a thread per tick
+            fss = await in_thread(self._statvfs, timeout=PROBE_TIMEOUT, name="retention:statvfs")
+        except TimeoutError:
+            self._spawn(self._find_hung())
+            return
         pressed = [fs for fs in fss if fs.free < fs.floor]
         if self._over_cap() or any(fs.emergency for fs in pressed) or \
                 (pressed and time.monotonic() >= self._pressure_idle_until):
@@ -383,10 +494,10 @@ class Retention:
         from agent.recordings.plans import plan_manual
         if retention_days is not None:
             check_days(retention_days)  # every caller checks; this is the last line before deleting
-        if sid is not None and self._unsafe(sid):
-            raise UnsafeDirectory(f"{self.root / sid}: not a plain directory; nothing deleted")
-        if self.failed:
-            raise UnsafeDirectory(self.failed)
+        if self.failed or self.answering.waiting:
+            raise UnsafeDirectory(self.failed or self.answering.waiting or "")
+        if sid is not None:
+            await self._check_folder(sid)
         await self.ready.wait()
         async with self._lock:
             self.clock.check()
@@ -395,13 +506,26 @@ class Retention:
             with self.index.lock:
                 plans = plan_manual(self.index, self.cfg, ids, now, self._is_running, retention_days,
                                     self.clock.shift)
-            await asyncio.to_thread(self._hold_inits, [d for _, d in plans.values()])
+            await self._io(partial(self._hold_inits, [d for _, d in plans.values()]), "inits")
             out = {}
             for stream_id, (max_age, doomed) in plans.items():
                 outcome = (Outcome(deleted=doomed) if dry_run
-                           else await asyncio.to_thread(self._execute, doomed, "manual", now))
+                           else await self._io(partial(self._execute, doomed, "manual", now), "delete:manual"))
                 out[stream_id] = (max_age, outcome)
             return out
+
+    async def _check_folder(self, sid: str) -> None:
+        """UnsafeDirectory when the stream's folder does not answer or is not a plain directory."""
+        hung = UnsafeDirectory(f"{self.root / sid}: not answering (a hung mount?); nothing deleted")
+        if sid in self.answering.hung:
+            raise hung
+        try:
+            unsafe = await in_thread(partial(self._unsafe, sid), timeout=PROBE_TIMEOUT, name=f"probe:{self.root / sid}",
+                                     key=f"probe:{self.root / sid}")
+        except TimeoutError:
+            raise hung from None
+        if unsafe:
+            raise UnsafeDirectory(f"{self.root / sid}: not a plain directory; nothing deleted")
 
     def _unsafe(self, sid: str) -> bool:
         """The stream's directory exists but is a symlink or not a directory."""
@@ -423,10 +547,16 @@ class Retention:
                 "future_dated": {"segments": ahead, "bytes": ahead_bytes},
                 "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
 
+    def _problem(self) -> str | None:
+        stuck = stuck_text(list(self._calls.values()), time.monotonic()) if self.answering.hung else None
+        return problem_text(self.failed, self.answering.text(), stuck)
+
     def view(self) -> dict[str, Any]:
         """The snapshot's top-level ``recordings`` entry."""
         return {"root": str(self.root), "filesystem": self.filesystem, **self.pressure.view(),
                 "indexed": self.ready.is_set(),
+                "problem": self._problem(),
+                "not_answering": sorted(str(self.root / n) for n in self.answering.hung),
                 "deletion_errors": self.errors, "clock_steps": len(self.clock.steps),
                 "orphans": sorted(set(self.index.streams) - set(self.cfg.streams)),
                 "unsafe_directories": dict(sorted(self.unsafe.items()))}

@@ -8,6 +8,10 @@ watchdog rebuilds its watches after an inotify queue overflow but tells
 handlers nothing; its log record is no signal (at ``--log-level error`` it is
 never made), so the watch group's own IN_Q_OVERFLOW callback is: the owner
 rescans when :meth:`Watch.take_overflow` says so.
+
+Stream folders that do not answer (a hung mount, agent/recordings/hung.py) are left
+out of the recursive walk (``skip``): a stat there never returns.  :meth:`Watch.add`
+watches one once it answers again.
 """
 from __future__ import annotations
 
@@ -60,19 +64,43 @@ class _OverflowGroup(InotifyWatchGroup):
     """watchdog's watch group, telling ``on_overflow`` when the kernel dropped events."""
 
     on_overflow: Callable[[], None] = lambda: None
+    skip: Callable[[str], bool] = lambda name: False  # a folder directly under the root left out
 
     def on_queue_overflow(self) -> None:
         self.on_overflow()  # first: events were lost, whatever the rebuild below does
         super().on_queue_overflow()
+
+    def _add_all_callbacks(self, path: bytes) -> None:
+        """watchdog's recursive walk (7.1), leaving out the folders under the root that ``skip`` names:
+        their stat would never return (a hung mount)."""
+        if path != self.path or not self.is_recursive:
+            if os.path.dirname(path) != self.path or not self.skip(os.fsdecode(os.path.basename(path))):
+                super()._add_all_callbacks(path)
+            return
+        self._add_callback(path)
+        for top, dirnames, _ in os.walk(path, followlinks=False):
+            if top == path:  # pruned in place: os.walk does not descend into what is removed
+                dirnames[:] = [d for d in dirnames if not self.skip(os.fsdecode(d))]
+            for dirname in dirnames:
+                full = os.path.join(top, dirname)
+                if not os.path.islink(full):
+                    self._add_callback(full)
+
+    def add(self, path: bytes) -> None:
+        """Watch ``path`` and below (a folder that was left out answers again; blocking)."""
+        with self._lock:
+            if self.is_active:
+                self._add_all_callbacks(path)
 
 
 class _OverflowEmitter(InotifyEmitter):
     """watchdog's inotify emitter with an :class:`_OverflowGroup` (its ``on_thread_start``,
     watchdog 7.1, with that one class swapped)."""
 
-    def __init__(self, *args: Any, on_overflow: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_overflow: Callable[[], None], skip: Callable[[str], bool],
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._on_overflow = on_overflow
+        self._on_overflow, self._skip = on_overflow, skip
 
     def get_event_mask_from_filter(self) -> Any:
         # watchdog 7.1 maps no filter class to IN_ATTRIB alone (FileModifiedEvent brings IN_MODIFY).
@@ -85,28 +113,35 @@ class _OverflowEmitter(InotifyEmitter):
         self._inotify = _OverflowGroup(self._inotify_fd, os.fsencode(self.watch.path),
                                        is_recursive=self.watch.is_recursive,
                                        event_mask=self.get_event_mask_from_filter(),
-                                       follow_symlink=self.watch.follow_symlink, on_overflow=self._on_overflow)
+                                       follow_symlink=self.watch.follow_symlink, on_overflow=self._on_overflow,
+                                      skip=self._skip)
+
+    def add(self, path: bytes) -> None:
+        """Watch ``path`` and below, when this emitter's group is running (blocking)."""
+        group = self._inotify
+        if isinstance(group, _OverflowGroup):
+            group.add(path)
 
 
 class _Observer(InotifyObserver):
     """An inotify observer whose emitters report queue overflows to ``on_overflow``."""
 
-    def __init__(self, *, timeout: float, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, *, timeout: float, on_overflow: Callable[[], None], skip: Callable[[str], bool]) -> None:
         self._inotify_fd = InotifyFD()
         self._inotify_fd.start()
         BaseObserver.__init__(self, _OverflowEmitter, timeout=timeout, inotify_fd=self._inotify_fd,
-                              on_overflow=on_overflow)
+                              on_overflow=on_overflow, skip=skip)
 
 
 class Watch(FileSystemEventHandler):
     """inotify on the recordings root, feeding a :class:`SegmentIndex`.  ``start()``/``stop()``."""
 
-    def __init__(self, root: Path, index: SegmentIndex) -> None:
+    def __init__(self, root: Path, index: SegmentIndex, skip: Callable[[str], bool] = lambda name: False) -> None:
         self.root, self.index = root, index
         self._prefix = str(root).rstrip("/") + "/"
         self._overflow = threading.Event()
         self.overflows = 0  # inotify queue overflows seen (each one: a rescan)
-        self._observer = _Observer(timeout=OBSERVER_TIMEOUT, on_overflow=self._overflowed)
+        self._observer = _Observer(timeout=OBSERVER_TIMEOUT, on_overflow=self._overflowed, skip=skip)
         self._changed: set[str] = set()
         self._rescan: set[str] = set()
         self._root_fd: int | None = None
@@ -116,6 +151,12 @@ class Watch(FileSystemEventHandler):
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._observer.schedule(self, str(self.root), recursive=True, event_filter=EVENTS)
         self._observer.start()
+
+    def add(self, name: str) -> None:
+        """Watch the folder ``name`` under the root that was left out (it answers again; blocking)."""
+        for emitter in list(self._observer.emitters):
+            if isinstance(emitter, _OverflowEmitter):
+                emitter.add(os.fsencode(self.root / name))
 
     def stop(self) -> None:
         """Stop watching (blocking, bounded)."""

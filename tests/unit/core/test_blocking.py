@@ -141,3 +141,51 @@ async def test_a_key_still_stuck_fails_at_once_and_holds_one_thread(tmp_path):
             await asyncio.sleep(0.01)  # the released call is on its way back
     else:
         pytest.fail("key dir:a never freed after its call returned")
+
+
+def test_a_pool_keeps_the_order_raises_the_first_error_and_reuses_its_threads():
+    fan = blocking.pool("test-fan", 3)
+    assert fan.map(lambda x: x * 2, range(10)) == [x * 2 for x in range(10)]
+    first = {t.name for t in threading.enumerate() if t.name.startswith("test-fan-")}
+    with pytest.raises(ZeroDivisionError):
+        fan.map(lambda x: 1 / x, [1, 0, 2])
+    assert all(t.daemon for t in fan.map(lambda _: threading.current_thread(), [1, 2]))
+    assert {t.name for t in threading.enumerate() if t.name.startswith("test-fan-")} == first  # no new threads
+    assert len(first) <= 3
+
+
+#: Stuck on a FIFO nobody writes to (a hung mount's stand-in) in a pool and in asyncio's default
+#: executor, then the interpreter exits: it must not wait for them (ThreadPoolExecutor threads are
+#: joined at exit, and asyncio.run joins its default executor's with no timeout).
+STUCK_AT_EXIT = """
+import asyncio, sys, threading
+from agent import blocking
+fifo = sys.argv[1]
+threading.Thread(target=lambda: blocking.pool("exit-test", 1).map(lambda p: open(p).read(), [fifo]),
+                 daemon=True).start()
+async def main():
+    if sys.argv[2] == "executor":
+        asyncio.get_running_loop().set_default_executor(blocking.DaemonExecutor())
+        asyncio.ensure_future(asyncio.to_thread(lambda: open(fifo).read()))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if len(blocking.stuck()) == (2 if sys.argv[2] == "executor" else 1):
+            break
+asyncio.run(main())
+print(",".join(blocking.stuck()), flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["pool", "executor"])
+def test_calls_stuck_at_exit_do_not_hold_up_the_exit_and_are_named(tmp_path, where):
+    import subprocess
+    import sys
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = subprocess.run([sys.executable, "-c", STUCK_AT_EXIT, str(fifo), where], capture_output=True, text=True,
+                         timeout=20, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0, out.stderr
+    names = out.stdout.strip().split(",")
+    assert "exit-test-1" in names
+    if where == "executor":
+        assert any(n.startswith("executor:") for n in names), names

@@ -1,0 +1,201 @@
+"""One stream's recording folder on a hung mount (a real FUSE mount no server answers,
+tests/faults/hungfs.py, in a private mount namespace): the agent starts and publishes its
+snapshot, the healthy stream runs and its retention is enforced, retention's status names
+the folder that does not answer, and comes up for it by itself once it answers; SIGTERM
+still ends the agent within its stop budget, the final snapshot written."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import BIN, TRAPS_TERM, AgentProcess, alive, config, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse") or not shutil.which("unshare"),
+                                 reason="needs root, /dev/fuse and unshare (a FUSE mount in a private namespace)")]
+HUNGFS = Path(__file__).with_name("hungfs.py")
+OLD = time.time() - 30 * 86400
+
+
+def plant(folder: Path) -> Path:
+    """Two segments 30 days old: retention 1d takes the first (the newest segment of a running
+    stream is kept: it may be the one being written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(("old.ts", "newest.ts")):
+        (folder / name).write_bytes(b"x" * 100)
+        os.utime(folder / name, (OLD + i, OLD + i))
+    return folder / "old.ts"
+
+
+class HungAgent(AgentProcess):
+    """The agent started by hungfs.py in a private mount namespace where ``hung_dirs`` hang."""
+
+    def __init__(self, workdir: Path, cfg: dict, hung_dirs: list[Path]) -> None:
+        super().__init__(workdir, cfg)
+        self.hung_dirs = hung_dirs
+        self.runner: subprocess.Popen[str] | None = None
+        self.pid = 0
+
+    def launch(self) -> HungAgent:
+        mounts = [a for d in self.hung_dirs for a in ("--mount", str(d))]
+        self.runner = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", sys.executable, str(HUNGFS), *mounts,
+             "--log", str(self.log_path), "--", str(BIN / "vas-agent"), "--config", str(self.config_path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env, start_new_session=True)
+        assert self.runner.stdout is not None
+        line = self.runner.stdout.readline()  # "pid N" once mounted and started (bounded by the runner)
+        assert line.startswith("pid "), f"hungfs runner: {line!r}\n{self.log()}"
+        self.pid = int(line.split()[1])
+        return self
+
+    def abort(self) -> None:
+        """The mount answers again (ENOTCONN, then the plain directory beneath it)."""
+        assert self._ask("abort") == "aborted"
+
+    def mount(self, target: Path) -> None:
+        """One more hung mount, over ``target`` (in the agent's namespace)."""
+        assert self._ask(f"mount {target}") == "mounted"
+
+    def _ask(self, line: str) -> str:
+        assert self.runner is not None and self.runner.stdin is not None and self.runner.stdout is not None
+        self.runner.stdin.write(line + "\n")
+        self.runner.stdin.flush()
+        return self.runner.stdout.readline().strip()
+
+    def wait_exit(self, timeout: float) -> None:
+        wait_for(lambda: not alive(self.pid), timeout, "the agent to exit")
+
+    def close(self) -> None:
+        """Kill what is left (only this test's agent and runner); the runner aborts the mounts."""
+        if self.pid and alive(self.pid):
+            os.kill(self.pid, signal.SIGKILL)
+        if self.runner is not None:
+            if self.runner.stdin is not None:
+                self.runner.stdin.close()  # EOF: the runner aborts every mount
+            try:
+                self.runner.wait(20)
+            except subprocess.TimeoutExpired:
+                self.runner.kill()
+                self.runner.wait(10)
+
+
+@pytest.fixture
+def hung_agent(tmp_path) -> Iterator[HungAgent]:
+    """An agent with a healthy stream ``ok`` (an old segment to delete) and ``hung``, whose
+    recording folder is a hung mount (old segments planted beneath it, hidden until abort)."""
+    rec = tmp_path / "recordings"
+    plant(rec / "ok")
+    plant(rec / "hung")
+    streams = {"ok": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}},
+               "hung": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
+    agent = HungAgent(tmp_path, config(streams), [rec / "hung"])
+    try:
+        yield agent
+    finally:
+        agent.close()
+
+
+def recordings(agent: AgentProcess) -> dict:
+    return agent.snapshot()["recordings"]
+
+
+def test_a_hung_stream_folder_neither_holds_up_start_nor_the_other_streams_and_retention_returns_for_it(
+        hung_agent, tmp_path):
+    """Snapshot and the healthy stream live at once; retention deletes the healthy stream's old
+    segment while naming the hung folder; once it answers, its old segment goes too."""
+    started = time.monotonic()
+    agent, rec = hung_agent.launch(), tmp_path / "recordings"
+    wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+    print(f"\nfirst snapshot with a hung folder: {time.monotonic() - started:.1f}s after the start")
+    agent.wait_state("ok", "live", timeout=30)
+    wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "hung")], 30, "retention to name the hung folder")
+    assert str(rec / "hung") in recordings(agent)["problem"]
+    status = agent.vasctl("status", by_socket=True)
+    assert f"{rec / 'hung'}: not answering" in status.stdout, status.stdout
+    wait_for(lambda: not (rec / "ok" / "old.ts").exists(), 30, "the healthy stream's old segment to be deleted")
+    assert "is not answering (a hung mount?)" in agent.log()
+
+    agent.abort()
+    wait_for(lambda: recordings(agent)["problem"] is None, 30, "retention's problem to clear")
+    wait_for(lambda: not (rec / "hung" / "old.ts").exists(), 30, "the old segment of the folder back to be deleted")
+    assert "answers again" in agent.log()
+    os.kill(agent.pid, signal.SIGTERM)
+    agent.wait_exit(30)
+    assert agent.snapshot()["agent"]["status"] == "stopped"
+    assert "Traceback" not in agent.log()
+
+
+def test_sigterm_ends_the_agent_while_a_folder_stays_hung(hung_agent):
+    """SIGTERM as soon as the agent listens (its retention coming up, the mount still hung): the
+    agent exits within its stop budget, its final snapshot written."""
+    agent = hung_agent.launch()
+    wait_for(lambda: (agent.runtime_dir / "agent.sock").exists(), 15, "the agent's control socket")
+    started = time.monotonic()
+    os.kill(agent.pid, signal.SIGTERM)
+    agent.wait_exit(30)
+    print(f"\nexit with a hung folder: {time.monotonic() - started:.1f}s after SIGTERM")
+    assert agent.snapshot()["agent"]["status"] == "stopped"
+
+
+def test_a_hang_below_a_stream_folder_makes_retention_wait_and_say_so(tmp_path):
+    """A mount hung below a stream's folder (the probe of the root's entries cannot see it): the
+    agent starts all the same, retention says after START_PATIENCE that it waits for the root,
+    and SIGTERM ends the agent, which names the calls it left stuck."""
+    rec = tmp_path / "recordings"
+    streams = {"ok": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
+    agent = HungAgent(tmp_path, config(streams), [rec / "ok" / "2026"])
+    try:
+        agent.launch()
+        wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+        agent.wait_state("ok", "live", timeout=30)
+        wait_for(lambda: "a directory below" in (recordings(agent)["problem"] or ""), 30, "retention to say it waits")
+        assert str(rec) in recordings(agent)["problem"]
+        started = time.monotonic()
+        os.kill(agent.pid, signal.SIGTERM)
+        agent.wait_exit(30)
+        print(f"\nexit with the root's watch stuck: {time.monotonic() - started:.1f}s after SIGTERM")
+        assert agent.snapshot()["agent"]["status"] == "stopped"
+        assert "calls still stuck (a hung mount?), not waited for: retention:watch" in agent.log()
+    finally:
+        agent.close()
+
+
+def test_a_pass_stuck_on_a_mount_that_hung_later_is_named_and_does_not_hold_up_the_exit(tmp_path):
+    """A folder indexed while it answered hangs just before the age pass that deletes there: the
+    pass is stuck in the kernel.  Retention's status names the folder and the stuck call; SIGTERM:
+    retention gives the pass CLOSE_PATIENCE, then gives up on it (each deletion was decided and
+    is checked again before its unlink), and the agent exits."""
+    rec = tmp_path / "recordings"
+    due = time.time() + 12  # the older segment expires then: the age timer's pass deletes it
+    (rec / "late").mkdir(parents=True)
+    for i, name in enumerate(("a.ts", "b.ts")):
+        (rec / "late" / name).write_bytes(b"x" * 100)
+        os.utime(rec / "late" / name, (due - 86400 + i * 3600,) * 2)
+    streams = {"late": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
+    agent = HungAgent(tmp_path, config(streams), [])
+    try:
+        agent.launch()
+        wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+        wait_for(lambda: agent.streams()["late"]["recording"]["segment_count"] == 2, 10, "the index")
+        wait_for(lambda: time.time() > due - 1, 12, "a moment before the age pass (its timer)")
+        agent.mount(rec / "late")
+        wait_for(lambda: "has been running for more than" in (recordings(agent)["problem"] or ""), 40,
+                 "retention to name the stuck call")
+        assert f"{rec / 'late'}: not answering" in recordings(agent)["problem"]
+        started = time.monotonic()
+        os.kill(agent.pid, signal.SIGTERM)
+        agent.wait_exit(30)
+        print(f"\nexit with a retention pass stuck: {time.monotonic() - started:.1f}s after SIGTERM")
+        assert agent.snapshot()["agent"]["status"] == "stopped"
+        assert "a pass is still running after 3s" in agent.log()
+        assert "calls still stuck (a hung mount?), not waited for: " in agent.log()
+    finally:
+        agent.close()

@@ -1,0 +1,97 @@
+"""Folders that do not answer: the status texts (pure) and the probe's verdicts, with a fake
+lstat that blocks for the names a test calls hung (the real hung mount: tests/faults/test_hung_mount.py)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.recordings import hung
+from agent.recordings.hung import Answering, problem_text, skipped_text, stuck_text, waiting_text
+
+ROOT = Path("/srv/rec")
+
+
+def test_texts_name_the_paths_and_say_what_retention_does():
+    assert skipped_text(ROOT, set()) is None
+    one = skipped_text(ROOT, {"cam2"})
+    assert one is not None and one.startswith("/srv/rec/cam2: not answering") and "leaves it out" in one
+    two = skipped_text(ROOT, {"cam9", "cam2"})
+    assert two is not None and two.startswith("/srv/rec/cam2, /srv/rec/cam9:") and "leaves them out" in two
+    many = skipped_text(ROOT, {f"cam{i}" for i in range(10, 50)})
+    assert many is not None and many.startswith("/srv/rec/cam10, /srv/rec/cam11")
+    assert "/srv/rec/cam14 and 35 more:" in many
+    assert waiting_text(ROOT, root_answers=False, waited=10).startswith("recordings root /srv/rec is not answering")
+    below = waiting_text(ROOT, root_answers=True, waited=10)
+    assert below.startswith("a directory below /srv/rec is not answering")
+    assert problem_text(None, None) is None
+    assert problem_text("a", None, "b") == "a; b"
+
+
+def test_a_call_is_named_only_past_stuck_after_and_the_oldest_first():
+    now = 1000.0
+    assert stuck_text([], now) is None
+    assert stuck_text([("retention:plan", now - hung.STUCK_AFTER + 1)], now) is None
+    text = stuck_text([("retention:scan", now - 11), ("retention:folders", now - 50)], now)
+    assert text is not None and text.startswith("retention:folders has been running for more than")
+
+
+class FakeDisk:
+    """lstat/listdir for a root whose ``hung`` names block until ``release``."""
+
+    def __init__(self, names: list[str], hung_names: set[str]) -> None:
+        self.names, self.hung = names, hung_names
+        self.release = threading.Event()
+
+    def listdir(self, path: Path) -> list[str]:
+        return list(self.names)
+
+    def lstat(self, path: Path) -> None:
+        if path.name in self.hung and not self.release.wait(10):
+            raise AssertionError("never released")
+
+
+@pytest.fixture
+def quick_probe(monkeypatch):
+    monkeypatch.setattr(hung, "PROBE_TIMEOUT", 2.0)  # the fake's answers are at once; beside other workers
+
+
+async def test_folders_that_do_not_answer_are_found_logged_once_and_return(quick_probe, caplog):
+    disk = FakeDisk(["cam1", "cam2", "cam3"], {"cam2"})
+    answering = Answering(ROOT, lstat=disk.lstat, listdir=disk.listdir)
+    with caplog.at_level(logging.INFO, "vas.retention"):
+        assert await answering.find() == {"cam2"}
+        assert await answering.find() == set()  # still hung: not new (its probe still stuck fails at once)
+        assert answering.hung == {"cam2"}
+        assert answering.text() == skipped_text(ROOT, {"cam2"})
+        assert await answering.recheck() == set()
+        disk.release.set()  # its stuck probe returns, then a new probe may go (the key)
+        for _ in range(100):
+            if back := await answering.recheck():
+                break
+            await asyncio.sleep(0.05)
+        assert back == {"cam2"}
+    assert answering.hung == set() and answering.text() is None
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "/srv/rec/cam2 is not answering" in errors[0].getMessage()
+    assert any("/srv/rec/cam2 answers again" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+
+
+async def test_a_root_that_does_not_answer_is_what_retention_waits_for(quick_probe, caplog):
+    release = threading.Event()
+    answering = Answering(ROOT, listdir=lambda p: release.wait(10) and [])  # type: ignore[arg-type,return-value]
+    try:
+        assert await answering.find() == set()
+        assert not answering.root_answers
+        with caplog.at_level(logging.INFO, "vas.retention"):
+            answering.impatient(10)
+            answering.impatient(10)  # said once
+            assert answering.text() is not None and answering.text().startswith("recordings root /srv/rec")
+            answering.watching()
+        assert answering.text() is None
+        assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
+    finally:
+        release.set()
