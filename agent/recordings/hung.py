@@ -127,7 +127,9 @@ class Answering:
 
     def text(self) -> str | None:
         """The status line about folders that do not answer; None when all do."""
-        return problem_text(self.waiting, skipped_text(self.root, self.hung))
+        hung_root = None if self.root_answers or self.waiting else \
+            waiting_text(self.root, root_answers=False, waited=PROBE_TIMEOUT)  # hung since the watch started
+        return problem_text(self.waiting, hung_root, skipped_text(self.root, self.hung))
 
     async def _answers(self, name: str) -> bool:
         try:

@@ -169,10 +169,10 @@ def inherit(known: Mapping[str, float], folders: Mapping[str, tuple[int, int]],
 
 
 def follow(root: Path, known: dict[str, float], folders: dict[str, tuple[int, int]], configured: set[str],
-           on_disk: list[str]) -> tuple[dict[str, float], dict[str, tuple[int, int]], bool]:
+           current: dict[str, tuple[int, int]]) -> tuple[dict[str, float], dict[str, tuple[int, int]], bool]:
     """A stream folder moved aside (``mv lobby lobby-2025``) keeps its stream's retention (same
-    device and inode as remembered): ``(known, folders, changed)`` updated (blocking: stats)."""
-    current = identities(root, on_disk)
+    device and inode as remembered): ``(known, folders, changed)`` updated from ``current``, the
+    folders' :func:`identities` now (no file system access: the stats are the caller's, bounded)."""
     found = inherit(known, folders, {sid: i for sid, i in current.items() if sid not in configured})
     for sid, keep in sorted(found.items()):
         log.warning("recordings: %s is a stream's folder moved aside: its segments are kept %s (reason orphan)",

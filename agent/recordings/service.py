@@ -52,6 +52,9 @@ DELETE_THREADS = 8
 CLOSE_PATIENCE = 3.0
 #: At stop, the inotify watch gets this long to stop (watchdog's threads join within OBSERVER_TIMEOUT).
 WATCH_STOP_TIMEOUT = 8.0
+#: Why a pass did not run: a folder moved aside would be planned as a stranger's (orphan_retention).
+FOLLOW_UNKNOWN = ("the stream folders' identities could not be read (a hung mount?): no pass runs until they "
+                  "are (a folder moved aside would lose its stream's retention)")
 T = TypeVar("T")
 
 
@@ -183,11 +186,10 @@ class Retention:
                         cfg.recordings_root, self.root)
             cfg = dataclasses.replace(cfg, recordings_root=self.root)
         old, self.cfg = self.cfg, cfg
-        with self.index.lock:
-            on_disk = list(self.index.streams)
-        self.remembered = {**self.remembered, **memory.merged({}, old)}
-        self._follow_folders(on_disk)  # a few stats: before a removed stream's entry is dropped
-        self.remembered = memory.merged(self.remembered, cfg)
+        # No file system access here, on the event loop: a stream folder that hung since the last
+        # probe would freeze the agent (supervision, heartbeat, control socket) in a stat.  The
+        # folders' identities are read by _save_memory, on a bounded thread (_follow).
+        self.remembered = memory.merged({**self.remembered, **memory.merged({}, old)}, cfg)
         self._spawn(self._save_memory())
         notes = memory.removed_notes(old, cfg, self.index, self.remembered)
         notes += [p for fs in self.pressure.filesystems
@@ -198,17 +200,34 @@ class Retention:
         return notes
 
     async def _save_memory(self) -> None:
+        """After a reload: the folders followed (a removed stream's identity remembered), then saved."""
         async with self._lock:  # one writer of the file at a time
+            await self._follow()
             await self._io(self._save_now, "memory")
 
     def _save_now(self) -> None:
         memory.save(self.root, dict(self.remembered), {k: v for k, v in self.folders.items() if k in self.remembered})
 
-    def _follow_folders(self, on_disk: list[str]) -> bool:
-        """Folders moved aside keep their stream's retention (memory.follow); True when it changed."""
-        self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
-                                                               set(self.cfg.streams), on_disk)
-        return changed
+    async def _follow(self) -> bool | None:
+        """Folders moved aside keep their stream's retention (memory.follow): True when the memory
+        changed; None when the folders' identities could not be read (see FOLLOW_UNKNOWN).
+
+        The stats run on a thread given up after PROBE_TIMEOUT: an indexed folder that hung since
+        the last probe is found (it leaves the index) and the others are read again, once.  The
+        thread returns nothing but the identities: one stuck for good changes no state here."""
+        for attempt in ("folders", "folders:again"):  # a key each: a stuck call is not repeated
+            with self.index.lock:
+                on_disk = list(self.index.streams)
+            try:
+                current = await in_thread(partial(memory.identities, self.root, on_disk), timeout=PROBE_TIMEOUT,
+                                          name=f"retention:{attempt}", key=f"retention:{attempt}")
+            except TimeoutError:
+                await self._find_hung()
+                continue
+            self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
+                                                                   set(self.cfg.streams), current)
+            return changed
+        return None
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
@@ -224,7 +243,7 @@ class Retention:
                 # A reload during the scan already put newer entries in memory: they win over the file.
                 self.remembered = {**memory.keep_unknown(loaded, loaded.streams, on_disk), **self.remembered}
                 self.folders = {**loaded.folders, **self.folders}
-                await self._io(partial(self._follow_folders, on_disk), "folders")
+                await self._follow()
                 self.remembered = memory.merged(self.remembered, self.cfg)
                 await self._io(self._save_now, "memory")
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
@@ -253,9 +272,13 @@ class Retention:
         """Run every policy now (age, orphan, size, then the free-space floor per filesystem)."""
         await self.ready.wait()
         async with self._lock:
-            with self.index.lock:
-                on_disk = list(self.index.streams)
-            if await self._io(partial(self._follow_folders, on_disk), "folders"):
+            followed = await self._follow()
+            if followed is None:
+                self._last_age = time.monotonic()  # tried again in AGE_BATCH, not at once
+                log.warning("retention: %s", FOLLOW_UNKNOWN)
+                self._schedule_age(time.time())
+                return
+            if followed:
                 await self._io(self._save_now, "memory")
             self.clock.check()
             now = time.time()

@@ -199,3 +199,71 @@ def test_a_pass_stuck_on_a_mount_that_hung_later_is_named_and_does_not_hold_up_t
         assert "calls still stuck (a hung mount?), not waited for: " in agent.log()
     finally:
         agent.close()
+
+
+def _indexed_then_hung(tmp_path: Path, streams: dict, folders: list[str]) -> HungAgent:
+    """An agent whose ``folders`` (each with two recent segments, nothing due) are indexed while
+    they answer, then hang (hung mounts over them) before retention's next probe."""
+    rec = tmp_path / "recordings"
+    for name in folders:
+        (rec / name).mkdir(parents=True)
+        for i, seg in enumerate(("a.ts", "b.ts")):
+            (rec / name / seg).write_bytes(b"x" * 100)
+            os.utime(rec / name / seg, (time.time() - 3600 + i,) * 2)
+    agent = HungAgent(tmp_path, config(streams), [])
+    agent.launch()
+    wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
+    for name in folders:
+        wait_for(lambda: agent.streams()[name]["recording"]["segment_count"] == 2, 15, f"the index of {name}")
+    for name in folders:
+        agent.mount(rec / name)
+    return agent
+
+
+def _heartbeats(agent: AgentProcess, seconds: float) -> int:
+    """How many times the snapshot was rewritten in ``seconds`` (the agent's heartbeat: every 1 s)."""
+    path, seen, last = agent.runtime_dir / "state.json", 0, None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        mtime = path.stat().st_mtime_ns
+        seen += last is not None and mtime != last
+        last = mtime
+        time.sleep(0.1)
+    return seen
+
+
+def test_a_reload_while_an_indexed_folder_hangs_answers_and_the_loop_keeps_running(tmp_path):
+    """A folder indexed while it answered hangs; a reload (adding a stream) comes before
+    retention's next probe finds it.  The reload answers, the heartbeat goes on, the other
+    streams are still supervised (one's child killed comes back); the status then names the
+    folder, nothing of it is deleted, and it is taken back once it answers."""
+    rec = tmp_path / "recordings"
+    streams = {sid: {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}
+               for sid in ("late", "ok")}
+    agent = _indexed_then_hung(tmp_path, streams, ["late"])
+    try:
+        agent.write_config(config({**streams, "new": streams["ok"]}))
+        started = time.monotonic()
+        try:
+            reload = agent.vasctl("reload", by_socket=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the reload did not answer in 20 s (the event loop stuck on the hung folder?)")
+        print(f"\nreload with an indexed folder hung: answered in {time.monotonic() - started:.1f}s")
+        assert reload.returncode == 0, reload.stdout + reload.stderr
+        assert _heartbeats(agent, 4) >= 2, "the snapshot's heartbeat stopped"
+        agent.wait_state("new", "live", timeout=15)
+        before = agent.pids()["ok"]
+        assert before
+        os.kill(before, signal.SIGKILL)
+        wait_for(lambda: agent.pids()["ok"] not in (None, before) and agent.streams()["ok"]["state"] == "live",
+                 30, "the healthy stream's child to be restarted")
+        wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "late")], 45, "the probe to find the folder")
+        agent.abort()
+        wait_for(lambda: recordings(agent)["problem"] is None, 30, "retention's problem to clear")
+        wait_for(lambda: agent.streams()["late"]["recording"]["segment_count"] == 2, 15, "the folder taken back")
+        assert sorted(p.name for p in (rec / "late").iterdir()) == ["a.ts", "b.ts"]
+        os.kill(agent.pid, signal.SIGTERM)
+        agent.wait_exit(30)
+        assert "Traceback" not in agent.log()
+    finally:
+        agent.close()
