@@ -34,6 +34,8 @@ NAMED = 5
 PROBE_EVERY = 30.0
 #: With a folder not answering, a retention call that has not returned after this long is named.
 STUCK_AFTER = 10.0
+#: With none known not to answer (a hang deeper below a stream's folder), after this long.
+STUCK_ALONE = 30.0
 
 
 def skipped_text(root: Path, names: set[str]) -> str | None:
@@ -55,14 +57,14 @@ def waiting_text(root: Path, *, root_answers: bool, waited: float) -> str:
             f"{waited:g}s for it; nothing is indexed or deleted until it answers")
 
 
-def stuck_text(calls: list[tuple[str, float]], now: float) -> str | None:
-    """The oldest of retention's calls (``(what, since)``) not returned after STUCK_AFTER (pure): a
-    pass inside a folder when its mount hung holds every later pass until it answers."""
-    late = [(since, what) for what, since in calls if now - since >= STUCK_AFTER]
+def stuck_text(calls: list[tuple[str, float]], now: float, after: float = STUCK_AFTER) -> str | None:
+    """The oldest of retention's calls (``(what, since)``) not returned after ``after`` seconds (pure):
+    a pass inside a folder when its mount hung holds every later pass until it answers."""
+    late = [(since, what) for what, since in calls if now - since >= after]
     if not late:
         return None
     what = min(late)[1]
-    return f"{what} has been running for more than {STUCK_AFTER:g}s: no other retention pass runs until it returns"
+    return f"{what} has been running for more than {after:g}s: no other retention pass runs until it returns"
 
 
 def problem_text(*parts: str | None) -> str | None:
@@ -121,6 +123,7 @@ class Answering:
 
     def watching(self) -> None:
         """The root's watch started: clear the wait (an INFO if it was reported)."""
+        self.root_answers = True
         if self.waiting is not None:
             self.waiting = None
             log.info("retention: %s answers again: retention is watching it", self.root)

@@ -29,7 +29,8 @@ from agent.config.model import Config
 from agent.recordings import memory as memory
 from agent.recordings.delete import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
 from agent.recordings.disk import Filesystem, floor_problem, measure_below
-from agent.recordings.hung import PROBE_EVERY, PROBE_TIMEOUT, START_PATIENCE, Answering, problem_text, stuck_text
+from agent.recordings.hung import (PROBE_EVERY, PROBE_TIMEOUT, START_PATIENCE, STUCK_AFTER, STUCK_ALONE, Answering,
+                                   problem_text, stuck_text)
 from agent.recordings.index import SegmentIndex
 from agent.recordings.inits import Playlists, hold_inits_below
 from agent.recordings.memory import orphan_max_age
@@ -464,7 +465,9 @@ class Retention:
             await self._rescan("sweep")
             return
         try:  # bounded: a folder that hangs since it was indexed would hold a thread per tick
-            fss = await in_thread(self._statvfs, timeout=PROBE_TIMEOUT, name="retention:statvfs")
+            # The key: one stuck on a hung root (every tick) holds one thread, not a new one each 2 s.
+            fss = await in_thread(self._statvfs, timeout=PROBE_TIMEOUT, name="retention:statvfs",
+                                  key="retention:statvfs")
         except TimeoutError:
             self._spawn(self._find_hung())
             return
@@ -571,7 +574,10 @@ class Retention:
                 "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
 
     def _problem(self) -> str | None:
-        stuck = stuck_text(list(self._calls.values()), time.monotonic()) if self.answering.hung else None
+        # A hang deeper below a stream's folder is found by no probe: a call stuck there is named too,
+        # later (a pass over many files may take a while), or retention would stop and say nothing.
+        stuck = stuck_text(list(self._calls.values()), time.monotonic(),
+                           STUCK_AFTER if self.answering.hung else STUCK_ALONE)
         return problem_text(self.failed, self.answering.text(), stuck)
 
     def view(self) -> dict[str, Any]:

@@ -168,17 +168,18 @@ def test_a_hang_below_a_stream_folder_makes_retention_wait_and_say_so(tmp_path):
         agent.close()
 
 
-def test_a_pass_stuck_on_a_mount_that_hung_later_is_named_and_does_not_hold_up_the_exit(tmp_path):
-    """A folder indexed while it answered hangs just before the age pass that deletes there: the
-    pass is stuck in the kernel.  Retention's status names the folder and the stuck call; SIGTERM:
-    retention gives the pass CLOSE_PATIENCE, then gives up on it (each deletion was decided and
-    is checked again before its unlink), and the agent exits."""
+def test_a_pass_stuck_below_a_folder_that_hung_later_is_named_and_does_not_hold_up_the_exit(tmp_path):
+    """A directory below a stream's folder, indexed while it answered, hangs just before the age pass
+    that deletes there (no probe sees it: the folder itself answers): the pass is stuck in the kernel.
+    Retention's status names the stuck call (it said nothing: only with a folder known hung); SIGTERM:
+    retention gives the pass CLOSE_PATIENCE, then gives up on it (each deletion was decided and is
+    checked again before its unlink), and the agent exits."""
     rec = tmp_path / "recordings"
     due = time.time() + 12  # the older segment expires then: the age timer's pass deletes it
-    (rec / "late").mkdir(parents=True)
+    (rec / "late" / "sub").mkdir(parents=True)
     for i, name in enumerate(("a.ts", "b.ts")):
-        (rec / "late" / name).write_bytes(b"x" * 100)
-        os.utime(rec / "late" / name, (due - 86400 + i * 3600,) * 2)
+        (rec / "late" / "sub" / name).write_bytes(b"x" * 100)
+        os.utime(rec / "late" / "sub" / name, (due - 86400 + i * 3600,) * 2)
     streams = {"late": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
     agent = HungAgent(tmp_path, config(streams), [])
     try:
@@ -186,10 +187,9 @@ def test_a_pass_stuck_on_a_mount_that_hung_later_is_named_and_does_not_hold_up_t
         wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
         wait_for(lambda: agent.streams()["late"]["recording"]["segment_count"] == 2, 10, "the index")
         wait_for(lambda: time.time() > due - 1, 12, "a moment before the age pass (its timer)")
-        agent.mount(rec / "late")
-        wait_for(lambda: "has been running for more than" in (recordings(agent)["problem"] or ""), 40,
+        agent.mount(rec / "late" / "sub")
+        wait_for(lambda: "has been running for more than 30s" in (recordings(agent)["problem"] or ""), 70,
                  "retention to name the stuck call")
-        assert f"{rec / 'late'}: not answering" in recordings(agent)["problem"]
         started = time.monotonic()
         os.kill(agent.pid, signal.SIGTERM)
         agent.wait_exit(30)
@@ -197,6 +197,34 @@ def test_a_pass_stuck_on_a_mount_that_hung_later_is_named_and_does_not_hold_up_t
         assert agent.snapshot()["agent"]["status"] == "stopped"
         assert "a pass is still running after 3s" in agent.log()
         assert "calls still stuck (a hung mount?), not waited for: " in agent.log()
+    finally:
+        agent.close()
+
+
+def _threads(pid: int) -> int:
+    return int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("Threads:")))
+
+
+def test_a_root_that_hangs_after_start_is_said_and_holds_a_bounded_number_of_threads(tmp_path):
+    """The whole recordings root hangs after retention came up: the status names the root (it said
+    nothing), the agent's threads stay bounded (a statvfs every 2 s took a new one: +40 in 90 s),
+    the heartbeat goes on, and the status clears once the root answers."""
+    rec = tmp_path / "recordings"
+    streams = {"ok": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
+    agent = _indexed_then_hung(tmp_path, streams, [])
+    try:
+        wait_for(lambda: recordings(agent)["indexed"], 15, "retention's index")
+        agent.mount(rec)
+        wait_for(lambda: f"recordings root {rec} is not answering" in (recordings(agent)["problem"] or ""), 45,
+                 "retention to name the root")
+        first = _threads(agent.pid)
+        assert _heartbeats(agent, 30) >= 20, "the snapshot's heartbeat stopped"
+        last = _threads(agent.pid)
+        print(f"\nthreads with the root hung: {first} -> {last} in 30 s")
+        assert last - first <= 3, f"threads grew from {first} to {last} in 30 s with the root hung"
+        agent.abort()
+        wait_for(lambda: recordings(agent)["problem"] is None, 45, "retention's problem to clear")
     finally:
         agent.close()
 
