@@ -53,6 +53,8 @@ DELETE_THREADS = 8
 CLOSE_PATIENCE = 3.0
 #: At stop, the inotify watch gets this long to stop (watchdog's threads join within OBSERVER_TIMEOUT).
 WATCH_STOP_TIMEOUT = 8.0
+#: A manual cleanup waits this long for the index and for a pass in progress, then answers it is busy.
+CLEANUP_PATIENCE = 20.0
 #: Why a pass did not run: a folder moved aside would be planned as a stranger's (orphan_retention).
 FOLLOW_UNKNOWN = ("the stream folders' identities could not be read (a hung mount?): no pass runs until they "
                   "are (a folder moved aside would lose its stream's retention)")
@@ -520,12 +522,15 @@ class Retention:
         from agent.recordings.plans import plan_manual
         if retention_days is not None:
             check_days(retention_days)  # every caller checks; this is the last line before deleting
-        if self.failed or self.answering.waiting:
-            raise UnsafeDirectory(self.failed or self.answering.waiting or "")
+        self._refuse_while_hung(sid)
         if sid is not None:
             await self._check_folder(sid)
-        await self.ready.wait()
-        async with self._lock:
+        await self._patiently(self.ready.wait(), "is still indexing the recordings root")
+        await self._patiently(self._lock.acquire(), "has a pass running")
+        try:
+            if await self._follow() is None:  # also finds a folder hung since the last probe
+                raise UnsafeDirectory(f"{FOLLOW_UNKNOWN}; nothing deleted")
+            self._refuse_while_hung(sid)
             self.clock.check()
             now = time.time()
             ids = [sid] if sid else list(self.cfg.streams)
@@ -539,6 +544,28 @@ class Retention:
                            else await self._io(partial(self._execute, doomed, "manual", now), "delete:manual"))
                 out[stream_id] = (max_age, outcome)
             return out
+        finally:
+            self._lock.release()
+
+    def _refuse_while_hung(self, sid: str | None) -> None:
+        """UnsafeDirectory when the cleanup would meet what does not answer: the root, or (for every
+        stream) a folder left out, whose footage no plan may see; a result of zeros would hide it."""
+        if sid is not None and sid in self.answering.hung:
+            raise UnsafeDirectory(f"{self.root / sid}: not answering (a hung mount?); nothing deleted")
+        every = sid is None and self.answering.hung
+        if self.failed or self.answering.waiting or not self.answering.root_answers or every:
+            said = self._problem() or ""
+            tail = "; clean the other streams one by one (vasctl cleanup ID)" if every and not self.failed else ""
+            raise UnsafeDirectory(f"{said}; nothing deleted{tail}")
+
+    async def _patiently(self, waited: Any, what: str) -> None:
+        """Wait CLEANUP_PATIENCE for ``waited`` (a pass stuck on a hung mount may never end), then refuse."""
+        try:
+            await asyncio.wait_for(waited, CLEANUP_PATIENCE)
+        except TimeoutError:
+            said = self._problem()
+            raise UnsafeDirectory(f"retention {what} for more than {CLEANUP_PATIENCE:g}s"
+                                  f"{f' ({said})' if said else ''}; nothing deleted, try again later") from None
 
     async def _check_folder(self, sid: str) -> None:
         """UnsafeDirectory when the stream's folder does not answer or is not a plain directory."""

@@ -191,6 +191,10 @@ def test_a_pass_stuck_below_a_folder_that_hung_later_is_named_and_does_not_hold_
         wait_for(lambda: "has been running for more than 30s" in (recordings(agent)["problem"] or ""), 70,
                  "retention to name the stuck call")
         started = time.monotonic()
+        cleanup = agent.vasctl("cleanup", "--dry-run", by_socket=True, timeout=50)  # waited for the lock for ever
+        assert cleanup.returncode != 0 and "has a pass running for more than 20s" in cleanup.stderr, cleanup
+        print(f"\ncleanup with a retention pass stuck: refused in {time.monotonic() - started:.1f}s")
+        started = time.monotonic()
         os.kill(agent.pid, signal.SIGTERM)
         agent.wait_exit(30)
         print(f"\nexit with a retention pass stuck: {time.monotonic() - started:.1f}s after SIGTERM")
@@ -293,5 +297,37 @@ def test_a_reload_while_an_indexed_folder_hangs_answers_and_the_loop_keeps_runni
         os.kill(agent.pid, signal.SIGTERM)
         agent.wait_exit(30)
         assert "Traceback" not in agent.log()
+    finally:
+        agent.close()
+
+
+def test_cleanup_of_every_stream_with_two_folders_hung_is_refused_plainly_and_one_stream_is_cleaned(tmp_path):
+    """Two stream folders of three on hung mounts: ``vasctl cleanup`` (every stream) answers at once
+    that they do not answer (it said "would delete 0 segments" of them); a hung one alone is refused;
+    the healthy one is cleaned; ``vasctl status`` says the same as the snapshot."""
+    rec = tmp_path / "recordings"
+    old = plant(rec / "c")
+    plant(rec / "a")
+    plant(rec / "b")
+    streams = {sid: {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "60d"}}
+               for sid in ("a", "b", "c")}
+    agent = HungAgent(tmp_path, config(streams), [rec / "a", rec / "b"])
+    try:
+        agent.launch()
+        wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "a"), str(rec / "b")], 30,
+                 "retention to name the hung folders")
+        problem = recordings(agent)["problem"]
+        assert f"RETENTION: {problem}" in agent.vasctl("status", by_socket=True).stdout
+        started = time.monotonic()
+        every = agent.vasctl("cleanup", "--retention-days", "1", by_socket=True, timeout=30)
+        print(f"\ncleanup of every stream, two folders hung: refused in {time.monotonic() - started:.1f}s")
+        assert every.returncode != 0, every.stdout
+        assert f"{rec / 'a'}, {rec / 'b'}: not answering" in every.stderr and "one by one" in every.stderr, every
+        one = agent.vasctl("cleanup", "a", "--retention-days", "1", by_socket=True, timeout=30)
+        assert one.returncode != 0 and f"{rec / 'a'}: not answering" in one.stderr, one
+        assert old.exists()
+        healthy = agent.vasctl("cleanup", "c", "--retention-days", "1", by_socket=True, timeout=30)
+        assert healthy.returncode == 0, healthy
+        assert not old.exists() and (rec / "c" / "newest.ts").exists()
     finally:
         agent.close()
