@@ -458,6 +458,8 @@ class Retention:
             await self._rescan("inotify overflow")
             return
         for sid in self._watch.take_rescans() if self._watch else ():
+            if sid in self.answering.hung:
+                continue  # left out: scanned when it answers again (_take_back)
             async with self._lock:
                 await self._io(partial(self.index.scan_stream, sid), f"scan:{sid}")
         for sid in self._watch.take_changed() if self._watch else ():
