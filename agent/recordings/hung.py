@@ -86,6 +86,7 @@ class Answering:
         self.hung: set[str] = set()  # names directly under the root: left out of every walk
         self.waiting: str | None = None  # the root's watch has not started: what it waits for
         self.root_answers = True
+        self._watched = False  # the root's watch started once: a hang of the root since is news
 
     async def find(self) -> set[str]:
         """Probe the root and every entry under it (bounded); an ERROR per folder newly found hung.
@@ -94,8 +95,13 @@ class Answering:
         try:
             names = await self._probe(lambda: self._listdir(self.root), self.root)
         except (TimeoutError, OSError) as exc:
-            self.root_answers = not isinstance(exc, TimeoutError)  # missing or unreadable: start() says so
+            answers = not isinstance(exc, TimeoutError)  # missing or unreadable: start() says so
+            if self.root_answers and not answers and self._watched:  # (before, the wait is said: impatient)
+                log.error("retention: %s", waiting_text(self.root, root_answers=False, waited=PROBE_TIMEOUT))
+            self.root_answers = answers
             return set()
+        if not self.root_answers and self._watched:
+            log.info("retention: %s answers again", self.root)
         self.root_answers = True
         answers = await asyncio.gather(*(self._answers(n) for n in names))
         fresh = {n for n, ok in zip(names, answers) if not ok} - self.hung
@@ -123,7 +129,7 @@ class Answering:
 
     def watching(self) -> None:
         """The root's watch started: clear the wait (an INFO if it was reported)."""
-        self.root_answers = True
+        self.root_answers = self._watched = True
         if self.waiting is not None:
             self.waiting = None
             log.info("retention: %s answers again: retention is watching it", self.root)

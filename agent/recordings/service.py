@@ -99,6 +99,7 @@ class Retention:
         self._next_probe = time.monotonic() + PROBE_EVERY
         self._calls: dict[object, tuple[str, float]] = {}  # retention's calls in threads: what, since
         self._problem_said: str | None = None
+        self._unfollowed = False  # the last pass could not read the folders' identities (said once)
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -278,9 +279,12 @@ class Retention:
             followed = await self._follow()
             if followed is None:
                 self._last_age = time.monotonic()  # tried again in AGE_BATCH, not at once
-                log.warning("retention: %s", FOLLOW_UNKNOWN)
+                if not self._unfollowed:  # once, not every AGE_BATCH
+                    log.warning("retention: %s", FOLLOW_UNKNOWN)
+                self._unfollowed = True
                 self._schedule_age(time.time())
                 return
+            self._unfollowed = False
             if followed:
                 await self._io(self._save_now, "memory")
             self.clock.check()

@@ -229,6 +229,8 @@ def test_a_root_that_hangs_after_start_is_said_and_holds_a_bounded_number_of_thr
         assert last - first <= 3, f"threads grew from {first} to {last} in 30 s with the root hung"
         agent.abort()
         wait_for(lambda: recordings(agent)["problem"] is None, 45, "retention's problem to clear")
+        assert agent.log().count(f"recordings root {rec} is not answering") == 1
+        assert f"retention: {rec} answers again" in agent.log()
     finally:
         agent.close()
 
