@@ -95,10 +95,10 @@ class Answering:
         try:
             names = await self._probe(lambda: self._listdir(self.root), self.root)
         except (TimeoutError, OSError) as exc:
-            answers = not isinstance(exc, TimeoutError)  # missing or unreadable: start() says so
-            if self.root_answers and not answers and self._watched:  # (before, the wait is said: impatient)
+            answered = not isinstance(exc, TimeoutError)  # missing or unreadable: start() says so
+            if self.root_answers and not answered and self._watched:  # (before, the wait is said: impatient)
                 log.error("retention: %s", waiting_text(self.root, root_answers=False, waited=PROBE_TIMEOUT))
-            self.root_answers = answers
+            self.root_answers = answered
             return set()
         if not self.root_answers and self._watched:
             log.info("retention: %s answers again", self.root)

@@ -29,8 +29,16 @@ from agent.config.model import Config
 from agent.recordings import memory as memory
 from agent.recordings.delete import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
 from agent.recordings.disk import Filesystem, floor_problem, measure_below
-from agent.recordings.hung import (PROBE_EVERY, PROBE_TIMEOUT, START_PATIENCE, STUCK_AFTER, STUCK_ALONE, Answering,
-                                   problem_text, stuck_text)
+from agent.recordings.hung import (
+    PROBE_EVERY,
+    PROBE_TIMEOUT,
+    START_PATIENCE,
+    STUCK_AFTER,
+    STUCK_ALONE,
+    Answering,
+    problem_text,
+    stuck_text,
+)
 from agent.recordings.index import SegmentIndex
 from agent.recordings.inits import Playlists, hold_inits_below
 from agent.recordings.memory import orphan_max_age

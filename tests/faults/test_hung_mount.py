@@ -247,8 +247,9 @@ def _indexed_then_hung(tmp_path: Path, streams: dict, folders: list[str]) -> Hun
     agent = HungAgent(tmp_path, config(streams), [])
     agent.launch()
     wait_for(lambda: agent.snapshot()["agent"]["pid"] == agent.pid, 15, "the agent's first snapshot")
-    for name in folders:
-        wait_for(lambda: agent.streams()[name]["recording"]["segment_count"] == 2, 15, f"the index of {name}")
+    def indexed() -> bool:
+        return all(agent.streams()[n]["recording"]["segment_count"] == 2 for n in folders)
+    wait_for(indexed, 15, f"the index of {folders}")
     for name in folders:
         agent.mount(rec / name)
     return agent
