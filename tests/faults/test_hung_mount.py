@@ -5,17 +5,20 @@ the folder that does not answer, and comes up for it by itself once it answers; 
 still ends the agent within its stop budget, the final snapshot written."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from camera.fixture import free_port
 from tests.integration.harness import BIN, TRAPS_TERM, AgentProcess, alive, config, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
@@ -314,13 +317,20 @@ def test_cleanup_of_every_stream_with_two_folders_hung_is_refused_plainly_and_on
     plant(rec / "b")
     streams = {sid: {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "60d"}}
                for sid in ("a", "b", "c")}
-    agent = HungAgent(tmp_path, config(streams), [rec / "a", rec / "b"])
+    port = free_port()
+    cfg = {**config(streams), "exporter": {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp_path / "tokens")}}
+    agent = HungAgent(tmp_path, cfg, [rec / "a", rec / "b"])
+    exporter = None
     try:
         agent.launch()
         wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "a"), str(rec / "b")], 30,
                  "retention to name the hung folders")
         problem = recordings(agent)["problem"]
         assert f"RETENTION: {problem}" in agent.vasctl("status", by_socket=True).stdout
+        exporter = subprocess.Popen([str(BIN / "vas-exporter"), "--config", str(agent.config_path)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        system = wait_for(lambda: _get(port, "/v2/health/system"), 15, "the exporter")
+        assert system["recordings"]["problem"] == problem
         started = time.monotonic()
         every = agent.vasctl("cleanup", "--retention-days", "1", by_socket=True, timeout=30)
         print(f"\ncleanup of every stream, two folders hung: refused in {time.monotonic() - started:.1f}s")
@@ -333,4 +343,64 @@ def test_cleanup_of_every_stream_with_two_folders_hung_is_refused_plainly_and_on
         assert healthy.returncode == 0, healthy
         assert not old.exists() and (rec / "c" / "newest.ts").exists()
     finally:
+        if exporter is not None:
+            exporter.terminate()
+            exporter.wait(10)
+        agent.close()
+
+
+def _get(port: int, path: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(not shutil.which("nsenter"), reason="needs nsenter (a restart in the same mount namespace)")
+def test_a_folder_that_answers_and_hangs_again_loses_nothing_through_reload_cleanup_sigkill_and_restart(tmp_path):
+    """The hostile operator's round: a folder (kept 60 days) hung at start, then answering, then
+    hung again; a reload and cleanups meanwhile; SIGKILL; a restart with it still hung.  Each step
+    answers, the status follows, and every segment of the folder is still there at the end."""
+    rec = tmp_path / "recordings"
+    plant(rec / "a")
+    plant(rec / "c")
+    (rec / "a" / "keep.ts").write_bytes(b"k" * 100)
+    before = sorted(p.name for p in (rec / "a").iterdir())
+    streams = {"a": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "60d"}},
+               "c": {"command": TRAPS_TERM, "stall_timeout": 0, "recording": {"retention": "1d"}}}
+    agent = HungAgent(tmp_path, config(streams), [rec / "a"])
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        agent.launch()
+        wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "a")], 30, "retention to name a")
+        wait_for(lambda: not (rec / "c" / "old.ts").exists(), 30, "c's old segment to be deleted")
+        agent.abort()
+        wait_for(lambda: recordings(agent)["problem"] is None, 30, "retention's problem to clear")
+        wait_for(lambda: agent.streams()["a"]["recording"]["segment_count"] == 3, 15, "a indexed")
+        agent.mount(rec / "a")  # hangs again
+        wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "a")], 45, "retention to name a again")
+        agent.write_config(config({**streams, "d": streams["c"]}))
+        assert agent.vasctl("reload", by_socket=True, timeout=20).returncode == 0
+        for args in (("cleanup", "a"), ("cleanup", "--dry-run")):
+            refused = agent.vasctl(*args, by_socket=True, timeout=20)
+            assert refused.returncode != 0 and f"{rec / 'a'}: not answering" in refused.stderr, refused
+        os.kill(agent.pid, signal.SIGKILL)
+        wait_for(lambda: not alive(agent.pid), 20, "SIGKILL to end the agent")
+        assert agent.runner is not None
+        with open(agent.log_path, "ab") as log:  # the mount lives in the runner's namespace: start there
+            second = subprocess.Popen(["nsenter", "-t", str(agent.runner.pid), "-m", "--", str(BIN / "vas-agent"),
+                                       "--config", str(agent.config_path)], stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True, env=agent.env)
+        wait_for(lambda: agent.snapshot()["agent"]["pid"] == second.pid, 20, "the restarted agent's snapshot")
+        wait_for(lambda: recordings(agent)["not_answering"] == [str(rec / "a")], 30, "the restart to name a")
+        agent.wait_state("d", "live", timeout=20)
+        second.terminate()
+        assert second.wait(30) == 0
+        agent.abort()
+        assert sorted(p.name for p in (rec / "a").iterdir()) == before, "a segment of the folder was lost"
+    finally:
+        if second is not None and second.poll() is None:
+            second.kill()
+            second.wait(10)
         agent.close()
