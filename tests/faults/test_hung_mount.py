@@ -331,6 +331,8 @@ def test_cleanup_of_every_stream_with_two_folders_hung_is_refused_plainly_and_on
                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         system = wait_for(lambda: _get(port, "/v2/health/system"), 15, "the exporter")
         assert system["recordings"]["problem"] == problem
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/metrics", timeout=5) as resp:
+            assert "vas_retention_problem 1.0" in resp.read().decode()  # it had no metric
         started = time.monotonic()
         every = agent.vasctl("cleanup", "--retention-days", "1", by_socket=True, timeout=30)
         print(f"\ncleanup of every stream, two folders hung: refused in {time.monotonic() - started:.1f}s")
