@@ -137,24 +137,14 @@ def merged(known: Mapping[str, float], cfg: Config) -> dict[str, float]:
     return {**known, **{sid: s.recording.retention for sid, s in cfg.streams.items()}}
 
 
-def identities(root: Path, names: Iterable[str]) -> dict[str, tuple[int, int]]:
-    """(st_dev, st_ino) of each folder ``root/name`` that is a real directory (blocking)."""
-    out: dict[str, tuple[int, int]] = {}
+def identity(folder: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of ``folder`` when it is a real directory (blocking: one lstat, which a
+    hung mount never answers; the caller bounds it)."""
     try:
-        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.lstat(folder)
     except OSError:
-        return out
-    try:
-        for name in names:
-            try:
-                st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                out[name] = (st.st_dev, st.st_ino)
-    finally:
-        os.close(root_fd)
-    return out
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def inherit(known: Mapping[str, float], folders: Mapping[str, tuple[int, int]],
@@ -172,7 +162,7 @@ def follow(root: Path, known: dict[str, float], folders: dict[str, tuple[int, in
            current: dict[str, tuple[int, int]]) -> tuple[dict[str, float], dict[str, tuple[int, int]], bool]:
     """A stream folder moved aside (``mv lobby lobby-2025``) keeps its stream's retention (same
     device and inode as remembered): ``(known, folders, changed)`` updated from ``current``, the
-    folders' :func:`identities` now (no file system access: the stats are the caller's, bounded)."""
+    folders' :func:`identity` now (no file system access: the stats are the caller's, bounded)."""
     found = inherit(known, folders, {sid: i for sid, i in current.items() if sid not in configured})
     for sid, keep in sorted(found.items()):
         log.warning("recordings: %s is a stream's folder moved aside: its segments are kept %s (reason orphan)",

@@ -222,24 +222,34 @@ class Retention:
 
     async def _follow(self) -> bool | None:
         """Folders moved aside keep their stream's retention (memory.follow): True when the memory
-        changed; None when the folders' identities could not be read (see FOLLOW_UNKNOWN).
+        changed; None when an indexed folder's identity could not be read (see FOLLOW_UNKNOWN).
 
-        The stats run on a thread given up after PROBE_TIMEOUT: an indexed folder that hung since
-        the last probe is found (it leaves the index) and the others are read again, once.  The
-        thread returns nothing but the identities: one stuck for good changes no state here."""
-        for attempt in ("folders", "folders:again"):  # a key each: a stuck call is not repeated
+        Each folder's lstat runs on a thread given up after PROBE_TIMEOUT (its key: one stuck is
+        not repeated, and holds up no other folder).  A folder that does not answer is probed and
+        leaves the index (it hung since the last probe); only if it is still indexed then is the
+        answer None.  The threads return nothing but identities: one stuck for good changes no state."""
+        with self.index.lock:
+            on_disk = list(self.index.streams)
+        found = await asyncio.gather(*(self._identity(sid) for sid in on_disk))
+        silent = {sid for sid, ident in zip(on_disk, found) if ident is False}
+        if silent:
+            await self._find_hung()
             with self.index.lock:
-                on_disk = list(self.index.streams)
-            try:
-                current = await in_thread(partial(memory.identities, self.root, on_disk), timeout=PROBE_TIMEOUT,
-                                          name=f"retention:{attempt}", key=f"retention:{attempt}")
-            except TimeoutError:
-                await self._find_hung()
-                continue
-            self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
-                                                                   set(self.cfg.streams), current)
-            return changed
-        return None
+                if silent & set(self.index.streams):
+                    return None
+        current = {sid: ident for sid, ident in zip(on_disk, found) if isinstance(ident, tuple)}
+        self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
+                                                               set(self.cfg.streams), current)
+        return changed
+
+    async def _identity(self, sid: str) -> tuple[int, int] | None | bool:
+        """memory.identity of the stream's folder, bounded; False when it does not answer."""
+        path = self.root / sid
+        try:
+            return await in_thread(partial(memory.identity, path), timeout=PROBE_TIMEOUT,
+                                   name=f"retention:folder:{path}", key=f"folder:{path}")
+        except TimeoutError:
+            return False
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
