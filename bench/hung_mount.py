@@ -27,6 +27,17 @@ from tests.faults.test_hung_mount import TRAPS_TERM, HungAgent, config, wait_for
 IDS = ["a", "b", "c"]
 
 
+def in_fuse(pid: int) -> int:
+    """The process's threads waiting for a FUSE answer now (the kernel's wait channel)."""
+    count = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            count += "fuse" in (task / "wchan").read_text() or "request_wait_answer" in (task / "wchan").read_text()
+        except OSError:
+            pass  # the thread left meanwhile
+    return count
+
+
 def sample(agent: HungAgent) -> tuple[int, int, float, str | None]:
     """Threads, descriptors, the snapshot's age and retention's problem now."""
     status = Path(f"/proc/{agent.pid}/status").read_text()
@@ -54,7 +65,8 @@ def run(work: Path, what: str, seconds: float) -> None:
         while time.monotonic() - started < seconds:
             threads, fds, age, problem = sample(agent)
             first = first or (threads, fds)
-            print(f"t={time.monotonic() - started:5.0f}s threads={threads} fds={fds} snapshot_age={age:.1f}s "
+            print(f"t={time.monotonic() - started:5.0f}s threads={threads} (in FUSE {in_fuse(agent.pid)}) fds={fds} "
+                  f"snapshot_age={age:.1f}s "
                   f"problem={(problem or '')[:90]!r}", flush=True)
             time.sleep(15)
         threads, fds, _, _ = sample(agent)
