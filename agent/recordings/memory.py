@@ -137,6 +137,26 @@ def merged(known: Mapping[str, float], cfg: Config) -> dict[str, float]:
     return {**known, **{sid: s.recording.retention for sid, s in cfg.streams.items()}}
 
 
+def identities(root: Path, names: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(st_dev, st_ino) of each folder ``root/name`` that is a real directory (blocking)."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return out
+    try:
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                out[name] = (st.st_dev, st.st_ino)
+    finally:
+        os.close(root_fd)
+    return out
+
+
 def identity(folder: Path) -> tuple[int, int] | None:
     """(st_dev, st_ino) of ``folder`` when it is a real directory (blocking: one lstat, which a
     hung mount never answers; the caller bounds it)."""

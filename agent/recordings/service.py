@@ -61,6 +61,8 @@ DELETE_THREADS = 8
 CLOSE_PATIENCE = 3.0
 #: At stop, the inotify watch gets this long to stop (watchdog's threads join within OBSERVER_TIMEOUT).
 WATCH_STOP_TIMEOUT = 8.0
+#: Folders read at once when their identities are read one by one (a folder hangs).
+FOLLOW_FANOUT = 8
 #: A manual cleanup waits this long for the index and for a pass in progress, then answers it is busy.
 CLEANUP_PATIENCE = 20.0
 #: Why a pass did not run: a folder moved aside would be planned as a stranger's (orphan_retention).
@@ -224,32 +226,45 @@ class Retention:
         """Folders moved aside keep their stream's retention (memory.follow): True when the memory
         changed; None when an indexed folder's identity could not be read (see FOLLOW_UNKNOWN).
 
-        Each folder's lstat runs on a thread given up after PROBE_TIMEOUT (its key: one stuck is
-        not repeated, and holds up no other folder).  A folder that does not answer is probed and
-        leaves the index (it hung since the last probe); only if it is still indexed then is the
-        answer None.  The threads return nothing but identities: one stuck for good changes no state."""
+        The stats run on a thread given up after PROBE_TIMEOUT.  When it does not return, each
+        folder is read on its own (a key each: one stuck is not repeated and holds up no other); one
+        that does not answer is probed and leaves the index (it hung since the last probe); only if
+        it is still indexed then is the answer None.  The threads return nothing but identities:
+        one stuck for good changes no state here."""
         with self.index.lock:
             on_disk = list(self.index.streams)
-        found = await asyncio.gather(*(self._identity(sid) for sid in on_disk))
-        silent = {sid for sid, ident in zip(on_disk, found) if ident is False}
+        found = await self._identities(on_disk)
+        silent = {sid for sid, ident in found.items() if ident is False}
         if silent:
             await self._find_hung()
             with self.index.lock:
                 if silent & set(self.index.streams):
                     return None
-        current = {sid: ident for sid, ident in zip(on_disk, found) if isinstance(ident, tuple)}
+        current = {sid: ident for sid, ident in found.items() if isinstance(ident, tuple)}
         self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
                                                                set(self.cfg.streams), current)
         return changed
 
-    async def _identity(self, sid: str) -> tuple[int, int] | None | bool:
-        """memory.identity of the stream's folder, bounded; False when it does not answer."""
-        path = self.root / sid
+    async def _identities(self, on_disk: list[str]) -> dict[str, tuple[int, int] | None | bool]:
+        """Each folder's memory.identity (None: not a directory), bounded; False: it does not answer.
+        One call on one thread; only when it does not return (a hang), one per folder."""
         try:
-            return await in_thread(partial(memory.identity, path), timeout=PROBE_TIMEOUT,
-                                   name=f"retention:folder:{path}", key=f"folder:{path}")
+            current = await in_thread(partial(memory.identities, self.root, on_disk), timeout=PROBE_TIMEOUT,
+                                      name="retention:folders", key="retention:folders")
+            return {sid: current.get(sid) for sid in on_disk}
         except TimeoutError:
-            return False
+            pass  # a folder does not answer (or an earlier call is still stuck on one)
+        room = asyncio.Semaphore(FOLLOW_FANOUT)  # thousands of folders must not fill the workers' queue
+
+        async def one(sid: str) -> tuple[int, int] | None | bool:
+            path = self.root / sid
+            async with room:
+                try:
+                    return await in_thread(partial(memory.identity, path), timeout=PROBE_TIMEOUT,
+                                           name=f"retention:folder:{path}", key=f"folder:{path}")
+                except TimeoutError:
+                    return False
+        return dict(zip(on_disk, await asyncio.gather(*(one(sid) for sid in on_disk))))
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
