@@ -118,7 +118,8 @@ class Metrics:
         per_stream, producers, recording = self.text.render(streams, self.recordings.per_stream(streams), time.time())
         return b"".join((per_stream.encode(), _latest(_sfu_families(data, streams)), producers.encode(),
                          _latest(_consumer_families(data.get("consumers") or {})), recording.encode(),
-                         _latest(_unsafe_family(data), _config_families(data), _disk_pressure_families(data))))
+                         _latest(_unsafe_family(data), _retention_problem_family(data), _config_families(data),
+                                 _disk_pressure_families(data))))
 
 
 class _ProcessCollector:
@@ -223,6 +224,15 @@ def _unsafe_family(data: dict[str, Any]) -> Iterator[Metric]:
         yield _gauge("vas_recording_unsafe_directories",
                      "Entries of the recordings root retention does not apply to (symlinks).",
                      value=len(recordings["unsafe_directories"]))
+
+
+def _retention_problem_family(data: dict[str, Any]) -> Iterator[Metric]:
+    """1 while retention reports a problem (a hung mount, a root it cannot watch, a stuck call)."""
+    recordings = data.get("recordings")
+    if isinstance(recordings, dict) and "problem" in recordings:
+        yield _gauge("vas_retention_problem",
+                     "1 while retention reports a problem (recordings.problem; vasctl status says what).",
+                     value=1 if recordings["problem"] else 0)
 
 
 def _config_families(data: dict[str, Any]) -> Iterator[Metric]:

@@ -34,6 +34,8 @@ NAMED = 5
 PROBE_EVERY = 30.0
 #: With a folder not answering, a retention call that has not returned after this long is named.
 STUCK_AFTER = 10.0
+#: With none known not to answer (a hang deeper below a stream's folder), after this long.
+STUCK_ALONE = 30.0
 
 
 def skipped_text(root: Path, names: set[str]) -> str | None:
@@ -55,14 +57,14 @@ def waiting_text(root: Path, *, root_answers: bool, waited: float) -> str:
             f"{waited:g}s for it; nothing is indexed or deleted until it answers")
 
 
-def stuck_text(calls: list[tuple[str, float]], now: float) -> str | None:
-    """The oldest of retention's calls (``(what, since)``) not returned after STUCK_AFTER (pure): a
-    pass inside a folder when its mount hung holds every later pass until it answers."""
-    late = [(since, what) for what, since in calls if now - since >= STUCK_AFTER]
+def stuck_text(calls: list[tuple[str, float]], now: float, after: float = STUCK_AFTER) -> str | None:
+    """The oldest of retention's calls (``(what, since)``) not returned after ``after`` seconds (pure):
+    a pass inside a folder when its mount hung holds every later pass until it answers."""
+    late = [(since, what) for what, since in calls if now - since >= after]
     if not late:
         return None
     what = min(late)[1]
-    return f"{what} has been running for more than {STUCK_AFTER:g}s: no other retention pass runs until it returns"
+    return f"{what} has been running for more than {after:g}s: no other retention pass runs until it returns"
 
 
 def problem_text(*parts: str | None) -> str | None:
@@ -84,6 +86,7 @@ class Answering:
         self.hung: set[str] = set()  # names directly under the root: left out of every walk
         self.waiting: str | None = None  # the root's watch has not started: what it waits for
         self.root_answers = True
+        self._watched = False  # the root's watch started once: a hang of the root since is news
 
     async def find(self) -> set[str]:
         """Probe the root and every entry under it (bounded); an ERROR per folder newly found hung.
@@ -92,8 +95,13 @@ class Answering:
         try:
             names = await self._probe(lambda: self._listdir(self.root), self.root)
         except (TimeoutError, OSError) as exc:
-            self.root_answers = not isinstance(exc, TimeoutError)  # missing or unreadable: start() says so
+            answered = not isinstance(exc, TimeoutError)  # missing or unreadable: start() says so
+            if self.root_answers and not answered and self._watched:  # (before, the wait is said: impatient)
+                log.error("retention: %s", waiting_text(self.root, root_answers=False, waited=PROBE_TIMEOUT))
+            self.root_answers = answered
             return set()
+        if not self.root_answers and self._watched:
+            log.info("retention: %s answers again", self.root)
         self.root_answers = True
         answers = await asyncio.gather(*(self._answers(n) for n in names))
         fresh = {n for n, ok in zip(names, answers) if not ok} - self.hung
@@ -121,13 +129,16 @@ class Answering:
 
     def watching(self) -> None:
         """The root's watch started: clear the wait (an INFO if it was reported)."""
+        self.root_answers = self._watched = True
         if self.waiting is not None:
             self.waiting = None
             log.info("retention: %s answers again: retention is watching it", self.root)
 
     def text(self) -> str | None:
         """The status line about folders that do not answer; None when all do."""
-        return problem_text(self.waiting, skipped_text(self.root, self.hung))
+        hung_root = None if self.root_answers or self.waiting else \
+            waiting_text(self.root, root_answers=False, waited=PROBE_TIMEOUT)  # hung since the watch started
+        return problem_text(self.waiting, hung_root, skipped_text(self.root, self.hung))
 
     async def _answers(self, name: str) -> bool:
         try:

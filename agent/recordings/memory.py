@@ -157,6 +157,16 @@ def identities(root: Path, names: Iterable[str]) -> dict[str, tuple[int, int]]:
     return out
 
 
+def identity(folder: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of ``folder`` when it is a real directory (blocking: one lstat, which a
+    hung mount never answers; the caller bounds it)."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 def inherit(known: Mapping[str, float], folders: Mapping[str, tuple[int, int]],
             current: Mapping[str, tuple[int, int]]) -> dict[str, float]:
     """Retentions for folders in ``current`` that ``known`` does not name but that were a
@@ -169,10 +179,10 @@ def inherit(known: Mapping[str, float], folders: Mapping[str, tuple[int, int]],
 
 
 def follow(root: Path, known: dict[str, float], folders: dict[str, tuple[int, int]], configured: set[str],
-           on_disk: list[str]) -> tuple[dict[str, float], dict[str, tuple[int, int]], bool]:
+           current: dict[str, tuple[int, int]]) -> tuple[dict[str, float], dict[str, tuple[int, int]], bool]:
     """A stream folder moved aside (``mv lobby lobby-2025``) keeps its stream's retention (same
-    device and inode as remembered): ``(known, folders, changed)`` updated (blocking: stats)."""
-    current = identities(root, on_disk)
+    device and inode as remembered): ``(known, folders, changed)`` updated from ``current``, the
+    folders' :func:`identity` now (no file system access: the stats are the caller's, bounded)."""
     found = inherit(known, folders, {sid: i for sid, i in current.items() if sid not in configured})
     for sid, keep in sorted(found.items()):
         log.warning("recordings: %s is a stream's folder moved aside: its segments are kept %s (reason orphan)",

@@ -29,7 +29,16 @@ from agent.config.model import Config
 from agent.recordings import memory as memory
 from agent.recordings.delete import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
 from agent.recordings.disk import Filesystem, floor_problem, measure_below
-from agent.recordings.hung import PROBE_EVERY, PROBE_TIMEOUT, START_PATIENCE, Answering, problem_text, stuck_text
+from agent.recordings.hung import (
+    PROBE_EVERY,
+    PROBE_TIMEOUT,
+    START_PATIENCE,
+    STUCK_AFTER,
+    STUCK_ALONE,
+    Answering,
+    problem_text,
+    stuck_text,
+)
 from agent.recordings.index import SegmentIndex
 from agent.recordings.inits import Playlists, hold_inits_below
 from agent.recordings.memory import orphan_max_age
@@ -52,6 +61,13 @@ DELETE_THREADS = 8
 CLOSE_PATIENCE = 3.0
 #: At stop, the inotify watch gets this long to stop (watchdog's threads join within OBSERVER_TIMEOUT).
 WATCH_STOP_TIMEOUT = 8.0
+#: Folders read at once when their identities are read one by one (a folder hangs).
+FOLLOW_FANOUT = 8
+#: A manual cleanup waits this long for the index and for a pass in progress, then answers it is busy.
+CLEANUP_PATIENCE = 20.0
+#: Why a pass did not run: a folder moved aside would be planned as a stranger's (orphan_retention).
+FOLLOW_UNKNOWN = ("the stream folders' identities could not be read (a hung mount?): no pass runs until they "
+                  "are (a folder moved aside would lose its stream's retention)")
 T = TypeVar("T")
 
 
@@ -93,6 +109,7 @@ class Retention:
         self._next_probe = time.monotonic() + PROBE_EVERY
         self._calls: dict[object, tuple[str, float]] = {}  # retention's calls in threads: what, since
         self._problem_said: str | None = None
+        self._unfollowed = False  # the last pass could not read the folders' identities (said once)
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -183,11 +200,10 @@ class Retention:
                         cfg.recordings_root, self.root)
             cfg = dataclasses.replace(cfg, recordings_root=self.root)
         old, self.cfg = self.cfg, cfg
-        with self.index.lock:
-            on_disk = list(self.index.streams)
-        self.remembered = {**self.remembered, **memory.merged({}, old)}
-        self._follow_folders(on_disk)  # a few stats: before a removed stream's entry is dropped
-        self.remembered = memory.merged(self.remembered, cfg)
+        # No file system access here, on the event loop: a stream folder that hung since the last
+        # probe would freeze the agent (supervision, heartbeat, control socket) in a stat.  The
+        # folders' identities are read by _save_memory, on a bounded thread (_follow).
+        self.remembered = memory.merged({**self.remembered, **memory.merged({}, old)}, cfg)
         self._spawn(self._save_memory())
         notes = memory.removed_notes(old, cfg, self.index, self.remembered)
         notes += [p for fs in self.pressure.filesystems
@@ -198,17 +214,57 @@ class Retention:
         return notes
 
     async def _save_memory(self) -> None:
+        """After a reload: the folders followed (a removed stream's identity remembered), then saved."""
         async with self._lock:  # one writer of the file at a time
+            await self._follow()
             await self._io(self._save_now, "memory")
 
     def _save_now(self) -> None:
         memory.save(self.root, dict(self.remembered), {k: v for k, v in self.folders.items() if k in self.remembered})
 
-    def _follow_folders(self, on_disk: list[str]) -> bool:
-        """Folders moved aside keep their stream's retention (memory.follow); True when it changed."""
+    async def _follow(self) -> bool | None:
+        """Folders moved aside keep their stream's retention (memory.follow): True when the memory
+        changed; None when an indexed folder's identity could not be read (see FOLLOW_UNKNOWN).
+
+        The stats run on a thread given up after PROBE_TIMEOUT.  When it does not return, each
+        folder is read on its own (a key each: one stuck is not repeated and holds up no other); one
+        that does not answer is probed and leaves the index (it hung since the last probe); only if
+        it is still indexed then is the answer None.  The threads return nothing but identities:
+        one stuck for good changes no state here."""
+        with self.index.lock:
+            on_disk = list(self.index.streams)
+        found = await self._identities(on_disk)
+        silent = {sid for sid, ident in found.items() if ident is False}
+        if silent:
+            await self._find_hung()
+            with self.index.lock:
+                if silent & set(self.index.streams):
+                    return None
+        current = {sid: ident for sid, ident in found.items() if isinstance(ident, tuple)}
         self.remembered, self.folders, changed = memory.follow(self.root, self.remembered, self.folders,
-                                                               set(self.cfg.streams), on_disk)
+                                                               set(self.cfg.streams), current)
         return changed
+
+    async def _identities(self, on_disk: list[str]) -> dict[str, tuple[int, int] | None | bool]:
+        """Each folder's memory.identity (None: not a directory), bounded; False: it does not answer.
+        One call on one thread; only when it does not return (a hang), one per folder."""
+        try:
+            current = await in_thread(partial(memory.identities, self.root, on_disk), timeout=PROBE_TIMEOUT,
+                                      name="retention:folders", key="retention:folders")
+            return {sid: current.get(sid) for sid in on_disk}
+        except TimeoutError:
+            pass  # a folder does not answer (or an earlier call is still stuck on one)
+        room = asyncio.Semaphore(FOLLOW_FANOUT)  # thousands of folders must not fill the workers' queue
+
+        async def one(sid: str) -> tuple[int, int] | None | bool:
+            path = self.root / sid
+            async with room:
+                try:
+                    return await in_thread(partial(memory.identity, path), timeout=PROBE_TIMEOUT,
+                                           name=f"retention:folder:{path}", key=f"folder:{path}")
+                except TimeoutError:
+                    return False
+        return dict(zip(on_disk, await asyncio.gather(*(one(sid) for sid in on_disk))))
 
     # -- passes -------------------------------------------------------------------
     async def _rescan(self, why: str) -> None:
@@ -224,7 +280,7 @@ class Retention:
                 # A reload during the scan already put newer entries in memory: they win over the file.
                 self.remembered = {**memory.keep_unknown(loaded, loaded.streams, on_disk), **self.remembered}
                 self.folders = {**loaded.folders, **self.folders}
-                await self._io(partial(self._follow_folders, on_disk), "folders")
+                await self._follow()
                 self.remembered = memory.merged(self.remembered, self.cfg)
                 await self._io(self._save_now, "memory")
             n = sum(self.index.stats(sid)[0] for sid in list(self.index.streams))
@@ -253,9 +309,16 @@ class Retention:
         """Run every policy now (age, orphan, size, then the free-space floor per filesystem)."""
         await self.ready.wait()
         async with self._lock:
-            with self.index.lock:
-                on_disk = list(self.index.streams)
-            if await self._io(partial(self._follow_folders, on_disk), "folders"):
+            followed = await self._follow()
+            if followed is None:
+                self._last_age = time.monotonic()  # tried again in AGE_BATCH, not at once
+                if not self._unfollowed:  # once, not every AGE_BATCH
+                    log.warning("retention: %s", FOLLOW_UNKNOWN)
+                self._unfollowed = True
+                self._schedule_age(time.time())
+                return
+            self._unfollowed = False
+            if followed:
                 await self._io(self._save_now, "memory")
             self.clock.check()
             now = time.time()
@@ -432,6 +495,8 @@ class Retention:
             await self._rescan("inotify overflow")
             return
         for sid in self._watch.take_rescans() if self._watch else ():
+            if sid in self.answering.hung:
+                continue  # left out: scanned when it answers again (_take_back)
             async with self._lock:
                 await self._io(partial(self.index.scan_stream, sid), f"scan:{sid}")
         for sid in self._watch.take_changed() if self._watch else ():
@@ -441,7 +506,9 @@ class Retention:
             await self._rescan("sweep")
             return
         try:  # bounded: a folder that hangs since it was indexed would hold a thread per tick
-            fss = await in_thread(self._statvfs, timeout=PROBE_TIMEOUT, name="retention:statvfs")
+            # The key: one stuck on a hung root (every tick) holds one thread, not a new one each 2 s.
+            fss = await in_thread(self._statvfs, timeout=PROBE_TIMEOUT, name="retention:statvfs",
+                                  key="retention:statvfs")
         except TimeoutError:
             self._spawn(self._find_hung())
             return
@@ -494,12 +561,15 @@ class Retention:
         from agent.recordings.plans import plan_manual
         if retention_days is not None:
             check_days(retention_days)  # every caller checks; this is the last line before deleting
-        if self.failed or self.answering.waiting:
-            raise UnsafeDirectory(self.failed or self.answering.waiting or "")
+        self._refuse_while_hung(sid)
         if sid is not None:
             await self._check_folder(sid)
-        await self.ready.wait()
-        async with self._lock:
+        await self._patiently(self.ready.wait(), "is still indexing the recordings root")
+        await self._patiently(self._lock.acquire(), "has a pass running")
+        try:
+            if await self._follow() is None:  # also finds a folder hung since the last probe
+                raise UnsafeDirectory(f"{FOLLOW_UNKNOWN}; nothing deleted")
+            self._refuse_while_hung(sid)
             self.clock.check()
             now = time.time()
             ids = [sid] if sid else list(self.cfg.streams)
@@ -513,6 +583,28 @@ class Retention:
                            else await self._io(partial(self._execute, doomed, "manual", now), "delete:manual"))
                 out[stream_id] = (max_age, outcome)
             return out
+        finally:
+            self._lock.release()
+
+    def _refuse_while_hung(self, sid: str | None) -> None:
+        """UnsafeDirectory when the cleanup would meet what does not answer: the root, or (for every
+        stream) a folder left out, whose footage no plan may see; a result of zeros would hide it."""
+        if sid is not None and sid in self.answering.hung:
+            raise UnsafeDirectory(f"{self.root / sid}: not answering (a hung mount?); nothing deleted")
+        every = sid is None and self.answering.hung
+        if self.failed or self.answering.waiting or not self.answering.root_answers or every:
+            said = self._problem() or ""
+            tail = "; clean the other streams one by one (vasctl cleanup ID)" if every and not self.failed else ""
+            raise UnsafeDirectory(f"{said}; nothing deleted{tail}")
+
+    async def _patiently(self, waited: Any, what: str) -> None:
+        """Wait CLEANUP_PATIENCE for ``waited`` (a pass stuck on a hung mount may never end), then refuse."""
+        try:
+            await asyncio.wait_for(waited, CLEANUP_PATIENCE)
+        except TimeoutError:
+            said = self._problem()
+            raise UnsafeDirectory(f"retention {what} for more than {CLEANUP_PATIENCE:g}s"
+                                  f"{f' ({said})' if said else ''}; nothing deleted, try again later") from None
 
     async def _check_folder(self, sid: str) -> None:
         """UnsafeDirectory when the stream's folder does not answer or is not a plain directory."""
@@ -548,7 +640,10 @@ class Retention:
                 "deleted": {r: {"segments": n, "bytes": b} for r, (n, b) in self.deleted.get(sid, {}).items()}}
 
     def _problem(self) -> str | None:
-        stuck = stuck_text(list(self._calls.values()), time.monotonic()) if self.answering.hung else None
+        # A hang deeper below a stream's folder is found by no probe: a call stuck there is named too,
+        # later (a pass over many files may take a while), or retention would stop and say nothing.
+        stuck = stuck_text(list(self._calls.values()), time.monotonic(),
+                           STUCK_AFTER if self.answering.hung else STUCK_ALONE)
         return problem_text(self.failed, self.answering.text(), stuck)
 
     def view(self) -> dict[str, Any]:

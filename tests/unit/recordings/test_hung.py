@@ -95,3 +95,43 @@ async def test_a_root_that_does_not_answer_is_what_retention_waits_for(quick_pro
         assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
     finally:
         release.set()
+
+
+def test_with_no_folder_known_hung_a_call_is_named_later():
+    now = 1000.0
+    calls = [("retention:delete:age", now - 20)]
+    assert stuck_text(calls, now, after=hung.STUCK_ALONE) is None  # a long pass over many files
+    calls = [("retention:delete:age", now - hung.STUCK_ALONE - 1)]
+    text = stuck_text(calls, now, after=hung.STUCK_ALONE)
+    assert text is not None and f"more than {hung.STUCK_ALONE:g}s" in text
+
+
+async def test_a_root_that_hangs_after_its_watch_started_is_said_once_and_cleared(quick_probe, caplog):
+    listing = {"hang": False}
+    release = threading.Event()
+
+    def listdir(path: Path) -> list[str]:
+        if listing["hang"]:
+            release.wait(10)
+        return []
+    answering = Answering(ROOT, listdir=listdir)
+    answering.watching()
+    try:
+        with caplog.at_level(logging.INFO, "vas.retention"):
+            listing["hang"] = True
+            await answering.find()
+            await answering.find()  # said once
+            assert not answering.root_answers
+            text = answering.text()
+            assert text is not None and text.startswith("recordings root /srv/rec is not answering")
+            listing["hang"] = False
+            release.set()  # the stuck listing returns, then a new one may go (the key)
+            for _ in range(100):
+                await answering.find()
+                if answering.root_answers:
+                    break
+                await asyncio.sleep(0.05)
+        assert answering.text() is None
+        assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
+    finally:
+        release.set()
