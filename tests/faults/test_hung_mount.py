@@ -110,6 +110,15 @@ def recordings(agent: AgentProcess) -> dict:
     return agent.snapshot()["recordings"]
 
 
+def stop_timed(agent: HungAgent, what: str) -> None:
+    """SIGTERM, the exit within 30 s (its time printed), and the final snapshot saying stopped."""
+    started = time.monotonic()
+    os.kill(agent.pid, signal.SIGTERM)
+    agent.wait_exit(30)
+    print(f"\nexit with {what}: {time.monotonic() - started:.1f}s after SIGTERM")
+    assert agent.snapshot()["agent"]["status"] == "stopped"
+
+
 def test_a_hung_stream_folder_neither_holds_up_start_nor_the_other_streams_and_retention_returns_for_it(
         hung_agent, tmp_path):
     """Snapshot and the healthy stream live at once; retention deletes the healthy stream's old
@@ -141,11 +150,7 @@ def test_sigterm_ends_the_agent_while_a_folder_stays_hung(hung_agent):
     agent exits within its stop budget, its final snapshot written."""
     agent = hung_agent.launch()
     wait_for(lambda: (agent.runtime_dir / "agent.sock").exists(), 15, "the agent's control socket")
-    started = time.monotonic()
-    os.kill(agent.pid, signal.SIGTERM)
-    agent.wait_exit(30)
-    print(f"\nexit with a hung folder: {time.monotonic() - started:.1f}s after SIGTERM")
-    assert agent.snapshot()["agent"]["status"] == "stopped"
+    stop_timed(agent, "a hung folder")
 
 
 def test_a_hang_below_a_stream_folder_makes_retention_wait_and_say_so(tmp_path):
@@ -161,11 +166,7 @@ def test_a_hang_below_a_stream_folder_makes_retention_wait_and_say_so(tmp_path):
         agent.wait_state("ok", "live", timeout=30)
         wait_for(lambda: "a directory below" in (recordings(agent)["problem"] or ""), 30, "retention to say it waits")
         assert str(rec) in recordings(agent)["problem"]
-        started = time.monotonic()
-        os.kill(agent.pid, signal.SIGTERM)
-        agent.wait_exit(30)
-        print(f"\nexit with the root's watch stuck: {time.monotonic() - started:.1f}s after SIGTERM")
-        assert agent.snapshot()["agent"]["status"] == "stopped"
+        stop_timed(agent, "the root's watch stuck")
         assert "calls still stuck (a hung mount?), not waited for: retention:watch" in agent.log()
     finally:
         agent.close()
@@ -197,11 +198,7 @@ def test_a_pass_stuck_below_a_folder_that_hung_later_is_named_and_does_not_hold_
         cleanup = agent.vasctl("cleanup", "--dry-run", by_socket=True, timeout=50)  # waited for the lock for ever
         assert cleanup.returncode != 0 and "has a pass running for more than 20s" in cleanup.stderr, cleanup
         print(f"\ncleanup with a retention pass stuck: refused in {time.monotonic() - started:.1f}s")
-        started = time.monotonic()
-        os.kill(agent.pid, signal.SIGTERM)
-        agent.wait_exit(30)
-        print(f"\nexit with a retention pass stuck: {time.monotonic() - started:.1f}s after SIGTERM")
-        assert agent.snapshot()["agent"]["status"] == "stopped"
+        stop_timed(agent, "a retention pass stuck")
         assert "a pass is still running after 3s" in agent.log()
         assert "calls still stuck (a hung mount?), not waited for: " in agent.log()
     finally:
