@@ -93,7 +93,7 @@ class Answering:
 
         Returns the names newly found hung (their entries must leave the index)."""
         try:
-            names = await self._probe(lambda: self._listdir(self.root), self.root)
+            names = await self.probe(lambda: self._listdir(self.root), self.root)
         except (TimeoutError, OSError) as exc:
             answered = not isinstance(exc, TimeoutError)  # missing or unreadable: start() says so
             if self.root_answers and not answered and self._watched:  # (before, the wait is said: impatient)
@@ -142,13 +142,14 @@ class Answering:
 
     async def _answers(self, name: str) -> bool:
         try:
-            await self._probe(lambda: self._lstat(self.root / name), self.root / name)
+            await self.probe(lambda: self._lstat(self.root / name), self.root / name)
         except TimeoutError:
             return False
         except OSError:
             return True  # it answered, with an error (gone, ENOTCONN): not hung
         return True
 
-    async def _probe(self, fn: Callable[[], Any], path: Path) -> Any:
-        # The key: a probe still stuck on this path fails at once instead of taking another thread.
+    async def probe(self, fn: Callable[[], Any], path: Path) -> Any:
+        """``fn()`` (a look at ``path``) on a thread, ``TimeoutError`` after PROBE_TIMEOUT.  The key:
+        a probe still stuck on this path fails at once instead of taking another thread."""
         return await in_thread(fn, timeout=PROBE_TIMEOUT, name=f"probe:{path}", key=f"probe:{path}")

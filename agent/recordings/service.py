@@ -590,7 +590,7 @@ class Retention:
         """UnsafeDirectory when the cleanup would meet what does not answer: the root, or (for every
         stream) a folder left out, whose footage no plan may see; a result of zeros would hide it."""
         if sid is not None and sid in self.answering.hung:
-            raise UnsafeDirectory(f"{self.root / sid}: not answering (a hung mount?); nothing deleted")
+            raise self._not_answering(sid)
         every = sid is None and self.answering.hung
         if self.failed or self.answering.waiting or not self.answering.root_answers or every:
             said = self._problem() or ""
@@ -606,16 +606,16 @@ class Retention:
             raise UnsafeDirectory(f"retention {what} for more than {CLEANUP_PATIENCE:g}s"
                                   f"{f' ({said})' if said else ''}; nothing deleted, try again later") from None
 
+    def _not_answering(self, sid: str) -> UnsafeDirectory:
+        return UnsafeDirectory(f"{self.root / sid}: not answering (a hung mount?); nothing deleted")
+
     async def _check_folder(self, sid: str) -> None:
-        """UnsafeDirectory when the stream's folder does not answer or is not a plain directory."""
-        hung = UnsafeDirectory(f"{self.root / sid}: not answering (a hung mount?); nothing deleted")
-        if sid in self.answering.hung:
-            raise hung
+        """UnsafeDirectory when the stream's folder (not known hung: _refuse_while_hung) does not
+        answer now or is not a plain directory."""
         try:
-            unsafe = await in_thread(partial(self._unsafe, sid), timeout=PROBE_TIMEOUT, name=f"probe:{self.root / sid}",
-                                     key=f"probe:{self.root / sid}")
+            unsafe = await self.answering.probe(partial(self._unsafe, sid), self.root / sid)
         except TimeoutError:
-            raise hung from None
+            raise self._not_answering(sid) from None
         if unsafe:
             raise UnsafeDirectory(f"{self.root / sid}: not a plain directory; nothing deleted")
 
