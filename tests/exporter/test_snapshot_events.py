@@ -70,14 +70,17 @@ async def test_a_scrape_sent_during_the_render_gets_the_new_text(aiohttp_client,
     client = await aiohttp_client(create_app(node.settings))
     ctx, port = client.server.app[CONTEXT], client.server.port
     spans: list[tuple[float, float]] = []
-    rendering = threading.Event()
+    rendering, on_wire = threading.Event(), threading.Event()
+    on_wire.set()
     real = ctx.metrics._render_snapshot
 
     def timed(view: Any) -> bytes:
         started = time.perf_counter()
         rendering.set()
         try:
-            time.sleep(0.1)  # a render as long as a big node's on a slow host: the scrape below lands in it
+            # A render that lasts until the scrape below is on the wire (a big node's on a slow host):
+            # a fixed length would end first whenever the scraping thread waits for a core.
+            assert on_wire.wait(10), "the scrape was never sent"
             return real(view)
         finally:
             spans.append((started, time.perf_counter()))
@@ -87,12 +90,14 @@ async def test_a_scrape_sent_during_the_render_gets_the_new_text(aiohttp_client,
 
     def write_and_scrape(k: int) -> tuple[float, str]:
         rendering.clear()
+        on_wire.clear()
         node.write(frames(k, 500))
         assert rendering.wait(10), f"snapshot {k}: no render began"
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
             sent = time.perf_counter()
             conn.request("GET", "/v2/metrics")
+            on_wire.set()
             return sent, conn.getresponse().read().decode()
         finally:
             conn.close()
