@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 PROJECT = '''
 import pytest
 pytestmark = pytest.mark.xdist_group("together")
@@ -17,6 +19,7 @@ def test_one(i):
 '''
 
 
+@pytest.mark.heavy  # three interpreters: handed out mid-run, not last, where it ran alone
 def test_an_xdist_group_runs_on_one_worker(tmp_path):
     (tmp_path / "test_grouped.py").write_text(PROJECT)
     # Only xdist: every other installed plugin would be loaded by the run and each of its workers.
