@@ -117,6 +117,9 @@ class RecordingsConfig:
     """Host-wide retention: the free-space floor, the sweep, streams no longer configured."""
 
     sweep_interval: float = 3600.0
+    #: How often every stream folder is checked for answering (a hung NFS or FUSE mount); a
+    #: retention call stuck this long with no folder known hung is named in the status.
+    probe_interval: float = 30.0
     min_free: SpaceAmount = SpaceAmount(percent=10.0)
     min_free_hysteresis: SpaceAmount = SpaceAmount(percent=5.0)
     orphan_retention: float = 7 * 86400.0  # 0 keeps orphaned recordings forever

@@ -1,6 +1,6 @@
 """The retention keys of ``streams.yaml``, checked for ``validate.py``.
 
-``recordings: {sweep_interval, min_free, min_free_hysteresis, orphan_retention}``
+``recordings: {sweep_interval, probe_interval, min_free, min_free_hysteresis, orphan_retention}``
 and per stream ``recording.max_size``.  Like every check in the schema, a
 function returns None after reporting an error through the validator.
 """
@@ -12,7 +12,8 @@ from typing import Any
 from agent.config.model import RecordingsConfig, SpaceAmount
 from agent.config.units import parse_size
 
-RECORDINGS_KEYS = frozenset({"root", "sweep_interval", "min_free", "min_free_hysteresis", "orphan_retention"})
+RECORDINGS_KEYS = frozenset({"root", "sweep_interval", "probe_interval", "min_free", "min_free_hysteresis",
+                             "orphan_retention"})
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
@@ -51,10 +52,13 @@ def recordings_section(v: Any, rec: dict) -> RecordingsConfig:
     key, d = ("recordings",), RecordingsConfig()
     sweep = v.duration(key + ("sweep_interval",), rec.get("sweep_interval", d.sweep_interval),
                        positive=True, lo=10, hi=86400)
+    probe = v.duration(key + ("probe_interval",), rec.get("probe_interval", d.probe_interval),
+                       positive=True, lo=1, hi=3600)
     orphan = v.duration(key + ("orphan_retention",), rec.get("orphan_retention", d.orphan_retention))
     floor = space_amount(v, key + ("min_free",), rec["min_free"]) if "min_free" in rec else d.min_free
     hyst = (space_amount(v, key + ("min_free_hysteresis",), rec["min_free_hysteresis"])
             if "min_free_hysteresis" in rec else d.min_free_hysteresis)
     return RecordingsConfig(sweep_interval=d.sweep_interval if sweep is None else sweep,
+                            probe_interval=d.probe_interval if probe is None else probe,
                             min_free=floor or d.min_free, min_free_hysteresis=hyst or d.min_free_hysteresis,
                             orphan_retention=d.orphan_retention if orphan is None else orphan)

@@ -4,7 +4,8 @@ left out by retention until they answer, and said plainly in its status.
 A stat of a path on a hung mount never returns: the thread sits in the kernel (in
 ``fuse_do_getattr``, say), killable only with the process.  Retention walks the whole
 root (its inotify watches, its index), so one such stream folder held it back for every
-stream, and the agent's start and exit with it.  Instead, before each walk, a probe (an
+stream, and the agent's start and exit with it.  Instead, before each walk and every
+``recordings.probe_interval``, a probe (an
 lstat of every entry directly under the root on an ``agent.blocking`` daemon thread,
 given up after PROBE_TIMEOUT) finds the folders that do not answer; the watch and the
 scans leave them out, and each is probed again every tick (a probe still stuck is not
@@ -30,12 +31,9 @@ PROBE_TIMEOUT = 5.0
 START_PATIENCE = 10.0
 #: The status names this many folders (the snapshot's ``not_answering`` lists them all).
 NAMED = 5
-#: Every entry under the root is probed this often (a folder that hangs after it was indexed).
-PROBE_EVERY = 30.0
-#: With a folder not answering, a retention call that has not returned after this long is named.
+#: With a folder not answering, a retention call that has not returned after this long is named
+#: (with none known not to answer, a hang deeper below a stream's folder: recordings.probe_interval).
 STUCK_AFTER = 10.0
-#: With none known not to answer (a hang deeper below a stream's folder), after this long.
-STUCK_ALONE = 30.0
 
 
 def skipped_text(root: Path, names: set[str]) -> str | None:

@@ -30,11 +30,9 @@ from agent.recordings import memory as memory
 from agent.recordings.delete import FUTURE_AHEAD, Candidate, Outcome, UnsafeDirectory, delete_segments
 from agent.recordings.disk import Filesystem, floor_problem, measure_below
 from agent.recordings.hung import (
-    PROBE_EVERY,
     PROBE_TIMEOUT,
     START_PATIENCE,
     STUCK_AFTER,
-    STUCK_ALONE,
     Answering,
     problem_text,
     stuck_text,
@@ -106,7 +104,7 @@ class Retention:
         self._coming_up: asyncio.Future | None = None
         self._patience: asyncio.TimerHandle | None = None
         self._rechecking = False
-        self._next_probe = time.monotonic() + PROBE_EVERY
+        self._next_probe = time.monotonic() + self.cfg.recordings.probe_interval
         self._calls: dict[object, tuple[str, float]] = {}  # retention's calls in threads: what, since
         self._problem_said: str | None = None
         self._unfollowed = False  # the last pass could not read the folders' identities (said once)
@@ -458,7 +456,7 @@ class Retention:
             self._problem_said = self._problem()
             self._on_change("")
         if time.monotonic() >= self._next_probe:  # while a pass runs too: it may be the one stuck
-            self._next_probe = time.monotonic() + PROBE_EVERY
+            self._next_probe = time.monotonic() + self.cfg.recordings.probe_interval
             self._spawn(self._find_hung())
 
     async def _find_hung(self) -> None:
@@ -643,7 +641,7 @@ class Retention:
         # A hang deeper below a stream's folder is found by no probe: a call stuck there is named too,
         # later (a pass over many files may take a while), or retention would stop and say nothing.
         stuck = stuck_text(list(self._calls.values()), time.monotonic(),
-                           STUCK_AFTER if self.answering.hung else STUCK_ALONE)
+                           STUCK_AFTER if self.answering.hung else self.cfg.recordings.probe_interval)
         return problem_text(self.failed, self.answering.text(), stuck)
 
     def view(self) -> dict[str, Any]:

@@ -18,13 +18,22 @@ from pathlib import Path
 import pytest
 
 from camera.fixture import free_port
-from tests.integration.harness import BIN, TRAPS_TERM, AgentProcess, alive, config, wait_for
+from tests.integration import harness
+from tests.integration.harness import BIN, TRAPS_TERM, AgentProcess, alive, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
                                  reason="needs root and /dev/fuse (a FUSE mount in a private namespace)")]
 HUNGFS = Path(__file__).with_name("hungfs.py")
 OLD = time.time() - 30 * 86400
+#: recordings.probe_interval: how often each stream folder must answer, and how long a call may be
+#: stuck with no folder known hung before the status names it (30 s by default).
+PROBE = 5
+
+
+def config(streams: dict) -> dict:
+    """The harness's config with a probe every PROBE seconds."""
+    return {**harness.config(streams), "recordings": {"probe_interval": f"{PROBE}s"}}
 
 
 def plant(folder: Path) -> Path:
@@ -191,7 +200,7 @@ def test_a_pass_stuck_below_a_folder_that_hung_later_is_named_and_does_not_hold_
         wait_for(lambda: agent.streams()["late"]["recording"]["segment_count"] == 2, 10, "the index")
         wait_for(lambda: time.time() > due - 1, 12, "a moment before the age pass (its timer)")
         agent.mount(rec / "late" / "sub")
-        wait_for(lambda: "has been running for more than 30s" in (recordings(agent)["problem"] or ""), 70,
+        wait_for(lambda: f"has been running for more than {PROBE}s" in (recordings(agent)["problem"] or ""), 70,
                  "retention to name the stuck call")
         started = time.monotonic()
         cleanup = agent.vasctl("cleanup", "--dry-run", by_socket=True, timeout=50)  # waited for the lock for ever

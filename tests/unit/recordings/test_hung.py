@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config.model import RecordingsConfig
 from agent.recordings import hung
 from agent.recordings.hung import Answering, problem_text, skipped_text, stuck_text, waiting_text
 
@@ -98,12 +99,13 @@ async def test_a_root_that_does_not_answer_is_what_retention_waits_for(quick_pro
 
 
 def test_with_no_folder_known_hung_a_call_is_named_later():
+    alone = RecordingsConfig().probe_interval  # what the service passes with no folder known hung
     now = 1000.0
     calls = [("retention:delete:age", now - 20)]
-    assert stuck_text(calls, now, after=hung.STUCK_ALONE) is None  # a long pass over many files
-    calls = [("retention:delete:age", now - hung.STUCK_ALONE - 1)]
-    text = stuck_text(calls, now, after=hung.STUCK_ALONE)
-    assert text is not None and f"more than {hung.STUCK_ALONE:g}s" in text
+    assert stuck_text(calls, now, after=alone) is None  # a long pass over many files
+    calls = [("retention:delete:age", now - alone - 1)]
+    text = stuck_text(calls, now, after=alone)
+    assert text is not None and f"more than {alone:g}s" in text
 
 
 async def test_a_root_that_hangs_after_its_watch_started_is_said_once_and_cleared(quick_probe, caplog):
