@@ -17,7 +17,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:  # make `camera` importable under any --import-mode
     sys.path.insert(0, _TESTS_DIR)
 
-from camera.fixture import SUITE_FPS, LentCamera, RtspCamera, free_port, lend_camera  # noqa: E402
+from camera.fixture import BLOCKS, SUITE_FPS, LentCamera, RtspCamera, free_port, lend_camera  # noqa: E402
 from sfu.real_sfu import SharedSfu  # noqa: E402
 
 __all__ = ["RtspCamera", "free_port"]
@@ -121,8 +121,9 @@ def ffmpeg_bin() -> str:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject's addopts): four workers per core.  Most tests wait on real
-    processes (a camera's frames, a stall timeout, a restart's backoff), not on the CPU."""
-    return 4 * len(os.sched_getaffinity(0))  # the cores this process may use, not the host's
+    processes (a camera's frames, a stall timeout, a restart's backoff), not on the CPU.  At
+    most one per port block but two: workers beyond that would share a block's ports."""
+    return min(4 * len(os.sched_getaffinity(0)), BLOCKS - 2)  # the cores this process may use
 
 
 def pytest_collection_modifyitems(config, items) -> None:

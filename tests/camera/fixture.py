@@ -37,9 +37,10 @@ class CameraError(RuntimeError):
 #: Each test process hands out ports from its own block below the kernel's ephemeral range
 #: (32768-60999): a port the kernel picked for port 0 was taken by another worker's etcd or by an
 #: outgoing connection before the child that was meant to bind it did.
-PORT_BLOCK = 2000
-#: Blocks between 10000 and the ephemeral range.
-BLOCKS = 11
+PORT_BLOCK = 1000
+#: Blocks between 10000 and the ephemeral range: enough for a run's workers (``-n auto`` takes
+#: at most BLOCKS - 2, tests/conftest.py) and a second run or a bench beside it on a small host.
+BLOCKS = 22
 #: A process holds its block with an flock on one of these for as long as it lives, so two runs at
 #: once (two suites, a suite beside a soak or a bench) never hand out the same port: with blocks
 #: chosen by xdist worker name alone, gw4 of one run and gw4 of another started SFUs on the same
