@@ -88,10 +88,11 @@ def write_segment(folder: Path, name: str, mtime: float, size: int) -> None:
     os.utime(path, (mtime, mtime))
 
 
-def plant(root: Path, ids: list[str], per_stream: int, runs: int, size: int, pace: float = 0.0) -> None:
+def plant(root: Path, ids: list[str], per_stream: int, runs: int, size: int, pace: float = 0.0,
+          age: float = 0.0) -> None:
     """``per_stream`` segments per stream in ``runs`` FFmpeg runs, dated up to now, 2 s apart;
     ``pace``: files per second at most (the watcher's queue must not overflow)."""
-    now = time.time()
+    now = time.time() - age
     each = -(-per_stream // runs)
     written, t0 = 0, time.monotonic()
     for sid in ids:
@@ -146,14 +147,15 @@ def run(args: argparse.Namespace, work: Path) -> list[int]:
     ids = [f"cam{i:02d}" for i in range(args.streams)]
     recordings = work / "recordings"
     recordings.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", str(recordings)], check=True)
-    cap = {"recording": {"max_size": args.per_stream * args.size}} if args.churn else {}
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={args.disk}", "tmpfs", str(recordings)], check=True)
+    cap = {"recording": {"max_size": args.per_stream * args.size}} if args.churn and not args.floor else {}
+    floor = {"min_free": "10%", "min_free_hysteresis": "5%"} if args.floor else {}
     agent = AgentProcess(work, {**config({sid: {**CHEAP, **cap} for sid in ids}),
-                                "recordings": {"sweep_interval": f"{args.interval:g}s"}})
+                                "recordings": {"sweep_interval": f"{args.interval:g}s", **floor}})
     churn = Churn(recordings, ids, args.size)
     try:
         if not args.grow:
-            plant(recordings, ids, args.per_stream, args.runs, args.size)
+            plant(recordings, ids, args.per_stream, args.runs, args.size, age=args.age)
         agent.start()
         assert agent.proc is not None
         pid = agent.proc.pid
@@ -203,6 +205,10 @@ def main() -> int:
                         help="a new segment per stream every 2 s, the oldest deleted by a size cap")
     parser.add_argument("--interval", type=float, default=SWEEP,
                         help="recordings.sweep_interval (a day: the control, no sweep runs)")
+    parser.add_argument("--disk", default="1g", help="the recordings tmpfs's size")
+    parser.add_argument("--floor", action="store_true",
+                        help="the soak's free-space floor (10 %% + 5 %%) instead of a size cap deletes")
+    parser.add_argument("--age", type=float, default=0.0, help="age of the newest planted segment, seconds")
     parser.add_argument("--smaps", action="store_true", help="per sweep, the mappings that grew most")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vas-sweepmem-") as tmp:
