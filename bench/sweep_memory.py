@@ -1,4 +1,4 @@
-"""Agent RSS across retention sweeps: does a sweep of an unchanged tree step the RSS up?
+"""Agent RSS across retention sweeps and free-space floor passes over a 23k-segment tree.
 
 What it measures
     A real ``vas-agent`` with --streams configured streams (cheap ``tail -F`` children,
@@ -6,20 +6,24 @@ What it measures
     stream, FFmpeg's names (``{id}_{start}_%06d.ts``, --runs runs a stream) in the
     product's layout (``{root}/{id}/``, with an ``index.m3u8``), and
     ``recordings.sweep_interval`` at its floor (10 s).  ``--grow``: the agent starts on an
-    empty root and the files are written while it runs (the watcher indexes them, as in
-    the soak, where the first full scan is the first hourly sweep); else they are there
-    before it starts.  ``--churn``: FFmpeg's pace throughout (a new segment per stream
-    every 2 s and its live playlist; a size cap deletes the oldest), as in the soak;
-    ``--interval 1d`` is its control (the same run with no sweep).
-    Printed: VmRSS before the first sweep and after each of --sweeps sweeps (read half an
-    interval after the sweep's log line), and the step from before the first to the last.
-    Anchor: a sweep of an unchanged tree re-reads it and keeps what it finds; the step
-    should be ~0 (well under 1 MiB).  ``--smaps`` adds, per sweep, the mappings whose
-    resident size grew most (a thread's malloc arena, pymalloc arenas, the heap).
+    empty root and the files are written while it runs (the watcher indexes them first);
+    else they are there before it starts.  ``--churn``: FFmpeg's pace throughout (a new
+    segment per stream every 2 s and its live playlist; a size cap deletes the oldest);
+    ``--interval 86400`` is the control (the same run with no sweep).  ``--floor``: the
+    soak's free-space floor (10 % + 5 %) on a --disk tmpfs the tree fills past it, with
+    --age making the oldest segments pass the floor's one-hour margin during the run, as
+    the soak's did at its 60th minute.
+    Printed: VmRSS before the first sweep and after each of --sweeps intervals (half an
+    interval after a sweep's log line), and the step from the first sample to the last.
+    Anchor: ~0, well under 1 MiB (with --churn: its control's, the churn's own warm-up).
+    ``--smaps`` adds, per interval, the mappings whose resident size changed most.
 
 How to run (as root: the recordings are a tmpfs)
     .venv/bin/python bench/sweep_memory.py                  # 20 streams x 1,150 segments, 6 sweeps
-    .venv/bin/python bench/sweep_memory.py --grow --smaps   # the soak's order: indexed by the watcher first
+    .venv/bin/python bench/sweep_memory.py --grow --smaps   # indexed by the watcher first
+    .venv/bin/python bench/sweep_memory.py --churn --sweeps 14 [--interval 86400]
+    .venv/bin/python bench/sweep_memory.py --churn --floor --disk 98m --size 4096 --age 1240 \
+        --interval 86400 --sweeps 14                        # the floor's onset, no sweep
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +134,7 @@ class Churn:
                 lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2",
                          f"#EXT-X-MEDIA-SEQUENCE:{max(0, self.seq - 4)}"]
                 for n in range(max(0, self.seq - 4), self.seq + 1):
-                    when = datetime.fromtimestamp(now - (self.seq + 1 - n) * SEGMENT, timezone.utc)
+                    when = datetime.fromtimestamp(now - (self.seq + 1 - n) * SEGMENT, UTC)
                     lines += [f"#EXT-X-PROGRAM-DATE-TIME:{when.isoformat(timespec='milliseconds')}",
                               f"#EXTINF:{SEGMENT:.6f},", f"{sid}_{self.stamp}_{n:06d}.ts"]
                 (folder / "index.m3u8.tmp").write_text("\n".join(lines) + "\n")
@@ -173,12 +177,13 @@ def run(args: argparse.Namespace, work: Path) -> list[int]:
         for k in range(args.sweeps):
             done = sweeps_logged(agent)
             if args.interval <= SWEEP:
-                wait_for(lambda: sweeps_logged(agent) > done, SWEEP + 20, f"sweep {k + 1}")
+                wait_for(lambda done=done: sweeps_logged(agent) > done, SWEEP + 20, f"sweep {k + 1}")
             else:  # the control: the same time passes, no sweep runs
                 time.sleep(SWEEP - SWEEP / 2)
             time.sleep(SWEEP / 2)
             out.append(rss_kib(pid))
-            line = f"after sweep {k + 1}: {out[-1] / 1024:.2f} MiB ({(out[-1] - out[0]) / 1024:+.2f})"
+            what = f"sweep {k + 1}" if args.interval <= SWEEP else f"{(k + 1) * SWEEP:g} s (no sweep)"
+            line = f"after {what}: {out[-1] / 1024:.2f} MiB ({(out[-1] - out[0]) / 1024:+.2f})"
             if args.smaps:
                 now = mappings(pid)
                 line += f"  [{grown(maps, now)}]"
@@ -215,8 +220,8 @@ def main() -> int:
         rss = run(args, Path(tmp))
     step = (rss[-1] - rss[0]) / 1024
     first = (rss[1] - rss[0]) / 1024
-    print(f"step over {args.sweeps} sweeps: {step:+.2f} MiB (first sweep {first:+.2f}, "
-          f"after it {(rss[-1] - rss[1]) / 1024:+.2f}); anchor: ~0, well under 1 MiB")
+    print(f"step over {args.sweeps} intervals: {step:+.2f} MiB (the first {first:+.2f}, "
+          f"after it {(rss[-1] - rss[1]) / 1024:+.2f}); anchor: ~0, well under 1 MiB (churn: its control's)")
     return 0
 
 

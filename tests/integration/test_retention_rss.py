@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 import tracemalloc
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,10 @@ def plant(root: Path, ids: list[str], per_stream: int = PER_STREAM) -> None:
 
 def sweeps(agent: AgentProcess) -> int:
     return agent.log().count("recordings indexed (sweep)")
+
+
+def swept_past(agent: AgentProcess, done: int) -> bool:
+    return sweeps(agent) > done
 
 
 @pytest.fixture
@@ -103,7 +108,7 @@ def test_sweeps_of_an_unchanged_tree_keep_rss_flat(tmp_path: Path, tmpfs_root: P
         levels = []
         for k in range(6):
             done = sweeps(agent)
-            wait_for(lambda: sweeps(agent) > done, SWEEP + 20, f"sweep {k + 1}")
+            wait_for(partial(swept_past, agent, done), SWEEP + 20, f"sweep {k + 1}")
             time.sleep(SWEEP / 2)  # settled, and as far from the next sweep as from the last
             levels.append(rss_kib(pid))
         assert f"recordings indexed (sweep): {STREAMS * PER_STREAM} segments" in agent.log()

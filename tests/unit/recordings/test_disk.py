@@ -43,4 +43,5 @@ def test_the_floor_keeps_the_last_hour_unless_about_to_be_full():
     full = Filesystem(1, "/rec", 10_000, 50, 1000, 1500, False)           # emergency: < 100 bytes free
     taken = plan_relief(full, lambda: streams, now=NOW, planned=0, keep=never, shift=same)
     assert [c.name for c in taken] == ["old", "young1"]                    # back to 2 x 100 free, no further
-    assert plan_relief(full, lambda: streams, now=NOW, planned=0, keep=lambda c: c.name != "old", shift=same)[0].name == "old"
+    kept = plan_relief(full, lambda: streams, now=NOW, planned=0, keep=lambda c: c.name != "old", shift=same)
+    assert kept[0].name == "old"
