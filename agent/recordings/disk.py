@@ -105,13 +105,12 @@ def plan_relief(fs: Filesystem, streams: Callable[[], Iterable[Iterable[Candidat
     """Oldest segments of ``fs`` until its target is met; ``streams()``: per stream, its segments
     oldest first, read afresh for each walk (a second one in an emergency).
 
-    Lazily: a pass holds the segments it takes, never one object per indexed segment (a
-    list of every candidate cost ~550 bytes a segment, 12 MiB at 23k, on every floor pass,
-    and the agent's RSS kept part of it).  ``planned`` bytes on ``fs`` are already being
-    deleted by other policies.  Segments younger than SAFETY_MARGIN stay, unless the
-    filesystem is about to be full.  Ages are judged on ``mtime_of`` (the file as it is now;
-    None: gone) when given, not the index's mtime, which a ``touch`` or ``cp -p`` after the
-    file was indexed leaves stale.
+    Lazily: a pass holds only the segments it takes, never an object per indexed segment
+    (~550 bytes each: 12 MiB at 23k segments on every pass, part of which RSS keeps).
+    ``planned`` bytes on ``fs`` are already being deleted by other policies.  Segments
+    younger than SAFETY_MARGIN stay, unless the filesystem is about to be full.  Ages are
+    judged on ``mtime_of`` (the file as it is now; None: gone) when given, not the index's
+    mtime, which a ``touch`` or ``cp -p`` after the file was indexed leaves stale.
     """
     young = now - SAFETY_MARGIN
     real = mtime_of or (lambda c: c.mtime)
