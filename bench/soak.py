@@ -186,7 +186,8 @@ class Soak:
         cfg = sfu_config(streams, self.port)
         cfg["defaults"]["stall_timeout"] = "10s"
         cfg["defaults"]["recording"] = {"segment_duration": "2s"}
-        cfg["recordings"] = {"min_free": "10%", "min_free_hysteresis": "5%"}
+        cfg["recordings"] = {"min_free": "10%", "min_free_hysteresis": "5%",
+                             "sweep_interval": f"{self.args.sweep_interval:g}s"}
         return cfg
 
     def start_agent(self) -> None:
@@ -407,6 +408,7 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=10)
     parser.add_argument("--agent-kills", type=int, default=3)
     parser.add_argument("--disk", default="1g", help="size of the recording tmpfs")
+    parser.add_argument("--sweep-interval", type=float, default=3600, help="recordings.sweep_interval, seconds")
     parser.add_argument("--kills", type=int, default=1000)
     parser.add_argument("--kill-streams", type=int, default=50)
     parser.add_argument("--skip-soak", action="store_true")

@@ -71,7 +71,7 @@ def plan_disk(index: SegmentIndex, fs: Filesystem, now: float, is_running: Calla
     except OSError:
         return []
     try:
-        out = plan_relief(fs, [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
+        out = plan_relief(fs, lambda: [heapq.merge(*index.oldest_first(sid, fs.dev)) for sid in list(index.streams)],
                           now=now, planned=freed, shift=shift, mtime_of=live,
                           keep=lambda c: (c.stream, c.rel) in exclude or keeps[c.stream](c))
         # Judged on the files' dates now: the executor must not take them for stale plans.

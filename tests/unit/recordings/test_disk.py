@@ -39,8 +39,9 @@ def test_an_unreachable_floor_falls_back_to_the_emergency_floor():
 def test_the_floor_keeps_the_last_hour_unless_about_to_be_full():
     streams = [[seg("a", "old", 7200), seg("a", "young1", 1800), seg("a", "young2", 600)]]
     calm = fs(100 * GiB, 5 * GiB, 10 * GiB, 15 * GiB)
-    assert [c.name for c in plan_relief(calm, streams, now=NOW, planned=0, keep=never, shift=same)] == ["old"]
+    assert [c.name for c in plan_relief(calm, lambda: streams, now=NOW, planned=0, keep=never, shift=same)] == ["old"]
     full = Filesystem(1, "/rec", 10_000, 50, 1000, 1500, False)           # emergency: < 100 bytes free
-    taken = plan_relief(full, streams, now=NOW, planned=0, keep=never, shift=same)
+    taken = plan_relief(full, lambda: streams, now=NOW, planned=0, keep=never, shift=same)
     assert [c.name for c in taken] == ["old", "young1"]                    # back to 2 x 100 free, no further
-    assert plan_relief(full, streams, now=NOW, planned=0, keep=lambda c: c.name != "old", shift=same)[0].name == "old"
+    kept = plan_relief(full, lambda: streams, now=NOW, planned=0, keep=lambda c: c.name != "old", shift=same)
+    assert kept[0].name == "old"
