@@ -127,19 +127,20 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """In a pytest-xdist worker: the slow tests first (most of their time is waiting on real
-    processes), then the CPU-heavy ones (an install, a fuzz, mypy) while those wait, then the
-    other integration tests, then the rest: the run keeps both cores busy from its start, and
-    the many short tests fill the gaps at the end (a long test handed out last would run
-    alone).  Stable: a module's tests stay in order."""
+    """In a pytest-xdist worker: the tests that declare minutes of work (a longer timeout) first,
+    then the other slow tests, then the heavy ones with the other integration tests, then the
+    rest, so the longest waits start at once and the many short tests fill the gaps at the end
+    (a long test handed out last would run alone).  Stable: a module's tests stay in order."""
     if hasattr(config, "workerinput"):
         items.sort(key=_dispatch_order)
 
 
 def _dispatch_order(item) -> int:
     timeout = item.get_closest_marker("timeout")
-    if item.get_closest_marker("heavy") or (timeout is not None and timeout.args and timeout.args[0] > 120):
-        return 1  # CPU-bound for a minute: beside the slow tests' waits, not beside each other
-    if item.get_closest_marker("slow"):
+    if timeout is not None and timeout.args and timeout.args[0] > 120:
         return 0
+    if item.get_closest_marker("heavy"):  # its own load would slow the long tests beside it
+        return 2
+    if item.get_closest_marker("slow"):
+        return 1
     return 2 if item.get_closest_marker("integration") else 3
