@@ -8,7 +8,8 @@
 #   ./install.sh --dev                  system packages + .venv with test and bench extras
 #   ./install.sh --dev --test [ARGS]    the same, then the whole test suite (what CI runs)
 #   ./install.sh --demo                 runtime packages + .venv, then run the agent on config/demo.yaml
-#   ./install.sh --wheelhouse DIR       on a connected machine: wheels of every Python dependency into DIR
+#   ./install.sh --wheelhouse DIR       on a connected machine: wheels of the runtime's Python packages into DIR
+#   ./install.sh --wheelhouse DIR --dev the same with the test and bench extras (for --offline DIR --dev)
 #   ./install.sh --offline DIR ...      any mode above, installing Python packages only from DIR
 #
 # Every pip install is pinned by constraints.txt (renew: config/update-constraints.sh).
@@ -92,8 +93,9 @@ Usage: ./install.sh [--root DIR]
 
   --wheelhouse D
             on a connected machine (same Debian release and architecture as
-            the target): build wheels of every Python package the agent, its
-            tests and bench need, pinned by constraints.txt, into D
+            the target): build wheels of every Python package a host install
+            and --demo need, pinned by constraints.txt, into D; with --dev,
+            those the tests and bench need too (for --offline D --dev)
   --offline D
             for air-gapped hosts: install Python packages only from the
             wheelhouse D (pip --no-index --find-links D); combine with any mode.
@@ -169,18 +171,20 @@ pip_wheel() {
     "$python" -m pip wheel -q --disable-pip-version-check -c "$CONSTRAINTS" "${PIP_SOURCE[@]}" "$@"
 }
 
-# --wheelhouse DIR: wheels of everything, so that --offline DIR needs no index at all.
+# --wheelhouse DIR [--dev]: the wheels --offline DIR needs with no index at all: a host install's
+# and --demo's (the viewer extra); with --dev, the tests' and bench's too.
 build_wheelhouse() {
-    local dir="$1" work
+    local dir="$1" dev="$2" work extras="viewer" modes="a host install or --demo"
+    [[ $dev -eq 1 ]] && extras="viewer,test,bench" modes="a host install, --demo or --dev"
     mkdir -p "$dir"
     work="$(mktemp -d)"
     "$(pick_python)" -m venv "$work/venv"
-    log "building wheels into $dir (pinned by constraints.txt)"
+    log "building wheels for $modes into $dir (pinned by constraints.txt)"
     "$work/venv/bin/python" -m pip wheel -q --disable-pip-version-check -c "$CONSTRAINTS" -w "$dir" \
-        ".[test,bench]" "setuptools>=68" wheel
+        ".[$extras]" "setuptools>=68" wheel
     rm -rf "$work" "$dir"/vas_node_agent-*.whl  # the agent itself is always built from the checkout
-    log "done: $(find "$dir" -name '*.whl' | wc -l) wheels in $dir; on the air-gapped host:" \
-        "./install.sh --offline $dir (with --dev or --demo as needed)"
+    log "done: $(find "$dir" -name '*.whl' | wc -l) wheels in $dir for $modes; on the air-gapped host:" \
+        "./install.sh --offline $dir"
 }
 
 # Extras already installed, per the stamp; fails when the stamp is stale.
@@ -223,7 +227,12 @@ setup_venv() {
     local spec="."
     [[ -n "$extras" ]] && spec=".[$extras]"
     log "installing the agent into $VENV: pip install -e '$spec'"
-    pip_install "$VENV/bin/python" -e "$spec"
+    if ! pip_install "$VENV/bin/python" -e "$spec"; then
+        [[ ${#PIP_SOURCE[@]} -gt 0 && "$mode" == dev ]] \
+            && die "pip found no wheel of a test or bench package in ${PIP_SOURCE[2]}:" \
+                "build the wheelhouse with ./install.sh --wheelhouse DIR --dev"
+        die "pip install -e '$spec' failed (its error is above)"
+    fi
     printf '%s\n%s\n' "$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)" "$extras" >"$STAMP"
 }
 
@@ -273,6 +282,7 @@ source "$PWD/config/install-sfu.sh"
 
 mode=""
 with_sfu=0
+dev=0
 test_after=0
 pytest_args=()
 PREFIX=""
@@ -287,7 +297,8 @@ while [[ $# -gt 0 ]]; do
             PIP_SOURCE=(--no-index --find-links "$(realpath "$2")"); shift 2 ;;
         --uninstall) mode=uninstall; shift ;;
         --with-sfu) with_sfu=1; shift ;;
-        --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; mode=dev; shift ;;
+        --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; dev=1
+            [[ "$mode" == wheelhouse ]] || mode=dev; shift ;;
         --demo) [[ "$mode" == dev ]] && die "--dev and --demo are exclusive"; mode=demo; shift ;;
         --test) test_after=1; shift; pytest_args=("$@"); break ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -295,12 +306,13 @@ while [[ $# -gt 0 ]]; do
 done
 if [[ $test_after -eq 1 ]]; then
     [[ "$mode" == demo ]] && die "--test goes with --dev, not --demo"
+    [[ "$mode" == wheelhouse ]] && die "--test goes with --dev, not --wheelhouse"
     mode=dev
 fi
 [[ -n "$mode" ]] || mode=host
 if [[ "$mode" == wheelhouse ]]; then
     [[ ${#PIP_SOURCE[@]} -eq 0 ]] || die "--wheelhouse builds a wheelhouse; --offline installs from one"
-    build_wheelhouse "$wheelhouse"
+    build_wheelhouse "$wheelhouse" "$dev"
     exit 0
 fi
 [[ $with_sfu -eq 1 && "$mode" != host && "$mode" != demo ]] && die "--with-sfu goes with a host install or --demo"

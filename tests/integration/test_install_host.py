@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_offline_host_install_check_as_vas_and_uninstall(tmp_path):
     built = subprocess.run(["bash", str(CHECKOUT / "install.sh"), "--wheelhouse", str(wheels)], cwd=CHECKOUT,
                            capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stderr
+    names = {re.sub(r"[-_.]+", "-", w.name.split("-")[0]).lower() for w in wheels.glob("*.whl")}
+    assert {"aiohttp", "pyyaml", "aiortc"} <= names, names  # the runtime's and --demo's (the viewer)
+    assert not names & {"pytest", "mypy", "hypothesis", "selenium"}, names  # not the tests' (--dev)
+    _offline_dev_needs_a_dev_wheelhouse(tmp_path / "checkout", wheels)
     work = tmp_path / "host"
     work.mkdir()
     root = work / "root"  # where /opt, /var/lib and /usr/local/bin of the namespace live
@@ -95,6 +100,20 @@ def test_offline_host_install_check_as_vas_and_uninstall(tmp_path):
     assert not (work / "etc/systemd/system/vas-agent.service").exists()
     assert (etc / "streams.yaml").exists() and (etc / "tokens").exists()
     assert (root / "var/lib/vas/recordings").is_dir()
+
+
+def _offline_dev_needs_a_dev_wheelhouse(checkout: Path, wheels: Path) -> None:
+    """``--offline DIR --dev`` from a wheelhouse built without ``--dev`` says how to build one."""
+    checkout.mkdir()
+    for part in ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
+                 "install.sh"):
+        copy = shutil.copytree if (CHECKOUT / part).is_dir() else shutil.copy2
+        copy(CHECKOUT / part, checkout / part)
+    done = subprocess.run(["bash", "install.sh", "--offline", str(wheels), "--dev"], cwd=checkout,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert (f"pip found no wheel of a test or bench package in {wheels}: build the wheelhouse with "
+            "./install.sh --wheelhouse DIR --dev") in done.stderr, done.stderr
 
 
 #: systemd is not running on a test host: this stands in for systemctl, logs what install.sh asks
