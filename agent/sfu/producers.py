@@ -324,11 +324,13 @@ class ProducerManager:
             stream.mark_changed()
             changed = True
             running = stream.rtp_running == producer.target
+            if flowing:  # received since the last poll, from this run or the one that just ended
+                producer.quiet_polls = 0
             if flowing and running:
-                producer.confirmed, producer.quiet_polls = True, 0
+                producer.confirmed = True
                 self._repairs.pop(sid, None)
                 stream.confirm_producer(True)
-            elif running and _progressing(stream, self.poll_interval):
+            elif not flowing and running and _progressing(stream, self.poll_interval):
                 producer.quiet_polls += 1
                 if producer.confirmed:
                     producer.confirmed = False
@@ -367,7 +369,10 @@ def _expected(stream: Stream) -> tuple[int, int]:
 
 
 def _progressing(stream: Stream, window: float) -> bool:
-    """FFmpeg reported progress lately (without progress reports: assume it does)."""
+    """The running FFmpeg reported progress lately (without progress reports: assume it does).
+    A report of the run before does not count: a new run is silent until it has reached the camera."""
+    child, last = stream.child, stream.last_progress_at
     if not stream.cfg.reports_progress:
-        return stream.child is not None
-    return stream.last_progress_at is not None and time.time() - stream.last_progress_at < 3 * window + 2
+        return child is not None
+    return (child is not None and last is not None and last >= child.wall_started_at
+            and time.time() - last < 3 * window + 2)
