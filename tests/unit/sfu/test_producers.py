@@ -35,7 +35,7 @@ class FakeStream:
 
 
 def manager(stream: FakeStream) -> tuple[ProducerManager, Producer]:
-    producers = ProducerManager(None, lambda: {"cam1": stream}, on_change=lambda _: None)  # type: ignore[arg-type]
+    producers = ProducerManager(None, lambda: {"cam1": stream}, on_change=lambda _: None)  # type: ignore[arg-type, dict-item]
     producers.producers["cam1"] = producer = Producer("p1", TARGET)  # type: ignore[arg-type]
     return producers, producer
 
