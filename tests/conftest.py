@@ -128,28 +128,11 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """In a pytest-xdist worker: the tests that declare minutes of work (a longer timeout) first,
-    then the other slow tests (modules in turns), then the heavy ones with the other integration tests, then the
+    then the other slow tests, then the heavy ones with the other integration tests, then the
     rest, so the longest waits start at once and the many short tests fill the gaps at the end
     (a long test handed out last would run alone).  Stable: a module's tests stay in order."""
     if hasattr(config, "workerinput"):
         items.sort(key=_dispatch_order)
-        items[:] = _interleave_slow_modules(items)
-
-
-def _interleave_slow_modules(items: list) -> list:
-    """The slow tests, module by module in turns (each module's first, then each one's second...):
-    a module's tests load the host alike (the faults' CPU, the fleet's waits), so handed out
-    module after module the run had stretches all CPU-bound and stretches half idle."""
-    slow = [item for item in items if _dispatch_order(item) == 1]
-    turn: dict[str, int] = {}
-    ranks = {}
-    for item in slow:
-        module = item.nodeid.split("::")[0]
-        ranks[id(item)] = turn.get(module, 0)
-        turn[module] = ranks[id(item)] + 1
-    slow.sort(key=lambda item: ranks[id(item)])  # stable: modules keep their order within a turn
-    start = next((i for i, item in enumerate(items) if _dispatch_order(item) == 1), 0)
-    return items[:start] + slow + items[start + len(slow):]
 
 
 def _dispatch_order(item) -> int:
