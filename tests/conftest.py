@@ -120,10 +120,11 @@ def ffmpeg_bin() -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto`` (pyproject's addopts): four workers per core.  Most tests wait on real
-    processes (a camera's frames, a stall timeout, a restart's backoff), not on the CPU.  At
-    most one per port block but two: workers beyond that would share a block's ports."""
-    return min(4 * len(os.sched_getaffinity(0)), BLOCKS - 2)  # the cores this process may use
+    """``-n auto`` (pyproject's addopts): six workers per core.  Most tests wait on real
+    processes (a camera's frames, a stall timeout, a restart's backoff), not on the CPU: with
+    four, a 2-core run's middle five minutes left half the CPU idle (runs V, W: 6:42, 6:46;
+    six: 5:46, run X).  At most one per port block but two: more would share a block's ports."""
+    return min(6 * len(os.sched_getaffinity(0)), BLOCKS - 2)  # the cores this process may use
 
 
 def pytest_collection_modifyitems(config, items) -> None:
