@@ -280,6 +280,18 @@ demo_exporter_up() {
 # shellcheck source=config/install-sfu.sh
 source "$PWD/config/install-sfu.sh"
 
+# One mode per run, whatever the order of the flags (--wheelhouse D --demo ran the demo, and
+# --demo --wheelhouse D built wheels).  --dev with --wheelhouse is the wheelhouse's option.
+set_mode() {
+    if [[ -n "$mode" && "$mode" != "$1" && "$mode$1" != devwheelhouse ]]; then
+        [[ "$mode" == wheelhouse || "$1" == wheelhouse ]] \
+            && die "--wheelhouse only builds wheels (for a host install and --demo; add --dev for the" \
+                "tests); then install with ./install.sh --offline DIR ... on the target"
+        die "--$mode and --$1 are exclusive"
+    fi
+    mode="$1"
+}
+
 mode=""
 with_sfu=0
 dev=0
@@ -290,16 +302,16 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         --root) [[ $# -ge 2 ]] || die "--root needs a directory"; PREFIX="$(realpath -m "$2")"; shift 2 ;;
-        --wheelhouse) [[ $# -ge 2 ]] || die "--wheelhouse needs a directory"; mode=wheelhouse
+        --wheelhouse) [[ $# -ge 2 ]] || die "--wheelhouse needs a directory"; set_mode wheelhouse
             wheelhouse="$(realpath -m "$2")"; shift 2 ;;
         --offline) [[ $# -ge 2 ]] || die "--offline needs the wheelhouse directory"
             [[ -d "$2" ]] || die "--offline $2: no such directory (build it with ./install.sh --wheelhouse DIR)"
             PIP_SOURCE=(--no-index --find-links "$(realpath "$2")"); shift 2 ;;
-        --uninstall) mode=uninstall; shift ;;
+        --uninstall) set_mode uninstall; shift ;;
         --with-sfu) with_sfu=1; shift ;;
         --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; dev=1
-            [[ "$mode" == wheelhouse ]] || mode=dev; shift ;;
-        --demo) [[ "$mode" == dev ]] && die "--dev and --demo are exclusive"; mode=demo; shift ;;
+            [[ "$mode" == wheelhouse ]] || set_mode dev; shift ;;
+        --demo) [[ "$mode" == dev ]] && die "--dev and --demo are exclusive"; set_mode demo; shift ;;
         --test) test_after=1; shift; pytest_args=("$@"); break ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac

@@ -198,6 +198,10 @@ class Retention:
                         cfg.recordings_root, self.root)
             cfg = dataclasses.replace(cfg, recordings_root=self.root)
         old, self.cfg = self.cfg, cfg
+        # A shorter interval applies now, not after the old one has run out (1h -> 30s: 30 s, not 1h).
+        now = time.monotonic()
+        self._next_probe = min(self._next_probe, now + cfg.recordings.probe_interval)
+        self._next_sweep = min(self._next_sweep, now + cfg.recordings.sweep_interval)
         # No file system access here, on the event loop: a stream folder that hung since the last
         # probe would freeze the agent (supervision, heartbeat, control socket) in a stat.  The
         # folders' identities are read by _save_memory, on a bounded thread (_follow).

@@ -370,9 +370,10 @@ def _expected(stream: Stream) -> tuple[int, int]:
 
 def _progressing(stream: Stream, window: float) -> bool:
     """The running FFmpeg reported progress lately (without progress reports: assume it does).
-    A report of the run before does not count: a new run is silent until it has reached the camera."""
-    child, last = stream.child, stream.last_progress_at
+    A report of the run before does not count: a new run is silent until it has reached the camera.
+    Monotonic times: after a wall-clock step back, this run's reports would look older than its start."""
+    child, last = stream.child, stream.progressed_at
     if not stream.cfg.reports_progress:
         return child is not None
-    return (child is not None and last is not None and last >= child.wall_started_at
-            and time.time() - last < 3 * window + 2)
+    return (child is not None and last is not None and last >= child.started_at
+            and time.monotonic() - last < 3 * window + 2)

@@ -82,6 +82,7 @@ class Stream:
         self.next_restart_at: float | None = None
         self.progress: Progress | None = None
         self.last_progress_at: float | None = None  # wall clock, for the snapshot
+        self.progressed_at: float | None = None  # the same, monotonic: compared with child.started_at
         self.child: Child | None = None
         #: This stream's snapshot entry as JSON, kept until something shown changes.
         self.view_json: str | None = None
@@ -493,7 +494,7 @@ class Stream:
             if report.advanced_from(stall.report):
                 stall.report = report
                 stall.touch()
-                self.last_progress_at = time.time()
+                self.last_progress_at, self.progressed_at = time.time(), time.monotonic()
                 if self.state is StreamState.INITIALIZING:
                     self._media_flowing()
             self.progress = report

@@ -211,3 +211,21 @@ def test_an_unreadable_directory_is_skipped_not_fatal():
         (base / "cam1" / "closed").chmod(0o755)
         import shutil
         shutil.rmtree(base)
+
+
+async def test_a_reload_that_shortens_the_intervals_applies_at_once(tmp_path):
+    root = tmp_path / "rec"
+    plant(root / "a" / "a-1.ts", mtime=time.time())
+    cfg = make_cfg(root, {"a": {"retention": 86400.0}}, probe_interval=3600.0, sweep_interval=86400.0)
+    async with running(cfg) as r:
+        probes: list[float] = []
+        find = r.answering.find
+
+        async def counted():
+            probes.append(time.monotonic())
+            return await find()
+        r.answering.find = counted  # type: ignore[method-assign]
+        r.update(dataclasses.replace(cfg, recordings=dataclasses.replace(
+            cfg.recordings, probe_interval=1.0, sweep_interval=10.0)))
+        await until(lambda: len(probes) >= 2, timeout=8)  # every second, not in an hour
+        assert r._next_sweep <= time.monotonic() + 10.0

@@ -1,7 +1,9 @@
 """The shell scripts pass shellcheck (following what install.sh sources)."""
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -26,3 +28,17 @@ def test_help_says_root_is_a_test_fixture_not_an_image():
     out = subprocess.run(["bash", "install.sh", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     text = " ".join(out.stdout.split())
     assert out.returncode == 0 and "--root D a test fixture, not a way to build an image" in text, out.stdout
+
+
+@pytest.mark.parametrize("args", [["--wheelhouse", "WH", "--demo"], ["--wheelhouse", "WH", "--with-sfu", "--demo"]])
+def test_wheelhouse_with_another_mode_is_refused_in_either_order(args, tmp_path):
+    """--wheelhouse D --demo ran the demo (the wheelhouse dropped without a word).  The demo's port is
+    held here so that a script which does start the demo stops at its port check, installing nothing."""
+    args = [str(tmp_path / "wh") if a == "WH" else a for a in args]
+    with socket.socket() as held:
+        with contextlib.suppress(OSError):
+            held.bind(("127.0.0.1", 8080))
+            held.listen()
+        out = subprocess.run(["bash", "install.sh", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "--wheelhouse only builds wheels" in out.stderr, out.stdout + out.stderr
+    assert not (tmp_path / "wh").exists()
