@@ -118,7 +118,7 @@ class RecordingsConfig:
 
     sweep_interval: float = 3600.0
     #: How often every stream folder is checked for answering (a hung NFS or FUSE mount); a
-    #: retention call stuck this long with no folder known hung is named in the status.
+    #: retention call stuck this long (10 s at least) with no folder known hung is named in the status.
     probe_interval: float = 30.0
     min_free: SpaceAmount = SpaceAmount(percent=10.0)
     min_free_hysteresis: SpaceAmount = SpaceAmount(percent=5.0)

@@ -32,7 +32,8 @@ START_PATIENCE = 10.0
 #: The status names this many folders (the snapshot's ``not_answering`` lists them all).
 NAMED = 5
 #: With a folder not answering, a retention call that has not returned after this long is named
-#: (with none known not to answer, a hang deeper below a stream's folder: recordings.probe_interval).
+#: (with none known not to answer, a hang deeper below a stream's folder: recordings.probe_interval,
+#: but never sooner than this).
 STUCK_AFTER = 10.0
 
 
@@ -53,6 +54,13 @@ def waiting_text(root: Path, *, root_answers: bool, waited: float) -> str:
                 "for it; nothing is indexed or deleted until it answers")
     return (f"a directory below {root} is not answering (a hung mount?): retention's watch has waited "
             f"{waited:g}s for it; nothing is indexed or deleted until it answers")
+
+
+def stuck_after(hung: bool, probe_interval: float) -> float:
+    """How long a retention call may run before the status names it (pure): STUCK_AFTER with a
+    folder known hung; else probe_interval, never sooner than STUCK_AFTER (a short interval must
+    not call an ordinary pass over many files stuck)."""
+    return STUCK_AFTER if hung else max(probe_interval, STUCK_AFTER)
 
 
 def stuck_text(calls: list[tuple[str, float]], now: float, after: float = STUCK_AFTER) -> str | None:

@@ -32,9 +32,9 @@ from agent.recordings.disk import Filesystem, floor_problem, measure_below
 from agent.recordings.hung import (
     PROBE_TIMEOUT,
     START_PATIENCE,
-    STUCK_AFTER,
     Answering,
     problem_text,
+    stuck_after,
     stuck_text,
 )
 from agent.recordings.index import SegmentIndex
@@ -645,7 +645,7 @@ class Retention:
         # A hang deeper below a stream's folder is found by no probe: a call stuck there is named too,
         # later (a pass over many files may take a while), or retention would stop and say nothing.
         stuck = stuck_text(list(self._calls.values()), time.monotonic(),
-                           STUCK_AFTER if self.answering.hung else self.cfg.recordings.probe_interval)
+                           stuck_after(bool(self.answering.hung), self.cfg.recordings.probe_interval))
         return problem_text(self.failed, self.answering.text(), stuck)
 
     def view(self) -> dict[str, Any]:

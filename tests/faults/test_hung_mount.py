@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.recordings.hung import stuck_after
 from camera.fixture import free_port
 from tests.integration import harness
 from tests.integration.harness import BIN, TRAPS_TERM, AgentProcess, alive, wait_for
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow,
 HUNGFS = Path(__file__).with_name("hungfs.py")
 OLD = time.time() - 30 * 86400
 #: recordings.probe_interval: how often each stream folder must answer, and how long a call may be
-#: stuck with no folder known hung before the status names it (30 s by default).
+#: stuck with no folder known hung before the status names it (30 s by default, 10 s at least).
 PROBE = 5
 
 
@@ -200,7 +201,8 @@ def test_a_pass_stuck_below_a_folder_that_hung_later_is_named_and_does_not_hold_
         wait_for(lambda: agent.streams()["late"]["recording"]["segment_count"] == 2, 10, "the index")
         wait_for(lambda: time.time() > due - 1, 12, "a moment before the age pass (its timer)")
         agent.mount(rec / "late" / "sub")
-        wait_for(lambda: f"has been running for more than {PROBE}s" in (recordings(agent)["problem"] or ""), 70,
+        after = stuck_after(False, PROBE)
+        wait_for(lambda: f"has been running for more than {after:g}s" in (recordings(agent)["problem"] or ""), 70,
                  "retention to name the stuck call")
         started = time.monotonic()
         cleanup = agent.vasctl("cleanup", "--dry-run", by_socket=True, timeout=50)  # waited for the lock for ever

@@ -11,7 +11,7 @@ import pytest
 
 from agent.config.model import RecordingsConfig
 from agent.recordings import hung
-from agent.recordings.hung import Answering, problem_text, skipped_text, stuck_text, waiting_text
+from agent.recordings.hung import Answering, problem_text, skipped_text, stuck_after, stuck_text, waiting_text
 
 ROOT = Path("/srv/rec")
 
@@ -96,6 +96,12 @@ async def test_a_root_that_does_not_answer_is_what_retention_waits_for(quick_pro
         assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
     finally:
         release.set()
+
+
+def test_a_short_probe_interval_never_calls_an_ordinary_pass_stuck():
+    """probe_interval 1 s: a pass of a few seconds over many files is no hang (review28)."""
+    assert stuck_after(False, 1.0) == hung.STUCK_AFTER and stuck_after(False, 60.0) == 60.0
+    assert stuck_after(True, 60.0) == hung.STUCK_AFTER
 
 
 def test_with_no_folder_known_hung_a_call_is_named_later():
