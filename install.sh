@@ -180,8 +180,7 @@ build_wheelhouse() {
     work="$(mktemp -d)"
     "$(pick_python)" -m venv "$work/venv"
     log "building wheels for $modes into $dir (pinned by constraints.txt)"
-    "$work/venv/bin/python" -m pip wheel -q --disable-pip-version-check -c "$CONSTRAINTS" -w "$dir" \
-        ".[$extras]" "setuptools>=68" wheel
+    pip_wheel "$work/venv/bin/python" -w "$dir" ".[$extras]" "setuptools>=68" wheel
     rm -rf "$work" "$dir"/vas_node_agent-*.whl  # the agent itself is always built from the checkout
     log "done: $(find "$dir" -name '*.whl' | wc -l) wheels in $dir for $modes; on the air-gapped host:" \
         "./install.sh --offline $dir"
@@ -309,9 +308,8 @@ while [[ $# -gt 0 ]]; do
             PIP_SOURCE=(--no-index --find-links "$(realpath "$2")"); shift 2 ;;
         --uninstall) set_mode uninstall; shift ;;
         --with-sfu) with_sfu=1; shift ;;
-        --dev) [[ "$mode" == demo ]] && die "--dev and --demo are exclusive"; dev=1
-            [[ "$mode" == wheelhouse ]] || set_mode dev; shift ;;
-        --demo) [[ "$mode" == dev ]] && die "--dev and --demo are exclusive"; set_mode demo; shift ;;
+        --dev) dev=1; [[ "$mode" == wheelhouse ]] || set_mode dev; shift ;;
+        --demo) set_mode demo; shift ;;
         --test) test_after=1; shift; pytest_args=("$@"); break ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac

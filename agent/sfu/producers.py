@@ -330,7 +330,7 @@ class ProducerManager:
                 producer.confirmed = True
                 self._repairs.pop(sid, None)
                 stream.confirm_producer(True)
-            elif not flowing and running and _progressing(stream, self.poll_interval):
+            elif running and _progressing(stream, self.poll_interval):
                 producer.quiet_polls += 1
                 if producer.confirmed:
                     producer.confirmed = False
