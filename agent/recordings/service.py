@@ -262,8 +262,7 @@ class Retention:
             path = self.root / sid
             async with room:
                 try:
-                    return await in_thread(partial(memory.identity, path), timeout=PROBE_TIMEOUT,
-                                           name=f"retention:folder:{path}", key=f"folder:{path}")
+                    return await self.answering.probe(partial(memory.identity, path), path)
                 except TimeoutError:
                     return False
         return dict(zip(on_disk, await asyncio.gather(*(one(sid) for sid in on_disk))))
