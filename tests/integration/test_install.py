@@ -23,6 +23,15 @@ PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "con
          "install.sh")
 
 
+def copy_checkout(dest: Path) -> Path:
+    """A second checkout in ``dest``: the parts of this one that install.sh needs."""
+    dest.mkdir()
+    for part in PARTS:
+        src = CHECKOUT / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / part)
+    return dest
+
+
 def run(checkout: Path, *args: str) -> str:
     result = subprocess.run(["bash", str(checkout / "install.sh"), *args], cwd=checkout, capture_output=True,
                             text=True, timeout=600)
@@ -61,11 +70,7 @@ def test_install_second_run_upgrade_and_uninstall(tmp_path):
     tokens = (root / "etc/vas/tokens").read_text()
     (root / "var/lib/vas/recordings/cam").mkdir()
     (root / "var/lib/vas/recordings/cam/x.ts").write_bytes(b"keep")
-    newer = tmp_path / "newer"
-    newer.mkdir()
-    for part in PARTS:
-        src = CHECKOUT / part
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, newer / part)
+    newer = copy_checkout(tmp_path / "newer")
     with open(newer / "agent/__init__.py", "a") as fh:
         fh.write("# a newer checkout\n")
     upgraded = run(newer, "--root", str(root))

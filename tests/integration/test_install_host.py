@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.integration.test_install import copy_checkout
 
 #: A wheelhouse build and two installs take minutes on a loaded 2-core machine (CI, or a run beside
 #: another job): the suite's 120 s hang bound is too short for that work; each step's own subprocess
@@ -104,11 +105,7 @@ def test_offline_host_install_check_as_vas_and_uninstall(tmp_path):
 
 def _offline_dev_needs_a_dev_wheelhouse(checkout: Path, wheels: Path) -> None:
     """``--offline DIR --dev`` from a wheelhouse built without ``--dev`` says how to build one."""
-    checkout.mkdir()
-    for part in ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
-                 "install.sh"):
-        copy = shutil.copytree if (CHECKOUT / part).is_dir() else shutil.copy2
-        copy(CHECKOUT / part, checkout / part)
+    copy_checkout(checkout)
     done = subprocess.run(["bash", "install.sh", "--offline", str(wheels), "--dev"], cwd=checkout,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
