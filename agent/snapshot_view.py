@@ -45,7 +45,29 @@ def shape_error(data: Any) -> str | None:
     return None
 
 
+#: ``_STREAM`` as exact classes: JSON parsers make no subclasses (bool is its own class here).
+_STREAM_CLASSES = {key: frozenset(types) for key, types in _STREAM.items()}
+
+
+def _stream_plainly_fine(s: Any) -> bool:
+    """No problem in the stream's own fields for certain, in one pass over its keys (500
+    streams per snapshot: the full check's pass over ``_STREAM`` cost as much as the parse).
+    False means "look closer", as :func:`_plainly_fine`."""
+    if s.__class__ is not dict or "id" not in s or "state" not in s:
+        return False
+    allowed = _STREAM_CLASSES.get
+    for key, value in s.items():
+        classes = allowed(key)
+        if classes is not None and value.__class__ not in classes:
+            return False
+    reasons, errors = s.get("restart_reasons"), s.get("last_error")
+    return ((not reasons or all(n.__class__ is int for n in reasons.values()))
+            and (not errors or all(line.__class__ is str for line in errors)))
+
+
 def _stream_error(s: Any) -> str | None:
+    if _stream_plainly_fine(s):
+        return _sections_error(s)
     if not isinstance(s, dict):
         return f"expected an object, got {type(s).__name__}"
     for key, types in _STREAM.items():
@@ -57,6 +79,15 @@ def _stream_error(s: Any) -> str | None:
         return "'restart_reasons' holds a non-integer"
     if not all(isinstance(line, str) for line in s.get("last_error") or []):
         return "'last_error' holds a non-string"
+    return _sections_error(s)
+
+
+def _sections_error(s: dict[str, Any]) -> str | None:
+    """The stream's progress, producer and recording sections."""
+    progress, producer, recording = s.get("progress"), s.get("producer"), s.get("recording")
+    if ((not progress or _plainly_fine(progress)) and (not producer or _plainly_fine(producer))
+            and (not recording or _plainly_fine(recording) and _counts_plainly_fine(recording.get("deleted")))):
+        return None
     for key in _NESTED_NUMBERS:
         problem = _values_error(s.get(key) or {}, key)
         if problem:
@@ -69,30 +100,40 @@ def _stream_error(s: Any) -> str | None:
     return problem
 
 
+def _counts_plainly_fine(deleted: dict[str, Any] | None) -> bool:
+    """``recording.deleted`` maps reasons to objects of numbers, for certain (False: look closer)."""
+    for counts in (deleted or {}).values():
+        if counts.__class__ is not dict:
+            return False
+        for n in counts.values():
+            if n.__class__ is not int and n.__class__ is not float:
+                return False
+    return True
+
+
 _NUMBERS = ("fps", "frames", "bytes", "out_time_seconds", "last_progress_at", "since", "packets",
             "retention_seconds", "segment_count", "total_bytes", "oldest_segment_at", "generation", "restarts",
             "started_at", "pid")
 _OBJECTS = ("restart_reasons", "deleted", "per_stream", "ended", "owners", "nodes", "last_reload", "last_exit",
             "takeovers")
-_NUMBER_KEYS, _OBJECT_KEYS = frozenset(_NUMBERS), frozenset(_OBJECTS)
 #: Keys whose items or histograms are checked too: a section holding one takes the full check.
 _DEEP_KEYS = frozenset(("event_loop_lag_seconds", "session_duration_seconds", "lease_renewal_seconds", "active",
                         "owners", "nodes", "per_stream", "restart_reasons", "takeovers"))
+_NONE = type(None)
+#: The classes each known key may hold in the one-pass judgement (none for a deep key: any value
+#: of one sends the section to the full check).
+_SECTION_CLASSES = {**dict.fromkeys(_NUMBERS, frozenset((int, float, _NONE))),
+                    **dict.fromkeys(_OBJECTS, frozenset((dict, _NONE))), **dict.fromkeys(_DEEP_KEYS, frozenset())}
 
 
 def _plainly_fine(section: dict[str, Any]) -> bool:
     """No problem for certain, judged in one pass over the keys the section has (three
     sections per stream: the check must not cost more than the parse).  False means "look
     closer": the full check then finds the problem and names the first in its order."""
-    if not _DEEP_KEYS.isdisjoint(section):
-        return False
+    allowed = _SECTION_CLASSES.get
     for key, value in section.items():
-        if value is None:
-            continue
-        if key in _NUMBER_KEYS:
-            if value.__class__ is not int and value.__class__ is not float:  # bool, str, ...
-                return False
-        elif key in _OBJECT_KEYS and value.__class__ is not dict:
+        classes = allowed(key)
+        if classes is not None and value.__class__ not in classes:  # bool, str, ... or a deep key
             return False
     return True
 

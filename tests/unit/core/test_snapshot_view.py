@@ -57,6 +57,56 @@ def test_the_quick_pass_leaves_the_full_check_to_name_the_problem(progress, mess
     assert shape_error(data) == f"streams[0]: {message}"
 
 
+_VALUES = [True, 7, 1.5, "x", ["a"], {}, None]
+
+
+@pytest.mark.parametrize("value", _VALUES, ids=repr)
+@pytest.mark.parametrize("key", ["id", "state", "enabled", "pid", "pid_started_at", "restarts", "restart_reasons",
+                                 "since", "progress", "producer", "recording", "last_error", "next_restart_at"])
+def test_the_one_pass_stream_judgement_agrees_with_the_field_types(key, value):
+    """Issue 21: each stream is first judged in one pass over its keys by exact class; every
+    value a field's types refuse is still named, and every value they take still passes."""
+    import copy
+
+    from agent.snapshot_view import _STREAM
+    data = copy.deepcopy(GOOD)
+    data["streams"][0][key] = value
+    types = _STREAM[key]
+    refused = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+    problem = shape_error(data)
+    if refused:
+        assert problem == f"streams[0]: '{key}' is {type(value).__name__}"
+    elif key not in ("last_error",) or not value or all(isinstance(v, str) for v in value):
+        assert problem is None, problem
+
+
+@pytest.mark.parametrize("section,key", [("progress", "frames"), ("producer", "packets"), ("recording", "total_bytes"),
+                                         ("producer", "restart_reasons"), ("recording", "deleted")])
+@pytest.mark.parametrize("value", _VALUES, ids=repr)
+def test_a_section_value_is_judged_the_same_by_both_passes(section, key, value):
+    import copy
+    data = copy.deepcopy(GOOD)
+    data["streams"][0][section][key] = value
+    problem = shape_error(data)
+    number, obj = key in ("frames", "packets", "total_bytes"), key in ("restart_reasons", "deleted")
+    wrong = ((number and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))))
+             or (obj and value is not None and not isinstance(value, dict)))
+    assert (problem is not None) == wrong, problem
+    if wrong:
+        assert problem == f"streams[0]: {section}.{key} is {type(value).__name__}"
+
+
+@pytest.mark.parametrize("counts,ok", [({"segments": 1, "bytes": 2.5}, True), ({"segments": True}, True),
+                                       ({"segments": "1"}, False), (3, False), ([1], False)])
+def test_deleted_counts_are_judged_the_same_by_both_passes(counts, ok):
+    import copy
+    data = copy.deepcopy(GOOD)
+    data["streams"][0]["recording"]["deleted"] = {"age": counts}
+    assert (shape_error(data) is None) == ok
+    data["streams"][0]["restart_reasons"] = {"exit": True}  # a bool counts as an int, as json reads it
+    assert (shape_error(data) is None) == ok
+
+
 def test_stale_marks_every_stream_and_the_sfu_unknown_without_a_pid():
     out = mark_stale(GOOD, 12.3456)
     s = out["streams"][0]
