@@ -1,13 +1,17 @@
-"""The per-stream families of /v2/metrics as exposition text, re-rendered only where values changed.
+"""The per-stream families of /v2/metrics as exposition text, written without client_python.
 
 At 500 streams these families are ~12,000 samples; prometheus_client builds a
 Sample and escapes every label of every one on each render (tens of ms), and the
 snapshot changes every few seconds.  Here each stream keeps its escaped label
-prefixes and its text per group of values (state and restarts; progress;
-recording figures), keyed by the values that group is made of: a new snapshot
-re-renders only the groups whose values changed, plus the two uptimes, which
-move with the clock.  The output is byte for byte what prometheus_client's
-``generate_latest`` gives for the same families (tests/exporter/test_metrics_text.py).
+prefixes, and the text of its state and restart counts keyed by those values
+(8 of every 13 lines, which change only when the stream does).  The values that
+move with nearly every snapshot (progress, recording figures, uptimes) are
+written family by family in one pass over the streams each, which costs less
+than checking them.  The series, labels and values are those prometheus_client's
+``generate_latest`` gives for the same families; a number is spelled as Python
+writes it (``1795302376.25``, ``60000000000.0``) where client_python would write
+Go's exponent form (``1.79530237625e+09``): both parse to the same float
+(tests/exporter/test_metrics_text.py).
 """
 from __future__ import annotations
 
@@ -47,21 +51,14 @@ Figures = dict[str, tuple[int, int, "float | None"]]
 
 
 def go(value: Any) -> str:
-    """``floatToGoString(value)`` (a sample's value as client_python writes it), with fast paths
-    for ints below 2**53 and floats below 1e16 (tests check that they agree)."""
+    """A sample's value as exposition text: ``repr`` of a finite float, an int below 2**53 with
+    ``.0``, else client_python's ``floatToGoString`` (``+Inf``, ``NaN``, huge ints rounded as
+    floats).  Prometheus reads each as the float client_python's text gives (tests check it)."""
     kind = type(value)
-    if kind is int and 0 <= value < 2**53:
-        if value < 1_000_000:
-            return f"{value}.0"
-        digits = str(value)  # Go writes 1e+06 and up with an exponent: 1234567 -> 1.234567e+06
-        return f"{(digits[0] + '.' + digits[1:]).rstrip('0.')}e+{len(digits) - 1:02d}"
-    if kind is float:
-        if -INF < value < 1e6:  # NaN and -Inf fail the comparison
-            return repr(value)
-        if 1e6 <= value < 1e16:  # repr is positional here: 1764300000.25 -> 1.76430000025e+09
-            text = repr(value)
-            dot = text.find(".")
-            return f"{(text[0] + '.' + text[1:dot] + text[dot + 1:]).rstrip('0.')}e+{dot - 1:02d}"
+    if kind is float and -INF < value < INF:  # NaN and the infinities fail the comparison
+        return repr(value)
+    if kind is int and -2**53 < value < 2**53:
+        return f"{value}.0"
     return floatToGoString(value)
 
 
@@ -83,21 +80,20 @@ def family(spec: tuple[str, str, str], lines: Sequence[str]) -> str:
 
 
 class _Stream:
-    """One stream's label prefixes and the text of each group, with the values it was made from."""
+    """One stream's label prefixes, and the text of its state and restarts with the values it was made from."""
 
-    __slots__ = ("sid", "label", "pre", "state", "progress", "recording")
+    __slots__ = ("label", "pre", "state", "reasons")
 
     def __init__(self, sid: str) -> None:
-        self.sid, self.label = sid, f'stream="{escape(sid)}"'
+        self.label = f'stream="{escape(sid)}"'
         self.pre = {name + ("_total" if kind == "counter" else ""): f"{name}{'_total' if kind == 'counter' else ''}"
                     f"{{{self.label}}} " for name, kind, _ in (*STREAM, PRODUCER, *RECORDING)}
-        self.state: tuple[Any, tuple[str, ...]] | None = None
-        self.progress: tuple[Any, tuple[str, ...]] | None = None
-        self.recording: tuple[Any, tuple[str, ...]] | None = None
+        self.state: tuple[Any, tuple[str, str, str]] | None = None
+        self.reasons: dict[str, str] = {}  # deletion reason -> its labels
 
-    def state_text(self, current: str, counted: dict[str, Any]) -> tuple[str, ...]:
+    def state_text(self, current: str, counted: dict[str, Any]) -> tuple[str, str, str]:
         """``(up, state, restarts)`` lines: these change only when the stream changes state or restarts."""
-        key = (current, tuple(counted.items()))
+        key = (current, counted)  # dicts compare in C, whatever their order
         if self.state is None or self.state[0] != key:
             up = f"{self.pre['vas_stream_up']}{go(float(current == 'live'))}\n"
             state = "".join(f'vas_stream_state{{state="{escape(name)}",{self.label}}} {go(float(name == current))}\n'
@@ -108,40 +104,17 @@ class _Stream:
             self.state = (key, (up, state, restarts))
         return self.state[1]
 
-    def progress_text(self, progress: dict[str, Any]) -> tuple[str, ...]:
-        """``(frames, fps, bytes, last progress)`` lines ("" each without progress)."""
-        key = tuple(progress.items())
-        if self.progress is None or self.progress[0] != key:
-            p, last = self.pre, progress.get("last_progress_at")
-            self.progress = (key, (f"{p['vas_stream_frames_total']}{go(progress.get('frames', 0))}\n",
-                                   f"{p['vas_stream_fps']}{go(progress.get('fps', 0.0))}\n",
-                                   f"{p['vas_stream_output_bytes_total']}{go(progress.get('bytes', 0))}\n",
-                                   f"{p['vas_stream_last_progress_timestamp_seconds']}{go(last)}\n" if last else "")
-                             if progress else ("", "", "", ""))
-        return self.progress[1]
+    def reason(self, reason: str) -> str:
+        """The labels of a deletion reason's samples (escaped once per stream and reason)."""
+        labels = self.reasons.get(reason)
+        if labels is None:
+            labels = self.reasons[reason] = f'{{reason="{escape(reason)}",{self.label}}} '
+        return labels
 
-    def recording_text(self, figures: tuple[int, int, float | None] | None, rec: dict[str, Any]) -> tuple[str, ...]:
-        """``(bytes, segments, oldest, deleted segments, deleted bytes, future dated)`` lines."""
-        deleted, future = rec.get("deleted") or {}, rec.get("future_dated")
-        ahead = future["segments"] if isinstance(future, dict) and isinstance(future.get("segments"), int) else None
-        removed = tuple((reason, counts.get("segments", 0), counts.get("bytes", 0))
-                        for reason, counts in deleted.items())
-        key = (figures, removed, ahead)
-        if self.recording is None or self.recording[0] != key:
-            p, lines = self.pre, ["", "", ""]
-            if figures is not None:
-                n, total, first = figures
-                lines = [f"{p['vas_recording_bytes']}{go(total)}\n", f"{p['vas_recording_segments']}{go(n)}\n",
-                         f"{p['vas_recording_oldest_segment_timestamp_seconds']}{go(first)}\n"
-                         if first is not None else ""]
-            by_reason = [(f'{{reason="{escape(reason)}",{self.label}}} ', n, size) for reason, n, size in removed]
-            lines.append("".join(f"vas_recording_deleted_segments_total{labels}{go(n)}\n"
-                                 for labels, n, _ in by_reason))
-            lines.append("".join(f"vas_recording_deleted_bytes_total{labels}{go(size)}\n"
-                                 for labels, _, size in by_reason))
-            lines.append(f"{p['vas_recording_future_dated_segments']}{go(ahead)}\n" if ahead is not None else "")
-            self.recording = (key, tuple(lines))
-        return self.recording[1]
+
+def _future(rec: dict[str, Any]) -> Any:
+    future = rec.get("future_dated")
+    return future["segments"] if isinstance(future, dict) and isinstance(future.get("segments"), int) else None
 
 
 class StreamText:
@@ -153,22 +126,57 @@ class StreamText:
     def render(self, streams: list[dict[str, Any]], figures: Figures, now: float) -> tuple[str, str, str]:
         """``(stream families, producer uptime, recording families)`` as exposition text."""
         known, self._streams = self._streams, {}
-        rows: list[tuple[str, ...]] = []
         counts = {state: 0 for state in STATES}
+        kept: list[tuple[str, str, str]] = []
+        rows: list[tuple[_Stream, dict[str, Any]]] = []
         for s in streams:
             sid = s["id"]
             entry = self._streams[sid] = known.get(sid) or _Stream(sid)
             current = str(s.get("state"))
             counts[current] = counts.get(current, 0) + 1
-            started, p = s.get("pid_started_at"), s.get("producer")
-            uptime = f"{entry.pre['vas_stream_uptime_seconds']}{go(max(0.0, now - started))}\n" if started else ""
-            producer = (f"{entry.pre['vas_producer_uptime_seconds']}{go(max(0.0, now - p.get('since', now)))}\n"
-                        if p and not p.get("stale") else "")  # a stale one: whether it still exists is unknown
-            up, state, restarts = entry.state_text(current, s.get("restart_reasons") or {})
-            rows.append((up, state, uptime, restarts, *entry.progress_text(s.get("progress") or {}), producer,
-                         *entry.recording_text(figures.get(sid), s.get("recording") or {})))
+            kept.append(entry.state_text(current, s.get("restart_reasons") or {}))
+            rows.append((entry, s))
+        up, state, restarts = zip(*kept) if kept else ((), (), ())
         totals = [f'vas_streams{{state="{escape(name)}"}} {go(n)}\n' for name, n in counts.items()]
-        column = list(zip(*rows)) if rows else [()] * 15  # the families are written column by column
-        return (family(TOTALS, totals) + "".join(family(spec, lines) for spec, lines in zip(STREAM, column)),
-                family(PRODUCER, column[8]),
-                "".join(family(spec, lines) for spec, lines in zip(RECORDING, column[9:])))
+        stream = (up, state, _uptimes(rows, now), restarts, *_progress(rows))
+        return (family(TOTALS, totals) + "".join(family(spec, lines) for spec, lines in zip(STREAM, stream)),
+                family(PRODUCER, _producer_uptimes(rows, now)),
+                "".join(family(spec, lines) for spec, lines in zip(RECORDING, _recording(rows, figures))))
+
+
+# The values below move with nearly every snapshot: each family is written in one pass over the streams.
+
+def _uptimes(rows: list[tuple[_Stream, dict[str, Any]]], now: float) -> list[str]:
+    return [f"{e.pre['vas_stream_uptime_seconds']}{go(max(0.0, now - s['pid_started_at']))}\n"
+            for e, s in rows if s.get("pid_started_at")]
+
+
+def _producer_uptimes(rows: list[tuple[_Stream, dict[str, Any]]], now: float) -> list[str]:
+    """A stale producer has none: whether it still exists is unknown."""
+    return [f"{e.pre['vas_producer_uptime_seconds']}{go(max(0.0, now - p.get('since', now)))}\n"
+            for e, p in ((e, s.get("producer")) for e, s in rows) if p and not p.get("stale")]
+
+
+def _progress(rows: list[tuple[_Stream, dict[str, Any]]]) -> tuple[list[str], ...]:
+    """``(frames, fps, bytes, last progress)`` lines of the streams with progress."""
+    moving = [(e.pre, p) for e, p in ((e, s.get("progress")) for e, s in rows) if p]
+    return ([f"{pre['vas_stream_frames_total']}{go(p.get('frames', 0))}\n" for pre, p in moving],
+            [f"{pre['vas_stream_fps']}{go(p.get('fps', 0.0))}\n" for pre, p in moving],
+            [f"{pre['vas_stream_output_bytes_total']}{go(p.get('bytes', 0))}\n" for pre, p in moving],
+            [f"{pre['vas_stream_last_progress_timestamp_seconds']}{go(p['last_progress_at'])}\n"
+             for pre, p in moving if p.get("last_progress_at")])
+
+
+def _recording(rows: list[tuple[_Stream, dict[str, Any]]], figures: Figures) -> tuple[list[str], ...]:
+    """``(bytes, segments, oldest, deleted segments, deleted bytes, future dated)`` lines."""
+    counted = [(e.pre, f) for e, f in ((e, figures.get(s["id"])) for e, s in rows) if f is not None]
+    recs = [(e, s.get("recording") or {}) for e, s in rows]
+    deleted = [(e.reason(reason), counts) for e, rec in recs for reason, counts in (rec.get("deleted") or {}).items()]
+    ahead = [(e.pre, n) for e, n in ((e, _future(rec)) for e, rec in recs) if n is not None]
+    return ([f"{pre['vas_recording_bytes']}{go(f[1])}\n" for pre, f in counted],
+            [f"{pre['vas_recording_segments']}{go(f[0])}\n" for pre, f in counted],
+            [f"{pre['vas_recording_oldest_segment_timestamp_seconds']}{go(f[2])}\n"
+             for pre, f in counted if f[2] is not None],
+            [f"vas_recording_deleted_segments_total{labels}{go(c.get('segments', 0))}\n" for labels, c in deleted],
+            [f"vas_recording_deleted_bytes_total{labels}{go(c.get('bytes', 0))}\n" for labels, c in deleted],
+            [f"{pre['vas_recording_future_dated_segments']}{go(n)}\n" for pre, n in ahead])
