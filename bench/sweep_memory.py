@@ -43,18 +43,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tests.integration.harness import CHEAP, AgentProcess, config, wait_for  # noqa: E402
+from tests.integration.segment_tree import SEGMENT, plant, rss_kib, write_segment  # noqa: E402
 
 SWEEP = 10.0  # the configured floor of recordings.sweep_interval
-SEGMENT = 2.0  # seconds of media a segment: the files' mtimes are this far apart
-
-
-def rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def mappings(pid: int) -> dict[str, tuple[int, int, str]]:
@@ -84,33 +75,6 @@ def grown(before: dict[str, tuple[int, int, str]], after: dict[str, tuple[int, i
     gone = sum(rss for k, (_, rss, _) in old.items() if k not in new)
     parts = [f"{d:+d} KiB {name} ({size} KiB map)" for d, k, size, name in deltas[:top] if d]
     return "; ".join(parts) + (f"; unmapped {gone} KiB" if gone else "")
-
-
-def write_segment(folder: Path, name: str, mtime: float, size: int) -> None:
-    path = folder / name
-    path.write_bytes(b"\x47" * size)  # MPEG-TS sync bytes: the index reads only names, sizes, mtimes
-    os.utime(path, (mtime, mtime))
-
-
-def plant(root: Path, ids: list[str], per_stream: int, runs: int, size: int, pace: float = 0.0,
-          age: float = 0.0) -> None:
-    """``per_stream`` segments per stream in ``runs`` FFmpeg runs, dated up to now, 2 s apart;
-    ``pace``: files per second at most (the watcher's queue must not overflow)."""
-    now = time.time() - age
-    each = -(-per_stream // runs)
-    written, t0 = 0, time.monotonic()
-    for sid in ids:
-        (root / sid).mkdir(exist_ok=True)
-    for i in range(per_stream):
-        run, seq = divmod(i, each)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now - (per_stream - run * each) * SEGMENT)) + "000Z"
-        for sid in ids:
-            write_segment(root / sid, f"{sid}_{stamp}_{seq:06d}.ts", now - (per_stream - i) * SEGMENT, size)
-            written += 1
-        if pace and written > pace * (time.monotonic() - t0):
-            time.sleep(written / pace - (time.monotonic() - t0))
-    for sid in ids:
-        (root / sid / "index.m3u8").write_text("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n")
 
 
 class Churn:

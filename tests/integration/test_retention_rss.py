@@ -22,6 +22,7 @@ from agent.recordings.index import SegmentIndex
 from agent.recordings.plans import plan_disk
 
 from .harness import CHEAP, AgentProcess, config, wait_for
+from .segment_tree import plant, rss_kib
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
@@ -33,25 +34,6 @@ DISK_KIB = STREAMS * (PER_STREAM + 1) * 4 * 100 // 92
 #: (with the floor pressed and not); a floor pass holding a Candidate per indexed segment
 #: (12.7 MiB at 23k): 2.25 MiB, on a level already 14 MiB higher.
 BOUND_KIB = 768
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
-def plant(root: Path, ids: list[str], per_stream: int = PER_STREAM) -> None:
-    """``per_stream`` segments a stream in three FFmpeg runs, 2 s apart up to now, and each playlist."""
-    now = time.time()
-    for sid in ids:
-        folder = root / sid
-        folder.mkdir()
-        for i in range(per_stream):
-            run, seq = divmod(i, -(-per_stream // 3))
-            path = folder / f"{sid}_20261128T{10 + run:02d}0000000Z_{seq:06d}.ts"
-            path.write_bytes(b"\x47" * 1504)
-            os.utime(path, (now - 2 * (per_stream - i),) * 2)
-        (folder / "index.m3u8").write_text("#EXTM3U\n")
 
 
 def sweeps(agent: AgentProcess) -> int:
@@ -102,7 +84,7 @@ def test_sweeps_of_an_unchanged_tree_below_the_floor_keep_rss_flat(tmp_path: Pat
     is pressed with nothing it may take (every segment younger than its one-hour margin), so
     each pass walks the whole index, as in a disk's first hour full."""
     ids = [f"cam{i:02d}" for i in range(STREAMS)]
-    plant(tmpfs_root, ids)
+    plant(tmpfs_root, ids, PER_STREAM)
     st = os.statvfs(tmpfs_root)
     assert 0.02 < st.f_bavail / st.f_blocks < 0.10, "the planted tree must leave the tmpfs below its floor"
     agent = AgentProcess(tmp_path, {**config({sid: dict(CHEAP) for sid in ids}),
