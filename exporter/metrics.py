@@ -49,7 +49,7 @@ class ProcessSampler:
         self.taken_at, samples, procs = time.monotonic(), {}, {}
         for s in streams:
             key = (s.get("pid") or 0, s.get("pid_started_at") or 0.0)
-            if not key[0]:
+            if key[0] <= 0:  # psutil raises ValueError, not psutil.Error, for a pid below 0
                 continue
             try:
                 proc = self._procs.get(key) or psutil.Process(key[0])
@@ -241,7 +241,7 @@ def _config_families(data: dict[str, Any]) -> Iterator[Metric]:
                  value=float(last is None or bool(last.get("ok"))))
     started = (data.get("agent") or {}).get("started_at")
     success_at = last.get("at") if last and last.get("ok") else started
-    if success_at:
+    if success_at and isinstance(success_at, (int, float)):  # the shape does not look inside last_reload
         yield _gauge("vas_config_last_reload_success_timestamp_seconds",
                      "When the config was last loaded successfully.", value=success_at)
     yield from _fleet_families(data.get("fleet"))
@@ -258,7 +258,9 @@ def _fleet_families(fleet: dict[str, Any] | None) -> Iterator[Metric]:
         return
     yield _gauge("vas_fleet_etcd_up", "1 while this node reaches etcd and holds its lease.",
                  value=float(bool(fleet.get("etcd_up"))))
-    yield _gauge("vas_fleet_owned_streams", "Streams this node owns on etcd.", value=float(len(fleet.get("owned", []))))
+    owned = fleet.get("owned")  # a list of stream ids; the shape does not check it
+    yield _gauge("vas_fleet_owned_streams", "Streams this node owns on etcd.",
+                 value=float(len(owned) if isinstance(owned, list) else 0))
     takeovers = CounterMetricFamily("vas_fleet_takeovers", "Streams this node claimed, by reason.", labels=["reason"])
     for reason, n in sorted((fleet.get("takeovers") or {}).items()):
         takeovers.add_metric([reason], n)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import threading
 import time
+
+import pytest
 
 from agent import snapshot
 from exporter.app import create_app
@@ -124,3 +127,35 @@ async def test_a_symlinked_snapshot_whose_target_is_touched_stays_fresh(aiohttp_
     assert codes == [200] * 12, codes
     os.utime(other / snapshot.SNAPSHOT_NAME, (time.time() - 5, time.time() - 5))  # the agent frozen
     assert (await client.get("/readyz")).status == 503
+
+
+BIG = "1" + "0" * 400  # an integer literal no float holds
+_ACCEPTED = {  # one field each, of values the shape takes (numbers may be null) or that JSON allows
+    "progress.frames null": lambda s, d: s["progress"].update(frames=None, fps=None, bytes=None),
+    "producer.since null": lambda s, d: s.update(producer={"id": "p", "since": None, "confirmed": True}),
+    "restart_reasons huge": lambda s, d: s["restart_reasons"].update(exit="BIG"),
+    "pid_started_at huge": lambda s, d: s.update(pid_started_at="BIG"),
+    "deleted huge": lambda s, d: s["recording"].update(deleted={"age": {"segments": "BIG"}}),
+    "sfu restart huge": lambda s, d: d.update(sfu={"state": "up", "restart_reasons": {"exit": "BIG"}}),
+    "last_reload.at text": lambda s, d: d["config"]["last_reload"].update(at="yesterday"),
+    "fleet.owned null": lambda s, d: d.update(fleet={"etcd_up": True, "owned": None}),
+    "pid negative": lambda s, d: s.update(pid=-1, pid_started_at=1.0),
+}
+
+
+@pytest.mark.parametrize("case", list(_ACCEPTED))
+async def test_metrics_answer_every_snapshot_the_readers_accept(aiohttp_client, node, case):
+    """A snapshot of one odd field, as an operator's broken tool may write it: /v2/metrics answered
+    500 (OverflowError, TypeError, ValueError in the render), so Prometheus lost every series of
+    the node.  Now each is either presented or the file is named unreadable."""
+    s = stream("cam1")
+    data = snapshot_dict([s, stream("cam2")])
+    _ACCEPTED[case](s, data)
+    (node.runtime / snapshot.SNAPSHOT_NAME).write_text(json.dumps(data).replace('"BIG"', BIG))
+    client = await aiohttp_client(create_app(node.settings))
+    answer = await client.get("/v2/metrics")
+    assert answer.status == 200, await answer.text()
+    text = await answer.text()
+    readable = "vas_agent_state_readable 1.0" in text
+    assert readable != ("BIG" in json.dumps(data)), case  # a number no float holds: unreadable
+    assert ('vas_stream_up{stream="cam2"} 1.0' in text) == readable
