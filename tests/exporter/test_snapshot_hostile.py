@@ -132,6 +132,8 @@ async def test_a_symlinked_snapshot_whose_target_is_touched_stays_fresh(aiohttp_
 BIG = "1" + "0" * 400  # an integer literal no float holds
 _ACCEPTED = {  # one field each, of values the shape takes (numbers may be null) or that JSON allows
     "progress.frames null": lambda s, d: s["progress"].update(frames=None, fps=None, bytes=None),
+    "recording figures null": lambda s, d: s["recording"].update(segment_count=None, total_bytes=None),
+    "recording total null": lambda s, d: s["recording"].update(segment_count=3, total_bytes=None),
     "producer.since null": lambda s, d: s.update(producer={"id": "p", "since": None, "confirmed": True}),
     "restart_reasons huge": lambda s, d: s["restart_reasons"].update(exit="BIG"),
     "pid_started_at huge": lambda s, d: s.update(pid_started_at="BIG"),
