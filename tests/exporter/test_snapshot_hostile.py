@@ -142,22 +142,29 @@ _ACCEPTED = {  # one field each, of values the shape takes (numbers may be null)
     "last_reload.at text": lambda s, d: d["config"]["last_reload"].update(at="yesterday"),
     "fleet.owned null": lambda s, d: d.update(fleet={"etcd_up": True, "owned": None}),
     "pid negative": lambda s, d: s.update(pid=-1, pid_started_at=1.0),
+    "agent.runtime_dir list": lambda s, d: d["agent"].update(runtime_dir=[]),
+    "config.path object": lambda s, d: d["config"].update(path={}),
+    "config.needs_restart true": lambda s, d: d["config"].update(needs_restart=True),
     "histogram bound text": lambda s, d: d["agent"].update(event_loop_lag_seconds={"sum": 1, "buckets": [["x", 1]]}),
 }
 _UNREADABLE = ("huge", "histogram bound text")
 
 
 @pytest.mark.parametrize("case", list(_ACCEPTED))
-async def test_metrics_answer_every_snapshot_the_readers_accept(aiohttp_client, node, case):
+async def test_every_route_answers_every_snapshot_the_readers_accept(aiohttp_client, node, case):
     """A snapshot of one odd field, as an operator's broken tool may write it: /v2/metrics answered
     500 (OverflowError, TypeError, ValueError in the render), so Prometheus lost every series of
-    the node.  Now each is either presented or the file is named unreadable (a number no float
-    holds; a histogram bound that is not a number)."""
+    the node; the health routes answered 500 on a config or agent field they read unchecked.
+    Now each is either presented or the file is named unreadable (a number no float holds; a
+    histogram bound that is not a number)."""
     s = stream("cam1")
     data = snapshot_dict([s, stream("cam2")])
     _ACCEPTED[case](s, data)
     (node.runtime / snapshot.SNAPSHOT_NAME).write_text(json.dumps(data).replace('"BIG"', BIG))
     client = await aiohttp_client(create_app(node.settings))
+    for route in ("/v2/health/system", "/v2/health/streams/cam1", "/v2/health/ingestion", "/readyz"):
+        answer = await client.get(route)
+        assert answer.status < 500 or "agent state unreadable" in await answer.text(), (route, await answer.text())
     answer = await client.get("/v2/metrics")
     assert answer.status == 200, await answer.text()
     text = await answer.text()
