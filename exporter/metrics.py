@@ -25,7 +25,7 @@ from agent.version import build
 from .apistats import RequestStats
 from .recordings import RecordingStats
 from .source import View
-from .streamtext import RESTART_REASONS, STATES, StreamText
+from .streamtext import RESTART_REASONS, STATES, StreamText, utf8
 
 # A ``*_created`` series per counter and histogram would double them for nothing a query uses
 # (and the families built from the snapshot have none): the exporter serves none at all.
@@ -173,8 +173,8 @@ def _process_families(samples: dict[str, tuple[float, int]]) -> Iterator[Metric]
     cpu = CounterMetricFamily("vas_ffmpeg_cpu_seconds", "CPU time of the stream's FFmpeg.", labels=["stream"])
     rss = GaugeMetricFamily("vas_ffmpeg_resident_memory_bytes", "RSS of the stream's FFmpeg.", labels=["stream"])
     for sid, (seconds, resident) in samples.items():
-        cpu.add_metric([sid], seconds)
-        rss.add_metric([sid], resident)
+        cpu.add_metric([utf8(sid)], seconds)
+        rss.add_metric([utf8(sid)], resident)
     yield cpu
     yield rss
     yield _gauge("vas_ffmpeg_processes_healthy", "Stream processes running and sampled.", value=len(samples))
@@ -187,7 +187,7 @@ def _sfu_families(data: dict[str, Any], streams: list[dict[str, Any]]) -> Iterat
         yield _gauge("vas_sfu_up", "1 when the SFU answers its health check.", value=float(sfu.get("state") == "up"))
         restarts = CounterMetricFamily("vas_sfu_restarts", "SFU restarts by reason.", labels=["reason"])
         for reason, n in (sfu.get("restart_reasons") or {}).items():
-            restarts.add_metric([reason], n)
+            restarts.add_metric([utf8(reason)], n)
         yield restarts
     producers = GaugeMetricFamily("vas_producers", "SFU producers by state.", labels=["state"])
     states = {"confirmed": 0, "unconfirmed": 0}
@@ -207,7 +207,7 @@ def _consumer_families(consumers: dict[str, Any]) -> Iterator[Metric]:
     yield states
     per = GaugeMetricFamily("vas_active_consumers", "Active viewer sessions.", labels=["stream"])
     for sid, n in (consumers.get("per_stream") or {}).items():
-        per.add_metric([sid], n)
+        per.add_metric([utf8(sid)], n)
     yield per
     hist = consumers.get("session_duration_seconds")
     if hist:
@@ -263,7 +263,7 @@ def _fleet_families(fleet: dict[str, Any] | None) -> Iterator[Metric]:
                  value=float(len(owned) if isinstance(owned, list) else 0))
     takeovers = CounterMetricFamily("vas_fleet_takeovers", "Streams this node claimed, by reason.", labels=["reason"])
     for reason, n in sorted((fleet.get("takeovers") or {}).items()):
-        takeovers.add_metric([reason], n)
+        takeovers.add_metric([utf8(reason)], n)
     yield takeovers
     renewal = fleet.get("lease_renewal_seconds")
     if renewal:

@@ -64,7 +64,15 @@ def go(value: Any) -> str:
 
 def escape(value: str) -> str:
     """A label value as the text format writes it (prometheus_client's escaping)."""
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return utf8(value).replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def utf8(value: str) -> str:
+    """``value`` with each lone surrogate as ``?``: ``json`` reads ``"\\ud800"`` into one (orjson
+    refuses it), and a label value must be UTF-8 (encoding the text raised, /v2/metrics answered 500)."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def header(name: str, kind: str, doc: str) -> str:

@@ -142,6 +142,10 @@ _ACCEPTED = {  # one field each, of values the shape takes (numbers may be null)
     "last_reload.at text": lambda s, d: d["config"]["last_reload"].update(at="yesterday"),
     "fleet.owned null": lambda s, d: d.update(fleet={"etcd_up": True, "owned": None}),
     "pid negative": lambda s, d: s.update(pid=-1, pid_started_at=1.0),
+    "stream id lone surrogate": lambda s, d: s.update(id="cam\udcff", pid=os.getpid()),  # json reads "\udcff"
+    "deletion reason lone surrogate": lambda s, d: s["recording"].update(deleted={"\ud800": {"segments": 1}}),
+    "sfu reason lone surrogate": lambda s, d: d.update(sfu={"state": "up", "restart_reasons": {"\udcff": 1}}),
+    "consumers stream lone surrogate": lambda s, d: d.update(consumers={"per_stream": {"\udcff": 1}}),
     "agent.runtime_dir list": lambda s, d: d["agent"].update(runtime_dir=[]),
     "config.path object": lambda s, d: d["config"].update(path={}),
     "config.needs_restart true": lambda s, d: d["config"].update(needs_restart=True),
