@@ -61,6 +61,24 @@ def touch(path: Path) -> None:
     os.utime(path)
 
 
+def float_sized(digits: str) -> int:
+    """An integer of the snapshot (``json``'s ``parse_int``), refused when no float holds it:
+    every reader computes and writes its numbers as floats (an uptime, a sample's value), and
+    ``10**400`` would raise OverflowError there, not name the file as unreadable."""
+    n = int(digits)
+    try:
+        float(n)
+    except OverflowError:
+        raise ValueError(f"an integer of {len(digits)} digits: no float holds it") from None
+    return n
+
+
+def loads(text: str) -> Any:
+    """The snapshot's JSON as the ``json`` module reads it, but for an integer no float holds
+    (a ValueError, as for bad JSON): see :func:`float_sized`."""
+    return json.loads(text, parse_int=float_sized)
+
+
 class SnapshotUnavailable(Exception):
     """No readable snapshot: the agent never ran with this runtime_dir, or the file is bad."""
 
@@ -74,7 +92,7 @@ def read(path: Path, *, now: float | None = None) -> tuple[dict[str, Any], float
     try:
         with open(path, encoding="utf-8") as fh:
             age = (time.time() if now is None else now) - os.fstat(fh.fileno()).st_mtime
-            return json.load(fh), age
+            return loads(fh.read()), age
     except FileNotFoundError:
         raise SnapshotUnavailable(f"no snapshot at {path}: is vas-agent running with this runtime_dir?") from None
     except PermissionError:

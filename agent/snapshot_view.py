@@ -158,7 +158,8 @@ def _values_error(section: dict[str, Any], name: str) -> str | None:
 
 def _histogram(h: Any) -> bool:
     return (isinstance(h, dict) and isinstance(h.get("sum"), _NUM) and isinstance(h.get("buckets"), list)
-            and all(isinstance(b, list) and len(b) == 2 and isinstance(b[1], _NUM) for b in h["buckets"]))
+            and all(isinstance(b, list) and len(b) == 2 and isinstance(b[1], _NUM)
+                    and (isinstance(b[0], _NUM) or b[0] == "+Inf") for b in h["buckets"]))  # the bound: a float
 
 
 def _items_error(section: dict[str, Any], name: str) -> str | None:

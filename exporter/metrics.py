@@ -25,7 +25,7 @@ from agent.version import build
 from .apistats import RequestStats
 from .recordings import RecordingStats
 from .source import View
-from .streamtext import RESTART_REASONS, STATES, StreamText
+from .streamtext import RESTART_REASONS, STATES, StreamText, utf8
 
 # A ``*_created`` series per counter and histogram would double them for nothing a query uses
 # (and the families built from the snapshot have none): the exporter serves none at all.
@@ -49,7 +49,7 @@ class ProcessSampler:
         self.taken_at, samples, procs = time.monotonic(), {}, {}
         for s in streams:
             key = (s.get("pid") or 0, s.get("pid_started_at") or 0.0)
-            if not key[0]:
+            if key[0] <= 0:  # psutil raises ValueError, not psutil.Error, for a pid below 0
                 continue
             try:
                 proc = self._procs.get(key) or psutil.Process(key[0])
@@ -173,8 +173,8 @@ def _process_families(samples: dict[str, tuple[float, int]]) -> Iterator[Metric]
     cpu = CounterMetricFamily("vas_ffmpeg_cpu_seconds", "CPU time of the stream's FFmpeg.", labels=["stream"])
     rss = GaugeMetricFamily("vas_ffmpeg_resident_memory_bytes", "RSS of the stream's FFmpeg.", labels=["stream"])
     for sid, (seconds, resident) in samples.items():
-        cpu.add_metric([sid], seconds)
-        rss.add_metric([sid], resident)
+        cpu.add_metric([utf8(sid)], seconds)
+        rss.add_metric([utf8(sid)], resident)
     yield cpu
     yield rss
     yield _gauge("vas_ffmpeg_processes_healthy", "Stream processes running and sampled.", value=len(samples))
@@ -187,7 +187,7 @@ def _sfu_families(data: dict[str, Any], streams: list[dict[str, Any]]) -> Iterat
         yield _gauge("vas_sfu_up", "1 when the SFU answers its health check.", value=float(sfu.get("state") == "up"))
         restarts = CounterMetricFamily("vas_sfu_restarts", "SFU restarts by reason.", labels=["reason"])
         for reason, n in (sfu.get("restart_reasons") or {}).items():
-            restarts.add_metric([reason], n)
+            restarts.add_metric([utf8(reason)], n)
         yield restarts
     producers = GaugeMetricFamily("vas_producers", "SFU producers by state.", labels=["state"])
     states = {"confirmed": 0, "unconfirmed": 0}
@@ -207,7 +207,7 @@ def _consumer_families(consumers: dict[str, Any]) -> Iterator[Metric]:
     yield states
     per = GaugeMetricFamily("vas_active_consumers", "Active viewer sessions.", labels=["stream"])
     for sid, n in (consumers.get("per_stream") or {}).items():
-        per.add_metric([sid], n)
+        per.add_metric([utf8(sid)], n)
     yield per
     hist = consumers.get("session_duration_seconds")
     if hist:
@@ -241,7 +241,7 @@ def _config_families(data: dict[str, Any]) -> Iterator[Metric]:
                  value=float(last is None or bool(last.get("ok"))))
     started = (data.get("agent") or {}).get("started_at")
     success_at = last.get("at") if last and last.get("ok") else started
-    if success_at:
+    if success_at and isinstance(success_at, (int, float)):  # the shape does not look inside last_reload
         yield _gauge("vas_config_last_reload_success_timestamp_seconds",
                      "When the config was last loaded successfully.", value=success_at)
     yield from _fleet_families(data.get("fleet"))
@@ -258,10 +258,12 @@ def _fleet_families(fleet: dict[str, Any] | None) -> Iterator[Metric]:
         return
     yield _gauge("vas_fleet_etcd_up", "1 while this node reaches etcd and holds its lease.",
                  value=float(bool(fleet.get("etcd_up"))))
-    yield _gauge("vas_fleet_owned_streams", "Streams this node owns on etcd.", value=float(len(fleet.get("owned", []))))
+    owned = fleet.get("owned")  # a list of stream ids; the shape does not check it
+    yield _gauge("vas_fleet_owned_streams", "Streams this node owns on etcd.",
+                 value=float(len(owned) if isinstance(owned, list) else 0))
     takeovers = CounterMetricFamily("vas_fleet_takeovers", "Streams this node claimed, by reason.", labels=["reason"])
     for reason, n in sorted((fleet.get("takeovers") or {}).items()):
-        takeovers.add_metric([reason], n)
+        takeovers.add_metric([utf8(reason)], n)
     yield takeovers
     renewal = fleet.get("lease_renewal_seconds")
     if renewal:

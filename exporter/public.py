@@ -37,10 +37,15 @@ def config(data: Any) -> dict[str, Any] | None:
         return None
     last = data.get("last_reload")
     out: dict[str, Any] = {"last_reload": _pick(last, RELOAD_KEYS) if isinstance(last, dict) else None,
-                           "needs_restart": list(data.get("needs_restart") or [])}
+                           "needs_restart": _list(data.get("needs_restart"))}
     if isinstance(last, dict) and last.get("error"):
         out["last_reload"]["errors"] = len(last["error"]) if isinstance(last["error"], list) else 1
     return out
+
+
+def _list(value: Any) -> list[Any]:
+    """A list of the snapshot's, a copy (the shape does not look inside ``config``)."""
+    return list(value) if isinstance(value, list) else []
 
 
 def sfu(data: Any, snapshot: Any = None) -> dict[str, Any] | None:
@@ -62,9 +67,9 @@ def errors(lines: Any, snapshot: Any) -> list[str]:
         return []
     data = snapshot if isinstance(snapshot, dict) else {}
     cfg, agent_ = data.get("config") or {}, data.get("agent") or {}
-    paths = {cfg.get("recordings_root"): "<recordings>", agent_.get("runtime_dir"): "<runtime_dir>",
-             cfg.get("path"): "<config>"}
-    known = sorted(((p, name) for p, name in paths.items() if isinstance(p, str) and len(p) > 1),
+    paths = [(cfg.get("recordings_root"), "<recordings>"), (agent_.get("runtime_dir"), "<runtime_dir>"),
+             (cfg.get("path"), "<config>")]  # pairs, not a dict: a value may be a list (unhashable)
+    known = sorted(((p, name) for p, name in paths if isinstance(p, str) and len(p) > 1),
                    key=lambda item: -len(item[0]))  # the longest first: a root inside another is named as itself
     out = []
     for line in lines:

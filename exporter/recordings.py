@@ -78,8 +78,8 @@ class RecordingStats:
         out = {}
         for s in streams:
             rec = s.get("recording") or {}
-            if "segment_count" in rec:  # the agent's index
-                out[s["id"]] = (rec["segment_count"], rec.get("total_bytes", 0), rec.get("oldest_segment_at"))
+            if rec.get("segment_count") is not None:  # the agent's index (the shape takes null for a number)
+                out[s["id"]] = (rec["segment_count"], _known(rec.get("total_bytes")), rec.get("oldest_segment_at"))
             elif s["id"] in self._scanned:
                 out[s["id"]] = self._scanned[s["id"]]
         return out
@@ -90,12 +90,16 @@ class RecordingStats:
         while True:
             view = read_view()
             self.root = root_of(view) or self.root
-            ids = [s["id"] for s in view.streams if "segment_count" not in (s.get("recording") or {})]
+            ids = [s["id"] for s in view.streams if (s.get("recording") or {}).get("segment_count") is None]
             if self.root is not None and ids:
                 self._scanned = await asyncio.to_thread(_scan_all, self.root, ids)
                 self.version += 1
                 then()
             await asyncio.sleep(SCAN_INTERVAL if ids else 5.0)
+
+
+def _known(total: Any) -> Any:
+    return 0 if total is None else total
 
 
 def _scan_all(root: Path, ids: list[str]) -> dict[str, tuple[int, int, float | None]]:

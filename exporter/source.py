@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import os
 import stat
@@ -33,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from agent.snapshot import loads
 from agent.snapshot_view import mark_stale, shape_error
 
 from .dirwatch import CONTENT, IN_Q_OVERFLOW, LOST, OTHER, DirWatch, masks_for
@@ -85,11 +85,12 @@ def parse(raw: bytes) -> Any:
     """The snapshot's JSON: orjson (twice as fast at 500 streams); what it refuses and the
     standard library reads (NaN, lone surrogates) goes to ``json``, whose error names the
     problem when neither can.  An integer past 64 bits comes back a float (no counter of the
-    agent's gets there; :func:`checked` judges such a file as ``json`` reads it)."""
+    agent's gets there; :func:`checked` judges such a file as ``json`` reads it); one no float
+    holds is refused by both (:func:`agent.snapshot.float_sized`)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw.decode("utf-8"))
+        return loads(raw.decode("utf-8"))
 
 
 def checked(raw: bytes) -> tuple[Any, str | None]:
@@ -100,7 +101,7 @@ def checked(raw: bytes) -> tuple[Any, str | None]:
     data = parse(raw)
     problem = shape_error(data)
     if problem:
-        data = json.loads(raw.decode("utf-8"))
+        data = loads(raw.decode("utf-8"))
         problem = shape_error(data)
     return data, problem
 

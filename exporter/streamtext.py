@@ -64,7 +64,15 @@ def go(value: Any) -> str:
 
 def escape(value: str) -> str:
     """A label value as the text format writes it (prometheus_client's escaping)."""
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return utf8(value).replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def utf8(value: str) -> str:
+    """``value`` with each lone surrogate as ``?``: ``json`` reads ``"\\ud800"`` into one (orjson
+    refuses it), and a label value must be UTF-8 (encoding the text raised, /v2/metrics answered 500)."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def header(name: str, kind: str, doc: str) -> str:
@@ -153,16 +161,22 @@ def _uptimes(rows: list[tuple[_Stream, dict[str, Any]]], now: float) -> list[str
 
 def _producer_uptimes(rows: list[tuple[_Stream, dict[str, Any]]], now: float) -> list[str]:
     """A stale producer has none: whether it still exists is unknown."""
-    return [f"{e.pre['vas_producer_uptime_seconds']}{go(max(0.0, now - p.get('since', now)))}\n"
+    return [f"{e.pre['vas_producer_uptime_seconds']}{go(max(0.0, now - _known(p.get('since'), now)))}\n"
             for e, p in ((e, s.get("producer")) for e, s in rows) if p and not p.get("stale")]
+
+
+def _known(value: Any, default: Any) -> Any:
+    """A number of the snapshot, ``default`` when it is null (the shape takes null for any
+    number): written as if the key were missing."""
+    return default if value is None else value
 
 
 def _progress(rows: list[tuple[_Stream, dict[str, Any]]]) -> tuple[list[str], ...]:
     """``(frames, fps, bytes, last progress)`` lines of the streams with progress."""
     moving = [(e.pre, p) for e, p in ((e, s.get("progress")) for e, s in rows) if p]
-    return ([f"{pre['vas_stream_frames_total']}{go(p.get('frames', 0))}\n" for pre, p in moving],
-            [f"{pre['vas_stream_fps']}{go(p.get('fps', 0.0))}\n" for pre, p in moving],
-            [f"{pre['vas_stream_output_bytes_total']}{go(p.get('bytes', 0))}\n" for pre, p in moving],
+    return ([f"{pre['vas_stream_frames_total']}{go(_known(p.get('frames'), 0))}\n" for pre, p in moving],
+            [f"{pre['vas_stream_fps']}{go(_known(p.get('fps'), 0.0))}\n" for pre, p in moving],
+            [f"{pre['vas_stream_output_bytes_total']}{go(_known(p.get('bytes'), 0))}\n" for pre, p in moving],
             [f"{pre['vas_stream_last_progress_timestamp_seconds']}{go(p['last_progress_at'])}\n"
              for pre, p in moving if p.get("last_progress_at")])
 

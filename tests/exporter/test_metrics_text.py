@@ -159,6 +159,23 @@ def test_every_per_stream_family_is_what_client_python_writes(monkeypatch):
             assert f"# TYPE {exposed} {family.type}\n{block}#" in text, (version, exposed)
 
 
+
+def test_a_null_number_is_written_as_a_missing_one(monkeypatch):
+    """The shape takes null for every number (``progress.frames``, ``producer.since``): the render
+    raised TypeError on one, and /v2/metrics answered 500 to every scrape of the node."""
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    nulls = [stream(i) for i in range(3)]
+    nulls[0]["progress"].update(frames=None, fps=None, bytes=None)
+    nulls[1]["producer"]["since"] = None
+    missing = copy.deepcopy(nulls)
+    for s in missing:
+        for section in ("progress", "producer"):
+            s[section] = {k: v for k, v in s[section].items() if v is not None}
+    text = Metrics(RecordingStats()).render(view(nulls, 1), stale_after=5).decode()
+    for family in reference(missing, RecordingStats().per_stream(missing), NOW):
+        exposed = family.name + ("_total" if family.type == "counter" else "")
+        assert f"# TYPE {exposed} {family.type}\n{samples(family)}#" in respelled(text), exposed
+
 def test_go_writes_every_value_as_the_float_client_python_writes() -> None:
     """Prometheus reads a sample's value with Go's ParseFloat: Python's float() takes the same
     spellings (``1e+09``, ``+Inf``, ``NaN``, ``60000000000.0``)."""

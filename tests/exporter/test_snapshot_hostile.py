@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import threading
 import time
+
+import pytest
 
 from agent import snapshot
 from exporter.app import create_app
@@ -124,3 +127,51 @@ async def test_a_symlinked_snapshot_whose_target_is_touched_stays_fresh(aiohttp_
     assert codes == [200] * 12, codes
     os.utime(other / snapshot.SNAPSHOT_NAME, (time.time() - 5, time.time() - 5))  # the agent frozen
     assert (await client.get("/readyz")).status == 503
+
+
+BIG = "1" + "0" * 400  # an integer literal no float holds
+_ACCEPTED = {  # one field each, of values the shape takes (numbers may be null) or that JSON allows
+    "progress.frames null": lambda s, d: s["progress"].update(frames=None, fps=None, bytes=None),
+    "recording figures null": lambda s, d: s["recording"].update(segment_count=None, total_bytes=None),
+    "recording total null": lambda s, d: s["recording"].update(segment_count=3, total_bytes=None),
+    "producer.since null": lambda s, d: s.update(producer={"id": "p", "since": None, "confirmed": True}),
+    "restart_reasons huge": lambda s, d: s["restart_reasons"].update(exit="BIG"),
+    "pid_started_at huge": lambda s, d: s.update(pid_started_at="BIG"),
+    "deleted huge": lambda s, d: s["recording"].update(deleted={"age": {"segments": "BIG"}}),
+    "sfu restart huge": lambda s, d: d.update(sfu={"state": "up", "restart_reasons": {"exit": "BIG"}}),
+    "last_reload.at text": lambda s, d: d["config"]["last_reload"].update(at="yesterday"),
+    "fleet.owned null": lambda s, d: d.update(fleet={"etcd_up": True, "owned": None}),
+    "pid negative": lambda s, d: s.update(pid=-1, pid_started_at=1.0),
+    "stream id lone surrogate": lambda s, d: s.update(id="cam\udcff", pid=os.getpid()),  # json reads "\udcff"
+    "deletion reason lone surrogate": lambda s, d: s["recording"].update(deleted={"\ud800": {"segments": 1}}),
+    "sfu reason lone surrogate": lambda s, d: d.update(sfu={"state": "up", "restart_reasons": {"\udcff": 1}}),
+    "consumers stream lone surrogate": lambda s, d: d.update(consumers={"per_stream": {"\udcff": 1}}),
+    "agent.runtime_dir list": lambda s, d: d["agent"].update(runtime_dir=[]),
+    "config.path object": lambda s, d: d["config"].update(path={}),
+    "config.needs_restart true": lambda s, d: d["config"].update(needs_restart=True),
+    "histogram bound text": lambda s, d: d["agent"].update(event_loop_lag_seconds={"sum": 1, "buckets": [["x", 1]]}),
+}
+_UNREADABLE = ("huge", "histogram bound text")
+
+
+@pytest.mark.parametrize("case", list(_ACCEPTED))
+async def test_every_route_answers_every_snapshot_the_readers_accept(aiohttp_client, node, case):
+    """A snapshot of one odd field, as an operator's broken tool may write it: /v2/metrics answered
+    500 (OverflowError, TypeError, ValueError in the render), so Prometheus lost every series of
+    the node; the health routes answered 500 on a config or agent field they read unchecked.
+    Now each is either presented or the file is named unreadable (a number no float holds; a
+    histogram bound that is not a number)."""
+    s = stream("cam1")
+    data = snapshot_dict([s, stream("cam2")])
+    _ACCEPTED[case](s, data)
+    (node.runtime / snapshot.SNAPSHOT_NAME).write_text(json.dumps(data).replace('"BIG"', BIG))
+    client = await aiohttp_client(create_app(node.settings))
+    for route in ("/v2/health/system", "/v2/health/streams/cam1", "/v2/health/ingestion", "/readyz"):
+        answer = await client.get(route)
+        assert answer.status < 500 or "agent state unreadable" in await answer.text(), (route, await answer.text())
+    answer = await client.get("/v2/metrics")
+    assert answer.status == 200, await answer.text()
+    text = await answer.text()
+    readable = "vas_agent_state_readable 1.0" in text
+    assert readable != case.endswith(_UNREADABLE), case  # a number no float holds, a bound no float
+    assert ('vas_stream_up{stream="cam2"} 1.0' in text) == readable

@@ -189,3 +189,19 @@ def test_snapshot_is_compact_json(tmp_path):
     path = tmp_path / "state.json"
     write_atomic(path, DATA)
     assert path.read_text() == json.dumps(DATA, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("field", ["pid_started_at", "since", "restarts"])
+def test_an_integer_no_float_holds_is_unreadable_not_a_crash(tmp_path, field, capsys):
+    """JSON has no bound on an integer; every reader computes with floats (``vasctl status``:
+    the uptime), where ``10**400`` raised OverflowError instead of naming the file unreadable."""
+    from agent import vasctl
+    stream = {"id": "cam1", "state": "live", "enabled": True, "restarts": 0, "restart_reasons": {}, field: "BIG"}
+    text = json.dumps({**DATA, "streams": [stream]}).replace('"BIG"', "1" + "0" * 400)
+    (tmp_path / "state.json").write_text(text)
+    with pytest.raises(SnapshotUnavailable, match="agent state unreadable: .*401 digits: no float holds it"):
+        read(tmp_path / "state.json")
+    assert vasctl.status(tmp_path, as_json=False) == 1
+    assert "agent state unreadable" in capsys.readouterr().err
+    (tmp_path / "state.json").write_text(text.replace("1" + "0" * 400, "1" + "0" * 308))  # a float holds 1e308
+    assert read(tmp_path / "state.json")[0]["streams"][0][field] == 10**308

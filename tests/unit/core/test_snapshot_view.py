@@ -33,6 +33,8 @@ def test_a_good_snapshot_has_no_shape_error():
     (lambda d: d["sfu"].update(restart_reasons={"exit": "1"}), "sfu.restart_reasons"),
     (lambda d: d["consumers"].update(active=[{"id": 1}]), "consumers.active"),
     (lambda d: d["agent"].update(started_at="yesterday"), "agent.started_at"),
+    (lambda d: d["agent"].update(event_loop_lag_seconds={"sum": 1, "buckets": [["x", 1]]}), "agent.event_loop_lag"),
+    (lambda d: d["consumers"].update(session_duration_seconds={"sum": 1, "buckets": [[None, 1]]}), "consumers.session"),
 ])
 def test_each_wrong_type_is_named(change, where):
     import copy
