@@ -174,9 +174,10 @@ def _known(value: Any, default: Any) -> Any:
 def _progress(rows: list[tuple[_Stream, dict[str, Any]]]) -> tuple[list[str], ...]:
     """``(frames, fps, bytes, last progress)`` lines of the streams with progress."""
     moving = [(e.pre, p) for e, p in ((e, s.get("progress")) for e, s in rows) if p]
-    return ([f"{pre['vas_stream_frames_total']}{go(_known(p.get('frames'), 0))}\n" for pre, p in moving],
-            [f"{pre['vas_stream_fps']}{go(_known(p.get('fps'), 0.0))}\n" for pre, p in moving],
-            [f"{pre['vas_stream_output_bytes_total']}{go(_known(p.get('bytes'), 0))}\n" for pre, p in moving],
+    # ``or 0``: a null (the shape takes null for any number) is written as a missing one; a 0 stays 0.
+    return ([f"{pre['vas_stream_frames_total']}{go(p.get('frames') or 0)}\n" for pre, p in moving],
+            [f"{pre['vas_stream_fps']}{go(p.get('fps') or 0.0)}\n" for pre, p in moving],
+            [f"{pre['vas_stream_output_bytes_total']}{go(p.get('bytes') or 0)}\n" for pre, p in moving],
             [f"{pre['vas_stream_last_progress_timestamp_seconds']}{go(p['last_progress_at'])}\n"
              for pre, p in moving if p.get("last_progress_at")])
 
