@@ -44,7 +44,7 @@ _READ_SIZE = 65536
 #: -> ~22 us).  A run's first output is read at once (live is not delayed); later reports reach
 #: the stall watch at most COALESCE late, well inside its SETTLE (0.5 s) before a verdict.
 COALESCE = 0.2
-#: Reads of one pipe right after its child exited, before the batch takes over (a grandchild
+#: Reads of each pipe right after its child exited, before the batch takes over (a grandchild
 #: writing without end must not hold the loop).
 _EXIT_READS = 16
 #: A batch read that fills the buffer found the pipe full: its child is blocked writing, and a
@@ -206,11 +206,12 @@ class Child:
     async def wait(self) -> int:
         """Wait for the exit (and the pipes' last bytes); return the exit status."""
         await asyncio.shield(self._exited)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._drained), DRAIN_TIMEOUT)
-        except TimeoutError:
-            for fd in list(self._open):
-                self._close_pipe(fd)
+        if not self._drained.done():  # usually it is: the exit's reads met EOF on both pipes
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), DRAIN_TIMEOUT)
+            except TimeoutError:
+                for fd in list(self._open):
+                    self._close_pipe(fd)
         return self._proc.returncode if self._proc.returncode is not None else -1
 
     def signal_group(self, sig: int) -> bool:
@@ -300,10 +301,12 @@ class Child:
         """The pidfd is readable: the child exited.  Reap it (instant now) through Popen."""
         self._loop.remove_reader(self._pidfd)
         try:
-            # Its last report and EOF now, not a batch later: wait() (and so a respawn) waits for them.
-            for _ in range(_EXIT_READS):
-                if self._stdout not in self._open or not self._read(self._stdout):
-                    break
+            # Its last report, its last stderr lines and EOF now, not a batch or a turn of the loop
+            # later: wait() (and so a respawn) waits for them.
+            for fd in list(self._open):
+                for _ in range(_EXIT_READS):
+                    if fd not in self._open or not self._read(fd):
+                        break
         except Exception as exc:  # a reader's bug must not leave the child unreaped and wait() hung
             self._loop.call_exception_handler({"message": "progress reader failed", "exception": exc})
         self._proc.wait()

@@ -481,7 +481,10 @@ class Stream:
         self.next_restart_at = time.time() + delay
         self._changed(True)
         try:
-            await asyncio.wait_for(self._wake.wait(), delay)
+            # Not wait_for: it runs the wait as a task of its own and takes three more turns of the
+            # loop to cancel it, each one added to every restart.
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
         except TimeoutError:
             pass
         self.next_restart_at = None
