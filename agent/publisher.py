@@ -104,9 +104,9 @@ class _Writer:
             with self._cond:
                 while self._text is None and not self._closed:
                     self._cond.wait()
-                if self._closed:
-                    return
                 text, loop, self._text = self._text, self._loop, None
+                if self._closed or text is None:
+                    return
                 self._busy.acquire()  # under the condition: settle() sees the text or the write
             try:
                 snapshot.write_atomic(self._path, text)
