@@ -45,7 +45,7 @@ async def _until(check, what: str, timeout: float = 5.0) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def test_a_state_change_is_written_within_flush_delay_by_a_thread_other_than_the_loop_s(tmp_path):
+async def test_a_state_change_is_written_within_flush_delay_by_a_thread_other_than_the_loop(tmp_path):
     # A kill that lands while the loop writes the file waits for the file system (~1 ms at 200
     # streams on ext4, more on a busy journal): the loop renders, another thread writes.
     from agent.publisher import FLUSH_DELAY
