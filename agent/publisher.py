@@ -1,7 +1,10 @@
 """Keeps ``{runtime_dir}/state.json`` true and fresh.
 
 State changes are written within FLUSH_DELAY (several changes, one write);
-progress counters alone at most every PROGRESS_FLUSH_INTERVAL.  Every second
+progress counters alone at most every PROGRESS_FLUSH_INTERVAL.  Such flushes are
+rendered on the event loop (a consistent picture) and written to disk by one
+long-lived thread: the file system's part (about a millisecond at 200 streams on
+ext4, more when its journal is busy) must not hold up a child's respawn.  Every second
 the file is touched (the liveness proof readers go by) and systemd's watchdog
 is petted, from the event loop itself.  Nothing here raises: a removed
 runtime_dir is recreated, a full one is reported and retried, and the
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +59,70 @@ class LoopLag:
         return {"buckets": buckets, "sum": self.sum, "count": total, "max": self.max}
 
 
+class _Writer:
+    """One long-lived daemon thread writing the newest text handed to it (older ones are dropped).
+
+    ``settle()`` drops what is queued and waits for a write in progress, so a write made on
+    the loop right after it cannot be replaced by an older text.
+    """
+
+    def __init__(self, path: Path, failed: Callable[[OSError], None]) -> None:
+        self._path, self._failed = path, failed
+        self._cond = threading.Condition()
+        self._busy = threading.Lock()  # held while a text is on its way to disk
+        self._text: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, text: str) -> None:
+        """Write ``text`` soon; a failure is reported to ``failed`` on the calling loop."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("snapshot writer used after close()")
+            self._text, self._loop = text, asyncio.get_running_loop()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def settle(self) -> None:
+        """Drop the queued text and wait until no write is in progress."""
+        with self._cond:
+            self._text = None
+        with self._busy:
+            pass
+
+    def close(self) -> None:
+        """Drop the queued text and let the thread end (after a write in progress); for good."""
+        with self._cond:
+            self._closed, self._text = True, None
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._text is None and not self._closed:
+                    self._cond.wait()
+                text, loop, self._text = self._text, self._loop, None
+                if self._closed or text is None:
+                    return
+                self._busy.acquire()  # under the condition: settle() sees the text or the write
+            try:
+                snapshot.write_atomic(self._path, text)
+            except OSError as exc:
+                self._report(loop, exc)
+            finally:
+                self._busy.release()
+
+    def _report(self, loop: asyncio.AbstractEventLoop | None, exc: OSError) -> None:
+        try:
+            if loop is not None:
+                loop.call_soon_threadsafe(self._failed, exc)
+        except RuntimeError:  # the loop is closed: nobody is left to tell
+            pass
+
+
 class Publisher:
     """Writes the snapshot rendered by ``render``; ``start()`` the heartbeat, ``close()`` it."""
 
@@ -72,6 +140,7 @@ class Publisher:
         self.lag = LoopLag()
         self._lag_published = 0  # samples the last written snapshot holds
         self._due: float | None = None  # loop time the next beat is scheduled for
+        self._writer = _Writer(path, self._write_failed)
 
     def start(self) -> None:
         """Write now and start the once-a-second heartbeat."""
@@ -83,6 +152,7 @@ class Publisher:
     def close(self) -> None:
         """Stop the heartbeat and pending flushes (the caller writes the final snapshot)."""
         self._closed = True
+        self._writer.close()
         for handle in (self._heartbeat, self._flush_handle):
             if handle is not None:
                 handle.cancel()
@@ -93,13 +163,23 @@ class Publisher:
         if not state_changed:
             self._progress_dirty = True
         elif self._flush_handle is None and not self._closed:
-            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.write)
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
 
-    def write(self) -> bool:
-        """Write the snapshot now; never raises.  False when it could not be written."""
+    def flush(self) -> None:
+        """Render the snapshot now and have the writer thread write it (a failure comes back to
+        the loop as a :meth:`write`, which recreates a removed runtime_dir and reports)."""
         if self._flush_handle:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._writer.submit(self._render())
+        self._written()
+
+    def write(self) -> bool:
+        """Write the snapshot now, on the loop; never raises.  False when it could not be written."""
+        if self._flush_handle:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._writer.settle()  # a flush still on its way must not replace this newer text
         try:
             try:
                 snapshot.write_atomic(self.path, self._render())
@@ -110,9 +190,17 @@ class Publisher:
             self._pending = True
             self._report(exc)
             return False
+        self._written()
+        return True
+
+    def _written(self) -> None:
         self._written_at, self._progress_dirty, self._pending = time.monotonic(), False, False
         self._lag_published = sum(self.lag.counts)
-        return True
+
+    def _write_failed(self, exc: OSError) -> None:
+        """The writer thread could not write a flush: write on the loop, with its repairs and reports."""
+        if not self._closed:
+            self.write()
 
     def _report(self, exc: OSError) -> None:
         now = time.monotonic()
@@ -149,8 +237,11 @@ class Publisher:
 
     def _refresh(self) -> None:
         progress_due = self._progress_dirty and time.monotonic() - self._written_at >= PROGRESS_FLUSH_INTERVAL
-        if self._pending or progress_due:
-            self.write()
+        if self._pending:
+            self.write()  # the last write failed: retry with the repairs (a removed runtime_dir)
+            return
+        if progress_due:
+            self.flush()
             return
         try:
             snapshot.touch(self.path)

@@ -44,7 +44,7 @@ _READ_SIZE = 65536
 #: -> ~22 us).  A run's first output is read at once (live is not delayed); later reports reach
 #: the stall watch at most COALESCE late, well inside its SETTLE (0.5 s) before a verdict.
 COALESCE = 0.2
-#: Reads of one pipe right after its child exited, before the batch takes over (a grandchild
+#: Reads of each pipe right after its child exited, before the batch takes over (a grandchild
 #: writing without end must not hold the loop).
 _EXIT_READS = 16
 #: A batch read that fills the buffer found the pipe full: its child is blocked writing, and a
@@ -166,7 +166,9 @@ class Child:
         self.wall_started_at = time.time()
         self._termed = False
         self._loop = asyncio.get_running_loop()
-        self._exited: asyncio.Future[None] = self._loop.create_future()
+        #: Set once reaped.  An Event, not a shielded future: a waiter is woken in one turn of the
+        #: loop instead of two, and cancelling a waiter (stop()'s timeout) cancels only its own wait.
+        self._exited = asyncio.Event()
         self._drained: asyncio.Future[None] = self._loop.create_future()
         assert proc.stdout is not None and proc.stderr is not None
         self._stdout = proc.stdout.fileno()
@@ -200,17 +202,22 @@ class Child:
         """True once the child exited, False after ``seconds`` without an exit.  A periodic check
         (the SFU's health loop) leaves nothing behind: ``shield(wait())`` made a task per check that
         lived as long as the child, 2.6 MiB/h of them in a 20-stream soak."""
-        done, _ = await asyncio.wait({self._exited}, timeout=seconds)
-        return bool(done)
+        try:
+            async with asyncio.timeout(seconds):
+                await self._exited.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def wait(self) -> int:
         """Wait for the exit (and the pipes' last bytes); return the exit status."""
-        await asyncio.shield(self._exited)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._drained), DRAIN_TIMEOUT)
-        except TimeoutError:
-            for fd in list(self._open):
-                self._close_pipe(fd)
+        await self._exited.wait()
+        if not self._drained.done():  # usually it is: the exit's reads met EOF on both pipes
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), DRAIN_TIMEOUT)
+            except TimeoutError:
+                for fd in list(self._open):
+                    self._close_pipe(fd)
         return self._proc.returncode if self._proc.returncode is not None else -1
 
     def signal_group(self, sig: int) -> bool:
@@ -300,18 +307,19 @@ class Child:
         """The pidfd is readable: the child exited.  Reap it (instant now) through Popen."""
         self._loop.remove_reader(self._pidfd)
         try:
-            # Its last report and EOF now, not a batch later: wait() (and so a respawn) waits for them.
-            for _ in range(_EXIT_READS):
-                if self._stdout not in self._open or not self._read(self._stdout):
-                    break
+            # Its last report, its last stderr lines and EOF now, not a batch or a turn of the loop
+            # later: wait() (and so a respawn) waits for them.
+            for fd in list(self._open):
+                for _ in range(_EXIT_READS):
+                    if fd not in self._open or not self._read(fd):
+                        break
         except Exception as exc:  # a reader's bug must not leave the child unreaped and wait() hung
             self._loop.call_exception_handler({"message": "progress reader failed", "exception": exc})
         self._proc.wait()
         os.close(self._pidfd)  # after the reap: signal_group checks returncode first
         self._pidfd = -1
         limits.children -= 1
-        if not self._exited.done():
-            self._exited.set_result(None)
+        self._exited.set()
 
 
 def describe_exit(returncode: int) -> str:

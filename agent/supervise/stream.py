@@ -96,6 +96,7 @@ class Stream:
         self._task: asyncio.Task[None] | None = None
         self._stall: StallWatch | None = None
         self._mkdir_busy = False  # a mkdir thread has not returned yet (hung file system)
+        self._ended_at: float | None = None  # loop time the last run's process exited: its backoff counts from it
         self._last_start_ms = 0
         #: Fleet mode: the ownership epoch (etcd revision), a fencing token in segment names; 0 otherwise.
         self.epoch = 0
@@ -283,6 +284,7 @@ class Stream:
         """Spawn and supervise one process; return the restart reason and its uptime."""
         self._set_state(StreamState.INITIALIZING)
         self._wake.clear()
+        self._ended_at = None
         launch = self._launch()
         parser, stall = ProgressParser(), StallWatch(self)
         if self.feeds_sfu and not await self._await_rtp():
@@ -328,6 +330,7 @@ class Stream:
             stall.arm()  # without progress reports: stalls by recording growth
         try:
             status = await self.child.wait()
+            self._ended_at = asyncio.get_running_loop().time()
         finally:
             stall.cancel()
             for watcher in watchers:
@@ -478,10 +481,21 @@ class Stream:
         return Launch(self.host.recordings_root / self.cfg.id, stamp)
 
     async def _back_off(self, delay: float) -> None:
-        self.next_restart_at = time.time() + delay
+        """Wait ``delay`` counted from the process's exit (from now when none ran); a wake ends it early.
+
+        From the exit: what the loop does after it (the failure's log line, the state change) is
+        part of the delay, not added to every restart.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = (loop.time() if self._ended_at is None else self._ended_at) + delay
+        self._ended_at = None
+        self.next_restart_at = time.time() + max(0.0, deadline - loop.time())
         self._changed(True)
         try:
-            await asyncio.wait_for(self._wake.wait(), delay)
+            # Not wait_for: it runs the wait as a task of its own and takes three more turns of the
+            # loop to cancel it, each one added to every restart.
+            async with asyncio.timeout_at(deadline):
+                await self._wake.wait()
         except TimeoutError:
             pass
         self.next_restart_at = None
