@@ -29,7 +29,9 @@ What it measures
 How to run
     .venv/bin/python bench/respawn.py                  # defaults: --n 200 --kills 200 --period 5 --idle 30
     .venv/bin/python bench/respawn.py --n 20 --kills 20 --idle 5 --skip-500   # quick check
-    Options: --systems agent,supervisord,floor  --seed S  --gap S  --kill-timeout S  --kill-budget S
+    .venv/bin/python bench/respawn.py --systems agent,floor --paired --idle 2 --skip-500   # item 4
+    Options: --systems agent,supervisord,floor  --paired (all at once, one kill each in turn: a
+    change in load falls on every system alike)  --seed S  --gap S  --kill-timeout S  --kill-budget S
     --rss-n 500  --skip-500  --keep-tmp (leave logs/configs for inspection).
 
 Everything lives in a temp directory; nothing listens on the network; every
@@ -158,33 +160,72 @@ class System:
 
 
 def kill_loop(sysm: System, args: argparse.Namespace, rng: random.Random, res: Result) -> None:
-    ids = [c.stream_id(i) for i in range(sysm.n)]
     deadline = time.monotonic() + args.kill_budget
     for _ in range(args.kills):
         if time.monotonic() > deadline:
             res.note = f"kill phase stopped by --kill-budget {args.kill_budget:g}s"
             break
-        time.sleep(rng.uniform(0, args.gap))
-        sysm.ann.drain()
-        sid = rng.choice(ids)
-        old = sysm.ann.pids.get(sid)
-        if old is None or not c.is_ours(old, sysm.fifo):
-            # Its replacement never announced itself (a timeout earlier): wait once more.
-            if sysm.ann.wait_for(sid, old, time.monotonic() + args.kill_timeout) is None:
-                res.timeouts += 1
-                continue
-            old = sysm.ann.pids[sid]
-        t0 = time.monotonic()
-        try:
-            os.killpg(old, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-        res.kills += 1
-        ev = sysm.ann.wait_for(sid, old, t0 + args.kill_timeout)
-        if ev is None:
+        kill_once(sysm, args, rng, res)
+
+
+def kill_once(sysm: System, args: argparse.Namespace, rng: random.Random, res: Result) -> None:
+    """After a random pause, SIGKILL one random child's group and time its replacement."""
+    time.sleep(rng.uniform(0, args.gap))
+    sysm.ann.drain()
+    sid = rng.choice([c.stream_id(i) for i in range(sysm.n)])
+    old = sysm.ann.pids.get(sid)
+    if old is None or not c.is_ours(old, sysm.fifo):
+        # Its replacement never announced itself (a timeout earlier): wait once more.
+        if sysm.ann.wait_for(sid, old, time.monotonic() + args.kill_timeout) is None:
             res.timeouts += 1
-        else:
-            res.delays_ms.append((ev.t - t0) * 1000)
+            return
+        old = sysm.ann.pids[sid]
+    t0 = time.monotonic()
+    try:
+        os.killpg(old, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    res.kills += 1
+    ev = sysm.ann.wait_for(sid, old, t0 + args.kill_timeout)
+    if ev is None:
+        res.timeouts += 1
+    else:
+        res.delays_ms.append((ev.t - t0) * 1000)
+
+
+def run_paired(kinds: list[str], args: argparse.Namespace, base: Path) -> dict[str, Result]:
+    """Every system running at once, one kill each in turn (the order rotating): a change in the
+    machine's load falls on all of them alike.  Idle CPU and RSS are then read one system at a time."""
+    systems = {kind: System(kind, args.n, base / kind, args.period) for kind in kinds}
+    results = {kind: Result(SYSTEMS[kind]) for kind in kinds}
+    rngs = {kind: random.Random(args.seed) for kind in kinds}
+    try:
+        for kind, sysm in systems.items():
+            print(f"[{kind}] starting {args.n} children ...", flush=True)
+            t0 = time.monotonic()
+            sysm.start()
+            if not sysm.wait_ready(args.start_timeout):
+                raise SystemExit(f"[{kind}] not ready within {args.start_timeout:g}s ({sysm.failure()})")
+            results[kind].startup_s = time.monotonic() - t0
+        print(f"[paired] {args.kills} kills each, in turn ...", flush=True)
+        deadline = time.monotonic() + args.kill_budget * len(kinds)
+        for k in range(args.kills):
+            if time.monotonic() > deadline:
+                break
+            for kind in kinds[k % len(kinds):] + kinds[:k % len(kinds)]:
+                kill_once(systems[kind], args, rngs[kind], results[kind])
+        time.sleep(min(args.period, 2.0))
+        for kind, sysm in systems.items():
+            cpu0, w0 = c.cpu_seconds(sysm.proc), time.monotonic()
+            time.sleep(args.idle)
+            cpu1, w1 = c.cpu_seconds(sysm.proc), time.monotonic()
+            res = results[kind]
+            res.idle_seconds, res.idle_cpu_pct = w1 - w0, 100.0 * (cpu1 - cpu0) / (w1 - w0)
+            res.rss_mb = sysm.proc.memory_info().rss / 2**20
+        return results
+    finally:
+        for sysm in systems.values():
+            sysm.close()
 
 
 def run_system(kind: str, args: argparse.Namespace, base: Path) -> Result:
@@ -305,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill-timeout", type=float, default=10.0, help="max wait for one respawn (default 10)")
     p.add_argument("--kill-budget", type=float, default=120.0, help="max seconds of kills per system (default 120)")
     p.add_argument("--start-timeout", type=float, default=60.0, help="max wait for all children (default 60)")
+    p.add_argument("--paired", action="store_true",
+                   help="run the systems at once and kill in each in turn (same load for all)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs, configs)")
     args = p.parse_args(argv)
@@ -316,8 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     rss500, rss500_note = None, ""
     with c.bench_tempdir("vas-bench-respawn-", keep=args.keep_tmp) as base:
         try:
-            for kind in systems:
-                results[kind] = run_system(kind, args, base)
+            if args.paired:
+                results = run_paired(systems, args, base)
+            else:
+                for kind in systems:
+                    results[kind] = run_system(kind, args, base)
             if not args.skip_500:
                 rss500, rss500_note = agent_rss_at(args.rss_n, args, base)
         except (KeyboardInterrupt, c.Interrupted):
