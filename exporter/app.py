@@ -59,6 +59,8 @@ class Context:
 
 
 CONTEXT = web.AppKey("context", Context)
+#: The one answer that may be cached: the API's description changes only with the code.
+OPENAPI = "/v2/openapi.json"
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -76,17 +78,9 @@ def create_app(settings: Settings) -> web.Application:
     async def openapi_json(request: web.Request) -> web.Response:
         return web.Response(body=openapi, content_type="application/json")
 
-    app.router.add_get("/v2/openapi.json", openapi_json)
+    app.router.add_get(OPENAPI, openapi_json)
     app.cleanup_ctx.append(_background)
-    app.on_response_prepare.append(_no_store)
     return app
-
-
-async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer describes the node now: no proxy or browser may serve it later
-    (the OpenAPI document alone is static)."""
-    if request.path != "/v2/openapi.json":
-        response.headers.setdefault("Cache-Control", "no-store")
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -131,30 +125,56 @@ def _frame(ctx: Context) -> Any:
     @web.middleware
     async def frame(request: web.Request, handler: Any) -> web.StreamResponse:
         """Around every request, in one middleware (each layer costs a load balancer's check
-        as much as the check itself): the read scope, errors as JSON, and
-        vas_api_request_duration_seconds by route template (never the raw path)."""
-        started, status = time.perf_counter(), 500
+        as much as the check itself): the read scope, errors as JSON, Cache-Control: no-store,
+        and vas_api_request_duration_seconds by route template (never the raw path)."""
+        started, status, template = time.perf_counter(), 500, UNMATCHED
         try:
+            template = _template(request.match_info.route)
             try:
-                _check_read_scope(ctx, request)
+                if ctx.settings.require_read_token:
+                    _check_read_scope(ctx, request)
                 response = await handler(request)
             except web.HTTPException as exc:
                 if exc.content_type == "application/json" or exc.status < 400:
+                    status = exc.status
+                    _no_store(template, exc)  # aiohttp answers with the exception itself
                     raise
                 response = _json_answer(exc)
             except Exception:
                 log.exception("%s %s failed", request.method, request.path)
                 response = json_error(500, "internal error (logged by vas-exporter)")
             status = response.status
+            if not response.prepared:  # a handler that streams sets its own (stream_headers)
+                _no_store(template, response)
             return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
         finally:
-            route = request.match_info.route.resource
-            template = route.canonical if route is not None else "unmatched"
             ctx.metrics.observe_request(template, request.method, status, time.perf_counter() - started)
     return frame
+
+
+#: The label of a request no route matched (a 404, or a 405 with its Allow).
+UNMATCHED = "unmatched"
+#: Route -> its template: the routes are fixed once the app runs (a 404's route is made per request
+#: and never kept here).
+_TEMPLATES: dict[Any, str] = {}
+
+
+def _template(route: Any) -> str:
+    """The route's template (``/v2/streams/{id}``), the label a request is counted under."""
+    template = _TEMPLATES.get(route)
+    if template is None:
+        resource = route.resource
+        if resource is None:
+            return UNMATCHED
+        template = _TEMPLATES[route] = resource.canonical
+    return template
+
+
+def _no_store(template: str, response: web.StreamResponse) -> None:
+    """Every answer describes the node now: no proxy or browser may serve it later
+    (the OpenAPI document alone is static)."""
+    if template != OPENAPI:
+        response.headers.setdefault("Cache-Control", "no-store")
 
 
 def _check_read_scope(ctx: Context, request: web.Request) -> None:
