@@ -122,17 +122,21 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def _frame(ctx: Context) -> Any:
-    observe = ctx.metrics.requests.observe  # Metrics.observe_request without its extra call per request
+    """The app's one middleware (bound to ``ctx``)."""
+    observe, clock = ctx.metrics.requests.observe, time.perf_counter  # bound once: every check pays each look-up
+    #: Route -> (its template, whether its answers get no-store): the routes are fixed once the
+    #: app runs (a 404's route is made per request and never kept here).
+    routes: dict[Any, tuple[str, bool]] = {}
 
     @web.middleware
     async def frame(request: web.Request, handler: Any) -> web.StreamResponse:
         """Around every request, in one middleware (each layer costs a load balancer's check
         as much as the check itself): the read scope, errors as JSON, Cache-Control: no-store,
         and vas_api_request_duration_seconds by route template (never the raw path)."""
-        started, status, template = time.perf_counter(), 500, UNMATCHED
+        started, status, template = clock(), 500, UNMATCHED
         try:
             route = request.match_info.route
-            template = _TEMPLATES.get(route) or _template(route)
+            template, no_store = routes.get(route) or _route_rule(routes, route)
             try:
                 if ctx.settings.require_read_token:
                     _check_read_scope(ctx, request)
@@ -140,42 +144,35 @@ def _frame(ctx: Context) -> Any:
             except web.HTTPException as exc:
                 if exc.content_type == "application/json" or exc.status < 400:
                     status = exc.status
-                    _no_store(template, exc)  # aiohttp answers with the exception itself
+                    if no_store:  # aiohttp answers with the exception itself
+                        exc.headers.setdefault("Cache-Control", "no-store")
                     raise
                 response = _json_answer(exc)
             except Exception:
                 log.exception("%s %s failed", request.method, request.path)
                 response = json_error(500, "internal error (logged by vas-exporter)")
             status = response.status
-            if not response.prepared:  # a handler that streams sets its own (console_routes)
-                _no_store(template, response)
+            if no_store and not response.prepared:  # a handler that streams sets its own (console_routes)
+                response.headers.setdefault("Cache-Control", "no-store")
             return response
         finally:
-            observe(template, request.method, status, time.perf_counter() - started)
+            observe(template, request.method, status, clock() - started)
     return frame
 
 
 #: The label of a request no route matched (a 404, or a 405 with its Allow).
 UNMATCHED = "unmatched"
-#: Route -> its template: the routes are fixed once the app runs (a 404's route is made per request
-#: and never kept here).
-_TEMPLATES: dict[Any, str] = {}
 
 
-def _template(route: Any) -> str:
-    """The route's template (``/v2/streams/{id}``), the label a request is counted under."""
+def _route_rule(known: dict[Any, tuple[str, bool]], route: Any) -> tuple[str, bool]:
+    """The route's template (``/v2/streams/{id}``), the label a request is counted under, and
+    whether its answers get Cache-Control: no-store: every answer describes the node now, no
+    proxy or browser may serve it later (the OpenAPI document alone is static)."""
     resource = route.resource
     if resource is None:
-        return UNMATCHED
-    template: str = _TEMPLATES.setdefault(route, resource.canonical)
-    return template
-
-
-def _no_store(template: str, response: web.StreamResponse) -> None:
-    """Every answer describes the node now: no proxy or browser may serve it later
-    (the OpenAPI document alone is static)."""
-    if template != OPENAPI:
-        response.headers.setdefault("Cache-Control", "no-store")
+        return UNMATCHED, True
+    template: str = resource.canonical
+    return known.setdefault(route, (template, template != OPENAPI))
 
 
 def _check_read_scope(ctx: Context, request: web.Request) -> None:
