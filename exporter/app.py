@@ -59,6 +59,8 @@ class Context:
 
 
 CONTEXT = web.AppKey("context", Context)
+#: The one answer that may be cached: the API's description changes only with the code.
+OPENAPI = "/v2/openapi.json"
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -76,17 +78,9 @@ def create_app(settings: Settings) -> web.Application:
     async def openapi_json(request: web.Request) -> web.Response:
         return web.Response(body=openapi, content_type="application/json")
 
-    app.router.add_get("/v2/openapi.json", openapi_json)
+    app.router.add_get(OPENAPI, openapi_json)
     app.cleanup_ctx.append(_background)
-    app.on_response_prepare.append(_no_store)
     return app
-
-
-async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer describes the node now: no proxy or browser may serve it later
-    (the OpenAPI document alone is static)."""
-    if request.path != "/v2/openapi.json":
-        response.headers.setdefault("Cache-Control", "no-store")
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -128,33 +122,57 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def _frame(ctx: Context) -> Any:
+    """The app's one middleware (bound to ``ctx``)."""
+    observe, clock = ctx.metrics.requests.observe, time.perf_counter  # bound once: every check pays each look-up
+    #: Route -> (its template, whether its answers get no-store): the routes are fixed once the
+    #: app runs (a 404's route is made per request and never kept here).
+    routes: dict[Any, tuple[str, bool]] = {}
+
     @web.middleware
     async def frame(request: web.Request, handler: Any) -> web.StreamResponse:
         """Around every request, in one middleware (each layer costs a load balancer's check
-        as much as the check itself): the read scope, errors as JSON, and
-        vas_api_request_duration_seconds by route template (never the raw path)."""
-        started, status = time.perf_counter(), 500
+        as much as the check itself): the read scope, errors as JSON, Cache-Control: no-store,
+        and vas_api_request_duration_seconds by route template (never the raw path)."""
+        started, status, template = clock(), 500, UNMATCHED
         try:
+            route = request.match_info.route
+            template, no_store = routes.get(route) or _route_rule(routes, route)
             try:
-                _check_read_scope(ctx, request)
+                if ctx.settings.require_read_token:
+                    _check_read_scope(ctx, request)
                 response = await handler(request)
             except web.HTTPException as exc:
                 if exc.content_type == "application/json" or exc.status < 400:
+                    status = exc.status
+                    if no_store:  # aiohttp answers with the exception itself
+                        exc.headers.setdefault("Cache-Control", "no-store")
                     raise
                 response = _json_answer(exc)
             except Exception:
                 log.exception("%s %s failed", request.method, request.path)
                 response = json_error(500, "internal error (logged by vas-exporter)")
             status = response.status
+            if no_store and not response.prepared:  # a handler that streams sets its own (console_routes)
+                response.headers.setdefault("Cache-Control", "no-store")
             return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
         finally:
-            route = request.match_info.route.resource
-            template = route.canonical if route is not None else "unmatched"
-            ctx.metrics.observe_request(template, request.method, status, time.perf_counter() - started)
+            observe(template, request.method, status, clock() - started)
     return frame
+
+
+#: The label of a request no route matched (a 404, or a 405 with its Allow).
+UNMATCHED = "unmatched"
+
+
+def _route_rule(known: dict[Any, tuple[str, bool]], route: Any) -> tuple[str, bool]:
+    """The route's template (``/v2/streams/{id}``), the label a request is counted under, and
+    whether its answers get Cache-Control: no-store: every answer describes the node now, no
+    proxy or browser may serve it later (the OpenAPI document alone is static)."""
+    resource = route.resource
+    if resource is None:
+        return UNMATCHED, True
+    template: str = resource.canonical
+    return known.setdefault(route, (template, template != OPENAPI))
 
 
 def _check_read_scope(ctx: Context, request: web.Request) -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from . import clips, console_static, playlists
 from .console_view import console_streams
+from .health import NO_STORE
 from .media import Index, NotFound, Unavailable, content_type, json_error, open_below, read_below, write_or_drop
 from .recordings import root_of
 from .snapshots import MAX_INIT, MAX_INPUT, DecodeError, Snapshots
@@ -106,7 +107,8 @@ class ConsoleRoutes:
             raise NotFound("not a segment of this stream's index") from None
         with os.fdopen(fd, "rb", buffering=0) as fh:
             size = os.fstat(fd).st_size
-            response = web.StreamResponse(headers={"Content-Type": content_type(name), "Content-Length": str(size)})
+            response = web.StreamResponse(headers={"Content-Type": content_type(name), "Content-Length": str(size),
+                                                   **NO_STORE})
             await response.prepare(request)
             left = size
             while left > 0 and (chunk := await asyncio.to_thread(fh.read, min(SEGMENT_CHUNK, left))):
@@ -177,7 +179,7 @@ class ConsoleRoutes:
             return json_error(413, refused)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))
         headers = {"Content-Type": "video/mp4",
-                   "Content-Disposition": f'attachment; filename="{_safe(sid)}_{stamp}.mp4"'}
+                   "Content-Disposition": f'attachment; filename="{_safe(sid)}_{stamp}.mp4"', **NO_STORE}
         if request.method == "HEAD":  # what a GET would answer, without running an export into nowhere
             return web.Response(headers=headers)
         if self.clip_slots <= 0:

@@ -75,6 +75,9 @@ def age_json(age: float | None) -> bytes:
     """``json.dumps(round(age, 3))`` (``null`` without an age), without the encoder's set-up."""
     if age is None:
         return b"null"
+    if 0.0 <= age < 1e9:  # every real age: one correctly rounded formatting, not round() then repr()
+        text = (b"%.3f" % age).rstrip(b"0")  # the digits repr(round(age, 3)) writes: "1.500" -> "1.5"
+        return text + b"0" if text.endswith(b".") else text  # "2.000" -> "2.0", as repr(2.0)
     value = round(age, 3)
     return repr(value).encode() if math.isfinite(value) else json.dumps(value).encode()
 
@@ -100,7 +103,8 @@ class Health:
         return web.Response(body=body, status=200, headers=JSON_NO_STORE)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        age, version = self._now()
+        source = self._source  # the age and version without a View (_now, inlined: every check pays it)
+        age, version = (source.age(), source.version) if source is not None else self._now()
         key = (version, age is not None and age <= self.settings.stale_after)  # as View.fresh
         if self._cache is None or self._cache[0] != key:
             view = self._read()

@@ -65,7 +65,9 @@ def node(tmp_path) -> Node:
 @pytest.fixture
 def aiohttp_client(aiohttp_client):
     """pytest-aiohttp's, plus: every answer of an exporter app is checked against
-    /v2/openapi.json (tests/exporter/openapi_check.py); a disagreement fails the test."""
+    /v2/openapi.json (tests/exporter/openapi_check.py) and must say how long it may be cached
+    (``no-store`` unless the route sets its own; the OpenAPI document alone is static);
+    a disagreement fails the test."""
     from aiohttp import web
 
     from .openapi_check import recorder
@@ -74,9 +76,20 @@ def aiohttp_client(aiohttp_client):
     async def make(app, *args, **kwargs):
         if isinstance(app, web.Application):
             app.on_response_prepare.append(recorder(found))
+            app.on_response_prepare.append(cache_rule(found))
         return await aiohttp_client(app, *args, **kwargs)
     yield make
-    assert found == [], "answers the OpenAPI document does not describe:\n" + "\n".join(dict.fromkeys(found))
+    assert found == [], ("answers the OpenAPI document does not describe, or without Cache-Control:\n"
+                         + "\n".join(dict.fromkeys(found)))
+
+
+def cache_rule(found: list[str]):
+    """An ``on_response_prepare`` hook: an answer without Cache-Control (a streamed one a
+    handler prepared itself, an error aiohttp answered) is appended to ``found``."""
+    async def check(request, response) -> None:
+        if request.path != "/v2/openapi.json" and "Cache-Control" not in response.headers:
+            found.append(f"{request.method} {request.path} -> {response.status}: no Cache-Control")
+    return check
 
 
 @pytest.fixture

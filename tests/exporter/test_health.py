@@ -81,3 +81,19 @@ async def test_readyz_encodes_its_json_once_per_snapshot_and_writes_the_age_of_n
         assert text == real(expected, separators=(",", ":"))
         assert age - 0.1 < body["checks"][0]["value"] < age + 1.0
     assert len(encoded) == 1, f"{len(encoded)} encodings for 4 answers about one snapshot"
+
+
+def test_the_age_is_written_as_json_writes_it_rounded_to_the_millisecond():
+    """/readyz writes the age itself (every check pays for it): byte for byte what
+    ``json.dumps(round(age, 3))`` gives, at ties, whole seconds and past the fast path's range."""
+    import json
+    import random
+
+    from exporter.health import age_json
+    rng = random.Random(21)
+    ages = [0.0, 0.0005, 0.0015, 0.0025, 1.0, 2.5, 9.9995, 999999999.9995, 1e9, 1e16, 5e-324, -0.2,
+            *(k / 2000 for k in range(20000)), *(rng.uniform(0, 1e9) for _ in range(20000)),
+            *(rng.expovariate(1) * 10 ** rng.randint(-4, 17) for _ in range(20000))]
+    for age in ages:
+        assert age_json(age) == json.dumps(round(age, 3)).encode(), age
+    assert age_json(None) == b"null"

@@ -53,3 +53,46 @@ def test_request_counts_are_written_as_client_pythons_counter_and_histogram_wrot
         latency.labels(handler, method, str(code)).observe(value)
         stats.observe(handler, method, code, value)
     assert generate_latest(mine) == generate_latest(registry)
+
+
+async def test_every_answer_is_counted_by_its_route_and_is_no_store_on_every_path(node):
+    """Issue 21, item 5: the one middleware counts, frames and marks every answer, whichever way
+    it leaves: a handler's return, a JSON error raised (a token refused), an aiohttp error made
+    JSON (404, 405), an exception (500), HEAD and OPTIONS; only /v2/openapi.json may be cached.
+    (A plain client: the conftest's would refuse the 500, which the API document rightly omits.)"""
+    from dataclasses import replace
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from exporter.app import create_app
+    async with TestClient(TestServer(create_app(replace(node.settings, require_read_token=True)))) as client:
+        await _every_path(client, node)
+
+
+async def _every_path(client, node) -> None:
+    """Each way out once, then each counted once under its template (404 and 405: ``unmatched``)."""
+    from agent import tokens
+    from exporter.app import CONTEXT
+    read = {"Authorization": f"Bearer {tokens.add(node.tokens_file, 'grafana', 'read')}"}
+    asked = [("GET", "/readyz", {}, 200, "/readyz"), ("HEAD", "/readyz", {}, 200, "/readyz"),
+             ("OPTIONS", "/livez", {}, 200, "/livez"), ("GET", "/v2/health/system", {}, 401, "/v2/health/system"),
+             ("GET", "/v2/health/streams/cam1", read, 200, "/v2/health/streams/{stream_id}"),
+             ("GET", "/v2/nothing", {}, 404, "unmatched"), ("DELETE", "/readyz", {}, 405, "unmatched")]
+    for method, path, headers, status, _ in asked:
+        resp = await client.request(method, path, headers=headers)
+        assert (resp.status, resp.headers.get("Cache-Control")) == (status, "no-store"), (method, path)
+        if status >= 400:
+            assert "error" in await resp.json()
+    source = client.server.app[CONTEXT].health._source
+    source.age = lambda: 1 / 0  # a bug in the handler
+    resp = await client.get("/readyz")
+    assert (resp.status, resp.headers.get("Cache-Control")) == (500, "no-store")
+    assert (await resp.json())["error"].startswith("internal error")
+    del source.age
+    resp = await client.get("/v2/openapi.json")
+    assert resp.status == 200 and "Cache-Control" not in resp.headers
+    text = await (await client.get("/v2/metrics")).text()
+    for method, _, _, status, template in [*asked, ("GET", "", {}, 500, "/readyz"),
+                                           ("GET", "", {}, 200, "/v2/openapi.json")]:
+        line = f'vas_api_requests_total{{code="{status}",handler="{template}",method="{method}"}} 1.0'
+        assert line in text, line

@@ -1,0 +1,173 @@
+"""CPU per /readyz inside aiohttp, in-process: the exporter's app against a bare aiohttp JSON handler.
+
+What it measures
+    The exporter's real app (exporter.app.create_app, a 500-stream snapshot as
+    bench/exporter.py writes it) and the peer (FLOOR's handler: a fixed JSON
+    body) are served by their own AppRunner in one process.  Raw HTTP/1.1
+    requests are fed to each runner's real protocol (aiohttp's parser, the
+    request task, the middleware, the handler, the headers and the body
+    written) over an in-memory transport, one request at a time; the CPU
+    (time.process_time) per request is taken over --n requests, in --rounds
+    alternating rounds.  No socket and no other process take part, so the
+    figure moves little with the machine's load, unlike wrk's: it is what the
+    exporter's code adds per request, the kernel's share left out.  The
+    minimum and the median over the rounds are printed, and the exporter's
+    excess over the peer.  --profile FILE writes a cProfile of --n exporter
+    requests.
+
+How to run
+    .venv/bin/python bench/readyz_cpu.py                 # --n 5000 --rounds 15
+    .venv/bin/python bench/readyz_cpu.py --path /livez
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib.util
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from agent import snapshot  # noqa: E402
+from agent.config.exporter import Settings  # noqa: E402
+from exporter.app import create_app  # noqa: E402
+
+BODY = b'{"status":"ready","failing":[]}'
+
+
+async def peer_handler(request: web.Request) -> web.Response:
+    """bench/exporter.py's FLOOR."""
+    return web.Response(body=BODY, content_type="application/json")
+
+
+class Transport(asyncio.Transport):
+    """Keeps what the server writes; wakes the driver when a response is out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: list[bytes] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+        self.out.append(bytes(data))
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def writelines(self, lines) -> None:  # type: ignore[no-untyped-def]
+        self.write(b"".join(lines))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default=None):  # type: ignore[no-untyped-def]
+        return {"peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 2)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def exporter_app(tmp: Path) -> web.Application:
+    """The exporter over bench/exporter.py's 500-stream snapshot (its recordings root empty)."""
+    spec = importlib.util.spec_from_file_location("bench_exporter", ROOT / "bench" / "exporter.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    runtime = tmp / "run"
+    runtime.mkdir()
+    data = bench.fake_snapshot(500)
+    data["config"]["recordings_root"] = str(tmp / "recordings")
+    snapshot.write_atomic(runtime / snapshot.SNAPSHOT_NAME, data)
+    return create_app(Settings(config_path=tmp / "streams.yaml", runtime_dir=runtime, tokens_file=tmp / "tokens",
+                               stale_after=3600.0))
+
+
+async def connect(app: web.Application) -> tuple[web.AppRunner, object, Transport]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=15.0)
+    await runner.setup()
+    assert runner.server is not None
+    protocol, transport = runner.server(), Transport()
+    protocol.connection_made(transport)
+    return runner, protocol, transport
+
+
+async def drive(protocol, transport: Transport, path: str, n: int) -> tuple[float, bytes]:  # type: ignore[no-untyped-def]
+    """CPU µs per request over ``n`` requests, and the last answer."""
+    loop, request = asyncio.get_running_loop(), f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    started = time.process_time()
+    for _ in range(n):
+        transport.waiter = loop.create_future()
+        protocol.data_received(request)
+        await transport.waiter
+    us = (time.process_time() - started) / n * 1e6
+    last = b"".join(transport.out[-2:])
+    transport.out.clear()
+    return us, last
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="vas-bench-readyz-") as tmp:
+        peer = web.Application()
+        peer.router.add_get("/readyz", peer_handler)
+        (ours_runner, ours, ours_t), (peer_runner, floor, floor_t) = (
+            await connect(exporter_app(Path(tmp))), await connect(peer))
+        gc.collect()
+        gc.freeze()  # as vas-exporter does after start-up
+        try:
+            await drive(ours, ours_t, args.path, 1000)
+            await drive(floor, floor_t, "/readyz", 1000)
+            figures: dict[str, list[float]] = {"exporter": [], "peer": []}
+            for i in range(args.rounds):  # alternating: a busy moment lands on both
+                order = [("exporter", ours, ours_t, args.path), ("peer", floor, floor_t, "/readyz")]
+                for name, protocol, transport, path in order if i % 2 == 0 else order[::-1]:
+                    us, last = await drive(protocol, transport, path, args.n)
+                    figures[name].append(us)
+                    if not last.startswith(b"HTTP/1.1 200"):
+                        raise SystemExit(f"{name} {path} answered {last[:60]!r}")
+            if args.profile:
+                import cProfile
+                profile = cProfile.Profile()
+                profile.enable()
+                await drive(ours, ours_t, args.path, args.n)
+                profile.disable()
+                profile.dump_stats(args.profile)
+        finally:
+            await ours_runner.cleanup()
+            await peer_runner.cleanup()
+    report(args, figures)
+
+
+def report(args: argparse.Namespace, figures: dict[str, list[float]]) -> None:
+    ours, peer = figures["exporter"], figures["peer"]
+    print(f"CPU per request in-process (aiohttp's protocol, no socket), {args.rounds} rounds of {args.n}:")
+    for label, pick in (("min", min), ("median", statistics.median)):
+        a, b = pick(ours), pick(peer)
+        print(f"  {label:6} vas-exporter {args.path} {a:6.2f} us   bare aiohttp JSON (peer) {b:6.2f} us   "
+              f"excess {a - b:5.2f} us   peer/exporter {b / a:.0%}")
+    print(json.dumps({"exporter_us": round(min(ours), 2), "peer_us": round(min(peer), 2)}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--path", default="/readyz", help="the exporter's route (the peer always answers /readyz)")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of --n exporter requests")
+    asyncio.run(main(parser.parse_args()))
