@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,27 @@ async def test_a_growing_recording_is_left_alone(tmp_path):
         await asyncio.sleep(2)
     assert not reopened.is_set()
     task.cancel()
+
+
+async def test_what_a_process_left_in_its_group_dies_with_it_and_does_not_delay_the_respawn(tmp_path):
+    # `sh -c 'sleep 600 & exec ffmpeg ...'`: FFmpeg exits, the background job holds the pipes.
+    # It outlived the agent (one more per restart, a second writer beside the next run) and
+    # every exit waited DRAIN_TIMEOUT for pipes it kept open.
+    pids = tmp_path / "pids"
+    command = ("/bin/sh", "-c", f"sleep 600 & echo $! >> {pids}; sleep 0.2; exit 1", "{progress}")
+    stream = Stream(stream_config(command), host(tmp_path))
+    stream.start()
+    clock = asyncio.get_running_loop().time
+    try:
+        await wait_until(lambda: stream.pid is not None, 5, "the first run")
+        first_run, started = stream.pid, clock()
+        await wait_until(lambda: stream.pid not in (None, first_run), 5, "the next run")
+        took = clock() - started  # 0.2 s of run, 0.05 s of backoff
+        first = int(pids.read_text().split()[0])
+        await wait_until(lambda: not alive(first), 2, f"the first run's background job {first} to die")
+        assert took < 0.2 + QUICK.initial_delay + 0.3, f"the next run came {took:.2f}s after the first"
+    finally:
+        await asyncio.wait_for(stream.close(), 5)
+        for pid in map(int, pids.read_text().split()):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
