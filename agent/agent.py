@@ -72,7 +72,7 @@ class Agent:
         self._hup_pending = False
         self._hup_task: asyncio.Task[None] | None = None
         self.publisher = Publisher(self.snapshot_path, self.view_json, self.notifier,
-                                   on_restored=self._runtime_dir_restored)
+                                   on_restored=self._runtime_dir_restored, intact=self._runtime_dir_intact)
         self._lock_fd: int | None = None
         self._control: Any = None
         self.sfu: Any = None        # SfuProcess when mediasoup: is configured
@@ -458,6 +458,14 @@ class Agent:
 
     def _write(self) -> bool:
         return self.publisher.write()
+
+    def _runtime_dir_intact(self) -> bool:
+        """The lock file is still linked and the socket still there (not yet listening: intact)."""
+        try:
+            locked = self._lock_fd is None or os.fstat(self._lock_fd).st_nlink > 0
+            return locked and (self._control is None or (self.runtime_dir / snapshot.SOCKET_NAME).exists())
+        except OSError:
+            return True  # cannot tell: the next beat asks again
 
     def _runtime_dir_restored(self) -> None:
         """The runtime_dir was recreated: take the lock again and listen on the socket again."""

@@ -127,9 +127,12 @@ class Publisher:
     """Writes the snapshot rendered by ``render``; ``start()`` the heartbeat, ``close()`` it."""
 
     def __init__(self, path: Path, render: Callable[[], str], notifier: Notifier, *,
-                 on_restored: Callable[[], None]) -> None:
+                 on_restored: Callable[[], None], intact: Callable[[], bool] = lambda: True) -> None:
+        """``intact``: whether the caller's own files in the runtime_dir (its lock, its socket) are
+        still there, asked every second; ``on_restored`` puts them back (also after a removal)."""
         self.path = path
         self._render, self._notifier, self._on_restored = render, notifier, on_restored
+        self._intact = intact
         self._flush_handle: asyncio.TimerHandle | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
         self._progress_dirty = False
@@ -249,3 +252,9 @@ class Publisher:
             self.write()
         except OSError as exc:
             self._report(exc)
+        else:
+            if not self._closed and not self._intact():
+                # Emptied, not removed (`rm /run/vas/*`): a flush puts the snapshot back at once,
+                # so only the caller's own files tell.
+                log.warning("files in runtime_dir %s were removed: recreating them", self.path.parent)
+                self._on_restored()

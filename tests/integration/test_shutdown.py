@@ -22,7 +22,7 @@ from agent.config.model import StreamConfig
 from agent.interface import ReloadInProgress
 from agent.supervise.states import StreamState
 
-from .harness import NO_RECORDING, TRAPS_TERM, alive, children, config, fill, wait_for
+from .harness import BIN, NO_RECORDING, TRAPS_TERM, alive, children, config, fill, wait_for
 from .test_stream import REPORT_THEN_HANG, stream_config, wait_until
 
 pytestmark = pytest.mark.integration
@@ -92,6 +92,30 @@ def test_a_removed_runtime_dir_comes_back_and_shutdown_is_graceful(agent_factory
     shutil.rmtree(agent.runtime_dir)
     assert agent.stop() == 0
     assert "stopped: cam (exit status 7; stopping)" in agent.log() and not alive(pid)
+
+
+def test_an_emptied_runtime_dir_gets_its_control_socket_and_lock_back(agent_factory):
+    # `rm /run/vas/*` (the directory stays): the snapshot comes back with the next flush, so its
+    # absence alone cannot be what notices; the socket and the lock did not come back (vasctl
+    # could not reach the agent, and a second agent could start beside it).
+    flapping = {"command": ["/bin/sh", "-c", "sleep 0.05; exit 1"], "restart": {
+        "initial_delay": "0.05s", "multiplier": 1.5, "max_delay": "1s", "jitter": 0, "stable_after": "60s"}}
+    agent = agent_factory(config({"cam": {"command": TRAPS_TERM}, "flap": flapping}, **NO_RECORDING)).start()
+    agent.wait_state("cam", "live")
+    for name in os.listdir(agent.runtime_dir):
+        (agent.runtime_dir / name).unlink()
+    wait_for(lambda: (agent.runtime_dir / "agent.sock").exists(), 5, "the control socket to come back")
+    status = agent.vasctl("status")
+    assert status.returncode == 0 and "live" in status.stdout, status.stderr
+    second = subprocess.Popen([str(BIN / "vas-agent"), "--config", str(agent.config_path)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = second.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        _, err = second.communicate()
+    assert second.returncode == 1 and "another vas-agent" in err, err
+    assert agent.stop() == 0
 
 
 def test_a_full_runtime_filesystem_does_not_skip_the_graceful_stop(agent_factory, tmp_path):
