@@ -460,12 +460,10 @@ class Agent:
         return self.publisher.write()
 
     def _runtime_dir_intact(self) -> bool:
-        """The lock file is still linked and the socket still there (not yet listening: intact)."""
-        try:
-            locked = self._lock_fd is None or os.fstat(self._lock_fd).st_nlink > 0
-            return locked and (self._control is None or (self.runtime_dir / snapshot.SOCKET_NAME).exists())
-        except OSError:
-            return True  # cannot tell: the next beat asks again
+        """The lock file and the socket are still there (by name: recreated by another agent that
+        took the lock in the meantime, they are its own and left alone)."""
+        return ((self._lock_fd is None or (self.runtime_dir / snapshot.LOCK_NAME).exists())
+                and (self._control is None or (self.runtime_dir / snapshot.SOCKET_NAME).exists()))
 
     def _runtime_dir_restored(self) -> None:
         """The runtime_dir was recreated: take the lock again and listen on the socket again."""
@@ -475,6 +473,7 @@ class Agent:
                 self._take_lock()
             except AlreadyRunning as exc:
                 log.error("%s", exc)
+                return  # its socket is its own
             else:
                 if old is not None:
                     os.close(old)
