@@ -41,6 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import _common as c  # noqa: E402
 
 from tests.integration.harness import CHEAP, AgentProcess, config, wait_for  # noqa: E402
 from tests.integration.segment_tree import SEGMENT, plant, rss_kib, write_segment  # noqa: E402
@@ -180,6 +183,7 @@ def main() -> int:
     parser.add_argument("--age", type=float, default=0.0, help="age of the newest planted segment, seconds")
     parser.add_argument("--smaps", action="store_true", help="per sweep, the mappings that grew most")
     args = parser.parse_args()
+    c.raise_on_sigterm()  # SIGTERM unwinds through run()'s finally: the agent stopped, the tmpfs unmounted
     with tempfile.TemporaryDirectory(prefix="vas-sweepmem-") as tmp:
         rss = run(args, Path(tmp))
     step = (rss[-1] - rss[0]) / 1024
