@@ -13,6 +13,8 @@ import pytest
 from agent.supervise.ffmpeg import ProgressParser
 from agent.supervise.process import Child
 
+from .loopturns import counting_turns
+
 pytestmark = pytest.mark.integration
 
 #: One real FFmpeg 5.1 ``-progress pipe:1`` block (counters filled in per report).
@@ -36,15 +38,7 @@ def _write_rounds(fifos: list[Path], rounds: range, gap: float) -> None:
 
 
 async def test_reports_spread_over_time_share_loop_wakeups(tmp_path):
-    loop = asyncio.get_running_loop()
-    selector = loop._selector  # type: ignore[attr-defined]
-    real_select, turns = selector.select, [0]
-
-    def counting_select(timeout=None):
-        turns[0] += 1
-        return real_select(timeout)
-
-    selector.select = counting_select
+    turns = [0]
     fifos = [tmp_path / f"f{i}" for i in range(CHILDREN)]
     for f in fifos:
         os.mkfifo(f)
@@ -59,25 +53,25 @@ async def test_reports_spread_over_time_share_loop_wakeups(tmp_path):
                 wakeups[report.frame - 1].add(turns[0])
         return feed
 
-    children = [await Child.spawn(["/bin/sh", "-c", 'exec cat "$0"', str(f)], on_stdout=on_stdout(i),
-                                  on_stderr=lambda line: None) for i, f in enumerate(fifos)]
-    try:
-        writer = threading.Thread(target=_write_rounds, args=(fifos, range(1, 3), 0.02))
-        writer.start()
-        for _ in range(200):  # hang catcher: 10 s
-            if all(len(r) == 2 for r in reports):
-                break
-            await asyncio.sleep(0.05)
-        writer.join(5)
-        # Round 1 is each run's first output (read at once); round 2: 10 reports 20 ms apart.
-        assert [[(p.frame, p.total_size, p.out_time_us, p.fps) for p in r] for r in reports] == \
-            [[(1, 1000, 1_000_000, 25.0), (2, 2000, 2_000_000, 25.0)]] * CHILDREN
-        assert len(wakeups[1]) <= CHILDREN // 3, f"{len(wakeups[1])} loop wakeups for {CHILDREN} reports"
-    finally:
-        selector.select = real_select
-        for child in children:
-            child.kill()
-        await asyncio.gather(*(child.wait() for child in children))
+    with counting_turns(turns):
+        children = [await Child.spawn(["/bin/sh", "-c", 'exec cat "$0"', str(f)], on_stdout=on_stdout(i),
+                                      on_stderr=lambda line: None) for i, f in enumerate(fifos)]
+        try:
+            writer = threading.Thread(target=_write_rounds, args=(fifos, range(1, 3), 0.02))
+            writer.start()
+            for _ in range(200):  # hang catcher: 10 s
+                if all(len(r) == 2 for r in reports):
+                    break
+                await asyncio.sleep(0.05)
+            writer.join(5)
+            # Round 1 is each run's first output (read at once); round 2: 10 reports 20 ms apart.
+            assert [[(p.frame, p.total_size, p.out_time_us, p.fps) for p in r] for r in reports] == \
+                [[(1, 1000, 1_000_000, 25.0), (2, 2000, 2_000_000, 25.0)]] * CHILDREN
+            assert len(wakeups[1]) <= CHILDREN // 3, f"{len(wakeups[1])} loop wakeups for {CHILDREN} reports"
+        finally:
+            for child in children:
+                child.kill()
+            await asyncio.gather(*(child.wait() for child in children))
 
 
 async def test_the_last_report_before_an_exit_is_read_before_wait_returns(tmp_path):

@@ -12,6 +12,8 @@ import pytest
 from agent.config.model import RecordingConfig, RestartPolicy, StreamConfig
 from agent.supervise.stream import Host, Stream
 
+from .loopturns import counting_turns
+
 pytestmark = pytest.mark.integration
 
 #: The smallest backoff the config accepts, no jitter: one timer between the exit and the spawn.
@@ -23,43 +25,39 @@ FAST = RestartPolicy(initial_delay=0.001, multiplier=2, max_delay=0.001, jitter=
 MAX_TURNS = 8
 
 
+def _stream(tmp_path, policy: RestartPolicy, *, on_change, spawned) -> Stream:
+    """One started stream of ``sleep 600`` restarted by ``policy`` (no recording, no stall watch)."""
+    host = Host(ffmpeg="ffmpeg", recordings_root=tmp_path, secrets=frozenset(), on_change=on_change, spawned=spawned)
+    cfg = StreamConfig(id="cam", url="rtsp://cam/", command=("/bin/sh", "-c", "exec sleep 600"), restart=policy,
+                       stall_timeout=0, stop_timeout=2, recording=RecordingConfig(enabled=False))
+    stream = Stream(cfg, host)
+    stream.start()
+    return stream
+
+
 async def test_a_killed_child_is_replaced_within_a_few_turns_of_the_loop(tmp_path):
-    loop = asyncio.get_running_loop()
-    selector = loop._selector  # type: ignore[attr-defined]
-    real_select, turns = selector.select, [0]
-
-    def counting_select(timeout=None):
-        turns[0] += 1
-        return real_select(timeout)
-
-    spawns: list[int] = []
+    turns, spawns = [0], []
     spawned = asyncio.Event()
 
     def on_spawn() -> None:
         spawns.append(turns[0])
         spawned.set()
 
-    host = Host(ffmpeg="ffmpeg", recordings_root=tmp_path, secrets=frozenset(), on_change=lambda _: None,
-                spawned=on_spawn)
-    cfg = StreamConfig(id="cam", url="rtsp://cam/", command=("/bin/sh", "-c", "exec sleep 600"), restart=FAST,
-                       stall_timeout=0, stop_timeout=2, recording=RecordingConfig(enabled=False))
-    stream = Stream(cfg, host)
-    stream.start()
+    stream = _stream(tmp_path, FAST, on_change=lambda _: None, spawned=on_spawn)
     try:
         await asyncio.wait_for(spawned.wait(), 5)
-        selector.select = counting_select
         used = []
-        for _ in range(5):
-            spawned.clear()
-            await asyncio.sleep(0.05)  # nothing else pending: the turns counted are the respawn's
-            start = turns[0]
-            os.killpg(stream.pid, signal.SIGKILL)
-            async with asyncio.timeout(5):  # not wait_for: its own task would add a turn
-                await spawned.wait()
-            used.append(spawns[-1] - start)
+        with counting_turns(turns):
+            for _ in range(5):
+                spawned.clear()
+                await asyncio.sleep(0.05)  # nothing else pending: the turns counted are the respawn's
+                start = turns[0]
+                os.killpg(stream.pid, signal.SIGKILL)
+                async with asyncio.timeout(5):  # not wait_for: its own task would add a turn
+                    await spawned.wait()
+                used.append(spawns[-1] - start)
         assert max(used) <= MAX_TURNS, f"loop turns from a kill to the next spawn: {used}"
     finally:
-        selector.select = real_select
         await asyncio.wait_for(stream.close(), 5)
 
 
@@ -76,13 +74,8 @@ async def test_the_restart_delay_counts_from_the_exit_not_from_after_the_work_th
             blocked.append(True)
             time.sleep(busy)  # the loop busy right after the exit, as a slow log handler would make it
 
-    host = Host(ffmpeg="ffmpeg", recordings_root=tmp_path, secrets=frozenset(), on_change=on_change,
-                spawned=spawned.set)
     policy = RestartPolicy(initial_delay=delay, multiplier=2, max_delay=delay, jitter=0, stable_after=0)
-    cfg = StreamConfig(id="cam", url="rtsp://cam/", command=("/bin/sh", "-c", "exec sleep 600"), restart=policy,
-                       stall_timeout=0, stop_timeout=2, recording=RecordingConfig(enabled=False))
-    stream = Stream(cfg, host)
-    stream.start()
+    stream = _stream(tmp_path, policy, on_change=on_change, spawned=spawned.set)
     try:
         await asyncio.wait_for(spawned.wait(), 5)
         spawned.clear()
