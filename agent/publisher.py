@@ -66,7 +66,7 @@ class _Writer:
     the loop right after it cannot be replaced by an older text.
     """
 
-    def __init__(self, path: Path, failed: Callable[[OSError], None]) -> None:
+    def __init__(self, path: Path, failed: Callable[[Exception], None]) -> None:
         self._path, self._failed = path, failed
         self._cond = threading.Condition()
         self._busy = threading.Lock()  # held while a text is on its way to disk
@@ -110,12 +110,12 @@ class _Writer:
                 self._busy.acquire()  # under the condition: settle() sees the text or the write
             try:
                 snapshot.write_atomic(self._path, text)
-            except OSError as exc:
-                self._report(loop, exc)
+            except Exception as exc:  # not only OSError: an error that ended the thread would leave
+                self._report(loop, exc)  # the file stale while the heartbeat keeps its mtime fresh
             finally:
                 self._busy.release()
 
-    def _report(self, loop: asyncio.AbstractEventLoop | None, exc: OSError) -> None:
+    def _report(self, loop: asyncio.AbstractEventLoop | None, exc: Exception) -> None:
         try:
             if loop is not None:
                 loop.call_soon_threadsafe(self._failed, exc)
@@ -200,8 +200,11 @@ class Publisher:
         self._written_at, self._progress_dirty, self._pending = time.monotonic(), False, False
         self._lag_published = sum(self.lag.counts)
 
-    def _write_failed(self, exc: OSError) -> None:
-        """The writer thread could not write a flush: write on the loop, with its repairs and reports."""
+    def _write_failed(self, exc: Exception) -> None:
+        """The writer thread could not write a flush: an OSError is written again on the loop, with
+        its repairs and reports; anything else is raised here, for the loop's handler to log."""
+        if not isinstance(exc, OSError):
+            raise exc
         if not self._closed:
             self.write()
 

@@ -87,3 +87,24 @@ async def test_a_flush_into_a_removed_runtime_dir_recreates_it_and_writes(tmp_pa
     await _until(lambda: (runtime / "state.json").exists(), "the snapshot written again")
     pub.close()
     assert restored == [1] and (runtime / "state.json").read_text() == '{"n":2}'
+
+
+async def test_a_text_the_writer_cannot_encode_does_not_end_the_writer_thread(tmp_path):
+    # A lone surrogate cannot be written as UTF-8: the error goes to the loop (logged there), and the
+    # next flush is still written (a dead writer would leave the file stale while the heartbeat
+    # keeps its mtime fresh).
+    path = tmp_path / "state.json"
+    texts = iter(['{"bad":"\udcff"}', '{"n":3}'])
+    loop = asyncio.get_running_loop()
+    errors: list[BaseException] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context.get("exception")))
+    pub = _publisher(path, lambda: next(texts, '{"n":3}'))
+    try:
+        pub.flush()
+        await _until(lambda: errors, "the writer's error reported on the loop")
+        pub.flush()
+        await _until(lambda: path.exists() and path.read_text() == '{"n":3}', "the next flush written")
+        assert isinstance(errors[0], UnicodeError)
+    finally:
+        pub.close()
+        loop.set_exception_handler(None)
