@@ -79,7 +79,7 @@ class RecordingStats:
         for s in streams:
             rec = s.get("recording") or {}
             if rec.get("segment_count") is not None:  # the agent's index (the shape takes null for a number)
-                out[s["id"]] = (rec["segment_count"], _known(rec.get("total_bytes")), rec.get("oldest_segment_at"))
+                out[s["id"]] = (rec["segment_count"], rec.get("total_bytes") or 0, rec.get("oldest_segment_at"))
             elif s["id"] in self._scanned:
                 out[s["id"]] = self._scanned[s["id"]]
         return out
@@ -96,10 +96,6 @@ class RecordingStats:
                 self.version += 1
                 then()
             await asyncio.sleep(SCAN_INTERVAL if ids else 5.0)
-
-
-def _known(total: Any) -> Any:
-    return 0 if total is None else total
 
 
 def _scan_all(root: Path, ids: list[str]) -> dict[str, tuple[int, int, float | None]]:

@@ -303,19 +303,13 @@ class Child:
         if not self._open and not self._drained.done():
             self._drained.set_result(None)
 
-    def _kill_leftovers(self) -> None:
-        """SIGKILL what the exited leader left in its group (``sh -c 'job & exec ffmpeg ...'``'s
-        job): it would outlive the agent, write beside the next run and hold the pipes open (each
-        exit waiting DRAIN_TIMEOUT).  Safe only now: the unreaped leader still holds the group id."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def _on_exit(self) -> None:
         """The pidfd is readable: the child exited.  Reap it (instant now) through Popen."""
         self._loop.remove_reader(self._pidfd)
-        self._kill_leftovers()
+        # What the leader left in its group (``sh -c 'job & exec ffmpeg ...'``'s job) would outlive the
+        # agent, write beside the next run and hold the pipes open (each exit waiting DRAIN_TIMEOUT).
+        # Killed now, while the unreaped leader still holds the group id: it cannot reach a reused one.
+        self.signal_group(signal.SIGKILL)
         try:
             # Its last report, its last stderr lines and EOF now, not a batch or a turn of the loop
             # later: wait() (and so a respawn) waits for them.
