@@ -22,9 +22,12 @@ from urllib.parse import urlsplit
 
 from agent.config.model import StreamConfig
 from agent.supervise.ffmpeg import input_args
+from agent.supervise.process import Child
 
 #: Seconds one probe may take (an RTSP DESCRIBE and a few packets take about one).
 PROBE_TIMEOUT = 5.0
+#: Bytes of ffprobe's answer at most (a JSON object of a few fields and one extradata hex dump).
+PROBE_OUTPUT = 1 << 20
 _HEX_LINE = re.compile(r"^[0-9a-f]{8}: ((?:[0-9a-f]{2,4} ?)+)", re.MULTILINE)
 
 
@@ -72,22 +75,36 @@ async def probe_profile(ffmpeg: str, stream: StreamConfig, *, timeout: float = P
 
 
 async def run_ffprobe(argv: list[str], timeout: float) -> bytes | None:
-    """ffprobe's standard output, or None when it cannot start, fails or takes over ``timeout`` s."""
+    """ffprobe's standard output, or None when it cannot start, fails, takes over ``timeout`` s or
+    writes more than PROBE_OUTPUT bytes.
+
+    A :class:`~agent.supervise.process.Child` like FFmpeg's, watched by its pidfd on the loop:
+    asyncio's subprocesses (3.11) start a ``waitpid`` thread per child, and a thread per probe
+    (one per spawn) fragments glibc's malloc arenas like any short-lived thread (agent/blocking.py).
+    """
+    out = bytearray()
+
+    def keep(data: bytes) -> None:
+        if len(out) <= PROBE_OUTPUT:
+            out.extend(data)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        child = await Child.spawn(argv, on_stdout=keep, on_stderr=_ignore)
     except OSError:
         return None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            code = await child.wait()
     except TimeoutError:
         return None
     finally:  # timed out or cancelled (the agent stops): no ffprobe outlives the call
-        if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
-    return out if proc.returncode == 0 else None
+        if child.returncode is None:
+            child.kill()
+            await asyncio.shield(child.wait())
+    return bytes(out) if code == 0 and len(out) <= PROBE_OUTPUT else None
+
+
+def _ignore(line: str) -> None:
+    """ffprobe's stderr (``-v error``): its exit status says whether it failed."""
 
 
 #: ffprobes at once: each opens an RTSP session to a camera (some allow only a few).

@@ -38,7 +38,7 @@ def processes_under(recordings: Path) -> dict[str, list[int]]:
                 argv = fh.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if os.path.basename(argv[0]) == "ffprobe":
+        if any(os.path.basename(arg) == "ffprobe" for arg in argv):  # also behind setpriv and sh (a probe's start)
             continue
         for arg in argv:  # the HLS output may sit inside a tee muxer's spec: search, don't match
             if marker in arg:

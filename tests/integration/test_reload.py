@@ -9,6 +9,7 @@ import signal
 import stat
 import time
 
+import psutil
 import pytest
 
 from agent.client import request
@@ -131,7 +132,15 @@ def test_reload_storm_ends_consistent(rtsp_camera, agent_factory):
 
 def _children_of(pid: int) -> list[int]:
     """The agent's FFmpeg processes (not the short ffprobe that reads a spawn's codec and resolution)."""
-    return [c.pid for c in children(pid) if c.name() != "ffprobe"]
+    return [c.pid for c in children(pid) if not _is_probe(c)]
+
+
+def _is_probe(proc: psutil.Process) -> bool:
+    """An ffprobe, also while it starts behind setpriv and sh (agent/supervise/process.py)."""
+    try:
+        return any(os.path.basename(arg) == "ffprobe" for arg in proc.cmdline())
+    except psutil.NoSuchProcess:
+        return True  # gone: not an FFmpeg that outlived its variant
 
 
 def test_concurrent_vasctl_commands(rtsp_camera, agent_factory):
