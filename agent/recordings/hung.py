@@ -7,7 +7,7 @@ root (its inotify watches, its index), so one such stream folder held it back fo
 stream, and the agent's start and exit with it.  Instead, before each walk and every
 ``recordings.probe_interval``, a probe (an
 lstat of every entry directly under the root on an ``agent.blocking`` daemon thread,
-given up after PROBE_TIMEOUT) finds the folders that do not answer; the watch and the
+PROBE_CONCURRENCY at a time, each given up after PROBE_TIMEOUT) finds the folders that do not answer; the watch and the
 scans leave them out, and each is probed again every tick (a probe still stuck is not
 repeated: its ``key``) until it answers.  A hang deeper below a stream's folder, or of the
 root itself, is not found by the probe: retention then waits for the whole root, and its
@@ -27,6 +27,10 @@ from agent.blocking import in_thread
 log = logging.getLogger("vas.retention")
 #: A probe (one lstat, one listing of the root) that has not returned after this long does not answer.
 PROBE_TIMEOUT = 5.0
+#: Folders probed at once.  All at once (one gather) queued 3,000 healthy folders' lstats behind the
+#: worker threads: half timed out in the queue and retention left them out as hung (nothing there
+#: deleted).  Each probe's timeout runs from its slot, so only a folder that does not answer fails.
+PROBE_CONCURRENCY = 8
 #: Retention's watch and first index not up after this long: its status names what it waits for.
 START_PATIENCE = 10.0
 #: The status names this many folders (the snapshot's ``not_answering`` lists them all).
@@ -93,6 +97,7 @@ class Answering:
         self.waiting: str | None = None  # the root's watch has not started: what it waits for
         self.root_answers = True
         self._watched = False  # the root's watch started once: a hang of the root since is news
+        self._slots = asyncio.Semaphore(PROBE_CONCURRENCY)
 
     async def find(self) -> set[str]:
         """Probe the root and every entry under it (bounded); an ERROR per folder newly found hung.
@@ -148,7 +153,8 @@ class Answering:
 
     async def _answers(self, name: str) -> bool:
         try:
-            await self.probe(lambda: self._lstat(self.root / name), self.root / name)
+            async with self._slots:
+                await self.probe(lambda: self._lstat(self.root / name), self.root / name)
         except TimeoutError:
             return False
         except OSError:

@@ -81,6 +81,25 @@ async def test_folders_that_do_not_answer_are_found_logged_once_and_return(quick
     assert any("/srv/rec/cam2 answers again" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
 
 
+async def test_thousands_of_folders_that_answer_are_never_called_hung(tmp_path, caplog):
+    """All probed at once, they queued behind the worker threads and half timed out there."""
+    for i in range(3000):
+        (tmp_path / f"cam{i:04d}").mkdir()
+    answering = Answering(tmp_path)
+    with caplog.at_level(logging.ERROR, "vas.retention"):
+        assert await answering.find() == set()
+    assert caplog.records == [] and answering.text() is None
+
+
+async def test_among_thousands_only_the_folders_that_do_not_answer_are_hung(quick_probe):
+    names = [f"cam{i:04d}" for i in range(3000)]
+    disk = FakeDisk(names, {"cam0007", "cam1500", "cam2999"})
+    try:
+        assert await Answering(ROOT, lstat=disk.lstat, listdir=disk.listdir).find() == disk.hung
+    finally:
+        disk.release.set()
+
+
 async def test_a_root_that_does_not_answer_is_what_retention_waits_for(quick_probe, caplog):
     release = threading.Event()
     answering = Answering(ROOT, listdir=lambda p: release.wait(10) and [])  # type: ignore[arg-type,return-value]
