@@ -15,10 +15,12 @@ queue of at most ``MAX_QUEUED``, and past that it fails at once.
 
 A thread whose caller gave up on it (timeout, cancel) is written off: it no longer
 counts against ``MAX_THREADS``, so calls stuck on one hung mount cannot take every
-thread and starve the rest of the agent (a reload, another disk's streams); it
-leaves when its call returns.  A call with a ``key`` (a directory watched every
-2 s) fails at once while the previous call with that key is still stuck, so one
-hung mount holds a thread per key, not a new one per check.
+thread and starve the rest of the agent (a reload, another disk's streams).  When its
+call returns it serves again, unless successors filled the pool: only then does it
+leave (a stream stopped mid-call, a reload, must not cost a thread's start and end).
+A call with a ``key`` (a directory watched every 2 s) fails at once while the previous
+call with that key is still stuck, so one hung mount holds a thread per key, not a new
+one per check.
 
 Nothing here is joined at exit: :func:`pool`'s threads and asyncio's default
 executor (:class:`DaemonExecutor`, installed by ``vas-agent``) are daemon threads
@@ -106,11 +108,14 @@ class Workers:
             deliver = job()  # in_thread's jobs never raise
             with self._lock:
                 del self._running[job]
-                gone = me in self._gone  # written off while stuck: a successor took its place
+                gone = me in self._gone  # written off while stuck (or its caller was cancelled)
                 if gone:
                     self._gone.discard(me)
                     self.written_off -= 1
-                else:
+                    gone = not self._room()  # a successor filled the pool: leave; else serve again
+                    if not gone:
+                        self.threads += 1
+                if not gone:
                     self._idle += 1
             if callable(deliver):
                 deliver()

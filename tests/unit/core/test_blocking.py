@@ -115,7 +115,30 @@ async def test_calls_stuck_on_a_hung_mount_do_not_starve_the_rest_of_the_agent(t
             except OSError:
                 pass  # none waiting at this instant
             await asyncio.sleep(0.01)
-    assert workers.written_off == 0  # they left once their call returned
+    assert workers.written_off == 0  # they left once their call returned (past the pool's room) or serve again
+    assert workers.threads <= 4
+
+
+async def test_a_thread_whose_caller_was_cancelled_serves_again(monkeypatch):
+    """A stream stopped (a reload) while its check ran: the thread is written off, and once the
+    call returns it serves again instead of ending (a short-lived thread fragments malloc's arenas)."""
+    workers = Workers(max_threads=4)
+    monkeypatch.setattr(blocking, "_workers", workers)
+    release = threading.Event()
+    task = asyncio.ensure_future(in_thread(lambda: release.wait(5), timeout=None, name="test-check"))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert workers.written_off == 1 and workers.threads == 0
+    release.set()
+    deadline = time.monotonic() + 5
+    while workers.written_off and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    mine = [t for t in threading.enumerate() if getattr(t, "_target", None) == workers._serve]
+    assert workers.written_off == 0 and workers.threads == 1 and len(mine) == 1
+    for _ in range(3):
+        assert await in_thread(lambda: threading.current_thread(), timeout=5, name="test-next") is mine[0]
 
 
 async def test_a_key_still_stuck_fails_at_once_and_holds_one_thread(tmp_path):
