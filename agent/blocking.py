@@ -76,16 +76,18 @@ class Workers:
             self._grow()
         self._jobs.put(job)
 
-    def write_off(self, job: _Job) -> None:
-        """The caller of ``job`` gave up: if a thread is stuck in it, another may take its place."""
+    def write_off(self, job: _Job) -> bool:
+        """The caller of ``job`` gave up (or finds it slow): if a thread is stuck in it, another may
+        take its place.  True when a thread running ``job`` is written off (now or before)."""
         with self._lock:
             thread = self._running.get(job)
             if thread is None or thread in self._gone or self.written_off >= MAX_WRITTEN_OFF:
-                return
+                return thread is not None and thread in self._gone
             self._gone.add(thread)
             self.threads -= 1
             self.written_off += 1
             self._grow()  # calls already queued behind it get a thread now
+            return True
 
     def _room(self) -> bool:
         return self.threads < self._max_threads
@@ -223,20 +225,24 @@ _keys: set[str] = set()  # keys of calls submitted and not yet returned
 _keys_lock = threading.Lock()
 
 
-async def in_thread(fn: Callable[[], T], *, timeout: float | None, name: str, key: str | None = None) -> T:
+async def in_thread(fn: Callable[[], T], *, timeout: float | None, name: str, key: str | None = None,
+                    patience: float | None = None, on_slow: Callable[[], None] | None = None) -> T:
     """``fn()`` on a long-lived daemon thread; ``TimeoutError`` after ``timeout`` seconds (None:
     no limit; the caller still stops waiting when cancelled, and the thread is never joined).
 
     Cancelling the caller (e.g. the agent stopping) stops the wait at once; a call whose
     caller stopped waiting before a thread took it up is not run.  While an earlier call
-    with the same ``key`` has not returned (stuck), ``TimeoutError`` at once.
+    with the same ``key`` has not returned (stuck), ``TimeoutError`` at once.  A call still
+    running ``patience`` seconds after a thread took it up is written off while its caller
+    keeps waiting (a look at a hung mount holds no counted thread for its whole ``timeout``);
+    then ``on_slow()`` runs on the loop.
     """
     if key is not None:
         with _keys_lock:
             if key in _keys:
                 raise TimeoutError(f"{name}: an earlier call on {key} is still stuck (a hung file system?)")
             _keys.add(key)
-    return await _call(fn, timeout, name, key)
+    return await _call(fn, timeout, name, key, (patience, on_slow))
 
 
 def _release(key: str | None) -> None:
@@ -245,9 +251,15 @@ def _release(key: str | None) -> None:
             _keys.discard(key)
 
 
-async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str | None) -> T:
+async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str | None,
+                slow: tuple[float | None, Callable[[], None] | None]) -> T:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
+    patience, on_slow = slow
+
+    def slow_now() -> None:  # on the loop, ``patience`` s after a thread took the call up
+        if not done.done() and _workers.write_off(work) and on_slow is not None:
+            on_slow()
 
     def settle(result: Any, exc: BaseException | None) -> None:
         if done.done():  # the caller gave up (timeout, cancelled)
@@ -266,6 +278,11 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
     def run() -> Callable[[], None] | None:
         if done.done():  # given up while queued: nobody wants the answer (read without the loop: a hint)
             return None
+        if patience is not None:
+            try:
+                loop.call_soon_threadsafe(loop.call_later, patience, slow_now)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
         me = threading.current_thread()
         idle_name, me.name = me.name, name  # a stuck thread says what it was doing (py-spy, /proc/PID/task)
         try:

@@ -5,13 +5,14 @@ A stat of a path on a hung mount never returns: the thread sits in the kernel (i
 ``fuse_do_getattr``, say), killable only with the process.  Retention walks the whole
 root (its inotify watches, its index), so one such stream folder held it back for every
 stream, and the agent's start and exit with it.  Instead, before each walk and every
-``recordings.probe_interval``, a probe (an
-lstat of every entry directly under the root on an ``agent.blocking`` daemon thread,
-PROBE_CONCURRENCY at a time, each given up after PROBE_TIMEOUT) finds the folders that do not answer; the watch and the
-scans leave them out, and each is probed again every tick (a probe still stuck is not
-repeated: its ``key``) until it answers.  A hang deeper below a stream's folder, or of the
-root itself, is not found by the probe: retention then waits for the whole root, and its
-status says so after START_PATIENCE.
+``recordings.probe_interval``, a probe (an lstat of every entry directly under the root on
+an ``agent.blocking`` daemon thread, PROBE_CONCURRENCY at a time, each given up after
+PROBE_TIMEOUT; one not answering within SLOT_HOLD gives up its slot and its counted thread
+while it waits) finds the folders that do not answer; the watch and the scans leave them
+out, and each is probed again every tick (a probe still stuck is not repeated: its ``key``)
+until it answers.  A hang deeper below a stream's folder, or of the root itself, is not
+found by the probe: retention then waits for the whole root, and its status says so after
+START_PATIENCE.
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ PROBE_TIMEOUT = 5.0
 #: worker threads: half timed out in the queue and retention left them out as hung (nothing there
 #: deleted).  Each probe's timeout runs from its slot, so only a folder that does not answer fails.
 PROBE_CONCURRENCY = 8
+#: A probe running this long on its thread gives up its slot and stops counting against the worker
+#: threads, still waiting for its verdict: held for PROBE_TIMEOUT, each of 50 folders on a hung mount
+#: held a slot 5 s and their first probe took 50/8 x 5 s (retention's start waited for it).
+SLOT_HOLD = 0.5
 #: Retention's watch and first index not up after this long: its status names what it waits for.
 START_PATIENCE = 10.0
 #: The status names this many folders (the snapshot's ``not_answering`` lists them all).
@@ -152,16 +157,26 @@ class Answering:
         return problem_text(self.waiting, hung_root, skipped_text(self.root, self.hung))
 
     async def _answers(self, name: str) -> bool:
+        await self._slots.acquire()
+        held = [True]
+
+        def free() -> None:  # once: when the probe turns slow (SLOT_HOLD) or returns
+            if held[0]:
+                held[0] = False
+                self._slots.release()
         try:
-            async with self._slots:
-                await self.probe(lambda: self._lstat(self.root / name), self.root / name)
+            await self.probe(lambda: self._lstat(self.root / name), self.root / name, on_slow=free)
         except TimeoutError:
             return False
         except OSError:
             return True  # it answered, with an error (gone, ENOTCONN): not hung
+        finally:
+            free()
         return True
 
-    async def probe(self, fn: Callable[[], Any], path: Path) -> Any:
+    async def probe(self, fn: Callable[[], Any], path: Path, on_slow: Callable[[], None] | None = None) -> Any:
         """``fn()`` (a look at ``path``) on a thread, ``TimeoutError`` after PROBE_TIMEOUT.  The key:
-        a probe still stuck on this path fails at once instead of taking another thread."""
-        return await in_thread(fn, timeout=PROBE_TIMEOUT, name=f"probe:{path}", key=f"probe:{path}")
+        a probe still stuck on this path fails at once instead of taking another thread.  Past
+        SLOT_HOLD it no longer counts against the worker threads, and ``on_slow()`` runs."""
+        return await in_thread(fn, timeout=PROBE_TIMEOUT, name=f"probe:{path}", key=f"probe:{path}",
+                               patience=SLOT_HOLD, on_slow=on_slow)

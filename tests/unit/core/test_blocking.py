@@ -37,7 +37,8 @@ async def test_a_call_that_hangs_on_a_fifo_times_out_and_leaves_the_loop_free(tm
 async def test_calls_reuse_long_lived_threads():
     """A thread per call made glibc hand out and fragment malloc arenas: the agent's RSS grew
     ~14 MiB/h with 50 streams checking their directories every 2 s.  Calls reuse a few threads."""
-    before = blocking._workers.threads  # this process's earlier tests may have started some
+    # this process's earlier tests may have started some, and a written-off one (the FIFO's) may serve again
+    before = blocking._workers.threads + blocking._workers.written_off
     seen = {await in_thread(threading.get_native_id, timeout=5, name="test-reuse") for _ in range(200)}
     assert len(seen) <= before + 1, f"{len(seen)} threads for 200 calls one after another"
     assert blocking._workers.threads <= before + 1
@@ -212,3 +213,21 @@ def test_calls_stuck_at_exit_do_not_hold_up_the_exit_and_are_named(tmp_path, whe
     assert "exit-test-1" in names
     if where == "executor":
         assert any(n.startswith("executor:") for n in names), names
+
+
+async def test_a_call_past_its_patience_stops_counting_and_still_answers(monkeypatch):
+    """A look at a hung mount (a folder's probe) holds no counted thread for its whole timeout."""
+    workers = Workers(max_threads=4)
+    monkeypatch.setattr(blocking, "_workers", workers)
+    release, slow = threading.Event(), []
+    task = asyncio.ensure_future(in_thread(lambda: release.wait(5) and "answer", timeout=5, name="test-slow",
+                                           patience=0.1, on_slow=lambda: slow.append(workers.threads)))
+    deadline = time.monotonic() + 5
+    while not slow and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert slow == [0] and workers.written_off == 1 and not task.done()
+    release.set()
+    assert await task == "answer"
+    assert await in_thread(lambda: 1, timeout=5, name="test-quick", patience=0.1, on_slow=lambda: slow.append(-1)) == 1
+    await asyncio.sleep(0.3)
+    assert slow == [0] and workers.written_off == 0 and workers.threads == 1  # the slow one serves again

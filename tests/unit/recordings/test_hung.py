@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from agent import blocking
 from agent.config.model import RecordingsConfig
 from agent.recordings import hung
 from agent.recordings.hung import Answering, problem_text, skipped_text, stuck_after, stuck_text, waiting_text
@@ -98,6 +100,33 @@ async def test_among_thousands_only_the_folders_that_do_not_answer_are_hung(quic
         assert await Answering(ROOT, lstat=disk.lstat, listdir=disk.listdir).find() == disk.hung
     finally:
         disk.release.set()
+
+
+async def test_many_folders_on_a_hung_mount_are_found_in_about_one_timeout(quick_probe, monkeypatch):
+    """Each probe held its slot for its whole timeout: 40 hung folders took 40/8 timeouts, and retention's
+    start waited for them.  A slow probe now gives up its slot (and its counted thread) after SLOT_HOLD."""
+    monkeypatch.setattr(hung, "SLOT_HOLD", 0.2, raising=False)  # (absent before: slots held for the timeout)
+    names = [f"cam{i:04d}" for i in range(1000)]
+    disk = FakeDisk(names, set(names[::25]))
+    workers = blocking.Workers()
+    monkeypatch.setattr(blocking, "_workers", workers)
+    counted: list[int] = []
+    sampling = asyncio.ensure_future(_sample(lambda: workers.threads, counted))
+    try:
+        started = time.monotonic()
+        assert await Answering(Path("/srv/many"), lstat=disk.lstat, listdir=disk.listdir).find() == disk.hung
+        took = time.monotonic() - started
+    finally:
+        sampling.cancel()
+        disk.release.set()
+    assert len(disk.hung) == 40 and took < 2.5 * hung.PROBE_TIMEOUT, f"{took:.1f}s to find 40 hung folders"
+    assert max(counted) <= hung.PROBE_CONCURRENCY + 1  # the hung ones hold no counted thread past SLOT_HOLD
+
+
+async def _sample(read, into: list[int]) -> None:
+    while True:
+        into.append(read())
+        await asyncio.sleep(0.01)
 
 
 async def test_a_root_that_does_not_answer_is_what_retention_waits_for(quick_probe, caplog):
