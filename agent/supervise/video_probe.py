@@ -4,7 +4,8 @@ Never parsed from the URL: ffprobe reads the first segment this FFmpeg run wrote
 second RTSP session to the camera), or, for a stream that does not record, the camera's
 input.  A verbatim ``command:`` names its own segments and input: not probed (null).
 Bounded: the first segment is waited for at most FIRST_SEGMENT_WAIT past three segment
-durations, at most PROBE_CONCURRENCY ffprobes run at once (500 streams starting must not
+durations (each look on an ``agent.blocking`` thread: a folder on a hung mount must not hold
+the event loop), at most PROBE_CONCURRENCY ffprobes run at once (500 streams starting must not
 start 500 of them), each runs at most PROBE_TIMEOUT and is killed with its session when
 the call is cancelled (the process exits or the stream stops).  A failure leaves codec
 and resolution unknown (null).
@@ -17,6 +18,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from agent.blocking import in_thread
 from agent.config.model import StreamConfig
 from agent.supervise.ffmpeg import Launch, input_args
 from agent.supervise.h264_probe import PROBE_TIMEOUT, ffprobe_for, run_ffprobe
@@ -85,9 +87,20 @@ async def probe_spawn(ffmpeg: str, stream: StreamConfig, launch: Launch) -> dict
         return await run_probe(camera_argv(ffprobe, stream))
     path, every = first_segment(launch), max(0.5, stream.recording.segment_duration / 2)
     waited, limit = 0.0, FIRST_SEGMENT_WAIT + 3 * stream.recording.segment_duration
-    while not path.is_file():  # one stat per half segment: cheap at 500 streams
+    while not await _written(path):  # one stat per half segment: cheap at 500 streams
         if waited >= limit:
             return None
         await asyncio.sleep(every)
         waited += every
     return await run_probe(file_argv(ffprobe, path))
+
+
+async def _written(path: Path) -> bool:
+    """Whether ``path`` is a file, looked at on a thread: a stat on the loop stopped the whole agent
+    when the folder's mount hung.  A look that does not answer within PROBE_TIMEOUT (or one still
+    stuck: its key) is a no."""
+    try:
+        return await in_thread(path.is_file, timeout=PROBE_TIMEOUT, name=f"first-segment:{path}",
+                               key=f"first-segment:{path}")
+    except TimeoutError:
+        return False
