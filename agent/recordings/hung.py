@@ -33,8 +33,8 @@ PROBE_TIMEOUT = 5.0
 #: deleted).  Each probe's timeout runs from its slot, so only a folder that does not answer fails.
 PROBE_CONCURRENCY = 8
 #: A probe running this long on its thread gives up its slot and stops counting against the worker
-#: threads, still waiting for its verdict: held for PROBE_TIMEOUT, each of 50 folders on a hung mount
-#: held a slot 5 s and their first probe took 50/8 x 5 s (retention's start waited for it).
+#: threads, still waiting for its verdict: kept for the whole PROBE_TIMEOUT, 50 folders on a hung
+#: mount would take 50/8 x 5 s to find, and retention's start waits for that.
 SLOT_HOLD = 0.5
 #: Retention's watch and first index not up after this long: its status names what it waits for.
 START_PATIENCE = 10.0
