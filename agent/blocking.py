@@ -232,10 +232,10 @@ async def in_thread(fn: Callable[[], T], *, timeout: float | None, name: str, ke
 
     Cancelling the caller (e.g. the agent stopping) stops the wait at once; a call whose
     caller stopped waiting before a thread took it up is not run.  While an earlier call
-    with the same ``key`` has not returned (stuck), ``TimeoutError`` at once.  A call still
-    running ``patience`` seconds after a thread took it up is written off while its caller
-    keeps waiting (a look at a hung mount holds no counted thread for its whole ``timeout``);
-    then ``on_slow()`` runs on the loop.
+    with the same ``key`` has not returned (stuck), ``TimeoutError`` at once.  A call a thread
+    is still running ``patience`` seconds after it was submitted (or at a later multiple, while
+    it waited in the queue) is written off while its caller keeps waiting (a look at a hung
+    mount holds no counted thread for its whole ``timeout``); then ``on_slow()`` runs.
     """
     if key is not None:
         with _keys_lock:
@@ -256,10 +256,17 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
     patience, on_slow = slow
+    timer: asyncio.TimerHandle | None = None
 
-    def slow_now() -> None:  # on the loop, ``patience`` s after a thread took the call up
-        if not done.done() and _workers.write_off(work) and on_slow is not None:
-            on_slow()
+    def slow_now() -> None:  # on the loop, every ``patience`` s while the call has not returned
+        nonlocal timer
+        if done.done():
+            return
+        if _workers.write_off(work):
+            if on_slow is not None:
+                on_slow()
+        elif work not in _workers._running and patience is not None:  # still queued: look again later
+            timer = loop.call_later(patience, slow_now)
 
     def settle(result: Any, exc: BaseException | None) -> None:
         if done.done():  # the caller gave up (timeout, cancelled)
@@ -278,11 +285,6 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
     def run() -> Callable[[], None] | None:
         if done.done():  # given up while queued: nobody wants the answer (read without the loop: a hint)
             return None
-        if patience is not None:
-            try:
-                loop.call_soon_threadsafe(loop.call_later, patience, slow_now)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is waiting any more
         me = threading.current_thread()
         idle_name, me.name = me.name, name  # a stuck thread says what it was doing (py-spy, /proc/PID/task)
         try:
@@ -304,8 +306,13 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
     except TimeoutError:
         _release(key)
         raise
+    if patience is not None:  # a timer on the loop: no wakeup of the loop from the thread per call
+        timer = loop.call_later(patience, slow_now)
     try:
         return await asyncio.wait_for(done, timeout)
     except BaseException:
         _workers.write_off(work)  # stuck in it (or never started): it no longer counts
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
