@@ -9,7 +9,9 @@ What it measures
     soak    --streams real streams (default 50) from the GStreamer RTSP test camera into
             the reference SFU on real mediasoup (sfu/server.js, run by the agent)
             and HLS recording on a tmpfs, for --minutes
-            (default 30), with a random fault every --every seconds (on average):
+            (default 30; --prefill 0.85 first fills 85 % of it with footage older than the
+            free-space floor's one-hour margin, so the floor deletes from the start as on a
+            node that has recorded for days), with a random fault every --every seconds (on average):
             FFmpeg SIGKILL, FFmpeg SIGSTOP (a stall), camera restart, SFU SIGKILL,
             a reload that changes one stream, a reload with a broken file, the
             recording disk filled by another program for 15 s, and the agent
@@ -51,9 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from agent.recordings.disk import SAFETY_MARGIN  # noqa: E402
 from camera.fixture import RtspCamera, free_port  # noqa: E402
 from tests.faults import scenarios as sc  # noqa: E402
 from tests.integration.harness import CHEAP, AgentProcess, alive, config, fill, wait_for  # noqa: E402
+from tests.integration.segment_tree import TS_PACKET, plant  # noqa: E402
 from tests.integration.test_sfu import producers_by_stream, sfu_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -114,6 +118,22 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+#: Bytes of a planted segment (a 2 s segment of a ~130 kbit/s camera, in whole TS packets).
+PREFILL_SEGMENT = 175 * TS_PACKET
+
+
+def prefill(root: Path, ids: list[str], fraction: float) -> None:
+    """Fill ``fraction`` of the recordings filesystem with each stream's older footage, dated
+    before the free-space floor's safety margin: the node a long life leaves, whose floor
+    deletes from the first minutes (on an empty disk its onset falls at minute ~60)."""
+    st = os.statvfs(root)
+    per_stream = int(fraction * st.f_blocks * st.f_frsize) // (PREFILL_SEGMENT * len(ids))
+    t0 = time.monotonic()
+    plant(root, ids, per_stream, size=PREFILL_SEGMENT, age=SAFETY_MARGIN + 600)
+    print(f"prefilled: {per_stream * len(ids)} segments of {PREFILL_SEGMENT} B ({fraction:.0%} of the disk), "
+          f"older than the floor's {SAFETY_MARGIN / 3600:g} h margin, in {time.monotonic() - t0:.1f}s")
 
 
 class Segments:
@@ -270,6 +290,8 @@ class Soak:
         self.generation = 0
         with tmpfs(self.work / "recordings", args.disk):
             self.agent = AgentProcess(self.work, self.cfg())
+            if args.prefill:
+                prefill(self.agent.recordings, self.ids, args.prefill)
             segments = Segments(self.agent.recordings)
             self.start_agent()
             try:
@@ -408,6 +430,8 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=10)
     parser.add_argument("--agent-kills", type=int, default=3)
     parser.add_argument("--disk", default="1g", help="size of the recording tmpfs")
+    parser.add_argument("--prefill", type=float, default=0.0,
+                        help="fill this fraction of the disk with footage older than the floor's margin first")
     parser.add_argument("--sweep-interval", type=float, default=3600, help="recordings.sweep_interval, seconds")
     parser.add_argument("--kills", type=int, default=1000)
     parser.add_argument("--kill-streams", type=int, default=50)
