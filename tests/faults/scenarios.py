@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import AgentProcess, alive, wait_for
+from tests.integration.harness import AgentProcess, alive, is_probe, wait_for
 
 
 # -- process accounting ------------------------------------------------------------
@@ -38,7 +38,7 @@ def processes_under(recordings: Path) -> dict[str, list[int]]:
                 argv = fh.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if any(os.path.basename(arg) == "ffprobe" for arg in argv):  # also behind setpriv and sh (a probe's start)
+        if is_probe(argv):
             continue
         for arg in argv:  # the HLS output may sit inside a tee muxer's spec: search, don't match
             if marker in arg:

@@ -179,6 +179,11 @@ def children(pid: int, *, recursive: bool = False, named: str | None = None) -> 
     return found
 
 
+def is_probe(argv: list[str]) -> bool:
+    """An ffprobe's command line, also while it starts behind setpriv and sh (agent/supervise/process.py)."""
+    return any(os.path.basename(arg) == "ffprobe" for arg in argv)
+
+
 def fill(directory: Path, name: str = "filler") -> None:
     """Write zeros into ``directory/name`` until its filesystem is full (ENOSPC)."""
     fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT)

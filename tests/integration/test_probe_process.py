@@ -6,15 +6,17 @@ thread, and short-lived threads grow the agent's RSS (agent/blocking.py).
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import threading
 
-import psutil
 import pytest
 
 from agent.supervise import h264_probe
 from agent.supervise.h264_probe import run_ffprobe
 from agent.supervise.video_probe import file_argv, video_from_probe
+
+from .harness import children
 
 
 @pytest.fixture
@@ -41,17 +43,10 @@ def thread_starts(monkeypatch):
 @pytest.fixture
 def leftovers():
     """The processes started under this test process during the test that still live (not zombies)."""
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    before = {p.pid for p in children(os.getpid(), recursive=True)}
 
-    def living() -> list[str]:
-        found = []
-        for p in psutil.Process().children(recursive=True):
-            try:
-                if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE:
-                    found.append(" ".join(p.cmdline()))
-            except psutil.NoSuchProcess:
-                pass
-        return found
+    def living() -> list[int]:
+        return [p.pid for p in children(os.getpid(), recursive=True) if p.pid not in before]
     return living
 
 

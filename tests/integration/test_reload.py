@@ -14,7 +14,7 @@ import pytest
 
 from agent.client import request
 
-from .harness import IDLE, NO_RECORDING, alive, children, config, wait_for
+from .harness import IDLE, NO_RECORDING, alive, children, config, is_probe, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -136,9 +136,8 @@ def _children_of(pid: int) -> list[int]:
 
 
 def _is_probe(proc: psutil.Process) -> bool:
-    """An ffprobe, also while it starts behind setpriv and sh (agent/supervise/process.py)."""
     try:
-        return any(os.path.basename(arg) == "ffprobe" for arg in proc.cmdline())
+        return is_probe(proc.cmdline())
     except psutil.NoSuchProcess:
         return True  # gone: not an FFmpeg that outlived its variant
 
