@@ -34,15 +34,19 @@ log = logging.getLogger("vas.agent")
 LOAD_TIMEOUT = 30.0
 
 
-def _settle_gc(*, full: bool) -> None:
-    """Move what exists now (modules, streams, config) out of the collector's sight.
+def _settle_gc() -> None:
+    """Move what the agent holds for its whole life (modules, config, the control socket,
+    retention) out of the collector's sight, once, before the first stream starts.
 
-    With hundreds of streams a full collection walks every long-lived object
-    and pauses the event loop for 40-90 ms in the middle of reloads and
-    respawns.  Frozen objects are still freed by reference counting; only
-    cyclic garbage already present is kept, so collect the young first.
+    With hundreds of streams a full collection walking every module's objects paused
+    the event loop for 40-90 ms in the middle of reloads and respawns.  Frozen objects
+    are still freed by reference counting, but a frozen reference cycle never is: so
+    nothing that can die is frozen -- a stream, its FFmpeg child, the SFU's process,
+    what a reload builds.  (Freezing after every reload as well kept every cycle of an
+    FFmpeg run that was alive at the time, ~60 objects a reload, for good: issue 21,
+    item 9.)  Only cyclic garbage already present would be kept, so collect it first.
     """
-    gc.collect(2 if full else 1)
+    gc.collect(2)
     gc.freeze()
 
 
@@ -98,6 +102,7 @@ class Agent:
         self._control = ControlServer(self, self.runtime_dir / snapshot.SOCKET_NAME)
         await self._control.start()
         await self._start_retention()
+        _settle_gc()
         if self.cfg.cluster is not None:
             self.running = {}  # nothing until etcd says this node owns it
         for sid, scfg in self._effective(self.cfg).streams.items():
@@ -109,7 +114,6 @@ class Agent:
             self._start_fleet(self.cfg.cluster)
         self.status = "running"
         self.publisher.start()
-        _settle_gc(full=True)
         self.notifier.notify(READY=1, STATUS=self.status_line())
         log.info("started: %d streams (%d enabled), runtime_dir %s", len(self.streams),
                  sum(s.cfg.enabled for s in self.streams.values()), self.runtime_dir)
@@ -257,7 +261,6 @@ class Agent:
         if self.fleet is not None:
             self.fleet.poke()  # new or removed streams, placement: the fleet decides who runs them
         self._write()
-        _settle_gc(full=False)
         return plan
 
     def _setup_sfu(self, cfg: config_mod.Config) -> None:
