@@ -38,13 +38,13 @@ def _settle_gc() -> None:
     """Move what the agent holds for its whole life (modules, config, the control socket,
     retention) out of the collector's sight, once, before the first stream starts.
 
-    With hundreds of streams a full collection walking every module's objects paused
-    the event loop for 40-90 ms in the middle of reloads and respawns.  Frozen objects
-    are still freed by reference counting, but a frozen reference cycle never is: so
-    nothing that can die is frozen -- a stream, its FFmpeg child, the SFU's process,
-    what a reload builds.  (Freezing after every reload as well kept every cycle of an
-    FFmpeg run that was alive at the time, ~60 objects a reload, for good: issue 21,
-    item 9.)  Only cyclic garbage already present would be kept, so collect it first.
+    With hundreds of streams a full collection walking every module's objects pauses the
+    event loop for tens of ms in the middle of reloads and respawns.  Frozen objects are
+    still freed by reference counting, but a frozen reference cycle never is: so nothing
+    that can die is ever frozen (a stream, an FFmpeg run, the SFU's process, a blocking
+    call's Future, what a reload builds and replaces); freezing again after a reload would
+    lose every cycle alive at that moment for good.  Cyclic garbage already present would
+    be kept too, so it is collected first.
     """
     gc.collect(2)
     gc.freeze()
