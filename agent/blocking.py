@@ -258,15 +258,15 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
     patience, on_slow = slow
     timer: asyncio.TimerHandle | None = None
 
-    def slow_now() -> None:  # on the loop, every ``patience`` s while the call has not returned
-        nonlocal timer
+    def slow_now(again: Callable[..., None]) -> None:  # on the loop, every ``patience`` s until it returns
+        nonlocal timer  # ``again`` is slow_now: naming itself would put it in its own closure (a cycle per call)
         if done.done():
             return
         if _workers.write_off(work):
             if on_slow is not None:
                 on_slow()
         elif work not in _workers._running and patience is not None:  # still queued: look again later
-            timer = loop.call_later(patience, slow_now)
+            timer = loop.call_later(patience, again, again)
 
     def settle(result: Any, exc: BaseException | None) -> None:
         if done.done():  # the caller gave up (timeout, cancelled)
@@ -307,12 +307,14 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
         _release(key)
         raise
     if patience is not None:  # a timer on the loop: no wakeup of the loop from the thread per call
-        timer = loop.call_later(patience, slow_now)
+        timer = loop.call_later(patience, slow_now, slow_now)
     try:
         return await asyncio.wait_for(done, timeout)
     except BaseException:
         _workers.write_off(work)  # stuck in it (or never started): it no longer counts
         raise
     finally:
+        # cancel() also empties a handle that already ran: slow_now's closure holds ``timer``, so a
+        # handle left holding slow_now would be a cycle that only the cyclic collector could free
         if timer is not None:
             timer.cancel()
