@@ -35,16 +35,16 @@ LOAD_TIMEOUT = 30.0
 
 
 def _settle_gc() -> None:
-    """Move what the agent holds for its whole life (modules, config, the control socket,
-    retention) out of the collector's sight, once, before the first stream starts.
+    """Move what exists once the agent has started (modules, config, the streams) out of the
+    collector's sight, once.
 
-    With hundreds of streams a full collection walking every module's objects pauses the
-    event loop for tens of ms in the middle of reloads and respawns.  Frozen objects are
-    still freed by reference counting, but a frozen reference cycle never is: so nothing
-    that can die is ever frozen (a stream, an FFmpeg run, the SFU's process, a blocking
-    call's Future, what a reload builds and replaces); freezing again after a reload would
-    lose every cycle alive at that moment for good.  Cyclic garbage already present would
-    be kept too, so it is collected first.
+    With hundreds of streams a full collection walking every long-lived object pauses the
+    event loop for tens of ms in the middle of respawns.  Frozen objects are still freed by
+    reference counting, but a frozen reference cycle never is: so this runs once, at start
+    (what dies of that set is bounded by it), never after a reload, which would lose every
+    cycle alive at that moment for good (a blocking call's Future, an old config, an FFmpeg
+    run's objects) each time.  Cyclic garbage already present would be kept too, so it is
+    collected first.
     """
     gc.collect(2)
     gc.freeze()
@@ -102,7 +102,6 @@ class Agent:
         self._control = ControlServer(self, self.runtime_dir / snapshot.SOCKET_NAME)
         await self._control.start()
         await self._start_retention()
-        _settle_gc()
         if self.cfg.cluster is not None:
             self.running = {}  # nothing until etcd says this node owns it
         for sid, scfg in self._effective(self.cfg).streams.items():
@@ -114,6 +113,7 @@ class Agent:
             self._start_fleet(self.cfg.cluster)
         self.status = "running"
         self.publisher.start()
+        _settle_gc()
         self.notifier.notify(READY=1, STATUS=self.status_line())
         log.info("started: %d streams (%d enabled), runtime_dir %s", len(self.streams),
                  sum(s.cfg.enabled for s in self.streams.values()), self.runtime_dir)
