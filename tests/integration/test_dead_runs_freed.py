@@ -1,7 +1,7 @@
 """What reloads and restarts leave behind is freed, not hidden from the collector for good
-(issue 21, item 9).  The agent freezes what it holds for life (modules, config) out of the cyclic
-collector's sight, so a full collection at hundreds of streams does not pause the loop; anything
-frozen that later dies inside a reference cycle is never freed.  It used to freeze again after
+(issue 21, item 9).  The agent freezes what exists once it has started (modules, config, the
+streams) out of the cyclic collector's sight, so a full collection at hundreds of streams does not
+pause the loop; anything frozen that later dies inside a reference cycle is never freed.  It used to freeze again after
 every reload, so whatever was alive then and died later in a cycle (a blocking call's Future and
 its callbacks, an old config) was lost: ~50 objects a reload, the RSS growing over hours."""
 from __future__ import annotations
