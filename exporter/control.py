@@ -16,14 +16,14 @@ from typing import Any
 
 import aiohttp
 
-from agent.client import START_BY
+from agent.client import LINES, START_BY, reading_lines
+
+from .turns import in_turns
 
 #: Seconds the agent has to start a call, then seconds the call itself may take, per kind.
 KINDS = {"heartbeat": (2.0, 1.0), "consumer": (2.0, 8.0), "cleanup": (2.0, 58.0), "index": (2.0, 8.0)}
 #: While waiting, how often the agent's liveness (its snapshot) is looked at.
 ALIVE_CHECK = 0.5
-#: Answers longer than this (characters) are parsed in a thread: /metrics and /livez keep answering.
-PARSE_INLINE = 1 << 16
 
 
 class AgentUnreachable(Exception):
@@ -76,16 +76,15 @@ class AgentControl:
         try:
             async with self._session.request(method, f"http://agent{path}", headers=headers,
                                              timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                text = await resp.text()
-                status = resp.status
+                raw = await resp.read()
+                status, lines = resp.status, resp.content_type == LINES
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise AgentUnreachable(f"the agent does not answer on {self.socket_path}: {type(exc).__name__}; "
                                    "not applied") from None
-        try:  # an index answer may be megabytes (a day of segments): parsed beside the event loop
-            body = (await asyncio.to_thread(json.loads, text) if len(text) > PARSE_INLINE
-                    else json.loads(text) if text else {})
+        try:  # an index answer may be megabytes (a month of segments): read a line per turn of the loop
+            body = await in_turns(reading_lines(raw)) if lines else json.loads(raw) if raw else {}
         except ValueError:
-            body = {"error": text[:200]}
+            body = {"error": raw[:200].decode(errors="replace")}
         return status, body if isinstance(body, dict) else {"result": body}
 
     async def close(self) -> None:
@@ -93,3 +92,4 @@ class AgentControl:
         if self._session is not None:
             await self._session.close()
             self._session = None
+

@@ -36,6 +36,9 @@ FUTURE_SLACK = 60.0
 MAX_LAG = 30.0
 #: A folder's runs' timing, by run key (agent/recordings/timing.py): copies, read without the lock.
 Times = dict[tuple, RunTimes]
+#: ``(name, start, duration, size, init)``: tuples, not lists (a month is 100,000 of them; the
+#: cyclic collector drops tuples of plain values from its lists, and walks every list each pass).
+Segment = tuple[str, float, float, int, "str | None"]
 
 
 def gap_limit(segment_duration: float) -> float:
@@ -85,7 +88,7 @@ def _span(d: DirSegments, i: int, seg: float, times: Times) -> tuple[float, floa
 
 
 def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: float,
-               folder_init: str | None = "", times: Times | None = None) -> list[list]:
+               folder_init: str | None = "", times: Times | None = None) -> list[Segment]:
     """``[name, start, duration, size, init]`` of one folder's segments overlapping [start, end);
     ``folder_init`` the folder's init file when known ("": looked up in ``d``), used when the
     first segment in range is fMP4; ``times`` the folder's runs' timing."""
@@ -104,8 +107,8 @@ def _dir_range(dir_rel: str, d: DirSegments, start: float, end: float, seg: floa
             continue
         if init == "":
             init = (_init_of(d) if folder_init == "" else folder_init) if name.endswith(".m4s") else None
-        out.append([_rel(dir_rel, name), round(first, 3), round(duration, 3), d.sizes[i - 1],
-                    _rel(dir_rel, init) if init else None])
+        out.append((_rel(dir_rel, name), round(first, 3), round(duration, 3), d.sizes[i - 1],
+                    _rel(dir_rel, init) if init else None))
     return out
 
 
@@ -128,7 +131,7 @@ def _times(index: SegmentIndex, sid: str, dir_rel: str, window: DirSegments) -> 
 
 
 def segments_between(index: SegmentIndex, sid: str, start: float, end: float, segment_duration: float,
-                     limit: int = MAX_SEGMENTS) -> tuple[list[list], bool]:
+                     limit: int = MAX_SEGMENTS) -> tuple[list[Segment], bool]:
     """``(segments oldest first, truncated)``: each ``[name, start, duration, size, init]``.
 
     Under the index lock only copies are taken (the agent's event loop takes that lock too: a
@@ -139,7 +142,7 @@ def segments_between(index: SegmentIndex, sid: str, start: float, end: float, se
         windows = [(dir_rel, *_window(d, start, end, segment_duration, limit))
                    for dir_rel, d in index.streams.get(sid, {}).items() if len(d)]
     windows.sort(key=lambda w: w[1].mtimes[0] if len(w[1]) else 0.0)
-    found: list[list] = []
+    found: list[Segment] = []
     truncated = any(w[3] for w in windows)
     earliest = reach(segment_duration)
     for dir_rel, window, init, _ in windows:

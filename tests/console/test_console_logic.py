@@ -94,6 +94,47 @@ def test_the_timeline_merges_touching_segments_and_lists_the_gaps():
     assert playlists.timeline([], T0, T0 + 1) == ([], [[T0, T0 + 1]])
 
 
+@pytest.mark.parametrize("every", [1, 2, 3, 1000])
+def test_the_playlist_and_the_timeline_in_pieces_are_the_whole(every):
+    segments = [seg("d/a_1.m4s", T0, init="d/init.mp4"), seg("d/a_2.m4s", T0 + 2, init="d/init.mp4"),
+                seg("e/b_1.m4s", T0 + 4, 3.2, init="e/init.mp4"), seg("e/b_2.m4s", T0 + 40, init="e/init.mp4"),
+                seg("c_000001.ts", T0 + 42), seg("c_000002.ts", T0 + 44)]
+    parts = list(playlists.vod_parts("cam1", segments, every))
+    pieces = [p for p in parts if p]  # the empty ones are pauses while the longest duration is found
+    assert "".join(pieces) == playlists.vod("cam1", segments) and len(pieces) == 6 // every + 1
+    assert "#EXT-X-TARGETDURATION:4" in pieces[0] and pieces[-1].endswith("#EXT-X-ENDLIST\n")
+    steps = playlists.timeline_steps(segments, T0 - 5, T0 + 50, every)
+    paused = 0
+    while True:
+        try:
+            next(steps)
+            paused += 1
+        except StopIteration as done:
+            assert done.value == playlists.timeline(segments, T0 - 5, T0 + 50)
+            break
+    assert paused == 6 // every
+
+
+async def test_work_in_turns_lets_the_event_loop_answer_between_pieces():
+    import asyncio
+
+    from exporter.turns import in_turns
+    seen: list[str] = []
+
+    def work():
+        for i in range(3):
+            seen.append(f"piece {i}")
+            yield
+        return "done"
+
+    async def other():
+        for _ in range(3):
+            seen.append("other")
+            await asyncio.sleep(0)
+    result, _ = await asyncio.gather(in_turns(work()), other())
+    assert result == "done" and seen[:4] == ["piece 0", "other", "piece 1", "other"]
+
+
 # -- clips ----------------------------------------------------------------------------------------
 def test_a_clip_takes_the_segments_whose_middle_is_in_the_range():
     segments = [seg(f"a_{i}.ts", T0 + 2 * i) for i in range(10)]

@@ -115,8 +115,12 @@ def longest_livez_while(port: int, path: str, token: str, peer_port: int) -> tup
 
 @pytest.mark.parametrize("days", [2.3, 31])
 def test_the_exporter_keeps_answering_while_a_long_playlist_is_built(node, days):
-    """The playlist built on the event loop held /livez for over a second, unloaded; the bound is
-    half a second beyond what a bare aiohttp server beside it took in the same moments."""
+    """The playlist built on the event loop held /livez for over a second, unloaded.  Built in a
+    thread instead, it still took the GIL from the loop: on a loaded 2-core host each time the loop
+    needed it back cost it the switch interval and a wait for the CPU, and /livez took 0.1-0.6 s
+    beyond a bare aiohttp server beside it.  Read and written a piece per turn of the loop
+    (exporter/turns.py), it took at most 0.06 s beyond it with three busy loops beside.  The bound:
+    0.3 s beyond the peer in the same moments."""
     port, token, first, peer_port = node
     path = f"/v2/recordings/big/playlist.m3u8?start={int(first)}&end={int(first + days * 86400)}"
     status, body, worst, peer_worst = longest_livez_while(port, path, token, peer_port)
@@ -124,5 +128,5 @@ def test_the_exporter_keeps_answering_while_a_long_playlist_is_built(node, days)
         assert status == 200 and body.count(b"#EXTINF:") > 99_000
     else:  # past it: refused, naming the parameter
         assert status == 400 and b"ask a shorter one" in body
-    assert worst < 0.5 + peer_worst, (f"/livez took {worst:.2f}s while a {days}-day playlist was asked "
+    assert worst < 0.3 + peer_worst, (f"/livez took {worst:.2f}s while a {days}-day playlist was asked "
                                       f"(a bare aiohttp server beside it: {peer_worst:.2f}s)")
