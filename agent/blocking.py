@@ -254,7 +254,7 @@ def _release(key: str | None) -> None:
 async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str | None,
                 slow: tuple[float | None, Callable[[], None] | None]) -> T:
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
+    done: asyncio.Future[list[Any]] = loop.create_future()  # [result, exception]
     patience, on_slow = slow
     timer: asyncio.TimerHandle | None = None
 
@@ -268,13 +268,9 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
         elif work not in _workers._running and patience is not None:  # still queued: look again later
             timer = loop.call_later(patience, again, again)
 
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if done.done():  # the caller gave up (timeout, cancelled)
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(result)
+    def settle(outcome: list[Any]) -> None:
+        if not done.done():  # else the caller gave up (timeout, cancelled)
+            done.set_result(outcome)
 
     def work() -> Callable[[], None] | None:
         try:
@@ -288,18 +284,15 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
         me = threading.current_thread()
         idle_name, me.name = me.name, name  # a stuck thread says what it was doing (py-spy, /proc/PID/task)
         try:
-            result, exc = fn(), None
+            outcome: list[Any] = [fn(), None]
         except BaseException as error:  # handed to the caller, raised there
-            result, exc = None, error
+            outcome = [None, error]
         finally:
             me.name = idle_name
-
-        def deliver() -> None:
-            try:
-                loop.call_soon_threadsafe(settle, result, exc)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is waiting any more
-        return deliver
+        try:
+            return _delivery(loop, settle, outcome)
+        finally:
+            del outcome  # the exception's traceback holds this frame: it must not hold the exception
 
     try:
         _workers.submit(work, name)
@@ -309,7 +302,7 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
     if patience is not None:  # a timer on the loop: no wakeup of the loop from the thread per call
         timer = loop.call_later(patience, slow_now, slow_now)
     try:
-        return await asyncio.wait_for(done, timeout)
+        outcome = await asyncio.wait_for(done, timeout)
     except BaseException:
         _workers.write_off(work)  # stuck in it (or never started): it no longer counts
         raise
@@ -318,3 +311,24 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
         # handle left holding slow_now would be a cycle that only the cyclic collector could free
         if timer is not None:
             timer.cancel()
+    result: T = outcome[0]
+    exc: BaseException | None = outcome[1]
+    outcome.clear()  # ``done`` keeps the list, and this frame ``done``: neither may keep the exception
+    if exc is None:
+        return result
+    try:
+        raise exc
+    finally:
+        del exc  # the traceback holds this frame (the concurrent.futures way)
+
+
+def _delivery(loop: asyncio.AbstractEventLoop, settle: Callable[[list[Any]], None],
+              outcome: list[Any]) -> Callable[[], None]:
+    """What a worker runs once the call's work is done: hand ``outcome`` (``[result, exception]``)
+    to the loop.  Made here, not in the worker's frame, which the exception's traceback holds."""
+    def deliver() -> None:
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+    return deliver

@@ -148,9 +148,12 @@ def _frame(ctx: Context) -> Any:
                         exc.headers.setdefault("Cache-Control", "no-store")
                     raise
                 response = _json_answer(exc)
-            except Exception:
-                log.exception("%s %s failed", request.method, request.path)
-                response = json_error(500, "internal error (logged by vas-exporter)")
+            except Exception as exc:
+                if isinstance(exc, ConnectionError) and _client_left(request):
+                    response = web.Response(status=CLIENT_LEFT)  # counted; never sent, never logged
+                else:
+                    log.exception("%s %s failed", request.method, request.path)
+                    response = json_error(500, "internal error (logged by vas-exporter)")
             status = response.status
             if no_store and not response.prepared:  # a handler that streams sets its own (console_routes)
                 response.headers.setdefault("Cache-Control", "no-store")
@@ -158,6 +161,17 @@ def _frame(ctx: Context) -> Any:
         finally:
             observe(template, request.method, status, clock() - started)
     return frame
+
+
+#: The status a request is counted under when its client left, or stopped reading, in the middle
+#: of the answer (nginx's "client closed request"): the client's doing, not an error of the node.
+CLIENT_LEFT = 499
+
+
+def _client_left(request: web.Request) -> bool:
+    """True when the request's connection is gone or going (a write to it failed, or
+    write_or_drop dropped a client that took nothing)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 #: The label of a request no route matched (a 404, or a 405 with its Allow).

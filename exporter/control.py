@@ -83,7 +83,7 @@ class AgentControl:
                                    "not applied") from None
         try:  # an index answer may be megabytes (a month of segments): read a line per turn of the loop
             body = await in_turns(reading_lines(raw)) if lines else json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             body = {"error": raw[:200].decode(errors="replace")}
         return status, body if isinstance(body, dict) else {"result": body}
 

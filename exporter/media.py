@@ -9,6 +9,7 @@ in a stream's folder leads nowhere.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from agent.nofollow import open_file_below
 
 from .control import AgentUnreachable
 
+log = logging.getLogger("vas.exporter")
 CONTENT_TYPES = {".ts": "video/mp2t", ".m4s": "video/iso.segment", ".mp4": "video/mp4", ".mkv": "video/x-matroska",
                  ".m3u8": "application/vnd.apple.mpegurl"}
 
@@ -99,11 +101,17 @@ class Index:
             raise NotFound(str(body.get("error") or "not found"))
         if status != 200:
             raise Unavailable(f"the agent's index answered {status}: {body.get('error') or 'no reason given'}")
+        if "error" in body:  # a 200 whose body did not parse (exporter/control.py)
+            log.warning("unreadable index answer to %s: %r", path.split("?")[0], body["error"][:200])
+            raise Unavailable("the agent's index answer was unreadable (logged by vas-exporter)")
         return body
 
     async def segments(self, sid: str, start: float, end: float) -> dict[str, Any]:
         """``{"segments": [[name, start, duration, size, init], ...], "truncated", "playlist", ...}``."""
-        return await self._get(f"/index/{quote(sid, safe='')}/segments?{urlencode({'start': start, 'end': end})}")
+        body = await self._get(f"/index/{quote(sid, safe='')}/segments?{urlencode({'start': start, 'end': end})}")
+        if not isinstance(body.get("segments"), list):
+            raise Unavailable("the agent's index answer had no segments list")
+        return body
 
     async def newest(self, sid: str) -> list | None:
         """The newest complete segment, or None."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -76,7 +78,7 @@ def node(tmp_path_factory):
         peer = subprocess.Popen([sys.executable, "-c", PEER, str(peer_port)], start_new_session=True)
         try:
             wait_for(lambda: get_or_none(peer_port, "/livez") == 200, 15, "the bare aiohttp peer")
-            yield port, token, first, peer_port
+            yield port, token, first, peer_port, agent.workdir / "exporter.log"
         finally:
             peer.kill()
             peer.wait(10)
@@ -121,7 +123,7 @@ def test_the_exporter_keeps_answering_while_a_long_playlist_is_built(node, days)
     beyond a bare aiohttp server beside it.  Read and written a piece per turn of the loop
     (exporter/turns.py), it took at most 0.06 s beyond it with three busy loops beside.  The bound:
     0.3 s beyond the peer in the same moments."""
-    port, token, first, peer_port = node
+    port, token, first, peer_port, _ = node
     path = f"/v2/recordings/big/playlist.m3u8?start={int(first)}&end={int(first + days * 86400)}"
     status, body, worst, peer_worst = longest_livez_while(port, path, token, peer_port)
     if days < 3:  # 99,360 segments: under the index's answer limit, a 13 MB playlist
@@ -130,3 +132,24 @@ def test_the_exporter_keeps_answering_while_a_long_playlist_is_built(node, days)
         assert status == 400 and b"ask a shorter one" in body
     assert worst < 0.3 + peer_worst, (f"/livez took {worst:.2f}s while a {days}-day playlist was asked "
                                       f"(a bare aiohttp server beside it: {peer_worst:.2f}s)")
+
+
+def test_a_client_that_leaves_mid_playlist_is_counted_not_logged_as_an_error(node):
+    """The playlist is sent in pieces; a player that goes away in the middle (the console's dialog
+    closed while hls.js loads it) made the exporter log ``... failed`` with a traceback and count
+    a 500 (found by a hostile review).  It is the client's doing: counted as 499, never logged."""
+    port, token, first, _, log = node
+    path = f"/v2/recordings/big/playlist.m3u8?start={int(first)}&end={int(first + 2.3 * 86400)}"
+    before = log.read_text(errors="replace")
+    for linger in (False, True):  # a plain close, then a reset
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        if linger:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    counted = 'vas_api_requests_total{code="499",handler="/v2/recordings/{stream_id}/playlist.m3u8",method="GET"} 2.0'
+    wait_for(lambda: counted in get(port, "/v2/metrics")[1].decode(), 30, "both departures counted as 499")
+    added = log.read_text(errors="replace")[len(before):]
+    assert "failed" not in added and "Traceback" not in added, added[-3000:]
+    assert get(port, "/livez")[0] == 200
