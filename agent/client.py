@@ -6,8 +6,9 @@ import json
 import socket
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 #: The caller's deadline to *start* a request, in CLOCK_MONOTONIC seconds (system-wide on
 #: Linux, immune to wall-clock steps; caller and agent share the host by the unix socket).
 START_BY = "X-Vas-Start-By"
@@ -67,14 +68,19 @@ def reading_lines(body: bytes) -> Generator[None, None, dict[str, Any]]:
     return head
 
 
-def from_lines(body: bytes) -> dict[str, Any]:
-    """The object of a :data:`LINES` answer, read at once."""
-    reading = reading_lines(body)
+def at_once(steps: Generator[None, None, T]) -> T:
+    """Run a generator of steps (:func:`reading_lines`, or long work that pauses between its
+    pieces) to its end without pausing; its return value."""
     while True:
         try:
-            next(reading)
+            next(steps)
         except StopIteration as done:
-            return done.value
+            return done.value  # type: ignore[no-any-return]
+
+
+def from_lines(body: bytes) -> dict[str, Any]:
+    """The object of a :data:`LINES` answer, read at once."""
+    return at_once(reading_lines(body))
 
 
 class AgentUnreachable(Exception):

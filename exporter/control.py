@@ -92,4 +92,3 @@ class AgentControl:
         if self._session is not None:
             await self._session.close()
             self._session = None
-

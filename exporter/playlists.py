@@ -14,7 +14,7 @@ from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from .turns import at_once
+from agent.client import at_once
 
 #: Two segments further apart than this (seconds) have a gap between them.
 GAP_TOLERANCE = 0.5
@@ -65,15 +65,6 @@ def run_of(name: str) -> str:
     return match.group(1) if match else name
 
 
-def breaks(before: Segment | None, seg: Segment) -> bool:
-    """True when playback must be told of a discontinuity before ``seg``: a gap in time, a new
-    FFmpeg run (its timestamps start again) or another init file."""
-    if before is None:
-        return False
-    return (abs(seg[1] - (before[1] + before[2])) > GAP_TOLERANCE or run_of(seg[0]) != run_of(before[0])
-            or seg[4] != before[4])
-
-
 #: Segments per piece of a VOD playlist: the route sends a piece per turn of the event loop.
 PART = 1000
 
@@ -81,8 +72,9 @@ PART = 1000
 def vod_parts(sid: str, segments: Sequence[Segment], every: int = PART) -> Iterator[str]:
     """A VOD playlist in pieces of ``every`` segments; an empty piece is a pause, work done.
 
-    PROGRAM-DATE-TIME on every segment, DISCONTINUITY at gaps and new runs (:func:`breaks`),
-    EXT-X-MAP whenever the init file changes (fMP4).  One pass, each segment's run found once.
+    PROGRAM-DATE-TIME on every segment; DISCONTINUITY where playback must be told of one (a gap
+    in time, a new FFmpeg run: its timestamps start again, or another init file); EXT-X-MAP
+    whenever the init file changes (fMP4).  One pass, each segment's run found once.
     A month is 100,000 segments and ~0.2 s of CPU: in pieces, the event loop that serves
     /livez and /metrics (this one) answers between them instead of waiting for a thread."""
     target = 1
