@@ -2,7 +2,7 @@
 
 Bounded everywhere: every call has a timeout, bodies are read up to
 ``max_body`` bytes, and idempotent calls (GET, DELETE) are retried a few
-times with a short exponential wait (tenacity).  ``POST /producers`` is not
+times with a short exponential wait (:func:`retry_wait`).  ``POST /producers`` is not
 retried: a lost answer would make a duplicate; the producer manager lists
 and reconciles instead.  Every failure is one :class:`SfuError` whose
 message names the call and what went wrong; shapes are checked by the pure
@@ -10,12 +10,12 @@ message names the call and what went wrong; shapes are checked by the pure
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from agent.redact import redact_url
 
@@ -26,6 +26,12 @@ class SfuError(Exception):
 
 class _Transient(SfuError):
     """Worth another try: connection refused or reset, a timeout, a 5xx."""
+
+
+def retry_wait(attempt: int) -> float:
+    """Seconds to wait after failed try ``attempt`` (1-based) of an idempotent call: 0.2, 0.4,
+    0.8, 1.6, then 2 s at most."""
+    return min(2.0, 0.2 * 2 ** (attempt - 1))
 
 
 @dataclass(frozen=True)
@@ -201,12 +207,17 @@ class SfuClient:
         return status != 404
 
     async def _retried(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.attempts), reraise=True,
-                                           wait=wait_exponential(multiplier=0.2, max=2.0),
-                                           retry=retry_if_exception_type(_Transient)):
-            with attempt:
+        # A plain loop, not a retrying object per call: the agent lists producers and consumers
+        # about once a second, and tenacity's object is ~30 objects in reference cycles each time.
+        attempts = max(1, self.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
                 return await self._call(method, path, **kw)
-        raise AssertionError("unreachable")  # reraise=True: the last error propagates
+            except _Transient:
+                if attempt == attempts:
+                    raise  # the last error, as it was
+            await asyncio.sleep(retry_wait(attempt))  # outside ``except``: the error is let go first
+        raise AssertionError("unreachable")
 
     async def _call(self, method: str, path: str, *, expect: tuple[int, ...], parse: bool = True,
                     json_body: Any = None, timeout: float | None = None) -> tuple[int, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.sfu.client import SfuClient, SfuError
+from agent.sfu import client as client_module
+from agent.sfu.client import SfuClient, SfuError, retry_wait
 from camera.fixture import free_port
 from sfu.real_sfu import consume_without_client, start_real_sfu
 
@@ -126,3 +128,41 @@ async def test_nothing_listening_is_an_error_after_bounded_retries():
         await client.consumers()
     await client.close()
     assert time.monotonic() - started < 5
+
+
+def test_retries_wait_a_little_longer_each_time_up_to_two_seconds():
+    assert [retry_wait(n) for n in range(1, 7)] == [0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+
+
+async def test_calls_leave_no_reference_cycle_behind(real_sfu_port, standin):
+    """The agent lists producers and consumers about once a second.  A call, answered or
+    retried, is freed by reference counting alone: garbage for the cyclic collector is memory
+    held until a collection, and a long-lived process's heap fragments around it."""
+    here = client_module.__file__
+
+    def ours(garbage: list) -> list:  # another test's leftovers may turn unreachable meanwhile
+        return [o for o in garbage if type(o).__module__.startswith("tenacity")
+                or getattr(getattr(o, "f_code", None), "co_filename", "") == here
+                or getattr(getattr(o, "__code__", None), "co_filename", "") == here]
+
+    ok = SfuClient(f"http://127.0.0.1:{real_sfu_port}")
+    failing = SfuClient(await standin("--chaos", "500"), timeout=0.5, attempts=2)
+    try:
+        await ok.producers()  # the session and its connection, made once
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept in gc.garbage instead of freed
+        try:
+            for _ in range(5):
+                await ok.producers()
+                await ok.consumers()
+            with pytest.raises(SfuError, match="^GET /producers: 500"):
+                await failing.producers()  # tried twice
+            gc.collect()
+            found = ours(gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    finally:
+        await ok.close()
+        await failing.close()
+    assert found == []
