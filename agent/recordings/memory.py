@@ -205,8 +205,9 @@ def save(root: Path, streams: Mapping[str, float], folders: Mapping[str, tuple[i
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                          dir_fd=dfd)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"streams": dict(sorted(streams.items())),
-                           "folders": {k: list(v) for k, v in sorted((folders or {}).items())}}, f)
+                # dumps, not dump: json.dump encodes in Python closures that form a reference cycle
+                f.write(json.dumps({"streams": dict(sorted(streams.items())),
+                                    "folders": {k: list(v) for k, v in sorted((folders or {}).items())}}))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, STATE_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)
