@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,19 @@ class _Transient(SfuError):
 def retry_wait(attempt: int) -> float:
     """Seconds to wait after failed try ``attempt`` (1-based) of an idempotent call: 0.2, 0.4,
     0.8, 1.6, then 2 s at most."""
-    return min(2.0, 0.2 * 2 ** (attempt - 1))
+    return min(2.0, 0.2 * 2 ** min(attempt - 1, 4))
+
+
+def _let_go(exc: BaseException | None) -> None:
+    """Keep only the message: clear the frames of ``exc``'s chain.  aiohttp and aiohappyeyeballs
+    keep the error they raise in a local of a frame on its own traceback: a reference cycle per
+    try while the SFU refuses connections."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)  # a frame still running (ours) is skipped
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 @dataclass(frozen=True)
@@ -232,7 +245,9 @@ class SfuClient:
         except TimeoutError:
             raise _Transient(f"{where}: timed out after {limit:g}s") from None
         except aiohttp.ClientError as exc:
-            raise _Transient(f"{where}: {redact_url(str(exc)) or type(exc).__name__}") from None
+            message = f"{where}: {redact_url(str(exc)) or type(exc).__name__}"
+            _let_go(exc)
+            raise _Transient(message) from None
         if len(data) > self.max_body:
             raise SfuError(f"{where}: body larger than {self.max_body >> 20} MiB")
         if status not in expect:
