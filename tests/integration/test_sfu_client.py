@@ -136,8 +136,9 @@ def test_retries_wait_a_little_longer_each_time_up_to_two_seconds():
 
 async def test_calls_leave_no_reference_cycle_behind(real_sfu_port, standin):
     """The agent lists producers and consumers about once a second.  A call, answered, retried
-    after a 500 or refused (the SFU down), is freed by reference counting alone: garbage for the cyclic collector is memory
-    held until a collection, and a long-lived process's heap fragments around it."""
+    after a 500 or refused (the SFU down), is freed by reference counting alone: garbage for
+    the cyclic collector is memory held until a collection, and a long-lived process's heap
+    fragments around it."""
     here = client_module.__file__
 
     def ours(garbage: list) -> list:  # another test's leftovers may turn unreachable meanwhile
