@@ -234,22 +234,29 @@ class DirSegments:
         return i >= 0
 
     def remove_names(self, names: set[str]) -> None:
-        """Remove several names, found from the oldest end (where deletions happen)."""
+        """Remove several names, found from the oldest end (where deletions happen).
+
+        In place: the arrays keep their memory blocks, so a folder whose oldest segments go as
+        new ones come (retention's steady state) never reallocates them.  New arrays on every
+        pass, made on whichever thread runs it, would move the index between glibc's arenas
+        and leave holes that fill only slowly: an RSS that grows for hours."""
         wanted = {k for n in names if (k := self._key(n, create=False)) >= 0}
-        keep_m, keep_s, keep_k = array("d"), array("q"), array("Q")
-        i, n = 0, len(self.mtimes)
+        m, s, keys = self.mtimes, self.sizes, self.keys
+        kept, i, n = 0, 0, len(m)
         while wanted and i < n:
-            key = self.keys[i]
+            key = keys[i]
             if key in wanted:
                 wanted.discard(key)
-                self.total -= self.sizes[i]
+                self.total -= s[i]
                 self._count(key, -1)
             else:
-                keep_m.append(self.mtimes[i])
-                keep_s.append(self.sizes[i])
-                keep_k.append(key)
+                if kept != i:
+                    m[kept], s[kept], keys[kept] = m[i], s[i], key
+                kept += 1
             i += 1
-        self.mtimes, self.sizes, self.keys = keep_m + self.mtimes[i:], keep_s + self.sizes[i:], keep_k + self.keys[i:]
+        if kept != i:
+            for a in (m, s, keys):
+                _close_gap(a, kept, i)
 
     # -- keys and groups ------------------------------------------------------------------
     def _key(self, name: str, create: bool) -> int:
@@ -306,6 +313,27 @@ class DirSegments:
         self.total -= self.sizes[i]
         self._count(self.keys[i], -1)
         del self.mtimes[i], self.sizes[i], self.keys[i]
+
+
+#: Items an array can lose at once without CPython reallocating (shrinking) its block.
+_QUIET_CUT = 15
+_EMPTY = array("d").__sizeof__()
+
+
+def _close_gap(a: array, lo: int, hi: int) -> None:
+    """Remove ``a[lo:hi]`` keeping ``a``'s memory block: the tail moves down in place, then the
+    array is cut in steps too small for CPython to shrink the block.  When less than half the
+    block stays in use, the memory goes back instead (a folder that shrank for good)."""
+    n = len(a)
+    keep = n - (hi - lo)
+    if hi < n:
+        with memoryview(a) as view:  # a memmove: no copy of the tail
+            view[lo:keep] = view[hi:n]
+    if keep < (a.__sizeof__() - _EMPTY) // a.itemsize // 2:
+        del a[keep:]
+        return
+    while len(a) > keep:
+        del a[max(keep, len(a) - _QUIET_CUT):]
 
 
 def _order(mtimes: array) -> MutableSequence[int]:
