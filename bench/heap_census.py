@@ -1,0 +1,197 @@
+"""Where a live process's glibc malloc memory is, and what moved between two looks.
+
+What it shows
+    Every chunk of glibc's main heap (``[heap]``) and of each thread arena (a 64 MiB-aligned
+    anonymous mapping), read from ``/proc/PID/mem`` without stopping the process: per heap,
+    the bytes in use, free and in the top chunk, and the chunks in use by kind and size
+    (KiB, rounded down).  A chunk's kind is the Python type whose object starts it (a
+    ``PyObject`` header, with or without the collector's header before it), else
+    ``buffer:epoch-doubles`` (starts with a float64 in 2020-2030 as a Unix time: the
+    retention index's mtimes), ``buffer:text`` or ``buffer``.  Chunks in glibc's per-thread
+    cache look in use: a few per size.
+    ``--then S`` looks again S seconds later and prints the kinds whose bytes changed most
+    per heap: memory moving between arenas shows as the same kind and size leaving one heap
+    and arriving in another (the index's arrays did, before remove_names worked in place).
+    Python's small objects live in its own 1 MiB arenas, not in these heaps.
+
+How to run (as root, or as the process's user with ptrace allowed)
+    .venv/bin/python bench/heap_census.py $(pgrep -f bin/vas-agent)
+    .venv/bin/python bench/heap_census.py PID --then 600 --top 20
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+
+#: glibc's thread arenas are heaps of HEAP_MAX_SIZE (64 MiB on 64-bit), aligned to it.
+ARENA_ALIGN = 64 << 20
+#: Unix times of 2020-01-01 and 2030-01-01: a chunk that starts with one is a time array.
+EPOCH_LO, EPOCH_HI = 1.5778368e9, 1.8934560e9
+
+
+@dataclass
+class Heap:
+    name: str
+    in_use: int = 0
+    free: int = 0
+    top: int = 0
+    kinds: collections.Counter = field(default_factory=collections.Counter)  # (kind, KiB) -> bytes
+    counts: collections.Counter = field(default_factory=collections.Counter)  # (kind, KiB) -> chunks
+
+
+class Memory:
+    """Reads of another process's memory (``/proc/PID/mem``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.file = open(f"/proc/{pid}/mem", "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self._names: dict[int, str | None] = {}
+
+    def close(self) -> None:
+        self.file.close()
+
+    def read(self, addr: int, n: int) -> bytes:
+        try:
+            self.file.seek(addr)
+            return self.file.read(n) or b""
+        except (OSError, ValueError, OverflowError):
+            return b""
+
+    def type_name(self, addr: int) -> str | None:
+        """``tp_name`` of the type object at ``addr``, or None when it is not one."""
+        if addr in self._names:
+            return self._names[addr]
+        name = None
+        if addr % 8 == 0 and 0x10000 < addr < 1 << 47:
+            raw = self.read(addr + 24, 8)  # ob_refcnt, ob_type, ob_size, then tp_name
+            if len(raw) == 8:
+                text = self.read(struct.unpack("<Q", raw)[0], 80).split(b"\0")[0]
+                if 2 <= len(text) < 80 and all(33 <= c < 127 for c in text):
+                    name = text.decode()
+        self._names[addr] = name
+        return name
+
+    def heaps(self) -> list[tuple[str, int, int]]:
+        out = []
+        with open(f"/proc/{self.pid}/maps") as maps:
+            for line in maps:
+                m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)", line)
+                if m is None or not m[3].startswith("rw"):
+                    continue
+                start, end, what = int(m[1], 16), int(m[2], 16), m[4].strip()
+                if what == "[heap]":
+                    out.append(("main heap", start, end))
+                elif not what and start % ARENA_ALIGN == 0:
+                    out.append((f"arena {start:#x}", start, end))
+        return out
+
+
+def chunks(data: bytes) -> list[tuple[int, int]]:
+    """``(offset, size)`` of each chunk, the top chunk last.  The first chunk follows the
+    heap's own headers (none for the main heap): the first offset whose chain of sizes ends
+    exactly at the end of the mapping."""
+    for first in range(0, 0x1200, 0x10):
+        out, pos = [], first
+        while pos + 16 <= len(data):
+            size = struct.unpack_from("<Q", data, pos + 8)[0] & ~7
+            if size < 32 or size % 16 or pos + size > len(data):
+                break
+            out.append((pos, size))
+            pos += size
+        if pos == len(data) and len(out) > 2:
+            return out
+    return []
+
+
+def kind_of(mem: Memory, data: bytes, user: int) -> str:
+    for offset in (8, 24):  # ob_type of an object, then of one after the collector's 16 bytes
+        if user + offset + 8 <= len(data):
+            name = mem.type_name(struct.unpack_from("<Q", data, user + offset)[0])
+            if name:
+                return name
+    head = data[user:user + 16]
+    if len(head) >= 8 and EPOCH_LO < struct.unpack_from("<d", head)[0] < EPOCH_HI:
+        return "buffer:epoch-doubles"
+    if head and all(32 <= c < 127 or c in (9, 10) for c in head):
+        return "buffer:text"
+    return "buffer"
+
+
+def census(pid: int) -> list[Heap]:
+    mem = Memory(pid)
+    try:
+        out = []
+        for name, start, end in mem.heaps():
+            data = mem.read(start, end - start)
+            found = chunks(data)
+            if not found:
+                continue
+            heap = Heap(name, top=found[-1][1])
+            for (pos, size), (after, _) in zip(found, found[1:], strict=False):
+                if not struct.unpack_from("<Q", data, after + 8)[0] & 1:  # the next chunk's PREV_INUSE
+                    heap.free += size
+                    continue
+                key = (kind_of(mem, data, pos + 16), size >> 10)
+                heap.in_use += size
+                heap.kinds[key] += size
+                heap.counts[key] += 1
+            out.append(heap)
+        return out
+    finally:
+        mem.close()
+
+
+def mib(n: int) -> str:
+    return f"{n / 2 ** 20:.2f} MiB"
+
+
+def show(heaps: list[Heap], top: int) -> None:
+    for h in heaps:
+        print(f"{h.name}: in use {mib(h.in_use)}, free {mib(h.free)}, top chunk {mib(h.top)}")
+        by_kind: collections.Counter = collections.Counter()
+        for (kind, _), n in h.kinds.items():
+            by_kind[kind] += n
+        for kind, n in by_kind.most_common(top):
+            print(f"    {n >> 10:8d} KiB  {kind}")
+
+
+def changes(before: list[Heap], after: list[Heap], top: int) -> None:
+    old = {h.name: h for h in before}
+    for h in after:
+        was = old.get(h.name, Heap(h.name))
+        print(f"{h.name}: in use {mib(was.in_use)} -> {mib(h.in_use)}, free {mib(was.free)} -> {mib(h.free)}, "
+              f"top chunk {mib(was.top)} -> {mib(h.top)}")
+        keys = set(was.kinds) | set(h.kinds)
+        moved = sorted(keys, key=lambda k: -abs(h.kinds[k] - was.kinds[k]))
+        for key in moved[:top]:
+            delta = h.kinds[key] - was.kinds[key]
+            if delta:
+                chunks_were, chunks_are = was.counts[key], h.counts[key]
+                print(f"    {delta / 1024:+9.1f} KiB  {key[0]} ({key[1]} KiB chunks: {chunks_were} -> {chunks_are})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pid", type=int)
+    parser.add_argument("--then", type=float, default=0.0, help="look again after this many seconds")
+    parser.add_argument("--top", type=int, default=12, help="rows per heap")
+    args = parser.parse_args(argv)
+    first = census(args.pid)
+    if not first:
+        print(f"no glibc heap found in process {args.pid}", file=sys.stderr)
+        return 1
+    show(first, args.top)
+    if args.then > 0:
+        time.sleep(args.then)
+        print(f"\n-- {args.then:g} s later: what changed most")
+        changes(first, census(args.pid), args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
