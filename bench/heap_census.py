@@ -9,6 +9,9 @@ What it shows
     ``buffer:epoch-doubles`` (starts with a float64 in 2020-2030 as a Unix time: the
     retention index's mtimes), ``buffer:text`` or ``buffer``.  Chunks in glibc's per-thread
     cache look in use: a few per size.
+    A chunk in a thread's cache (glibc's tcache: up to 7 free chunks per size up to 1 KiB,
+    per thread, reusable by that thread only) counts as ``cached``, not in use: it carries
+    the process's tcache key, a random word no pointer equals.
     ``--then S`` looks again S seconds later and prints the kinds whose bytes changed most
     per heap: memory moving between arenas shows as the same kind and size leaving one heap
     and arriving in another (the index's arrays did, before remove_names worked in place).
@@ -39,6 +42,7 @@ class Heap:
     name: str
     in_use: int = 0
     free: int = 0
+    cached: int = 0  # free chunks held in threads' caches (tcache)
     top: int = 0
     kinds: collections.Counter = field(default_factory=collections.Counter)  # (kind, KiB) -> bytes
     counts: collections.Counter = field(default_factory=collections.Counter)  # (kind, KiB) -> chunks
@@ -108,6 +112,22 @@ def chunks(data: bytes) -> list[tuple[int, int]]:
     return []
 
 
+#: The largest chunk a thread's cache holds (glibc's default tcache_max_bytes, 1032 B, as a chunk).
+TCACHE_MAX_CHUNK = 1040
+
+
+def tcache_key(heaps: list[tuple[bytes, list[tuple[int, int]]]]) -> bytes | None:
+    """The process's tcache key: the commonest second word of small chunks marked in use whose
+    value cannot be a user-space pointer (the key is random, 64 bits)."""
+    seen: collections.Counter = collections.Counter()
+    for data, found in heaps:
+        for pos, size in found[:-1]:
+            word = data[pos + 24:pos + 32]
+            if size <= TCACHE_MAX_CHUNK and len(word) == 8 and struct.unpack("<Q", word)[0] >= 1 << 48:
+                seen[word] += 1
+    return seen.most_common(1)[0][0] if seen else None
+
+
 def kind_of(mem: Memory, data: bytes, user: int) -> str:
     for offset in (8, 24):  # ob_type of an object, then of one after the collector's 16 bytes
         if user + offset + 8 <= len(data):
@@ -125,16 +145,19 @@ def kind_of(mem: Memory, data: bytes, user: int) -> str:
 def census(pid: int) -> list[Heap]:
     mem = Memory(pid)
     try:
+        read = [(name, data, chunks(data)) for name, start, end in mem.heaps()
+                for data in [mem.read(start, end - start)]]
+        read = [(name, data, found) for name, data, found in read if found]
+        tkey = tcache_key([(data, found) for _, data, found in read])
         out = []
-        for name, start, end in mem.heaps():
-            data = mem.read(start, end - start)
-            found = chunks(data)
-            if not found:
-                continue
+        for name, data, found in read:
             heap = Heap(name, top=found[-1][1])
             for (pos, size), (after, _) in zip(found, found[1:], strict=False):
                 if not struct.unpack_from("<Q", data, after + 8)[0] & 1:  # the next chunk's PREV_INUSE
                     heap.free += size
+                    continue
+                if size <= TCACHE_MAX_CHUNK and data[pos + 24:pos + 32] == tkey:
+                    heap.cached += size
                     continue
                 key = (kind_of(mem, data, pos + 16), size >> 10)
                 heap.in_use += size
@@ -152,7 +175,8 @@ def mib(n: int) -> str:
 
 def show(heaps: list[Heap], top: int) -> None:
     for h in heaps:
-        print(f"{h.name}: in use {mib(h.in_use)}, free {mib(h.free)}, top chunk {mib(h.top)}")
+        print(f"{h.name}: in use {mib(h.in_use)}, free {mib(h.free)}, in threads' caches {mib(h.cached)}, "
+              f"top chunk {mib(h.top)}")
         by_kind: collections.Counter = collections.Counter()
         for (kind, _), n in h.kinds.items():
             by_kind[kind] += n
@@ -165,7 +189,7 @@ def changes(before: list[Heap], after: list[Heap], top: int) -> None:
     for h in after:
         was = old.get(h.name, Heap(h.name))
         print(f"{h.name}: in use {mib(was.in_use)} -> {mib(h.in_use)}, free {mib(was.free)} -> {mib(h.free)}, "
-              f"top chunk {mib(was.top)} -> {mib(h.top)}")
+              f"in threads' caches {mib(was.cached)} -> {mib(h.cached)}, top chunk {mib(was.top)} -> {mib(h.top)}")
         keys = set(was.kinds) | set(h.kinds)
         moved = sorted(keys, key=lambda k: -abs(h.kinds[k] - was.kinds[k]))
         for key in moved[:top]:

@@ -1,4 +1,5 @@
-"""bench/heap_census.py on a real process: it finds the chunks a Python child made, by kind."""
+"""bench/heap_census.py on a real process: it finds the chunks a Python child made, by kind,
+and the free ones its thread keeps cached."""
 from __future__ import annotations
 
 import collections
@@ -16,6 +17,8 @@ import sys
 from array import array
 kept = [bytes(20_000) for _ in range(300)]                     # 20 KiB objects: malloc's
 times = [array("d", [1.79e9 + i] * 2_000) for i in range(50)]  # 16 KiB of Unix times each
+cached = [bytes(600) for _ in range(7)]                         # freed into the thread's cache
+del cached
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -33,5 +36,6 @@ def test_the_census_finds_a_childs_objects_and_buffers_by_kind():
     counts = sum((h.counts for h in heaps), start=collections.Counter())
     assert counts[("bytes", 19)] >= 300
     assert counts[("buffer:epoch-doubles", 15)] >= 50
+    assert sum(h.cached for h in heaps) >= 7 * 640  # 633-byte objects: 640-byte chunks
     for h in heaps:
         assert h.in_use >= sum(h.kinds.values()) and h.top > 0
