@@ -168,6 +168,27 @@ async def test_a_key_still_stuck_fails_at_once_and_holds_one_thread(tmp_path):
         pytest.fail("key dir:a never freed after its call returned")
 
 
+def test_the_most_recently_idle_thread_takes_the_next_call():
+    """Each thread keeps glibc's cache of the chunks it freed: calls spread over every thread in
+    turn grow every cache; on the last thread to go idle they grow one."""
+    workers = Workers(max_threads=8)
+    gate = threading.Barrier(9)
+    for _ in range(8):  # eight at once: eight threads
+        workers.submit(lambda: gate.wait(5), "hold")
+    gate.wait(5)
+    deadline = time.monotonic() + 5
+    while workers._idle < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # on their way to wait for work
+    assert workers.threads == 8 and workers._idle == 8
+    ran: list[int] = []
+    for _ in range(50):  # one at a time, as a quiet agent's checks come
+        done = threading.Event()
+        workers.submit(lambda: (ran.append(threading.get_ident()), done.set()), "one")  # noqa: B023
+        assert done.wait(5)
+    assert len(set(ran)) == 1 and workers.threads == 8
+
+
 def test_a_pool_keeps_the_order_raises_the_first_error_and_reuses_its_threads():
     fan = blocking.pool("test-fan", 3)
     assert fan.map(lambda x: x * 2, range(10)) == [x * 2 for x in range(10)]
