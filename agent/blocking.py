@@ -81,9 +81,17 @@ class Workers:
             if self._idle <= self._queued and self._queued >= self._max_queued and not self._room():
                 raise TimeoutError(f"{name}: all {self.threads} worker threads are stuck (a hung file system?)")
             self._queued += 1
+            try:
+                self._grow()
+            except BaseException:  # no thread could start (EAGAIN): the call fails and is never run
+                self._queued -= 1
+                raise
             self._jobs.append(job)
-            self._grow()
-            wake = self._parked.pop() if self._parked else None
+            # A thread idle but not parked (done with a call, on its way back) takes it: wake one
+            # only when those are fewer than the jobs waiting.
+            wake = None
+            if self._parked and len(self._jobs) > self._idle - len(self._parked):
+                wake = self._parked.pop()
         if wake is not None:
             wake.release()
 
@@ -108,7 +116,12 @@ class Workers:
         if self._idle < self._queued and self._room():
             self.threads += 1
             self._idle += 1  # counted idle from now: it is on its way to the queue
-            threading.Thread(target=self._serve, name=f"vas-worker-{self.threads}", daemon=True).start()
+            try:
+                threading.Thread(target=self._serve, name=f"vas-worker-{self.threads}", daemon=True).start()
+            except BaseException:  # not started: count no thread that does not exist
+                self.threads -= 1
+                self._idle -= 1
+                raise
 
     def _serve(self) -> None:
         me = threading.current_thread()

@@ -186,6 +186,9 @@ def test_the_most_recently_idle_thread_takes_the_next_call():
         done = threading.Event()
         workers.submit(lambda: (ran.append(threading.get_ident()), done.set()), "one")  # noqa: B023
         assert done.wait(5)
+        deadline = time.monotonic() + 5  # done is set before its thread is back: wait for it
+        while len(getattr(workers, "_parked", [None] * 8)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.001)
     assert len(set(ran)) == 1 and workers.threads == 8
 
 
