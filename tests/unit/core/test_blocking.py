@@ -192,6 +192,28 @@ def test_the_most_recently_idle_thread_takes_the_next_call():
     assert len(set(ran)) == 1 and workers.threads == 8
 
 
+def test_a_thread_that_cannot_start_fails_its_call_which_never_runs(monkeypatch):
+    """The system refuses a thread (EAGAIN: a process limit, no memory): the caller gets the error,
+    the call is not run later behind its back, and no thread is counted that does not exist."""
+    workers = Workers(max_threads=4)
+    start = threading.Thread.start
+
+    def refused(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    ran: list[str] = []
+    with pytest.raises(RuntimeError):
+        workers.submit(lambda: ran.append("refused"), "refused")
+    assert (workers.threads, workers._idle, workers._queued) == (0, 0, 0)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    done = threading.Event()
+    workers.submit(lambda: (ran.append("next"), done.set()), "next")
+    assert done.wait(5)
+    time.sleep(0.1)
+    assert ran == ["next"] and workers.threads == 1
+
+
 def test_a_pool_keeps_the_order_raises_the_first_error_and_reuses_its_threads():
     fan = blocking.pool("test-fan", 3)
     assert fan.map(lambda x: x * 2, range(10)) == [x * 2 for x in range(10)]
