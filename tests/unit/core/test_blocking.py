@@ -172,24 +172,25 @@ def test_the_most_recently_idle_thread_takes_the_next_call():
     """Each thread keeps glibc's cache of the chunks it freed: calls spread over every thread in
     turn grow every cache; on the last thread to go idle they grow one."""
     workers = Workers(max_threads=8)
+
+    def all_parked() -> None:  # a job's last act comes before its thread is back waiting for work
+        deadline = time.monotonic() + 5
+        while len(workers._parked) < 8 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert workers.threads == 8 and len(workers._parked) == 8
+
     gate = threading.Barrier(9)
     for _ in range(8):  # eight at once: eight threads
         workers.submit(lambda: gate.wait(5), "hold")
     gate.wait(5)
-    deadline = time.monotonic() + 5
-    while workers._idle < 8 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)  # on their way to wait for work
-    assert workers.threads == 8 and workers._idle == 8
+    all_parked()
     ran: list[int] = []
     for _ in range(50):  # one at a time, as a quiet agent's checks come
         done = threading.Event()
         workers.submit(lambda: (ran.append(threading.get_ident()), done.set()), "one")  # noqa: B023
         assert done.wait(5)
-        deadline = time.monotonic() + 5  # done is set before its thread is back: wait for it
-        while len(getattr(workers, "_parked", [None] * 8)) < 8 and time.monotonic() < deadline:
-            time.sleep(0.001)
-    assert len(set(ran)) == 1 and workers.threads == 8
+        all_parked()
+    assert len(set(ran)) == 1
 
 
 def test_a_thread_that_cannot_start_fails_its_call_which_never_runs(monkeypatch):
