@@ -11,7 +11,10 @@ What it shows
     cache look in use: a few per size.
     A chunk in a thread's cache (glibc's tcache: up to 7 free chunks per size up to 1 KiB,
     per thread, reusable by that thread only) counts as ``cached``, not in use: it carries
-    the process's tcache key, a random word no pointer equals.
+    the process's tcache key, a random word no pointer equals.  Each thread's cache keeps its
+    counts in a chunk of its own (``tcache_perthread_struct``); the census finds those and
+    prints what each thread's cache holds, per heap: caches filling over many threads show
+    as many mid-sized figures that grow between two looks (up to 240 KiB a thread).
     ``--then S`` looks again S seconds later and prints the kinds whose bytes changed most
     per heap: memory moving between arenas shows as the same kind and size leaving one heap
     and arriving in another (the index's arrays did, before remove_names worked in place).
@@ -43,6 +46,7 @@ class Heap:
     in_use: int = 0
     free: int = 0
     cached: int = 0  # free chunks held in threads' caches (tcache)
+    caches: list[int] = field(default_factory=list)  # bytes held by each thread cache kept in this heap
     top: int = 0
     kinds: collections.Counter = field(default_factory=collections.Counter)  # (kind, KiB) -> bytes
     counts: collections.Counter = field(default_factory=collections.Counter)  # (kind, KiB) -> chunks
@@ -114,6 +118,21 @@ def chunks(data: bytes) -> list[tuple[int, int]]:
 
 #: The largest chunk a thread's cache holds (glibc's default tcache_max_bytes, 1032 B, as a chunk).
 TCACHE_MAX_CHUNK = 1040
+#: A thread's cache's own chunk: ``uint16_t counts[64]`` then ``tcache_entry *entries[64]`` (glibc 2.30+).
+TCACHE_STRUCT_CHUNK, TCACHE_BINS, TCACHE_COUNT = 0x290, 64, 7
+
+
+def thread_cache(data: bytes, user: int) -> int | None:
+    """The bytes a thread's cache holds, when the chunk at ``user`` is one's bookkeeping
+    (every count at most 7, a bin's head set exactly when its count is not 0), else None."""
+    counts = struct.unpack_from(f"<{TCACHE_BINS}H", data, user)
+    heads = struct.unpack_from(f"<{TCACHE_BINS}Q", data, user + 2 * TCACHE_BINS)
+    if not any(counts) and not any(heads):
+        return 0
+    for n, head in zip(counts, heads, strict=True):
+        if n > TCACHE_COUNT or (n == 0) != (head == 0) or (head and not 0x10000 < head < 1 << 47):
+            return None
+    return sum(n * (32 + 16 * i) for i, n in enumerate(counts))
 
 
 def tcache_key(heaps: list[tuple[bytes, list[tuple[int, int]]]]) -> bytes | None:
@@ -159,6 +178,8 @@ def census(pid: int) -> list[Heap]:
                 if size <= TCACHE_MAX_CHUNK and data[pos + 24:pos + 32] == tkey:
                     heap.cached += size
                     continue
+                if size == TCACHE_STRUCT_CHUNK and (held := thread_cache(data, pos + 16)) is not None:
+                    heap.caches.append(held)
                 key = (kind_of(mem, data, pos + 16), size >> 10)
                 heap.in_use += size
                 heap.kinds[key] += size
@@ -177,6 +198,9 @@ def show(heaps: list[Heap], top: int) -> None:
     for h in heaps:
         print(f"{h.name}: in use {mib(h.in_use)}, free {mib(h.free)}, in threads' caches {mib(h.cached)}, "
               f"top chunk {mib(h.top)}")
+        if h.caches:
+            held = sorted(h.caches, reverse=True)
+            print(f"    threads' caches kept here: {len(held)}, KiB each: {' '.join(str(n >> 10) for n in held)}")
         by_kind: collections.Counter = collections.Counter()
         for (kind, _), n in h.kinds.items():
             by_kind[kind] += n
@@ -190,6 +214,9 @@ def changes(before: list[Heap], after: list[Heap], top: int) -> None:
         was = old.get(h.name, Heap(h.name))
         print(f"{h.name}: in use {mib(was.in_use)} -> {mib(h.in_use)}, free {mib(was.free)} -> {mib(h.free)}, "
               f"in threads' caches {mib(was.cached)} -> {mib(h.cached)}, top chunk {mib(was.top)} -> {mib(h.top)}")
+        if h.caches:
+            print(f"    threads' caches, KiB each: {' '.join(str(n >> 10) for n in sorted(was.caches, reverse=True))}"
+                  f" -> {' '.join(str(n >> 10) for n in sorted(h.caches, reverse=True))}")
         keys = set(was.kinds) | set(h.kinds)
         moved = sorted(keys, key=lambda k: -abs(h.kinds[k] - was.kinds[k]))
         for key in moved[:top]:

@@ -1,5 +1,5 @@
 """bench/heap_census.py on a real process: it finds the chunks a Python child made, by kind,
-and the free ones its thread keeps cached."""
+and the free ones its thread keeps cached, with that thread's cache's own count."""
 from __future__ import annotations
 
 import collections
@@ -37,5 +37,7 @@ def test_the_census_finds_a_childs_objects_and_buffers_by_kind():
     assert counts[("bytes", 19)] >= 300
     assert counts[("buffer:epoch-doubles", 15)] >= 50
     assert sum(h.cached for h in heaps) >= 7 * 640  # 633-byte objects: 640-byte chunks
+    # The main thread's cache's own bookkeeping is found, and says it holds those seven at least.
+    assert max(held for h in heaps for held in h.caches) >= 7 * 640
     for h in heaps:
         assert h.in_use >= sum(h.kinds.values()) and h.top > 0
