@@ -444,7 +444,7 @@ class Stream:
         if self.cfg.reports_progress:
             if self.cfg.command is None and self.cfg.recording.enabled and self.rtp_running is not None:
                 return [asyncio.get_running_loop().create_task(watch_recording(
-                    launch.recording_dir, self.cfg.recording.segment_duration,
+                    Path(launch.playlist), self.cfg.recording.segment_duration,
                     media_flowing=lambda: self.state in (StreamState.READY, StreamState.LIVE),
                     reopen=self._reopen_recording))]
             return []

@@ -4,6 +4,7 @@ place, and the watch that reopens a recording output that stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -89,9 +90,17 @@ async def test_stall_timeout_from_0_to_positive_arms_the_running_process(tmp_pat
 async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tmp_path):
     from agent.supervise.stall import watch_recording
     reopened = asyncio.Event()
-    (tmp_path / "old.ts").write_bytes(b"x")
-    task = asyncio.create_task(watch_recording(tmp_path, 1.0, media_flowing=lambda: True, reopen=reopened.set))
-    await asyncio.wait_for(reopened.wait(), 20)  # no new segment for 10 s while media flows
+    playlist = tmp_path / "index.m3u8"
+    playlist.write_bytes(b"#EXTM3U\n")
+    task = asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    # Files written into the folder are not segments FFmpeg finished: only a new playlist says so.
+    for i in range(20):
+        (tmp_path / f"stray{i}.ts").write_bytes(b"x")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(reopened.wait(), 1)  # no new playlist for 10 s while media flows
+        if reopened.is_set():
+            break
+    assert reopened.is_set()
     await task
 
 
@@ -99,9 +108,12 @@ async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tm
 async def test_a_growing_recording_is_left_alone(tmp_path):
     from agent.supervise.stall import watch_recording
     reopened = asyncio.Event()
-    task = asyncio.create_task(watch_recording(tmp_path, 1.0, media_flowing=lambda: True, reopen=reopened.set))
-    for i in range(7):  # a new segment every 2 s for 14 s
+    playlist = tmp_path / "index.m3u8"
+    task = asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    for i in range(7):  # a segment every 2 s for 14 s, and its playlist renamed into place as FFmpeg does
         (tmp_path / f"{i}.ts").write_bytes(b"x")
+        (tmp_path / "index.m3u8.tmp").write_text(f"#EXTM3U\n#EXTINF:2,\n{i}.ts\n")
+        os.replace(tmp_path / "index.m3u8.tmp", playlist)
         await asyncio.sleep(2)
     assert not reopened.is_set()
     task.cancel()
