@@ -1,18 +1,15 @@
-"""CPU of one look of the recording and growth watches, against the folder scan they replaced, by folder size.
+"""CPU of one look of the recording watch, against the folder scan it replaced, by folder size.
 
 What it measures
     A templated stream with a tee output (HLS recording + RTP into the SFU) has its recording
     watched every 2 s (``agent/supervise/stall.py`` watch_recording: a dropped recording output
     is reopened once the disk has room).  The watch looks at the playlist FFmpeg renames into
     place after each segment: one ``stat``.  Before, it scanned the folder for its newest file
-    (``os.scandir`` + a ``stat`` per entry), so its cost grew with the footage kept.  A command
-    without progress reports (``watch_growth``) shows progress by writing into the folder: an
-    inotify watch read without blocking (``agent/supervise/dir_writes.py``) and one ``stat`` of
-    the file last made, where it was the same scan.  A folder
+    (``os.scandir`` + a ``stat`` per entry), so its cost grew with the footage kept: a folder
     holds retention / segment duration segments: 43,200 for a day of 2 s segments.
     For each --sizes folder (real empty segment files on the temp directory's file system) it
-    prints the CPU per look (the playlist's stat, the inotify read + stat, the scan) and what 20
-    streams' looks every 2 s cost as a share of one core.
+    prints the CPU per look, ours and the scan's, and what 20 streams' looks every 2 s cost as
+    a share of one core.
 
 How to run
     .venv/bin/python bench/recording_watch.py
@@ -28,7 +25,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from agent.supervise.dir_writes import DirWrites  # noqa: E402
 from agent.supervise.stall import GROWTH_CHECK_INTERVAL, _mtime  # noqa: E402
 
 STREAMS = 20
@@ -41,14 +37,7 @@ def scan_newest(directory: Path) -> float:
                    default=0.0)
 
 
-def growth_look(args: tuple[DirWrites, int, Path]) -> float:
-    """The growth watch's look: the events read, then the file last made looked at."""
-    writes, wd, hot = args
-    writes.take(wd)
-    return _mtime(hot)
-
-
-def cpu_per_call(fn: object, arg: object, looks: int) -> float:
+def cpu_per_call(fn: object, arg: Path, looks: int) -> float:
     """CPU seconds of one ``fn(arg)``, the best of 3 rounds of ``looks`` calls."""
     best = float("inf")
     for _ in range(3):
@@ -64,9 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="0,1300,10000,43200", help="segments in the folder, comma-separated")
     parser.add_argument("--looks", type=int, default=50, help="looks per round (3 rounds, best kept)")
     args = parser.parse_args(argv)
-    print(f"{'segments':>9}  {'playlist stat':>13}  {'read + stat':>13}  {'scan (before)':>14}  {STREAMS} streams "
-          f"every {GROWTH_CHECK_INTERVAL:g} s, % of a core: stat / read+stat / scan")
-    writes = DirWrites()
+    print(f"{'segments':>9}  {'watch (stat)':>13}  {'scan (before)':>14}  {STREAMS} streams every "
+          f"{GROWTH_CHECK_INTERVAL:g} s, % of a core: watch / scan")
     with tempfile.TemporaryDirectory(prefix="vas-recwatch-") as tmp:
         folder = Path(tmp) / "cam"
         folder.mkdir()
@@ -77,16 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                 (folder / f"cam_20261129T000000000Z_{i:06d}.ts").touch()
             made = max(made, size)
             ours = cpu_per_call(_mtime, folder / "index.m3u8", args.looks * 20)
-            wd = writes.watch(folder)
-            try:
-                (folder / "index.m3u8").write_text("#EXTM3U\n")  # one event waiting, as after a write
-                read = cpu_per_call(growth_look, (writes, wd, folder / "index.m3u8"), args.looks * 20)
-            finally:
-                writes.unwatch(wd)
             scan = cpu_per_call(scan_newest, folder, max(3, args.looks * 1300 // max(size, 1300)))
             rate = STREAMS / GROWTH_CHECK_INTERVAL
-            print(f"{size:9d}  {ours * 1e6:10.1f} µs  {read * 1e6:10.1f} µs  {scan * 1e6:11.1f} µs  "
-                  f"{ours * rate * 100:.3f} % / {read * rate * 100:.3f} % / {scan * rate * 100:.2f} %")
+            print(f"{size:9d}  {ours * 1e6:10.1f} µs  {scan * 1e6:11.1f} µs  "
+                  f"{ours * rate * 100:.3f} % / {scan * rate * 100:.2f} %")
     return 0
 
 

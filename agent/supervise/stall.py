@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -120,64 +119,10 @@ GROWTH_CHECK_INTERVAL = 2.0
 
 
 async def watch_growth(directory: Path, stall: StallWatch, on_growth: Callable[[], None]) -> None:
-    """Progress for commands that report none: a file in the recording directory written
-    (inotify, agent/supervise/dir_writes.py; a scan of the folder when no watch can be had)."""
+    """Progress for commands that report none: a newer file in the recording directory."""
     from agent.blocking import in_thread
-    from agent.supervise.dir_writes import shared
     key = f"growth:{directory}"  # one stuck check per directory at most, not one per 2 s
-    try:
-        writes = shared()
-    except OSError as exc:
-        _say_once(f"no inotify instance ({exc.strerror}); looking for new recording files by scanning "
-                  "every 2 s instead (fs.inotify.max_user_instances)")
-        return await _scan_growth(directory, stall, on_growth, key)
-    try:
-        wd = await in_thread(lambda: writes.watch(directory), timeout=10, name="growth", key=key)
-    except (TimeoutError, OSError) as exc:
-        _say_once(f"recording directory {directory}: no inotify watch ({exc}); looking for new files "
-                  "by scanning it every 2 s instead")
-        return await _scan_growth(directory, stall, on_growth, key)
-    try:
-        # Events come per file (created, closed, moved in), not per write: between them, the file
-        # last named (the one being written) is looked at, one stat a check.
-        hot, hot_mtime = await in_thread(lambda: _newest_file(directory), timeout=10, name="growth", key=key)
-        while not writes.gone(wd):
-            await asyncio.sleep(GROWTH_CHECK_INTERVAL)
-            named = writes.take(wd)
-            grew = named is not None
-            hot = named or hot
-            if hot is not None:
-                try:
-                    now = await in_thread(partial(_mtime, directory / hot), timeout=10, name="growth", key=key)
-                except (TimeoutError, OSError):
-                    now = hot_mtime  # a slow disk is no progress: the stall timer decides
-                grew, hot_mtime = grew or now > hot_mtime, now
-            if grew:
-                stall.touch()
-                on_growth()
-    except (TimeoutError, OSError):
-        pass  # the first look failed: scanned below, as the stall timer decides
-    finally:
-        writes.unwatch(wd)
-    await _scan_growth(directory, stall, on_growth, key)  # the directory went away: the stall timer decides
-
-
-_said: set[str] = set()
-
-
-def _say_once(message: str) -> None:
-    if message not in _said:
-        _said.add(message)
-        log.warning("%s", message)
-
-
-async def _scan_growth(directory: Path, stall: StallWatch, on_growth: Callable[[], None], key: str) -> None:
-    """A newer file in the directory, by a scan of it every 2 s (its cost grows with its files)."""
-    from agent.blocking import in_thread
-    try:
-        newest = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="growth", key=key)
-    except (TimeoutError, OSError):
-        newest = 0.0
+    newest = await in_thread(lambda: _newest_mtime(directory), timeout=10, name="growth", key=key)
     while True:
         await asyncio.sleep(GROWTH_CHECK_INTERVAL)
         try:
@@ -188,19 +133,6 @@ async def _scan_growth(directory: Path, stall: StallWatch, on_growth: Callable[[
             newest = now
             stall.touch()
             on_growth()
-
-
-def _newest_file(directory: Path) -> tuple[str | None, float]:
-    """The file directly in ``directory`` modified last, and its mtime (None, 0 when none)."""
-    newest: tuple[str | None, float] = (None, 0.0)
-    try:
-        with os.scandir(directory) as entries:
-            for e in entries:
-                if e.is_file(follow_symlinks=False) and (mtime := e.stat(follow_symlinks=False).st_mtime) > newest[1]:
-                    newest = (e.name, mtime)
-    except FileNotFoundError:
-        pass
-    return newest
 
 
 def _newest_mtime(directory: Path) -> float:
