@@ -147,13 +147,16 @@ def _newest_mtime(directory: Path) -> float:
 
 #: Free bytes the recording filesystem needs before a dropped recording output is reopened.
 REOPEN_FREE_BYTES = 64 << 20
+#: Free inodes it needs too (each segment and each playlist's temporary file takes one): out of
+#: inodes, FFmpeg drops the output however many bytes are free.
+REOPEN_FREE_INODES = 64
 
 
 async def watch_recording(playlist: Path, segment_duration: float, *, media_flowing: Callable[[], bool],
                           reopen: Callable[[], None]) -> None:
-    """The recording half of a tee output (HLS + RTP) stays dropped after a failure (disk
-    full): when no segment appears for a while although media flows, and the disk has
-    room again, ask for the process to be restarted so recording resumes by itself.
+    """The recording half of a tee output (HLS + RTP) stays dropped after a failure (out of
+    inodes, say): when no segment appears for a while although media flows, and the disk has
+    room again (bytes and inodes), ask for the process to be restarted so recording resumes by itself.
 
     FFmpeg renames a new ``playlist`` into place as each segment completes, so its mtime is the
     newest segment's: one ``stat`` a check, however many segments the folder holds (a scan of
@@ -172,10 +175,10 @@ async def watch_recording(playlist: Path, segment_duration: float, *, media_flow
                 continue
             if time.monotonic() - since <= quiet_after or not media_flowing():
                 continue
-            free = await in_thread(lambda: _free_bytes(playlist.parent), timeout=10, name="recording-watch", key=key)
+            room = await in_thread(lambda: _has_room(playlist.parent), timeout=10, name="recording-watch", key=key)
         except (TimeoutError, OSError):
             continue
-        if free >= REOPEN_FREE_BYTES:
+        if room:
             reopen()
             return
 
@@ -188,6 +191,9 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _free_bytes(directory: Path) -> int:
+def _has_room(directory: Path) -> bool:
+    """REOPEN_FREE_BYTES and REOPEN_FREE_INODES free where ``directory`` is (a file system that
+    counts no inodes, ``f_files`` 0, by bytes alone)."""
     st = os.statvfs(directory)
-    return st.f_bavail * st.f_frsize
+    return (st.f_bavail * st.f_frsize >= REOPEN_FREE_BYTES
+            and (st.f_files == 0 or st.f_favail >= REOPEN_FREE_INODES))

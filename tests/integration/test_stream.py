@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ QUICK = RestartPolicy(initial_delay=0.05, multiplier=2, max_delay=0.5, jitter=0,
 
 
 def stream_config(command: tuple[str, ...], **kw) -> StreamConfig:
-    return StreamConfig(id="cam", url="rtsp://admin:pw@cam/", command=command, restart=QUICK,
-                        stall_timeout=0, stop_timeout=2, recording=RecordingConfig(enabled=False), **kw)
+    return StreamConfig(**{"id": "cam", "url": "rtsp://admin:pw@cam/", "command": command, "restart": QUICK,
+                           "stall_timeout": 0, "stop_timeout": 2, "recording": RecordingConfig(enabled=False), **kw})
 
 
 def host(tmp_path: Path) -> Host:
@@ -88,20 +89,36 @@ async def test_stall_timeout_from_0_to_positive_arms_the_running_process(tmp_pat
 
 @pytest.mark.slow
 async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tmp_path):
+    """Out of inodes (a real tmpfs), FFmpeg drops the output however many bytes are free: the
+    watch waits for inodes too, then reopens it."""
     from agent.supervise.stall import watch_recording
-    reopened = asyncio.Event()
-    playlist = tmp_path / "index.m3u8"
-    playlist.write_bytes(b"#EXTM3U\n")
-    task = asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True, reopen=reopened.set))
-    # Files written into the folder are not segments FFmpeg finished: only a new playlist says so.
-    for i in range(20):
-        (tmp_path / f"stray{i}.ts").write_bytes(b"x")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(reopened.wait(), 1)  # no new playlist for 10 s while media flows
-        if reopened.is_set():
-            break
-    assert reopened.is_set()
-    await task
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m,nr_inodes=128", "tmpfs", str(folder)], check=True)
+    try:
+        playlist = folder / "index.m3u8"
+        playlist.write_bytes(b"#EXTM3U\n")
+        stray = folder / "stray.ts"
+        stray.write_bytes(b"x")
+        fillers = []
+        with contextlib.suppress(OSError):
+            for i in range(256):
+                (folder / f"filler{i}").touch()
+                fillers.append(folder / f"filler{i}")
+        reopened = asyncio.Event()
+        task = asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+        # A file written in the folder is no segment FFmpeg finished: only a new playlist says so.
+        for _ in range(14):  # past the 10 s of quiet, with 128 MiB but no inode free: not reopened
+            with open(stray, "ab") as f:
+                f.write(b"x")
+            await asyncio.sleep(1)
+        assert not reopened.is_set()
+        for filler in fillers:
+            filler.unlink()
+        await asyncio.wait_for(reopened.wait(), 6)  # inodes free again
+        await task
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 @pytest.mark.slow
@@ -117,6 +134,42 @@ async def test_a_growing_recording_is_left_alone(tmp_path):
         await asyncio.sleep(2)
     assert not reopened.is_set()
     task.cancel()
+
+
+#: A command without progress reports that keeps one file open in its recording directory and
+#: writes to it every 0.3 s while ``$2/write`` exists (as FFmpeg's segment muxer with flush_packets does): its progress.
+WRITER = ("/bin/sh", "-c", 'exec 3>>"$1/seg.ts.tmp"; while :; do [ -e "$2/write" ] && echo x >&3; sleep 0.3; done',
+          "writer", "{recording_dir}")
+
+
+@pytest.mark.slow
+async def test_a_command_without_progress_lives_by_its_writes_and_deletions_are_not_progress(tmp_path):
+    control = tmp_path / "control"
+    control.mkdir()
+    (control / "write").touch()
+    cfg = stream_config((*WRITER, str(control)), stall_timeout=3, ready_after=60,
+                        recording=RecordingConfig(enabled=True, retention=0))
+    stream = Stream(cfg, host(tmp_path / "rec"))
+    stream.start()
+    try:
+        # Live from its first write (ready_after alone would take 60 s), and never stalled while writing.
+        await wait_until(lambda: stream.state is StreamState.LIVE, 5, "live from the first write")
+        first = stream.pid
+        folder = tmp_path / "rec" / "cam"
+        for i in range(200):  # footage for "retention" to delete below
+            (folder / f"old{i}.ts").touch()
+        await asyncio.sleep(4.5)
+        assert stream.pid == first and stream.restart_reasons["stall"] == 0
+        # It stops writing; old footage deleted from its folder meanwhile is no progress: a stall.
+        (control / "write").unlink()
+        for i in range(200):
+            (folder / f"old{i}.ts").unlink()
+            if stream.restart_reasons["stall"]:
+                break
+            await asyncio.sleep(0.05)
+        await wait_until(lambda: stream.restart_reasons["stall"] == 1, 8, "a stall kill")
+    finally:
+        await stream.close()
 
 
 async def test_what_a_process_left_in_its_group_dies_with_it_and_does_not_delay_the_respawn(tmp_path):
