@@ -22,7 +22,10 @@ The most recently idle thread takes the next call, so a quiet agent's calls run 
 two threads and the others stay parked.  Each thread keeps glibc's cache of the chunks it
 freed (up to 7 per size up to 1 KiB, reusable by that thread only): calls spread over every
 thread in turn fill every thread's cache, slowly (in a 20-stream soak: 2.9 MiB in 44 threads'
-caches at minute 80, still growing ~1 MiB/h, `bench/heap_census.py`).
+caches at minute 80, still growing ~1 MiB/h, `bench/heap_census.py`).  Calls due together
+(every stream's check, in step since the streams started together) wake no thread each: they
+queue behind the thread already woken, and a lookout wakes more only for calls still waiting
+``LOOKOUT`` later (the thread ahead of them is stuck).
 A call with a ``key`` (a directory watched every 2 s) fails at once while the previous
 call with that key is still stuck, so one hung mount holds a thread per key, not a new
 one per check.
@@ -40,6 +43,7 @@ import asyncio
 import collections
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -53,6 +57,8 @@ MAX_THREADS = 32
 MAX_QUEUED = 1024
 #: Written-off threads (still stuck in a call nobody waits for) at most; past it, stuck ones count again.
 MAX_WRITTEN_OFF = 256
+#: Seconds a call may wait for a thread already on its way to the queue before another is woken for it.
+LOOKOUT = 0.01
 
 #: A job may return what delivers its answer: run once its thread counts as idle again, so a caller
 #: that submits its next call on the answer finds that thread free instead of starting one.
@@ -61,7 +67,14 @@ _Job = Callable[[], object]
 
 class Workers:
     """Long-lived daemon threads running jobs from one queue, started as calls need them; the
-    most recently idle thread takes the next job (the others stay parked)."""
+    most recently idle thread takes the next job (the others stay parked).
+
+    A call wakes (or starts) a thread only when no thread is on its way to the queue; while one
+    is, the call waits for it, and the lookout (one more thread, asleep while nothing waits)
+    wakes a thread for each call still waiting ``LOOKOUT`` seconds later (the threads ahead are
+    slow or stuck).  Checks that fall due together (20 streams' every 2 s, started together and
+    so in step) come in one tick of the loop: a thread woken per call spread them over 20 threads,
+    every 2 s, and every thread's malloc cache grew; they now run one after another on one."""
 
     def __init__(self, max_threads: int = MAX_THREADS, max_queued: int = MAX_QUEUED) -> None:
         self._jobs: collections.deque[_Job] = collections.deque()  # under the lock
@@ -70,28 +83,29 @@ class Workers:
         self._max_threads, self._max_queued = max_threads, max_queued
         self.threads = 0  # counted against max_threads: not written off
         self.written_off = 0  # stuck in a call whose caller gave up; they leave when it returns
-        self._idle = 0
+        self._idle = 0  # threads not in a call: parked, or on their way to the queue
         self._queued = 0
         self._running: dict[_Job, threading.Thread] = {}
         self._gone: set[threading.Thread] = set()
+        self._lookout: threading.Thread | None = None
+        self._look = threading.Condition(self._lock)  # the lookout sleeps on it while nothing waits
+        self._look_due = False  # a call waits for a thread on its way: the lookout checks on it
 
     def submit(self, job: _Job, name: str) -> None:
         """Run ``job()`` on a worker; ``TimeoutError`` when every worker is stuck and the queue is full."""
         with self._lock:
             if self._idle <= self._queued and self._queued >= self._max_queued and not self._room():
                 raise TimeoutError(f"{name}: all {self.threads} worker threads are stuck (a hung file system?)")
-            self._queued += 1
-            try:
-                self._grow()
-            except BaseException:  # no thread could start (EAGAIN): the call fails and is never run
-                self._queued -= 1
-                raise
-            self._jobs.append(job)
-            # A thread idle but not parked (done with a call, on its way back) takes it: wake one
-            # only when those are fewer than the jobs waiting.
             wake = None
-            if self._parked and len(self._jobs) > self._idle - len(self._parked):
+            if (awake := self._idle - len(self._parked)) > 0:  # a thread on its way to the queue takes it
+                if self._queued >= awake:  # after those queued before it: the lookout sees it is taken
+                    self._watch_queue()
+            elif self._parked:
                 wake = self._parked.pop()
+            elif self._room():
+                self._start()  # EAGAIN raised here: the call fails and is never run
+            self._queued += 1
+            self._jobs.append(job)
         if wake is not None:
             wake.release()
 
@@ -105,23 +119,68 @@ class Workers:
             self._gone.add(thread)
             self.threads -= 1
             self.written_off += 1
-            self._grow()  # calls already queued behind it get a thread now
-            return True
+            wakes = self._catch_up()  # calls already queued behind it get a thread now
+        for wake in wakes:
+            wake.release()
+        return True
 
     def _room(self) -> bool:
         return self.threads < self._max_threads
 
-    def _grow(self) -> None:
-        """Start a thread when the queued calls outnumber the idle threads (under the lock)."""
-        if self._idle < self._queued and self._room():
-            self.threads += 1
-            self._idle += 1  # counted idle from now: it is on its way to the queue
+    def _start(self) -> None:
+        """Start a thread, counted idle from now: it is on its way to the queue (under the lock)."""
+        self.threads += 1
+        self._idle += 1
+        try:
+            threading.Thread(target=self._serve, name=f"vas-worker-{self.threads}", daemon=True).start()
+        except BaseException:  # not started: count no thread that does not exist
+            self.threads -= 1
+            self._idle -= 1
+            raise
+
+    def _catch_up(self) -> list[threading.Lock]:
+        """A thread for every queued call that no thread on its way to the queue will take: parked
+        ones to wake (returned, released by the caller), new ones while there is room (under the lock)."""
+        waiting = self._queued - (self._idle - len(self._parked))
+        wakes = []
+        while waiting > 0 and self._parked:
+            wakes.append(self._parked.pop())
+            waiting -= 1
+        try:
+            while waiting > 0 and self._room():
+                self._start()
+                waiting -= 1
+        except BaseException:  # EAGAIN: the calls wait for the threads there are
+            pass
+        return wakes
+
+    def _watch_queue(self) -> None:
+        """Have the lookout check, ``LOOKOUT`` from now, that the calls queued were taken (under the lock)."""
+        if self._look_due:
+            return
+        self._look_due = True
+        if self._lookout is None:
             try:
-                threading.Thread(target=self._serve, name=f"vas-worker-{self.threads}", daemon=True).start()
-            except BaseException:  # not started: count no thread that does not exist
-                self.threads -= 1
-                self._idle -= 1
-                raise
+                self._lookout = threading.Thread(target=self._keep_lookout, name="vas-workers-lookout", daemon=True)
+                self._lookout.start()
+            except BaseException:  # no lookout (EAGAIN): every call wakes its own thread, as it must then
+                self._lookout, self._look_due = None, False
+                for wake in self._catch_up():
+                    wake.release()
+        else:
+            self._look.notify()
+
+    def _keep_lookout(self) -> None:
+        with self._lock:
+            while True:
+                while not self._look_due:
+                    self._look.wait()
+                deadline = time.monotonic() + LOOKOUT
+                while (left := deadline - time.monotonic()) > 0:
+                    self._look.wait(left)
+                self._look_due = False
+                for wake in self._catch_up():
+                    wake.release()
 
     def _serve(self) -> None:
         me = threading.current_thread()
