@@ -24,8 +24,8 @@ freed (up to 7 per size up to 1 KiB, reusable by that thread only): calls spread
 thread in turn fill every thread's cache, slowly (in a 20-stream soak: 2.9 MiB in 44 threads'
 caches at minute 80, still growing ~1 MiB/h, `bench/heap_census.py`).  Calls due together
 (every stream's check, in step since the streams started together) wake no thread each: they
-queue behind the thread already woken, and a lookout wakes more only for calls still waiting
-``LOOKOUT`` later (the thread ahead of them is stuck).
+queue behind the thread already woken, and a lookout wakes one more whenever no call has
+been taken off the queue for ``LOOKOUT`` (the threads ahead are stuck).
 A call with a ``key`` (a directory watched every 2 s) fails at once while the previous
 call with that key is still stuck, so one hung mount holds a thread per key, not a new
 one per check.
@@ -57,7 +57,7 @@ MAX_THREADS = 32
 MAX_QUEUED = 1024
 #: Written-off threads (still stuck in a call nobody waits for) at most; past it, stuck ones count again.
 MAX_WRITTEN_OFF = 256
-#: Seconds a call may wait for a thread already on its way to the queue before another is woken for it.
+#: Seconds queued calls may go untaken (the threads ahead are stuck) before one more thread is woken.
 LOOKOUT = 0.01
 
 #: A job may return what delivers its answer: run once its thread counts as idle again, so a caller
@@ -70,9 +70,9 @@ class Workers:
     most recently idle thread takes the next job (the others stay parked).
 
     A call wakes (or starts) a thread only when no thread is on its way to the queue; while one
-    is, the call waits for it, and the lookout (one more thread, asleep while nothing waits)
-    wakes a thread for each call still waiting ``LOOKOUT`` seconds later (the threads ahead are
-    slow or stuck).  Checks that fall due together (20 streams' every 2 s, started together and
+    is, the call waits for it, and the lookout (one more thread, asleep while the queue is empty)
+    wakes one more thread whenever no call was taken off the queue for ``LOOKOUT`` seconds (the
+    threads ahead are stuck: a hung mount).  Checks that fall due together (20 streams' every 2 s, started together and
     so in step) come in one tick of the loop: a thread woken per call spread them over 20 threads,
     every 2 s, and every thread's malloc cache grew; they now run one after another on one."""
 
@@ -89,7 +89,9 @@ class Workers:
         self._gone: set[threading.Thread] = set()
         self._lookout: threading.Thread | None = None
         self._look = threading.Condition(self._lock)  # the lookout sleeps on it while nothing waits
-        self._look_due = False  # a call waits for a thread on its way: the lookout checks on it
+        self._look_due = False  # calls are queued: the lookout checks that they are being taken
+        self._taken = 0  # calls taken off the queue so far
+        self._look_taken = 0  # ... when the lookout last looked
 
     def submit(self, job: _Job, name: str) -> None:
         """Run ``job()`` on a worker; ``TimeoutError`` when every worker is stuck and the queue is full."""
@@ -119,8 +121,10 @@ class Workers:
             self._gone.add(thread)
             self.threads -= 1
             self.written_off += 1
-            wakes = self._catch_up()  # calls already queued behind it get a thread now
-        for wake in wakes:
+            wake = self._one_more() if self._jobs else None  # calls queued behind it get a thread now
+            if self._jobs:
+                self._watch_queue()
+        if wake is not None:
             wake.release()
         return True
 
@@ -138,39 +142,38 @@ class Workers:
             self._idle -= 1
             raise
 
-    def _catch_up(self) -> list[threading.Lock]:
-        """A thread for every queued call that no thread on its way to the queue will take: parked
-        ones to wake (returned, released by the caller), new ones while there is room (under the lock)."""
-        waiting = self._queued - (self._idle - len(self._parked))
-        wakes = []
-        while waiting > 0 and self._parked:
-            wakes.append(self._parked.pop())
-            waiting -= 1
-        try:
-            while waiting > 0 and self._room():
+    def _one_more(self) -> threading.Lock | None:
+        """One more thread for the queue: a parked one (returned: the caller releases it) or a new
+        one while there is room; None for a new one and when neither (under the lock)."""
+        if self._parked:
+            return self._parked.pop()
+        if self._room():
+            try:
                 self._start()
-                waiting -= 1
-        except BaseException:  # EAGAIN: the calls wait for the threads there are
-            pass
-        return wakes
+            except BaseException:  # EAGAIN: the calls wait for the threads there are
+                pass
+        return None
 
     def _watch_queue(self) -> None:
-        """Have the lookout check, ``LOOKOUT`` from now, that the calls queued were taken (under the lock)."""
+        """Have the lookout check every ``LOOKOUT`` that queued calls are being taken (under the lock)."""
         if self._look_due:
             return
-        self._look_due = True
-        if self._lookout is None:
-            try:
-                self._lookout = threading.Thread(target=self._keep_lookout, name="vas-workers-lookout", daemon=True)
-                self._lookout.start()
-            except BaseException:  # no lookout (EAGAIN): every call wakes its own thread, as it must then
-                self._lookout, self._look_due = None, False
-                for wake in self._catch_up():
-                    wake.release()
-        else:
+        self._look_due, self._look_taken = True, self._taken
+        if self._lookout is not None:
             self._look.notify()
+            return
+        try:
+            self._lookout = threading.Thread(target=self._keep_lookout, name="vas-workers-lookout", daemon=True)
+            self._lookout.start()
+        except BaseException:  # no lookout (EAGAIN): one more thread now, as it would have woken
+            self._lookout, self._look_due = None, False
+            wake = self._one_more()
+            if wake is not None:
+                wake.release()
 
     def _keep_lookout(self) -> None:
+        """While calls are queued: when none was taken for ``LOOKOUT`` (the threads ahead of them are
+        slow or stuck), one more thread; asleep while the queue is empty."""
         with self._lock:
             while True:
                 while not self._look_due:
@@ -178,9 +181,17 @@ class Workers:
                 deadline = time.monotonic() + LOOKOUT
                 while (left := deadline - time.monotonic()) > 0:
                     self._look.wait(left)
-                self._look_due = False
-                for wake in self._catch_up():
-                    wake.release()
+                if not self._jobs:
+                    self._look_due = False
+                    continue
+                if self._taken == self._look_taken:
+                    if not self._parked and not self._room():
+                        self._look_due = False  # every thread busy: one that returns takes the next call
+                        continue
+                    wake = self._one_more()
+                    if wake is not None:
+                        wake.release()
+                self._look_taken = self._taken
 
     def _serve(self) -> None:
         me = threading.current_thread()
@@ -194,6 +205,7 @@ class Workers:
                 else:
                     self._idle -= 1
                     self._queued -= 1
+                    self._taken += 1
                     self._running[job] = me
             if job is None:
                 wake.acquire()  # released by the submit that took this thread off the stack

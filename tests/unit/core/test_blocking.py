@@ -43,9 +43,11 @@ async def test_calls_reuse_long_lived_threads():
     seen = {await in_thread(threading.get_native_id, timeout=5, name="test-reuse") for _ in range(200)}
     assert len(seen) <= before + 1, f"{len(seen)} threads for 200 calls one after another"
     assert blocking._workers.threads <= before + 1
-    at_once = await asyncio.gather(*(in_thread(lambda: time.sleep(0.05) or threading.get_native_id(), timeout=5,
+    # slow calls at the same time each get a thread (one more every LOOKOUT while none is taken): none
+    # waits for another to end
+    at_once = await asyncio.gather(*(in_thread(lambda: time.sleep(0.5) or threading.get_native_id(), timeout=5,
                                                name="test-reuse") for _ in range(8)))
-    assert len(set(at_once)) == 8  # calls at the same time each get a thread: none waits on another
+    assert len(set(at_once)) == 8
     again = {await in_thread(threading.get_native_id, timeout=5, name="test-reuse") for _ in range(50)}
     assert again <= seen | set(at_once)  # and those threads stay for the next calls
 
