@@ -24,8 +24,8 @@ freed (up to 7 per size up to 1 KiB, reusable by that thread only): calls spread
 thread in turn fill every thread's cache, slowly (in a 20-stream soak: 2.9 MiB in 44 threads'
 caches at minute 80, still growing ~1 MiB/h, `bench/heap_census.py`).  Calls due together
 (every stream's check, in step since the streams started together) wake no thread each: they
-queue behind the thread already woken, and a lookout wakes one more whenever no call has
-been taken off the queue for ``LOOKOUT`` (the threads ahead are stuck).
+queue behind the thread already woken, and a lookout wakes more only for calls still queued
+``LOOKOUT`` later (the threads ahead are slow or stuck).
 A call with a ``key`` (a directory watched every 2 s) fails at once while the previous
 call with that key is still stuck, so one hung mount holds a thread per key, not a new
 one per check.
@@ -57,7 +57,7 @@ MAX_THREADS = 32
 MAX_QUEUED = 1024
 #: Written-off threads (still stuck in a call nobody waits for) at most; past it, stuck ones count again.
 MAX_WRITTEN_OFF = 256
-#: Seconds queued calls may go untaken (the threads ahead are stuck) before one more thread is woken.
+#: Seconds a queued call may wait (the threads ahead are slow or stuck) before more threads are woken.
 LOOKOUT = 0.01
 
 #: A job may return what delivers its answer: run once its thread counts as idle again, so a caller
@@ -70,11 +70,14 @@ class Workers:
     most recently idle thread takes the next job (the others stay parked).
 
     A call wakes (or starts) a thread only when no thread is on its way to the queue; while one
-    is, the call waits for it, and the lookout (one more thread, asleep while the queue is empty)
-    wakes one more thread whenever no call was taken off the queue for ``LOOKOUT`` seconds (the
-    threads ahead are stuck: a hung mount).  Checks that fall due together (20 streams' every 2 s, started together and
-    so in step) come in one tick of the loop: a thread woken per call spread them over 20 threads,
-    every 2 s, and every thread's malloc cache grew; they now run one after another on one."""
+    is, the call waits for it.  The lookout (one more thread, asleep while the queue is empty)
+    looks every ``LOOKOUT`` seconds while calls are queued: calls queued at its last look and
+    still waiting (the threads ahead are slow or stuck: a hung mount) get as many more threads
+    as are busy, so the threads double each look until the queue moves.
+
+    Checks that fall due together (20 streams' every 2 s, started together and so in step) come
+    in one tick of the loop: a thread woken per call spread them over 20 threads, every 2 s, and
+    every thread's malloc cache grew; now quick ones run one after another on one."""
 
     def __init__(self, max_threads: int = MAX_THREADS, max_queued: int = MAX_QUEUED) -> None:
         self._jobs: collections.deque[_Job] = collections.deque()  # under the lock
@@ -91,7 +94,7 @@ class Workers:
         self._look = threading.Condition(self._lock)  # the lookout sleeps on it while nothing waits
         self._look_due = False  # calls are queued: the lookout checks that they are being taken
         self._taken = 0  # calls taken off the queue so far
-        self._look_taken = 0  # ... when the lookout last looked
+        self._look_taken = self._look_queued = 0  # ... and calls queued, when the lookout last looked
 
     def submit(self, job: _Job, name: str) -> None:
         """Run ``job()`` on a worker; ``TimeoutError`` when every worker is stuck and the queue is full."""
@@ -99,21 +102,23 @@ class Workers:
             if self._idle <= self._queued and self._queued >= self._max_queued and not self._room():
                 raise TimeoutError(f"{name}: all {self.threads} worker threads are stuck (a hung file system?)")
             wake = None
-            if (awake := self._idle - len(self._parked)) > 0:  # a thread on its way to the queue takes it
-                if self._queued >= awake:  # after those queued before it: the lookout sees it is taken
-                    self._watch_queue()
-            elif self._parked:
-                wake = self._parked.pop()
-            elif self._room():
-                self._start()  # EAGAIN raised here: the call fails and is never run
+            awake = self._idle - len(self._parked)  # threads on their way to the queue: they take it
+            if not awake:
+                if self._parked:
+                    wake = self._parked.pop()
+                elif self._room():
+                    self._start()  # EAGAIN raised here: the call fails and is never run
             self._queued += 1
             self._jobs.append(job)
+            if awake and self._queued > awake:  # more calls than threads on their way: the lookout watches
+                self._watch_queue()
         if wake is not None:
             wake.release()
 
     def write_off(self, job: _Job) -> bool:
         """The caller of ``job`` gave up (or finds it slow): if a thread is stuck in it, another may
         take its place.  True when a thread running ``job`` is written off (now or before)."""
+        wakes: list[threading.Lock] = []
         with self._lock:
             thread = self._running.get(job)
             if thread is None or thread in self._gone or self.written_off >= MAX_WRITTEN_OFF:
@@ -121,10 +126,10 @@ class Workers:
             self._gone.add(thread)
             self.threads -= 1
             self.written_off += 1
-            wake = self._one_more() if self._jobs else None  # calls queued behind it get a thread now
-            if self._jobs:
+            if self._jobs:  # calls queued behind it get a thread now, and more if they still wait
+                self._one_more(wakes)
                 self._watch_queue()
-        if wake is not None:
+        for wake in wakes:
             wake.release()
         return True
 
@@ -142,38 +147,43 @@ class Workers:
             self._idle -= 1
             raise
 
-    def _one_more(self) -> threading.Lock | None:
-        """One more thread for the queue: a parked one (returned: the caller releases it) or a new
-        one while there is room; None for a new one and when neither (under the lock)."""
+    def _one_more(self, wakes: list[threading.Lock]) -> bool:
+        """One more thread for the queue: a parked one (its wake-up added to ``wakes``, for the caller
+        to release) or a new one while there is room; False when neither (under the lock)."""
         if self._parked:
-            return self._parked.pop()
-        if self._room():
-            try:
-                self._start()
-            except BaseException:  # EAGAIN: the calls wait for the threads there are
-                pass
-        return None
+            wakes.append(self._parked.pop())
+            return True
+        if not self._room():
+            return False
+        try:
+            self._start()
+        except RuntimeError:  # can't start new thread (EAGAIN): the lookout tries again
+            return False
+        return True
 
     def _watch_queue(self) -> None:
-        """Have the lookout check every ``LOOKOUT`` that queued calls are being taken (under the lock)."""
+        """Have the lookout check, every ``LOOKOUT``, that the queued calls are being taken (under the lock)."""
         if self._look_due:
             return
-        self._look_due, self._look_taken = True, self._taken
+        self._look_due, self._look_taken, self._look_queued = True, self._taken, self._queued
         if self._lookout is not None:
             self._look.notify()
             return
         try:
             self._lookout = threading.Thread(target=self._keep_lookout, name="vas-workers-lookout", daemon=True)
             self._lookout.start()
-        except BaseException:  # no lookout (EAGAIN): one more thread now, as it would have woken
+        except RuntimeError:  # no lookout (EAGAIN): one more thread now, as it would have woken
             self._lookout, self._look_due = None, False
-            wake = self._one_more()
-            if wake is not None:
+            wakes: list[threading.Lock] = []
+            self._one_more(wakes)
+            for wake in wakes:
                 wake.release()
 
     def _keep_lookout(self) -> None:
-        """While calls are queued: when none was taken for ``LOOKOUT`` (the threads ahead of them are
-        slow or stuck), one more thread; asleep while the queue is empty."""
+        """While calls are queued: when some queued at the last look are still waiting (the threads
+        ahead are slow or stuck), as many more threads as are busy (at least one, at most one per
+        such call): quick calls stay on the thread already woken, slow ones soon get threads enough.
+        Asleep while the queue is empty."""
         with self._lock:
             while True:
                 while not self._look_due:
@@ -181,17 +191,16 @@ class Workers:
                 deadline = time.monotonic() + LOOKOUT
                 while (left := deadline - time.monotonic()) > 0:
                     self._look.wait(left)
-                if not self._jobs:
-                    self._look_due = False
-                    continue
-                if self._taken == self._look_taken:
-                    if not self._parked and not self._room():
-                        self._look_due = False  # every thread busy: one that returns takes the next call
-                        continue
-                    wake = self._one_more()
-                    if wake is not None:
-                        wake.release()
-                self._look_taken = self._taken
+                waited = self._look_queued - (self._taken - self._look_taken)  # FIFO: the oldest are taken first
+                wakes: list[threading.Lock] = []
+                for _ in range(min(waited, max(1, self.threads - self._idle))):
+                    if not self._one_more(wakes):
+                        break
+                for wake in wakes:
+                    wake.release()
+                self._look_taken, self._look_queued = self._taken, self._queued
+                # every thread busy and none to start: one that returns takes the next call (write_off re-arms)
+                self._look_due = bool(self._jobs) and (bool(self._parked) or self._room())
 
     def _serve(self) -> None:
         me = threading.current_thread()
