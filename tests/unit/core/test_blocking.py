@@ -6,6 +6,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -387,7 +388,11 @@ def _on_its_way(workers: Workers) -> threading.Event:
     """A thread done with a call and on its way back to the queue (its delivery held open); the
     gate returned lets it go on."""
     gate, up = threading.Event(), threading.Event()
-    workers.submit(lambda: (up.set(), (lambda: gate.wait(5)))[1], "previous")
+
+    def previous() -> Callable[[], object]:
+        up.set()
+        return lambda: gate.wait(5)  # its delivery: run once the thread counts idle again
+    workers.submit(previous, "previous")
     assert up.wait(5)
     deadline = time.monotonic() + 5
     while workers._idle - len(workers._parked) != 1 and time.monotonic() < deadline:

@@ -61,3 +61,12 @@ def test_free_space_takes_the_oldest_across_streams():
     assert plan_free([a, b], need=0, keep=keep_none) == []
     kept = plan_free([a, b], need=150, keep=lambda c: c.stream == "a")
     assert names(kept) == ["b_400.ts", "b_200.ts"]
+
+
+def test_only_a_big_pass_over_several_streams_is_spread_over_threads():
+    """A full disk's floor deletes a few segments as each new one lands: spread over 8 threads
+    every time, they filled each thread's malloc cache.  A cleanup or a burst still fans out."""
+    from agent.recordings.service import PARALLEL_DELETE_MIN, fans_out
+    assert not fans_out(20, 20)  # the floor's steady state: a segment or so of each stream
+    assert not fans_out(1, 10_000)  # one stream's files go oldest first on one thread anyway
+    assert fans_out(2, PARALLEL_DELETE_MIN) and fans_out(20, 30_000)
