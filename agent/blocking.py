@@ -157,7 +157,7 @@ class Workers:
             return False
         try:
             self._start()
-        except RuntimeError:  # can't start new thread (EAGAIN): the lookout tries again
+        except Exception:  # can't start new thread (EAGAIN; MemoryError): the lookout tries again
             return False
         return True
 
@@ -172,7 +172,7 @@ class Workers:
         try:
             self._lookout = threading.Thread(target=self._keep_lookout, name="vas-workers-lookout", daemon=True)
             self._lookout.start()
-        except RuntimeError:  # no lookout (EAGAIN): one more thread now, as it would have woken
+        except Exception:  # no lookout (EAGAIN; MemoryError): one more thread now, as it would have woken
             self._lookout, self._look_due = None, False
             wakes: list[threading.Lock] = []
             self._one_more(wakes)
@@ -221,7 +221,7 @@ class Workers:
                 continue
             deliver = job()  # in_thread's jobs never raise
             with self._lock:
-                del self._running[job]
+                self._running.pop(job, None)  # (the same job object submitted twice: never the thread's end)
                 gone = me in self._gone  # written off while stuck (or its caller was cancelled)
                 if gone:
                     self._gone.discard(me)
@@ -408,7 +408,7 @@ async def _call(fn: Callable[[], T], timeout: float | None, name: str, key: str 
 
     try:
         _workers.submit(work, name)
-    except TimeoutError:
+    except BaseException:  # TimeoutError, or no thread could start (RuntimeError): never queued, never run
         _release(key)
         raise
     if patience is not None:  # a timer on the loop: no wakeup of the loop from the thread per call

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -322,24 +323,38 @@ async def test_a_call_leaves_no_reference_cycle_behind():
     assert ours == []
 
 
-async def test_calls_due_together_run_one_after_another_on_the_thread_already_woken(monkeypatch):
+def test_calls_due_together_queue_behind_the_thread_already_woken(monkeypatch):
     """20 streams started together check their folders every 2 s in step: 20 calls in one tick of
     the loop.  A thread woken per call spread them over 20 threads every 2 s (a 20-stream soak woke
-    each of its 20 workers ~200 times a minute), and every thread's malloc cache grew.  Quick calls
-    due together now queue behind the thread already on its way."""
+    each of its 20 workers ~200 times a minute), and every thread's malloc cache grew.  Calls
+    submitted while a thread is on its way to the queue now wait for it (bench/worker_wakes.py)."""
     workers = Workers(max_threads=32)
-    monkeypatch.setattr(blocking, "_workers", workers)
-    # The lookout wakes more when calls still wait LOOKOUT later: on a loaded box the thread woken
-    # may not get the CPU for 10 ms; this test is about the wake rule, not about the lookout.
-    monkeypatch.setattr(blocking, "LOOKOUT", 2.0)
-    used: set[int] = set()
-    for _ in range(10):  # ten rounds of checks, 20 at once each
-        got = await asyncio.gather(*(in_thread(lambda: os.stat("/") and threading.get_ident(), timeout=5,
-                                               name="test-check", key=f"dir:{i}") for i in range(20)))
-        used.update(got)
-        await asyncio.sleep(0.05)
-    # one thread, or another when one started its call mid-burst (the GIL handed over): not 20
-    assert len(used) <= 3 and workers.threads <= 3, (len(used), workers.threads)
+    hold, started = threading.Event(), threading.Semaphore(0)
+
+    def warm() -> None:
+        started.release()
+        hold.wait(5)
+    for _ in range(3):  # three at once that last: the lookout gives each a thread
+        workers.submit(warm, "warm")  # the same job three times, as a bound method might be
+    for _ in range(3):
+        assert started.acquire(timeout=5)
+    hold.set()
+    deadline = time.monotonic() + 5
+    while len(workers._parked) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert workers.threads == len(workers._parked) == 3
+    monkeypatch.setattr(blocking, "LOOKOUT", 30.0)  # about the wake rule: the lookout must not act meanwhile
+    release = _on_its_way(workers)  # one thread on its way back (its delivery held open)
+    threads, parked = workers.threads, len(workers._parked)
+    ran: list[int] = []
+    done = threading.Semaphore(0)
+    for _ in range(20):  # one round of checks, due together
+        workers.submit(lambda: (ran.append(threading.get_ident()), done.release()), "check")  # type: ignore[func-returns-value]  # noqa: E501
+    assert (workers.threads, len(workers._parked)) == (threads, parked)  # none started, none woken
+    release.set()
+    for _ in range(20):
+        assert done.acquire(timeout=5)
+    assert len(set(ran)) == 1  # the thread that was on its way ran them all
 
 
 def test_calls_queued_behind_a_thread_that_got_stuck_get_threads_of_their_own():
@@ -451,3 +466,94 @@ def test_an_interrupt_while_starting_a_thread_is_not_swallowed(monkeypatch):
             workers.write_off(job)  # starts a thread for the queued call: interrupted
     finally:
         release.set()
+
+
+def _until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return cond()
+
+
+def test_a_thread_start_failing_for_want_of_memory_loses_no_wake_up():
+    """A start failing with MemoryError (not EAGAIN's RuntimeError), after the lookout had taken a
+    parked thread's wake-up, killed the lookout and left that thread counted on its way to the queue
+    forever: every later call queued behind it and never ran (found by a review)."""
+    workers = Workers(max_threads=8)
+    hung = [threading.Event() for _ in range(4)]
+    running = [threading.Event() for _ in range(4)]
+    gate = threading.Event()
+
+    def job(i: int) -> Callable[[], object] | None:
+        running[i].set()
+        hung[i].wait(10)
+        return (lambda: gate.wait(10)) if i == 2 else None
+    try:
+        for i in range(4):
+            workers.submit(partial(job, i), "hung")
+            assert running[i].wait(5)
+        hung[3].set()
+        assert _until(lambda: len(workers._parked) == 1)  # one parked
+        hung[2].set()
+        assert _until(lambda: workers._idle == 2 and len(workers._running) == 2)  # one on its way, held
+
+        def no_memory() -> None:
+            raise MemoryError("thread start")
+        workers._start = no_memory  # type: ignore[method-assign]
+        got: list[str] = []
+        workers.submit(lambda: got.append("x"), "x")
+        workers.submit(lambda: got.append("y"), "y")  # the lookout is armed: it wakes the parked one, then fails
+        time.sleep(0.1)
+        del workers._start
+        gate.set()
+        assert _until(lambda: got == ["x", "y"])
+        workers.submit(lambda: got.append("z"), "z")
+        assert _until(lambda: "z" in got), "a later call never ran: a thread's wake-up was lost"
+        assert workers._lookout is not None and workers._lookout.is_alive()
+    finally:
+        gate.set()
+        for event in hung:
+            event.set()
+
+
+def test_a_lookout_that_cannot_start_for_want_of_memory_is_tried_again(monkeypatch):
+    """Its start failing with MemoryError left the pool believing it had a lookout: calls behind a
+    hung one waited for it for the life of the process (found by a review)."""
+    real = threading.Thread
+    fail = [True]
+
+    class NoLookout(real):  # type: ignore[valid-type,misc]
+        def start(self) -> None:
+            if self.name == "vas-workers-lookout" and fail[0]:
+                raise MemoryError("thread start")
+            super().start()
+    monkeypatch.setattr(blocking.threading, "Thread", NoLookout)
+    workers = Workers(max_threads=8)
+    release = threading.Event()
+    done: list[int] = []
+    try:
+        workers.submit(lambda: release.wait(10), "stuck")  # the thread started takes it, and hangs
+        workers.submit(lambda: done.append(1), "q1")  # queued behind it: the lookout's start fails
+        fail[0] = False
+        assert _until(lambda: 1 in done)
+        workers.submit(lambda: release.wait(10), "stuck2")
+        workers.submit(lambda: done.append(2), "q2")
+        workers.submit(lambda: done.append(3), "q3")
+        assert _until(lambda: 2 in done and 3 in done), "calls behind a hung one: no lookout any more"
+    finally:
+        release.set()
+
+
+async def test_a_call_no_thread_could_start_for_leaves_its_key_free(monkeypatch):
+    """submit raising (can't start new thread) left the call's key taken: every later check of that
+    folder failed "an earlier call is still stuck" for the life of the process (found by a review)."""
+    workers = Workers()
+    monkeypatch.setattr(blocking, "_workers", workers)
+
+    def eagain() -> None:
+        raise RuntimeError("can't start new thread")
+    workers._start = eagain  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await in_thread(lambda: 1, timeout=5, name="test-check", key="dir:eagain")
+    del workers._start
+    assert await in_thread(lambda: 2, timeout=5, name="test-check", key="dir:eagain") == 2
