@@ -339,9 +339,7 @@ def test_calls_due_together_queue_behind_the_thread_already_woken(monkeypatch):
     for _ in range(3):
         assert started.acquire(timeout=5)
     hold.set()
-    deadline = time.monotonic() + 5
-    while len(workers._parked) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _until(lambda: len(workers._parked) >= 3)
     assert workers.threads == len(workers._parked) == 3
     monkeypatch.setattr(blocking, "LOOKOUT", 30.0)  # about the wake rule: the lookout must not act meanwhile
     release = _on_its_way(workers)  # one thread on its way back (its delivery held open)
@@ -409,9 +407,7 @@ def _on_its_way(workers: Workers) -> threading.Event:
         return lambda: gate.wait(5)  # its delivery: run once the thread counts idle again
     workers.submit(previous, "previous")
     assert up.wait(5)
-    deadline = time.monotonic() + 5
-    while workers._idle - len(workers._parked) != 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _until(lambda: workers._idle - len(workers._parked) == 1)
     return gate
 
 
