@@ -1,4 +1,4 @@
-"""install.sh on a host, into a staging root: the tree, modes and owners; a second run
+"""install.sh on a host, into a staging root: the tree (the console's files too), modes and owners; a second run
 changes nothing; an upgrade keeps the operator's files; uninstall keeps config and recordings."""
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures
 CHECKOUT = Path(__file__).resolve().parents[2]
 PARTS = ("agent", "exporter", "config", "systemd", "sfu", "pyproject.toml", "constraints.txt", "README.md",
          "install.sh")
+CONSOLE_FILES = ("index.html", "app.js", "app.css", "vendor/hls.min.js", "vendor/LICENSE")
 
 
 def copy_checkout(dest: Path) -> Path:
@@ -44,9 +45,18 @@ def owner(path: Path) -> tuple[str, str, str]:
     return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, oct(stat.S_IMODE(st.st_mode))
 
 
+def assert_console_files_installed(root: Path) -> None:
+    """The console's files reach a host install (they are package data, not Python: a plain
+    ``pip install`` would leave them out and the installed exporter would answer 404 at ``/``)."""
+    installed = next((root / "opt/vas/venv/lib").glob("python3*/site-packages/exporter"))
+    for name in CONSOLE_FILES:
+        assert (installed / "console" / name).read_bytes() == (CHECKOUT / "exporter/console" / name).read_bytes()
+
+
 def test_install_second_run_upgrade_and_uninstall(tmp_path):
     root = tmp_path / "root"
     out = run(CHECKOUT, "--root", str(root))
+    assert_console_files_installed(root)
     assert "created" in out and "first admin token, shown only now" in out
     assert owner(root / "etc/vas") == ("root", "vas", "0o750")
     assert owner(root / "etc/vas/streams.yaml") == ("root", "vas", "0o640")
