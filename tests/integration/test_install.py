@@ -1,5 +1,6 @@
-"""install.sh on a host, into a staging root: the tree (the console's files too), modes and owners; a second run
-changes nothing; an upgrade keeps the operator's files; uninstall keeps config and recordings."""
+"""install.sh on a host, into a staging root: the tree (the console's files and, with --with-sfu, the
+reference SFU too), modes and owners; a second run changes nothing; an upgrade keeps the operator's
+files; uninstall keeps config and recordings."""
 from __future__ import annotations
 
 import grp
@@ -53,9 +54,42 @@ def assert_console_files_installed(root: Path) -> None:
         assert (installed / "console" / name).read_bytes() == (CHECKOUT / "exporter/console" / name).read_bytes()
 
 
-def test_install_second_run_upgrade_and_uninstall(tmp_path):
+def assert_reference_sfu_runs(root: Path, out: str) -> None:
+    """``--with-sfu`` installed the reference SFU, its unit and node_modules, and said how to use it;
+    the installed app, with its own node_modules (real mediasoup), answers as the contract says."""
+    from camera.fixture import free_port
+    from tests.sfu.real_sfu import healthy
+
+    app = root / "opt/vas/sfu"
+    assert (app / "server.js").read_text() == (CHECKOUT / "sfu/server.js").read_text()
+    assert os.access(app / "node_modules/mediasoup/worker/out/Release/mediasoup-worker", os.X_OK)
+    unit = root / "etc/systemd/system/vas-sfu.service"
+    assert unit.read_text() == (CHECKOUT / "systemd/vas-sfu.service").read_text()
+    assert "mediasoup: {api_url: http://127.0.0.1:3000}" in out and "mediasoup: {command:" in out
+
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("node") or "node", str(app / "server.js"), "--port", str(port)],
+                            cwd=app, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if healthy(port):
+                break
+            assert proc.poll() is None, "the installed reference SFU exited"
+            subprocess.run(["sleep", "0.1"])
+        assert healthy(port)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_install_with_sfu_second_run_upgrade_and_uninstall(tmp_path):
+    """One staging root through an install's life: a first install with ``--with-sfu`` (the tree,
+    modes, owners, the console's files, the reference SFU on real mediasoup), a second run that
+    changes nothing, an upgrade from a newer checkout that keeps the operator's files, and the
+    uninstall (the SFU's unit and app go too).  One root for all of it: every fresh install is a
+    venv and a full pip resolve, minutes beside the other workers."""
     root = tmp_path / "root"
-    out = run(CHECKOUT, "--root", str(root))
+    out = run(CHECKOUT, "--root", str(root), "--with-sfu")
     assert_console_files_installed(root)
     assert "created" in out and "first admin token, shown only now" in out
     assert owner(root / "etc/vas") == ("root", "vas", "0o750")
@@ -70,8 +104,9 @@ def test_install_second_run_upgrade_and_uninstall(tmp_path):
                             "--check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert "not started" in out  # no systemd for a staging root
+    assert_reference_sfu_runs(root, out)
 
-    again = run(CHECKOUT, "--root", str(root))
+    again = run(CHECKOUT, "--root", str(root), "--with-sfu")
     assert "nothing to do" in again and "changed" not in again.lower().replace("nothing to do", "")
 
     # The operator's files, then a newer checkout.
@@ -94,39 +129,7 @@ def test_install_second_run_upgrade_and_uninstall(tmp_path):
     gone = run(CHECKOUT, "--uninstall", "--root", str(root))
     assert "kept /etc/vas" in gone
     assert not (root / "opt/vas").exists() and not (root / "etc/systemd/system/vas-agent.service").exists()
+    assert not (root / "etc/systemd/system/vas-sfu.service").exists() and not (root / "opt/vas/sfu").exists()
     assert not (root / "usr/local/bin/vasctl").is_symlink()
     assert (root / "etc/vas/streams.yaml").read_text() == mine
     assert (root / "var/lib/vas/recordings/cam/x.ts").exists()
-
-
-def test_with_sfu_installs_a_reference_sfu_that_runs_on_real_mediasoup(tmp_path):
-    from camera.fixture import free_port
-    from tests.sfu.real_sfu import healthy
-
-    root = tmp_path / "root"
-    out = run(CHECKOUT, "--root", str(root), "--with-sfu")
-    app = root / "opt/vas/sfu"
-    assert (app / "server.js").read_text() == (CHECKOUT / "sfu/server.js").read_text()
-    assert os.access(app / "node_modules/mediasoup/worker/out/Release/mediasoup-worker", os.X_OK)
-    unit = root / "etc/systemd/system/vas-sfu.service"
-    assert unit.read_text() == (CHECKOUT / "systemd/vas-sfu.service").read_text()
-    assert "mediasoup: {api_url: http://127.0.0.1:3000}" in out and "mediasoup: {command:" in out
-
-    port = free_port()  # the installed app, with its own node_modules, answers as the contract says
-    proc = subprocess.Popen([shutil.which("node") or "node", str(app / "server.js"), "--port", str(port)],
-                            cwd=app, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if healthy(port):
-                break
-            assert proc.poll() is None, "the installed reference SFU exited"
-            subprocess.run(["sleep", "0.1"])
-        assert healthy(port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-    again = run(CHECKOUT, "--root", str(root), "--with-sfu")
-    assert "nothing to do" in again
-    run(CHECKOUT, "--uninstall", "--root", str(root))
-    assert not unit.exists() and not app.exists()
