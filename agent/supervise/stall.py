@@ -193,7 +193,13 @@ def _mtime(path: Path) -> float:
 
 def _has_room(directory: Path) -> bool:
     """REOPEN_FREE_BYTES and REOPEN_FREE_INODES free where ``directory`` is (a file system that
-    counts no inodes, ``f_files`` 0, by bytes alone)."""
-    st = os.statvfs(directory)
+    counts no inodes, ``f_files`` 0, by bytes alone).  A folder removed under the running FFmpeg
+    (``rm -r`` of a camera's footage) is judged where the restart makes it again, in its parent:
+    FFmpeg never makes it, so recording would stay stopped for the life of the process.  With
+    the parent gone too (the recording root), FileNotFoundError: nothing to reopen into yet."""
+    try:
+        st = os.statvfs(directory)
+    except FileNotFoundError:
+        st = os.statvfs(directory.parent)
     return (st.f_bavail * st.f_frsize >= REOPEN_FREE_BYTES
             and (st.f_files == 0 or st.f_favail >= REOPEN_FREE_INODES))

@@ -350,7 +350,7 @@ class Stream:
         return reason, uptime
 
     def _reopen_recording(self) -> None:
-        log.warning("recording stopped: %s (no new segment while media flows, disk has room again); "
+        log.warning("recording stopped: %s (no new segment while media flows, and the disk has room); "
                     "restarting to reopen it", self.cfg.id)
         asyncio.get_running_loop().create_task(self.restart("stall"))
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -119,6 +120,30 @@ async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tm
         await task
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+async def test_a_recording_folder_removed_under_ffmpeg_is_reopened_once_its_parent_is_there(tmp_path):
+    """``rm -r`` of a camera's folder: FFmpeg never makes it again, so the watch asks for the restart
+    that does (it judged the room of the missing folder, failed, and waited for ever); with the
+    recording root gone as well there is nowhere to reopen into, and it waits for the root."""
+    from agent.supervise.stall import watch_recording
+    root = tmp_path / "recordings"
+    folder = root / "cam"
+    folder.mkdir(parents=True)
+    playlist = folder / "index.m3u8"
+    playlist.write_bytes(b"#EXTM3U\n")
+    reopened = asyncio.Event()
+    task = asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    try:
+        shutil.rmtree(root)
+        await asyncio.sleep(14)  # past the 10 s of quiet: no folder and no root, nothing to reopen into
+        assert not reopened.is_set()
+        root.mkdir()  # the root is back (mounted again, say), the camera's folder is not
+        await asyncio.wait_for(reopened.wait(), 6)
+        await task
+    finally:
+        task.cancel()
 
 
 @pytest.mark.slow
