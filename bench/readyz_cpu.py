@@ -13,7 +13,9 @@ What it measures
     exporter's code adds per request, the kernel's share left out.  The
     minimum and the median over the rounds are printed, and the exporter's
     excess over the peer.  --profile FILE writes a cProfile of --n exporter
-    requests.
+    requests.  --parts adds two rows to split the excess: the peer behind a
+    middleware that does nothing (aiohttp's chain for any middleware) and the
+    peer's handler served by the exporter's app (its routing and its middleware).
 
 How to run
     .venv/bin/python bench/readyz_cpu.py                 # --n 5000 --rounds 15
@@ -122,22 +124,42 @@ async def drive(protocol, transport: Transport, path: str, n: int) -> tuple[floa
     return us, last
 
 
+@web.middleware
+async def pass_through(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """A middleware that does nothing: what having any middleware costs in aiohttp's chain."""
+    return await handler(request)
+
+
+#: --parts: the peer's handler behind the exporter's app (its routing and its one middleware).
+PEER_ROUTE = "/bench-peer-handler"
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="vas-bench-readyz-") as tmp:
         peer = web.Application()
         peer.router.add_get("/readyz", peer_handler)
-        (ours_runner, ours, ours_t), (peer_runner, floor, floor_t) = (
-            await connect(exporter_app(Path(tmp))), await connect(peer))
+        app = exporter_app(Path(tmp))
+        targets = {"exporter": (app, args.path), "peer": (peer, "/readyz")}
+        if args.parts:
+            layered = web.Application(middlewares=[pass_through])
+            layered.router.add_get("/readyz", peer_handler)
+            app.router.add_get(PEER_ROUTE, peer_handler)
+            targets |= {"peer + a pass-through middleware": (layered, "/readyz"),
+                        "exporter's app + the peer's handler": (app, PEER_ROUTE)}
+        runners: dict[web.Application, tuple[web.AppRunner, object, Transport]] = {}
+        for target, _ in targets.values():
+            if target not in runners:
+                runners[target] = await connect(target)
         gc.collect()
         gc.freeze()  # as vas-exporter does after start-up
+        figures: dict[str, list[float]] = {name: [] for name in targets}
         try:
-            await drive(ours, ours_t, args.path, 1000)
-            await drive(floor, floor_t, "/readyz", 1000)
-            figures: dict[str, list[float]] = {"exporter": [], "peer": []}
-            for i in range(args.rounds):  # alternating: a busy moment lands on both
-                order = [("exporter", ours, ours_t, args.path), ("peer", floor, floor_t, "/readyz")]
-                for name, protocol, transport, path in order if i % 2 == 0 else order[::-1]:
-                    us, last = await drive(protocol, transport, path, args.n)
+            for target, path in targets.values():
+                await drive(*runners[target][1:], path, 1000)
+            order = list(targets.items())
+            for i in range(args.rounds):  # alternating: a busy moment lands on all
+                for name, (target, path) in order if i % 2 == 0 else order[::-1]:
+                    us, last = await drive(*runners[target][1:], path, args.n)
                     figures[name].append(us)
                     if not last.startswith(b"HTTP/1.1 200"):
                         raise SystemExit(f"{name} {path} answered {last[:60]!r}")
@@ -145,12 +167,12 @@ async def main(args: argparse.Namespace) -> None:
                 import cProfile
                 profile = cProfile.Profile()
                 profile.enable()
-                await drive(ours, ours_t, args.path, args.n)
+                await drive(*runners[app][1:], args.path, args.n)
                 profile.disable()
                 profile.dump_stats(args.profile)
         finally:
-            await ours_runner.cleanup()
-            await peer_runner.cleanup()
+            for runner, _, _ in runners.values():
+                await runner.cleanup()
     report(args, figures)
 
 
@@ -161,6 +183,11 @@ def report(args: argparse.Namespace, figures: dict[str, list[float]]) -> None:
         a, b = pick(ours), pick(peer)
         print(f"  {label:6} vas-exporter {args.path} {a:6.2f} us   bare aiohttp JSON (peer) {b:6.2f} us   "
               f"excess {a - b:5.2f} us   peer/exporter {b / a:.0%}")
+    parts = [name for name in figures if name not in ("exporter", "peer")]
+    if parts:
+        print("  where the excess goes (min; each row's excess over the peer, same rounds):")
+        for name in parts:
+            print(f"    {name:38} {min(figures[name]):6.2f} us   +{min(figures[name]) - min(peer):5.2f} us")
     print(json.dumps({"exporter_us": round(min(ours), 2), "peer_us": round(min(peer), 2)}))
 
 
@@ -170,4 +197,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--path", default="/readyz", help="the exporter's route (the peer always answers /readyz)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of --n exporter requests")
+    parser.add_argument("--parts", action="store_true",
+                        help="also the peer behind a pass-through middleware, and the peer's handler in the "
+                             "exporter's app: the excess split into aiohttp's middleware chain, the app, the handler")
     asyncio.run(main(parser.parse_args()))
