@@ -182,9 +182,8 @@ async def watch_recording(playlist: Path, segment_duration: float, *, media_flow
             room = await in_thread(lambda: _has_room(playlist.parent), timeout=10, name="recording-watch", key=key)
         except NotADirectoryError:
             if not said:  # once a process: the watch goes on checking every 2 s
-                log.warning("recording stopped: %s is not a directory: no segment can be written there; the "
-                            "process goes on (a restart could not make the folder), and is restarted to record "
-                            "again once it is removed", playlist.parent)
+                log.warning("recording stopped: %s is not a directory; remove it and recording resumes "
+                            "(live video goes on meanwhile)", playlist.parent)
                 said = True
             continue
         except (TimeoutError, OSError):

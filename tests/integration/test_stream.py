@@ -167,9 +167,8 @@ async def test_a_recording_folder_replaced_by_a_file_is_logged_not_reopened_and_
             await asyncio.sleep(16)  # past the 10 s of quiet, and a few checks more
         assert not reopened.is_set()
         said = [r.getMessage() for r in caplog.records if "is not a directory" in r.getMessage()]
-        assert said == [f"recording stopped: {folder} is not a directory: no segment can be written there; "
-                        "the process goes on (a restart could not make the folder), and is restarted to "
-                        "record again once it is removed"], caplog.text
+        assert said == [f"recording stopped: {folder} is not a directory; remove it and recording resumes "
+                        "(live video goes on meanwhile)"], caplog.text
         folder.unlink()
         await asyncio.wait_for(reopened.wait(), 6)
         await task
