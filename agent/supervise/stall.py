@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -161,11 +163,13 @@ async def watch_recording(playlist: Path, segment_duration: float, *, media_flow
     FFmpeg renames a new ``playlist`` into place as each segment completes, so its mtime is the
     newest segment's: one ``stat`` a check, however many segments the folder holds (a scan of
     the folder cost 2 ms of CPU per 1,300 segments, per stream every 2 s, and grew with the
-    footage kept).  The free space is looked up only once the recording has been quiet."""
+    footage kept).  The free space is looked up only once the recording has been quiet.  Something
+    else where the folder was (a file put there) is said once and not reopened: the restart's mkdir
+    would fail, and the stream would not start at all, RTP to the SFU and all."""
     from agent.blocking import in_thread
     quiet_after = max(3 * segment_duration, 10.0)
     key = f"recording-watch:{playlist.parent}"  # one stuck check per directory at most, not one per 2 s
-    newest, since = 0.0, time.monotonic()
+    newest, since, said = 0.0, time.monotonic(), False
     while True:
         await asyncio.sleep(GROWTH_CHECK_INTERVAL)
         try:
@@ -176,6 +180,12 @@ async def watch_recording(playlist: Path, segment_duration: float, *, media_flow
             if time.monotonic() - since <= quiet_after or not media_flowing():
                 continue
             room = await in_thread(lambda: _has_room(playlist.parent), timeout=10, name="recording-watch", key=key)
+        except NotADirectoryError:
+            if not said:  # once a process: the watch goes on checking every 2 s
+                log.warning("recording stopped: %s is not a directory; remove it and recording resumes "
+                            "(live video goes on meanwhile)", playlist.parent)
+                said = True
+            continue
         except (TimeoutError, OSError):
             continue
         if room:
@@ -187,7 +197,7 @@ def _mtime(path: Path) -> float:
     """``path``'s modification time (0 when there is none yet)."""
     try:
         return os.stat(path).st_mtime
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the folder removed, or a file put in its place
         return 0.0
 
 
@@ -196,8 +206,12 @@ def _has_room(directory: Path) -> bool:
     counts no inodes, ``f_files`` 0, by bytes alone).  A folder removed under the running FFmpeg
     (``rm -r`` of a camera's footage) is judged where the restart makes it again, in its parent:
     FFmpeg never makes it, so recording would stay stopped for the life of the process.  With
-    the parent gone too (the recording root), FileNotFoundError: nothing to reopen into yet."""
+    the parent gone too (the recording root), FileNotFoundError: nothing to reopen into yet.  Not a
+    directory (a file in its place: statvfs would answer for the file's file system),
+    NotADirectoryError."""
     try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
         st = os.statvfs(directory)
     except FileNotFoundError:
         st = os.statvfs(directory.parent)

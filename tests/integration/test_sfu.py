@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -255,6 +256,38 @@ def test_a_full_recording_disk_does_not_stop_rtp(rtsp_camera, agent_factory, tmp
     finally:
         agent.stop()
         subprocess.run(["umount", "-l", str(agent.recordings)], check=False)
+
+
+def test_a_recording_folder_removed_or_replaced_by_a_file_keeps_rtp_and_recording_resumes(rtsp_camera,
+                                                                                          agent_factory):
+    """``rm -r`` of a live camera's folder: FFmpeg's tee drops its HLS slave (RTP goes on) and one
+    restart makes the folder again.  A file put where the folder was: no restart (it could not
+    make the folder: the stream would not start at all, viewers' feed and all), one log line, RTP
+    goes on; the file removed, recording resumes."""
+    from camera.fixture import free_port
+    port = free_port()
+    agent = agent_factory(sfu_config({"cam1": {"url": rtsp_camera.url("cam1"), "stall_timeout": "15s"}}, port)).start()
+    pid = agent.wait_state("cam1", "live", timeout=45)["pid"]
+    folder = agent.recordings / "cam1"
+    wait_for(lambda: len(agent.segments("cam1")) >= 2, 20, "the first segments")
+    shutil.rmtree(folder)
+    wait_for(lambda: len(agent.segments("cam1")) >= 2, 30, "segments in the folder made again")
+    stream = agent.streams()["cam1"]
+    assert stream["pid"] != pid and stream["restart_reasons"] == {"stall": 1}, stream
+    assert "recording stopped: cam1 (no new segment while media flows" in agent.log()
+    pid = agent.wait_state("cam1", "live", timeout=20)["pid"]
+
+    shutil.rmtree(folder)
+    folder.write_text("not a folder\n")
+    before = packets(port, "cam1")
+    time.sleep(16)  # past the watch's 10 s of quiet, and a few of its checks more
+    assert packets(port, "cam1") > before + 10 * SUITE_FPS  # the viewers' feed kept flowing
+    stream = agent.streams()["cam1"]
+    assert stream["pid"] == pid and stream["state"] == "live" and stream["restarts"] == 1, stream
+    assert agent.log().count(f"recording stopped: {folder} is not a directory") == 1, agent.log()[-2000:]
+    folder.unlink()
+    wait_for(lambda: len(agent.segments("cam1")) >= 2, 30, "recording to resume once the file is gone")
+    assert agent.streams()["cam1"]["restart_reasons"] == {"stall": 2}
 
 
 @contextlib.contextmanager

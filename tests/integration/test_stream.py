@@ -147,6 +147,36 @@ async def test_a_recording_folder_removed_under_ffmpeg_is_reopened_once_its_pare
 
 
 @pytest.mark.slow
+async def test_a_recording_folder_replaced_by_a_file_is_logged_not_reopened_and_reopened_once_it_goes(tmp_path, caplog):
+    """A file where the camera's folder was: FFmpeg writes no segment, and a restart could not make
+    the folder (so the stream would not start, viewers' feed and all).  The watch stayed silent for
+    the life of the process (the stat of the playlist failed with ENOTDIR every check); it now says
+    so once, keeps the process, and reopens once the file is gone."""
+    from agent.supervise.stall import watch_recording
+    folder = tmp_path / "recordings" / "cam"
+    folder.mkdir(parents=True)
+    playlist = folder / "index.m3u8"
+    playlist.write_bytes(b"#EXTM3U\n")
+    reopened = asyncio.Event()
+    task = asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    try:
+        await asyncio.sleep(2.5)  # the playlist seen once
+        shutil.rmtree(folder)
+        folder.write_text("not a folder\n")
+        with caplog.at_level("WARNING", logger="vas.stream"):
+            await asyncio.sleep(16)  # past the 10 s of quiet, and a few checks more
+        assert not reopened.is_set()
+        said = [r.getMessage() for r in caplog.records if "is not a directory" in r.getMessage()]
+        assert said == [f"recording stopped: {folder} is not a directory; remove it and recording resumes "
+                        "(live video goes on meanwhile)"], caplog.text
+        folder.unlink()
+        await asyncio.wait_for(reopened.wait(), 6)
+        await task
+    finally:
+        task.cancel()
+
+
+@pytest.mark.slow
 async def test_a_growing_recording_is_left_alone(tmp_path):
     from agent.supervise.stall import watch_recording
     reopened = asyncio.Event()
