@@ -114,7 +114,8 @@ def fake_snapshot(n: int, k: int = 0) -> dict:
                      "confirmed": True},
         "recording": {"enabled": True, "segment_duration_seconds": 10.0, "retention_seconds": 604800.0,
                       "segment_count": 60480 + k, "total_bytes": 60 * 10**9 + 10**6 * k,
-                      "oldest_segment_at": now - 604800, "deleted": {"age": {"segments": k, "bytes": 10**6 * k}}}}
+                      "oldest_segment_at": now - 604800, "newest_segment_at": now - 5 + 10 * k,
+                      "deleted": {"age": {"segments": k, "bytes": 10**6 * k}}}}
         for i in range(n)]
     return {"version": 1, "agent": {"pid": os.getpid(), "started_at": now - 86400, "status": "running",
                                     "runtime_dir": "/run/vas"},

@@ -198,7 +198,7 @@ class Api:
         return web.json_response(self._recording(stream))
 
     def _recording(self, s: dict[str, Any]) -> dict[str, Any]:
-        count, total, oldest = self.ctx.recordings.per_stream([s]).get(s["id"], (None, None, None))
+        count, total, oldest, _ = self.ctx.recordings.per_stream([s]).get(s["id"], (None, None, None, None))
         rec = s.get("recording") or {}
         retention = rec.get("retention_seconds")
         return {"stream_id": s["id"], "enabled": rec.get("enabled"), "segment_count": count, "total_bytes": total,

@@ -1,7 +1,8 @@
 """Recording figures for /v2/health/recordings and the vas_recording_* metrics.
 
 The agent's retention index, when its snapshot carries one, is the source
-(``recording.segment_count``, ``total_bytes``, ``oldest_segment_at``).
+(``recording.segment_count``, ``total_bytes``, ``oldest_segment_at``,
+``newest_segment_at``).
 Otherwise the exporter walks the stream directories itself, in a thread,
 once per SCAN_INTERVAL, never at request time.  A segment is a regular file
 with a media extension anywhere under ``{root}/{stream}``; symlinks are not
@@ -24,10 +25,14 @@ SCAN_INTERVAL = 60.0
 SCAN_LIMIT = 500_000
 
 
-def scan_stream(directory: Path) -> tuple[int, int, float | None]:
-    """``(segments, bytes, oldest mtime)`` under ``directory``, without following symlinks."""
+Figures = tuple[int, int, "float | None", "float | None"]
+
+
+def scan_stream(directory: Path) -> Figures:
+    """``(segments, bytes, oldest mtime, newest mtime)`` under ``directory``, without following symlinks."""
     count = total = seen = 0
     oldest: float | None = None
+    newest: float | None = None
     stack = [str(directory)]
     while stack and seen < SCAN_LIMIT:
         try:
@@ -40,9 +45,10 @@ def scan_stream(directory: Path) -> tuple[int, int, float | None]:
                     elif stat.S_ISREG(st.st_mode) and entry.name.endswith(MEDIA_EXTENSIONS):
                         count, total = count + 1, total + st.st_size
                         oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
+                        newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
         except OSError:
             continue  # vanished or unreadable: the next pass sees it again
-    return count, total, oldest
+    return count, total, oldest, newest
 
 
 def root_of(view: Any) -> Path | None:
@@ -57,7 +63,7 @@ class RecordingStats:
     def __init__(self) -> None:
         self.root: Path | None = None
         self.version = 0
-        self._scanned: dict[str, tuple[int, int, float | None]] = {}
+        self._scanned: dict[str, Figures] = {}
 
     def filesystem(self, view: Any) -> DiskUse | None:
         """The filesystem holding the recordings root, from the first snapshot that names the
@@ -74,14 +80,22 @@ class RecordingStats:
         except OSError:
             return None
 
-    def per_stream(self, streams: list[dict[str, Any]]) -> dict[str, tuple[int, int, float | None]]:
+    def per_stream(self, streams: list[dict[str, Any]]) -> dict[str, Figures]:
+        """``(segments, bytes, oldest mtime, newest mtime)`` of each stream with figures: the
+        agent's index when the snapshot has one, else the last fallback scan."""
         out = {}
         for s in streams:
             rec = s.get("recording") or {}
+            # A stream with recording off keeps its footage until retention takes it, but its
+            # newest segment is no news: without this, VasRecordingStopped would take the choice
+            # for a failure.
+            recording = rec.get("enabled") is not False
             if rec.get("segment_count") is not None:  # the agent's index (the shape takes null for a number)
-                out[s["id"]] = (rec["segment_count"], rec.get("total_bytes") or 0, rec.get("oldest_segment_at"))
+                out[s["id"]] = (rec["segment_count"], rec.get("total_bytes") or 0, rec.get("oldest_segment_at"),
+                                rec.get("newest_segment_at") if recording else None)
             elif s["id"] in self._scanned:
-                out[s["id"]] = self._scanned[s["id"]]
+                scanned = self._scanned[s["id"]]
+                out[s["id"]] = scanned if recording else (*scanned[:3], None)
         return out
 
     async def run(self, read_view: Callable[[], Any], then: Callable[[], None] = lambda: None) -> None:
@@ -98,5 +112,5 @@ class RecordingStats:
             await asyncio.sleep(SCAN_INTERVAL if ids else 5.0)
 
 
-def _scan_all(root: Path, ids: list[str]) -> dict[str, tuple[int, int, float | None]]:
+def _scan_all(root: Path, ids: list[str]) -> dict[str, Figures]:
     return {sid: scan_stream(root / sid) for sid in ids}

@@ -40,6 +40,7 @@ PRODUCER = ("vas_producer_uptime_seconds", "gauge", "Seconds since the producer 
 RECORDING = [("vas_recording_bytes", "gauge", "Bytes of recorded segments."),
              ("vas_recording_segments", "gauge", "Recorded segments."),
              ("vas_recording_oldest_segment_timestamp_seconds", "gauge", "mtime of the oldest segment."),
+             ("vas_recording_newest_segment_timestamp_seconds", "gauge", "mtime of the newest segment."),
              ("vas_recording_deleted_segments", "counter", "Segments retention deleted, by reason."),
              ("vas_recording_deleted_bytes", "counter", "Bytes retention deleted, by reason."),
              ("vas_recording_future_dated_segments", "gauge",
@@ -47,7 +48,8 @@ RECORDING = [("vas_recording_bytes", "gauge", "Bytes of recorded segments."),
 TOTALS = ("vas_streams", "gauge", "Streams by state.")
 INF = float("inf")
 
-Figures = dict[str, tuple[int, int, "float | None"]]
+#: Per stream id: ``(segments, bytes, oldest mtime, newest mtime)`` (exporter/recordings.py).
+Figures = dict[str, tuple[int, int, "float | None", "float | None"]]
 
 
 def go(value: Any) -> str:
@@ -183,7 +185,7 @@ def _progress(rows: list[tuple[_Stream, dict[str, Any]]]) -> tuple[list[str], ..
 
 
 def _recording(rows: list[tuple[_Stream, dict[str, Any]]], figures: Figures) -> tuple[list[str], ...]:
-    """``(bytes, segments, oldest, deleted segments, deleted bytes, future dated)`` lines."""
+    """``(bytes, segments, oldest, newest, deleted segments, deleted bytes, future dated)`` lines."""
     counted = [(e.pre, f) for e, f in ((e, figures.get(s["id"])) for e, s in rows) if f is not None]
     recs = [(e, s.get("recording") or {}) for e, s in rows]
     deleted = [(e.reason(reason), counts) for e, rec in recs for reason, counts in (rec.get("deleted") or {}).items()]
@@ -192,6 +194,8 @@ def _recording(rows: list[tuple[_Stream, dict[str, Any]]], figures: Figures) -> 
             [f"{pre['vas_recording_segments']}{go(f[0])}\n" for pre, f in counted],
             [f"{pre['vas_recording_oldest_segment_timestamp_seconds']}{go(f[2])}\n"
              for pre, f in counted if f[2] is not None],
+            [f"{pre['vas_recording_newest_segment_timestamp_seconds']}{go(f[3])}\n"
+             for pre, f in counted if f[3] is not None],
             [f"vas_recording_deleted_segments_total{labels}{go(c.get('segments', 0))}\n" for labels, c in deleted],
             [f"vas_recording_deleted_bytes_total{labels}{go(c.get('bytes', 0))}\n" for labels, c in deleted],
             [f"{pre['vas_recording_future_dated_segments']}{go(n)}\n" for pre, n in ahead])

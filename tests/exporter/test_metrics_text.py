@@ -40,6 +40,7 @@ def reference(streams: list[dict[str, Any]], figures: dict[str, Any], now: float
     p_uptime = g("vas_producer_uptime_seconds", "x", labels=["stream"])
     size, count = g("vas_recording_bytes", "x", labels=["stream"]), g("vas_recording_segments", "x", labels=["stream"])
     oldest = g("vas_recording_oldest_segment_timestamp_seconds", "x", labels=["stream"])
+    newest = g("vas_recording_newest_segment_timestamp_seconds", "x", labels=["stream"])
     deleted = c("vas_recording_deleted_segments", "x", labels=["stream", "reason"])
     freed = c("vas_recording_deleted_bytes", "x", labels=["stream", "reason"])
     ahead = g("vas_recording_future_dated_segments", "x", labels=["stream"])
@@ -63,18 +64,21 @@ def reference(streams: list[dict[str, Any]], figures: dict[str, Any], now: float
         if p and not p.get("stale"):
             p_uptime.add_metric([sid], max(0.0, now - p.get("since", now)))
         if sid in figures:
-            n, total, first = figures[sid]
+            n, total, first, last_at = figures[sid]
             size.add_metric([sid], total)
             count.add_metric([sid], n)
             if first is not None:
                 oldest.add_metric([sid], first)
+            if last_at is not None:
+                newest.add_metric([sid], last_at)
         for reason, counts in (rec.get("deleted") or {}).items():
             deleted.add_metric([sid, reason], counts.get("segments", 0))
             freed.add_metric([sid, reason], counts.get("bytes", 0))
         future = rec.get("future_dated")
         if isinstance(future, dict) and isinstance(future.get("segments"), int):
             ahead.add_metric([sid], future["segments"])
-    return [up, state, uptime, restarts, frames, fps, out, last, p_uptime, size, count, oldest, deleted, freed, ahead]
+    return [up, state, uptime, restarts, frames, fps, out, last, p_uptime, size, count, oldest, newest, deleted, freed,
+            ahead]
 
 
 def samples(family: Metric) -> str:
@@ -112,7 +116,7 @@ def stream(i: int, k: int = 0) -> dict[str, Any]:
                          "out_time_seconds": 3600.0 + 5 * k, "last_progress_at": NOW - 1 + 5 * k},
             "producer": {"id": f"p{i}", "since": NOW - 3600.5, "confirmed": True},
             "recording": {"enabled": True, "segment_count": 60480 + k, "total_bytes": 60 * 10**9 + 10**6 * k,
-                          "oldest_segment_at": NOW - 604800 + 10 * k,
+                          "oldest_segment_at": NOW - 604800 + 10 * k, "newest_segment_at": NOW - 4.75 + 10 * k,
                           "deleted": {"age": {"segments": 100 + k, "bytes": 10**8 + 10**6 * k}}}}
 
 
@@ -132,6 +136,10 @@ def odd(streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if i % 6 == 0:
             del rec["segment_count"]
         rec["oldest_segment_at"] = None if i % 6 == 1 else rec["oldest_segment_at"]
+        rec["newest_segment_at"] = [None, rec["newest_segment_at"], 0, 1e-9, 2**53 + 1][i % 5]
+        if i % 7 == 3:
+            del rec["newest_segment_at"]
+        rec["enabled"] = i % 4 != 2  # recording off: its footage is counted, its newest segment is left out
         rec["deleted"] = {"age": {"segments": i, "bytes": i * 1e6}, "disk": {"segments": 1}, 'q"': {}} if i % 2 else {}
         rec["future_dated"] = [None, {"segments": i}, {"segments": "x"}][i % 3]
     return out

@@ -134,6 +134,9 @@ _ACCEPTED = {  # one field each, of values the shape takes (numbers may be null)
     "progress.frames null": lambda s, d: s["progress"].update(frames=None, fps=None, bytes=None),
     "recording figures null": lambda s, d: s["recording"].update(segment_count=None, total_bytes=None),
     "recording total null": lambda s, d: s["recording"].update(segment_count=3, total_bytes=None),
+    "recording newest null": lambda s, d: s["recording"].update(segment_count=3, newest_segment_at=None),
+    "recording newest text": lambda s, d: s["recording"].update(segment_count=3, newest_segment_at="yesterday"),
+    "recording newest huge": lambda s, d: s["recording"].update(segment_count=3, newest_segment_at="BIG"),
     "producer.since null": lambda s, d: s.update(producer={"id": "p", "since": None, "confirmed": True}),
     "restart_reasons huge": lambda s, d: s["restart_reasons"].update(exit="BIG"),
     "pid_started_at huge": lambda s, d: s.update(pid_started_at="BIG"),
@@ -151,7 +154,7 @@ _ACCEPTED = {  # one field each, of values the shape takes (numbers may be null)
     "config.needs_restart true": lambda s, d: d["config"].update(needs_restart=True),
     "histogram bound text": lambda s, d: d["agent"].update(event_loop_lag_seconds={"sum": 1, "buckets": [["x", 1]]}),
 }
-_UNREADABLE = ("huge", "histogram bound text")
+_UNREADABLE = ("huge", "histogram bound text", "newest text")
 
 
 @pytest.mark.parametrize("case", list(_ACCEPTED))
