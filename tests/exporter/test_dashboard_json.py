@@ -68,7 +68,7 @@ async def test_every_metric_a_panel_uses_is_served(client, node):
     hist = {"buckets": [[0.01, 1], ["+Inf", 2]], "sum": 0.5, "count": 2}
     cam = stream("cam1", pid=os.getpid(), pid_started_at=now - 30,
                  recording={"enabled": True, "segment_count": 3, "total_bytes": 300, "oldest_segment_at": now - 60,
-                            "deleted": {"age": {"segments": 1, "bytes": 10}}},
+                            "newest_segment_at": now - 5, "deleted": {"age": {"segments": 1, "bytes": 10}}},
                  producer={"id": "p1", "since": now - 20, "confirmed": True})
     data = snapshot_dict([cam], sfu={"state": "up", "restart_reasons": {"exit": 1}},
                          consumers={"active": [], "per_stream": {"cam1": 1}, "ended": {},
@@ -87,6 +87,7 @@ async def test_every_metric_a_panel_uses_is_served(client, node):
 def test_the_panels_operators_asked_for_are_there():
     exprs = " ".join(t["expr"] for _, t in targets())
     for metric in ("vas_stream_state", "vas_stream_uptime_seconds", "vas_recording_oldest_segment_timestamp_seconds",
+                   "vas_recording_newest_segment_timestamp_seconds",
                    "vas_config_last_reload_successful", "vas_sfu_up", "vas_producers", "vas_fleet_etcd_up",
                    "vas_fleet_owned_streams", 'up{job=~"vas.*"}'):
         assert metric in exprs, metric
