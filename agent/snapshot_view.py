@@ -112,7 +112,8 @@ def _counts_plainly_fine(deleted: dict[str, Any] | None) -> bool:
 
 
 _NUMBERS = ("fps", "frames", "bytes", "out_time_seconds", "last_progress_at", "since", "packets",
-            "retention_seconds", "segment_count", "total_bytes", "oldest_segment_at", "newest_segment_at",
+            "retention_seconds", "segment_duration_seconds", "segment_count", "total_bytes", "oldest_segment_at",
+            "newest_segment_at",
             "generation", "restarts", "started_at", "pid")
 _OBJECTS = ("restart_reasons", "deleted", "per_stream", "ended", "owners", "nodes", "last_reload", "last_exit",
             "takeovers")

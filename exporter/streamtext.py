@@ -41,6 +41,7 @@ RECORDING = [("vas_recording_bytes", "gauge", "Bytes of recorded segments."),
              ("vas_recording_segments", "gauge", "Recorded segments."),
              ("vas_recording_oldest_segment_timestamp_seconds", "gauge", "mtime of the oldest segment."),
              ("vas_recording_newest_segment_timestamp_seconds", "gauge", "mtime of the newest segment."),
+             ("vas_recording_segment_duration_seconds", "gauge", "Configured length of a segment."),
              ("vas_recording_deleted_segments", "counter", "Segments retention deleted, by reason."),
              ("vas_recording_deleted_bytes", "counter", "Bytes retention deleted, by reason."),
              ("vas_recording_future_dated_segments", "gauge",
@@ -185,9 +186,13 @@ def _progress(rows: list[tuple[_Stream, dict[str, Any]]]) -> tuple[list[str], ..
 
 
 def _recording(rows: list[tuple[_Stream, dict[str, Any]]], figures: Figures) -> tuple[list[str], ...]:
-    """``(bytes, segments, oldest, newest, deleted segments, deleted bytes, future dated)`` lines."""
+    """``(bytes, segments, oldest, newest, segment duration, deleted segments, deleted bytes, future
+    dated)`` lines.  The segment duration of a stream that records: VasRecordingStopped judges the
+    newest segment's age by it."""
     counted = [(e.pre, f) for e, f in ((e, figures.get(s["id"])) for e, s in rows) if f is not None]
     recs = [(e, s.get("recording") or {}) for e, s in rows]
+    lengths = [(e.pre, n) for e, rec in recs if rec.get("enabled") and (n := rec.get("segment_duration_seconds"))
+               is not None]
     deleted = [(e.reason(reason), counts) for e, rec in recs for reason, counts in (rec.get("deleted") or {}).items()]
     ahead = [(e.pre, n) for e, n in ((e, _future(rec)) for e, rec in recs) if n is not None]
     return ([f"{pre['vas_recording_bytes']}{go(f[1])}\n" for pre, f in counted],
@@ -196,6 +201,7 @@ def _recording(rows: list[tuple[_Stream, dict[str, Any]]], figures: Figures) -> 
              for pre, f in counted if f[2] is not None],
             [f"{pre['vas_recording_newest_segment_timestamp_seconds']}{go(f[3])}\n"
              for pre, f in counted if f[3] is not None],
+            [f"{pre['vas_recording_segment_duration_seconds']}{go(n)}\n" for pre, n in lengths],
             [f"vas_recording_deleted_segments_total{labels}{go(c.get('segments', 0))}\n" for labels, c in deleted],
             [f"vas_recording_deleted_bytes_total{labels}{go(c.get('bytes', 0))}\n" for labels, c in deleted],
             [f"{pre['vas_recording_future_dated_segments']}{go(n)}\n" for pre, n in ahead])

@@ -41,6 +41,7 @@ def reference(streams: list[dict[str, Any]], figures: dict[str, Any], now: float
     size, count = g("vas_recording_bytes", "x", labels=["stream"]), g("vas_recording_segments", "x", labels=["stream"])
     oldest = g("vas_recording_oldest_segment_timestamp_seconds", "x", labels=["stream"])
     newest = g("vas_recording_newest_segment_timestamp_seconds", "x", labels=["stream"])
+    length = g("vas_recording_segment_duration_seconds", "x", labels=["stream"])
     deleted = c("vas_recording_deleted_segments", "x", labels=["stream", "reason"])
     freed = c("vas_recording_deleted_bytes", "x", labels=["stream", "reason"])
     ahead = g("vas_recording_future_dated_segments", "x", labels=["stream"])
@@ -71,14 +72,16 @@ def reference(streams: list[dict[str, Any]], figures: dict[str, Any], now: float
                 oldest.add_metric([sid], first)
             if last_at is not None:
                 newest.add_metric([sid], last_at)
+        if rec.get("enabled") and rec.get("segment_duration_seconds") is not None:
+            length.add_metric([sid], rec["segment_duration_seconds"])
         for reason, counts in (rec.get("deleted") or {}).items():
             deleted.add_metric([sid, reason], counts.get("segments", 0))
             freed.add_metric([sid, reason], counts.get("bytes", 0))
         future = rec.get("future_dated")
         if isinstance(future, dict) and isinstance(future.get("segments"), int):
             ahead.add_metric([sid], future["segments"])
-    return [up, state, uptime, restarts, frames, fps, out, last, p_uptime, size, count, oldest, newest, deleted, freed,
-            ahead]
+    return [up, state, uptime, restarts, frames, fps, out, last, p_uptime, size, count, oldest, newest, length, deleted,
+            freed, ahead]
 
 
 def samples(family: Metric) -> str:

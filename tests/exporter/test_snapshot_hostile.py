@@ -137,6 +137,9 @@ _ACCEPTED = {  # one field each, of values the shape takes (numbers may be null)
     "recording newest null": lambda s, d: s["recording"].update(segment_count=3, newest_segment_at=None),
     "recording newest text": lambda s, d: s["recording"].update(segment_count=3, newest_segment_at="yesterday"),
     "recording newest huge": lambda s, d: s["recording"].update(segment_count=3, newest_segment_at="BIG"),
+    "segment duration null": lambda s, d: s["recording"].update(segment_duration_seconds=None),
+    "segment duration text": lambda s, d: s["recording"].update(segment_duration_seconds="10s"),
+    "segment duration huge": lambda s, d: s["recording"].update(segment_duration_seconds="BIG"),
     "producer.since null": lambda s, d: s.update(producer={"id": "p", "since": None, "confirmed": True}),
     "restart_reasons huge": lambda s, d: s["restart_reasons"].update(exit="BIG"),
     "pid_started_at huge": lambda s, d: s.update(pid_started_at="BIG"),
@@ -154,7 +157,7 @@ _ACCEPTED = {  # one field each, of values the shape takes (numbers may be null)
     "config.needs_restart true": lambda s, d: d["config"].update(needs_restart=True),
     "histogram bound text": lambda s, d: d["agent"].update(event_loop_lag_seconds={"sum": 1, "buckets": [["x", 1]]}),
 }
-_UNREADABLE = ("huge", "histogram bound text", "newest text")
+_UNREADABLE = ("huge", "histogram bound text", "newest text", "duration text")
 
 
 @pytest.mark.parametrize("case", list(_ACCEPTED))
