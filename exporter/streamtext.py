@@ -187,12 +187,13 @@ def _progress(rows: list[tuple[_Stream, dict[str, Any]]]) -> tuple[list[str], ..
 
 def _recording(rows: list[tuple[_Stream, dict[str, Any]]], figures: Figures) -> tuple[list[str], ...]:
     """``(bytes, segments, oldest, newest, segment duration, deleted segments, deleted bytes, future
-    dated)`` lines.  The segment duration of a stream that records: VasRecordingStopped judges the
-    newest segment's age by it."""
+    dated)`` lines.  The segment duration of a templated stream that records: VasRecordingStopped
+    judges the newest segment's age by it.  A ``command:`` stream has none: ``recording.enabled``
+    and ``segment_duration`` do not apply to it (its command records as it likes, or not at all)."""
     counted = [(e.pre, f) for e, f in ((e, figures.get(s["id"])) for e, s in rows) if f is not None]
     recs = [(e, s.get("recording") or {}) for e, s in rows]
-    lengths = [(e.pre, n) for e, rec in recs if rec.get("enabled") and (n := rec.get("segment_duration_seconds"))
-               is not None]
+    lengths = [(e.pre, n) for e, s in rows if s.get("mode") != "command" and (rec := s.get("recording") or {})
+               .get("enabled") and (n := rec.get("segment_duration_seconds")) is not None]
     deleted = [(e.reason(reason), counts) for e, rec in recs for reason, counts in (rec.get("deleted") or {}).items()]
     ahead = [(e.pre, n) for e, n in ((e, _future(rec)) for e, rec in recs) if n is not None]
     return ([f"{pre['vas_recording_bytes']}{go(f[1])}\n" for pre, f in counted],

@@ -72,7 +72,7 @@ def reference(streams: list[dict[str, Any]], figures: dict[str, Any], now: float
                 oldest.add_metric([sid], first)
             if last_at is not None:
                 newest.add_metric([sid], last_at)
-        if rec.get("enabled") and rec.get("segment_duration_seconds") is not None:
+        if s.get("mode") != "command" and rec.get("enabled") and rec.get("segment_duration_seconds") is not None:
             length.add_metric([sid], rec["segment_duration_seconds"])
         for reason, counts in (rec.get("deleted") or {}).items():
             deleted.add_metric([sid, reason], counts.get("segments", 0))

@@ -94,3 +94,23 @@ async def test_a_scanned_stream_gets_its_newest_segment_on_the_page(tmp_path):
     text = Metrics(stats).render(View(data, 0.5, 1), stale_after=5).decode()
     assert newest_samples(text) == {"cam1": 1_700_000_000.5}
     assert 'vas_recording_segments{stream="off"} 1.0' in text
+
+
+async def test_a_verbatim_stream_has_no_segment_duration(client, node, tmp_path):
+    """``recording.segment_duration`` (and ``enabled``) do not apply to a ``command:`` stream
+    (docs/configuration.md): the command records as it likes, or not at all.  Without the gauge
+    VasRecordingStopped does not judge it, as it cannot know its segment length; a command that
+    only sends RTP would otherwise read as a live stream that records nothing."""
+    now = time.time()
+    node.write(snapshot_dict([
+        stream("cam1", **recording(segment_count=3, total_bytes=300, oldest_segment_at=now - 60,
+                                   newest_segment_at=now - 2.5)),
+        stream("own", mode="command", **recording(segment_count=0, total_bytes=0, newest_segment_at=None)),
+        stream("ownrec", mode="command", **recording(segment_count=2, total_bytes=200, oldest_segment_at=now - 600,
+                                                     newest_segment_at=now - 300))],
+        root=str(tmp_path)))
+    text = await (await client.get("/v2/metrics")).text()
+    lengths = [line.split('"')[1] for line in text.splitlines()
+               if line.startswith("vas_recording_segment_duration_seconds{")]
+    assert lengths == ["cam1"]
+    assert newest_samples(text) == {"cam1": now - 2.5, "ownrec": now - 300}  # its footage is still told
