@@ -127,7 +127,8 @@ class Workers:
             self.threads -= 1
             self.written_off += 1
             if self._jobs:  # calls queued behind it get a thread now, and more if they still wait
-                self._one_more(wakes)
+                if len(self._jobs) > self._idle - len(self._parked):  # more than threads on their way take
+                    self._one_more(wakes)
                 self._watch_queue()
         for wake in wakes:
             wake.release()
@@ -182,8 +183,9 @@ class Workers:
     def _keep_lookout(self) -> None:
         """While calls are queued: when some queued at the last look are still waiting (the threads
         ahead are slow or stuck), as many more threads as are busy (at least one, at most one per
-        such call): quick calls stay on the thread already woken, slow ones soon get threads enough.
-        Asleep while the queue is empty."""
+        such call that no thread is on its way to: on a loaded machine a woken thread may take
+        longer than LOOKOUT to run): quick calls stay on the thread already woken, slow ones soon
+        get threads enough.  Asleep while the queue is empty."""
         with self._lock:
             while True:
                 while not self._look_due:
@@ -192,8 +194,9 @@ class Workers:
                 while (left := deadline - time.monotonic()) > 0:
                     self._look.wait(left)
                 waited = self._look_queued - (self._taken - self._look_taken)  # FIFO: the oldest are taken first
+                coming = self._idle - len(self._parked)  # threads on their way: each takes one of those
                 wakes: list[threading.Lock] = []
-                for _ in range(min(waited, max(1, self.threads - self._idle))):
+                for _ in range(min(waited - coming, max(1, self.threads - self._idle))):
                     if not self._one_more(wakes):
                         break
                 for wake in wakes:

@@ -385,6 +385,59 @@ def test_calls_queued_behind_a_thread_that_got_stuck_get_threads_of_their_own():
         release.set()
 
 
+def test_the_lookout_starts_no_thread_for_a_call_a_thread_is_on_its_way_to():
+    """Two threads stuck and one on its way back, two calls queued: the one on its way takes the
+    first, so the lookout adds one thread, not two.  It added one per waiting call: on a loaded
+    CI box, where a woken thread may take longer than LOOKOUT to run, a hung-mount test counted
+    10 threads against its 8 probes' 9."""
+    workers = Workers(max_threads=32)
+    stuck, started = threading.Event(), threading.Semaphore(0)
+
+    def hang() -> None:
+        started.release()
+        stuck.wait(5)
+    try:
+        for _ in range(2):  # each starts its own thread: none is idle when it is submitted
+            workers.submit(hang, "stuck")
+            assert started.acquire(timeout=5)
+        release = _on_its_way(workers)  # a third thread, on its way back (its delivery held open)
+        assert (workers.threads, workers._idle, len(workers._parked)) == (3, 1, 0)
+        done = threading.Semaphore(0)
+        for _ in range(2):
+            workers.submit(done.release, "quick")
+        for _ in range(2):
+            assert done.acquire(timeout=5)  # both ran on the one thread the lookout added
+        time.sleep(5 * blocking.LOOKOUT)  # a few more looks
+        assert workers.threads == 4
+        release.set()
+    finally:
+        stuck.set()
+
+
+def test_a_write_off_starts_no_thread_for_a_call_a_thread_is_on_its_way_to():
+    """A stuck call written off while the one call queued has a thread on its way to it: that
+    thread takes it, no other is woken or started (one was, for every write-off with calls queued)."""
+    workers = Workers(max_threads=32)
+    stuck, started = threading.Event(), threading.Event()
+
+    def hang() -> None:
+        started.set()
+        stuck.wait(5)
+    try:
+        workers.submit(hang, "stuck")
+        assert started.wait(5)
+        release = _on_its_way(workers)
+        done = threading.Event()
+        workers.submit(done.set, "quick")  # queued behind the thread on its way
+        assert workers.write_off(hang)
+        time.sleep(5 * blocking.LOOKOUT)  # the lookout looks too
+        assert (workers.threads, workers.written_off) == (1, 1)
+        release.set()
+        assert done.wait(5)
+    finally:
+        stuck.set()
+
+
 async def test_slow_calls_due_together_soon_get_threads_enough(monkeypatch):
     """Calls of a few ms each (a slow but healthy NFS) due together are not run one after another
     on one thread (200 checks of 8 ms took 1.65 s so, found by a review: a call shorter than LOOKOUT
