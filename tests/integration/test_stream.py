@@ -122,19 +122,25 @@ async def test_a_recording_output_that_stopped_is_reopened_once_there_is_room(tm
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+def _watched(folder: Path) -> tuple[asyncio.Event, asyncio.Task]:
+    """A camera's ``folder`` (made) with its playlist, under the recording watch (1 s segments,
+    media flowing): the event set when it asks for a reopen, and its task."""
+    from agent.supervise.stall import watch_recording
+    folder.mkdir(parents=True)
+    playlist = folder / "index.m3u8"
+    playlist.write_bytes(b"#EXTM3U\n")
+    reopened = asyncio.Event()
+    return reopened, asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True,
+                                                         reopen=reopened.set))
+
+
 @pytest.mark.slow
 async def test_a_recording_folder_removed_under_ffmpeg_is_reopened_once_its_parent_is_there(tmp_path):
     """``rm -r`` of a camera's folder: FFmpeg never makes it again, so the watch asks for the restart
     that does (it judged the room of the missing folder, failed, and waited for ever); with the
     recording root gone as well there is nowhere to reopen into, and it waits for the root."""
-    from agent.supervise.stall import watch_recording
     root = tmp_path / "recordings"
-    folder = root / "cam"
-    folder.mkdir(parents=True)
-    playlist = folder / "index.m3u8"
-    playlist.write_bytes(b"#EXTM3U\n")
-    reopened = asyncio.Event()
-    task = asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    reopened, task = _watched(root / "cam")
     try:
         shutil.rmtree(root)
         await asyncio.sleep(14)  # past the 10 s of quiet: no folder and no root, nothing to reopen into
@@ -152,13 +158,8 @@ async def test_a_recording_folder_replaced_by_a_file_is_logged_not_reopened_and_
     the folder (so the stream would not start, viewers' feed and all).  The watch stayed silent for
     the life of the process (the stat of the playlist failed with ENOTDIR every check); it now says
     so once, keeps the process, and reopens once the file is gone."""
-    from agent.supervise.stall import watch_recording
     folder = tmp_path / "recordings" / "cam"
-    folder.mkdir(parents=True)
-    playlist = folder / "index.m3u8"
-    playlist.write_bytes(b"#EXTM3U\n")
-    reopened = asyncio.Event()
-    task = asyncio.create_task(watch_recording(playlist, 1.0, media_flowing=lambda: True, reopen=reopened.set))
+    reopened, task = _watched(folder)
     try:
         await asyncio.sleep(2.5)  # the playlist seen once
         shutil.rmtree(folder)
