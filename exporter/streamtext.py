@@ -23,6 +23,8 @@ from prometheus_client.utils import floatToGoString
 from agent.snapshot_view import UNKNOWN
 from agent.supervise.states import StreamState
 
+from . import recordings
+
 #: ``unknown``: the snapshot is stale, so nobody knows the stream's state now (agent down or hung).
 STATES = [*(s.value for s in StreamState), UNKNOWN]
 RESTART_REASONS = ("exit", "stall", "config", "manual", "sfu")
@@ -49,8 +51,8 @@ RECORDING = [("vas_recording_bytes", "gauge", "Bytes of recorded segments."),
 TOTALS = ("vas_streams", "gauge", "Streams by state.")
 INF = float("inf")
 
-#: Per stream id: ``(segments, bytes, oldest mtime, newest mtime)`` (exporter/recordings.py).
-Figures = dict[str, tuple[int, int, "float | None", "float | None"]]
+#: Per stream id: its recording figures (exporter/recordings.py).
+Figures = dict[str, recordings.Figures]
 
 
 def go(value: Any) -> str:
@@ -192,8 +194,9 @@ def _recording(rows: list[tuple[_Stream, dict[str, Any]]], figures: Figures) -> 
     and ``segment_duration`` do not apply to it (its command records as it likes, or not at all)."""
     counted = [(e.pre, f) for e, f in ((e, figures.get(s["id"])) for e, s in rows) if f is not None]
     recs = [(e, s.get("recording") or {}) for e, s in rows]
-    lengths = [(e.pre, n) for e, s in rows if s.get("mode") != "command" and (rec := s.get("recording") or {})
-               .get("enabled") and (n := rec.get("segment_duration_seconds")) is not None]
+    lengths = [(e.pre, n) for (e, rec), (_, s) in zip(recs, rows)
+               if rec.get("enabled") and s.get("mode") != "command"
+               and (n := rec.get("segment_duration_seconds")) is not None]
     deleted = [(e.reason(reason), counts) for e, rec in recs for reason, counts in (rec.get("deleted") or {}).items()]
     ahead = [(e.pre, n) for e, n in ((e, _future(rec)) for e, rec in recs) if n is not None]
     return ([f"{pre['vas_recording_bytes']}{go(f[1])}\n" for pre, f in counted],
