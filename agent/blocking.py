@@ -102,7 +102,7 @@ class Workers:
             if self._idle <= self._queued and self._queued >= self._max_queued and not self._room():
                 raise TimeoutError(f"{name}: all {self.threads} worker threads are stuck (a hung file system?)")
             wake = None
-            awake = self._idle - len(self._parked)  # threads on their way to the queue: they take it
+            awake = self._on_their_way()  # they take it
             if not awake:
                 if self._parked:
                     wake = self._parked.pop()
@@ -127,12 +127,17 @@ class Workers:
             self.threads -= 1
             self.written_off += 1
             if self._jobs:  # calls queued behind it get a thread now, and more if they still wait
-                if len(self._jobs) > self._idle - len(self._parked):  # more than threads on their way take
+                if len(self._jobs) > self._on_their_way():  # more than those threads take
                     self._one_more(wakes)
                 self._watch_queue()
         for wake in wakes:
             wake.release()
         return True
+
+    def _on_their_way(self) -> int:
+        """Threads on their way to the queue: idle but not parked (woken, started, or back from a
+        call); each takes the next queued call (under the lock)."""
+        return self._idle - len(self._parked)
 
     def _room(self) -> bool:
         return self.threads < self._max_threads
@@ -194,7 +199,7 @@ class Workers:
                 while (left := deadline - time.monotonic()) > 0:
                     self._look.wait(left)
                 waited = self._look_queued - (self._taken - self._look_taken)  # FIFO: the oldest are taken first
-                coming = self._idle - len(self._parked)  # threads on their way: each takes one of those
+                coming = self._on_their_way()  # each takes one of those
                 wakes: list[threading.Lock] = []
                 for _ in range(min(waited - coming, max(1, self.threads - self._idle))):
                     if not self._one_more(wakes):
