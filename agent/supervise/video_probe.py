@@ -7,13 +7,16 @@ Bounded: the first segment is waited for at most FIRST_SEGMENT_WAIT past three s
 durations (each look on an ``agent.blocking`` thread: a folder on a hung mount must not hold
 the event loop), at most PROBE_CONCURRENCY ffprobes run at once (500 streams starting must not
 start 500 of them), each runs at most PROBE_TIMEOUT and is killed with its session when
-the call is cancelled (the process exits or the stream stops).  A failure leaves codec
-and resolution unknown (null).
+the call is cancelled (the process exits or the stream stops).  An ffprobe that fails or
+times out (a camera slow to open a second session, a loaded host) is run again after each of
+RETRY_AFTER, while the run lives; after the last, codec and resolution stay unknown (null) for
+this run, and the log says so once.  A probe that answers without a video stream is not retried.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,13 @@ from agent.config.model import StreamConfig
 from agent.supervise.ffmpeg import Launch, input_args
 from agent.supervise.h264_probe import PROBE_TIMEOUT, ffprobe_for, run_ffprobe
 
+log = logging.getLogger("vas.stream")
+
 #: Seconds past a few segment durations to wait for this run's first segment.
 FIRST_SEGMENT_WAIT = 30.0
+#: Seconds before each new try of a probe that failed or timed out: one failure (a camera slow to
+#: answer a second session, a loaded host) must not leave a run's codec unknown for its whole life.
+RETRY_AFTER = (5.0, 15.0, 45.0)
 #: ffprobes at once, per event loop (each costs ~0.1 s of CPU, nearly all of it FFmpeg's start).
 PROBE_CONCURRENCY = 2
 _SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
@@ -67,15 +75,20 @@ def _slots() -> asyncio.Semaphore:
     return _SLOTS[loop]
 
 
-async def run_probe(argv: list[str], timeout: float = PROBE_TIMEOUT) -> dict[str, Any] | None:
-    """Run one ffprobe (waiting for a slot); its video, or None (failed, too slow, no video)."""
-    async with _slots():
-        return await _run(argv, timeout)
-
-
-async def _run(argv: list[str], timeout: float) -> dict[str, Any] | None:
-    out = await run_ffprobe(argv, timeout)
-    return None if out is None else video_from_probe(out)
+async def run_probe(argv: list[str], what: str, timeout: float = PROBE_TIMEOUT) -> dict[str, Any] | None:
+    """The video ffprobe finds (each try waits for a slot), or None: no video stream, or every try
+    failed or timed out (``what`` names the stream in the log line that says so)."""
+    for again in (*RETRY_AFTER, None):
+        async with _slots():
+            out = await run_ffprobe(argv, timeout)
+        if out is not None:
+            return video_from_probe(out)
+        if again is None:
+            break
+        await asyncio.sleep(again)
+    log.warning("%s: codec and resolution unknown: ffprobe failed or timed out %d times (%.0f s each); "
+                "they are probed again at the next restart", what, len(RETRY_AFTER) + 1, timeout)
+    return None
 
 
 async def probe_spawn(ffmpeg: str, stream: StreamConfig, launch: Launch) -> dict[str, Any] | None:
@@ -84,7 +97,7 @@ async def probe_spawn(ffmpeg: str, stream: StreamConfig, launch: Launch) -> dict
         return None  # a verbatim command's input and segment names are the operator's
     ffprobe = ffprobe_for(ffmpeg)
     if not stream.recording.enabled:
-        return await run_probe(camera_argv(ffprobe, stream))
+        return await run_probe(camera_argv(ffprobe, stream), stream.id)
     path, every = first_segment(launch), max(0.5, stream.recording.segment_duration / 2)
     waited, limit = 0.0, FIRST_SEGMENT_WAIT + 3 * stream.recording.segment_duration
     while not await _written(path):  # one stat per half segment: cheap at 500 streams
@@ -92,7 +105,7 @@ async def probe_spawn(ffmpeg: str, stream: StreamConfig, launch: Launch) -> dict
             return None
         await asyncio.sleep(every)
         waited += every
-    return await run_probe(file_argv(ffprobe, path))
+    return await run_probe(file_argv(ffprobe, path), stream.id)
 
 
 async def _written(path: Path) -> bool:
