@@ -1,7 +1,7 @@
 """The VAS-MS-V2 health API under /v2: health of the system, streams, ingestion, producers,
 consumers and recordings; heartbeats, cleanup and force-close go to the agent.
 
-Everything read comes from the cached snapshot (and the psutil samples);
+Everything read comes from the cached snapshot (and the processes' samples);
 nothing here signals a process or deletes a file.  Unknown ids: 404 JSON;
 bad parameters: 400 naming the parameter; agent unreachable: 503 JSON.
 """
@@ -155,7 +155,7 @@ class Api:
 
     async def ingestion(self, request: web.Request) -> web.Response:
         view = self._known()
-        self.ctx.metrics.sampler.sample(view.streams)
+        self.ctx.metrics.sampler.current(view.streams)
         samples, now, out = self.ctx.metrics.sampler.samples, time.time(), []
         for s in view.streams:
             cpu, rss = samples.get(s["id"], (None, None))

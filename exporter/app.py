@@ -1,8 +1,8 @@
 """``create_app(settings) -> web.Application``: health, the /v2 API, /v2/metrics and the console.
 
 The exporter is the only network-facing part of the node.  It reads the
-agent's snapshot (cached until the file is replaced), samples processes with
-psutil at scrape time, and sends every change to the agent's control socket.
+agent's snapshot (cached until the file is replaced), samples the streams'
+processes from /proc while scrapes come, and sends every change to the agent's control socket.
 No response carries a stack trace: a middleware turns any failure into JSON.
 """
 from __future__ import annotations
@@ -84,8 +84,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    """The snapshot's watch and the recording scan while the app runs; the agent session
-    closed at the end."""
+    """The snapshot's watch, the recording scan and the processes' sampling while the app runs;
+    the agent session closed at the end."""
     import asyncio
     ctx = app[CONTEXT]
     # A new snapshot's metrics are rendered the moment it lands, on the loop, before any
@@ -95,7 +95,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     ctx.source.listeners.append(render)
     ctx.source.watch()
     tasks = [asyncio.create_task(ctx.recordings.run(ctx.view, render), name="recording-scan"),
-             asyncio.create_task(_tick_snapshot(ctx), name="snapshot-observe")]
+             asyncio.create_task(_tick_snapshot(ctx), name="snapshot-observe"),
+             asyncio.create_task(ctx.metrics.sampler.run(lambda: ctx.view().streams), name="process-sample")]
     yield
     for task in tasks:
         task.cancel()

@@ -3,10 +3,11 @@
 The per-stream families (~12,000 samples at 500 streams) are written as text by
 exporter/streamtext.py, which re-renders only the streams' values that changed;
 the few node-wide families are built with client_python's custom collector
-pattern.  The snapshot's part is kept until the snapshot changes; the psutil
-samples (taken here at scrape time, never by the agent) until they are older than
-PSUTIL_TTL; the few samples that change on every scrape (agent up, snapshot age,
-API request metrics) live in a second, small registry.
+pattern.  The snapshot's part is kept until the snapshot changes; the processes'
+CPU and RSS (sampled by the exporter, never by the agent: exporter/processes.py)
+are taken off the scrape every 5 s while scrapes come; the few samples that
+change on every scrape (agent up, snapshot age, API request metrics) live in a
+second, small registry.
 Label values are bounded: stream ids, states, reasons, route templates.
 """
 from __future__ import annotations
@@ -16,13 +17,13 @@ from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
 
-import psutil
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from agent.version import build
 
 from .apistats import RequestStats
+from .processes import ProcessSampler
 from .recordings import RecordingStats
 from .source import View
 from .streamtext import RESTART_REASONS, STATES, StreamText, utf8
@@ -31,34 +32,7 @@ from .streamtext import RESTART_REASONS, STATES, StreamText, utf8
 # (and the families built from the snapshot have none): the exporter serves none at all.
 disable_created_metrics()
 
-PSUTIL_TTL = 2.0
-__all__ = ["Metrics", "ProcessSampler", "RESTART_REASONS", "STATES"]
-
-
-class ProcessSampler:
-    """CPU seconds and RSS of the streams' processes, sampled at most every PSUTIL_TTL."""
-
-    def __init__(self) -> None:
-        self._procs: dict[tuple[int, float], psutil.Process] = {}
-        self.samples: dict[str, tuple[float, int]] = {}  # stream -> (cpu seconds, rss bytes)
-        self.taken_at = -PSUTIL_TTL
-
-    def sample(self, streams: list[dict[str, Any]]) -> None:
-        if time.monotonic() - self.taken_at < PSUTIL_TTL:
-            return
-        self.taken_at, samples, procs = time.monotonic(), {}, {}
-        for s in streams:
-            key = (s.get("pid") or 0, s.get("pid_started_at") or 0.0)
-            if key[0] <= 0:  # psutil raises ValueError, not psutil.Error, for a pid below 0
-                continue
-            try:
-                proc = self._procs.get(key) or psutil.Process(key[0])
-                with proc.oneshot():
-                    cpu, rss = proc.cpu_times(), proc.memory_info().rss
-                samples[s["id"]], procs[key] = (cpu.user + cpu.system, rss), proc
-            except psutil.Error:
-                continue
-        self._procs, self.samples = procs, samples
+__all__ = ["Metrics", "RESTART_REASONS", "STATES"]
 
 
 class _Families:
@@ -82,13 +56,10 @@ class Metrics:
         self.recordings = recordings
         self.sampler = ProcessSampler()
         self.text = StreamText()
-        self.processes = CollectorRegistry(auto_describe=False)
-        self.processes.register(_ProcessCollector(self.sampler))
         self.requests = RequestStats()
         self.live = CollectorRegistry(auto_describe=False)
         self.live.register(self.requests)
         self._cached: tuple[tuple[int, bool, int], bytes] | None = None
-        self._cached_processes: tuple[float, bytes] | None = None
 
     def observe_request(self, handler: str, method: str, code: int, seconds: float) -> None:
         """Count one request and its latency (exporter/apistats.py: cheap next to a health check)."""
@@ -97,12 +68,10 @@ class Metrics:
     def render(self, view: View, *, stale_after: float) -> bytes:
         """Three parts, each rendered only when its data changed: snapshot, processes, per-scrape."""
         cached = self.prepare(view)
-        self.sampler.sample(view.streams)
-        if self._cached_processes is None or self._cached_processes[0] != self.sampler.taken_at:
-            self._cached_processes = (self.sampler.taken_at, generate_latest(self.processes))
+        self.sampler.current(view.streams)
         live = _LiveCollector(view, stale_after, self.recordings).registry()
         # One join: each ``+`` would copy the ~600 KB snapshot part once more on every scrape.
-        return b"".join((cached, self._cached_processes[1], generate_latest(live), generate_latest(self.live)))
+        return b"".join((cached, self.sampler.text, generate_latest(live), generate_latest(self.live)))
 
     def prepare(self, view: View) -> bytes:
         """The snapshot's part, rendered now unless it was for this snapshot (the app calls this
@@ -120,16 +89,6 @@ class Metrics:
                          _latest(_consumer_families(data.get("consumers") or {})), recording.encode(),
                          _latest(_unsafe_family(data), _retention_problem_family(data), _config_families(data),
                                  _disk_pressure_families(data))))
-
-
-class _ProcessCollector:
-    """CPU and RSS of the streams' processes, from the latest psutil sample."""
-
-    def __init__(self, sampler: ProcessSampler) -> None:
-        self.sampler = sampler
-
-    def collect(self) -> Iterator[Metric]:
-        yield from _process_families(self.sampler.samples)
 
 
 class _LiveCollector:
@@ -167,17 +126,6 @@ class _LiveCollector:
 
 def _gauge(name: str, doc: str, *, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
-
-
-def _process_families(samples: dict[str, tuple[float, int]]) -> Iterator[Metric]:
-    cpu = CounterMetricFamily("vas_ffmpeg_cpu_seconds", "CPU time of the stream's FFmpeg.", labels=["stream"])
-    rss = GaugeMetricFamily("vas_ffmpeg_resident_memory_bytes", "RSS of the stream's FFmpeg.", labels=["stream"])
-    for sid, (seconds, resident) in samples.items():
-        cpu.add_metric([utf8(sid)], seconds)
-        rss.add_metric([utf8(sid)], resident)
-    yield cpu
-    yield rss
-    yield _gauge("vas_ffmpeg_processes_healthy", "Stream processes running and sampled.", value=len(samples))
 
 
 def _sfu_families(data: dict[str, Any], streams: list[dict[str, Any]]) -> Iterator[Metric]:
