@@ -57,8 +57,6 @@ class Metrics:
         self.sampler = ProcessSampler()
         self.text = StreamText()
         self.requests = RequestStats()
-        self.live = CollectorRegistry(auto_describe=False)
-        self.live.register(self.requests)
         self._cached: tuple[tuple[int, bool, int], bytes] | None = None
 
     def observe_request(self, handler: str, method: str, code: int, seconds: float) -> None:
@@ -71,7 +69,7 @@ class Metrics:
         self.sampler.current(view.streams)
         live = _LiveCollector(view, stale_after, self.recordings).registry()
         # One join: each ``+`` would copy the ~600 KB snapshot part once more on every scrape.
-        return b"".join((cached, self.sampler.text, generate_latest(live), generate_latest(self.live)))
+        return b"".join((cached, self.sampler.text, generate_latest(live), self.requests.text()))
 
     def prepare(self, view: View) -> bytes:
         """The snapshot's part, rendered now unless it was for this snapshot (the app calls this
