@@ -155,10 +155,11 @@ class Api:
 
     async def ingestion(self, request: web.Request) -> web.Response:
         view = self._known()
-        self.ctx.metrics.sampler.current(view.streams)
-        samples, now, out = self.ctx.metrics.sampler.samples, time.time(), []
+        sampler = self.ctx.metrics.sampler
+        sampler.current(view.streams)
+        now, out = time.time(), []
         for s in view.streams:
-            cpu, rss = samples.get(s["id"], (None, None))
+            cpu, rss = sampler.figures(s) or (None, None)
             out.append({"stream_id": s["id"], "state": s.get("state"), "pid": s.get("pid"),
                         "cpu_seconds": cpu, "rss_bytes": rss,
                         "uptime_seconds": round(now - s["pid_started_at"], 3) if s.get("pid_started_at") else None,

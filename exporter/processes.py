@@ -88,6 +88,8 @@ class ProcessSampler:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.samples: dict[str, tuple[float, int]] = {}  # stream -> (cpu seconds, rss bytes)
+        #: The pids the last sample read, with its figures, in one attribute (``take`` runs on a thread).
+        self._of: tuple[dict[str, Any], dict[str, tuple[float, int]]] = ({}, {})
         self.text = render({})
         self.taken_at = -STALE_AFTER
         self.wanted_at = -IDLE_AFTER  # the last scrape (or API read) that used a sample
@@ -101,7 +103,19 @@ class ProcessSampler:
     def take(self, streams: list[dict[str, Any]]) -> None:
         """Sample and render (any thread: the results are replaced in one assignment each)."""
         samples = sample(streams)
+        pids = {s["id"]: s.get("pid") for s in streams}
+        self._of = (pids, samples)
         self.samples, self.text, self.taken_at = samples, render(samples), self.clock()
+
+    def figures(self, stream: dict[str, Any]) -> tuple[float, int] | None:
+        """``(cpu seconds, rss bytes)`` of the stream's process now in the snapshot: the last
+        sample's when it read that pid, else read now (a respawned FFmpeg's new pid must not be
+        shown with the old process's CPU and RSS until the next sample)."""
+        pids, samples = self._of
+        pid = stream.get("pid")
+        if stream["id"] in pids and pids[stream["id"]] == pid:
+            return samples.get(stream["id"])
+        return read_stat(pid) if type(pid) is int and pid > 0 else None
 
     async def run(self, streams: Callable[[], list[dict[str, Any]]]) -> None:
         """Every SAMPLE_EVERY while scrapes come, sample on a thread, so that no scrape waits for it."""

@@ -125,3 +125,43 @@ async def test_samples_are_taken_in_the_background_while_scrapes_come_and_stop_w
     finally:
         task.cancel()
 
+
+
+def test_a_respawned_process_is_not_shown_with_the_old_ones_figures(worker):
+    """The API pairs a stream's pid with its figures: after a respawn (a new pid in the snapshot,
+    the last sample of the old one) the new process's own figures, not the old one's."""
+    sampler = ProcessSampler()
+    sampler.take([{"id": "cam1", "pid": worker.pid}])
+    new = subprocess.Popen(["sleep", "60"])
+    try:
+        time.sleep(0.1)
+        assert sampler.figures({"id": "cam1", "pid": worker.pid}) == sampler.samples["cam1"]
+        cpu, rss = sampler.figures({"id": "cam1", "pid": new.pid}) or (None, None)
+        assert (cpu, rss) == read_stat(new.pid) and cpu is not None and cpu < 0.3 <= sampler.samples["cam1"][0]
+        assert sampler.figures({"id": "cam1", "pid": None}) is None
+        assert sampler.figures({"id": "cam2", "pid": None}) is None
+    finally:
+        new.kill()
+        new.wait()
+
+
+async def test_the_ingestion_api_does_not_pair_a_new_pid_with_the_old_processs_figures(client, node, worker):
+    """Measured with the real agent: for up to SAMPLE_EVERY after a respawn /v2/health/ingestion
+    answered the new pid with the killed FFmpeg's cpu_seconds and rss_bytes."""
+    from .conftest import snapshot_dict, stream
+    node.write(snapshot_dict([stream("cam1", pid=worker.pid)]))
+    first = (await (await client.get("/v2/health/ingestion")).json())["processes"][0]
+    assert first["pid"] == worker.pid and first["cpu_seconds"] >= 0.3
+    new = subprocess.Popen(["sleep", "60"])
+    try:
+        node.write(snapshot_dict([stream("cam1", pid=new.pid)]))
+        for _ in range(50):  # the exporter sees the new snapshot
+            after = (await (await client.get("/v2/health/ingestion")).json())["processes"][0]
+            if after["pid"] == new.pid:
+                break
+            await asyncio.sleep(0.05)
+        assert after["pid"] == new.pid
+        assert (after["cpu_seconds"], after["rss_bytes"]) == read_stat(new.pid)
+    finally:
+        new.kill()
+        new.wait()
