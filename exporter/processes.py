@@ -11,12 +11,15 @@ STALE_AFTER) samples first, so no scrape shows figures older than that.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .streamtext import escape, go, header
+
+log = logging.getLogger("vas.exporter")
 
 #: Seconds between samples while scrapes come: the figures are as old as the snapshot's can be
 #: (the agent writes one every 5 s), for the CPU a scrape that sampled spent every 15 s.
@@ -87,8 +90,8 @@ class ProcessSampler:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.samples: dict[str, tuple[float, int]] = {}  # stream -> (cpu seconds, rss bytes)
-        #: The pids the last sample read, with its figures, in one attribute (``take`` runs on a thread).
+        #: The pids the last sample read, with its figures (stream -> (cpu seconds, rss bytes)), in one
+        #: attribute: ``take`` runs on a thread.
         self._of: tuple[dict[str, Any], dict[str, tuple[float, int]]] = ({}, {})
         self.text = render({})
         self.taken_at = -STALE_AFTER
@@ -103,9 +106,13 @@ class ProcessSampler:
     def take(self, streams: list[dict[str, Any]]) -> None:
         """Sample and render (any thread: the results are replaced in one assignment each)."""
         samples = sample(streams)
-        pids = {s["id"]: s.get("pid") for s in streams}
-        self._of = (pids, samples)
-        self.samples, self.text, self.taken_at = samples, render(samples), self.clock()
+        self._of = ({s["id"]: s.get("pid") for s in streams}, samples)
+        self.text, self.taken_at = render(samples), self.clock()
+
+    @property
+    def samples(self) -> dict[str, tuple[float, int]]:
+        """The last sample: stream -> (cpu seconds, rss bytes)."""
+        return self._of[1]
 
     def figures(self, stream: dict[str, Any]) -> tuple[float, int] | None:
         """``(cpu seconds, rss bytes)`` of the stream's process now in the snapshot: the last
@@ -119,7 +126,16 @@ class ProcessSampler:
 
     async def run(self, streams: Callable[[], list[dict[str, Any]]]) -> None:
         """Every SAMPLE_EVERY while scrapes come, sample on a thread, so that no scrape waits for it."""
+        failing = False
         while True:
             await asyncio.sleep(SAMPLE_EVERY)
             if self.clock() - self.wanted_at < IDLE_AFTER:
-                await asyncio.to_thread(self.take, streams())
+                try:
+                    await asyncio.to_thread(self.take, streams())
+                except Exception:  # said once a streak; scrapes sample for themselves meanwhile
+                    if not failing:
+                        log.exception("sampling the streams' processes failed; scrapes sample them "
+                                      "themselves until it works again")
+                    failing = True
+                else:
+                    failing = False

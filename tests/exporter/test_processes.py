@@ -165,3 +165,27 @@ async def test_the_ingestion_api_does_not_pair_a_new_pid_with_the_old_processs_f
     finally:
         new.kill()
         new.wait()
+
+
+async def test_a_sampling_pass_that_fails_is_said_once_and_sampling_goes_on(worker, monkeypatch, caplog):
+    monkeypatch.setattr(processes, "SAMPLE_EVERY", 0.05)
+    sampler, calls = ProcessSampler(), []
+    streams = [{"id": "cam1", "pid": worker.pid}]
+
+    def snapshot_streams() -> list:
+        calls.append(1)
+        if len(calls) <= 3:
+            raise RuntimeError("a hostile snapshot")
+        return streams
+    sampler.current([])
+    task = asyncio.create_task(sampler.run(snapshot_streams))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if "cam1" in sampler.samples:
+                break
+    finally:
+        task.cancel()
+    assert "cam1" in sampler.samples and len(calls) >= 4
+    assert [r.getMessage() for r in caplog.records if "sampling" in r.getMessage()] == [
+        "sampling the streams' processes failed; scrapes sample them themselves until it works again"]
