@@ -38,7 +38,7 @@ HEALTHY = ("vas_ffmpeg_processes_healthy", "gauge", "Stream processes running an
 
 
 def read_stat(pid: int) -> tuple[float, int] | None:
-    """``(cpu seconds, rss bytes)`` of ``pid``, or None when it is gone: utime + stime from
+    """``(cpu seconds, rss bytes)`` of ``pid``, or None when it is gone or a zombie: utime + stime from
     ``/proc/<pid>/stat``, the resident pages from ``/proc/<pid>/statm`` (stat's own count is the
     kernel's per-CPU estimate: hundreds of KiB off ``ps`` and psutil).  Read with ``os.open``: a
     buffered file object cost as much as both reads."""
@@ -56,6 +56,8 @@ def read_stat(pid: int) -> tuple[float, int] | None:
     except OSError:  # gone (ENOENT, ESRCH), or not ours to read
         return None
     fields = raw[raw.rfind(b")") + 2:].split()  # the command may hold spaces and ')': after its last ')'
+    if fields[:1] in ([b"Z"], [b"X"]):  # exited, not yet reaped: no process runs (its RSS reads 0)
+        return None
     try:  # stat's fields 14 and 15 (utime, stime: clock ticks), counted from pid as 1; statm's 2nd
         return (int(fields[11]) + int(fields[12])) / _TICKS, int(pages[1]) * _PAGE
     except (IndexError, ValueError):

@@ -54,12 +54,19 @@ def test_a_command_with_spaces_and_parentheses_in_its_name_is_read(tmp_path):
         proc.wait()
 
 
-def test_a_process_that_is_gone_or_no_pid_is_left_out(worker):
-    gone = subprocess.Popen(["true"])
+def test_a_process_that_is_gone_a_zombie_or_no_pid_is_left_out(worker):
+    gone, zombie = subprocess.Popen(["true"]), subprocess.Popen(["true"])
     gone.wait()
-    streams = [{"id": "a", "pid": worker.pid}, {"id": "b", "pid": gone.pid}, {"id": "c", "pid": None},
-               {"id": "d", "pid": -1}, {"id": "e", "pid": True}, {"id": "f"}]
-    assert list(sample(streams)) == ["a"]
+    try:
+        for _ in range(100):  # exited, not reaped (the agent stopping, say): counted healthy with RSS 0 before
+            if psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE:
+                break
+            time.sleep(0.02)
+        streams = [{"id": "a", "pid": worker.pid}, {"id": "b", "pid": gone.pid}, {"id": "c", "pid": None},
+                   {"id": "d", "pid": -1}, {"id": "e", "pid": True}, {"id": "f"}, {"id": "z", "pid": zombie.pid}]
+        assert list(sample(streams)) == ["a"]
+    finally:
+        zombie.wait()
 
 
 def reference(samples: dict[str, tuple[float, int]]) -> bytes:
