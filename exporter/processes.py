@@ -37,22 +37,14 @@ RSS = ("vas_ffmpeg_resident_memory_bytes", "gauge", "RSS of the stream's FFmpeg.
 HEALTHY = ("vas_ffmpeg_processes_healthy", "gauge", "Stream processes running and sampled.")
 
 
-def read_stat(pid: int) -> tuple[float, int] | None:
-    """``(cpu seconds, rss bytes)`` of ``pid``, or None when it is gone or a zombie: utime + stime from
-    ``/proc/<pid>/stat``, the resident pages from ``/proc/<pid>/statm`` (stat's own count is the
-    kernel's per-CPU estimate: hundreds of KiB off ``ps`` and psutil).  Read with ``os.open``: a
-    buffered file object cost as much as both reads."""
+def read_stat(pid: object) -> tuple[float, int] | None:
+    """``(cpu seconds, rss bytes)`` of ``pid``, or None when it is not a pid, gone or a zombie: utime
+    + stime from ``/proc/<pid>/stat``, the resident pages from ``/proc/<pid>/statm`` (stat's own count
+    is the kernel's per-CPU estimate: hundreds of KiB off ``ps`` and psutil)."""
+    if type(pid) is not int or pid <= 0:
+        return None
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            raw = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
-        try:
-            pages = os.read(fd, 256).split()
-        finally:
-            os.close(fd)
+        raw, pages = _read(f"/proc/{pid}/stat", 4096), _read(f"/proc/{pid}/statm", 256).split()
     except OSError:  # gone (ENOENT, ESRCH), or not ours to read
         return None
     fields = raw[raw.rfind(b")") + 2:].split()  # the command may hold spaces and ')': after its last ')'
@@ -64,15 +56,22 @@ def read_stat(pid: int) -> tuple[float, int] | None:
         return None
 
 
+def _read(path: str, size: int) -> bytes:
+    """Up to ``size`` bytes of ``path``, with ``os.open``: a buffered file object cost as much as the read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
 def sample(streams: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
     """Each stream's ``(cpu seconds, rss bytes)``, for the streams whose process runs."""
     samples = {}
     for s in streams:
-        pid = s.get("pid")
-        if type(pid) is int and pid > 0:
-            figures = read_stat(pid)
-            if figures is not None:
-                samples[s["id"]] = figures
+        figures = read_stat(s.get("pid"))
+        if figures is not None:
+            samples[s["id"]] = figures
     return samples
 
 
@@ -124,7 +123,7 @@ class ProcessSampler:
         pid = stream.get("pid")
         if stream["id"] in pids and pids[stream["id"]] == pid:
             return samples.get(stream["id"])
-        return read_stat(pid) if type(pid) is int and pid > 0 else None
+        return read_stat(pid)
 
     async def run(self, streams: Callable[[], list[dict[str, Any]]]) -> None:
         """Every SAMPLE_EVERY while scrapes come, sample on a thread, so that no scrape waits for it."""
