@@ -12,17 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.fuzzing import ENV, attacks, check_load, structured
+from tests.faults.fuzzing import ENV, attacks, check_load, structured_config
 from tests.integration.harness import BIN, config, wait_for
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
-
-@pytest.mark.slow
-@FUZZ
-@given(structured())
-def test_structured_configs_load_or_name_a_line(tmp_path_factory, data):
-    check_load(tmp_path_factory.mktemp("f") / "streams.yaml", data)
+def test_structured_configs_load_or_name_a_line(tmp_path):
+    """300 seeded configs (drawn through hypothesis they cost 7 s of CPU alone, 60-130 s in a
+    loaded CI run, against its 120 s limit; bench/fuzz.py runs 10,000)."""
+    for seed in range(300):
+        data = structured_config(random.Random(seed))
+        try:
+            check_load(tmp_path / "streams.yaml", data)
+        except BaseException as exc:
+            raise AssertionError(f"seed {seed}: structured_config(random.Random({seed})) = {data[:300]!r}") from exc
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -55,10 +57,9 @@ def test_vas_agent_check_on_attacks_exits_1_naming_the_file(tmp_path, name, data
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(structured())
-def test_vas_agent_check_never_prints_a_traceback(tmp_path_factory, data):
-    _check_cli(tmp_path_factory.mktemp("c") / "streams.yaml", data)
+@pytest.mark.parametrize("seed", range(1000, 1012))
+def test_vas_agent_check_never_prints_a_traceback(tmp_path, seed):
+    _check_cli(tmp_path / "streams.yaml", structured_config(random.Random(seed)))
 
 
 def mutations(good: str, n: int, seed: int = 5) -> list[bytes]:
