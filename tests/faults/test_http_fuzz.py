@@ -87,6 +87,7 @@ def fuzz(node: Node, check: Any) -> int:
     return calls
 
 
+@pytest.mark.timeout(300)  # 190 requests, each with two reads of the node: 70-120 s in a loaded CI run
 def test_without_a_token_no_5xx_as_documented_and_nothing_changes(node):
     def check(case: Any) -> None:
         before = node.state()
