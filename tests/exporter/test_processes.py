@@ -33,6 +33,21 @@ def worker():
     proc.wait()
 
 
+def asleep(argv: list[str]) -> subprocess.Popen:
+    """``argv`` started and asleep in its own program: exec'd and loaded, so its figures hold
+    still (read right after the fork, a CI run saw its RSS grow between two reads)."""
+    proc = subprocess.Popen(argv)
+    name = argv[0].rsplit("/", 1)[-1][:15]  # the kernel's comm: the program's name, 15 bytes
+    for _ in range(1000):  # hang catcher: 10 s
+        with open(f"/proc/{proc.pid}/stat") as fh:
+            stat = fh.read()
+        if stat[stat.index("(") + 1:stat.rindex(")")] == name and stat[stat.rindex(")") + 2] == "S":
+            return proc
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(f"{argv} never went to sleep")
+
+
 def test_a_stat_read_gives_what_psutil_gives(worker):
     cpu, rss = read_stat(worker.pid) or (None, None)
     p = psutil.Process(worker.pid)
@@ -44,9 +59,8 @@ def test_a_stat_read_gives_what_psutil_gives(worker):
 def test_a_command_with_spaces_and_parentheses_in_its_name_is_read(tmp_path):
     odd = tmp_path / "a) b (c"
     odd.symlink_to(shutil.which("sleep") or "/bin/sleep")
-    proc = subprocess.Popen([str(odd), "60"])
+    proc = asleep([str(odd), "60"])
     try:
-        time.sleep(0.2)
         cpu, rss = read_stat(proc.pid) or (None, None)
         assert cpu is not None and rss == psutil.Process(proc.pid).memory_info().rss
     finally:
@@ -139,9 +153,8 @@ def test_a_respawned_process_is_not_shown_with_the_old_ones_figures(worker):
     the last sample of the old one) the new process's own figures, not the old one's."""
     sampler = ProcessSampler()
     sampler.take([{"id": "cam1", "pid": worker.pid}])
-    new = subprocess.Popen(["sleep", "60"])
+    new = asleep(["sleep", "60"])
     try:
-        time.sleep(0.1)
         assert sampler.figures({"id": "cam1", "pid": worker.pid}) == sampler.samples["cam1"]
         cpu, rss = sampler.figures({"id": "cam1", "pid": new.pid}) or (None, None)
         assert (cpu, rss) == read_stat(new.pid) and cpu is not None and cpu < 0.3 <= sampler.samples["cam1"][0]
@@ -159,7 +172,7 @@ async def test_the_ingestion_api_does_not_pair_a_new_pid_with_the_old_processs_f
     node.write(snapshot_dict([stream("cam1", pid=worker.pid)]))
     first = (await (await client.get("/v2/health/ingestion")).json())["processes"][0]
     assert first["pid"] == worker.pid and first["cpu_seconds"] >= 0.3
-    new = subprocess.Popen(["sleep", "60"])
+    new = asleep(["sleep", "60"])
     try:
         node.write(snapshot_dict([stream("cam1", pid=new.pid)]))
         for _ in range(50):  # the exporter sees the new snapshot

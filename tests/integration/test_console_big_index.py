@@ -4,7 +4,9 @@ megabytes of index answer; parsing it and writing the playlist on the exporter's
 ``/livez`` and ``/metrics`` for over a second.  They must keep answering while it is built."""
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import gc
 import os
 import socket
 import struct
@@ -78,7 +80,7 @@ def node(tmp_path_factory):
         peer = subprocess.Popen([sys.executable, "-c", PEER, str(peer_port)], start_new_session=True)
         try:
             wait_for(lambda: get_or_none(peer_port, "/livez") == 200, 15, "the bare aiohttp peer")
-            yield port, token, first, peer_port, agent.workdir / "exporter.log"
+            yield port, token, first, peer_port, agent.workdir / "exporter.log", agent.config_path
         finally:
             peer.kill()
             peer.wait(10)
@@ -121,24 +123,68 @@ def test_the_exporter_keeps_answering_while_a_long_playlist_is_built(node, days)
     thread instead, it still took the GIL from the loop: on a loaded 2-core host each time the loop
     needed it back cost it the switch interval and a wait for the CPU, and /livez took 0.1-0.6 s
     beyond a bare aiohttp server beside it.  Read and written a piece per turn of the loop
-    (exporter/turns.py), it took at most 0.06 s beyond it with three busy loops beside.  The bound:
-    0.3 s beyond the peer in the same moments."""
-    port, token, first, peer_port, _ = node
+    (exporter/turns.py), it took at most 0.06 s beyond it with three busy loops beside, but 0.46 s
+    in a loaded CI run (the exporter, busy, waits for the CPU; the idle peer does not).  Here, a
+    bound that only a loop held for the whole answer passes: 2 s beyond the peer.  The pieces
+    themselves are judged in CPU by the next test."""
+    port, token, first, peer_port, _, _ = node
     path = f"/v2/recordings/big/playlist.m3u8?start={int(first)}&end={int(first + days * 86400)}"
     status, body, worst, peer_worst = longest_livez_while(port, path, token, peer_port)
     if days < 3:  # 99,360 segments: under the index's answer limit, a 13 MB playlist
         assert status == 200 and body.count(b"#EXTINF:") > 99_000
     else:  # past it: refused, naming the parameter
         assert status == 400 and b"ask a shorter one" in body
-    assert worst < 0.3 + peer_worst, (f"/livez took {worst:.2f}s while a {days}-day playlist was asked "
+    assert worst < 2.0 + peer_worst, (f"/livez took {worst:.2f}s while a {days}-day playlist was asked "
                                       f"(a bare aiohttp server beside it: {peer_worst:.2f}s)")
+
+
+@pytest.mark.parametrize("days", [2.3, 31])
+async def test_no_turn_of_the_loop_takes_long_while_a_long_playlist_is_built(node, days):
+    """The same, counted in CPU rather than in time (a loaded host stretches every turn: a CI
+    run saw a /livez 0.46 s late beside a peer's 0.05 s): the exporter's app in this process,
+    against the real agent's index.  No turn of its loop spends 60 ms of CPU: the longest are
+    10-35 ms (a step of the answer's lines, the answer's objects freed); the answer read at once
+    took 93-116 ms, the playlist written at once 298 ms.  And the loop's own thread does the
+    work (a build in a thread beside it took the GIL)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from agent.config.exporter import load
+    from exporter.app import create_app
+
+    from .loopturns import cpu_per_turn
+    _, token, first, _, _, config_path = node
+    path = f"/v2/recordings/big/playlist.m3u8?start={int(first)}&end={int(first + days * 86400)}"
+    async with TestClient(TestServer(create_app(load(config_path)))) as client:
+        for _ in range(100):  # the app's first read of the agent's snapshot
+            if (await client.get("/readyz")).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        gc.collect()
+        gc.freeze()  # as vas-exporter does after its start (exporter/cli.py): a full collection
+        try:         # here would walk the whole test process (50 ms a time), not an exporter's heap
+            process = time.process_time()
+            with cpu_per_turn() as turns:
+                answer = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+                body = await answer.read()
+            process = time.process_time() - process
+        finally:
+            gc.unfreeze()
+    if days < 3:
+        assert answer.status == 200 and body.count(b"#EXTINF:") > 99_000
+    else:
+        assert answer.status == 400 and b"ask a shorter one" in body
+    print(f"\n{days} days: {turns.turns} turns, longest {turns.longest * 1000:.1f} ms of CPU, "
+          f"loop {turns.spent:.3f} s of {process:.3f} s")
+    assert turns.longest < 0.06, f"a turn took {turns.longest * 1000:.0f} ms of CPU ({turns.turns} turns)"
+    assert turns.turns > 20
+    assert process - turns.spent < 0.1, f"{process - turns.spent:.2f} s of CPU outside the loop's thread"
 
 
 def test_a_client_that_leaves_mid_playlist_is_counted_not_logged_as_an_error(node):
     """The playlist is sent in pieces; a player that goes away in the middle (the console's dialog
     closed while hls.js loads it) made the exporter log ``... failed`` with a traceback and count
     a 500 (found by a hostile review).  It is the client's doing: counted as 499, never logged."""
-    port, token, first, _, log = node
+    port, token, first, _, log, _ = node
     path = f"/v2/recordings/big/playlist.m3u8?start={int(first)}&end={int(first + 2.3 * 86400)}"
     before = log.read_text(errors="replace")
     for linger in (False, True):  # a plain close, then a reset
