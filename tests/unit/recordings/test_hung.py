@@ -120,7 +120,10 @@ async def test_many_folders_on_a_hung_mount_are_found_in_about_one_timeout(quick
         sampling.cancel()
         disk.release.set()
     assert len(disk.hung) == 40 and took < 2.5 * hung.PROBE_TIMEOUT, f"{took:.1f}s to find 40 hung folders"
-    assert max(counted) <= hung.PROBE_CONCURRENCY + 1  # the hung ones hold no counted thread past SLOT_HOLD
+    # The hung ones hold no counted thread past SLOT_HOLD: held, 40 would fill the pool (MAX_THREADS, 32).
+    # Not PROBE_CONCURRENCY + 1: on a loaded host the pool adds a thread for calls its lookout saw
+    # wait (agent/blocking.py), and a CI run counted 10.
+    assert max(counted) <= 2 * hung.PROBE_CONCURRENCY < blocking.MAX_THREADS
 
 
 async def _sample(read, into: list[int]) -> None:
