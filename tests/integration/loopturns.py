@@ -5,24 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+Select = Callable[..., object]
+
+
+@contextlib.contextmanager
+def _select_wrapped(wrap: Callable[[Select], Select]) -> Iterator[None]:
+    """While inside, the running loop's selector calls ``wrap(its select)`` instead."""
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    real_select = selector.select
+    selector.select = wrap(real_select)
+    try:
+        yield
+    finally:
+        selector.select = real_select
 
 
 @contextlib.contextmanager
 def counting_turns(turns: list[int]) -> Iterator[list[int]]:
     """While inside, each turn of the running loop adds 1 to ``turns[0]``."""
-    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
-    real_select = selector.select
+    def wrap(real_select: Select) -> Select:
+        def counting_select(timeout: float | None = None) -> object:
+            turns[0] += 1
+            return real_select(timeout)
+        return counting_select
 
-    def counting_select(timeout: float | None = None) -> object:
-        turns[0] += 1
-        return real_select(timeout)
-
-    selector.select = counting_select
-    try:
+    with _select_wrapped(wrap):
         yield turns
-    finally:
-        selector.select = real_select
 
 
 class TurnCpu:
@@ -38,22 +48,19 @@ class TurnCpu:
 @contextlib.contextmanager
 def cpu_per_turn() -> Iterator[TurnCpu]:
     """While inside, each turn of the running loop is counted in the :class:`TurnCpu` yielded."""
-    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
-    real_select = selector.select
     found, left = TurnCpu(), [time.thread_time()]
 
-    def timed_select(timeout: float | None = None) -> object:
-        turn = time.thread_time() - left[0]
-        found.turns += 1
-        found.spent += turn
-        found.longest = max(found.longest, turn)
-        try:
-            return real_select(timeout)
-        finally:
-            left[0] = time.thread_time()
+    def wrap(real_select: Select) -> Select:
+        def timed_select(timeout: float | None = None) -> object:
+            turn = time.thread_time() - left[0]
+            found.turns += 1
+            found.spent += turn
+            found.longest = max(found.longest, turn)
+            try:
+                return real_select(timeout)
+            finally:
+                left[0] = time.thread_time()
+        return timed_select
 
-    selector.select = timed_select
-    try:
+    with _select_wrapped(wrap):
         yield found
-    finally:
-        selector.select = real_select
