@@ -13,9 +13,11 @@ What it measures
     exporter's code adds per request, the kernel's share left out.  The
     minimum and the median over the rounds are printed, and the exporter's
     excess over the peer.  --profile FILE writes a cProfile of --n exporter
-    requests.  --parts adds two rows to split the excess: the peer behind a
-    middleware that does nothing (aiohttp's chain for any middleware) and the
-    peer's handler served by the exporter's app (its routing and its middleware).
+    requests.  --parts adds two rows to split the excess: the peer's handler
+    served by the exporter's app (its routing and the frame every route has,
+    exporter/frame.py), and for scale the peer behind a middleware that does
+    nothing (what aiohttp's chain costs any app with a middleware; the
+    exporter has none).
 
 How to run
     .venv/bin/python bench/readyz_cpu.py                 # --n 5000 --rounds 15
@@ -40,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from agent import snapshot  # noqa: E402
 from agent.config.exporter import Settings  # noqa: E402
-from exporter.app import create_app  # noqa: E402
+from exporter.app import CONTEXT, create_app  # noqa: E402
+from exporter.frame import Routes  # noqa: E402
 
 BODY = b'{"status":"ready","failing":[]}'
 
@@ -130,7 +133,7 @@ async def pass_through(request: web.Request, handler):  # type: ignore[no-untype
     return await handler(request)
 
 
-#: --parts: the peer's handler behind the exporter's app (its routing and its one middleware).
+#: --parts: the peer's handler in the exporter's app (its routing, and the frame every route has).
 PEER_ROUTE = "/bench-peer-handler"
 
 
@@ -143,7 +146,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.parts:
             layered = web.Application(middlewares=[pass_through])
             layered.router.add_get("/readyz", peer_handler)
-            app.router.add_get(PEER_ROUTE, peer_handler)
+            Routes(app, app[CONTEXT].metrics.requests.observe, lambda request: None).add_get(PEER_ROUTE, peer_handler)
             targets |= {"peer + a pass-through middleware": (layered, "/readyz"),
                         "exporter's app + the peer's handler": (app, PEER_ROUTE)}
         runners: dict[web.Application, tuple[web.AppRunner, object, Transport]] = {}

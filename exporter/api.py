@@ -18,12 +18,7 @@ from agent.version import build
 
 from . import public
 from .control import AgentUnreachable
-
-
-def json_error(status: int, message: str, **extra: Any) -> web.Response:
-    """An error answer: JSON ``{"error": ...}``, never cached."""
-    return web.json_response({"error": message, **extra}, status=status, headers={"Cache-Control": "no-store"})
-
+from .frame import Routes, json_error
 
 #: What the agent's control socket may answer each change with (agent/control.py); the
 #: exporter passes these on and answers anything else (a 500, a status added later) with
@@ -60,8 +55,7 @@ class Api:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
 
-    def routes(self, app: web.Application) -> None:
-        r = app.router
+    def routes(self, r: Routes) -> None:
         r.add_get("/v2/health/system", self.system)
         r.add_get("/v2/health/streams/{stream_id}", self.stream)
         r.add_get("/v2/health/ingestion", self.ingestion)

@@ -3,13 +3,11 @@
 The exporter is the only network-facing part of the node.  It reads the
 agent's snapshot (cached until the file is replaced), samples the streams'
 processes from /proc while scrapes come, and sends every change to the agent's control socket.
-No response carries a stack trace: a middleware turns any failure into JSON.
+No response carries a stack trace: each route's frame turns any failure into JSON (exporter/frame.py).
 """
 from __future__ import annotations
 
 import json
-import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,17 +15,16 @@ from aiohttp import web
 
 from agent.config.exporter import Settings
 
-from .api import Api, json_error
+from .api import Api
 from .auth import Auth
 from .console_routes import ConsoleRoutes
 from .control import AgentControl
+from .frame import Routes
 from .health import Health, readiness
 from .metrics import Metrics
 from .openapi import spec
 from .recordings import RecordingStats
 from .source import OBSERVE_EVERY, SnapshotSource, View
-
-log = logging.getLogger("vas.exporter")
 
 
 class Context:
@@ -59,26 +56,28 @@ class Context:
 
 
 CONTEXT = web.AppKey("context", Context)
-#: The one answer that may be cached: the API's description changes only with the code.
+#: The API's description: it changes only with the code, the one answer that may be cached.
 OPENAPI = "/v2/openapi.json"
 
 
 def create_app(settings: Settings) -> web.Application:
     """The exporter's application (served by ``vas-exporter``, or by tests)."""
     ctx = Context(settings)
-    app = web.Application(middlewares=[_frame(ctx)])
+    app = web.Application()  # no middleware: each route is framed as it is added (exporter/frame.py)
     app[CONTEXT] = ctx
+    routes = Routes(app, ctx.metrics.requests.observe, _read_check(ctx))
     ctx.health = Health(settings, ctx.view, ctx.source)
-    ctx.health.routes(app)
-    Api(ctx).routes(app)
-    ConsoleRoutes(ctx).routes(app)
-    app.router.add_get("/v2/metrics", _metrics)
+    ctx.health.routes(routes)
+    Api(ctx).routes(routes)
+    ConsoleRoutes(ctx).routes(routes)
+    routes.add_get("/v2/metrics", _metrics)
     openapi = json.dumps(spec()).encode()
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.Response(body=openapi, content_type="application/json")
 
-    app.router.add_get(OPENAPI, openapi_json)
+    routes.add_get(OPENAPI, openapi_json, no_store=False)  # the one answer that may be cached
+    routes.close()
     app.cleanup_ctx.append(_background)
     return app
 
@@ -122,89 +121,13 @@ async def _metrics(request: web.Request) -> web.Response:
                                             "Cache-Control": "no-store"})
 
 
-def _frame(ctx: Context) -> Any:
-    """The app's one middleware (bound to ``ctx``)."""
-    observe, clock = ctx.metrics.requests.observe, time.perf_counter  # bound once: every check pays each look-up
-    #: Route -> (its template, whether its answers get no-store): the routes are fixed once the
-    #: app runs (a 404's route is made per request and never kept here).
-    routes: dict[Any, tuple[str, bool]] = {}
-
-    @web.middleware
-    async def frame(request: web.Request, handler: Any) -> web.StreamResponse:
-        """Around every request, in one middleware (each layer costs a load balancer's check
-        as much as the check itself): the read scope, errors as JSON, Cache-Control: no-store,
-        and vas_api_request_duration_seconds by route template (never the raw path)."""
-        started, status, template = clock(), 500, UNMATCHED
-        try:
-            route = request.match_info.route
-            template, no_store = routes.get(route) or _route_rule(routes, route)
-            try:
-                if ctx.settings.require_read_token:
-                    _check_read_scope(ctx, request)
-                response = await handler(request)
-            except web.HTTPException as exc:
-                if exc.content_type == "application/json" or exc.status < 400:
-                    status = exc.status
-                    if no_store:  # aiohttp answers with the exception itself
-                        exc.headers.setdefault("Cache-Control", "no-store")
-                    raise
-                response = _json_answer(exc)
-            except Exception as exc:
-                if isinstance(exc, ConnectionError) and _client_left(request):
-                    response = web.Response(status=CLIENT_LEFT)  # counted; never sent, never logged
-                else:
-                    log.exception("%s %s failed", request.method, request.path)
-                    response = json_error(500, "internal error (logged by vas-exporter)")
-            status = response.status
-            if no_store and not response.prepared:  # a handler that streams sets its own (console_routes)
-                response.headers.setdefault("Cache-Control", "no-store")
-            return response
-        finally:
-            observe(template, request.method, status, clock() - started)
-    return frame
-
-
-#: The status a request is counted under when its client left, or stopped reading, in the middle
-#: of the answer (nginx's "client closed request"): the client's doing, not an error of the node.
-CLIENT_LEFT = 499
-
-
-def _client_left(request: web.Request) -> bool:
-    """True when the request's connection is gone or going (a write to it failed, or
-    write_or_drop dropped a client that took nothing)."""
-    return request.transport is None or request.transport.is_closing()
-
-
-#: The label of a request no route matched (a 404, or a 405 with its Allow).
-UNMATCHED = "unmatched"
-
-
-def _route_rule(known: dict[Any, tuple[str, bool]], route: Any) -> tuple[str, bool]:
-    """The route's template (``/v2/streams/{id}``), the label a request is counted under, and
-    whether its answers get Cache-Control: no-store: every answer describes the node now, no
-    proxy or browser may serve it later (the OpenAPI document alone is static)."""
-    resource = route.resource
-    if resource is None:
-        return UNMATCHED, True
-    template: str = resource.canonical
-    return known.setdefault(route, (template, template != OPENAPI))
-
-
-def _check_read_scope(ctx: Context, request: web.Request) -> None:
-    """``exporter.require_read_token``: the /v2/health reads need a ``read`` or ``admin``
-    token (load balancers' /livez, /readyz, /healthz never do; changes check their own scope)."""
-    if (ctx.settings.require_read_token and request.method in ("GET", "HEAD")
-            and request.path.startswith("/v2/health/")):
-        ctx.auth.check(request, "read")
-
-
-def _json_answer(exc: web.HTTPException) -> web.Response:
-    """An HTTP error raised as text (aiohttp's 404, 405, ...), answered as JSON instead."""
-    allow = exc.headers.get("Allow")
-    response = json_error(exc.status, exc.reason, **({"allow": allow} if allow is not None else {}))
-    if allow is not None:  # RFC 9110: a 405 names the methods the resource has
-        response.headers["Allow"] = allow
-    return response
+def _read_check(ctx: Context) -> Any:
+    """``exporter.require_read_token``: the /v2/health reads need a ``read`` or ``admin`` token
+    (load balancers' /livez, /readyz, /healthz never do; changes check their own scope)."""
+    def check(request: web.Request) -> None:
+        if ctx.settings.require_read_token:
+            ctx.auth.check(request, "read")
+    return check
 
 
 __all__ = ["create_app", "CONTEXT", "Context"]

@@ -20,8 +20,9 @@ from aiohttp import web
 
 from . import clips, console_static, playlists
 from .console_view import console_streams
+from .frame import Routes, json_error
 from .health import NO_STORE
-from .media import Index, NotFound, Unavailable, content_type, json_error, open_below, read_below, write_or_drop
+from .media import Index, NotFound, Unavailable, content_type, open_below, read_below, write_or_drop
 from .recordings import root_of
 from .snapshots import MAX_INIT, MAX_INPUT, DecodeError, Snapshots
 from .timerange import BadParameter, time_range
@@ -58,9 +59,8 @@ class ConsoleRoutes:
         self.snapshots = Snapshots(self.ffmpeg)
         self.clip_slots = clips.CONCURRENCY
 
-    def routes(self, app: web.Application) -> None:
+    def routes(self, r: Routes) -> None:
         """Add the console's routes (and its page and files)."""
-        r = app.router
         r.add_get("/v2/console/streams", self.streams)
         r.add_get("/v2/streams/{stream_id}/live.m3u8", _guarded(self.live))
         r.add_get("/v2/streams/{stream_id}/snapshot.jpg", _guarded(self.snapshot))
@@ -68,7 +68,7 @@ class ConsoleRoutes:
         r.add_get("/v2/recordings/{stream_id}/timeline", _guarded(self.timeline))
         r.add_get("/v2/recordings/{stream_id}/playlist.m3u8", _guarded(self.playlist))
         r.add_get("/v2/recordings/{stream_id}/clip.mp4", _guarded(self.clip))
-        console_static.routes(app)
+        console_static.routes(r)
 
     def _viewer(self, request: web.Request) -> tuple[str, Any]:
         """The stream id once the token may watch video; and the recordings root (503 without one)."""

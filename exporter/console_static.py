@@ -13,7 +13,7 @@ from aiohttp import web
 
 from agent.nofollow import open_file_below
 
-from .media import json_error
+from .frame import Routes, json_error
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; worker-src 'self' blob:; "
@@ -70,7 +70,7 @@ async def asset(request: web.Request) -> web.Response:
     return answer(ALIASES.get(rel, rel))
 
 
-def routes(app: web.Application) -> None:
+def routes(r: Routes) -> None:
     """Add the page and its files."""
-    app.router.add_get("/", page)
-    app.router.add_get("/console/{path:.+}", asset)
+    r.add_get("/", page)
+    r.add_get("/console/{path:.+}", asset)

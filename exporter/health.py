@@ -19,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from agent.config.exporter import Settings
 
 from . import public
+from .frame import Routes
 from .source import SnapshotSource, View
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -92,11 +93,11 @@ class Health:
         #: (snapshot version, fresh) -> the body around the age and the status.
         self._cache: tuple[tuple[int, bool], bytes, bytes, int] | None = None
 
-    def routes(self, app: web.Application) -> None:
+    def routes(self, r: Routes) -> None:
         for path in ("/livez", "/readyz", "/healthz"):
             handler = self.livez if path == "/livez" else self.readyz
-            app.router.add_get(path, handler)  # HEAD too
-            app.router.add_route("OPTIONS", path, handler)  # HAProxy's default check
+            r.add_get(path, handler)  # HEAD too
+            r.add_options(path, handler)  # HAProxy's default check
 
     async def livez(self, request: web.Request) -> web.Response:
         body = b"" if request.method == "HEAD" else b'{"status":"ok"}'

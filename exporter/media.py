@@ -26,11 +26,6 @@ CONTENT_TYPES = {".ts": "video/mp2t", ".m4s": "video/iso.segment", ".mp4": "vide
                  ".m3u8": "application/vnd.apple.mpegurl"}
 
 
-def json_error(status: int, message: str, **extra: Any) -> web.Response:
-    """An error answer: JSON ``{"error": ...}``, never cached."""
-    return web.json_response({"error": message, **extra}, status=status, headers={"Cache-Control": "no-store"})
-
-
 class Unavailable(Exception):
     """The agent cannot answer (down, hung, no index): the route answers 503 with this text."""
 

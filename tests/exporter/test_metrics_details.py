@@ -55,7 +55,7 @@ def test_request_counts_are_written_as_client_pythons_counter_and_histogram_wrot
 
 
 async def test_every_answer_is_counted_by_its_route_and_is_no_store_on_every_path(node):
-    """Issue 21, item 5: the one middleware counts, frames and marks every answer, whichever way
+    """Issue 21, item 5: each route's frame (exporter/frame.py) counts, frames and marks every answer, whichever way
     it leaves: a handler's return, a JSON error raised (a token refused), an aiohttp error made
     JSON (404, 405), an exception (500), HEAD and OPTIONS; only /v2/openapi.json may be cached.
     (A plain client: the conftest's would refuse the 500, which the API document rightly omits.)"""

@@ -303,7 +303,7 @@ def test_the_fmp4_playlists_keep_the_init_segment(node):
     assert status == 200 and '#EXT-X-MAP:URI="/v2/recordings/fm/segments/fm_init.mp4"' in text
     status, headers, init = http(exporter.port, "/v2/recordings/fm/segments/fm_init.mp4", tokens["viewer"])
     assert status == 200 and headers["Content-Type"] == "video/mp4" and b"ftyp" in init[:16]
-    assert headers["Cache-Control"] == "no-store"  # streamed: its headers go out before the middleware's return
+    assert headers["Cache-Control"] == "no-store"  # streamed: its headers go out before the frame's return
     seg = next(line for line in text.splitlines() if line.endswith(".m4s"))
     status, headers, _ = http(exporter.port, seg, tokens["viewer"])
     assert status == 200 and headers["Content-Type"] == "video/iso.segment"
@@ -332,7 +332,7 @@ def test_a_clip_is_a_valid_mp4_of_the_range_within_one_segment(node):
                                  tokens["viewer"])
     assert status == 200 and headers["Content-Type"] == "video/mp4"
     assert headers["Content-Disposition"] == 'attachment; filename="archive_20251124T160003Z.mp4"'
-    assert headers["Cache-Control"] == "no-store"  # streamed: its headers go out before the middleware's return
+    assert headers["Cache-Control"] == "no-store"  # streamed: its headers go out before the frame's return
     assert abs(duration_of(clip) - (end - start)) <= ARCHIVE_SEG
     across = f"start={archive_end(7):.0f}&end={archive_end(12):.0f}"  # over the gap: 2 + 2 segments
     status, _, clip = http(exporter.port, f"/v2/recordings/archive/clip.mp4?{across}", tokens["viewer"])
