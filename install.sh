@@ -30,8 +30,9 @@ DEV_PACKAGES=(
     prometheus
     # systemd-analyze checks the units; prlimit/setpriv (util-linux) run the agent as systemd would.
     systemd util-linux
-    # bench/exporter.py drives the exporter with wrk; shellcheck checks the shell scripts.
-    wrk shellcheck
+    # bench/exporter.py drives the exporter with wrk; bench/readyz_cpu.py --instructions counts
+    # with valgrind; shellcheck checks the shell scripts.
+    wrk valgrind shellcheck
     # Fault tests: wall-clock jumps (faketime), exporter TLS certificates (openssl),
     # and cutting an agent off from etcd (iptables).
     faketime openssl iptables

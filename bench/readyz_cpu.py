@@ -17,11 +17,15 @@ What it measures
     served by the exporter's app (its routing and the frame every route has,
     exporter/frame.py), and for scale the peer behind a middleware that does
     nothing (what aiohttp's chain costs any app with a middleware; the
-    exporter has none).
+    exporter has none).  --instructions [N] counts instead the machine
+    instructions per request under valgrind's callgrind (N requests of each,
+    the difference of two runs so start-up cancels out): a count, not a time,
+    so the host's load and throttling do not move it.
 
 How to run
     .venv/bin/python bench/readyz_cpu.py                 # --n 5000 --rounds 15
     .venv/bin/python bench/readyz_cpu.py --path /livez
+    .venv/bin/python bench/readyz_cpu.py --instructions    # ~4 minutes (valgrind)
 """
 from __future__ import annotations
 
@@ -30,7 +34,11 @@ import asyncio
 import gc
 import importlib.util
 import json
+import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +51,6 @@ sys.path.insert(0, str(ROOT))
 from agent import snapshot  # noqa: E402
 from agent.config.exporter import Settings  # noqa: E402
 from exporter.app import CONTEXT, create_app  # noqa: E402
-from exporter.frame import Routes  # noqa: E402
 
 BODY = b'{"status":"ready","failing":[]}'
 
@@ -146,6 +153,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.parts:
             layered = web.Application(middlewares=[pass_through])
             layered.router.add_get("/readyz", peer_handler)
+            from exporter.frame import Routes
             Routes(app, app[CONTEXT].metrics.requests.observe, lambda request: None).add_get(PEER_ROUTE, peer_handler)
             targets |= {"peer + a pass-through middleware": (layered, "/readyz"),
                         "exporter's app + the peer's handler": (app, PEER_ROUTE)}
@@ -179,6 +187,56 @@ async def main(args: argparse.Namespace) -> None:
     report(args, figures)
 
 
+#: --instructions: requests before the counted ones (warm-up), and the smaller run's count.
+WARM, BASE = 300, 200
+
+
+async def count(args: argparse.Namespace) -> None:
+    """Run under callgrind by ``instructions``: WARM requests, then ``--n`` more, to ``--count``'s target."""
+    with tempfile.TemporaryDirectory(prefix="vas-bench-readyz-") as tmp:
+        if args.count == "peer":
+            app, path = web.Application(), "/readyz"
+            app.router.add_get(path, peer_handler)
+        else:
+            app, path = exporter_app(Path(tmp)), args.path
+        runner, protocol, transport = await connect(app)
+        gc.collect()
+        gc.freeze()
+        try:
+            await drive(protocol, transport, path, WARM)
+            _, last = await drive(protocol, transport, path, args.n)
+        finally:
+            await runner.cleanup()
+    if not last.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"{args.count} {path} answered {last[:60]!r}")
+
+
+def instructions(args: argparse.Namespace) -> None:
+    """Instructions per request of the exporter and of the peer: two runs of each under callgrind
+    (BASE and BASE + N requests after the same start-up); their difference over N."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("valgrind not found: apt-get install valgrind (./install.sh --dev installs it)")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
+    per: dict[str, float] = {}
+    for target in ("exporter", "peer"):
+        counted = []
+        for n in (BASE, BASE + args.instructions):
+            run = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                                  __file__, "--count", target, "--n", str(n), "--path", args.path],
+                                 capture_output=True, text=True, env=env)
+            found = re.search(r"Collected : (\d+)", run.stderr)
+            if run.returncode or found is None:
+                sys.exit(f"callgrind run of {target} failed:\n{run.stderr[-2000:]}")
+            counted.append(int(found.group(1)))
+        per[target] = (counted[1] - counted[0]) / args.instructions
+    ours, peer = per["exporter"], per["peer"]
+    print(f"instructions per request (callgrind, {args.instructions} requests each, user space only):")
+    print(f"  vas-exporter {args.path} {ours / 1000:7.1f}k   bare aiohttp JSON (peer) {peer / 1000:7.1f}k   "
+          f"excess {(ours - peer) / 1000:5.1f}k   peer/exporter {peer / ours:.0%}")
+    print(json.dumps({"exporter_instructions": round(ours), "peer_instructions": round(peer)}))
+
+
 def report(args: argparse.Namespace, figures: dict[str, list[float]]) -> None:
     ours, peer = figures["exporter"], figures["peer"]
     print(f"CPU per request in-process (aiohttp's protocol, no socket), {args.rounds} rounds of {args.n}:")
@@ -201,6 +259,13 @@ if __name__ == "__main__":
     parser.add_argument("--path", default="/readyz", help="the exporter's route (the peer always answers /readyz)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of --n exporter requests")
     parser.add_argument("--parts", action="store_true",
-                        help="also the peer behind a pass-through middleware, and the peer's handler in the "
-                             "exporter's app: the excess split into aiohttp's middleware chain, the app, the handler")
-    asyncio.run(main(parser.parse_args()))
+                        help="also the peer's handler in the exporter's app (its routing and frame), and the peer "
+                             "behind a pass-through middleware (what any middleware costs, for scale)")
+    parser.add_argument("--instructions", type=int, nargs="?", const=1000, metavar="N",
+                        help="instructions per request under callgrind, N requests each (default 1000)")
+    parser.add_argument("--count", choices=("exporter", "peer"), help=argparse.SUPPRESS)  # the callgrind child
+    parsed = parser.parse_args()
+    if parsed.instructions:
+        instructions(parsed)
+    else:
+        asyncio.run(count(parsed) if parsed.count else main(parsed))
