@@ -27,8 +27,6 @@ UNMATCHED = "unmatched"
 CLIENT_LEFT = 499
 #: The reads ``exporter.require_read_token`` guards (load balancers' /livez, /readyz, /healthz never).
 READ_SCOPED = "/v2/health/"
-#: The catch-all route's template: after every other, it matches what none of them did.
-_REST = r"/{unmatched_path:[\s\S]*}"  # any path, a newline in it too
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
@@ -50,24 +48,34 @@ class Routes:
 
     def add_get(self, path: str, handler: Handler, *, no_store: bool = True) -> None:
         """GET and HEAD. ``no_store=False`` only for an answer that changes only with the code."""
-        self.app.router.add_get(path, self._framed(path, handler, no_store=no_store,
-                                                   read_scoped=path.startswith(READ_SCOPED)))
+        self._add(("HEAD", "GET"), path, handler, no_store=no_store, read_scoped=path.startswith(READ_SCOPED))
 
     def add_post(self, path: str, handler: Handler) -> None:
-        self.app.router.add_post(path, self._framed(path, handler))
+        self._add(("POST",), path, handler)
 
     def add_delete(self, path: str, handler: Handler) -> None:
-        self.app.router.add_delete(path, self._framed(path, handler))
+        self._add(("DELETE",), path, handler)
 
     def add_options(self, path: str, handler: Handler) -> None:
-        self.app.router.add_route("OPTIONS", path, self._framed(path, handler))
+        self._add(("OPTIONS",), path, handler)
+
+    def _add(self, methods: tuple[str, ...], path: str, handler: Handler, **rules: bool) -> None:
+        """The route, counted under its resource's template: ``/console/{path}``, never the
+        ``{path:.+}`` it was added with (the OpenAPI path, which dashboards select on)."""
+        resource = self.app.router.add_resource(path)  # the same path again: the same resource
+        framed = self._framed(resource.canonical, handler, **rules)
+        for method in methods:
+            resource.add_route(method, framed)
 
     def close(self) -> None:
         """The last route: every request no other route matched, answered 404 or 405 (with Allow)."""
-        self._rest = self.app.router.add_route("*", _REST, self._framed(UNMATCHED, self._unmatched),
-                                              name=UNMATCHED).resource
+        self._rest = _Anywhere()
+        self.app.router.register_resource(self._rest)
+        self._rest.add_route("*", self._framed(UNMATCHED, self._unmatched))
 
     async def _unmatched(self, request: web.Request) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD") and request.path.startswith(READ_SCOPED):
+            self._read_check(request)  # no token: refused before saying which health paths exist
         methods: set[str] = set()
         for resource in self.app.router.resources():  # the catch-all's own "*" matches no method by name
             if resource is not self._rest:
@@ -110,6 +118,34 @@ class Routes:
             finally:
                 observe(template, request.method, status, clock() - started)
         return frame
+
+
+class _Anywhere(web.Resource):
+    """The last resource: any path, a newline in it, ``*`` (``OPTIONS *``) and an authority
+    (``CONNECT host:443``) too, which no ``/``-pattern matches.  Its template puts it where the
+    router looks last, after every other resource, and only when none matched the path."""
+
+    def __init__(self) -> None:
+        super().__init__(name=UNMATCHED)
+
+    @property
+    def canonical(self) -> str:
+        return "/{unmatched}"
+
+    def _match(self, path: str) -> dict[str, str]:
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        return False  # never the resource a new route is added to
+
+    def get_info(self) -> dict[str, str]:  # type: ignore[override]
+        return {"unmatched": "any path"}
+
+    def url_for(self) -> Any:  # type: ignore[override]
+        raise ValueError("the catch-all has no URL")
+
+    def add_prefix(self, prefix: str) -> None:
+        raise ValueError("the catch-all takes no prefix")
 
 
 def _client_left(request: web.Request) -> bool:
