@@ -118,7 +118,8 @@ class Api:
                 return web.json_response({"id": sid, "state": "elsewhere", "up": None, "owner": owner},
                                          status=307 if headers else 200, headers=headers)
             return json_error(404, f"unknown stream '{sid}'")
-        return web.json_response({**stream, "last_error": public.errors(stream.get("last_error") or [], view.data),
+        return web.json_response({**stream, **public.credentials_hidden(stream),
+                                  "last_error": public.errors(stream.get("last_error") or [], view.data),
                                   "up": stream.get("state") == "live", "stale": view.stale,
                                   "snapshot_age_seconds": None if view.age is None else round(view.age, 3)})
 

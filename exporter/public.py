@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agent.redact import redact_url
+
 AGENT_KEYS = ("status", "started_at", "version", "commit")
 SFU_KEYS = ("configured", "managed", "state", "since", "generation", "restarts", "restart_reasons", "last_exit",
             "pid_started_at", "last_error")  # no pid: the agent's is left out, and so is its child's
@@ -58,6 +60,13 @@ def sfu(data: Any, snapshot: Any = None) -> dict[str, Any] | None:
     return out
 
 
+def credentials_hidden(stream: dict[str, Any]) -> dict[str, Any]:
+    """The stream's ``url`` with any password as ``***``: the agent writes it so, and a snapshot
+    written otherwise (an older agent, a hand-made file) must not hand a camera's password out."""
+    url = stream.get("url")
+    return {"url": redact_url(url)} if isinstance(url, str) else {}
+
+
 def errors(lines: Any, snapshot: Any) -> list[str]:
     """A child's last stderr lines without the host's own paths: FFmpeg names every segment it
     fails to write (``Failed to open file '/var/lib/vas/recordings/cam/...'``), so the raw lines
@@ -76,7 +85,7 @@ def errors(lines: Any, snapshot: Any) -> list[str]:
         text = str(line)
         for path, name in known:
             text = text.replace(path, name)
-        out.append(text)
+        out.append(redact_url(text))  # FFmpeg names its input URL in errors: never its password
     return out
 
 

@@ -156,3 +156,16 @@ async def test_the_openapi_document_covers_every_route(client):
               if r.resource is not None and r.resource.name != UNMATCHED}  # the catch-all: 404s and 405s
     assert routes == set(doc["paths"])
     assert doc["openapi"].startswith("3.")
+
+
+async def test_a_snapshot_with_a_password_in_it_never_hands_the_password_out(client, node):
+    """The agent writes the URL as ``admin:***@``; a snapshot written otherwise (an older agent,
+    a hand-made file) must still not give a camera's password away, in the URL or in FFmpeg's
+    last lines, which name its input."""
+    cam = stream("cam1", url=f"rtsp://admin:{PASSWORD}@10.0.0.5/cam1",
+                 last_error=[f"[rtsp @ 0x55] rtsp://admin:{PASSWORD}@10.0.0.5/cam1: 401 Unauthorized"])
+    node.write(snapshot_dict([cam]))
+    resp = await client.get("/v2/health/streams/cam1")
+    body = await resp.json()
+    assert resp.status == 200 and PASSWORD not in json.dumps(body)
+    assert body["url"] == "rtsp://admin:***@10.0.0.5/cam1" and "admin:***@10.0.0.5" in body["last_error"][0]
