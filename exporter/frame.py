@@ -3,8 +3,9 @@ and the read scope of the /v2/health reads.
 
 Each handler is framed once, when its route is added (``Routes``), not by an aiohttp
 middleware: a middleware costs every request aiohttp's chain and a look-up of the route
-it matched, a tenth of a load balancer's check (``bench/readyz_cpu.py --parts``).  Here
-the route's template and rules are bound into its handler.  A request no route matches
+it matched, 5 % of a load balancer's check (11k of 207k instructions,
+``bench/readyz_cpu.py --instructions``).  Here the route's template and rules are bound
+into its handler.  A request no route matches
 (a 404, or a 405 with its Allow) reaches the last route, ``Routes.close``'s, and is
 answered in JSON and counted as ``unmatched``.
 """
@@ -77,8 +78,8 @@ class Routes:
         if request.method in ("GET", "HEAD") and request.path.startswith(READ_SCOPED):
             self._read_check(request)  # no token: refused before saying which health paths exist
         methods: set[str] = set()
-        for resource in self.app.router.resources():  # the catch-all's own "*" matches no method by name
-            if resource is not self._rest:
+        for resource in self.app.router.resources():
+            if resource is not self._rest:  # its "*" would allow every method
                 methods |= (await resource.resolve(request))[1]
         if methods:  # the path is known, not with this method (RFC 9110: a 405 names the methods)
             raise web.HTTPMethodNotAllowed(request.method, methods)
