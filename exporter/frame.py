@@ -5,9 +5,8 @@ Each handler is framed once, when its route is added (``Routes``), not by an aio
 middleware: a middleware costs every request aiohttp's chain and a look-up of the route
 it matched, 5 % of a load balancer's check (11k of 207k instructions,
 ``bench/readyz_cpu.py --instructions``).  Here the route's template and rules are bound
-into its handler.  A request no route matches
-(a 404, or a 405 with its Allow) reaches the last route, ``Routes.close``'s, and is
-answered in JSON and counted as ``unmatched``.
+into its handler.  A request no route matches (a 404, or a 405 with its Allow) reaches
+the last route, ``Routes.close``'s, and is answered in JSON and counted as ``unmatched``.
 """
 from __future__ import annotations
 
@@ -122,9 +121,11 @@ class Routes:
 
 
 class _Anywhere(web.Resource):
-    """The last resource: any path, a newline in it, ``*`` (``OPTIONS *``) and an authority
-    (``CONNECT host:443``) too, which no ``/``-pattern matches.  Its template puts it where the
-    router looks last, after every other resource, and only when none matched the path."""
+    """The last resource: any path, a newline in it and ``*`` (``OPTIONS *``) too, which no
+    ``/``-pattern matches.  Its template puts it where the router looks last, after every other
+    resource, and only when none matched the path.  An empty path (``CONNECT host:443``, an
+    absolute URL with nothing after the host) reaches no resource: aiohttp answers it
+    (docs/api.md)."""
 
     def __init__(self) -> None:
         super().__init__(name=UNMATCHED)
