@@ -251,8 +251,8 @@ def measure(label: str, url: str, conns: int, threads: int, pid: int, duration: 
 
 
 def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, wait: float | None, idle: float = 0.0,
-            path: str = "/v2/metrics", beside: int | None = None) -> dict:
-    """``path``'s latencies (ms) over one keep-alive connection.  ``wait`` None: the snapshot
+            beside: int | None = None) -> dict:
+    """/v2/metrics' latencies (ms) over one keep-alive connection.  ``wait`` None: the snapshot
     unchanged, each scrape uniformly within ``idle`` s after the previous; otherwise a new snapshot
     is renamed into place before each scrape (not timed), the scrape comes uniformly within
     ``wait`` s after it, and the answer must show it.  ``beside``: after each scrape, the floor
@@ -269,7 +269,7 @@ def scrapes(port: int, runtime: Path, args: argparse.Namespace, *, wait: float |
                 time.sleep(rng.uniform(0, wait))
             else:
                 time.sleep(rng.uniform(0, idle))
-            body = timed_get(conn, path, times)
+            body = timed_get(conn, "/v2/metrics", times)
             shown = f'vas_stream_frames_total{{stream="cam000"}} {90000 + 125 * (k + SCRAPED[0])}.0\n'.encode()
             missed += wait is not None and shown not in body
             if floor is not None:
