@@ -22,10 +22,16 @@ What it measures
     the difference of two runs so start-up cancels out): a count, not a time,
     so the host's load and throttling do not move it.
 
+    Everything runs on the exporter's event loop (uvloop; exporter/eventloop.py),
+    so the peer is like for like; --loop asyncio runs both on asyncio's own.
+    --instructions also counts the peer on asyncio's loop: issue 21's anchor, a
+    bare aiohttp app as aiohttp runs it by default.
+
 How to run
     .venv/bin/python bench/readyz_cpu.py                 # --n 5000 --rounds 15
     .venv/bin/python bench/readyz_cpu.py --path /livez
-    .venv/bin/python bench/readyz_cpu.py --instructions    # ~4 minutes (valgrind)
+    .venv/bin/python bench/readyz_cpu.py --instructions    # ~6 minutes (valgrind)
+    .venv/bin/python bench/readyz_cpu.py --loop asyncio    # both on asyncio's own loop
 """
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 from agent import snapshot  # noqa: E402
 from agent.config.exporter import Settings  # noqa: E402
 from exporter.app import CONTEXT, create_app  # noqa: E402
+from exporter.eventloop import CHOICES, chosen, loop_factory  # noqa: E402
 
 BODY = b'{"status":"ready","failing":[]}'
 
@@ -219,27 +226,37 @@ def instructions(args: argparse.Namespace) -> None:
         sys.exit("valgrind not found: apt-get install valgrind (./install.sh --dev installs it)")
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
     per: dict[str, float] = {}
-    for target in ("exporter", "peer"):
+    targets = {"exporter": args.loop, "peer": args.loop}
+    if args.loop != "asyncio":
+        targets["asyncio peer"] = "asyncio"  # issue 21's anchor: aiohttp as it runs by default
+    for target, loop in targets.items():
         counted = []
         for n in (BASE, BASE + args.instructions):
             run = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                                  __file__, "--count", target, "--n", str(n), "--path", args.path],
-                                 capture_output=True, text=True, env=env)
+                                  __file__, "--count", target.split()[-1], "--loop", loop, "--n", str(n),
+                                  "--path", args.path], capture_output=True, text=True, env=env)
             found = re.search(r"Collected : (\d+)", run.stderr)
             if run.returncode or found is None:
                 sys.exit(f"callgrind run of {target} failed:\n{run.stderr[-2000:]}")
             counted.append(int(found.group(1)))
         per[target] = (counted[1] - counted[0]) / args.instructions
     ours, peer = per["exporter"], per["peer"]
-    print(f"instructions per request (callgrind, {args.instructions} requests each, user space only):")
+    print(f"instructions per request (callgrind, {args.instructions} requests each, user space only), "
+          f"on {args.loop}'s loop:")
     print(f"  vas-exporter {args.path} {ours / 1000:7.1f}k   bare aiohttp JSON (peer) {peer / 1000:7.1f}k   "
           f"excess {(ours - peer) / 1000:5.1f}k   peer/exporter {peer / ours:.0%}")
-    print(json.dumps({"exporter_instructions": round(ours), "peer_instructions": round(peer)}))
+    if "asyncio peer" in per:
+        anchor = per["asyncio peer"]
+        print(f"  the peer on asyncio's loop (issue 21's anchor) {anchor / 1000:7.1f}k   "
+              f"peer/exporter {anchor / ours:.0%}")
+    print(json.dumps({"loop": args.loop, "exporter_instructions": round(ours), "peer_instructions": round(peer),
+                      **({"asyncio_peer_instructions": round(per["asyncio peer"])} if "asyncio peer" in per else {})}))
 
 
 def report(args: argparse.Namespace, figures: dict[str, list[float]]) -> None:
     ours, peer = figures["exporter"], figures["peer"]
-    print(f"CPU per request in-process (aiohttp's protocol, no socket), {args.rounds} rounds of {args.n}:")
+    print(f"CPU per request in-process (aiohttp's protocol, no socket, {args.loop}'s loop), "
+          f"{args.rounds} rounds of {args.n}:")
     for label, pick in (("min", min), ("median", statistics.median)):
         a, b = pick(ours), pick(peer)
         print(f"  {label:6} vas-exporter {args.path} {a:6.2f} us   bare aiohttp JSON (peer) {b:6.2f} us   "
@@ -263,9 +280,12 @@ if __name__ == "__main__":
                              "behind a pass-through middleware (what any middleware costs, for scale)")
     parser.add_argument("--instructions", type=int, nargs="?", const=1000, metavar="N",
                         help="instructions per request under callgrind, N requests each (default 1000)")
+    parser.add_argument("--loop", choices=CHOICES, default=chosen(),
+                        help="the event loop (default: the exporter's, VAS_EXPORTER_LOOP or uvloop)")
     parser.add_argument("--count", choices=("exporter", "peer"), help=argparse.SUPPRESS)  # the callgrind child
     parsed = parser.parse_args()
     if parsed.instructions:
         instructions(parsed)
     else:
-        asyncio.run(count(parsed) if parsed.count else main(parsed))
+        with asyncio.Runner(loop_factory=loop_factory(parsed.loop)) as runner:
+            runner.run(count(parsed) if parsed.count else main(parsed))

@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 1
+    from .eventloop import LoopError, chosen, loop_factory
+    try:
+        loop = chosen()
+    except LoopError as exc:  # --check (ExecStartPre) too: the service must not start to die
+        print(f"vas-exporter: {exc}", file=sys.stderr)
+        return 1
     if args.check:
         print(f"ok: {args.config}: listen {settings.host}:{settings.port}"
               f"{' (https: ' + str(settings.tls_cert) + ')' if settings.tls_cert else ''}, "
@@ -37,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         _warn_about_tokens(settings.tokens_file)
         return 0
     _setup_logging(args.log_level)
+    factory = loop_factory(loop)
     build()  # now, from the code this process loaded: an upgrade in place later must not rename it
     try:
-        asyncio.run(_serve(args.config, settings))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(args.config, settings))
     except OSError as exc:  # e.g. the port is taken
         log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
         return 1
@@ -92,10 +100,10 @@ async def _serve(config: str, settings) -> None:
     # (500 streams, measured in-process: 10-23 ms -> ~1 ms), and it is those that land on a scrape.
     gc.collect()
     gc.freeze()
-    log.info("serving %s on %s:%d (snapshot %s; up to %d descriptors)", "https" if tls else "http", settings.host,
-             settings.port, settings.snapshot_path, soft)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("serving %s on %s:%d (snapshot %s; up to %d descriptors; %s's event loop)", "https" if tls else "http",
+             settings.host, settings.port, settings.snapshot_path, soft, type(loop).__module__.partition(".")[0])
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
