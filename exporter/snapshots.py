@@ -56,10 +56,24 @@ async def decode(ffmpeg: str, data: bytes, timeout: float = DECODE_TIMEOUT) -> b
     finally:  # timed out or cancelled: no FFmpeg outlives the call
         if proc.returncode is None:
             await asyncio.shield(reap(proc))
+        await _stdin_closed(proc)
     if proc.returncode != 0 or not out.startswith(b"\xff\xd8"):
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise DecodeError(f"FFmpeg decoded no frame ({tail[0][:200]})")
     return out
+
+
+async def _stdin_closed(proc: asyncio.subprocess.Process, wait: float = 1.0) -> None:
+    """Close FFmpeg's stdin and take what its closing raised.  An FFmpeg that stopped reading (a
+    segment it cannot decode) leaves a BrokenPipeError there that ``communicate`` does not take,
+    and asyncio logs it, with a traceback, when the pipe is collected: one per snapshot a tile
+    asks for.  Waits at most ``wait`` s; never cancels the close (the error is taken whenever)."""
+    if proc.stdin is None:
+        return
+    proc.stdin.close()
+    closing = asyncio.ensure_future(proc.stdin.wait_closed())
+    closing.add_done_callback(lambda task: task.cancelled() or task.exception())
+    await asyncio.wait({closing}, timeout=wait)
 
 
 @dataclass

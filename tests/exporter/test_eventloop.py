@@ -47,7 +47,8 @@ def serving_line(tmp: Path, env: dict[str, str]) -> str:
     port, log = free_port(), tmp / "exporter.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(BIN / "vas-exporter"), "--config", str(write_config(tmp, port))],
-                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env={**{k: v for k, v in os.environ.items() if k != ENV}, **env})
     try:
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2).status == 200, 15,
                  "the exporter")
