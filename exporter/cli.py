@@ -86,6 +86,7 @@ async def _serve(config: str, settings) -> None:
     from agent.supervise.limits import raise_nofile_limit
 
     from .app import CONTEXT, create_app
+    from .connections import ConnectionCap, limit_for, quiet_accept_errors
 
     quiet_protocol_errors()  # scanners and broken clients: one debug line each, not a traceback
     soft, _ = raise_nofile_limit()  # thousands of idle clients must not starve the load balancer's checks
@@ -93,6 +94,9 @@ async def _serve(config: str, settings) -> None:
     # A connection that sends nothing (or dribbles a request) is closed after this long.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT)
     await runner.setup()
+    assert runner.server is not None
+    ConnectionCap(runner.server, limit_for(soft))  # the load balancer's check always finds a descriptor
+    quiet_accept_errors(asyncio.get_running_loop())
     tls = settings.ssl_context()  # checked by load(): a broken pair never gets this far
     await web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=tls).start()
     # What start-up built (modules, the app, the first snapshot) lives as long as the process:
