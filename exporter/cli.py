@@ -95,8 +95,9 @@ async def _serve(config: str, settings) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT)
     await runner.setup()
     assert runner.server is not None
+    loop = asyncio.get_running_loop()
     ConnectionCap(runner.server, limit_for(soft))  # the load balancer's check always finds a descriptor
-    quiet_accept_errors(asyncio.get_running_loop())
+    quiet_accept_errors(loop)
     tls = settings.ssl_context()  # checked by load(): a broken pair never gets this far
     await web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=tls).start()
     # What start-up built (modules, the app, the first snapshot) lives as long as the process:
@@ -104,7 +105,6 @@ async def _serve(config: str, settings) -> None:
     # (500 streams, measured in-process: 10-23 ms -> ~1 ms), and it is those that land on a scrape.
     gc.collect()
     gc.freeze()
-    loop = asyncio.get_running_loop()
     log.info("serving %s on %s:%d (snapshot %s; up to %d descriptors; %s's event loop)", "https" if tls else "http",
              settings.host, settings.port, settings.snapshot_path, soft, type(loop).__module__.partition(".")[0])
     stop = asyncio.Event()

@@ -27,6 +27,20 @@ HEADROOM = 64 + 128
 WARN_EVERY = 60.0
 
 
+class _Every:
+    """True at most once per ``seconds`` (the first call included): a warning's rate."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self._seconds, self._clock, self._last = seconds, clock, float("-inf")
+
+    def __call__(self) -> bool:
+        now = self._clock()
+        if now - self._last < self._seconds:
+            return False
+        self._last = now
+        return True
+
+
 def limit_for(soft_nofile: int) -> int:
     """The most client connections kept under a soft descriptor limit of ``soft_nofile``."""
     return max(16, soft_nofile - HEADROOM)
@@ -37,7 +51,7 @@ class ConnectionCap:
     that is not being answered (the new one when every other is)."""
 
     def __init__(self, server: web.Server, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.closed, self._clock, self._warned = limit, 0, clock, float("-inf")
+        self.limit, self.closed, self._warn_now = limit, 0, _Every(WARN_EVERY, clock)
         self._open: OrderedDict[Any, None] = OrderedDict()
         made, lost = server.connection_made, server.connection_lost
 
@@ -66,9 +80,7 @@ class ConnectionCap:
         return len(self._open)
 
     def _warn(self) -> None:
-        now = self._clock()
-        if now - self._warned >= WARN_EVERY:
-            self._warned = now
+        if self._warn_now():
             log.warning("%d client connections, the most kept under the descriptor limit: closing the oldest idle "
                         "(%d so far); find the client with `ss -tn state established sport = :<port>`, or raise "
                         "LimitNOFILE=", self.limit, self.closed)
@@ -78,13 +90,12 @@ def quiet_accept_errors(loop: Any, clock: Callable[[], float] = time.monotonic) 
     """asyncio's loop, out of descriptors, logs "socket.accept() out of system resource" with a
     traceback at every try (a burst of clients can outrun the cap): one warning a minute instead.
     Everything else goes to the loop's default handler, as before."""
-    warned = [float("-inf")]
+    warn_now = _Every(WARN_EVERY, clock)
 
     def handler(loop: Any, context: dict[str, Any]) -> None:
         if not context.get("message", "").startswith("socket.accept() out of system resource"):
             loop.default_exception_handler(context)
-        elif clock() - warned[0] >= WARN_EVERY:
-            warned[0] = clock()
+        elif warn_now():
             log.warning("out of descriptors: new connections wait (%s); see the warnings about client connections",
                         context.get("exception"))
     loop.set_exception_handler(handler)

@@ -1,8 +1,8 @@
 """The exporter's event loop: uvloop's (libuv) when it is installed, asyncio's own otherwise.
 
 Every load balancer check and scrape goes through the loop.  On uvloop a /readyz costs 17 %
-fewer instructions (161k against 195k, ``bench/readyz_cpu.py --instructions``): fewer than
-a bare aiohttp JSON handler on asyncio's loop (174k).  ``VAS_EXPORTER_LOOP=asyncio`` in the
+fewer instructions (162.7k against 195.2k, ``bench/readyz_cpu.py --instructions``): fewer
+than a bare aiohttp JSON handler on asyncio's loop (173.5k).  ``VAS_EXPORTER_LOOP=asyncio`` in the
 exporter's environment keeps asyncio's loop (docs/operations.md).
 """
 from __future__ import annotations

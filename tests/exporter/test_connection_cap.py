@@ -75,6 +75,13 @@ def test_a_connection_being_answered_is_never_closed_for_a_newcomer():
     assert (downloading.closed, new.closed, newest.closed) == (False, False, True)
 
 
+def test_aiohttp_still_says_which_connections_are_being_answered():
+    """The cap tells a download from an idle client by aiohttp's own flag: were it renamed, every
+    connection would look idle and downloads would be cut for newcomers."""
+    from aiohttp.web_protocol import RequestHandler
+    assert "_request_in_progress" in RequestHandler.__slots__
+
+
 def test_the_limit_leaves_room_for_files_and_a_burst_of_accepts():
     assert limit_for(65536) == 65536 - 192 and limit_for(512) == 320 and limit_for(100) == 16
 
